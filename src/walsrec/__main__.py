@@ -1,0 +1,3 @@
+from walsrec.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Reading interactions, vocabularies, splits, and the TFRecord and native formats."""

@@ -1,0 +1,1 @@
+"""The Dask back end."""

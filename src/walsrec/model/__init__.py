@@ -1,0 +1,1 @@
+"""The WALS estimator (orchestration) and its numba kernels (one half-step each)."""

@@ -1,0 +1,1 @@
+"""Export, load, top-k, fold-in, batch prediction and the HTTP service."""
