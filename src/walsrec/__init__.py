@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# public name -> (module, attribute); attribute None means the module itself.
 _LAZY = {
-    "WALS": "walsrec.model.wals",
-    "Interactions": "walsrec.data.interactions",
-    "read_tfrecords": "walsrec.data.tfrecord",
-    "write_tfrecords": "walsrec.data.tfrecord",
-    "prepare": "walsrec.data.prepare",
-    "datasets": "walsrec.datasets",
-    "errors": "walsrec.errors",
+    "WALS": ("walsrec.model.wals", "WALS"),
+    "Interactions": ("walsrec.data.interactions", "Interactions"),
+    "Vocabulary": ("walsrec.data.vocabulary", "Vocabulary"),
+    "read_tfrecords": ("walsrec.data.tfrecord", "read_tfrecords"),
+    "write_tfrecords": ("walsrec.data.tfrecord", "write_tfrecords"),
+    "prepare": ("walsrec.data.prepare", "prepare"),
+    "load_prepared": ("walsrec.data.prepare", "load_prepared"),
+    "datasets": ("walsrec.datasets", None),
+    "errors": ("walsrec.errors", None),
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
@@ -26,17 +29,18 @@ __all__ = sorted([*_LAZY, "__version__"])
 if TYPE_CHECKING:  # pragma: no cover
     from walsrec import datasets, errors
     from walsrec.data.interactions import Interactions
-    from walsrec.data.prepare import prepare
+    from walsrec.data.prepare import load_prepared, prepare
     from walsrec.data.tfrecord import read_tfrecords, write_tfrecords
+    from walsrec.data.vocabulary import Vocabulary
     from walsrec.model.wals import WALS
 
 
 def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
+    if name not in _LAZY:
         raise AttributeError(f"module 'walsrec' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
     module = importlib.import_module(module_name)
-    value = module if module_name.endswith("." + name) else getattr(module, name)
+    value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value
     return value
 

@@ -1,0 +1,451 @@
+"""``prepare``: interaction logs to a DATA_DIR of vocabularies, TFRecords and native arrays.
+
+The steps, in order: read (:mod:`walsrec.data.readers`), combine repeated (user, item)
+pairs (``duplicates``), apply the rating transform, drop users and items with too few
+interactions (repeated until stable), split off the eval interactions, build the
+vocabularies from the train split, drop eval interactions whose user or item is not in
+train, and write::
+
+    DATA_DIR/meta.json
+    DATA_DIR/vocab/users.txt, vocab/items.txt          one id per line, line number = index
+    DATA_DIR/train/items_for_user-SSSSS-of-NNNNN.tfrecord[.gz]   one record per user
+    DATA_DIR/train/users_for_item-SSSSS-of-NNNNN.tfrecord[.gz]   one record per item
+    DATA_DIR/train/native/{user_items,item_users}.*.npy           memory-mappable copy
+    DATA_DIR/eval/...                                             the same for eval
+
+Everything is written into a temporary directory beside DATA_DIR and renamed into place
+when complete, so a failure leaves nothing behind and a reader never sees half a DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from walsrec.data.interactions import DUPLICATE_POLICIES, Interactions, aggregate_duplicates
+from walsrec.data.readers import read_table
+from walsrec.data.vocabulary import Vocabulary
+from walsrec.errors import DataFormatError, InvalidParameterError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "RATING_TRANSFORMS",
+    "SPLITS",
+    "PreparedData",
+    "load_prepared",
+    "prepare",
+    "transform_ratings",
+]
+
+FORMAT_VERSION = 1
+RATING_TRANSFORMS = ("none", "binary", "log1p", "scaled-median")
+SPLITS = ("random", "user", "time")
+
+
+@dataclass
+class PreparedData:
+    """A prepared DATA_DIR loaded back: train and eval share the vocabularies."""
+
+    train: Interactions
+    eval: Interactions | None
+    meta: dict
+    path: Path
+
+
+def _param_error(name, rule, value):
+    return InvalidParameterError(f"The {name!r} parameter of prepare must be {rule}. Got {value!r} instead.")
+
+
+def transform_ratings(values: np.ndarray, how: str, scale: float = 0.3, cap: float = 1.0):
+    """Apply a rating transform to aggregated interaction values.
+
+    ``none`` keeps them; ``binary`` makes every interaction 1; ``log1p`` is log(1 + r);
+    ``scaled-median`` is the course's rating for session durations,
+    min(cap, scale · r / median(r)).
+
+    Returns
+    -------
+    values : ndarray of float64
+    info : dict
+        Parameters used (and the median for ``scaled-median``), recorded in meta.json.
+    """
+    if how == "none":
+        return values, {"name": how}
+    if how == "binary":
+        return np.ones_like(values), {"name": how}
+    if how == "log1p":
+        return np.log1p(values), {"name": how}
+    if how == "scaled-median":
+        median = float(np.median(values)) if len(values) else 0.0
+        if not median > 0:
+            raise DataFormatError(
+                f"The rating transform 'scaled-median' needs a positive median rating; the "
+                f"median is {median!r}."
+            )
+        return np.minimum(cap, scale * values / median), {
+            "name": how,
+            "scale": scale,
+            "cap": cap,
+            "median": median,
+        }
+    raise _param_error("rating_transform", f"one of {', '.join(RATING_TRANSFORMS)}", how)
+
+
+def _filter_counts(rows, cols, min_user, min_item):
+    """Mask of pairs kept after dropping sparse users and items until nothing changes."""
+    keep = np.ones(len(rows), dtype=bool)
+    if min_user <= 1 and min_item <= 1:
+        return keep
+    while True:
+        ucount = np.bincount(rows[keep], minlength=rows.max() + 1 if len(rows) else 0)
+        icount = np.bincount(cols[keep], minlength=cols.max() + 1 if len(cols) else 0)
+        new = keep & (ucount[rows] >= min_user) & (icount[cols] >= min_item)
+        if new.sum() == keep.sum():
+            return new
+        keep = new
+
+
+def _rank_within_rows(rows: np.ndarray, sort_key: np.ndarray) -> np.ndarray:
+    """0-based rank of each entry within its row, ordering entries by ``sort_key``."""
+    order = np.lexsort((sort_key, rows))
+    sorted_rows = rows[order]
+    starts = np.searchsorted(sorted_rows, sorted_rows, side="left")
+    rank = np.empty(len(rows), dtype=np.int64)
+    rank[order] = np.arange(len(rows)) - starts
+    return rank
+
+
+def _split(rows, times, fraction, how, rng) -> np.ndarray:
+    """Boolean mask of the pairs held out for evaluation."""
+    n = len(rows)
+    if fraction == 0 or n == 0:
+        return np.zeros(n, dtype=bool)
+    if how == "random":
+        return rng.random(n) < fraction
+    counts = np.bincount(rows)
+    # About `fraction` of each user's interactions (stochastic rounding keeps the total
+    # unbiased), never all of them, and none for users with a single interaction.
+    n_eval = np.floor(fraction * counts + rng.random(len(counts))).astype(np.int64)
+    n_eval = np.minimum(n_eval, np.maximum(counts - 1, 0))
+    tiebreak = rng.random(n)
+    if how == "user":
+        rank = _rank_within_rows(rows, tiebreak)
+    else:  # latest first; ties in time broken at random
+        order = np.lexsort((tiebreak, -np.asarray(times, dtype=np.float64), rows))
+        sorted_rows = rows[order]
+        starts = np.searchsorted(sorted_rows, sorted_rows, side="left")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n) - starts
+    return rank < n_eval[rows]
+
+
+def _check_params(p: dict) -> None:
+    if p["rating_transform"] not in RATING_TRANSFORMS:
+        raise _param_error(
+            "rating_transform", f"one of {', '.join(RATING_TRANSFORMS)}", p["rating_transform"]
+        )
+    if p["duplicates"] not in DUPLICATE_POLICIES:
+        raise _param_error("duplicates", f"one of {', '.join(DUPLICATE_POLICIES)}", p["duplicates"])
+    if p["split"] not in SPLITS:
+        raise _param_error("split", f"one of {', '.join(SPLITS)}", p["split"])
+    f = p["eval_fraction"]
+    if not (isinstance(f, int | float) and 0 <= f < 1):
+        raise _param_error("eval_fraction", "a float in the range [0, 1)", f)
+    if p["split"] == "time" and f > 0 and p["time_col"] is None:
+        raise InvalidParameterError(
+            "The 'split' parameter of prepare is 'time', which needs 'time_col' (--time-col); "
+            "got no time column."
+        )
+    for name in ("min_user_interactions", "min_item_interactions", "shards"):
+        v = p[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise _param_error(name, "an int >= 1", v)
+    for name in ("scale", "cap"):
+        v = p[name]
+        if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
+            raise _param_error(name, "a float > 0", v)
+    if p["compression"] not in (None, "none", "gzip"):
+        raise _param_error("compression", "None, 'none' or 'gzip'", p["compression"])
+
+
+def prepare(
+    inputs,
+    out: str | os.PathLike,
+    *,
+    user_col: str = "user",
+    item_col: str = "item",
+    rating_col: str | None = None,
+    time_col: str | None = None,
+    delimiter: str | None = None,
+    columns: list[str] | None = None,
+    format: str | None = None,
+    rating_transform: str = "none",
+    scale: float = 0.3,
+    cap: float = 1.0,
+    duplicates: str = "sum",
+    min_user_interactions: int = 1,
+    min_item_interactions: int = 1,
+    eval_fraction: float = 0.0,
+    split: str = "random",
+    seed: int = 0,
+    shards: int = 1,
+    compression: str | None = None,
+    on_bad_rows: str = "error",
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Turn interaction files into a prepared DATA_DIR (see the module docstring).
+
+    Parameters
+    ----------
+    inputs : str, path or list
+        Files, globs or fsspec URLs: CSV/TSV, Parquet or JSON lines, optionally compressed.
+    out : path
+        The DATA_DIR to create. An existing non-empty directory is refused unless
+        ``overwrite=True``.
+    user_col, item_col, rating_col, time_col : str
+        Column names. Without ``rating_col`` every interaction is 1.0.
+    delimiter, columns, format :
+        Reading options, see :func:`walsrec.data.readers.read_table`.
+    rating_transform : {"none", "binary", "log1p", "scaled-median"}, default "none"
+        Applied after combining duplicates; ``scaled-median`` is
+        min(``cap``, ``scale`` · r / median(r)) (the course's defaults 0.3 and 1).
+    duplicates : {"sum", "max", "mean", "first", "last"}, default "sum"
+        How repeated (user, item) pairs combine (the course summed session durations).
+    min_user_interactions, min_item_interactions : int, default 1
+        Drop users/items with fewer distinct interactions, repeated until stable.
+    eval_fraction : float in [0, 1), default 0
+        Share of interactions held out for evaluation.
+    split : {"random", "user", "time"}, default "random"
+        ``random`` holds out each interaction with probability ``eval_fraction``; ``user``
+        holds out about that share of each user's interactions (users with at least two);
+        ``time`` holds out each user's latest share by ``time_col``.
+    seed : int, default 0
+    shards : int, default 1
+        TFRecord files per direction and split.
+    compression : {None, "gzip"}
+        TFRecord compression, as TensorFlow's ``options="GZIP"``.
+    on_bad_rows : {"error", "skip"}, default "error"
+    overwrite : bool, default False
+    progress : callable, optional
+        Called with a short message at each stage (the CLI prints them).
+
+    Returns
+    -------
+    dict
+        The content of ``meta.json``: counts, sources, settings and what was dropped.
+    """
+    params = dict(locals())
+    _check_params(params)
+    out = Path(out)
+    note = progress or (lambda message: None)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise InvalidParameterError(
+            f"The output directory {str(out)!r} exists and is not empty; pass overwrite=True "
+            "(--overwrite) to replace it."
+        )
+    started = time.perf_counter()
+    note("reading inputs")
+    read = read_table(
+        inputs,
+        user_col=user_col,
+        item_col=item_col,
+        rating_col=rating_col,
+        time_col=time_col,
+        delimiter=delimiter,
+        columns=columns,
+        format=format,
+        on_bad_rows=on_bad_rows,
+        nonnegative_rating=rating_transform in ("log1p", "scaled-median"),
+    )
+    table = read.table
+    note(f"read {read.n_rows_read:,} rows from {len(read.sources)} file(s)")
+
+    users_dict, user_codes = _encode(table.column("user"))
+    items_dict, item_codes = _encode(table.column("item"))
+    values = (
+        table.column("rating").to_numpy() if "rating" in table.column_names
+        else np.ones(table.num_rows)
+    )
+    times = table.column("time").to_numpy() if "time" in table.column_names else None
+    del table
+    agg = aggregate_duplicates(user_codes, item_codes, values, len(items_dict), duplicates, times)
+    rows, cols, values = agg[0], agg[1], agg[2]
+    pair_times = agg[4] if times is not None else None
+    n_pairs = len(rows)
+    values, transform_info = transform_ratings(values, rating_transform, scale, cap)
+
+    keep = _filter_counts(rows, cols, min_user_interactions, min_item_interactions)
+    n_filtered = int(n_pairs - keep.sum())
+    rows, cols, values = rows[keep], cols[keep], values[keep]
+    pair_times = pair_times[keep] if pair_times is not None else None
+    if len(rows) == 0:
+        raise DataFormatError(
+            f"No interactions are left after filtering ({n_pairs:,} distinct pairs read; "
+            f"min_user_interactions={min_user_interactions}, "
+            f"min_item_interactions={min_item_interactions})."
+        )
+
+    rng = np.random.default_rng(seed)
+    is_eval = _split(rows, pair_times, eval_fraction, split, rng)
+    train_rows, train_cols = rows[~is_eval], cols[~is_eval]
+    users = Vocabulary.from_values(users_dict.take(pa.array(np.unique(train_rows))), "users")
+    items = Vocabulary.from_values(items_dict.take(pa.array(np.unique(train_cols))), "items")
+    user_map = users.indices(users_dict)
+    item_map = items.indices(items_dict)
+    train = _matrix(user_map[train_rows], item_map[train_cols], values[~is_eval], users, items)
+    er, ec = user_map[rows[is_eval]], item_map[cols[is_eval]]
+    known = (er >= 0) & (ec >= 0)
+    n_eval_dropped = int((~known).sum())
+    evaluation = (
+        _matrix(er[known], ec[known], values[is_eval][known], users, items)
+        if eval_fraction > 0
+        else None
+    )
+    note(
+        f"{len(users):,} users, {len(items):,} items, {train.nnz:,} train and "
+        f"{evaluation.nnz if evaluation is not None else 0:,} eval interactions"
+    )
+
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sources": read.sources,
+        "columns": {"user": user_col, "item": item_col, "rating": rating_col, "time": time_col},
+        "rating_transform": transform_info,
+        "duplicates": duplicates,
+        "filters": {
+            "min_user_interactions": min_user_interactions,
+            "min_item_interactions": min_item_interactions,
+        },
+        "split": {"method": split, "eval_fraction": eval_fraction, "seed": seed},
+        "counts": {
+            "rows_read": read.n_rows_read,
+            "bad_rows_skipped": read.n_bad_rows,
+            "bad_rows_by_reason": dict(read.bad_reasons),
+            "distinct_pairs": n_pairs,
+            "pairs_removed_by_filters": n_filtered,
+            "n_users": len(users),
+            "n_items": len(items),
+            "train_interactions": train.nnz,
+            "eval_interactions": evaluation.nnz if evaluation is not None else 0,
+            "eval_dropped_not_in_train": n_eval_dropped,
+        },
+        "tfrecords": {"shards": shards, "compression": compression or "none"},
+    }
+    note("writing TFRecords and native arrays")
+    _write_atomically(out, overwrite, lambda tmp: _write(tmp, meta, train, evaluation, shards, compression))
+    meta["seconds"] = round(time.perf_counter() - started, 3)
+    return meta
+
+
+def _encode(column) -> tuple[pa.Array, np.ndarray]:
+    """Distinct values and the code of each row (hash-based, no sorting of strings)."""
+    encoded = pc.dictionary_encode(column)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.unify_dictionaries() if encoded.num_chunks > 1 else encoded
+        dictionary = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
+        codes = np.concatenate(
+            [c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks]
+        ) if encoded.num_chunks else np.zeros(0, dtype=np.int64)
+    else:
+        dictionary, codes = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
+    return dictionary, codes.astype(np.int64, copy=False)
+
+
+def _matrix(rows, cols, values, users, items) -> Interactions:
+    m = sp.csr_matrix(
+        (values.astype(np.float32), (rows, cols)), shape=(len(users), len(items))
+    )
+    return Interactions(m, users, items)
+
+
+def _write(tmp: Path, meta, train, evaluation, shards, compression) -> None:
+    from walsrec.data.tfrecord import write_tfrecords
+
+    train.users.save(_mkdir(tmp / "vocab") / "users.txt")
+    train.items.save(tmp / "vocab" / "items.txt")
+    files = {}
+    for split_name, data in (("train", train), ("eval", evaluation)):
+        if data is None:
+            continue
+        d = _mkdir(tmp / split_name)
+        files[split_name] = {
+            "items_for_user": _names(write_tfrecords(
+                data.user_items, str(d / "items_for_user"), shards=shards, compression=compression
+            )),
+            "users_for_item": _names(write_tfrecords(
+                data.item_users, str(d / "users_for_item"), shards=shards, compression=compression
+            )),
+        }
+        data.save_matrices(d / "native")
+    meta["files"] = files
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _names(paths):
+    return [Path(p).name for p in paths]
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_atomically(out: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
+    """Run ``write`` into a temporary directory beside ``out``, then rename it into place."""
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        write(tmp)
+        if out.exists():
+            if out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+            elif overwrite:
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+                os.replace(out, old / "data")
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+                return
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_prepared(data_dir: str | os.PathLike, mmap: bool = True) -> PreparedData:
+    """Load a DATA_DIR written by :func:`prepare` (native arrays, memory-mapped)."""
+    path = Path(data_dir)
+    meta_path = path / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise DataFormatError(
+            f"{meta_path}: missing; {str(path)!r} is not a DATA_DIR written by 'walsrec prepare'."
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{meta_path}: not valid JSON ({exc}).") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataFormatError(
+            f"{meta_path}: format_version {meta.get('format_version')!r} is not supported "
+            f"(this walsrec reads {FORMAT_VERSION})."
+        )
+    users = Vocabulary.load(path / "vocab" / "users.txt", "users")
+    items = Vocabulary.load(path / "vocab" / "items.txt", "items")
+    train = Interactions.load_matrices(path / "train" / "native", users, items, mmap=mmap)
+    evaluation = None
+    if (path / "eval" / "native").is_dir():
+        evaluation = Interactions.load_matrices(path / "eval" / "native", users, items, mmap=mmap)
+    return PreparedData(train=train, eval=evaluation, meta=meta, path=path)
