@@ -24,7 +24,18 @@ _LAZY = {
     "errors": ("walsrec.errors", None),
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "WALS",
+    "Interactions",
+    "Vocabulary",
+    "__version__",
+    "datasets",
+    "errors",
+    "load_prepared",
+    "prepare",
+    "read_tfrecords",
+    "write_tfrecords",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from walsrec import datasets, errors

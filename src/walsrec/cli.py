@@ -72,16 +72,33 @@ def _add_prepare(sub) -> None:
     )
     p.add_argument("--min-user-interactions", type=int, default=1, metavar="N")
     p.add_argument("--min-item-interactions", type=int, default=1, metavar="N")
-    p.add_argument("--eval-fraction", type=float, default=0.0, metavar="F",
-                   help="share of interactions held out for evaluation (default 0)")
-    p.add_argument("--split", default="random", choices=["random", "user", "time"],
-                   help="how the eval interactions are chosen (default: random)")
+    p.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of interactions held out for evaluation (default 0)",
+    )
+    p.add_argument(
+        "--split",
+        default="random",
+        choices=["random", "user", "time"],
+        help="how the eval interactions are chosen (default: random)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shards", type=int, default=1, help="TFRecord files per direction")
-    p.add_argument("--compression", choices=["none", "gzip"], default="none",
-                   help="TFRecord compression (default: none)")
-    p.add_argument("--on-bad-rows", choices=["error", "skip"], default="error",
-                   help="skip and count bad rows instead of stopping at the first")
+    p.add_argument(
+        "--compression",
+        choices=["none", "gzip"],
+        default="none",
+        help="TFRecord compression (default: none)",
+    )
+    p.add_argument(
+        "--on-bad-rows",
+        choices=["error", "skip"],
+        default="error",
+        help="skip and count bad rows instead of stopping at the first",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing DATA_DIR")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=_cmd_prepare)
@@ -126,7 +143,7 @@ def _prepare_summary(meta: dict, out) -> str:
         f"  rows read            {c['rows_read']:>12,}",
     ]
     if c["bad_rows_skipped"]:
-        reasons = ", ".join(f"{k}: {v:,}" for k, v in c["bad_rows_by_reason"].items())
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(c["bad_rows_by_reason"].items()))
         lines.append(f"  bad rows skipped     {c['bad_rows_skipped']:>12,}  ({reasons})")
     lines += [
         f"  distinct pairs       {c['distinct_pairs']:>12,}",
@@ -157,7 +174,9 @@ def _add_demo(sub) -> None:
         epilog="example:\n  walsrec demo --workdir walsrec-demo\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--workdir", default="walsrec-demo", help="where to write (default: walsrec-demo)")
+    p.add_argument(
+        "--workdir", default="walsrec-demo", help="where to write (default: walsrec-demo)"
+    )
     p.add_argument("--interactions", type=int, default=200_000, help="visits to generate")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
@@ -193,10 +212,7 @@ def _cmd_demo(args) -> int:
     )
     print(f"Wrote {csv_path} ({table.num_rows:,} visits)")
     print(_prepare_summary(meta, workdir / "data"))
-    print(
-        "\nNext: look at the files under "
-        f"{workdir / 'data'} (meta.json, vocab/, train/, eval/)."
-    )
+    print(f"\nNext: look at the files under {workdir / 'data'} (meta.json, vocab/, train/, eval/).")
     return 0
 
 

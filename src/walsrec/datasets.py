@@ -135,7 +135,9 @@ def generate_visits(
         r = rng.random(m)[:, None]
         topic = np.minimum((taste_cum[u] < r).sum(axis=1), n_topics - 1)
         pos = lo[topic] + rng.random(m) * (hi[topic] - lo[topic])
-        idx = np.clip(np.searchsorted(within, pos, side="right"), starts[topic], starts[topic + 1] - 1)
+        idx = np.clip(
+            np.searchsorted(within, pos, side="right"), starts[topic], starts[topic + 1] - 1
+        )
         item = topic_order[idx]
         popular = rng.random(m) < popularity_share
         n_pop = int(popular.sum())

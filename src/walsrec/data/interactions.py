@@ -237,10 +237,11 @@ class Interactions:
         from walsrec.data.readers import read_table
 
         duplicates = options.pop("duplicates", "sum")
-        wanted = [c for c in (user_col, item_col, rating_col) if c is not None]
-        table = read_table(inputs, columns_needed=wanted, **options).table
+        table = read_table(
+            inputs, user_col=user_col, item_col=item_col, rating_col=rating_col, **options
+        ).table
         return cls.from_table(
-            table, user_col, item_col, rating_col, duplicates=duplicates
+            table, "user", "item", "rating" if rating_col else None, duplicates=duplicates
         )
 
     @classmethod

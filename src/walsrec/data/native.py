@@ -78,9 +78,11 @@ def load_csr(directory: str | os.PathLike, name: str, mmap: bool = True) -> sp.c
         except (OSError, ValueError) as exc:
             raise DataFormatError(f"{path}: cannot be read ({exc}).") from None
     n_rows, n_cols = meta["shape"]
-    if arrays["indptr"].shape != (n_rows + 1,) or len(arrays["indices"]) != meta["nnz"] or len(
-        arrays["data"]
-    ) != meta["nnz"]:
+    if (
+        arrays["indptr"].shape != (n_rows + 1,)
+        or len(arrays["indices"]) != meta["nnz"]
+        or len(arrays["data"]) != meta["nnz"]
+    ):
         raise DataFormatError(
             f"{directory}/{name}.*.npy: array lengths do not match {meta_path} "
             f"(shape {meta['shape']}, nnz {meta['nnz']}); the files are truncated or mixed up."

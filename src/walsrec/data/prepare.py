@@ -64,7 +64,9 @@ class PreparedData:
 
 
 def _param_error(name, rule, value):
-    return InvalidParameterError(f"The {name!r} parameter of prepare must be {rule}. Got {value!r} instead.")
+    return InvalidParameterError(
+        f"The {name!r} parameter of prepare must be {rule}. Got {value!r} instead."
+    )
 
 
 def transform_ratings(values: np.ndarray, how: str, scale: float = 0.3, cap: float = 1.0):
@@ -275,7 +277,8 @@ def prepare(
     users_dict, user_codes = _encode(table.column("user"))
     items_dict, item_codes = _encode(table.column("item"))
     values = (
-        table.column("rating").to_numpy() if "rating" in table.column_names
+        table.column("rating").to_numpy()
+        if "rating" in table.column_names
         else np.ones(table.num_rows)
     )
     times = table.column("time").to_numpy() if "time" in table.column_names else None
@@ -345,7 +348,9 @@ def prepare(
         "tfrecords": {"shards": shards, "compression": compression or "none"},
     }
     note("writing TFRecords and native arrays")
-    _write_atomically(out, overwrite, lambda tmp: _write(tmp, meta, train, evaluation, shards, compression))
+    _write_atomically(
+        out, overwrite, lambda tmp: _write(tmp, meta, train, evaluation, shards, compression)
+    )
     meta["seconds"] = round(time.perf_counter() - started, 3)
     return meta
 
@@ -355,19 +360,21 @@ def _encode(column) -> tuple[pa.Array, np.ndarray]:
     encoded = pc.dictionary_encode(column)
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.unify_dictionaries() if encoded.num_chunks > 1 else encoded
-        dictionary = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
-        codes = np.concatenate(
-            [c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks]
-        ) if encoded.num_chunks else np.zeros(0, dtype=np.int64)
+        dictionary = (
+            encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
+        )
+        codes = (
+            np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
+            if encoded.num_chunks
+            else np.zeros(0, dtype=np.int64)
+        )
     else:
         dictionary, codes = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
     return dictionary, codes.astype(np.int64, copy=False)
 
 
 def _matrix(rows, cols, values, users, items) -> Interactions:
-    m = sp.csr_matrix(
-        (values.astype(np.float32), (rows, cols)), shape=(len(users), len(items))
-    )
+    m = sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=(len(users), len(items)))
     return Interactions(m, users, items)
 
 
@@ -382,12 +389,22 @@ def _write(tmp: Path, meta, train, evaluation, shards, compression) -> None:
             continue
         d = _mkdir(tmp / split_name)
         files[split_name] = {
-            "items_for_user": _names(write_tfrecords(
-                data.user_items, str(d / "items_for_user"), shards=shards, compression=compression
-            )),
-            "users_for_item": _names(write_tfrecords(
-                data.item_users, str(d / "users_for_item"), shards=shards, compression=compression
-            )),
+            "items_for_user": _names(
+                write_tfrecords(
+                    data.user_items,
+                    str(d / "items_for_user"),
+                    shards=shards,
+                    compression=compression,
+                )
+            ),
+            "users_for_item": _names(
+                write_tfrecords(
+                    data.item_users,
+                    str(d / "users_for_item"),
+                    shards=shards,
+                    compression=compression,
+                )
+            ),
         }
         data.save_matrices(d / "native")
     meta["files"] = files

@@ -210,9 +210,7 @@ def read_table(
     result = ReadResult(table=pa.table({}), sources=sources)
     tables = []
     for path in sources:
-        table, locate = _read_one(
-            path, roles, delimiter, columns, format, on_bad_rows, result
-        )
+        table, locate = _read_one(path, roles, delimiter, columns, format, on_bad_rows, result)
         result.n_rows_read += table.num_rows
         table = _validate(table, roles, locate, on_bad_rows, nonnegative_rating, result)
         tables.append(table)
@@ -306,16 +304,17 @@ def _read_csv(path, codec, roles, delimiter, columns, on_bad_rows, result):
     _missing(path, wanted, names)
     column_types = {roles["user"]: pa.string(), roles["item"]: pa.string()}
     bad_rows = []
+    skipped = [0]  # rows with a wrong number of fields, in the last read only
 
     def handler(row):
         if on_bad_rows == "skip":
-            result.bad_reasons["wrong number of fields"] += 1
-            result.n_bad_rows += 1
+            skipped[0] += 1
             return "skip"
         bad_rows.append(row)
         return "error"
 
     def read(types, use_threads=True):
+        skipped[0] = 0
         return pcsv.read_csv(
             _open(path, codec),
             read_options=pcsv.ReadOptions(
@@ -325,7 +324,10 @@ def _read_csv(path, codec, roles, delimiter, columns, on_bad_rows, result):
             ),
             parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler),
             convert_options=pcsv.ConvertOptions(
-                column_types=types, include_columns=wanted, strings_can_be_null=False
+                column_types=types,
+                include_columns=wanted,
+                strings_can_be_null=False,
+                null_values=[""],
             ),
         )
 
@@ -357,6 +359,9 @@ def _read_csv(path, codec, roles, delimiter, columns, on_bad_rows, result):
                 f"{delimiter!r}, found {row.actual_columns}: {row.text[:200]!r}."
             ) from None
         raise DataFormatError(f"{path}: cannot be parsed as CSV ({exc}).") from None
+    if skipped[0]:
+        result.bad_reasons["wrong number of fields"] += skipped[0]
+        result.n_bad_rows += skipped[0]
     return _standardise(table, roles, path), _Locator(path, "csv", first_data_line)
 
 
@@ -401,37 +406,59 @@ def _validate(table, roles, locate, on_bad_rows, nonnegative, result) -> pa.Tabl
     for role in ("user", "item"):
         col = table.column(role)
         if col.null_count:
-            problem(pc.is_null(col).to_numpy(zero_copy_only=False), "missing id", role,
-                    "the id is missing.")
+            problem(
+                pc.is_null(col).to_numpy(zero_copy_only=False),
+                "missing id",
+                role,
+                "the id is missing.",
+            )
         col = pc.fill_null(col, "")
         empty = pc.equal(pc.utf8_length(col), 0).to_numpy(zero_copy_only=False)
         problem(empty, "missing id", role, "the id is empty.")
         multiline = pc.match_substring_regex(col, "[\n\r\x00]").to_numpy(zero_copy_only=False)
-        problem(multiline, "id with a newline or NUL", role,
-                "the id {value} contains a newline or NUL character; ids must be one line.")
+        problem(
+            multiline,
+            "id with a newline or NUL",
+            role,
+            "the id {value} contains a newline or NUL character; ids must be one line.",
+        )
     if "rating" in roles:
         col = table.column("rating")
         if not pa.types.is_floating(col.type) and not pa.types.is_integer(col.type):
             text = pc.fill_null(col.cast(pa.string()), "")
             numeric = pc.match_substring_regex(text, _NUMBER_RE).to_numpy(zero_copy_only=False)
-            problem(~numeric, "rating not a number", "rating",
-                    "the rating {value} is not a number.")
+            problem(
+                ~numeric, "rating not a number", "rating", "the rating {value} is not a number."
+            )
             col = pc.if_else(pa.array(numeric), text, "nan").cast(pa.float64())
             table = table.set_column(table.column_names.index("rating"), "rating", col)
         values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
         if col.null_count:
-            problem(pc.is_null(col).to_numpy(zero_copy_only=False), "rating missing",
-                    "rating", "the rating is missing.")
+            problem(
+                pc.is_null(col).to_numpy(zero_copy_only=False),
+                "rating missing",
+                "rating",
+                "the rating is missing.",
+            )
             values = np.where(np.isnan(values), 0.0, values)
-        problem(~np.isfinite(values), "rating not finite", "rating",
-                "the rating {value} is not a finite number.")
+        problem(
+            ~np.isfinite(values),
+            "rating not finite",
+            "rating",
+            "the rating {value} is not a finite number.",
+        )
         if nonnegative:
             with np.errstate(invalid="ignore"):
-                problem(values < 0, "negative rating", "rating",
-                        "the rating {value} is negative, which the rating transform cannot take.")
+                problem(
+                    values < 0,
+                    "negative rating",
+                    "rating",
+                    "the rating {value} is negative, which the rating transform cannot take.",
+                )
         if col.type != pa.float64():
-            table = table.set_column(table.column_names.index("rating"), "rating",
-                                     col.cast(pa.float64()))
+            table = table.set_column(
+                table.column_names.index("rating"), "rating", col.cast(pa.float64())
+            )
     if "time" in roles:
         col = table.column("time")
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
@@ -445,8 +472,12 @@ def _validate(table, roles, locate, on_bad_rows, nonnegative, result) -> pa.Tabl
         if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
             col = pc.cast(col, pa.int64())
         if col.null_count:
-            problem(pc.is_null(col).to_numpy(zero_copy_only=False), "time missing", "time",
-                    "the time is missing.")
+            problem(
+                pc.is_null(col).to_numpy(zero_copy_only=False),
+                "time missing",
+                "time",
+                "the time is missing.",
+            )
         table = table.set_column(table.column_names.index("time"), "time", col)
     if not keep.all():
         table = table.filter(pa.array(keep))

@@ -90,7 +90,9 @@ class Vocabulary:
         try:
             return self._lookup[str(id_)]
         except KeyError:
-            raise UnknownIdError(f"Unknown {self.name[:-1] if self.name.endswith('s') else self.name} id {id_!r}.") from None
+            raise UnknownIdError(
+                f"Unknown {self.name[:-1] if self.name.endswith('s') else self.name} id {id_!r}."
+            ) from None
 
     def indices(self, values) -> np.ndarray:
         """Indices of many values at once (vectorised); -1 where a value is absent."""
@@ -138,4 +140,6 @@ def check_ids_text(ids: pa.Array, source: str, line_of=None) -> None:
         value = ids[pos].as_py()
         where = line_of(pos) if line_of is not None else f"position {pos}"
         what = "is empty" if not value else "contains a newline or NUL character"
-        raise DataFormatError(f"{source}, {where}: the id {value!r} {what}; ids must be one line of text.")
+        raise DataFormatError(
+            f"{source}, {where}: the id {value!r} {what}; ids must be one line of text."
+        )

@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from walsrec.cli import build_parser, main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _csv(tmp_path, text):
+    p = tmp_path / "in.csv"
+    p.write_text(text)
+    return str(p)
+
+
+def test_prepare_prints_a_summary(tmp_path, capsys):
+    src = _csv(tmp_path, "user,item,rating\na,x,1\nb,y,2\na,y,3\nb,x,1\n")
+    code, out, err = _run(
+        capsys,
+        "prepare",
+        src,
+        "--out",
+        str(tmp_path / "o"),
+        "--rating-col",
+        "rating",
+        "--eval-fraction",
+        "0.25",
+        "--seed",
+        "1",
+    )
+    assert code == 0
+    assert "prepare: reading inputs" in err
+    assert "rows read                       4" in out
+    assert "train interactions" in out and (tmp_path / "o" / "meta.json").is_file()
+
+
+BAD_INPUTS = [
+    (
+        "user,item\na,x\n",
+        ["--rating-col", "score"],
+        r"in.csv: column 'score' not found; the columns are 'user', 'item'.",
+    ),
+    (
+        "user,item,rating\na,x,1\nb,x,abc\n",
+        ["--rating-col", "rating"],
+        r"in.csv, line 3, column 'rating': the rating 'abc' is not a number.",
+    ),
+    (
+        "user,item,rating\na,x,NaN\n",
+        ["--rating-col", "rating"],
+        r"in.csv, line 2, column 'rating': the rating nan is not a finite number.",
+    ),
+    (
+        "user,item,rating\na,x,inf\n",
+        ["--rating-col", "rating"],
+        r"in.csv, line 2, column 'rating': the rating inf is not a finite number.",
+    ),
+    (
+        "user,item,rating\na,x,-3\n",
+        ["--rating-col", "rating", "--rating-transform", "log1p"],
+        r"in.csv, line 2, column 'rating': the rating -3.0 is negative, which the rating "
+        "transform cannot take.",
+    ),
+    (
+        "user,item\na,x\nb,y\n",
+        ["--min-item-interactions", "2"],
+        r"No interactions are left after filtering (2 distinct pairs read; "
+        "min_user_interactions=1, min_item_interactions=2).",
+    ),
+    (
+        'user,item\n"a\nb",x\n',
+        [],
+        r"in.csv, line 2, column 'user': the id 'a\nb' contains a newline or NUL character; "
+        "ids must be one line.",
+    ),
+]
+
+
+@pytest.mark.parametrize("text,extra,message", BAD_INPUTS)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, text, extra, message):
+    src = _csv(tmp_path, text)
+    code, _out, err = _run(capsys, "prepare", src, "--out", str(tmp_path / "o"), "--quiet", *extra)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("walsrec prepare: error: ")
+    assert lines[0].endswith(message)
+    assert sorted(os.listdir(tmp_path)) == ["in.csv"]  # nothing left behind
+
+
+def test_skip_bad_rows_says_how_many(tmp_path, capsys):
+    src = _csv(tmp_path, "user,item,rating\na,x,1\nb,x,abc\nc,y\n")
+    code, out, _ = _run(
+        capsys,
+        "prepare",
+        src,
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+        "--rating-col",
+        "rating",
+        "--on-bad-rows",
+        "skip",
+    )
+    assert code == 0
+    assert (
+        "bad rows skipped                2  (rating not a number: 1, wrong number of "
+        "fields: 1)" in out
+    )
+
+
+def test_every_command_has_help_with_an_example():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) >= {"prepare", "demo"}
+    for name, cmd in sub.choices.items():
+        assert cmd.description, name
+        assert "example:" in (cmd.epilog or ""), name
+        assert f"walsrec {name}" in cmd.epilog, name
+
+
+def test_python_dash_m_and_no_command():
+    proc = subprocess.run(
+        [sys.executable, "-m", "walsrec", "--version"], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.startswith("walsrec ")
+    proc = subprocess.run([sys.executable, "-m", "walsrec"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "prepare" in proc.stdout
+
+
+def test_import_is_fast_and_lazy():
+    code = (
+        "import sys, time; t = time.perf_counter(); import walsrec; "
+        "d = time.perf_counter() - t; "
+        "assert 'numba' not in sys.modules and 'scipy' not in sys.modules, sys.modules.keys(); "
+        "print(d)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) < 1.0
+
+
+def test_demo_runs_twice(tmp_path, capsys):
+    work = str(tmp_path / "demo")
+    for _ in range(2):
+        code, out, err = _run(capsys, "demo", "--workdir", work, "--interactions", "5000")
+        assert code == 0, err
+        assert "train interactions" in out
+    assert (tmp_path / "demo" / "data" / "meta.json").is_file()
+
+
+def test_public_names_resolve():
+    import walsrec
+
+    assert set(walsrec.__all__) == set(walsrec._LAZY) | {"__version__"}
+    for name in walsrec.__all__:
+        assert getattr(walsrec, name) is not None
