@@ -1,0 +1,305 @@
+"""numba kernels of the WALS solver: one half-step each, on raw CSR arrays.
+
+Every kernel updates the rows listed in ``rows`` of a factor matrix from the fixed factors of
+the other side. The CSR arrays are the rows being solved (``user_items`` for the row
+half-step, its transpose for the column half-step), with two aligned per-entry arrays: the
+observed weight ``wdata`` (W_ij) and the target ``adata`` (A_ij). ``bounds`` splits ``rows``
+into parts of about equal cost; ``prange`` runs over the parts, so each part allocates its
+scratch once and the static schedule of numba's threading layers stays balanced even though
+row lengths differ by orders of magnitude. No result depends on which thread ran a part, and
+no reduction crosses rows, so results are bitwise identical for any thread count.
+
+Kernels never validate, log or allocate Python objects: orchestration (``wals.py``) does that.
+The slow NumPy twins in ``_reference.py`` define what each kernel must compute.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Fast-math without the no-NaN/no-inf assumptions: a NaN pivot must still fail its test.
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+# Path codes of the exact solver, per row (see ``solve_exact``).
+PATH_DIRECT = 0
+PATH_WOODBURY = 1
+# Row flags written by the exact solver.
+FLAG_OK = 0
+FLAG_SINGULAR = 1
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _cholesky_solve(m, n, b, diag_tol):
+    """Solve m[:n, :n] x = b[:n] in place (x overwrites b) by Cholesky of the lower triangle.
+
+    Only the lower triangle of ``m`` is read; it is overwritten by L (m = L Lᵀ). Returns False
+    when a pivot is not positive relative to its original diagonal (singular or not SPD).
+    """
+    for j in range(n):
+        mj = m[j]
+        d0 = mj[j]
+        s = d0
+        for p in range(j):
+            s -= mj[p] * mj[p]
+        if not (s > diag_tol * d0) or not (d0 > 0.0):
+            return False
+        ljj = np.sqrt(s)
+        mj[j] = ljj
+        inv = 1.0 / ljj
+        for i in range(j + 1, n):
+            mi = m[i]
+            t = mi[j]
+            for p in range(j):
+                t -= mi[p] * mj[p]
+            mi[j] = t * inv
+    # forward: L y = b
+    for i in range(n):
+        mi = m[i]
+        t = b[i]
+        for p in range(i):
+            t -= mi[p] * b[p]
+        b[i] = t / mi[i]
+    # backward: Lᵀ x = y, column-oriented so the inner loop runs over a contiguous row of L
+    for i in range(n - 1, -1, -1):
+        mi = m[i]
+        xi = b[i] / mi[i]
+        b[i] = xi
+        for p in range(i):
+            b[p] -= xi * mi[p]
+    return True
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def solve_exact(
+    indptr,
+    indices,
+    wdata,
+    adata,
+    rows,
+    bounds,
+    paths,
+    fixed_rot,
+    dbase,
+    lam,
+    w0,
+    diag_tol,
+    out_rot,
+    flags,
+):
+    """Exact half-step in the eigenbasis of G = Q diag(g) Qᵀ of the fixed factors.
+
+    For each listed row i with entries S_i, D_j = W_ij − w0 and Ṽ = V Q (``fixed_rot``):
+        (diag(w0·g + λ_i) + Σ_{j∈S_i} D_j ṽ_j ṽ_jᵀ) ũ_i = Σ_{j∈S_i} W_ij A_ij ṽ_j
+    written to ``out_rot[t]`` for ``rows[t]`` (the caller rotates back: u_i = Q ũ_i).
+    ``dbase`` = w0·g, ``lam[t]`` = λ_i. ``paths[t]`` = PATH_WOODBURY solves by Woodbury's
+    identity when admissible (all d > 0 and all D_j ≥ 0), else the direct Cholesky is used.
+    ``flags[t]`` = FLAG_SINGULAR when the direct system has a non-positive pivot.
+    """
+    k = fixed_rot.shape[1]
+    dt = fixed_rot.dtype
+    n_parts = bounds.shape[0] - 1
+    for part in prange(n_parts):
+        lo = bounds[part]
+        hi = bounds[part + 1]
+        # longest Woodbury candidate in this part sizes the n×n scratch
+        nw = 1
+        for t in range(lo, hi):
+            if paths[t] == PATH_WOODBURY:
+                r = rows[t]
+                ln = indptr[r + 1] - indptr[r]
+                if ln > nw:
+                    nw = ln
+        m = np.empty((k, k), dtype=dt)
+        bvec = np.empty(k, dtype=dt)
+        d = np.empty(k, dtype=dt)
+        dis = np.empty(k, dtype=dt)
+        z = np.empty((nw, k), dtype=dt)
+        kk = np.empty((nw, nw), dtype=dt)
+        tv = np.empty(nw, dtype=dt)
+        for t in range(lo, hi):
+            r = rows[t]
+            start = indptr[r]
+            end = indptr[r + 1]
+            n = end - start
+            lam_t = lam[t]
+            dmin = np.inf
+            for a in range(k):
+                d[a] = dbase[a] + lam_t
+                if d[a] < dmin:
+                    dmin = d[a]
+                bvec[a] = 0.0
+            wood = paths[t] == PATH_WOODBURY and dmin > 0.0
+            if wood:
+                for p in range(start, end):
+                    if wdata[p] < w0:
+                        wood = False
+                        break
+            flags[t] = FLAG_OK
+            out = out_rot[t]
+            if wood:
+                # (diag(d) + XᵀX)⁻¹ = d^-½ (I − Zᵀ (I + Z Zᵀ)⁻¹ Z) d^-½, Z = X d^-½
+                for a in range(k):
+                    dis[a] = 1.0 / np.sqrt(d[a])
+                for q in range(n):
+                    p = start + q
+                    vj = fixed_rot[indices[p]]
+                    c = wdata[p] * adata[p]
+                    s = np.sqrt(wdata[p] - w0)
+                    zq = z[q]
+                    for a in range(k):
+                        bvec[a] += c * vj[a]
+                        zq[a] = s * vj[a] * dis[a]
+                for a in range(k):
+                    bvec[a] *= dis[a]
+                for q in range(n):
+                    zq = z[q]
+                    acc = 0.0
+                    for a in range(k):
+                        acc += zq[a] * bvec[a]
+                    tv[q] = acc
+                    kq = kk[q]
+                    for q2 in range(q + 1):
+                        z2 = z[q2]
+                        acc = 0.0
+                        for a in range(k):
+                            acc += zq[a] * z2[a]
+                        kq[q2] = acc
+                    kq[q] += 1.0
+                _cholesky_solve(kk, n, tv, 0.0)
+                for a in range(k):
+                    out[a] = bvec[a]
+                for q in range(n):
+                    zq = z[q]
+                    sq = tv[q]
+                    for a in range(k):
+                        out[a] -= sq * zq[a]
+                for a in range(k):
+                    out[a] *= dis[a]
+            else:
+                for a in range(k):
+                    ma = m[a]
+                    for b in range(a):
+                        ma[b] = 0.0
+                    ma[a] = d[a]
+                for p in range(start, end):
+                    vj = fixed_rot[indices[p]]
+                    c = wdata[p] * adata[p]
+                    dj = wdata[p] - w0
+                    for a in range(k):
+                        va = vj[a]
+                        bvec[a] += c * va
+                        s = dj * va
+                        ma = m[a]
+                        for b in range(a + 1):
+                            ma[b] += s * vj[b]
+                if _cholesky_solve(m, k, bvec, diag_tol):
+                    for a in range(k):
+                        out[a] = bvec[a]
+                else:
+                    flags[t] = FLAG_SINGULAR
+                    for a in range(k):
+                        out[a] = 0.0
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def solve_cg(indptr, indices, wdata, adata, rows, bounds, fixed, gram_w0, lam, w0, cg_steps, out):
+    """Conjugate-gradient half-step, warm-started from ``out[t]`` (implicit's CG).
+
+    Runs ``cg_steps`` iterations on (w0·G + λ_i I + Σ_{j∈S_i} D_j v_j v_jᵀ) u_i
+    = Σ_{j∈S_i} W_ij A_ij v_j for row ``rows[t]``, in the original basis; ``gram_w0`` = w0·G.
+    """
+    k = fixed.shape[1]
+    dt = fixed.dtype
+    n_parts = bounds.shape[0] - 1
+    for part in prange(n_parts):
+        lo = bounds[part]
+        hi = bounds[part + 1]
+        x = np.empty(k, dtype=dt)
+        res = np.empty(k, dtype=dt)
+        pv = np.empty(k, dtype=dt)
+        ap = np.empty(k, dtype=dt)
+        for t in range(lo, hi):
+            r = rows[t]
+            start = indptr[r]
+            end = indptr[r + 1]
+            lam_t = lam[t]
+            out_t = out[t]
+            for a in range(k):
+                x[a] = out_t[a]
+            # r = b − A x
+            for a in range(k):
+                ga = gram_w0[a]
+                acc = 0.0
+                for b in range(k):
+                    acc += ga[b] * x[b]
+                res[a] = -acc - lam_t * x[a]
+            for p in range(start, end):
+                vj = fixed[indices[p]]
+                acc = 0.0
+                for a in range(k):
+                    acc += vj[a] * x[a]
+                coef = wdata[p] * adata[p] - (wdata[p] - w0) * acc
+                for a in range(k):
+                    res[a] += coef * vj[a]
+            rs = 0.0
+            for a in range(k):
+                pv[a] = res[a]
+                rs += res[a] * res[a]
+            for _ in range(cg_steps):
+                if rs < 1e-20:
+                    break
+                for a in range(k):
+                    ga = gram_w0[a]
+                    acc = 0.0
+                    for b in range(k):
+                        acc += ga[b] * pv[b]
+                    ap[a] = acc + lam_t * pv[a]
+                for p in range(start, end):
+                    vj = fixed[indices[p]]
+                    acc = 0.0
+                    for a in range(k):
+                        acc += vj[a] * pv[a]
+                    coef = (wdata[p] - w0) * acc
+                    for a in range(k):
+                        ap[a] += coef * vj[a]
+                pap = 0.0
+                for a in range(k):
+                    pap += pv[a] * ap[a]
+                if not (pap > 0.0):
+                    break
+                alpha = rs / pap
+                rsnew = 0.0
+                for a in range(k):
+                    x[a] += alpha * pv[a]
+                    res[a] -= alpha * ap[a]
+                    rsnew += res[a] * res[a]
+                beta = rsnew / rs
+                for a in range(k):
+                    pv[a] = res[a] + beta * pv[a]
+                rs = rsnew
+            for a in range(k):
+                out_t[a] = x[a]
+
+
+@njit(cache=True, parallel=True)
+def observed_loss(indptr, indices, wdata, adata, bounds, left, right, w0, out):
+    """Per-row Σ_{j∈S_i} [W_ij (A_ij − u_i·v_j)² − w0 (u_i·v_j)²] in float64 into ``out[i]``.
+
+    Adding w0·trace(UᵀU VᵀV) (the unobserved part, over all entries) gives the data term of
+    the loss without densifying.
+    """
+    k = left.shape[1]
+    n_parts = bounds.shape[0] - 1
+    for part in prange(n_parts):
+        for i in range(bounds[part], bounds[part + 1]):
+            ui = left[i]
+            acc_row = 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                vj = right[indices[p]]
+                pred = 0.0
+                for a in range(k):
+                    pred += np.float64(ui[a]) * np.float64(vj[a])
+                err = np.float64(adata[p]) - pred
+                acc_row += np.float64(wdata[p]) * err * err - w0 * pred * pred
+            out[i] = acc_row

@@ -1,0 +1,71 @@
+"""Thread settings around kernel launches: numba's thread count and BLAS capped at one thread.
+
+``kernel_threads(n)`` sets numba's thread count for the calling thread (numba keeps it per
+thread) and restores it afterwards, even on error; it also caps BLAS at one thread while the
+kernels run, since BLAS threads running under numba's threads oversubscribe the cores
+(implicit's most reported slowdown).
+
+numba's "workqueue" threading layer must not be entered by two Python threads at once (it
+aborts the process). When that layer is (or may be) in use, launches are serialised with a
+lock; the "omp" and "tbb" layers are thread safe and run concurrently. Serialising costs
+little: every launch already uses all the threads it was given.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_LOCK = threading.RLock()
+
+
+def resolve_n_jobs(n_jobs: int | None) -> int:
+    """Number of threads for ``n_jobs`` (None or -1: all of numba's threads; -2: all but one)."""
+    import numba
+
+    n_max = int(numba.config.NUMBA_NUM_THREADS)
+    if n_jobs is None:
+        return n_max
+    if n_jobs < 0:
+        return max(1, min(n_max, (os.cpu_count() or 1) + 1 + n_jobs))
+    return max(1, min(n_max, int(n_jobs)))
+
+
+def _needs_lock() -> bool:
+    import numba
+
+    try:
+        return numba.threading_layer() == "workqueue"
+    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
+        return True
+
+
+@contextmanager
+def kernel_threads(n_threads: int) -> Iterator[None]:
+    """Run the enclosed kernel launches on ``n_threads`` numba threads, BLAS at one thread."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    lock = _LOCK if _needs_lock() else None
+    if lock is not None:
+        lock.acquire()
+    previous = numba.get_num_threads()
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            numba.set_num_threads(n_threads)
+            yield
+    finally:
+        numba.set_num_threads(previous)
+        if lock is not None:
+            lock.release()
+
+
+@contextmanager
+def blas_threads(n_threads: int) -> Iterator[None]:
+    """Cap BLAS at ``n_threads`` for the orchestration's own matrix products (Gramians)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n_threads, user_api="blas"):
+        yield

@@ -1,0 +1,1049 @@
+"""The WALS estimator: tf.contrib's weighted alternating least squares, on scipy.sparse input.
+
+Objective (``tf.contrib.factorization.WALSMatrixFactorization``'s, exactly, plus two
+extensions that reduce to it by default)::
+
+    L = Σ_ij W_ij (A_ij − u_i·v_j)² + Σ_i λ_i ‖u_i‖² + Σ_j λ_j ‖v_j‖²
+    W_ij = w0 + R_i·C_j   on observed (stored) entries, target A_ij = the stored value
+    W_ij = w0             elsewhere, target 0
+    λ_i  = λ·(count_i + w0·n_items)^ν,   λ_j = λ·(count_j + w0·n_users)^ν
+
+with w0 = ``unobserved_weight``, R = ``row_weights``, C = ``col_weights``, λ =
+``regularization`` and ν = ``regularization_exponent`` (0 gives tf.contrib's plain λ; 1 is
+the frequency-scaled regularisation of Rendle et al. 2022, "Revisiting the performance of
+iALS"). count_i is the number of stored entries of row i. An optional ``weights`` matrix with
+the same sparsity as ``user_items`` replaces w0 + R_i·C_j as the observed weight; with
+w0 = 1, ``weights`` = 1 + α·r and targets 1 this is the implicit-feedback model of Hu, Koren
+and Volinsky (and of the ``implicit`` library's ALS).
+
+Each half-step solves, for every row i, with G = VᵀV computed once per half-step::
+
+    (w0·G + λ_i I + Σ_{j∈S_i} (W_ij − w0) v_j v_jᵀ) u_i = Σ_{j∈S_i} W_ij A_ij v_j
+
+and the column half-step is the same with U and V swapped. The numba kernels live in
+``_kernels.py`` and are imported on first use, so importing walsrec compiles nothing.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from walsrec.errors import InvalidParameterError, NotFittedError, SingularSystemError
+from walsrec.model._threads import blas_threads, kernel_threads, resolve_n_jobs
+
+__all__ = ["WALS"]
+
+_SOLVERS = ("cholesky", "cg")
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+# Parts per thread in a kernel launch: each part has about equal estimated cost.
+_PARTS_PER_THREAD = 8
+
+
+def _kernels():
+    # Imported lazily: numba compiles (or loads from its cache) only when a model is fitted.
+    from walsrec.model import _kernels
+
+    return _kernels
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _param_error(name: str, rule: str, value: Any, owner: str = "parameter of WALS") -> str:
+    return f"The {name!r} {owner} must be {rule}. Got {value!r} instead."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_weight_vector(
+    value: Any, name: str, length: int, owner: str = "parameter of WALS"
+) -> float | np.ndarray:
+    """A scalar or a vector of ``length`` non-negative finite weights."""
+    if _is_real(value):
+        if not (np.isfinite(value) and value >= 0):
+            raise InvalidParameterError(
+                _param_error(name, "a non-negative finite float or 1-D array", value, owner)
+            )
+        return float(value)
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != 1 or arr.shape[0] != length:
+        raise InvalidParameterError(
+            f"The {name!r} {owner} must be a scalar or a 1-D array of length {length}. "
+            f"Got an array of shape {arr.shape} instead."
+        )
+    bad = ~(np.isfinite(arr) & (arr >= 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InvalidParameterError(
+            f"The {name!r} {owner} must contain non-negative finite weights. "
+            f"Got {arr[i]!r} at index {i} instead."
+        )
+    return arr
+
+
+def _check_sparse(x: Any, name: str, method: str, fmt: str) -> sp.spmatrix:
+    """``x`` as a canonical (sorted, no duplicates) matrix in format ``fmt``, finite values."""
+    if not sp.issparse(x):
+        raise TypeError(
+            f"The {name!r} argument of WALS.{method} must be a scipy.sparse matrix "
+            f"(CSR preferred). Got {type(x).__name__} instead."
+        )
+    if x.ndim != 2:
+        raise InvalidParameterError(
+            f"The {name!r} argument of WALS.{method} must be 2-D. Got shape {x.shape} instead."
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.issubdtype(
+        x.dtype, np.complexfloating
+    ):
+        raise InvalidParameterError(
+            f"The {name!r} argument of WALS.{method} must have a real numeric dtype. "
+            f"Got {x.dtype} instead."
+        )
+    m = x.tocsr() if fmt == "csr" else x.tocsc()
+    if m is x or not m.has_canonical_format:
+        m = m.copy()
+    m.sum_duplicates()
+    if m.data.size and not np.isfinite(m.data).all():
+        p = int(np.flatnonzero(~np.isfinite(m.data))[0])
+        outer = int(np.searchsorted(m.indptr, p, side="right") - 1)
+        inner = int(m.indices[p])
+        row, col = (outer, inner) if fmt == "csr" else (inner, outer)
+        raise InvalidParameterError(
+            f"The {name!r} argument of WALS.{method} must contain only finite values. "
+            f"Got {m.data[p]!r} at (row {row}, column {col}) instead."
+        )
+    return m
+
+
+class _Side:
+    """One orientation of the training data, as the kernels read it.
+
+    ``indptr``/``indices`` are the CSR of the rows being solved (users for the row half-step,
+    items for the column half-step), ``wdata``/``adata`` the observed weight W and target A
+    of each stored entry, ``lam`` the per-row λ_i and ``n_other`` the other dimension.
+    """
+
+    def __init__(self, indptr, indices, wdata, adata, lam, n_other):
+        self.indptr = indptr
+        self.indices = indices
+        self.wdata = wdata
+        self.adata = adata
+        self.lam = lam
+        self.n_other = n_other
+        self.counts = np.diff(indptr)
+
+    @property
+    def n_rows(self) -> int:
+        return self.indptr.shape[0] - 1
+
+
+# --------------------------------------------------------------------------- the estimator
+
+
+class WALS:
+    """Weighted alternating least squares matrix factorization (tf.contrib's WALS).
+
+    Minimises ``Σ_ij W_ij (A_ij − u_i·v_j)² + Σ_i λ_i‖u_i‖² + Σ_j λ_j‖v_j‖²`` over user
+    factors U (n_users × k) and item factors V (n_items × k), where W_ij = w0 + R_i·C_j on
+    stored entries of ``user_items`` (target: the stored value) and w0 everywhere else
+    (target 0), and λ_i = λ·(count_i + w0·n_other)^ν. See the module docstring.
+
+    Parameters
+    ----------
+    embedding_dim : int, default=32
+        k, the number of latent factors.
+    unobserved_weight : float, default=0.1
+        w0, the weight of every entry, observed or not (tf.contrib's default). 0 gives
+        classic matrix completion on the observed entries only.
+    regularization : float, default=0.1
+        λ. tf.contrib's default was none (0), which makes a row's system singular as soon as
+        it has fewer useful interactions than k ("Input matrix is not invertible",
+        tensorflow#31248); a small positive default keeps every system solvable. 0 is
+        allowed; a singular system then raises :class:`~walsrec.errors.SingularSystemError`.
+    regularization_exponent : float, default=0.0
+        ν ≥ 0: λ_i = λ·(count_i + w0·n_other)^ν. 0 is tf.contrib's plain λ.
+    row_weights, col_weights : float or array of shape (n_users,) / (n_items,), default=1.0
+        R and C, non-negative. The observed weight is w0 + R_i·C_j.
+    solver : {"cholesky", "cg"}, default="cholesky"
+        "cholesky" solves every row's system exactly; "cg" runs ``cg_steps`` conjugate
+        gradient iterations warm-started from the current factors (as implicit's CG).
+    cg_steps : int, default=3
+        CG iterations per row and half-step (solver="cg" only).
+    sweeps : int, default=15
+        Sweeps (a row half-step then a column half-step) that ``fit`` runs at most.
+    tol : float, default=0.0
+        ``fit`` stops early once a sweep changes the loss by less than ``tol`` relative to
+        the previous sweep's; 0 always runs ``sweeps`` sweeps.
+    init_std : float, default=0.01
+        Factors start as N(0, init_std²) draws. tf.contrib drew N(0, 1/k) ("random" init);
+        a small start matters little: the first row half-step is exact and only reads V.
+    dtype : {"float32", "float64"}, default="float32"
+        Dtype of the factors and of the kernels' arithmetic. Gramians, the loss and its
+        reductions are accumulated in float64 either way.
+    n_jobs : int or None, default=None
+        numba threads for the kernels (None or -1: all cores). BLAS is capped at one
+        thread while kernels run. Results are bitwise identical for any ``n_jobs``.
+    random_state : None, int, numpy Generator or RandomState, default=None
+        Seeds the initial factors. Same seed → bitwise identical factors.
+    callback : callable or None, default=None
+        Called as ``callback(sweep, model)`` after every sweep of ``fit`` (``sweep`` counts
+        from 1; ``model.loss_[-1]`` is the current loss). Returning True stops ``fit``.
+    show_progress : bool, default=False
+        Show a tqdm bar over sweeps with the loss.
+
+    Attributes
+    ----------
+    user_factors_ : ndarray of shape (n_users, embedding_dim)
+    item_factors_ : ndarray of shape (n_items, embedding_dim)
+    loss_ : list of float
+        The full objective L after every half-step of ``fit`` (two per sweep).
+    rwse_ : float
+        Root weighted squared error sqrt(Σ_all W (A − UVᵀ)² / Σ_all W) after ``fit``.
+    n_iter_ : int
+        Sweeps run by ``fit``.
+
+    Notes
+    -----
+    For a training loop that updates batches of rows (tf.contrib's steps), call
+    ``initialize(n_users, n_items)`` once, then ``update_rows(user_items, rows=batch)`` and
+    ``update_cols(user_items, cols=batch)`` any number of times, and ``loss`` to evaluate.
+    The Gramian of the fixed side and its eigendecomposition are cached between such calls
+    and recomputed when the methods of this class change the factors; after changing
+    ``user_factors_``/``item_factors_`` in place yourself, assign them anew (any new array
+    object invalidates the cache). Passing ``user_items`` in CSC format to ``update_cols``
+    avoids converting it on every call.
+
+    Kernels run on numba's threading layer. With the "omp" or "tbb" layers several Python
+    threads may fit or update models at once; with "workqueue" the launches are serialised.
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> from walsrec import WALS
+    >>> x = sp.random(50, 40, density=0.1, format="csr", random_state=0)
+    >>> model = WALS(embedding_dim=4, sweeps=5, random_state=0).fit(x)
+    >>> model.user_factors_.shape, model.item_factors_.shape
+    ((50, 4), (40, 4))
+    """
+
+    def __init__(
+        self,
+        embedding_dim=32,
+        *,
+        unobserved_weight=0.1,
+        regularization=0.1,
+        regularization_exponent=0.0,
+        row_weights=1.0,
+        col_weights=1.0,
+        solver="cholesky",
+        cg_steps=3,
+        sweeps=15,
+        tol=0.0,
+        init_std=0.01,
+        dtype="float32",
+        n_jobs=None,
+        random_state=None,
+        callback=None,
+        show_progress=False,
+    ):
+        self.embedding_dim = embedding_dim
+        self.unobserved_weight = unobserved_weight
+        self.regularization = regularization
+        self.regularization_exponent = regularization_exponent
+        self.row_weights = row_weights
+        self.col_weights = col_weights
+        self.solver = solver
+        self.cg_steps = cg_steps
+        self.sweeps = sweeps
+        self.tol = tol
+        self.init_std = init_std
+        self.dtype = dtype
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.callback = callback
+        self.show_progress = show_progress
+
+    # ------------------------------------------------------------------ parameters
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters, as scikit-learn's ``get_params``."""
+        names = [
+            "embedding_dim",
+            "unobserved_weight",
+            "regularization",
+            "regularization_exponent",
+            "row_weights",
+            "col_weights",
+            "solver",
+            "cg_steps",
+            "sweeps",
+            "tol",
+            "init_std",
+            "dtype",
+            "n_jobs",
+            "random_state",
+            "callback",
+            "show_progress",
+        ]
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params: Any) -> WALS:
+        """Set constructor parameters, as scikit-learn's ``set_params``."""
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise InvalidParameterError(
+                    f"Invalid parameter {name!r} for WALS. Valid parameters: {sorted(valid)}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def _validate_params(self) -> None:
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise InvalidParameterError(_param_error(name, rule, getattr(self, name)))
+
+        def nonneg_real(name: str) -> None:
+            v = getattr(self, name)
+            need(_is_real(v) and np.isfinite(v) and v >= 0, name, "a finite float >= 0")
+
+        need(
+            _is_int(self.embedding_dim) and self.embedding_dim >= 1, "embedding_dim", "an int >= 1"
+        )
+        nonneg_real("unobserved_weight")
+        nonneg_real("regularization")
+        nonneg_real("regularization_exponent")
+        need(
+            isinstance(self.solver, str) and self.solver in _SOLVERS,
+            "solver",
+            f"one of {list(_SOLVERS)}",
+        )
+        need(_is_int(self.cg_steps) and self.cg_steps >= 1, "cg_steps", "an int >= 1")
+        need(_is_int(self.sweeps) and self.sweeps >= 1, "sweeps", "an int >= 1")
+        nonneg_real("tol")
+        v = self.init_std
+        need(_is_real(v) and np.isfinite(v) and v > 0, "init_std", "a finite float > 0")
+        try:
+            ok = np.dtype(self.dtype) in (np.float32, np.float64)
+        except TypeError:
+            ok = False
+        need(ok, "dtype", "one of ['float32', 'float64']")
+        need(
+            self.n_jobs is None or (_is_int(self.n_jobs) and self.n_jobs != 0),
+            "n_jobs",
+            "None or a non-zero int (-1: all cores)",
+        )
+        rs = self.random_state
+        need(
+            rs is None
+            or _is_int(rs)
+            or isinstance(rs, np.random.Generator | np.random.RandomState),
+            "random_state",
+            "None, an int, a numpy Generator or a RandomState",
+        )
+        need(self.callback is None or callable(self.callback), "callback", "None or a callable")
+        need(isinstance(self.show_progress, bool | np.bool_), "show_progress", "a bool")
+        for name in ("row_weights", "col_weights"):
+            v = getattr(self, name)
+            if _is_real(v):
+                nonneg_real(name)
+
+    @property
+    def _np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    def _check_initialized(self, method: str) -> None:
+        if (
+            getattr(self, "user_factors_", None) is None
+            or getattr(self, "item_factors_", None) is None
+        ):
+            raise NotFittedError(
+                f"This WALS instance is not fitted yet: call 'fit' or 'initialize' before "
+                f"'{method}'."
+            )
+
+    # ------------------------------------------------------------------ setup
+
+    def initialize(self, n_users: int, n_items: int) -> WALS:
+        """Draw random factors for ``n_users`` × ``n_items`` and reset the fit history.
+
+        Use before a loop of ``update_rows``/``update_cols`` steps; ``fit`` calls it itself.
+
+        Parameters
+        ----------
+        n_users, n_items : int
+            The shape of the interaction matrix.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        for name, value in (("n_users", n_users), ("n_items", n_items)):
+            if not (_is_int(value) and value >= 0):
+                raise InvalidParameterError(
+                    _param_error(name, "an int >= 0", value, "argument of WALS.initialize")
+                )
+        rng = self.random_state
+        if not isinstance(rng, np.random.Generator | np.random.RandomState):
+            rng = np.random.default_rng(rng)
+        k = self.embedding_dim
+        dt = self._np_dtype
+        self.user_factors_ = (rng.standard_normal((n_users, k)) * self.init_std).astype(dt)
+        self.item_factors_ = (rng.standard_normal((n_items, k)) * self.init_std).astype(dt)
+        self.loss_ = []
+        self.rwse_ = None
+        self.n_iter_ = 0
+        self._cache = {}
+        return self
+
+    def _n_threads(self) -> int:
+        return resolve_n_jobs(self.n_jobs)
+
+    def _side(self, m: sp.spmatrix, weights: sp.spmatrix | None, by_rows: bool) -> _Side:
+        """Kernel arrays for the row half-step (m CSR) or the column half-step (m CSC)."""
+        dt = self._np_dtype
+        w0 = float(self.unobserved_weight)
+        n_users, n_items = m.shape
+        _n_rows, n_other = (n_users, n_items) if by_rows else (n_items, n_users)
+        indptr = m.indptr.astype(np.int64, copy=False)
+        idx_dt = np.int32 if max(m.shape) < 2**31 - 1 else np.int64
+        indices = np.ascontiguousarray(m.indices, dtype=idx_dt)
+        adata = np.ascontiguousarray(m.data, dtype=dt)
+        counts = np.diff(indptr)
+        if weights is None:
+            rw = _check_weight_vector(self.row_weights, "row_weights", n_users)
+            cw = _check_weight_vector(self.col_weights, "col_weights", n_items)
+            own, other = (rw, cw) if by_rows else (cw, rw)
+            if np.ndim(own) == 0 and np.ndim(other) == 0:
+                wdata = np.full(indices.shape[0], w0 + own * other, dtype=dt)
+            else:
+                own_e = own if np.ndim(own) == 0 else np.repeat(own, counts)
+                other_e = other if np.ndim(other) == 0 else other[indices]
+                wdata = np.ascontiguousarray(w0 + own_e * other_e, dtype=dt)
+        else:
+            wdata = np.ascontiguousarray(weights.data, dtype=dt)
+        lam = self._lambdas(counts, n_other)
+        return _Side(indptr, indices, wdata, adata, lam, n_other)
+
+    def _lambdas(self, counts: np.ndarray, n_other: int) -> np.ndarray:
+        """λ_i = λ·(count_i + w0·n_other)^ν for every row, float64."""
+        lam = float(self.regularization)
+        nu = float(self.regularization_exponent)
+        if nu == 0.0:
+            return np.full(counts.shape[0], lam)
+        base = counts + float(self.unobserved_weight) * n_other
+        return lam * np.power(base.astype(np.float64), nu)
+
+    def _prepare(self, user_items, weights, method: str, by_rows: bool) -> _Side:
+        fmt = "csr" if by_rows else "csc"
+        m = _check_sparse(user_items, "user_items", method, fmt)
+        w = None
+        if weights is not None:
+            w = _check_sparse(weights, "weights", method, fmt)
+            if w.shape != m.shape:
+                raise InvalidParameterError(
+                    f"The 'weights' argument of WALS.{method} must have the shape of "
+                    f"'user_items' {m.shape}. Got {w.shape} instead."
+                )
+            if not (np.array_equal(w.indptr, m.indptr) and np.array_equal(w.indices, m.indices)):
+                raise InvalidParameterError(
+                    f"The 'weights' argument of WALS.{method} must have the same sparsity "
+                    f"pattern (stored entries) as 'user_items'. Got {w.nnz} stored entries "
+                    f"against {m.nnz}, in different places."
+                )
+            if w.data.size and w.data.min() < 0:
+                p = int(np.argmin(w.data))
+                raise InvalidParameterError(
+                    f"The 'weights' argument of WALS.{method} must contain non-negative "
+                    f"weights. Got {w.data[p]!r} instead."
+                )
+        return self._side(m, w, by_rows)
+
+    def _check_shape(self, user_items, method: str, name: str = "user_items") -> None:
+        if not sp.issparse(user_items):
+            raise TypeError(
+                f"The {name!r} argument of WALS.{method} must be a scipy.sparse matrix "
+                f"(CSR preferred). Got {type(user_items).__name__} instead."
+            )
+        shape = user_items.shape
+        expected = (self.user_factors_.shape[0], self.item_factors_.shape[0])
+        if tuple(shape) != expected:
+            raise InvalidParameterError(
+                f"The {name!r} argument of WALS.{method} must have shape (n_users, n_items) "
+                f"= {expected}, as the model's factors. Got {tuple(shape)} instead."
+            )
+
+    # ------------------------------------------------------------------ Gramians (cached)
+
+    def _fixed_state(self, which: str, need_rotation: bool) -> dict:
+        """Gramian (float64) of the user or item factors, its eigendecomposition, Ṽ = VQ."""
+        factors = self.user_factors_ if which == "user" else self.item_factors_
+        entry = self._cache.get(which)
+        if entry is None or entry["array"] is not factors:
+            with blas_threads(self._n_threads()):
+                f64 = factors.astype(np.float64, copy=False)
+                gram = f64.T @ f64
+            entry = {"array": factors, "gram": gram}
+            self._cache[which] = entry
+        if need_rotation and "rot" not in entry:
+            g, q = np.linalg.eigh(entry["gram"])
+            g = np.clip(g, 0.0, None)  # G is PSD; eigh may return -1e-17
+            qd = q.astype(factors.dtype)
+            with blas_threads(self._n_threads()):
+                entry["rot"] = np.ascontiguousarray(factors @ qd)
+            entry["g"] = g
+            entry["q"] = qd
+        return entry
+
+    def _set_factors(self, which: str, factors: np.ndarray) -> None:
+        # A new array object invalidates the cached Gramian of that side.
+        if which == "user":
+            self.user_factors_ = factors
+        else:
+            self.item_factors_ = factors
+        self._cache.pop(which, None)
+
+    # ------------------------------------------------------------------ half-steps
+
+    def _partition(self, side: _Side, rows: np.ndarray, kind: str) -> tuple:
+        """Per-row paths and part bounds of about equal estimated cost."""
+        k = self.embedding_dim
+        n = side.counts[rows].astype(np.float64)
+        if kind == "cholesky":
+            direct = n * (k * k / 2.0) + k**3 / 6.0 + k * k
+            wood = n * k + n * n * (k / 2.0) + n**3 / 6.0 + 2 * k
+            paths = (wood < direct).astype(np.int8)
+            cost = np.minimum(direct, wood)
+        elif kind == "cg":
+            paths = None
+            cost = (self.cg_steps + 1) * (k * k + 2.0 * n * k)
+        else:  # loss
+            paths = None
+            cost = n * k + 8.0
+        n_threads = self._n_threads()
+        n_parts = max(1, min(rows.shape[0], n_threads * _PARTS_PER_THREAD))
+        cum = np.cumsum(cost + 16.0)
+        targets = cum[-1] * np.arange(1, n_parts) / n_parts if cum.size else np.empty(0)
+        inner = np.searchsorted(cum, targets, side="right")
+        bounds = np.concatenate([[0], inner, [rows.shape[0]]]).astype(np.int64)
+        return paths, bounds
+
+    def _presolve_check(self, side: _Side, rows: np.ndarray, axis: str) -> None:
+        """Systems that are singular by rank, before any arithmetic: raise with the fix."""
+        k = self.embedding_dim
+        lam = side.lam[rows]
+        w0 = float(self.unobserved_weight)
+        if w0 == 0:
+            bad = (lam == 0) & (side.counts[rows] < k)
+        elif side.n_other < k:
+            bad = lam == 0
+        else:
+            return
+        if bad.any():
+            self._raise_singular(axis, rows[bad], side)
+
+    def _raise_singular(self, axis: str, bad_rows: np.ndarray, side: _Side) -> None:
+        first = int(bad_rows[0])
+        raise SingularSystemError(
+            f"The {axis} half-step is singular for {bad_rows.shape[0]} {axis}(s) (first: "
+            f"{axis} {first}, with {int(side.counts[first])} interactions, embedding_dim="
+            f"{self.embedding_dim}, unobserved_weight={self.unobserved_weight}, "
+            f"regularization={self.regularization}): its normal equations have no unique "
+            f"solution. Set 'regularization' > 0 (e.g. 0.1) or 'unobserved_weight' > 0."
+        )
+
+    def _solve(
+        self,
+        side: _Side,
+        rows: np.ndarray,
+        fixed_which: str,
+        current: np.ndarray,
+        axis: str,
+        solver: str | None = None,
+        path: str = "auto",
+    ) -> np.ndarray:
+        """New factors for ``rows`` of one side (not yet stored)."""
+        kern = _kernels()
+        solver = solver or self.solver
+        dt = self._np_dtype
+        k = self.embedding_dim
+        w0 = float(self.unobserved_weight)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        self._presolve_check(side, rows, axis)
+        lam = np.ascontiguousarray(side.lam[rows])
+        paths, bounds = self._partition(side, rows, solver)
+        n_threads = self._n_threads()
+        if solver == "cholesky":
+            state = self._fixed_state(fixed_which, need_rotation=True)
+            if path == "direct":
+                paths[:] = kern.PATH_DIRECT
+            elif path == "woodbury":
+                paths[:] = kern.PATH_WOODBURY
+            out_rot = np.empty((rows.shape[0], k), dtype=dt)
+            flags = np.empty(rows.shape[0], dtype=np.int8)
+            diag_tol = dt.type(4 * k * np.finfo(dt).eps)
+            with kernel_threads(n_threads):
+                kern.solve_exact(
+                    side.indptr,
+                    side.indices,
+                    side.wdata,
+                    side.adata,
+                    rows,
+                    bounds,
+                    paths,
+                    state["rot"],
+                    w0 * state["g"],
+                    lam,
+                    dt.type(w0),
+                    diag_tol,
+                    out_rot,
+                    flags,
+                )
+            if flags.any():
+                self._raise_singular(axis, rows[flags != 0], side)
+            with blas_threads(n_threads):
+                new = out_rot @ state["q"].T
+        else:
+            state = self._fixed_state(fixed_which, need_rotation=False)
+            fixed = self.item_factors_ if fixed_which == "item" else self.user_factors_
+            gram_w0 = np.ascontiguousarray(w0 * state["gram"], dtype=dt)
+            new = np.ascontiguousarray(current[rows], dtype=dt)
+            with kernel_threads(n_threads):
+                kern.solve_cg(
+                    side.indptr,
+                    side.indices,
+                    side.wdata,
+                    side.adata,
+                    rows,
+                    bounds,
+                    fixed,
+                    gram_w0,
+                    lam,
+                    dt.type(w0),
+                    int(self.cg_steps),
+                    new,
+                )
+        if not np.isfinite(new).all():
+            raise SingularSystemError(
+                f"The {axis} half-step produced non-finite factors (an ill-conditioned system "
+                f"or overflowing data). Increase 'regularization' (now {self.regularization})."
+            )
+        return new
+
+    def _rows_arg(self, rows, n: int, name: str, method: str) -> np.ndarray:
+        if rows is None:
+            return np.arange(n, dtype=np.int64)
+        arr = np.asarray(rows)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+            raise InvalidParameterError(
+                f"The {name!r} argument of WALS.{method} must be None or a 1-D array of int "
+                f"indices. Got {rows!r} instead."
+            )
+        if arr.size and (arr.min() < 0 or arr.max() >= n):
+            raise InvalidParameterError(
+                f"The {name!r} argument of WALS.{method} must hold indices in [0, {n}). "
+                f"Got {int(arr.min() if arr.min() < 0 else arr.max())} instead."
+            )
+        return arr.astype(np.int64)
+
+    def update_rows(self, user_items, rows=None, weights=None) -> WALS:
+        """Row half-step: re-solve the user factors of ``rows`` with the item factors fixed.
+
+        Parameters
+        ----------
+        user_items : sparse matrix of shape (n_users, n_items)
+            The whole training matrix (CSR preferred); only ``rows`` are read.
+        rows : array-like of int or None, default=None
+            Users to update; None updates all.
+        weights : sparse matrix of shape (n_users, n_items) or None, default=None
+            Per-entry observed weights, same sparsity as ``user_items``.
+
+        Returns
+        -------
+        self
+        """
+        self._check_initialized("update_rows")
+        self._validate_params()
+        self._check_shape(user_items, "update_rows")
+        side = self._prepare(user_items, weights, "update_rows", by_rows=True)
+        rows = self._rows_arg(rows, side.n_rows, "rows", "update_rows")
+        self._update(side, rows, "user")
+        return self
+
+    def update_cols(self, user_items, cols=None, weights=None) -> WALS:
+        """Column half-step: re-solve the item factors of ``cols`` with the user factors fixed.
+
+        Parameters
+        ----------
+        user_items : sparse matrix of shape (n_users, n_items)
+            The whole training matrix; CSC avoids a conversion per call.
+        cols : array-like of int or None, default=None
+            Items to update; None updates all.
+        weights : sparse matrix of shape (n_users, n_items) or None, default=None
+            Per-entry observed weights, same sparsity as ``user_items``.
+
+        Returns
+        -------
+        self
+        """
+        self._check_initialized("update_cols")
+        self._validate_params()
+        self._check_shape(user_items, "update_cols")
+        side = self._prepare(user_items, weights, "update_cols", by_rows=False)
+        cols = self._rows_arg(cols, side.n_rows, "cols", "update_cols")
+        self._update(side, cols, "item")
+        return self
+
+    def _update(self, side: _Side, rows: np.ndarray, which: str, path: str = "auto") -> None:
+        current = self.user_factors_ if which == "user" else self.item_factors_
+        fixed_which = "item" if which == "user" else "user"
+        axis = "row" if which == "user" else "column"
+        new = self._solve(side, rows, fixed_which, current, axis, path=path)
+        if rows.shape[0] == current.shape[0] and np.array_equal(rows, np.arange(rows.shape[0])):
+            factors = new
+        else:
+            factors = current.copy()
+            factors[rows] = new
+        self._set_factors(which, factors)
+
+    # ------------------------------------------------------------------ loss
+
+    def _loss_parts(
+        self, side_rows: _Side, side_cols_lam: np.ndarray
+    ) -> tuple[float, float, float]:
+        """(L, data term, Σ_all W) for the current factors; ``side_rows`` is the row orientation."""
+        kern = _kernels()
+        u, v = self.user_factors_, self.item_factors_
+        w0 = float(self.unobserved_weight)
+        n_users, n_items = u.shape[0], v.shape[0]
+        rows = np.arange(n_users)
+        _, bounds = self._partition(side_rows, rows, "loss")
+        per_row = np.empty(n_users, dtype=np.float64)
+        with kernel_threads(self._n_threads()):
+            kern.observed_loss(
+                side_rows.indptr,
+                side_rows.indices,
+                side_rows.wdata,
+                side_rows.adata,
+                bounds,
+                u,
+                v,
+                w0,
+                per_row,
+            )
+        gu = self._fixed_state("user", need_rotation=False)["gram"]
+        gv = self._fixed_state("item", need_rotation=False)["gram"]
+        data = float(per_row.sum()) + w0 * float(np.sum(gu * gv))
+        reg = float(side_rows.lam @ np.einsum("ij,ij->i", u, u, dtype=np.float64))
+        reg += float(side_cols_lam @ np.einsum("ij,ij->i", v, v, dtype=np.float64))
+        sum_w = w0 * n_users * n_items + float(
+            np.sum(side_rows.wdata, dtype=np.float64) - w0 * side_rows.wdata.shape[0]
+        )
+        return data + reg, max(data, 0.0), sum_w
+
+    def _eval(self, user_items, weights, method: str) -> tuple[float, float, float]:
+        self._check_initialized(method)
+        self._validate_params()
+        self._check_shape(user_items, method)
+        side = self._prepare(user_items, weights, method, by_rows=True)
+        counts_cols = np.bincount(side.indices, minlength=self.item_factors_.shape[0])
+        lam_cols = self._lambdas(counts_cols, side.n_rows)
+        return self._loss_parts(side, lam_cols)
+
+    def loss(self, user_items, weights=None) -> float:
+        """The full objective L of the current factors on ``user_items``.
+
+        Parameters
+        ----------
+        user_items : sparse matrix of shape (n_users, n_items)
+        weights : sparse matrix of shape (n_users, n_items) or None, default=None
+
+        Returns
+        -------
+        float
+            Σ_all W (A − UVᵀ)² + Σ_i λ_i‖u_i‖² + Σ_j λ_j‖v_j‖², computed without densifying.
+        """
+        return self._eval(user_items, weights, "loss")[0]
+
+    def rwse(self, user_items, weights=None) -> float:
+        """Root weighted squared error sqrt(Σ_all W (A − UVᵀ)² / Σ_all W) on ``user_items``.
+
+        Parameters
+        ----------
+        user_items : sparse matrix of shape (n_users, n_items)
+        weights : sparse matrix of shape (n_users, n_items) or None, default=None
+
+        Returns
+        -------
+        float
+            0.0 when Σ_all W is 0.
+        """
+        _, data, sum_w = self._eval(user_items, weights, "rwse")
+        return float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, user_items, weights=None) -> WALS:
+        """Fit the factors by ``sweeps`` sweeps (rows, then columns) from a random start.
+
+        Parameters
+        ----------
+        user_items : sparse matrix of shape (n_users, n_items)
+            Observed entries and their targets A (e.g. ratings, or 1 for implicit data).
+        weights : sparse matrix of shape (n_users, n_items) or None, default=None
+            Per-entry observed weights (same sparsity as ``user_items``), replacing
+            w0 + R_i·C_j.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        rows_side = self._prepare(user_items, weights, "fit", by_rows=True)
+        cols_side = self._prepare(user_items, weights, "fit", by_rows=False)
+        n_users, n_items = user_items.shape
+        self.initialize(n_users, n_items)
+        all_rows = np.arange(n_users, dtype=np.int64)
+        all_cols = np.arange(n_items, dtype=np.int64)
+        progress = None
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=self.sweeps, desc="WALS", unit="sweep")
+        try:
+            previous = None
+            for sweep in range(1, self.sweeps + 1):
+                self._update(rows_side, all_rows, "user")
+                self.loss_.append(self._loss_parts(rows_side, cols_side.lam)[0])
+                self._update(cols_side, all_cols, "item")
+                current, data, sum_w = self._loss_parts(rows_side, cols_side.lam)
+                self.loss_.append(current)
+                self.n_iter_ = sweep
+                self.rwse_ = float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{current:.6g}")
+                if self.callback is not None and self.callback(sweep, self) is True:
+                    break
+                if previous is not None and self.tol > 0:
+                    if abs(previous - current) <= self.tol * abs(previous):
+                        break
+                previous = current
+        finally:
+            if progress is not None:
+                progress.close()
+        return self
+
+    # ------------------------------------------------------------------ fold-in
+
+    def _project(self, new, weights, scalar_weight, by_rows: bool, method: str) -> np.ndarray:
+        self._check_initialized(method)
+        self._validate_params()
+        name = "new_user_items" if by_rows else "new_item_users"
+        fixed = self.item_factors_ if by_rows else self.user_factors_
+        m = _check_sparse(new, name, method, "csr")
+        if m.shape[1] != fixed.shape[0]:
+            raise InvalidParameterError(
+                f"The {name!r} argument of WALS.{method} must have {fixed.shape[0]} columns "
+                f"(one per {'item' if by_rows else 'user'} of the model). "
+                f"Got shape {m.shape} instead."
+            )
+        wname = "row_weights" if by_rows else "col_weights"
+        if scalar_weight is None:
+            own = getattr(self, wname)
+            scalar_weight = float(own) if _is_real(own) else 1.0
+        owner = f"argument of WALS.{method}"
+        if not (_is_real(scalar_weight) and np.isfinite(scalar_weight) and scalar_weight >= 0):
+            raise InvalidParameterError(
+                _param_error(wname, "a non-negative finite float", scalar_weight, owner)
+            )
+        w = None
+        if weights is not None:
+            w = _check_sparse(weights, "weights", method, "csr")
+            if w.shape != m.shape or not (
+                np.array_equal(w.indptr, m.indptr) and np.array_equal(w.indices, m.indices)
+            ):
+                raise InvalidParameterError(
+                    f"The 'weights' argument of WALS.{method} must have the same shape and "
+                    f"sparsity pattern as {name!r}. Got shape {w.shape} with {w.nnz} stored "
+                    f"entries against {m.shape} with {m.nnz}."
+                )
+            if w.data.size and w.data.min() < 0:
+                raise InvalidParameterError(
+                    f"The 'weights' argument of WALS.{method} must contain non-negative "
+                    f"weights. Got {w.data.min()!r} instead."
+                )
+        # Build the side as if the new rows were the model's rows (user_items orientation
+        # for rows; item_users for columns), with the scalar weight standing in for R or C.
+        other_name = "col_weights" if by_rows else "row_weights"
+        other = _check_weight_vector(getattr(self, other_name), other_name, fixed.shape[0])
+        dt = self._np_dtype
+        w0 = float(self.unobserved_weight)
+        indptr = m.indptr.astype(np.int64, copy=False)
+        indices = np.ascontiguousarray(m.indices, dtype=np.int32)
+        counts = np.diff(indptr)
+        if w is None:
+            other_e = other if np.ndim(other) == 0 else other[indices]
+            wdata = np.ascontiguousarray(w0 + scalar_weight * np.asarray(other_e), dtype=dt)
+            if wdata.ndim == 0 or wdata.shape[0] != indices.shape[0]:
+                wdata = np.full(indices.shape[0], float(wdata), dtype=dt)
+        else:
+            wdata = np.ascontiguousarray(w.data, dtype=dt)
+        side = _Side(
+            indptr,
+            indices,
+            wdata,
+            np.ascontiguousarray(m.data, dtype=dt),
+            self._lambdas(counts, fixed.shape[0]),
+            fixed.shape[0],
+        )
+        rows = np.arange(m.shape[0], dtype=np.int64)
+        axis = "row" if by_rows else "column"
+        current = np.zeros((m.shape[0], self.embedding_dim), dtype=dt)
+        return self._solve(side, rows, "item" if by_rows else "user", current, axis, "cholesky")
+
+    def project_rows(self, new_user_items, weights=None, row_weights=None) -> np.ndarray:
+        """Fold in unseen users: the exact row solve against the fixed item factors.
+
+        tf.contrib's ``project_row_factors``. Always solves exactly, whatever ``solver``.
+
+        Parameters
+        ----------
+        new_user_items : sparse matrix of shape (n_new, n_items)
+            The new users' interactions (targets A).
+        weights : sparse matrix of shape (n_new, n_items) or None, default=None
+            Per-entry observed weights, same sparsity as ``new_user_items``.
+        row_weights : float or None, default=None
+            The row weight R of the new users. None uses the model's ``row_weights`` when
+            that is a scalar, else 1.0 (tf.contrib's default for projections).
+
+        Returns
+        -------
+        ndarray of shape (n_new, embedding_dim), the model's dtype
+        """
+        return self._project(new_user_items, weights, row_weights, True, "project_rows")
+
+    def project_cols(self, new_item_users, weights=None, col_weights=None) -> np.ndarray:
+        """Fold in unseen items: the exact column solve against the fixed user factors.
+
+        Parameters
+        ----------
+        new_item_users : sparse matrix of shape (n_new, n_users)
+            One row per new item: the users who interacted with it (targets A).
+        weights : sparse matrix of shape (n_new, n_users) or None, default=None
+            Per-entry observed weights, same sparsity as ``new_item_users``.
+        col_weights : float or None, default=None
+            The column weight C of the new items. None uses the model's ``col_weights``
+            when that is a scalar, else 1.0.
+
+        Returns
+        -------
+        ndarray of shape (n_new, embedding_dim), the model's dtype
+        """
+        return self._project(new_item_users, weights, col_weights, False, "project_cols")
+
+    # ------------------------------------------------------------------ recommendations
+
+    def _check_k(self, k, method: str) -> None:
+        if not (_is_int(k) and k >= 1):
+            raise InvalidParameterError(
+                _param_error("k", "an int >= 1", k, f"argument of WALS.{method}")
+            )
+
+    def _check_index(self, index, n: int, name: str, method: str) -> int:
+        if not (_is_int(index) and 0 <= index < n):
+            raise InvalidParameterError(
+                _param_error(name, f"an int in [0, {n})", index, f"argument of WALS.{method}")
+            )
+        return int(index)
+
+    def recommend(
+        self, user_index, user_items, k=10, exclude_seen=True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for one training user by score u_i·v_j, best first.
+
+        Parameters
+        ----------
+        user_index : int
+            The user's row.
+        user_items : sparse matrix of shape (n_users, n_items) or (1, n_items)
+            The training matrix (or the user's row), for excluding seen items.
+        k : int, default=10
+        exclude_seen : bool, default=True
+            Leave out items the user has interacted with.
+
+        Returns
+        -------
+        items : ndarray of int64, shape (≤ k,)
+        scores : ndarray of float, shape (≤ k,)
+            Fewer than k when fewer items are left to rank.
+        """
+        self._check_initialized("recommend")
+        n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
+        user = self._check_index(user_index, n_users, "user_index", "recommend")
+        self._check_k(k, "recommend")
+        scores = self.item_factors_ @ self.user_factors_[user]
+        candidates = np.ones(n_items, dtype=bool)
+        if exclude_seen:
+            if not sp.issparse(user_items):
+                raise TypeError(
+                    "The 'user_items' argument of WALS.recommend must be a scipy.sparse "
+                    f"matrix. Got {type(user_items).__name__} instead."
+                )
+            if user_items.shape not in ((n_users, n_items), (1, n_items)):
+                raise InvalidParameterError(
+                    f"The 'user_items' argument of WALS.recommend must have shape "
+                    f"{(n_users, n_items)} or {(1, n_items)}. Got {user_items.shape} instead."
+                )
+            row = sp.csr_matrix(user_items)[0 if user_items.shape[0] == 1 else user]
+            candidates[row.indices] = False
+        return _top_k(scores, candidates, k)
+
+    def similar_items(self, item_index, k=10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most cosine-similar to ``item_index`` (itself excluded), best first.
+
+        Parameters
+        ----------
+        item_index : int
+        k : int, default=10
+
+        Returns
+        -------
+        items : ndarray of int64, shape (≤ k,)
+        similarities : ndarray of float, shape (≤ k,)
+            Cosine similarity of the item factors; 0 for an all-zero factor.
+        """
+        self._check_initialized("similar_items")
+        n_items = self.item_factors_.shape[0]
+        item = self._check_index(item_index, n_items, "item_index", "similar_items")
+        self._check_k(k, "similar_items")
+        v = self.item_factors_.astype(np.float64)
+        norms = np.linalg.norm(v, axis=1)
+        safe = np.where(norms > 0, norms, 1.0)
+        sims = (v @ v[item]) / (safe * safe[item])
+        candidates = np.ones(n_items, dtype=bool)
+        candidates[item] = False
+        return _top_k(sims, candidates, k)
+
+
+def _top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.flatnonzero(candidates)
+    s = scores[idx]
+    if k < idx.shape[0]:
+        part = np.argpartition(-s, k - 1)[:k]
+        idx, s = idx[part], s[part]
+    order = np.lexsort((idx, -s))  # best first; ties by index, deterministically
+    return idx[order].astype(np.int64), s[order]
