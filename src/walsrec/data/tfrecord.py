@@ -1,0 +1,1238 @@
+"""The course's TFRecord layout: sparse rows as ``tf.train.Example`` records, read and written.
+
+A TFRecord file is a sequence of records, each framed as::
+
+    uint64 length (little-endian) | uint32 masked CRC32C of those 8 bytes
+    | data (length bytes)          | uint32 masked CRC32C of the data
+
+with ``masked(crc) = ((crc >> 15) | (crc << 17)) + 0xa282ead8 (mod 2**32)``. A file may
+also be one GZIP stream of such records (TensorFlow's ``options="GZIP"``); readers detect
+it from the magic bytes, not from the file name.
+
+Each record's data is a serialized ``tf.train.Example`` with three features, which is the
+layout of Google's recommendation course (``items_for_user`` / ``users_for_item``):
+
+- ``key``: Int64List of length 1, the row's index;
+- ``indices``: Int64List, the column indices of the row's non-zeros;
+- ``values``: FloatList, their values (float32).
+
+Decoding and encoding are numba kernels over one byte buffer per file; Python only loops
+over records to compute CRC32C with ``google_crc32c`` (about 0.25 µs per call), never over
+non-zeros. TensorFlow is not needed, and files stay byte-compatible with it both ways.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import gzip
+import operator
+import os
+import uuid
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import google_crc32c
+import numpy as np
+import scipy.sparse as sp
+from numba import njit
+
+from walsrec.errors import DataFormatError, InvalidParameterError
+
+__all__ = ["iter_records", "read_tfrecords", "write_tfrecords"]
+
+_MASK_DELTA = 0xA282EAD8
+_GZIP_MAGIC = b"\x1f\x8b"
+_COMPRESSIONS = {None: None, "none": None, "gzip": "gzip"}
+
+# Feature slots, in the order protobuf's deterministic map serialization sorts the keys.
+_INDICES, _KEY, _VALUES = 0, 1, 2
+_SORTED_ORDER = np.array([_INDICES, _KEY, _VALUES], dtype=np.int64)
+_NAMES = ("indices", "key", "values")
+
+# Feature.kind oneof field numbers.
+_KIND_NONE, _KIND_BYTES, _KIND_FLOAT, _KIND_INT64 = 0, 1, 2, 3
+_KIND_NAMES = {0: "no list", 1: "a BytesList", 2: "a FloatList", 3: "an Int64List"}
+
+# Error codes returned by the kernels (0 = no error).
+_E_TRUNC_HEADER = 1
+_E_TRUNC_DATA = 2
+_E_CORRUPT = 3
+_E_KEY_MISSING = 4
+_E_KEY_TYPE = 5
+_E_KEY_LENGTH = 6
+_E_INDICES_MISSING = 7
+_E_INDICES_TYPE = 8
+_E_VALUES_MISSING = 9
+_E_VALUES_TYPE = 10
+_E_LENGTH_MISMATCH = 11
+_E_INDEX_RANGE = 12
+_E_NOT_FINITE = 13
+_E_DUPLICATE_INDEX = 14
+
+
+# --------------------------------------------------------------------------------------
+# Decoding kernels
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _read_varint(buf, p, end):
+    """Base-128 varint at ``buf[p:end]``: (value as uint64, next position, or -1 if malformed)."""
+    result = np.uint64(0)
+    shift = 0
+    while True:
+        if p >= end or shift > 63:
+            return result, -1
+        b = buf[p]
+        p += 1
+        result |= np.uint64(b & 0x7F) << np.uint64(shift)
+        if b < 0x80:
+            return result, p
+        shift += 7
+
+
+@njit(cache=True)
+def _skip_field(buf, p, end, wire_type):
+    """Position after a field's payload of the given wire type, or -1 if malformed."""
+    if wire_type == 0:
+        _, p = _read_varint(buf, p, end)
+        return p
+    if wire_type == 1:
+        return p + 8 if p + 8 <= end else -1
+    if wire_type == 5:
+        return p + 4 if p + 4 <= end else -1
+    if wire_type == 2:
+        n, p = _read_varint(buf, p, end)
+        if p < 0 or n > np.uint64(end - p):
+            return -1
+        return p + np.int64(n)
+    return -1  # groups (3, 4) and the undefined wire types 6, 7
+
+
+@njit(cache=True)
+def _frame_records(buf):
+    """Walk the record framing of a whole file: (starts, lengths, stored length CRCs,
+    stored data CRCs, error code, offset of the record that failed)."""
+    n = buf.shape[0]
+    count = 0
+    p = 0
+    err = 0
+    while p < n:
+        if n - p < 12:
+            err = _E_TRUNC_HEADER
+            break
+        length = np.uint64(0)
+        for b in range(8):
+            length |= np.uint64(buf[p + b]) << np.uint64(8 * b)
+        rem = np.uint64(n - p - 12)
+        if length > rem or rem - length < np.uint64(4):
+            err = _E_TRUNC_DATA
+            break
+        p += 16 + np.int64(length)
+        count += 1
+    starts = np.empty(count, dtype=np.int64)
+    lengths = np.empty(count, dtype=np.int64)
+    length_crcs = np.empty(count, dtype=np.uint32)
+    data_crcs = np.empty(count, dtype=np.uint32)
+    q = 0
+    for r in range(count):
+        length = np.int64(0)
+        for b in range(8):
+            length |= np.int64(buf[q + b]) << (8 * b)
+        lc = np.uint32(0)
+        dc = np.uint32(0)
+        e = q + 12 + length
+        for b in range(4):
+            lc |= np.uint32(buf[q + 8 + b]) << np.uint32(8 * b)
+            dc |= np.uint32(buf[e + b]) << np.uint32(8 * b)
+        starts[r] = q
+        lengths[r] = length
+        length_crcs[r] = lc
+        data_crcs[r] = dc
+        q = e + 4
+    return starts, lengths, length_crcs, data_crcs, err, p
+
+
+@njit(cache=True)
+def _feature_slot(buf, s, n):
+    """Which of our features a map key names: _INDICES, _KEY, _VALUES or -1."""
+    if n == 3:
+        if buf[s] == 107 and buf[s + 1] == 101 and buf[s + 2] == 121:  # key
+            return 1
+    elif n == 7:
+        if (
+            buf[s] == 105  # indices
+            and buf[s + 1] == 110
+            and buf[s + 2] == 100
+            and buf[s + 3] == 105
+            and buf[s + 4] == 99
+            and buf[s + 5] == 101
+            and buf[s + 6] == 115
+        ):
+            return 0
+    elif n == 6:
+        if (
+            buf[s] == 118  # values
+            and buf[s + 1] == 97
+            and buf[s + 2] == 108
+            and buf[s + 3] == 117
+            and buf[s + 4] == 101
+            and buf[s + 5] == 115
+        ):
+            return 2
+    return -1
+
+
+@njit(cache=True)
+def _parse_features_map(buf, p, end, spans, r):
+    """Record the Feature spans of our three map entries (last entry wins, as for any
+    protobuf map) in ``spans[r]``; returns -1, or the offset where parsing failed."""
+    while p < end:
+        tag, q = _read_varint(buf, p, end)
+        if q < 0 or (tag >> np.uint64(3)) == 0:
+            return p
+        field = np.int64(tag >> np.uint64(3))
+        wire = np.int64(tag & np.uint64(7))
+        if field == 1 and wire == 2:
+            n, q = _read_varint(buf, q, end)
+            if q < 0 or n > np.uint64(end - q):
+                return p
+            entry_end = q + np.int64(n)
+            name_s = -1
+            name_n = 0
+            val_s = -1
+            val_e = -1
+            while q < entry_end:
+                tag2, q2 = _read_varint(buf, q, entry_end)
+                if q2 < 0 or (tag2 >> np.uint64(3)) == 0:
+                    return q
+                f2 = np.int64(tag2 >> np.uint64(3))
+                w2 = np.int64(tag2 & np.uint64(7))
+                if (f2 == 1 or f2 == 2) and w2 == 2:
+                    m, q3 = _read_varint(buf, q2, entry_end)
+                    if q3 < 0 or m > np.uint64(entry_end - q3):
+                        return q
+                    if f2 == 1:
+                        name_s = q3
+                        name_n = np.int64(m)
+                    else:
+                        val_s = q3
+                        val_e = q3 + np.int64(m)
+                    q = q3 + np.int64(m)
+                else:
+                    q3 = _skip_field(buf, q2, entry_end, w2)
+                    if q3 < 0:
+                        return q
+                    q = q3
+            slot = _feature_slot(buf, name_s, name_n) if name_s >= 0 else -1
+            if slot >= 0:
+                if val_s < 0:  # an entry without a value holds an empty Feature
+                    val_s = entry_end
+                    val_e = entry_end
+                spans[r, slot, 0] = val_s
+                spans[r, slot, 1] = val_e
+            p = entry_end
+        else:
+            q2 = _skip_field(buf, q, end, wire)
+            if q2 < 0:
+                return p
+            p = q2
+    return -1
+
+
+@njit(cache=True)
+def _count_list(buf, p, end, kind):
+    """Number of values in an Int64List/FloatList message (packed or not), or -1 if corrupt."""
+    count = 0
+    while p < end:
+        tag, q = _read_varint(buf, p, end)
+        if q < 0 or (tag >> np.uint64(3)) == 0:
+            return -1
+        field = np.int64(tag >> np.uint64(3))
+        wire = np.int64(tag & np.uint64(7))
+        if field == 1 and kind == 3 and wire == 2:
+            n, q = _read_varint(buf, q, end)
+            if q < 0 or n > np.uint64(end - q):
+                return -1
+            e = q + np.int64(n)
+            if e > q and buf[e - 1] >= 0x80:
+                return -1
+            for j in range(q, e):
+                if buf[j] < 0x80:
+                    count += 1
+            p = e
+        elif field == 1 and kind == 3 and wire == 0:
+            _, q = _read_varint(buf, q, end)
+            if q < 0:
+                return -1
+            count += 1
+            p = q
+        elif field == 1 and kind == 2 and wire == 2:
+            n, q = _read_varint(buf, q, end)
+            if q < 0 or n > np.uint64(end - q) or n % np.uint64(4) != 0:
+                return -1
+            count += np.int64(n) // 4
+            p = q + np.int64(n)
+        elif field == 1 and kind == 2 and wire == 5:
+            if q + 4 > end:
+                return -1
+            count += 1
+            p = q + 4
+        else:
+            q2 = _skip_field(buf, q, end, wire)
+            if q2 < 0:
+                return -1
+            p = q2
+    return count
+
+
+@njit(cache=True)
+def _count_feature(buf, p, end):
+    """(kind, number of values, -1 or offset of corruption) of a Feature message.
+
+    ``kind`` is a oneof: a later list of another kind replaces the earlier one, a later
+    list of the same kind is merged into it (protobuf's parsing rules)."""
+    kind = 0
+    count = 0
+    while p < end:
+        tag, q = _read_varint(buf, p, end)
+        if q < 0 or (tag >> np.uint64(3)) == 0:
+            return kind, count, p
+        field = np.int64(tag >> np.uint64(3))
+        wire = np.int64(tag & np.uint64(7))
+        if 1 <= field <= 3 and wire == 2:
+            n, q2 = _read_varint(buf, q, end)
+            if q2 < 0 or n > np.uint64(end - q2):
+                return kind, count, p
+            e = q2 + np.int64(n)
+            if field != kind:
+                kind = field
+                count = 0
+            if field != _KIND_BYTES:
+                c = _count_list(buf, q2, e, field)
+                if c < 0:
+                    return kind, count, p
+                count += c
+            p = e
+        else:
+            q2 = _skip_field(buf, q, end, wire)
+            if q2 < 0:
+                return kind, count, p
+            p = q2
+    return kind, count, -1
+
+
+@njit(cache=True)
+def _scan_examples(buf, starts, lengths, spans, kinds, counts):
+    """First pass over all Examples: locate the three features and count their values.
+
+    Returns (error code, record, detail); detail is a byte offset for corrupt records,
+    the offending kind or count otherwise."""
+    for r in range(starts.shape[0]):
+        s = starts[r] + 12
+        e = s + lengths[r]
+        for k in range(3):
+            spans[r, k, 0] = -1
+            spans[r, k, 1] = -1
+            kinds[r, k] = 0
+            counts[r, k] = 0
+        p = s
+        while p < e:
+            tag, q = _read_varint(buf, p, e)
+            if q < 0 or (tag >> np.uint64(3)) == 0:
+                return _E_CORRUPT, r, p
+            field = np.int64(tag >> np.uint64(3))
+            wire = np.int64(tag & np.uint64(7))
+            if field == 1 and wire == 2:
+                n, q2 = _read_varint(buf, q, e)
+                if q2 < 0 or n > np.uint64(e - q2):
+                    return _E_CORRUPT, r, p
+                bad = _parse_features_map(buf, q2, q2 + np.int64(n), spans, r)
+                if bad >= 0:
+                    return _E_CORRUPT, r, bad
+                p = q2 + np.int64(n)
+            else:
+                q2 = _skip_field(buf, q, e, wire)
+                if q2 < 0:
+                    return _E_CORRUPT, r, p
+                p = q2
+        for k in range(3):
+            if spans[r, k, 0] >= 0:
+                kind, count, bad = _count_feature(buf, spans[r, k, 0], spans[r, k, 1])
+                if bad >= 0:
+                    return _E_CORRUPT, r, bad
+                kinds[r, k] = kind
+                counts[r, k] = count
+        if spans[r, _KEY, 0] < 0:
+            return _E_KEY_MISSING, r, 0
+        if kinds[r, _KEY] != _KIND_INT64:
+            return _E_KEY_TYPE, r, kinds[r, _KEY]
+        if counts[r, _KEY] != 1:
+            return _E_KEY_LENGTH, r, counts[r, _KEY]
+        if spans[r, _INDICES, 0] < 0:
+            return _E_INDICES_MISSING, r, 0
+        if kinds[r, _INDICES] != _KIND_INT64 and kinds[r, _INDICES] != _KIND_NONE:
+            return _E_INDICES_TYPE, r, kinds[r, _INDICES]
+        if spans[r, _VALUES, 0] < 0:
+            return _E_VALUES_MISSING, r, 0
+        if kinds[r, _VALUES] != _KIND_FLOAT and kinds[r, _VALUES] != _KIND_NONE:
+            return _E_VALUES_TYPE, r, kinds[r, _VALUES]
+        if counts[r, _INDICES] != counts[r, _VALUES]:
+            return _E_LENGTH_MISMATCH, r, 0
+    return 0, -1, 0
+
+
+@njit(cache=True)
+def _fill_int64(buf, p, end, out, base, n, lo, hi):
+    """Write the Int64List values of a Feature at ``out[base:base + n]``.
+
+    Returns (0, 0), (1, offset) if a varint is malformed, or (2, value) for a value
+    outside [lo, hi]."""
+    kind = 0
+    c = 0
+    while p < end:
+        tag, q = _read_varint(buf, p, end)
+        field = np.int64(tag >> np.uint64(3))
+        wire = np.int64(tag & np.uint64(7))
+        if 1 <= field <= 3 and wire == 2:
+            m, q = _read_varint(buf, q, end)
+            e = q + np.int64(m)
+            if field != kind:
+                kind = field
+                c = 0
+            if field == _KIND_INT64:
+                while q < e:
+                    tag2, q2 = _read_varint(buf, q, e)
+                    wire2 = np.int64(tag2 & np.uint64(7))
+                    if (tag2 >> np.uint64(3)) == np.uint64(1) and (wire2 == 0 or wire2 == 2):
+                        if wire2 == 2:
+                            m2, q2 = _read_varint(buf, q2, e)
+                            e2 = q2 + np.int64(m2)
+                        else:
+                            e2 = -1  # one unpacked value
+                        while True:
+                            v, q3 = _read_varint(buf, q2, e if e2 < 0 else e2)
+                            if q3 < 0:
+                                return 1, q2
+                            value = np.int64(v)
+                            if value < lo or value > hi:
+                                return 2, value
+                            if c < n:
+                                out[base + c] = value
+                            c += 1
+                            q2 = q3
+                            if e2 < 0 or q2 >= e2:
+                                break
+                        q = q2
+                    else:
+                        q = _skip_field(buf, q2, e, wire2)
+            p = e
+        else:
+            p = _skip_field(buf, q, end, wire)
+    return 0, 0
+
+
+@njit(cache=True)
+def _fill_float(buf, p, end, out, base, n):
+    """Write the FloatList values of a Feature, as raw float32 bits, at ``out[base:base + n]``;
+    returns -1, or the index into ``out`` of the first NaN or infinity."""
+    kind = 0
+    c = 0
+    bad = -1
+    while p < end:
+        tag, q = _read_varint(buf, p, end)
+        field = np.int64(tag >> np.uint64(3))
+        wire = np.int64(tag & np.uint64(7))
+        if 1 <= field <= 3 and wire == 2:
+            m, q = _read_varint(buf, q, end)
+            e = q + np.int64(m)
+            if field != kind:
+                kind = field
+                c = 0
+                bad = -1
+            if field == _KIND_FLOAT:
+                while q < e:
+                    tag2, q2 = _read_varint(buf, q, e)
+                    wire2 = np.int64(tag2 & np.uint64(7))
+                    if (tag2 >> np.uint64(3)) == np.uint64(1) and (wire2 == 2 or wire2 == 5):
+                        if wire2 == 2:
+                            m2, q2 = _read_varint(buf, q2, e)
+                            e2 = q2 + np.int64(m2)
+                        else:
+                            e2 = q2 + 4
+                        while q2 < e2:
+                            bits = (
+                                np.uint32(buf[q2])
+                                | (np.uint32(buf[q2 + 1]) << np.uint32(8))
+                                | (np.uint32(buf[q2 + 2]) << np.uint32(16))
+                                | (np.uint32(buf[q2 + 3]) << np.uint32(24))
+                            )
+                            if c < n:
+                                out[base + c] = bits
+                                if (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000):
+                                    if bad < 0:
+                                        bad = base + c
+                            c += 1
+                            q2 += 4
+                        q = e2
+                    else:
+                        q = _skip_field(buf, q2, e, wire2)
+            p = e
+        else:
+            p = _skip_field(buf, q, end, wire)
+    return bad
+
+
+@njit(cache=True)
+def _fill_examples(buf, spans, kinds, counts, offsets, vocab_size, keys, out_idx, out_bits):
+    """Second pass: keys, column indices and value bits of every record, each record's
+    indices sorted. Returns (error code, record, detail) like ``_scan_examples``."""
+    one = np.empty(1, dtype=np.int64)
+    lo = np.int64(-9223372036854775808)
+    hi = np.int64(9223372036854775807)
+    for r in range(spans.shape[0]):
+        status, detail = _fill_int64(buf, spans[r, 1, 0], spans[r, 1, 1], one, 0, 1, lo, hi)
+        if status == 1:
+            return _E_CORRUPT, r, detail
+        keys[r] = one[0]
+        n = counts[r, _INDICES]
+        base = offsets[r]
+        if n == 0:
+            continue
+        status, detail = _fill_int64(
+            buf, spans[r, 0, 0], spans[r, 0, 1], out_idx, base, n, 0, vocab_size - 1
+        )
+        if status == 1:
+            return _E_CORRUPT, r, detail
+        if status == 2:
+            return _E_INDEX_RANGE, r, detail
+        bad = _fill_float(buf, spans[r, 2, 0], spans[r, 2, 1], out_bits, base, n)
+        if bad >= 0:
+            return _E_NOT_FINITE, r, bad
+        seg = out_idx[base : base + n]
+        ordered = True
+        for j in range(1, n):
+            if seg[j] <= seg[j - 1]:
+                ordered = False
+                break
+        if not ordered:
+            perm = np.argsort(seg, kind="mergesort")
+            seg[:] = seg[perm]
+            vals = out_bits[base : base + n]
+            vals[:] = vals[perm]
+            for j in range(1, n):
+                if seg[j] == seg[j - 1]:
+                    return _E_DUPLICATE_INDEX, r, np.int64(seg[j])
+    return 0, -1, 0
+
+
+@njit(cache=True)
+def _scatter_rows(keys, offsets, counts, idx, bits, indptr, out_idx, out_bits):
+    """Copy each record's segment to its row's place in the CSR arrays."""
+    for r in range(keys.shape[0]):
+        d = indptr[keys[r]]
+        s = offsets[r]
+        for j in range(counts[r]):
+            out_idx[d + j] = idx[s + j]
+            out_bits[d + j] = bits[s + j]
+
+
+# --------------------------------------------------------------------------------------
+# Encoding kernels
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _varint_size(v):
+    """Bytes of the base-128 varint of a non-negative int64."""
+    size = 1
+    while v >= 128:
+        v >>= 7
+        size += 1
+    return size
+
+
+@njit(cache=True)
+def _field_size(payload):
+    """Bytes of a length-delimited field with a one-byte tag: tag + varint length + payload."""
+    return 1 + _varint_size(payload) + payload
+
+
+@njit(cache=True)
+def _example_layout(n, index_bytes, key_bytes):
+    """Sizes of the nested messages of one Example: (Int64List of indices, its Feature,
+    FloatList, its Feature, Int64List of the key, its Feature, Features, Example)."""
+    idx_list = _field_size(index_bytes) if n > 0 else 0
+    idx_feature = _field_size(idx_list)
+    val_list = _field_size(4 * n) if n > 0 else 0
+    val_feature = _field_size(val_list)
+    key_list = _field_size(key_bytes)
+    key_feature = _field_size(key_list)
+    features = (
+        _field_size(_field_size(7) + _field_size(idx_feature))
+        + _field_size(_field_size(3) + _field_size(key_feature))
+        + _field_size(_field_size(6) + _field_size(val_feature))
+    )
+    example = _field_size(features)
+    return idx_list, idx_feature, val_list, val_feature, key_list, key_feature, features, example
+
+
+@njit(cache=True)
+def _record_sizes(indptr, indices, rows, lengths):
+    """Example length of each row in ``rows``; returns the total bytes of all records."""
+    total = 0
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        index_bytes = 0
+        for j in range(indptr[i], indptr[i + 1]):
+            index_bytes += _varint_size(np.int64(indices[j]))
+        n = indptr[i + 1] - indptr[i]
+        layout = _example_layout(n, index_bytes, _varint_size(np.int64(i)))
+        lengths[r] = layout[7]
+        total += 16 + lengths[r]
+    return total
+
+
+@njit(cache=True)
+def _put_varint(out, p, v):
+    while v >= 128:
+        out[p] = (v & 0x7F) | 0x80
+        v >>= 7
+        p += 1
+    out[p] = v
+    return p + 1
+
+
+@njit(cache=True)
+def _put_field_header(out, p, tag, payload):
+    out[p] = tag
+    return _put_varint(out, p + 1, payload)
+
+
+_NAME_BYTES = np.frombuffer(b"indiceskeyvalues", dtype=np.uint8).copy()
+_NAME_START = np.array([0, 7, 10, 16], dtype=np.int64)
+
+
+@njit(cache=True)
+def _put_name(out, p, slot):
+    for j in range(_NAME_START[slot], _NAME_START[slot + 1]):
+        out[p] = _NAME_BYTES[j]
+        p += 1
+    return p
+
+
+@njit(cache=True)
+def _encode_records(indptr, indices, bits, rows, lengths, order, out):
+    """Write the framed records of ``rows`` (CRC fields left zero) into ``out``;
+    returns the offset of each record. ``order`` is the order of the map entries."""
+    name_len = np.array([7, 3, 6], dtype=np.int64)
+    starts = np.empty(rows.shape[0], dtype=np.int64)
+    p = 0
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        n = hi - lo
+        index_bytes = 0
+        for j in range(lo, hi):
+            index_bytes += _varint_size(np.int64(indices[j]))
+        key_bytes = _varint_size(np.int64(i))
+        layout = _example_layout(n, index_bytes, key_bytes)
+        starts[r] = p
+        length = lengths[r]
+        for b in range(8):
+            out[p + b] = (length >> (8 * b)) & 0xFF
+        for b in range(4):
+            out[p + 8 + b] = 0
+        p += 12
+        p = _put_field_header(out, p, 0x0A, layout[6])  # Example.features
+        for k in range(3):
+            slot = order[k]
+            if slot == 0:
+                feature = layout[1]
+            elif slot == 1:
+                feature = layout[5]
+            else:
+                feature = layout[3]
+            entry = _field_size(name_len[slot]) + _field_size(feature)
+            p = _put_field_header(out, p, 0x0A, entry)  # Features.feature map entry
+            p = _put_field_header(out, p, 0x0A, name_len[slot])  # its key
+            p = _put_name(out, p, slot)
+            p = _put_field_header(out, p, 0x12, feature)  # its value, a Feature
+            if slot == 0:
+                p = _put_field_header(out, p, 0x1A, layout[0])  # Feature.int64_list
+                if n > 0:
+                    p = _put_field_header(out, p, 0x0A, index_bytes)  # packed values
+                    for j in range(lo, hi):
+                        p = _put_varint(out, p, np.int64(indices[j]))
+            elif slot == 1:
+                p = _put_field_header(out, p, 0x1A, layout[4])
+                p = _put_field_header(out, p, 0x0A, key_bytes)
+                p = _put_varint(out, p, np.int64(i))
+            else:
+                p = _put_field_header(out, p, 0x12, layout[2])  # Feature.float_list
+                if n > 0:
+                    p = _put_field_header(out, p, 0x0A, 4 * n)
+                    for j in range(lo, hi):
+                        v = bits[j]
+                        out[p] = v & 0xFF
+                        out[p + 1] = (v >> 8) & 0xFF
+                        out[p + 2] = (v >> 16) & 0xFF
+                        out[p + 3] = (v >> 24) & 0xFF
+                        p += 4
+        for b in range(4):
+            out[p + b] = 0
+        p += 4
+    return starts
+
+
+@njit(cache=True)
+def _put_crcs(out, starts, lengths, length_crcs, data_crcs):
+    """Store the masked CRCs of each record, little-endian."""
+    for r in range(starts.shape[0]):
+        p = starts[r]
+        e = p + 12 + lengths[r]
+        lc = length_crcs[r]
+        dc = data_crcs[r]
+        for b in range(4):
+            out[p + 8 + b] = (lc >> (8 * b)) & 0xFF
+            out[e + b] = (dc >> (8 * b)) & 0xFF
+
+
+# --------------------------------------------------------------------------------------
+# CRCs
+# --------------------------------------------------------------------------------------
+
+
+def _mask(crcs: np.ndarray) -> np.ndarray:
+    """TFRecord's masked CRC of an array of CRC32C values (uint32 arithmetic wraps)."""
+    c = np.asarray(crcs, dtype=np.uint32)
+    return ((c >> np.uint32(15)) | (c << np.uint32(17))) + np.uint32(_MASK_DELTA)
+
+
+def _length_crcs(lengths: np.ndarray) -> np.ndarray:
+    """Masked CRC32C of each record's 8 length bytes, one CRC call per distinct length."""
+    unique, inverse = np.unique(lengths, return_inverse=True)
+    crcs = [google_crc32c.value(int(v).to_bytes(8, "little")) for v in unique.tolist()]
+    return _mask(np.array(crcs, dtype=np.uint32))[inverse]
+
+
+def _data_crcs(data: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Masked CRC32C of each record's data; ``data`` must be ``bytes`` (the C extension
+    takes no memoryviews), slices of it are short copies."""
+    crc = google_crc32c.value
+    s = (starts + 12).tolist()
+    e = (starts + 12 + lengths).tolist()
+    return _mask(
+        np.fromiter((crc(data[a:b]) for a, b in zip(s, e, strict=True)), np.uint32, len(s))
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    name: str
+    url: bool  # an fsspec URL rather than a local path
+
+    def read(self) -> bytes:
+        if self.url:
+            import fsspec
+
+            with fsspec.open(self.name, mode="rb") as f:
+                return f.read()
+        with open(self.name, "rb") as f:
+            return f.read()
+
+
+def _expand(pattern: str | os.PathLike | Sequence) -> list[_Source]:
+    if isinstance(pattern, (str, os.PathLike)):
+        patterns = [os.fspath(pattern)]
+    else:
+        patterns = [os.fspath(p) for p in pattern]
+        if not patterns:
+            raise InvalidParameterError(
+                "The 'pattern' argument of read_tfrecords must name at least one file. "
+                "Got an empty list instead."
+            )
+    sources: list[_Source] = []
+    for pat in patterns:
+        if "://" in pat:
+            import fsspec
+
+            files = fsspec.open_files(pat, mode="rb")
+            found = [f for f in files if _glob.has_magic(pat) or f.fs.isfile(f.path)]
+            names = sorted(getattr(f, "full_name", f.path) for f in found)
+            sources.extend(_Source(n, True) for n in names)
+        elif _glob.has_magic(pat):
+            names = sorted(p for p in _glob.glob(pat) if os.path.isfile(p))
+            sources.extend(_Source(n, False) for n in names)
+        else:
+            names = [pat] if os.path.isfile(pat) else []
+            sources.extend(_Source(n, False) for n in names)
+        if not names:
+            raise DataFormatError(f"no files match pattern {pat!r}")
+    return sources
+
+
+def _is_gzip(raw: bytes) -> bool:
+    if raw[:2] != _GZIP_MAGIC:
+        return False
+    # A plain file whose first length happens to begin with the magic bytes still has a
+    # valid length CRC; a GZIP header has one only with probability 2**-32.
+    if len(raw) >= 12:
+        stored = int.from_bytes(raw[8:12], "little")
+        if int(_mask(np.array([google_crc32c.value(raw[:8])]))[0]) == stored:
+            return False
+    return True
+
+
+def _load(source: _Source) -> bytes:
+    raw = source.read()
+    if not _is_gzip(raw):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataFormatError(f"{source.name}: corrupt or truncated GZIP stream ({exc})") from None
+
+
+def _check_framing(name: str, data: bytes, buf: np.ndarray):
+    """Frame the records of one file and verify both CRCs of each."""
+    starts, lengths, stored_lc, stored_dc, err, err_pos = _frame_records(buf)
+    lc = _length_crcs(lengths)
+    dc = _data_crcs(data, starts, lengths)
+    bad_l = np.flatnonzero(lc != stored_lc)
+    bad_d = np.flatnonzero(dc != stored_dc)
+    first_l = bad_l[0] if bad_l.size else len(starts)
+    first_d = bad_d[0] if bad_d.size else len(starts)
+    if first_l < len(starts) and first_l <= first_d:
+        r = int(first_l)
+        raise DataFormatError(
+            f"{name}: record {r} (0-based), at byte {int(starts[r])}: length CRC mismatch "
+            f"(stored 0x{int(stored_lc[r]):08x}, computed 0x{int(lc[r]):08x}); "
+            "the file is corrupt"
+        )
+    if first_d < len(starts):
+        r = int(first_d)
+        raise DataFormatError(
+            f"{name}: record {r} (0-based), at byte {int(starts[r])}: data CRC mismatch "
+            f"(stored 0x{int(stored_dc[r]):08x}, computed 0x{int(dc[r]):08x}); "
+            "the file is corrupt"
+        )
+    if err:
+        r = len(starts)
+        remaining = len(data) - err_pos
+        where = f"{name}: record {r} (0-based), at byte {err_pos}"
+        if err == _E_TRUNC_HEADER:
+            raise DataFormatError(
+                f"{where}: truncated file: only {remaining} bytes left, a record header needs 12"
+            )
+        header = data[err_pos : err_pos + 12]
+        length = int.from_bytes(header[:8], "little")
+        stored = int.from_bytes(header[8:12], "little")
+        computed = int(_length_crcs(np.array([length], dtype=np.uint64))[0])
+        if stored != computed:
+            raise DataFormatError(
+                f"{where}: length CRC mismatch (stored 0x{stored:08x}, computed "
+                f"0x{computed:08x}); the file is corrupt"
+            )
+        raise DataFormatError(
+            f"{where}: truncated file: the header says {length} data bytes (plus 4 of CRC) "
+            f"but only {remaining - 12} bytes follow it"
+        )
+    return starts, lengths
+
+
+def _parse_error(name, code, r, detail, vocab_size, counts, bits):
+    where = f"{name}: record {r} (0-based)"
+    if code == _E_CORRUPT:
+        return f"{where}: corrupt tf.train.Example protobuf at byte {detail} of the file"
+    if code == _E_KEY_MISSING:
+        return f"{where}: the Example has no 'key' feature"
+    if code == _E_KEY_TYPE:
+        return f"{where}: feature 'key' must be an Int64List, got {_KIND_NAMES[detail]}"
+    if code == _E_KEY_LENGTH:
+        return f"{where}: feature 'key' must hold exactly 1 value, got {detail}"
+    if code == _E_INDICES_MISSING:
+        return f"{where}: the Example has no 'indices' feature"
+    if code == _E_INDICES_TYPE:
+        return f"{where}: feature 'indices' must be an Int64List, got {_KIND_NAMES[detail]}"
+    if code == _E_VALUES_MISSING:
+        return f"{where}: the Example has no 'values' feature"
+    if code == _E_VALUES_TYPE:
+        return f"{where}: feature 'values' must be a FloatList, got {_KIND_NAMES[detail]}"
+    if code == _E_LENGTH_MISMATCH:
+        return (
+            f"{where}: 'indices' has {counts[r, _INDICES]} values but 'values' has "
+            f"{counts[r, _VALUES]}; they must have the same length"
+        )
+    if code == _E_INDEX_RANGE:
+        if detail < 0:
+            return f"{where}: negative column index {detail} in 'indices'"
+        return (
+            f"{where}: column index {detail} in 'indices' is >= vocab_size={vocab_size}. "
+            "Were the rows read with the wrong vocabulary (rows and columns swapped, e.g. "
+            "users_for_item read with the items vocabulary), or is vocab_size wrong?"
+        )
+    if code == _E_NOT_FINITE:
+        value = bits[detail : detail + 1].view(np.float32)[0]
+        return f"{where}: value {value} in 'values' is not finite"
+    if code == _E_DUPLICATE_INDEX:
+        return f"{where}: column index {detail} appears more than once in 'indices'"
+    raise AssertionError(code)  # pragma: no cover
+
+
+@dataclass
+class _Parsed:
+    name: str
+    keys: np.ndarray  # (n_records,) int64
+    counts: np.ndarray  # (n_records,) int64
+    indices: np.ndarray  # (nnz,) int32 or int64, each record's segment sorted
+    bits: np.ndarray  # (nnz,) uint32, float32 bits
+
+
+def _parse_file(source: _Source, vocab_size: int, index_dtype) -> _Parsed:
+    data = _load(source)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts, lengths = _check_framing(source.name, data, buf)
+    n = len(starts)
+    spans = np.empty((n, 3, 2), dtype=np.int64)
+    kinds = np.empty((n, 3), dtype=np.int64)
+    counts = np.empty((n, 3), dtype=np.int64)
+    code, r, detail = _scan_examples(buf, starts, lengths, spans, kinds, counts)
+    if code:
+        raise DataFormatError(_parse_error(source.name, code, r, detail, vocab_size, counts, None))
+    nnz_per = counts[:, _INDICES].copy()
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(nnz_per, out=offsets[1:])
+    keys = np.empty(n, dtype=np.int64)
+    idx = np.empty(offsets[-1], dtype=index_dtype)
+    bits = np.empty(offsets[-1], dtype=np.uint32)
+    code, r, detail = _fill_examples(
+        buf, spans, kinds, counts, offsets, vocab_size, keys, idx, bits
+    )
+    if code:
+        raise DataFormatError(_parse_error(source.name, code, r, detail, vocab_size, counts, bits))
+    return _Parsed(source.name, keys, nnz_per, idx, bits)
+
+
+def _place(parsed: list[_Parsed], g: int) -> tuple[str, int]:
+    """(file name, record number) of the g-th record over all files."""
+    for p in parsed:
+        if g < len(p.keys):
+            return p.name, g
+        g -= len(p.keys)
+    raise AssertionError(g)  # pragma: no cover
+
+
+def _check_int(value, name: str, func: str, minimum: int) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise InvalidParameterError(
+            f"The '{name}' parameter of {func} must be an int >= {minimum}. Got {value!r} instead."
+        ) from None
+    if value < minimum:
+        raise InvalidParameterError(
+            f"The '{name}' parameter of {func} must be an int >= {minimum}. Got {value} instead."
+        )
+    return value
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[bytes]:
+    """Iterate over the raw records of one TFRecord file, checking both CRCs of each.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A local path or an fsspec URL (``memory://``, ``gs://``, ...). Plain or
+        GZIP-compressed (detected from the magic bytes).
+
+    Yields
+    ------
+    bytes
+        Each record's data (for walsrec's files, a serialized ``tf.train.Example``).
+
+    Raises
+    ------
+    DataFormatError
+        If the file does not exist, a CRC does not match, or the file is truncated. The
+        whole file is checked before the first record is yielded.
+    """
+    name = os.fspath(path)
+    source = _Source(name, "://" in name)
+    if not ("://" in name or os.path.isfile(name)):
+        raise DataFormatError(f"no files match pattern {name!r}")
+    data = _load(source)
+    starts, lengths = _check_framing(name, data, np.frombuffer(data, dtype=np.uint8))
+    for s, n in zip((starts + 12).tolist(), lengths.tolist(), strict=True):
+        yield data[s : s + n]
+
+
+def read_tfrecords(
+    pattern: str | os.PathLike | Sequence[str | os.PathLike],
+    vocab_size: int,
+    n_rows: int | None = None,
+    *,
+    dtype=np.float32,
+) -> sp.csr_matrix:
+    """Read TFRecord files of sparse rows (the course's layout) into a CSR matrix.
+
+    Each record is a ``tf.train.Example`` with features ``key`` (Int64List of length 1,
+    the row index), ``indices`` (Int64List, column indices) and ``values`` (FloatList).
+    Files written by TensorFlow (plain or ``options="GZIP"``) and by
+    :func:`write_tfrecords` read the same.
+
+    Parameters
+    ----------
+    pattern : str, path-like, or list of them
+        A local path, a glob (its matches are read in sorted order), an fsspec URL or URL
+        glob (``file://``, ``memory://``, ``gs://``...), or a list of any of these (read in
+        the given order). Every pattern must match at least one file.
+    vocab_size : int
+        Number of columns, >= 1: the vocabulary the column indices refer to. For
+        ``items_for_user`` files this is the number of items, for ``users_for_item`` the
+        number of users.
+    n_rows : int or None, default None
+        Number of rows (>= 0); None means the largest key + 1.
+    dtype : numpy float dtype, default np.float32
+        ``np.float32`` or ``np.float64``; the values are stored as float32 in the files.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of shape (n_rows, vocab_size)
+        Row ``key`` holds the record's values at its indices, with sorted column indices
+        (int32 when they fit, else int64); rows without a record are empty.
+
+    Raises
+    ------
+    DataFormatError
+        With the file and the (0-based) record number, when no file matches a pattern, a
+        file is truncated, a CRC does not match, a GZIP stream or protobuf is corrupt, a
+        feature is missing or of the wrong type or length, ``indices`` and ``values``
+        differ in length, a column index is negative or >= ``vocab_size`` (usually rows
+        read with the wrong vocabulary), a record repeats a column index, a value is NaN
+        or infinite, a key is negative or >= ``n_rows``, or two records share a key.
+    InvalidParameterError
+        If ``vocab_size``, ``n_rows`` or ``dtype`` break their rules.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp, tempfile, os
+    >>> m = sp.csr_matrix(np.array([[0, 1.5, 0], [0, 0, 0], [2.0, 0, -1.0]], np.float32))
+    >>> d = tempfile.mkdtemp()
+    >>> paths = write_tfrecords(m, os.path.join(d, "items_for_user"), shards=2)
+    >>> back = read_tfrecords(os.path.join(d, "items_for_user-*"), vocab_size=3, n_rows=3)
+    >>> (back != m).nnz
+    0
+    """
+    func = "read_tfrecords"
+    vocab_size = _check_int(vocab_size, "vocab_size", func, 1)
+    if n_rows is not None:
+        n_rows = _check_int(n_rows, "n_rows", func, 0)
+    try:
+        out_dtype = np.dtype(dtype)
+    except TypeError:
+        out_dtype = None
+    if out_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise InvalidParameterError(
+            f"The 'dtype' parameter of {func} must be np.float32 or np.float64. "
+            f"Got {dtype!r} instead."
+        )
+    index_dtype = np.int32 if vocab_size <= np.iinfo(np.int32).max else np.int64
+    parsed = [_parse_file(s, vocab_size, index_dtype) for s in _expand(pattern)]
+
+    keys = np.concatenate([p.keys for p in parsed])
+    counts = np.concatenate([p.counts for p in parsed])
+    if keys.size and keys.min() < 0:
+        g = int(np.flatnonzero(keys < 0)[0])
+        name, r = _place(parsed, g)
+        raise DataFormatError(f"{name}: record {r} (0-based): negative key {int(keys[g])}")
+    if n_rows is None:
+        n_rows = int(keys.max()) + 1 if keys.size else 0
+    elif keys.size and keys.max() >= n_rows:
+        g = int(np.flatnonzero(keys >= n_rows)[0])
+        name, r = _place(parsed, g)
+        raise DataFormatError(
+            f"{name}: record {r} (0-based): key {int(keys[g])} is >= n_rows={n_rows}"
+        )
+    increasing = bool(np.all(keys[1:] > keys[:-1]))
+    if not increasing:
+        order = np.argsort(keys, kind="stable")
+        dup = np.flatnonzero(keys[order[1:]] == keys[order[:-1]])
+        if dup.size:
+            j = dup[np.argmin(order[dup + 1])]
+            first, second = int(order[j]), int(order[j + 1])
+            name1, r1 = _place(parsed, first)
+            name2, r2 = _place(parsed, second)
+            raise DataFormatError(
+                f"{name2}: record {r2} (0-based): duplicate key {int(keys[second])}, "
+                f"already the key of record {r1} (0-based) of {name1}"
+            )
+
+    row_nnz = np.zeros(n_rows, dtype=np.int64)
+    row_nnz[keys] = counts
+    nnz = int(counts.sum())
+    ptr_dtype = np.int32 if nnz <= np.iinfo(np.int32).max and index_dtype == np.int32 else np.int64
+    indptr = np.zeros(n_rows + 1, dtype=ptr_dtype)
+    np.cumsum(row_nnz, out=indptr[1:])
+    idx = parsed[0].indices if len(parsed) == 1 else np.concatenate([p.indices for p in parsed])
+    bits = parsed[0].bits if len(parsed) == 1 else np.concatenate([p.bits for p in parsed])
+    if not increasing:
+        offsets = np.zeros(len(keys), dtype=np.int64)
+        np.cumsum(counts[:-1], out=offsets[1:])
+        out_idx = np.empty_like(idx)
+        out_bits = np.empty_like(bits)
+        _scatter_rows(keys, offsets, counts, idx, bits, indptr, out_idx, out_bits)
+        idx, bits = out_idx, out_bits
+    values = bits.view(np.float32)
+    if out_dtype != np.float32:
+        values = values.astype(out_dtype)
+    matrix = sp.csr_matrix((values, idx, indptr), shape=(n_rows, vocab_size))
+    matrix.has_sorted_indices = True
+    return matrix
+
+
+def write_tfrecords(
+    matrix,
+    path_prefix: str | os.PathLike,
+    *,
+    shards: int = 1,
+    compression: str | None = None,
+    skip_empty: bool = True,
+) -> list[str]:
+    """Write the rows of a sparse matrix as TFRecord files of ``tf.train.Example`` records.
+
+    Row ``i`` becomes one record with features ``key`` = [i], ``indices`` (its column
+    indices, sorted) and ``values`` (float32), serialized as protobuf's deterministic
+    serialization does (packed lists, map entries sorted by key: indices, key, values).
+    TensorFlow reads the files with ``tf.data.TFRecordDataset`` and
+    ``tf.io.parse_single_example``.
+
+    Parameters
+    ----------
+    matrix : scipy.sparse matrix or array of shape (n_rows, n_cols)
+        Any sparse format (converted to CSR); duplicate entries are summed. Values are
+        written as float32 and must be finite.
+    path_prefix : str or path-like
+        Files are named ``{path_prefix}-{i:05d}-of-{shards:05d}.tfrecord`` (``.tfrecord.gz``
+        with GZIP); missing parent directories are created.
+    shards : int, default 1
+        Number of files (>= 1). Rows are split into contiguous blocks balanced by number
+        of non-zeros, so shard ``i`` holds lower row indices than shard ``i + 1``.
+    compression : {None, "none", "gzip"}, default None
+        "gzip" makes each file one GZIP stream, as TensorFlow's ``options="GZIP"``.
+    skip_empty : bool, default True
+        Write no record for rows without non-zeros (the keys of the others say where they
+        belong). With False every row gets a record.
+
+    Returns
+    -------
+    list of str
+        The paths written, in shard order. Each file is written under a temporary name in
+        the same directory and renamed when complete.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``matrix`` is not a real sparse matrix or has non-finite values, or if
+        ``shards`` or ``compression`` break their rules.
+    """
+    func = "write_tfrecords"
+    if not sp.issparse(matrix) or matrix.ndim != 2:
+        raise InvalidParameterError(
+            f"The 'matrix' parameter of {func} must be a 2-D scipy.sparse matrix. "
+            f"Got {type(matrix).__name__} instead."
+        )
+    shards = _check_int(shards, "shards", func, 1)
+    key = compression.lower() if isinstance(compression, str) else compression
+    if key not in _COMPRESSIONS:
+        raise InvalidParameterError(
+            f"The 'compression' parameter of {func} must be None, 'none' or 'gzip'. "
+            f"Got {compression!r} instead."
+        )
+    compression = _COMPRESSIONS[key]
+    if np.issubdtype(matrix.dtype, np.complexfloating) or matrix.dtype == object:
+        raise InvalidParameterError(
+            f"The 'matrix' parameter of {func} must have real values. "
+            f"Got dtype {matrix.dtype} instead."
+        )
+    csr = sp.csr_matrix(matrix)
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()
+    with np.errstate(over="ignore"):  # too large for float32: reported below as inf
+        values = np.asarray(csr.data, dtype=np.float32)
+    finite = np.isfinite(values)
+    if not finite.all():
+        j = int(np.flatnonzero(~finite)[0])
+        row = int(np.searchsorted(csr.indptr, j, side="right") - 1)
+        raise InvalidParameterError(
+            f"The 'matrix' parameter of {func} must have finite float32 values. Got "
+            f"{csr.data[j]} at row {row}, column {int(csr.indices[j])} instead."
+        )
+    bits = values.view(np.uint32)
+    indptr = np.asarray(csr.indptr, dtype=np.int64)
+    indices = csr.indices
+    row_nnz = np.diff(indptr)
+    n_rows = csr.shape[0]
+    # Balanced contiguous blocks: shard s starts at the row boundary whose cumulative nnz
+    # is nearest to s/shards of the total (evenly by rows when there are no non-zeros).
+    if indptr[-1] > 0:
+        targets = indptr[-1] * np.arange(1, shards) / shards
+        above = np.searchsorted(indptr, targets, side="left")
+        below = np.maximum(above - 1, 0)
+        closer = targets - indptr[below] < indptr[np.minimum(above, n_rows)] - targets
+        cuts = np.where(closer, below, above)
+    else:
+        cuts = (n_rows * np.arange(1, shards)) // shards
+    bounds = np.concatenate([[0], cuts, [n_rows]]).astype(np.int64)
+
+    prefix = os.fspath(path_prefix)
+    suffix = ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
+    parent = os.path.dirname(prefix)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    paths = []
+    for s in range(shards):
+        rows = np.arange(bounds[s], bounds[s + 1], dtype=np.int64)
+        if skip_empty:
+            rows = rows[row_nnz[rows] > 0]
+        blob = _encode(indptr, indices, bits, rows, _SORTED_ORDER)
+        if compression == "gzip":
+            blob = gzip.compress(blob, compresslevel=6, mtime=0)
+        path = f"{prefix}-{s:05d}-of-{shards:05d}{suffix}"
+        _write_atomic(path, blob)
+        paths.append(path)
+    return paths
+
+
+def _encode(indptr, indices, bits, rows, order) -> bytes:
+    """The framed records of ``rows``, CRCs included, as one bytes object."""
+    lengths = np.empty(len(rows), dtype=np.int64)
+    total = _record_sizes(indptr, indices, rows, lengths)
+    out = np.empty(total, dtype=np.uint8)
+    starts = _encode_records(indptr, indices, bits, rows, lengths, order, out)
+    data = out.tobytes()
+    _put_crcs(out, starts, lengths, _length_crcs(lengths), _data_crcs(data, starts, lengths))
+    return out.tobytes()
+
+
+def _write_atomic(path: str, blob: bytes) -> None:
+    directory, base = os.path.split(path)
+    tmp = os.path.join(directory, f".{base}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,809 @@
+"""The TFRecord layout: framing, protobuf, round trips, errors, and TensorFlow's own files.
+
+The encoder and decoder below are small, independent pure-Python versions of the protobuf
+wire format; they are the slow twins the numba kernels are held to.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import struct
+import tempfile
+from pathlib import Path
+
+import fsspec
+import google_crc32c
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from walsrec.data import tfrecord
+from walsrec.data.tfrecord import iter_records, read_tfrecords, write_tfrecords
+from walsrec.errors import DataFormatError, InvalidParameterError
+
+# --------------------------------------------------------------------------------------
+# An independent protobuf / TFRecord encoder and decoder
+# --------------------------------------------------------------------------------------
+
+
+def varint(v: int) -> bytes:
+    v &= (1 << 64) - 1  # negative int64 are 10-byte varints of their two's complement
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def tag(field: int, wire: int) -> bytes:
+    return varint(field << 3 | wire)
+
+
+def ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return tag(field, 2) + varint(len(payload)) + payload
+
+
+def int64_list(values, packed=True) -> bytes:
+    if packed:
+        return ld(1, b"".join(varint(v) for v in values)) if len(values) else b""
+    return b"".join(tag(1, 0) + varint(v) for v in values)
+
+
+def float_list(values, packed=True) -> bytes:
+    if packed:
+        return ld(1, struct.pack(f"<{len(values)}f", *values)) if len(values) else b""
+    return b"".join(tag(1, 5) + struct.pack("<f", v) for v in values)
+
+
+def feature(kind: str, list_bytes: bytes) -> bytes:
+    return ld({"bytes": 1, "float": 2, "int64": 3}[kind], list_bytes)
+
+
+def example(entries, trailing=b"") -> bytes:
+    """entries: (name, Feature bytes) in the order to write them."""
+    features = b"".join(ld(1, ld(1, name.encode()) + ld(2, feat)) for name, feat in entries)
+    return ld(1, features) + trailing
+
+
+def row_example(key, indices, values, order=("indices", "key", "values"), packed=True):
+    feats = {
+        "key": feature("int64", int64_list([key], packed)),
+        "indices": feature("int64", int64_list(list(indices), packed)),
+        "values": feature("float", float_list(list(values), packed)),
+    }
+    return example([(name, feats[name]) for name in order])
+
+
+def masked_crc(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame(data: bytes) -> bytes:
+    header = struct.pack("<Q", len(data))
+    return (
+        header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data))
+    )
+
+
+def read_varint(buf: bytes, p: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[p]
+        p += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, p
+        shift += 7
+
+
+def fields(buf: bytes):
+    """(field number, wire type, value) of each field of a message."""
+    p = 0
+    while p < len(buf):
+        t, p = read_varint(buf, p)
+        wire = t & 7
+        if wire == 0:
+            v, p = read_varint(buf, p)
+        elif wire == 1:
+            v, p = buf[p : p + 8], p + 8
+        elif wire == 5:
+            v, p = buf[p : p + 4], p + 4
+        else:
+            n, p = read_varint(buf, p)
+            v, p = buf[p : p + n], p + n
+        yield t >> 3, wire, v
+
+
+def decode_example(data: bytes) -> dict[str, tuple[str, list]]:
+    """Slow twin of the decoding kernels: {feature name: (kind, values)}."""
+    out = {}
+    for f, _, features in fields(data):
+        if f != 1:
+            continue
+        for g, _, entry in fields(features):
+            if g != 1:
+                continue
+            name, feat = b"", b""
+            for h, _, v in fields(entry):
+                if h == 1:
+                    name = v
+                elif h == 2:
+                    feat = v
+            kind, values = "none", []
+            for k, _, lst in fields(feat):
+                new = {1: "bytes", 2: "float", 3: "int64"}.get(k)
+                if new is None:
+                    continue
+                if new != kind:
+                    kind, values = new, []
+                for m, wire, v in fields(lst):
+                    if m != 1 or new == "bytes":
+                        continue
+                    if new == "int64" and wire == 0:
+                        values.append(v - (1 << 64) if v >= 1 << 63 else v)
+                    elif new == "int64":
+                        p = 0
+                        while p < len(v):
+                            x, p = read_varint(v, p)
+                            values.append(x - (1 << 64) if x >= 1 << 63 else x)
+                    else:
+                        values.extend(struct.unpack(f"<{len(v) // 4}f", v))
+            out[name.decode()] = (kind, values)
+    return out
+
+
+def unframe(blob: bytes) -> list[bytes]:
+    records, p = [], 0
+    while p < len(blob):
+        (n,) = struct.unpack("<Q", blob[p : p + 8])
+        assert struct.unpack("<I", blob[p + 8 : p + 12])[0] == masked_crc(blob[p : p + 8])
+        data = blob[p + 12 : p + 12 + n]
+        assert struct.unpack("<I", blob[p + 12 + n : p + 16 + n])[0] == masked_crc(data)
+        records.append(data)
+        p += 16 + n
+    return records
+
+
+def write_file(path: Path, *records: bytes, compress=False) -> Path:
+    blob = b"".join(frame(r) for r in records)
+    path.write_bytes(gzip.compress(blob) if compress else blob)
+    return path
+
+
+def same_csr(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
+    return (
+        a.shape == b.shape
+        and np.array_equal(a.indptr, b.indptr)
+        and np.array_equal(a.indices, b.indices)
+        and np.array_equal(a.data, b.data)
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The golden record, written by TensorFlow 2.21 (tests/README.md shows how)
+# --------------------------------------------------------------------------------------
+
+# tf.train.Example(key=[300], indices=[0, 5, 200], values=[1.5, -2.0, 3.25]) serialized with
+# SerializeToString(deterministic=True), written by tf.io.TFRecordWriter.
+GOLDEN = bytes.fromhex(
+    "420000000000000079f36eaa"
+    "0a400a130a07696e646963657312081a060a040005c8010a0d0a036b657912061a040a02ac02"
+    "0a1a0a0676616c7565731210120e0a0c0000c03f000000c000005040"
+    "61d46730"
+)
+
+
+def test_golden_record_matches_the_independent_encoder():
+    # Holds the test encoder itself to TensorFlow's bytes, CRC masking included.
+    assert frame(row_example(300, [0, 5, 200], [1.5, -2.0, 3.25])) == GOLDEN
+    assert masked_crc(GOLDEN[:8]) == 0xAA6EF379
+
+
+def test_golden_record_parses(tmp_path):
+    path = tmp_path / "golden.tfrecord"
+    path.write_bytes(GOLDEN)
+    assert list(iter_records(path)) == [GOLDEN[12:-4]]
+    m = read_tfrecords(path, vocab_size=201)
+    assert m.shape == (301, 201)
+    assert m.nnz == 3
+    np.testing.assert_array_equal(m[300].indices, [0, 5, 200])
+    np.testing.assert_array_equal(m[300].data, np.array([1.5, -2.0, 3.25], np.float32))
+
+
+def test_golden_record_written(tmp_path):
+    m = sp.csr_matrix(
+        (np.array([1.5, -2.0, 3.25], np.float32), ([300, 300, 300], [0, 5, 200])),
+        shape=(301, 201),
+    )
+    (path,) = write_tfrecords(m, tmp_path / "golden")
+    assert path == str(tmp_path / "golden-00000-of-00001.tfrecord")
+    assert Path(path).read_bytes() == GOLDEN
+
+
+def test_tensorflows_length_crc_of_a_real_file():
+    # The first header of TF's items_for_user-00000-of-00003.tfrecord: length 0x61a.
+    header = bytes.fromhex("1a06000000000000")
+    assert tfrecord._length_crcs(np.array([0x61A]))[0] == 0x565A46CF
+    assert masked_crc(header) == 0x565A46CF
+
+
+# --------------------------------------------------------------------------------------
+# Round trips and encodings
+# --------------------------------------------------------------------------------------
+
+
+@st.composite
+def sparse_matrices(draw):
+    n_rows = draw(st.integers(0, 25))
+    n_cols = draw(st.integers(1, 40))
+    cells = n_rows * n_cols
+    flat = draw(st.lists(st.integers(0, max(cells - 1, 0)), max_size=min(cells, 120), unique=True))
+    if cells == 0:
+        flat = []
+    values = draw(
+        st.lists(
+            st.floats(width=32, allow_nan=False, allow_infinity=False).filter(lambda v: v != 0),
+            min_size=len(flat),
+            max_size=len(flat),
+        )
+    )
+    rows, cols = np.divmod(np.array(flat, dtype=np.int64), n_cols)
+    return sp.csr_matrix(
+        (np.array(values, np.float32), (rows, cols)), shape=(n_rows, n_cols), dtype=np.float32
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    m=sparse_matrices(),
+    shards=st.integers(1, 4),
+    compression=st.sampled_from([None, "none", "gzip"]),
+    skip_empty=st.booleans(),
+)
+def test_round_trip(m, shards, compression, skip_empty):
+    with tempfile.TemporaryDirectory() as d:
+        paths = write_tfrecords(
+            m, Path(d) / "rows", shards=shards, compression=compression, skip_empty=skip_empty
+        )
+        suffix = ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
+        assert paths == [f"{d}/rows-{i:05d}-of-{shards:05d}{suffix}" for i in range(shards)]
+        assert sorted(os.listdir(d)) == sorted(os.path.basename(p) for p in paths)
+        back = read_tfrecords(f"{d}/rows-*", vocab_size=m.shape[1], n_rows=m.shape[0])
+        assert same_csr(back, m)
+        assert back.dtype == np.float32
+        # Every record, decoded by the independent decoder, holds its row.
+        n_records = 0
+        for p in paths:
+            for data in iter_records(p):
+                ex = decode_example(data)
+                (key,) = ex["key"][1]
+                row = m[key]
+                assert ex["indices"][1] == row.indices.tolist()
+                assert np.array_equal(np.array(ex["values"][1], np.float32), row.data)
+                n_records += 1
+        expected = (np.diff(m.indptr) > 0).sum() if skip_empty else m.shape[0]
+        assert n_records == expected
+
+
+def test_n_rows_defaults_to_max_key_plus_one(tmp_path):
+    m = sp.csr_matrix(np.array([[0, 0], [0, 2.5], [0, 0]], np.float32))
+    write_tfrecords(m, tmp_path / "a")
+    assert read_tfrecords(tmp_path / "a-*", vocab_size=2).shape == (2, 2)
+    back = read_tfrecords(tmp_path / "a-*", vocab_size=5, n_rows=3, dtype=np.float64)
+    assert back.shape == (3, 5)
+    assert back.dtype == np.float64
+    assert back[1, 1] == 2.5
+
+
+@st.composite
+def odd_encodings(draw):
+    """Records as other writers may encode them: unpacked lists, any entry order,
+    unknown fields and features, unsorted indices, keys in any order."""
+    n_rows = draw(st.integers(1, 12))
+    vocab = draw(st.integers(1, 300))
+    keys = draw(st.permutations(range(n_rows)))
+    keys = keys[: draw(st.integers(0, n_rows))]
+    records, dense = [], np.zeros((n_rows, vocab), np.float32)
+    for key in keys:
+        cols = draw(st.lists(st.integers(0, vocab - 1), unique=True, max_size=vocab))
+        vals = draw(st.lists(st.integers(-50, 50), min_size=len(cols), max_size=len(cols)))
+        vals = [v / 4 for v in vals]
+        dense[key, cols] = vals
+        packed = draw(st.booleans())
+        feats = {
+            "key": feature("int64", int64_list([key], draw(st.booleans()))),
+            "indices": feature("int64", int64_list(cols, packed)),
+            "values": feature("float", float_list(vals, packed)),
+            "extra": feature("bytes", ld(1, b"ignored")),
+            "weight": feature("float", float_list([1.0])),
+        }
+        names = draw(st.permutations(list(feats)))
+        trailing = draw(st.sampled_from([b"", tag(7, 0) + varint(-3), tag(9, 5) + b"abcd"]))
+        records.append(example([(n, feats[n]) for n in names], trailing))
+    return records, dense, vocab
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=odd_encodings(), compress=st.booleans())
+def test_odd_encodings(case, compress):
+    records, dense, vocab = case
+    with tempfile.TemporaryDirectory() as d:
+        path = write_file(Path(d) / "odd.tfrecord", *records, compress=compress)
+        back = read_tfrecords(path, vocab_size=vocab, n_rows=dense.shape[0])
+    np.testing.assert_array_equal(back.toarray(), dense)
+    assert back.has_sorted_indices
+    for i in range(back.shape[0]):
+        row = back.indices[back.indptr[i] : back.indptr[i + 1]]
+        assert np.all(np.diff(row) > 0)
+
+
+def test_protobuf_merge_rules(tmp_path):
+    # A later map entry with the same name replaces the earlier one; within a Feature,
+    # lists of the same kind merge and a list of another kind replaces them.
+    key = feature("int64", int64_list([0]))
+    data = example(
+        [
+            ("indices", feature("int64", int64_list([9]))),
+            ("key", key),
+            ("indices", feature("int64", int64_list([1])) + feature("int64", int64_list([2]))),
+            ("values", feature("int64", int64_list([5])) + feature("float", float_list([7.0]))),
+            ("values", feature("float", float_list([3.0]) + float_list([4.0], packed=False))),
+        ]
+    )
+    m = read_tfrecords(write_file(tmp_path / "m.tfrecord", data), vocab_size=10)
+    np.testing.assert_array_equal(m.toarray(), [[0, 3.0, 4.0, 0, 0, 0, 0, 0, 0, 0]])
+
+
+def test_empty_features_and_empty_files(tmp_path):
+    data = example(
+        [
+            ("key", feature("int64", int64_list([2]))),
+            ("indices", feature("int64", b"")),
+            ("values", b""),  # a Feature with no list set: no values
+        ]
+    )
+    write_file(tmp_path / "a.tfrecord", data)
+    (tmp_path / "b.tfrecord").write_bytes(b"")
+    m = read_tfrecords(tmp_path / "*.tfrecord", vocab_size=4)
+    assert m.shape == (3, 4)
+    assert m.nnz == 0
+    assert read_tfrecords(tmp_path / "b.tfrecord", vocab_size=4).shape == (0, 4)
+    assert read_tfrecords(tmp_path / "b.tfrecord", vocab_size=4, n_rows=2).shape == (2, 4)
+
+
+def test_large_and_negative_varints(tmp_path):
+    # 64-bit keys/indices near the limits take 9-10 byte varints.
+    vocab = 2**40
+    path = write_file(tmp_path / "big.tfrecord", row_example(7, [2**35, 2**39 + 1], [1, 2]))
+    m = read_tfrecords(path, vocab_size=vocab)
+    assert m.indices.dtype == np.int64
+    np.testing.assert_array_equal(m.indices, [2**35, 2**39 + 1])
+    path = write_file(tmp_path / "neg.tfrecord", row_example(0, [3, -1], [1, 2]))
+    assert len(varint(-1)) == 10
+    with pytest.raises(DataFormatError, match=r"neg\.tfrecord: record 0 \(0-based\).*-1"):
+        read_tfrecords(path, vocab_size=10)
+
+
+def test_gzip_is_detected_by_content_not_name(tmp_path):
+    data = row_example(1, [0, 2], [1.0, 2.0])
+    write_file(tmp_path / "zipped.tfrecord", data, compress=True)
+    write_file(tmp_path / "plain.tfrecord.gz", data)
+    for name in ("zipped.tfrecord", "plain.tfrecord.gz"):
+        np.testing.assert_array_equal(
+            read_tfrecords(tmp_path / name, vocab_size=3).toarray(), [[0, 0, 0], [1, 0, 2]]
+        )
+
+
+def test_plain_file_starting_with_gzip_magic(tmp_path):
+    # A first record of 0x8b1f bytes makes a plain file start with 1f 8b.
+    body = row_example(0, [1], [5.0])
+    pad_field = 15
+    overhead = len(tag(pad_field, 2)) + len(varint(0x8B1F))
+    padding = 0x8B1F - len(body) - overhead
+    data = body + ld(pad_field, b"x" * padding)
+    assert len(data) == 0x8B1F
+    path = write_file(tmp_path / "magic.tfrecord", data)
+    assert path.read_bytes()[:2] == b"\x1f\x8b"
+    assert read_tfrecords(path, vocab_size=2).toarray().tolist() == [[0, 5.0]]
+
+
+def test_fsspec_urls_and_lists(tmp_path):
+    fs = fsspec.filesystem("memory")
+    m = sp.csr_matrix(np.array([[1, 0], [0, 2], [3, 4]], np.float32))
+    paths = write_tfrecords(m, tmp_path / "r", shards=3)
+    for p in paths:
+        fs.pipe(f"/tfr/{os.path.basename(p)}", Path(p).read_bytes())
+    try:
+        assert same_csr(read_tfrecords("memory://tfr/r-*", vocab_size=2), m)
+        assert same_csr(read_tfrecords(f"file://{tmp_path}/r-*", vocab_size=2), m)
+        one = read_tfrecords("memory://tfr/r-00001-of-00003.tfrecord", vocab_size=2)
+        assert one.shape == (2, 2)
+        both = read_tfrecords([paths[2], "memory://tfr/r-0000[01]*"], vocab_size=2)
+        assert same_csr(both, m)
+        with pytest.raises(DataFormatError, match=r"no files match pattern 'memory://tfr/x\*'"):
+            read_tfrecords("memory://tfr/x*", vocab_size=2)
+        with pytest.raises(DataFormatError, match=r"no files match pattern 'memory://tfr/x'"):
+            read_tfrecords("memory://tfr/x", vocab_size=2)
+    finally:
+        fs.rm("/tfr", recursive=True)
+
+
+def test_sharding_is_contiguous_and_balanced(tmp_path):
+    # Row i has i + 1 non-zeros; 4 shards of 1..40 balance at about 205 each.
+    n = 40
+    rows = np.repeat(np.arange(n), np.arange(1, n + 1))
+    cols = np.concatenate([np.arange(k) for k in range(1, n + 1)])
+    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n + 5, n))
+    paths = write_tfrecords(m, tmp_path / "s", shards=4)
+    nnz, last = [], -1
+    for p in paths:
+        keys, total = [], 0
+        for data in iter_records(p):
+            ex = decode_example(data)
+            keys += ex["key"][1]
+            total += len(ex["indices"][1])
+        assert keys == list(range(last + 1, last + 1 + len(keys)))  # contiguous, in order
+        last = keys[-1]
+        nnz.append(total)
+    assert sum(nnz) == m.nnz
+    assert max(nnz) - min(nnz) <= n  # within one row of perfect balance
+    # Empty shards are valid, empty files.
+    paths = write_tfrecords(m[:2], tmp_path / "few", shards=4)
+    assert [len(list(iter_records(p))) for p in paths].count(0) == 2
+
+
+def test_writer_accepts_any_sparse_format_and_sums_duplicates(tmp_path):
+    coo = sp.coo_matrix(([1.0, 2.0, 4.0], ([0, 0, 1], [3, 3, 0])), shape=(2, 4))
+    write_tfrecords(coo, tmp_path / "c")
+    back = read_tfrecords(tmp_path / "c-*", vocab_size=4)
+    np.testing.assert_array_equal(back.toarray(), [[0, 0, 0, 3.0], [4.0, 0, 0, 0]])
+    write_tfrecords(sp.csc_array(coo), tmp_path / "d", compression="GZIP")
+    assert same_csr(read_tfrecords(tmp_path / "d-*.gz", vocab_size=4), back)
+
+
+# --------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------
+
+
+def good_records():
+    return [row_example(0, [0, 1], [1.0, 2.0]), row_example(1, [2], [3.0])]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (row_example(1, [1, 7, 3], [1, 2, 3]), r"column index 7 in 'indices' is >= vocab_size=5"),
+        (row_example(1, [1, -2], [1, 2]), r"negative column index -2"),
+        (row_example(1, [1, 2], [1.0]), r"'indices' has 2 values but 'values' has 1"),
+        (row_example(1, [4, 1, 4], [1, 2, 3]), r"column index 4 appears more than once"),
+        (row_example(1, [1, 2], [1.0, float("nan")]), r"value nan in 'values' is not finite"),
+        (row_example(1, [1], [float("-inf")]), r"value -inf in 'values' is not finite"),
+        (
+            example([("indices", feature("int64", b"")), ("values", feature("float", b""))]),
+            r"the Example has no 'key' feature",
+        ),
+        (
+            example(
+                [
+                    ("key", feature("int64", int64_list([1, 2]))),
+                    ("indices", feature("int64", b"")),
+                    ("values", feature("float", b"")),
+                ]
+            ),
+            r"feature 'key' must hold exactly 1 value, got 2",
+        ),
+        (
+            example(
+                [
+                    ("key", feature("int64", b"")),
+                    ("indices", feature("int64", b"")),
+                    ("values", feature("float", b"")),
+                ]
+            ),
+            r"feature 'key' must hold exactly 1 value, got 0",
+        ),
+        (
+            example(
+                [
+                    ("key", feature("float", float_list([1.0]))),
+                    ("indices", feature("int64", b"")),
+                    ("values", feature("float", b"")),
+                ]
+            ),
+            r"feature 'key' must be an Int64List, got a FloatList",
+        ),
+        (
+            example([("key", feature("int64", int64_list([1]))), ("values", b"")]),
+            r"the Example has no 'indices' feature",
+        ),
+        (
+            example([("key", feature("int64", int64_list([1]))), ("indices", b"")]),
+            r"the Example has no 'values' feature",
+        ),
+        (
+            example(
+                [
+                    ("key", feature("int64", int64_list([1]))),
+                    ("indices", feature("float", float_list([1.0]))),
+                    ("values", feature("float", float_list([1.0]))),
+                ]
+            ),
+            r"feature 'indices' must be an Int64List, got a FloatList",
+        ),
+        (
+            example(
+                [
+                    ("key", feature("int64", int64_list([1]))),
+                    ("indices", feature("int64", int64_list([1]))),
+                    ("values", feature("bytes", ld(1, b"1.0"))),
+                ]
+            ),
+            r"feature 'values' must be a FloatList, got a BytesList",
+        ),
+        (b"\x0a\x05\x0a\x03", r"corrupt tf.train.Example protobuf at byte \d+ of the file"),
+        (row_example(1, [1], [1.0]) + tag(3, 3), r"corrupt tf.train.Example protobuf"),
+        (
+            ld(1, ld(1, ld(1, b"key") + ld(2, feature("int64", ld(1, b"\x80"))))),
+            r"corrupt tf.train.Example protobuf",
+        ),
+        (
+            ld(1, ld(1, ld(1, b"values") + ld(2, feature("float", ld(1, b"abc"))))),
+            r"corrupt tf.train.Example protobuf",
+        ),
+        (
+            example(
+                [
+                    ("key", feature("int64", ld(1, b"\xff" * 11 + b"\x01"))),
+                    ("indices", feature("int64", b"")),
+                    ("values", feature("float", b"")),
+                ]
+            ),
+            r"corrupt tf.train.Example protobuf",
+        ),
+    ],
+)
+def test_record_errors_name_file_record_and_value(tmp_path, bad, message):
+    records = good_records()
+    path = write_file(tmp_path / "shard-00003.tfrecord", records[0], bad, records[1])
+    prefix = re.escape(f"{path}: record 1 (0-based)") + ".*"
+    with pytest.raises(DataFormatError, match=prefix + message):
+        read_tfrecords(path, vocab_size=5)
+
+
+def test_corrupt_protobuf_offset(tmp_path):
+    # Example.features claims 5 bytes where 2 remain: the bad tag is the first data byte.
+    path = write_file(tmp_path / "c.tfrecord", b"\x0a\x05\x0a\x03")
+    with pytest.raises(
+        DataFormatError,
+        match=re.escape(
+            f"{path}: record 0 (0-based): corrupt tf.train.Example protobuf at byte 12"
+        ),
+    ):
+        read_tfrecords(path, vocab_size=5)
+
+
+def test_index_beyond_vocabulary_hints_at_swapped_vocabularies(tmp_path):
+    path = write_file(tmp_path / "items_for_user.tfrecord", *good_records())
+    expected = (
+        re.escape(f"{path}: record 0 (0-based): column index 1 in 'indices' is >= vocab_size=1.")
+        + r".*rows and columns swapped.*or is vocab_size wrong"
+    )
+    with pytest.raises(DataFormatError, match=expected):
+        read_tfrecords(path, vocab_size=1)
+
+
+def test_key_errors(tmp_path):
+    a = write_file(tmp_path / "a.tfrecord", *good_records())
+    b = write_file(tmp_path / "b.tfrecord", row_example(5, [0], [1.0]), row_example(0, [1], [1]))
+    c = write_file(tmp_path / "c.tfrecord", row_example(-4, [0], [1.0]))
+    with pytest.raises(
+        DataFormatError,
+        match=re.escape(f"{b}: record 1 (0-based): duplicate key 0, already the key of record 0")
+        + re.escape(f" (0-based) of {a}"),
+    ):
+        read_tfrecords([a, b], vocab_size=5)
+    with pytest.raises(
+        DataFormatError, match=re.escape(f"{b}: record 0 (0-based): key 5 is >= n_rows=3")
+    ):
+        read_tfrecords([b], vocab_size=5, n_rows=3)
+    with pytest.raises(
+        DataFormatError, match=re.escape(f"{c}: record 0 (0-based): negative key -4")
+    ):
+        read_tfrecords(c, vocab_size=5)
+
+
+def test_crc_errors(tmp_path):
+    blob = b"".join(frame(r) for r in good_records())
+    first_len = len(good_records()[0])
+    path = tmp_path / "crc.tfrecord"
+    damaged = bytearray(blob)
+    damaged[16 + first_len + 12 + 3] ^= 0x01  # a data byte of record 1
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(
+        DataFormatError,
+        match=re.escape(f"{path}: record 1 (0-based), at byte {16 + first_len}: data CRC mismatch"),
+    ):
+        read_tfrecords(path, vocab_size=5)
+    damaged = bytearray(blob)
+    damaged[8] ^= 0xFF  # the length CRC of record 0
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(
+        DataFormatError,
+        match=re.escape(f"{path}: record 0 (0-based), at byte 0: length CRC mismatch"),
+    ):
+        read_tfrecords(path, vocab_size=5)
+    damaged = bytearray(blob)
+    damaged[16 + first_len + 7] = 0x40  # record 1's length: huge, and its CRC fails
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(
+        DataFormatError, match=re.escape(f"{path}: record 1 (0-based), at byte {16 + first_len}")
+    ):
+        read_tfrecords(path, vocab_size=5)
+    with pytest.raises(DataFormatError, match="length CRC mismatch"):
+        list(iter_records(path))
+
+
+def test_truncated_files(tmp_path):
+    blob = b"".join(frame(r) for r in good_records())
+    start = len(frame(good_records()[0]))
+    path = tmp_path / "cut.tfrecord"
+    path.write_bytes(blob[:-1])
+    n = len(good_records()[1])
+    with pytest.raises(
+        DataFormatError,
+        match=re.escape(
+            f"{path}: record 1 (0-based), at byte {start}: truncated file: the header says "
+            f"{n} data bytes (plus 4 of CRC) but only {n + 3} bytes follow it"
+        ),
+    ):
+        read_tfrecords(path, vocab_size=5)
+    path.write_bytes(blob[: start + 5])
+    with pytest.raises(
+        DataFormatError,
+        match=re.escape(f"{path}: record 1 (0-based), at byte {start}: truncated file: only 5"),
+    ):
+        read_tfrecords(path, vocab_size=5)
+    gz = tmp_path / "cut.tfrecord.gz"
+    gz.write_bytes(gzip.compress(blob)[:-6])
+    with pytest.raises(DataFormatError, match=re.escape(f"{gz}: corrupt or truncated GZIP")):
+        read_tfrecords(gz, vocab_size=5)
+
+
+def test_missing_files(tmp_path):
+    for pattern in (tmp_path / "nothing.tfrecord", f"{tmp_path}/nothing-*"):
+        with pytest.raises(DataFormatError, match=re.escape(f"no files match pattern '{pattern}'")):
+            read_tfrecords(pattern, vocab_size=3)
+    with pytest.raises(DataFormatError, match="no files match pattern"):
+        list(iter_records(tmp_path / "nothing.tfrecord"))
+    with pytest.raises(InvalidParameterError, match="must name at least one file"):
+        read_tfrecords([], vocab_size=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"vocab_size": 0},
+            "The 'vocab_size' parameter of read_tfrecords must be an int >= 1. Got 0",
+        ),
+        (
+            {"vocab_size": 2.5},
+            "'vocab_size' parameter of read_tfrecords must be an int >= 1. Got 2.5",
+        ),
+        (
+            {"vocab_size": True},
+            "'vocab_size' parameter of read_tfrecords must be an int >= 1. Got True",
+        ),
+        (
+            {"vocab_size": 3, "n_rows": -1},
+            "'n_rows' parameter of read_tfrecords must be an int >= 0",
+        ),
+        (
+            {"vocab_size": 3, "dtype": np.int32},
+            "'dtype' parameter of read_tfrecords must be np.float32",
+        ),
+    ],
+)
+def test_read_parameter_errors(tmp_path, kwargs, message):
+    path = write_file(tmp_path / "ok.tfrecord", *good_records())
+    with pytest.raises(InvalidParameterError, match=re.escape(message)):
+        read_tfrecords(path, **kwargs)
+
+
+def test_write_parameter_errors(tmp_path):
+    m = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    with pytest.raises(InvalidParameterError, match=r"'compression' parameter .* Got 'zip'"):
+        write_tfrecords(m, tmp_path / "x", compression="zip")
+    with pytest.raises(InvalidParameterError, match=r"'shards' parameter .* >= 1. Got 0"):
+        write_tfrecords(m, tmp_path / "x", shards=0)
+    with pytest.raises(InvalidParameterError, match=r"2-D scipy.sparse matrix. Got ndarray"):
+        write_tfrecords(np.eye(3), tmp_path / "x")
+    with pytest.raises(InvalidParameterError, match=r"Got inf at row 1, column 1 instead"):
+        write_tfrecords(sp.csr_matrix(np.diag([1.0, np.inf, 2.0])), tmp_path / "x")
+    with pytest.raises(InvalidParameterError, match=r"Got 1e\+300 at row 2, column 2"):
+        write_tfrecords(sp.csr_matrix(np.diag([1.0, 2.0, 1e300])), tmp_path / "x")
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------
+# Files written by TensorFlow 2.21 (shared data; skipped when absent)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ml100k(shared_data):
+    """(user-item matrix from the CSV, directory of TF's files)."""
+    tf_dir = shared_data / "tensorflow-written" / "ml100k"
+    raw = np.loadtxt(shared_data / "ml100k.csv", delimiter=",", skiprows=1, dtype=np.int64)
+    users, u = np.unique(raw[:, 0], return_inverse=True)
+    items, i = np.unique(raw[:, 1], return_inverse=True)
+    assert users.tolist() == [int(x) for x in (tf_dir / "user_ids.txt").read_text().split()]
+    assert items.tolist() == [int(x) for x in (tf_dir / "item_ids.txt").read_text().split()]
+    m = sp.csr_matrix((raw[:, 2].astype(np.float32), (u, i)), shape=(len(users), len(items)))
+    assert m.nnz == len(raw)  # no repeated (user, item) pair
+    return m, tf_dir
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_tensorflow_written_files_read_back(ml100k, gzipped):
+    m, tf_dir = ml100k
+    rows = "items_for_user.tfrecord.gz" if gzipped else "items_for_user-*-of-00003.tfrecord"
+    cols = "users_for_item.tfrecord.gz" if gzipped else "users_for_item-*-of-00003.tfrecord"
+    assert same_csr(read_tfrecords(tf_dir / rows, vocab_size=1682), m)
+    assert same_csr(read_tfrecords(tf_dir / cols, vocab_size=943), m.T.tocsr())
+
+
+def test_tensorflow_written_files_with_swapped_vocabularies(ml100k):
+    m, tf_dir = ml100k
+    # TF's shard 0 holds users 0, 3, 6, ...: the first of them with an item >= 943 fails.
+    record = next(r for r, u in enumerate(range(0, 943, 3)) if m[u].indices.max() >= 943)
+    row = m[3 * record].indices
+    bad = int(row[row >= 943][0])
+    shard0 = tf_dir / "items_for_user-00000-of-00003.tfrecord"
+    with pytest.raises(
+        DataFormatError,
+        match=re.escape(f"{shard0}: record {record} (0-based): column index {bad} in 'indices' is ")
+        + r">= vocab_size=943.*swapped",
+    ):
+        read_tfrecords(tf_dir / "items_for_user-*", vocab_size=943)
+    # users_for_item's column indices (users) all fit in 1682, but its keys (items) do not
+    # fit in the 943 rows that items_for_user would have.
+    gz = tf_dir / "users_for_item.tfrecord.gz"
+    with pytest.raises(
+        DataFormatError, match=re.escape(f"{gz}: record 943 (0-based): key 943 is >= n_rows=943")
+    ):
+        read_tfrecords(gz, vocab_size=1682, n_rows=943)
+
+
+def test_encoder_reproduces_tensorflows_bytes(ml100k):
+    # TF's Python writer serialized the map in insertion order (key, indices, values);
+    # with that order our encoder reproduces TF's files byte for byte. The public writer
+    # uses protobuf's deterministic (sorted) order instead, checked against the golden
+    # record, so there the parsed content is compared.
+    m, tf_dir = ml100k
+    tf_order = np.array([1, 0, 2])
+    for name, matrix in (("items_for_user", m), ("users_for_item", m.T.tocsr())):
+        indptr = matrix.indptr.astype(np.int64)
+        bits = matrix.data.view(np.uint32)
+        rows = np.arange(matrix.shape[0])
+        for s in range(3):
+            blob = tfrecord._encode(indptr, matrix.indices, bits, rows[s::3], tf_order)
+            assert blob == (tf_dir / f"{name}-{s:05d}-of-00003.tfrecord").read_bytes()
+        tf_blob = gzip.decompress((tf_dir / f"{name}.tfrecord.gz").read_bytes())
+        assert tfrecord._encode(indptr, matrix.indices, bits, rows, tf_order) == tf_blob
+        ours = tfrecord._encode(indptr, matrix.indices, bits, rows, tfrecord._SORTED_ORDER)
+        assert len(ours) == len(tf_blob)
+        assert [decode_example(r) for r in unframe(ours)] == [
+            decode_example(r) for r in unframe(tf_blob)
+        ]
