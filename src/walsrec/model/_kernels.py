@@ -34,15 +34,20 @@ def _cholesky_solve(m, n, b, diag_tol):
     """Solve m[:n, :n] x = b[:n] in place (x overwrites b) by Cholesky of the lower triangle.
 
     Only the lower triangle of ``m`` is read; it is overwritten by L (m = L Lᵀ). Returns False
-    when a pivot is not positive relative to its original diagonal (singular or not SPD).
+    when a pivot is not above ``diag_tol`` times the largest diagonal entry (numerically
+    singular, or not positive definite), or is NaN.
     """
+    dmax = 0.0
+    for j in range(n):
+        if m[j, j] > dmax:
+            dmax = m[j, j]
+    thr = diag_tol * dmax
     for j in range(n):
         mj = m[j]
-        d0 = mj[j]
-        s = d0
+        s = mj[j]
         for p in range(j):
             s -= mj[p] * mj[p]
-        if not (s > diag_tol * d0) or not (d0 > 0.0):
+        if not (s > thr) or not (s > 0.0):
             return False
         ljj = np.sqrt(s)
         mj[j] = ljj

@@ -86,7 +86,7 @@ def _check_weight_vector(
         i = int(np.flatnonzero(bad)[0])
         raise InvalidParameterError(
             f"The {name!r} {owner} must contain non-negative finite weights. "
-            f"Got {arr[i]!r} at index {i} instead."
+            f"Got {float(arr[i])!r} at index {i} instead."
         )
     return arr
 
@@ -120,7 +120,7 @@ def _check_sparse(x: Any, name: str, method: str, fmt: str) -> sp.spmatrix:
         row, col = (outer, inner) if fmt == "csr" else (inner, outer)
         raise InvalidParameterError(
             f"The {name!r} argument of WALS.{method} must contain only finite values. "
-            f"Got {m.data[p]!r} at (row {row}, column {col}) instead."
+            f"Got {float(m.data[p])!r} at (row {row}, column {col}) instead."
         )
     return m
 
@@ -356,7 +356,7 @@ class WALS:
         for name in ("row_weights", "col_weights"):
             v = getattr(self, name)
             if _is_real(v):
-                nonneg_real(name)
+                need(np.isfinite(v) and v >= 0, name, "a finite float >= 0 or a 1-D array")
 
     @property
     def _np_dtype(self) -> np.dtype:
@@ -466,7 +466,7 @@ class WALS:
                 p = int(np.argmin(w.data))
                 raise InvalidParameterError(
                     f"The 'weights' argument of WALS.{method} must contain non-negative "
-                    f"weights. Got {w.data[p]!r} instead."
+                    f"weights. Got {float(w.data[p])!r} instead."
                 )
         return self._side(m, w, by_rows)
 
@@ -592,7 +592,9 @@ class WALS:
                 paths[:] = kern.PATH_WOODBURY
             out_rot = np.empty((rows.shape[0], k), dtype=dt)
             flags = np.empty(rows.shape[0], dtype=np.int8)
-            diag_tol = dt.type(4 * k * np.finfo(dt).eps)
+            # A pivot below eps × the largest diagonal entry means a condition number past
+            # what the dtype resolves: report it as singular rather than return noise.
+            diag_tol = dt.type(np.finfo(dt).eps)
             with kernel_threads(n_threads):
                 kern.solve_exact(
                     side.indptr,
@@ -884,7 +886,7 @@ class WALS:
             if w.data.size and w.data.min() < 0:
                 raise InvalidParameterError(
                     f"The 'weights' argument of WALS.{method} must contain non-negative "
-                    f"weights. Got {w.data.min()!r} instead."
+                    f"weights. Got {float(w.data.min())!r} instead."
                 )
         # Build the side as if the new rows were the model's rows (user_items orientation
         # for rows; item_users for columns), with the scalar weight standing in for R or C.
@@ -896,10 +898,10 @@ class WALS:
         indices = np.ascontiguousarray(m.indices, dtype=np.int32)
         counts = np.diff(indptr)
         if w is None:
-            other_e = other if np.ndim(other) == 0 else other[indices]
-            wdata = np.ascontiguousarray(w0 + scalar_weight * np.asarray(other_e), dtype=dt)
-            if wdata.ndim == 0 or wdata.shape[0] != indices.shape[0]:
-                wdata = np.full(indices.shape[0], float(wdata), dtype=dt)
+            if np.ndim(other) == 0:
+                wdata = np.full(indices.shape[0], w0 + scalar_weight * other, dtype=dt)
+            else:
+                wdata = (w0 + scalar_weight * other[indices]).astype(dt)
         else:
             wdata = np.ascontiguousarray(w.data, dtype=dt)
         side = _Side(
