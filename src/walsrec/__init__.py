@@ -20,6 +20,10 @@ _LAZY = {
     "write_tfrecords": ("walsrec.data.tfrecord", "write_tfrecords"),
     "prepare": ("walsrec.data.prepare", "prepare"),
     "load_prepared": ("walsrec.data.prepare", "load_prepared"),
+    "train": ("walsrec.training.loop", "train"),
+    "TrainConfig": ("walsrec.training.config", "TrainConfig"),
+    "evaluate_export": ("walsrec.evaluation", "evaluate_export"),
+    "metrics": ("walsrec.metrics", None),
     "datasets": ("walsrec.datasets", None),
     "errors": ("walsrec.errors", None),
 }
@@ -27,22 +31,29 @@ _LAZY = {
 __all__ = [
     "WALS",
     "Interactions",
+    "TrainConfig",
     "Vocabulary",
     "__version__",
     "datasets",
     "errors",
+    "evaluate_export",
     "load_prepared",
+    "metrics",
     "prepare",
     "read_tfrecords",
+    "train",
     "write_tfrecords",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from walsrec import datasets, errors
+    from walsrec import datasets, errors, metrics
     from walsrec.data.interactions import Interactions
     from walsrec.data.prepare import load_prepared, prepare
     from walsrec.data.tfrecord import read_tfrecords, write_tfrecords
     from walsrec.data.vocabulary import Vocabulary
+    from walsrec.evaluation import evaluate_export
+    from walsrec.training.config import TrainConfig
+    from walsrec.training.loop import train
     from walsrec.model.wals import WALS
 
 

@@ -161,6 +161,183 @@ def _prepare_summary(meta: dict, out) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train WALS with evaluation, checkpoints and export (the course's estimator)",
+        description=(
+            "Train a WALS model in MODEL_DIR: evaluate on the eval split every --eval-every "
+            "sweeps (or steps), append to MODEL_DIR/metrics.jsonl, redraw "
+            "training_curve.png, checkpoint, and export to MODEL_DIR/export/<version>/. "
+            "Running it again resumes from the newest checkpoint; asking for more sweeps "
+            "continues training. Settings may come from --config FILE (TOML, the same names "
+            "with underscores); command-line options override it."
+        ),
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              walsrec train --data data/ --model-dir model/ --embedding-dim 32 --sweeps 10
+              walsrec train --train-rows 'records/items_for_user*' \\
+                  --train-cols 'records/users_for_item*' --num-rows 943 --num-cols 1682 \\
+                  --model-dir model/ --train-steps 40 --batch-size 256 --eval-every 10
+            """
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("inputs")
+    g.add_argument("--data", metavar="DATA_DIR", help="a directory written by walsrec prepare")
+    g.add_argument("--train-rows", metavar="PATTERN", help="items_for_user TFRecords (glob/URL)")
+    g.add_argument("--train-cols", metavar="PATTERN", help="users_for_item TFRecords")
+    g.add_argument("--eval-rows", metavar="PATTERN", help="held-out items_for_user TFRecords")
+    g.add_argument("--eval-cols", metavar="PATTERN", help="held-out users_for_item TFRecords")
+    g.add_argument("--num-rows", type=int, help="number of users (default: from the data)")
+    g.add_argument("--num-cols", type=int, help="number of items (default: from the data)")
+    p.add_argument("--model-dir", required=True, metavar="MODEL_DIR")
+    p.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    p.add_argument("--overwrite", action="store_true", help="start over in MODEL_DIR")
+    g = p.add_argument_group("model")
+    g.add_argument("--embedding-dim", type=int, help="latent factors k (default 32)")
+    g.add_argument("--unobserved-weight", type=float, help="w0 (default 0.1, as tf.contrib)")
+    g.add_argument("--regularization", type=float, help="lambda (default 0.1)")
+    g.add_argument(
+        "--regularization-exponent", type=float, help="nu: lambda*(count + w0*n)^nu (default 0)"
+    )
+    g.add_argument("--row-weights", type=float, help="R, one scalar (default 1)")
+    g.add_argument("--col-weights", type=float, help="C, one scalar (default 1)")
+    g.add_argument(
+        "--col-weights-from-counts",
+        choices=["linear", "log"],
+        help="C_j = factor/n_j (linear) or (1/n_j)^exponent (log), as the course",
+    )
+    g.add_argument("--col-weight-factor", type=float, help="factor of linear column weights")
+    g.add_argument("--col-weight-exponent", type=float, help="exponent of log column weights")
+    g.add_argument("--solver", choices=["cholesky", "cg"], help="exact or conjugate gradient")
+    g.add_argument("--cg-steps", type=int, help="CG iterations per row (default 3)")
+    g.add_argument("--dtype", choices=["float32", "float64"])
+    g.add_argument("--seed", type=int, help="random seed of the initial factors (default 0)")
+    g.add_argument("--threads", type=int, help="kernel threads (default: all cores)")
+    g = p.add_argument_group("length and evaluation")
+    g.add_argument("--sweeps", type=int, help="sweeps to run (default 10)")
+    g.add_argument("--num-epochs", type=int, help="the same as --sweeps")
+    g.add_argument("--train-steps", type=int, help="steps to run; a step solves one batch")
+    g.add_argument("--batch-size", type=int, help="rows or columns per step (default: all)")
+    g.add_argument(
+        "--eval-every", type=int, help="evaluate every N sweeps (steps with --train-steps)"
+    )
+    g.add_argument("--k", type=int, help="top-k of the ranking metrics (default 10)")
+    g.add_argument("--early-stopping-metric", metavar="METRIC", help="e.g. ndcg@10")
+    g.add_argument("--patience", type=int, help="evaluations without improvement (default 3)")
+    g.add_argument("--checkpoint-every", type=int, help="sweeps between checkpoints (default 1)")
+    g.add_argument("--keep-checkpoints", type=int, help="default 3")
+    g.add_argument("--keep-exports", type=int, help="default 5")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    p.set_defaults(func=_cmd_train)
+
+
+_TRAIN_SETTINGS = (
+    "data",
+    "train_rows",
+    "train_cols",
+    "eval_rows",
+    "eval_cols",
+    "num_rows",
+    "num_cols",
+    "model_dir",
+    "embedding_dim",
+    "unobserved_weight",
+    "regularization",
+    "regularization_exponent",
+    "row_weights",
+    "col_weights",
+    "col_weights_from_counts",
+    "col_weight_factor",
+    "col_weight_exponent",
+    "solver",
+    "cg_steps",
+    "dtype",
+    "seed",
+    "threads",
+    "sweeps",
+    "num_epochs",
+    "train_steps",
+    "batch_size",
+    "eval_every",
+    "k",
+    "early_stopping_metric",
+    "patience",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "keep_exports",
+)
+
+
+def _cmd_train(args) -> int:
+    from walsrec.training import train
+
+    settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS}
+    result = train(
+        config_file=args.config,
+        overwrite=args.overwrite,
+        show_progress=not args.quiet,
+        log=None if args.quiet else (lambda m: _stderr(f"train: {m}")),
+        **settings,
+    )
+    last = result.evaluations[-1] if result.evaluations else {}
+    print(f"Trained {result.steps} steps in {result.model_dir}")
+    print(_metrics_table(last, result.baseline))
+    print(f"Exported {result.export_path}")
+    return 0
+
+
+def _metrics_table(model: dict, baseline: dict | None) -> str:
+    names = [n for n in model if n not in ("model", "step", "sweep", "seconds", "k")]
+    lines = [f"  {'metric':<14} {'model':>10} {'most-popular':>13}"]
+    for name in names:
+        value = model[name]
+        base = baseline.get(name) if baseline else None
+        base_s = f"{base:>13.4f}" if isinstance(base, float) else f"{'':>13}"
+        lines.append(f"  {name:<14} {value:>10.4f} {base_s}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics of an exported model on a DATA_DIR's eval split, beside most-popular",
+        description=(
+            "Load an export (or a model directory's newest export) and compute held-out rmse "
+            "and the ranking metrics at k on the eval split of DATA_DIR, each user's training "
+            "items excluded, next to the most-popular baseline."
+        ),
+        epilog="example:\n  walsrec evaluate --model model/ --data data/ --k 10\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, metavar="EXPORT", help="export or model directory")
+    p.add_argument("--data", required=True, metavar="DATA_DIR")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    import json
+
+    from walsrec.evaluation import evaluate_export
+
+    result = evaluate_export(args.model, args.data, k=args.k)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"Model {result['export']} on {result['data']} "
+            f"({result['users_evaluated']:,} users with held-out items)"
+        )
+        print(_metrics_table(result["model"], result["most-popular"]))
+    return 0
+
+
 # ---------------------------------------------------------------------------- demo
 def _add_demo(sub) -> None:
     p = sub.add_parser(
@@ -226,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"walsrec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_prepare(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     _add_demo(sub)
     return parser
 

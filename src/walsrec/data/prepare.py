@@ -118,9 +118,8 @@ def _filter_counts(rows, cols, min_user, min_item):
         keep = new
 
 
-def _rank_within_rows(rows: np.ndarray, sort_key: np.ndarray) -> np.ndarray:
-    """0-based rank of each entry within its row, ordering entries by ``sort_key``."""
-    order = np.lexsort((sort_key, rows))
+def _rank_within_rows(rows: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """0-based rank of each entry within its row, given an ``order`` sorting by row first."""
     sorted_rows = rows[order]
     starts = np.searchsorted(sorted_rows, sorted_rows, side="left")
     rank = np.empty(len(rows), dtype=np.int64)
@@ -141,15 +140,11 @@ def _split(rows, times, fraction, how, rng) -> np.ndarray:
     n_eval = np.floor(fraction * counts + rng.random(len(counts))).astype(np.int64)
     n_eval = np.minimum(n_eval, np.maximum(counts - 1, 0))
     tiebreak = rng.random(n)
-    if how == "user":
-        rank = _rank_within_rows(rows, tiebreak)
+    if how == "user":  # a random order within each row: one float argsort, not a lexsort
+        order = np.argsort(rows + tiebreak)
     else:  # latest first; ties in time broken at random
         order = np.lexsort((tiebreak, -np.asarray(times, dtype=np.float64), rows))
-        sorted_rows = rows[order]
-        starts = np.searchsorted(sorted_rows, sorted_rows, side="left")
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n) - starts
-    return rank < n_eval[rows]
+    return _rank_within_rows(rows, order) < n_eval[rows]
 
 
 def _check_params(p: dict) -> None:
@@ -357,20 +352,10 @@ def prepare(
 
 def _encode(column) -> tuple[pa.Array, np.ndarray]:
     """Distinct values and the code of each row (hash-based, no sorting of strings)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
     encoded = pc.dictionary_encode(column)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.unify_dictionaries() if encoded.num_chunks > 1 else encoded
-        dictionary = (
-            encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
-        )
-        codes = (
-            np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
-            if encoded.num_chunks
-            else np.zeros(0, dtype=np.int64)
-        )
-    else:
-        dictionary, codes = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
-    return dictionary, codes.astype(np.int64, copy=False)
+    return encoded.dictionary, encoded.indices.to_numpy().astype(np.int64)
 
 
 def _matrix(rows, cols, values, users, items) -> Interactions:

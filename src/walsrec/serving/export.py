@@ -1,0 +1,189 @@
+"""Exported models: a self-contained directory of plain data, written atomically.
+
+Layout of ``MODEL_DIR/export/<version>/`` (``version`` is an integer, Unix seconds at
+export time, increasing)::
+
+    model.json              format_version, hyper-parameters, counts, metrics, created
+    user_factors.npy        (n_users, k)
+    item_factors.npy        (n_items, k)
+    vocab/users.txt         one original id per line; line number = index
+    vocab/items.txt
+    train/user_items.*.npy  the training interactions (to exclude already-seen items)
+
+No pickles: every array loads with ``allow_pickle=False``. An export is written into a
+hidden temporary directory beside its final name and renamed when complete, so a reader
+(the HTTP service watching MODEL_DIR/export) never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from walsrec import __version__
+from walsrec.data.native import load_csr, save_csr
+from walsrec.data.vocabulary import Vocabulary
+from walsrec.errors import DataFormatError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Export",
+    "list_exports",
+    "read_export",
+    "resolve_export",
+    "write_export",
+]
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Export:
+    """An exported model loaded back into memory."""
+
+    path: Path
+    meta: dict
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    users: Vocabulary
+    items: Vocabulary
+    user_items: sp.csr_matrix
+
+    @property
+    def version(self) -> int:
+        return int(self.meta["version"])
+
+
+def list_exports(export_root: str | os.PathLike) -> list[Path]:
+    """Complete exports under ``export_root``, oldest first (numeric names only)."""
+    root = Path(export_root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted(found, key=lambda p: int(p.name))
+
+
+def write_export(
+    model_dir: str | os.PathLike,
+    *,
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    users: Vocabulary,
+    items: Vocabulary,
+    user_items: sp.csr_matrix,
+    hyperparameters: dict,
+    metrics: dict | None = None,
+    training: dict | None = None,
+    keep: int | None = None,
+) -> Path:
+    """Write a new export under ``model_dir/export`` and return its path.
+
+    ``keep`` (optional) removes the oldest exports beyond that number afterwards.
+    """
+    root = Path(model_dir) / "export"
+    root.mkdir(parents=True, exist_ok=True)
+    existing = list_exports(root)
+    version = max(int(time.time()), int(existing[-1].name) + 1 if existing else 0)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=root))
+    try:
+        np.save(tmp / "user_factors.npy", np.ascontiguousarray(user_factors), allow_pickle=False)
+        np.save(tmp / "item_factors.npy", np.ascontiguousarray(item_factors), allow_pickle=False)
+        (tmp / "vocab").mkdir()
+        users.save(tmp / "vocab" / "users.txt")
+        items.save(tmp / "vocab" / "items.txt")
+        save_csr(tmp / "train", "user_items", user_items)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "version": version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "walsrec_version": __version__,
+            "hyperparameters": hyperparameters,
+            "counts": {
+                "n_users": int(user_factors.shape[0]),
+                "n_items": int(item_factors.shape[0]),
+                "embedding_dim": int(user_factors.shape[1]),
+                "train_interactions": int(user_items.nnz),
+            },
+            "metrics": metrics or {},
+            "training": training or {},
+        }
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+        final = root / str(version)
+        while final.exists():  # two exports within one second
+            version += 1
+            meta["version"] = version
+            (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+            final = root / str(version)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep is not None:
+        for old in list_exports(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve_export(path: str | os.PathLike) -> Path:
+    """An export directory itself, or a model directory meaning its newest export."""
+    p = Path(path)
+    if (p / "model.json").is_file():
+        return p
+    exports = list_exports(p / "export") if (p / "export").is_dir() else list_exports(p)
+    if exports:
+        return exports[-1]
+    raise DataFormatError(
+        f"{str(p)!r} is neither an export (no model.json) nor a model directory with exports "
+        "under export/."
+    )
+
+
+def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
+    """Load an export (or a model directory's newest export), checking its consistency."""
+    root = resolve_export(path)
+    meta_path = root / "model.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{meta_path}: not valid JSON ({exc}).") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataFormatError(
+            f"{meta_path}: format_version {meta.get('format_version')!r} is not supported "
+            f"(this walsrec reads {FORMAT_VERSION})."
+        )
+    arrays = {}
+    for name in ("user_factors", "item_factors"):
+        file = root / f"{name}.npy"
+        try:
+            arrays[name] = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataFormatError(f"{file}: cannot be read ({exc}).") from None
+    users = Vocabulary.load(root / "vocab" / "users.txt", "users")
+    items = Vocabulary.load(root / "vocab" / "items.txt", "items")
+    user_items = load_csr(root / "train", "user_items", mmap=mmap)
+    counts = meta.get("counts", {})
+    u, v = arrays["user_factors"], arrays["item_factors"]
+    expected = {
+        "user_factors.npy": (u.shape, (counts.get("n_users"), counts.get("embedding_dim"))),
+        "item_factors.npy": (v.shape, (counts.get("n_items"), counts.get("embedding_dim"))),
+        "vocab/users.txt": ((len(users),), (counts.get("n_users"),)),
+        "vocab/items.txt": ((len(items),), (counts.get("n_items"),)),
+        "train/user_items.json": (user_items.shape, (counts.get("n_users"), counts.get("n_items"))),
+    }
+    for file, (got, want) in expected.items():
+        if tuple(got) != tuple(want):
+            raise DataFormatError(
+                f"{root / file}: shape {tuple(got)} does not match model.json "
+                f"(expected {tuple(want)}); the export is inconsistent."
+            )
+    if not (np.isfinite(u).all() and np.isfinite(v).all()):
+        raise DataFormatError(f"{root}: the factors contain NaN or infinity.")
+    return Export(root, meta, u, v, users, items, user_items)

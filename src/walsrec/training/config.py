@@ -1,0 +1,300 @@
+"""The training configuration: every setting of ``walsrec train``, validated in one place.
+
+A configuration comes from keyword arguments, a TOML file (``--config``), or both (the
+arguments override the file). The effective configuration is saved in MODEL_DIR as
+``config.json``; a later run on the same MODEL_DIR must agree with it on everything that
+shapes the model (the data and the hyper-parameters), while the length of training, the
+evaluation and checkpoint schedule and the thread count may change (asking for more sweeps
+resumes and continues).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from walsrec.errors import DataFormatError, InvalidParameterError
+
+__all__ = ["IDENTITY_KEYS", "TrainConfig", "load_config"]
+
+# Settings that define the model: a resumed run must not change them.
+IDENTITY_KEYS = (
+    "data",
+    "train_rows",
+    "train_cols",
+    "eval_rows",
+    "eval_cols",
+    "num_rows",
+    "num_cols",
+    "embedding_dim",
+    "unobserved_weight",
+    "regularization",
+    "regularization_exponent",
+    "row_weights",
+    "col_weights",
+    "col_weights_from_counts",
+    "col_weight_factor",
+    "col_weight_exponent",
+    "solver",
+    "cg_steps",
+    "dtype",
+    "seed",
+    "batch_size",
+    "init_std",
+)
+
+HIGHER_IS_BETTER_PREFIXES = ("precision@", "recall@", "map@", "ndcg@", "auc", "coverage")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (see ``walsrec train --help`` for each)."""
+
+    model_dir: str = ""
+    # inputs: a prepared DATA_DIR, or the course's TFRecords directly
+    data: str | None = None
+    train_rows: str | None = None
+    train_cols: str | None = None
+    eval_rows: str | None = None
+    eval_cols: str | None = None
+    num_rows: int | None = None
+    num_cols: int | None = None
+    # the model
+    embedding_dim: int = 32
+    unobserved_weight: float = 0.1
+    regularization: float = 0.1
+    regularization_exponent: float = 0.0
+    row_weights: float = 1.0
+    col_weights: float = 1.0
+    col_weights_from_counts: str | None = None
+    col_weight_factor: float = 1.0
+    col_weight_exponent: float = 1.0
+    solver: str = "cholesky"
+    cg_steps: int = 3
+    dtype: str = "float32"
+    seed: int = 0
+    init_std: float = 0.01
+    threads: int | None = None
+    # length: sweeps, or steps of batch_size rows/columns, or epochs (= sweeps)
+    sweeps: int | None = None
+    train_steps: int | None = None
+    batch_size: int | None = None
+    num_epochs: int | None = None
+    # evaluation
+    eval_every: int = 1
+    k: int = 10
+    early_stopping_metric: str | None = None
+    patience: int = 3
+    # files
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 3
+    keep_exports: int = 5
+    extra: dict = field(default_factory=dict, repr=False)
+
+    DEFAULT_SWEEPS = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("extra")
+        return d
+
+    @property
+    def step_mode(self) -> bool:
+        """True when length and ``eval_every`` count steps rather than sweeps."""
+        return self.train_steps is not None
+
+    @property
+    def total_sweeps(self) -> int | None:
+        if self.train_steps is not None:
+            return None
+        if self.sweeps is not None:
+            return self.sweeps
+        if self.num_epochs is not None:
+            return self.num_epochs
+        return self.DEFAULT_SWEEPS
+
+    def metric_is_higher_better(self) -> bool:
+        m = self.early_stopping_metric or ""
+        return m.startswith(HIGHER_IS_BETTER_PREFIXES)
+
+    def validate(self) -> TrainConfig:
+        """Check every setting; raise :class:`InvalidParameterError` naming the first bad one."""
+
+        def bad(name, rule):
+            value = getattr(self, name)
+            return InvalidParameterError(
+                f"The '{name}' setting of train must be {rule}. Got {value!r} instead."
+            )
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v):
+            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not self.model_dir:
+            raise InvalidParameterError(
+                "The 'model_dir' setting of train is required (--model-dir)."
+            )
+        has_records = self.train_rows is not None or self.train_cols is not None
+        if self.data is None and not has_records:
+            raise InvalidParameterError(
+                "train needs its input: 'data' (--data DATA_DIR from walsrec prepare) or "
+                "'train_rows' and 'train_cols' (--train-rows/--train-cols TFRecord patterns)."
+            )
+        if self.data is not None and has_records:
+            raise InvalidParameterError(
+                "The 'data' setting of train cannot be combined with 'train_rows'/'train_cols'; "
+                "give one input."
+            )
+        if has_records and (self.train_rows is None or self.train_cols is None):
+            raise InvalidParameterError(
+                "train needs both 'train_rows' (items_for_user records) and 'train_cols' "
+                "(users_for_item records)."
+            )
+        if self.eval_cols is not None and self.eval_rows is None:
+            raise InvalidParameterError(
+                "The 'eval_cols' setting of train needs 'eval_rows' (--eval-rows) as well."
+            )
+        for name in ("num_rows", "num_cols"):
+            v = getattr(self, name)
+            if v is not None and not (is_int(v) and v >= 1):
+                raise bad(name, "an int >= 1")
+        for name in (
+            "embedding_dim",
+            "cg_steps",
+            "eval_every",
+            "k",
+            "patience",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "keep_exports",
+        ):
+            v = getattr(self, name)
+            if not (is_int(v) and v >= 1):
+                raise bad(name, "an int >= 1")
+        for name in ("sweeps", "train_steps", "batch_size", "num_epochs"):
+            v = getattr(self, name)
+            if v is not None and not (is_int(v) and v >= 1):
+                raise bad(name, "an int >= 1")
+        lengths = [
+            n for n in ("sweeps", "train_steps", "num_epochs") if getattr(self, n) is not None
+        ]
+        if len(lengths) > 1:
+            raise InvalidParameterError(
+                f"The settings {' and '.join(repr(n) for n in lengths)} of train exclude each "
+                "other; give one length."
+            )
+        for name in (
+            "unobserved_weight",
+            "regularization",
+            "regularization_exponent",
+            "row_weights",
+            "col_weights",
+            "init_std",
+        ):
+            v = getattr(self, name)
+            if not (is_num(v) and v >= 0):
+                raise bad(name, "a finite number >= 0")
+        for name in ("col_weight_factor", "col_weight_exponent"):
+            v = getattr(self, name)
+            if not (is_num(v) and v > 0):
+                raise bad(name, "a finite number > 0")
+        if self.col_weights_from_counts not in (None, "linear", "log"):
+            raise bad("col_weights_from_counts", "None, 'linear' or 'log'")
+        if self.solver not in ("cholesky", "cg"):
+            raise bad("solver", "'cholesky' or 'cg'")
+        if self.dtype not in ("float32", "float64"):
+            raise bad("dtype", "'float32' or 'float64'")
+        if not is_int(self.seed):
+            raise bad("seed", "an int")
+        if self.threads is not None and not (is_int(self.threads) and self.threads >= 1):
+            raise bad("threads", "an int >= 1")
+        if self.early_stopping_metric is not None:
+            allowed = (
+                f"precision@{self.k}",
+                f"recall@{self.k}",
+                f"map@{self.k}",
+                f"ndcg@{self.k}",
+                "auc",
+                "coverage",
+                "rmse",
+                "loss",
+                "rwse",
+            )
+            if self.early_stopping_metric not in allowed:
+                raise bad("early_stopping_metric", f"one of {', '.join(allowed)}")
+            if (
+                self.early_stopping_metric not in ("loss", "rwse")
+                and self.data is None
+                and (self.eval_rows is None)
+            ):
+                raise InvalidParameterError(
+                    f"The 'early_stopping_metric' setting of train is "
+                    f"{self.early_stopping_metric!r}, a held-out metric, but there is no eval "
+                    "data (prepare with --eval-fraction, or give --eval-rows/--eval-cols)."
+                )
+        return self
+
+    def conflicts_with(self, saved: dict) -> list[str]:
+        """Identity settings that differ from a saved configuration, as 'name: old -> new'."""
+        out = []
+        for key in IDENTITY_KEYS:
+            if key in saved and saved[key] != getattr(self, key):
+                out.append(f"{key}: {saved[key]!r} -> {getattr(self, key)!r}")
+        return out
+
+
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "extra"}
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a TOML file and keyword overrides.
+
+    The TOML file holds the same names as the keyword arguments of ``walsrec.train``
+    (``embedding_dim = 64``), at top level or under a ``[train]`` table; dashes are accepted
+    for underscores. Overrides whose value is None are ignored (the file's value stays).
+    Unknown names are an error naming the file.
+    """
+    values: dict[str, Any] = {}
+    known = _fields()
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise InvalidParameterError(f"Config file {str(path)!r} not found.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise DataFormatError(f"{path}: not valid TOML ({exc}).") from None
+        table = raw.get("train", raw)
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise InvalidParameterError(
+                    f"{path}: unknown setting {key!r}; known settings are "
+                    f"{', '.join(sorted(known))}."
+                )
+            values[name] = value
+    for key, value in overrides.items():
+        if key not in known:
+            raise InvalidParameterError(
+                f"Unknown setting {key!r} of train; known settings are {', '.join(sorted(known))}."
+            )
+        if value is not None:
+            values[key] = value
+    return TrainConfig(**values).validate()
+
+
+def read_saved_config(model_dir: Path) -> dict | None:
+    path = model_dir / "config.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid JSON ({exc}).") from None

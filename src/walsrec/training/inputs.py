@@ -1,0 +1,152 @@
+"""Training inputs: a prepared DATA_DIR, or the course's TFRecords cached in MODEL_DIR.
+
+TFRecord inputs (``train_rows``/``train_cols`` and optionally ``eval_rows``/``eval_cols``)
+are parsed once and cached in ``MODEL_DIR/cache`` as native arrays, keyed by the files'
+names, sizes and modification times; later runs load the cache memory-mapped. The rows and
+columns records must hold the same matrix (one transposed): a swapped pair, or a
+vocabulary size that does not fit, is a clear error rather than a silently wrong model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import scipy.sparse as sp
+
+from walsrec.data.interactions import Interactions
+from walsrec.data.native import load_csr, save_csr
+from walsrec.data.vocabulary import Vocabulary
+from walsrec.errors import DataFormatError
+
+__all__ = ["TrainingData", "load_training_data"]
+
+_UNBOUNDED = 2**62  # vocabulary size used only to infer the shape from the records
+
+
+@dataclass
+class TrainingData:
+    train: Interactions
+    eval: sp.csr_matrix | None
+    source: str
+
+
+def load_training_data(config, model_dir: Path) -> TrainingData:
+    """The train interactions (with vocabularies) and the eval matrix, if any."""
+    if config.data is not None:
+        from walsrec.data.prepare import load_prepared
+
+        prepared = load_prepared(config.data)
+        ev = prepared.eval.user_items if prepared.eval is not None else None
+        return TrainingData(prepared.train, ev, str(prepared.path))
+    return _from_tfrecords(config, model_dir)
+
+
+def _fingerprint(patterns: list[str | None]) -> list:
+    from walsrec.data.readers import expand_inputs
+
+    out = []
+    for pattern in patterns:
+        if pattern is None:
+            out.append(None)
+            continue
+        entries = []
+        for path in expand_inputs(pattern):
+            try:
+                st = os.stat(path)
+                entries.append([path, st.st_size, st.st_mtime_ns])
+            except OSError:  # a URL: its name is all we can key on
+                entries.append([path])
+        out.append(entries)
+    return out
+
+
+def _find_vocab(pattern: str, which: str) -> Vocabulary | None:
+    """Vocabularies beside the records: DIR/user_ids.txt (course) or DIR/../vocab/users.txt."""
+    if "://" in pattern:
+        return None
+    directory = Path(pattern).parent
+    candidates = [directory / f"{which[:-1]}_ids.txt", directory.parent / "vocab" / f"{which}.txt"]
+    for c in candidates:
+        if c.is_file():
+            return Vocabulary.load(c, which)
+    return None
+
+
+def _read(pattern, vocab_size, n_rows) -> sp.csr_matrix:
+    """Read records; without a vocabulary size the width is the largest index + 1."""
+    from walsrec.data.tfrecord import read_tfrecords
+
+    m = read_tfrecords(pattern, vocab_size=vocab_size or _UNBOUNDED, n_rows=n_rows)
+    if vocab_size is None:
+        width = int(m.indices.max()) + 1 if m.nnz else 0
+        m = sp.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], width))
+    return m
+
+
+def _read_pair(rows_pattern, cols_pattern, n_rows, n_cols, what: str) -> sp.csr_matrix:
+    rows = _read(rows_pattern, n_cols, n_rows)
+    if cols_pattern is None:
+        return rows
+    cols = _read(cols_pattern, n_rows, n_cols)
+    shape = (max(rows.shape[0], cols.shape[1]), max(rows.shape[1], cols.shape[0]))
+    rows.resize(shape)
+    cols.resize((shape[1], shape[0]))
+    if (rows != cols.T.tocsr()).nnz:
+        raise DataFormatError(
+            f"The {what} rows records ({rows_pattern}) and columns records ({cols_pattern}) do "
+            f"not hold the same matrix: {rows.nnz:,} entries against {cols.nnz:,} in the "
+            "transposed records, in different places. Are the items_for_user and "
+            "users_for_item files swapped, or from different data?"
+        )
+    return rows
+
+
+def _from_tfrecords(config, model_dir: Path) -> TrainingData:
+    cache = model_dir / "cache"
+    key = {
+        "patterns": [config.train_rows, config.train_cols, config.eval_rows, config.eval_cols],
+        "files": _fingerprint(
+            [config.train_rows, config.train_cols, config.eval_rows, config.eval_cols]
+        ),
+        "num_rows": config.num_rows,
+        "num_cols": config.num_cols,
+    }
+    users = _find_vocab(config.train_rows, "users")
+    items = _find_vocab(config.train_rows, "items")
+    n_rows = config.num_rows or (len(users) if users is not None else None)
+    n_cols = config.num_cols or (len(items) if items is not None else None)
+    cached = None
+    if (cache / "key.json").is_file():
+        try:
+            if json.loads((cache / "key.json").read_text()) == key:
+                cached = load_csr(cache, "train")
+        except (json.JSONDecodeError, DataFormatError):
+            cached = None
+    if cached is not None:
+        train = cached
+        evaluation = load_csr(cache, "eval") if (cache / "eval.json").is_file() else None
+    else:
+        train = _read_pair(config.train_rows, config.train_cols, n_rows, n_cols, "train")
+        evaluation = None
+        if config.eval_rows is not None:
+            evaluation = _read_pair(
+                config.eval_rows, config.eval_cols, train.shape[0], train.shape[1], "eval"
+            )
+            if evaluation.shape != train.shape:
+                evaluation.resize(train.shape)
+        cache.mkdir(parents=True, exist_ok=True)
+        save_csr(cache, "train", train)
+        if evaluation is not None:
+            save_csr(cache, "eval", evaluation)
+        tmp = cache / ".key.json.tmp"
+        tmp.write_text(json.dumps(key, indent=2) + "\n")
+        os.replace(tmp, cache / "key.json")
+    n_users, n_items = train.shape
+    if users is None or len(users) != n_users:
+        users = Vocabulary([str(i) for i in range(n_users)], "users")
+    if items is None or len(items) != n_items:
+        items = Vocabulary([str(i) for i in range(n_items)], "items")
+    return TrainingData(Interactions(train, users, items), evaluation, config.train_rows)

@@ -1,0 +1,402 @@
+"""``walsrec.train``: the course's ``train_and_evaluate`` for WALS, done correctly.
+
+A *step* solves one batch of ``batch_size`` rows or of columns (tf.contrib's steps); rows
+come first, and a *sweep* ends when every row and then every column has been solved once.
+Without ``batch_size`` a step is a whole half-step (two steps per sweep). Training runs
+``sweeps`` sweeps (or ``num_epochs``, the same), or exactly ``train_steps`` steps.
+
+At each evaluation (every ``eval_every`` sweeps, or steps with ``train_steps``, and at the
+end) the training ``loss`` and ``rwse`` and, with eval data, the held-out ``rmse`` and the
+ranking metrics at k (training items excluded) are appended to ``MODEL_DIR/metrics.jsonl``
+and ``training_curve.png`` is redrawn; the most-popular baseline is evaluated once.
+Checkpoints (every ``checkpoint_every`` sweeps and at the end) make a re-run resume; the
+kernels are deterministic, so a resumed run ends with exactly the factors of one that was
+never interrupted. The model is exported at the end (the best one under early stopping).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from walsrec.errors import InvalidParameterError
+from walsrec.training.checkpoints import (
+    latest_checkpoint,
+    read_checkpoint,
+    write_best,
+    write_checkpoint,
+)
+from walsrec.training.config import IDENTITY_KEYS, TrainConfig, load_config, read_saved_config
+from walsrec.training.inputs import load_training_data
+
+__all__ = ["TrainResult", "column_weights_from_counts", "train"]
+
+_MODEL_DIR_ENTRIES = (
+    "checkpoints",
+    "export",
+    "cache",
+    "metrics.jsonl",
+    "training_curve.png",
+    "config.json",
+)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did."""
+
+    model_dir: Path
+    export_path: Path | None
+    model: object
+    evaluations: list[dict]
+    baseline: dict | None
+    stopped_early: bool
+    resumed_from_step: int | None
+    steps: int
+
+
+def column_weights_from_counts(
+    user_items: sp.csr_matrix, how: str, factor: float = 1.0, exponent: float = 1.0
+) -> np.ndarray:
+    """The course's column weights from item counts n_j (0 for items never seen).
+
+    ``linear``: C_j = factor / n_j; ``log``: C_j = (1 / n_j) ** exponent (the course's
+    ``feature_wt_factor`` and ``feature_wt_exp``, defaults there 130 and 0.08).
+    """
+    counts = np.bincount(user_items.indices, minlength=user_items.shape[1]).astype(np.float64)
+    frac = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+    return factor * frac if how == "linear" else np.power(frac, exponent)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _clear_model_dir(model_dir: Path) -> None:
+    for name in _MODEL_DIR_ENTRIES:
+        p = model_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_metrics(path: Path, records: list[dict]) -> None:
+    _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _is_better(value: float, best: float | None, higher: bool) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return best is None or (value > best if higher else value < best)
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    config_file: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    show_progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    **settings,
+) -> TrainResult:
+    """Train, evaluate, checkpoint and export a WALS model in ``model_dir``.
+
+    Parameters
+    ----------
+    config : TrainConfig, optional
+        A complete configuration; otherwise one is built from ``config_file`` (TOML) and
+        ``settings`` (the names of :class:`~walsrec.training.config.TrainConfig`, e.g.
+        ``data=``, ``model_dir=``, ``embedding_dim=``, ``sweeps=``, ``eval_every=``).
+    overwrite : bool, default False
+        Remove the checkpoints, metrics, exports and cache of ``model_dir`` and start over.
+    show_progress : bool, default False
+        A progress bar (stderr) over steps with the sweep and the loss.
+    log : callable, optional
+        Receives one-line messages (resuming, evaluations, the export path).
+
+    Returns
+    -------
+    TrainResult
+
+    Examples
+    --------
+    >>> import walsrec
+    >>> result = walsrec.train(data="data/", model_dir="model/", sweeps=10)  # doctest: +SKIP
+    >>> result.export_path  # doctest: +SKIP
+    PosixPath('model/export/1796000000')
+    """
+    from walsrec.metrics import evaluate, evaluate_scorer, popularity_baseline
+    from walsrec.model.wals import WALS
+    from walsrec.serving.export import list_exports, read_export, write_export
+
+    cfg = config.validate() if config is not None else load_config(config_file, **settings)
+    say = log or (lambda message: None)
+    model_dir = Path(cfg.model_dir)
+    if overwrite and model_dir.exists():
+        _clear_model_dir(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_root = model_dir / "checkpoints"
+    saved = read_saved_config(model_dir)
+    if saved is not None:
+        conflicts = cfg.conflicts_with(saved)
+        if conflicts:
+            raise InvalidParameterError(
+                f"MODEL_DIR {str(model_dir)!r} holds a model trained with other settings "
+                f"({'; '.join(conflicts)}). Use another --model-dir, or --overwrite to start "
+                "over (more sweeps or steps are allowed)."
+            )
+    _atomic_write_text(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    data = load_training_data(cfg, model_dir)
+    ui = data.train.user_items
+    ui_csc = ui.tocsc()
+    heldout = data.eval
+    n_users, n_items = ui.shape
+    col_weights = cfg.col_weights
+    if cfg.col_weights_from_counts is not None:
+        col_weights = column_weights_from_counts(
+            ui, cfg.col_weights_from_counts, cfg.col_weight_factor, cfg.col_weight_exponent
+        )
+    model = WALS(
+        cfg.embedding_dim,
+        unobserved_weight=cfg.unobserved_weight,
+        regularization=cfg.regularization,
+        regularization_exponent=cfg.regularization_exponent,
+        row_weights=cfg.row_weights,
+        col_weights=col_weights,
+        solver=cfg.solver,
+        cg_steps=cfg.cg_steps,
+        init_std=cfg.init_std,
+        dtype=cfg.dtype,
+        n_jobs=cfg.threads,
+        random_state=cfg.seed,
+    )
+    batch = cfg.batch_size or max(n_users, n_items, 1)
+    row_batches = max(1, math.ceil(n_users / batch))
+    col_batches = max(1, math.ceil(n_items / batch))
+    per_sweep = row_batches + col_batches
+    total = cfg.train_steps if cfg.step_mode else cfg.total_sweeps * per_sweep
+
+    model.initialize(n_users, n_items)
+    metrics_path = model_dir / "metrics.jsonl"
+    records = _read_metrics(metrics_path)
+    state = {
+        "step": 0,
+        "loss_history": [],
+        "best": None,
+        "best_step": None,
+        "bad_evals": 0,
+        "stopped_early": False,
+    }
+    resumed = None
+    ckpt = latest_checkpoint(ckpt_root)
+    if ckpt is not None:
+        if ckpt.user_factors.shape != model.user_factors_.shape or (
+            ckpt.item_factors.shape != model.item_factors_.shape
+        ):
+            raise InvalidParameterError(
+                f"{ckpt.path}: factors of shape {ckpt.user_factors.shape} and "
+                f"{ckpt.item_factors.shape} do not fit the data ({n_users} users, {n_items} "
+                f"items, embedding_dim {cfg.embedding_dim}); use --overwrite to start over."
+            )
+        model.user_factors_ = ckpt.user_factors.astype(model.user_factors_.dtype)
+        model.item_factors_ = ckpt.item_factors.astype(model.item_factors_.dtype)
+        state.update(ckpt.state)
+        resumed = state["step"]
+        # evaluations after the checkpoint belong to the interrupted run: drop them
+        records = [r for r in records if r.get("model") != "wals" or r["step"] <= resumed]
+        _write_metrics(metrics_path, records)
+        say(f"resuming from step {resumed} ({ckpt.path.name})")
+    model.loss_ = list(state["loss_history"])
+
+    baseline = next((r for r in records if r.get("model") == "most-popular"), None)
+    if heldout is not None and baseline is None:
+        scores = evaluate_scorer(popularity_baseline(ui), ui, heldout, k=cfg.k, n_jobs=cfg.threads)
+        baseline = {"model": "most-popular", "k": cfg.k, **scores}
+        records.insert(0, baseline)
+        _write_metrics(metrics_path, records)
+
+    higher = cfg.metric_is_higher_better()
+    started = time.perf_counter()
+    evaluations = [r for r in records if r.get("model") == "wals"]
+
+    def evaluate_now(step: int) -> dict:
+        rec = {
+            "model": "wals",
+            "step": step,
+            "sweep": round(step / per_sweep, 4),
+            "seconds": round(time.perf_counter() - started, 3),
+            "loss": model.loss(ui),
+            "rwse": model.rwse(ui),
+        }
+        if heldout is not None:
+            rec.update(
+                evaluate(
+                    model.user_factors_,
+                    model.item_factors_,
+                    ui,
+                    heldout,
+                    k=cfg.k,
+                    n_jobs=cfg.threads,
+                )
+            )
+        records.append(rec)
+        evaluations.append(rec)
+        _write_metrics(metrics_path, records)
+        _redraw_curve(model_dir, records, cfg.k)
+        say(
+            "step {step} (sweep {sweep:g}): ".format(**rec)
+            + ", ".join(
+                f"{k} {v:.4g}"
+                for k, v in rec.items()
+                if k not in ("model", "step", "sweep", "seconds") and isinstance(v, float)
+            )
+        )
+        return rec
+
+    def checkpoint(step: int) -> None:
+        state["step"] = step
+        state["loss_history"] = [float(x) for x in model.loss_]
+        write_checkpoint(
+            ckpt_root,
+            step,
+            model.user_factors_,
+            model.item_factors_,
+            dict(state),
+            keep=cfg.keep_checkpoints,
+        )
+
+    step = state["step"]
+    bar = None
+    if show_progress and step < total and not state["stopped_early"]:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    try:
+        while step < total and not state["stopped_early"]:
+            pos = step % per_sweep
+            if pos < row_batches:
+                rows = (
+                    None
+                    if row_batches == 1
+                    else np.arange(pos * batch, min((pos + 1) * batch, n_users))
+                )
+                model.update_rows(ui, rows=rows)
+            else:
+                c = pos - row_batches
+                cols = (
+                    None
+                    if col_batches == 1
+                    else np.arange(c * batch, min((c + 1) * batch, n_items))
+                )
+                model.update_cols(ui_csc, cols=cols)
+            step += 1
+            end_of_sweep = step % per_sweep == 0
+            if end_of_sweep:
+                model.loss_.append(model.loss(ui))
+                if bar is not None:
+                    bar.set_postfix(sweep=step // per_sweep, loss=f"{model.loss_[-1]:.5g}")
+            if bar is not None:
+                bar.update(1)
+            due = (
+                (step % cfg.eval_every == 0)
+                if cfg.step_mode
+                else (end_of_sweep and (step // per_sweep) % cfg.eval_every == 0)
+            )
+            last = step == total
+            if due or last:
+                rec = evaluate_now(step)
+                if cfg.early_stopping_metric is not None:
+                    value = rec.get(cfg.early_stopping_metric)
+                    if _is_better(value, state["best"], higher):
+                        state.update(best=value, best_step=step, bad_evals=0)
+                        write_best(
+                            ckpt_root,
+                            model.user_factors_,
+                            model.item_factors_,
+                            {"step": step, "record": rec},
+                        )
+                    else:
+                        state["bad_evals"] += 1
+                        if state["bad_evals"] >= cfg.patience:
+                            state["stopped_early"] = True
+                            say(
+                                f"early stopping at step {step}: {cfg.early_stopping_metric} "
+                                f"has not improved on {state['best']:.4g} (step "
+                                f"{state['best_step']}) for {cfg.patience} evaluations"
+                            )
+            sweep_ckpt = end_of_sweep and (step // per_sweep) % cfg.checkpoint_every == 0
+            if sweep_ckpt or last or state["stopped_early"]:
+                checkpoint(step)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if not evaluations:  # resumed a finished run that had no evaluation yet
+        evaluate_now(step)
+    user_f, item_f, final = model.user_factors_, model.item_factors_, evaluations[-1]
+    if cfg.early_stopping_metric is not None and state["best_step"] is not None:
+        best = read_checkpoint(ckpt_root / "best")
+        user_f, item_f, final = best.user_factors, best.item_factors, best.state["record"]
+    exports = list_exports(model_dir / "export")
+    export_path = None
+    if exports:
+        newest = read_export(exports[-1], mmap=True)
+        t = newest.meta.get("training", {})
+        if t.get("step") == step and t.get("exported_step") == final["step"]:
+            export_path = exports[-1]  # this exact model is already exported
+    if export_path is None:
+        hyper = {
+            k: cfg.to_dict()[k]
+            for k in IDENTITY_KEYS
+            if k not in ("data", "train_rows", "train_cols", "eval_rows", "eval_cols")
+        }
+        export_path = write_export(
+            model_dir,
+            user_factors=user_f,
+            item_factors=item_f,
+            users=data.train.users,
+            items=data.train.items,
+            user_items=ui,
+            hyperparameters=hyper,
+            metrics={k: v for k, v in final.items() if k not in ("model",)},
+            training={
+                "step": step,
+                "exported_step": final["step"],
+                "sweeps": step / per_sweep,
+                "stopped_early": state["stopped_early"],
+                "data": data.source,
+                "baseline": baseline,
+            },
+            keep=cfg.keep_exports,
+        )
+        say(f"exported {export_path}")
+    return TrainResult(
+        model_dir, export_path, model, evaluations, baseline, state["stopped_early"], resumed, step
+    )
+
+
+def _redraw_curve(model_dir: Path, records: list[dict], k: int) -> None:
+    try:
+        from walsrec.training.curve import plot_training_curve
+    except ImportError:  # matplotlib is an optional extra
+        return
+    plot_training_curve(records, model_dir / "training_curve.png", k)
