@@ -67,32 +67,66 @@ def visits_csv(n: int) -> Path:
 
 
 def walsrec_cmd(src: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "walsrec", "prepare", str(src), "--out", str(out),
-            "--overwrite", "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "walsrec",
+        "prepare",
+        str(src),
+        "--out",
+        str(out),
+        "--overwrite",
+        "--quiet",
+        *extra,
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1000000,10000000",
-                        help="generated dataset sizes (comma-separated)")
+    parser.add_argument(
+        "--sizes", default="1000000,10000000", help="generated dataset sizes (comma-separated)"
+    )
     parser.add_argument("--tf-python", help="a Python with TensorFlow, to time the peer")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
 
     load = os.getloadavg()
-    print(f"# walsrec prepare benchmark, {time.strftime('%Y-%m-%d %H:%M')} UTC, "
-          f"{os.cpu_count()} cores, load average {load[0]:.2f}")
-    course = ["--user-col", "visitor_id", "--item-col", "article_id",
-              "--rating-col", "session_duration", "--time-col", "timestamp",
-              "--rating-transform", "scaled-median", "--eval-fraction", "0.1", "--split", "user"]
+    print(
+        f"# walsrec prepare benchmark, {time.strftime('%Y-%m-%d %H:%M')} UTC, "
+        f"{os.cpu_count()} cores, load average {load[0]:.2f}"
+    )
+    course = [
+        "--user-col",
+        "visitor_id",
+        "--item-col",
+        "article_id",
+        "--rating-col",
+        "session_duration",
+        "--time-col",
+        "timestamp",
+        "--rating-transform",
+        "scaled-median",
+        "--eval-fraction",
+        "0.1",
+        "--split",
+        "user",
+    ]
     jobs = []
     if (SHARED / "epinions_trust.csv").exists():
-        jobs.append(("epinions", SHARED / "epinions_trust.csv", 346_035, ["--rating-col", "rating"]))
+        jobs.append(
+            ("epinions", SHARED / "epinions_trust.csv", 346_035, ["--rating-col", "rating"])
+        )
     else:
         print(f"# {SHARED / 'epinions_trust.csv'} not found: epinions skipped")
     for n in (int(s) for s in args.sizes.split(",") if s):
-        jobs.append((f"visits-{n // 1_000_000}M" if n >= 1_000_000 else f"visits-{n}",
-                     visits_csv(n), n, course))
+        jobs.append(
+            (
+                f"visits-{n // 1_000_000}M" if n >= 1_000_000 else f"visits-{n}",
+                visits_csv(n),
+                n,
+                course,
+            )
+        )
 
     header = f"{'dataset':<12} {'rows':>11} {'seconds':>8} {'rows/s':>11} {'peak MiB':>9}  peer"
     print(header)
@@ -105,15 +139,24 @@ def main() -> None:
             )
             peer = ""
             if name == "epinions" and args.tf_python:
-                tf_s, tf_mem = measure([args.tf_python, str(SHARED / "tensorflow-written" /
-                                                            "make_tfrecords.py"),
-                                        str(src), str(Path(tmp) / "tf")])
-                peer = (f"TensorFlow make_tfrecords.py {tf_s:.1f} s, {tf_mem:.0f} MiB; "
-                        f"walsrec/TF time ratio {best[0] / tf_s:.3f} ({tf_s / best[0]:.1f}x faster)")
+                tf_s, tf_mem = measure(
+                    [
+                        args.tf_python,
+                        str(SHARED / "tensorflow-written" / "make_tfrecords.py"),
+                        str(src),
+                        str(Path(tmp) / "tf"),
+                    ]
+                )
+                peer = (
+                    f"TensorFlow make_tfrecords.py {tf_s:.1f} s, {tf_mem:.0f} MiB; "
+                    f"walsrec/TF time ratio {best[0] / tf_s:.3f} ({tf_s / best[0]:.1f}x faster)"
+                )
             elif name == "epinions":
                 peer = "TensorFlow not timed (pass --tf-python); the issue recorded 29 s"
-            print(f"{name:<12} {rows:>11,} {best[0]:>8.2f} {rows / best[0]:>11,.0f} "
-                  f"{best[1]:>9.0f}  {peer}")
+            print(
+                f"{name:<12} {rows:>11,} {best[0]:>8.2f} {rows / best[0]:>11,.0f} "
+                f"{best[1]:>9.0f}  {peer}"
+            )
 
 
 if __name__ == "__main__":

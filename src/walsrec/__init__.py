@@ -52,9 +52,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from walsrec.data.tfrecord import read_tfrecords, write_tfrecords
     from walsrec.data.vocabulary import Vocabulary
     from walsrec.evaluation import evaluate_export
+    from walsrec.model.wals import WALS
     from walsrec.training.config import TrainConfig
     from walsrec.training.loop import train
-    from walsrec.model.wals import WALS
 
 
 def __getattr__(name: str) -> Any:
