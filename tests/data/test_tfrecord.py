@@ -603,6 +603,16 @@ def test_index_beyond_vocabulary_hints_at_swapped_vocabularies(tmp_path):
         read_tfrecords(path, vocab_size=1)
 
 
+def test_the_first_bad_file_is_reported(tmp_path):
+    # Files are parsed in threads; the error reported is the first in the given order.
+    good, bad = good_records(), row_example(1, [9], [1.0])
+    paths = [write_file(tmp_path / f"f{k}.tfrecord", *good) for k in range(4)]
+    write_file(paths[1], good[0], bad)
+    write_file(paths[3], bad)
+    with pytest.raises(DataFormatError, match=re.escape(f"{paths[1]}: record 1 (0-based)")):
+        read_tfrecords(paths, vocab_size=5)
+
+
 def test_key_errors(tmp_path):
     a = write_file(tmp_path / "a.tfrecord", *good_records())
     b = write_file(tmp_path / "b.tfrecord", row_example(5, [0], [1.0]), row_example(0, [1], [1]))
@@ -614,7 +624,8 @@ def test_key_errors(tmp_path):
     ):
         read_tfrecords([a, b], vocab_size=5)
     with pytest.raises(
-        DataFormatError, match=re.escape(f"{b}: record 0 (0-based): key 5 is >= n_rows=3")
+        DataFormatError,
+        match=re.escape(f"{b}: record 0 (0-based): key 5 is >= n_rows=3. Were rows and columns"),
     ):
         read_tfrecords([b], vocab_size=5, n_rows=3)
     with pytest.raises(
@@ -781,7 +792,8 @@ def test_tensorflow_written_files_with_swapped_vocabularies(ml100k):
     # fit in the 943 rows that items_for_user would have.
     gz = tf_dir / "users_for_item.tfrecord.gz"
     with pytest.raises(
-        DataFormatError, match=re.escape(f"{gz}: record 943 (0-based): key 943 is >= n_rows=943")
+        DataFormatError,
+        match=re.escape(f"{gz}: record 943 (0-based): key 943 is >= n_rows=943") + ".*swapped",
     ):
         read_tfrecords(gz, vocab_size=1682, n_rows=943)
 
@@ -798,11 +810,11 @@ def test_encoder_reproduces_tensorflows_bytes(ml100k):
         bits = matrix.data.view(np.uint32)
         rows = np.arange(matrix.shape[0])
         for s in range(3):
-            blob = tfrecord._encode(indptr, matrix.indices, bits, rows[s::3], tf_order)
+            blob = bytes(tfrecord._encode(indptr, matrix.indices, bits, rows[s::3], tf_order))
             assert blob == (tf_dir / f"{name}-{s:05d}-of-00003.tfrecord").read_bytes()
         tf_blob = gzip.decompress((tf_dir / f"{name}.tfrecord.gz").read_bytes())
-        assert tfrecord._encode(indptr, matrix.indices, bits, rows, tf_order) == tf_blob
-        ours = tfrecord._encode(indptr, matrix.indices, bits, rows, tfrecord._SORTED_ORDER)
+        assert bytes(tfrecord._encode(indptr, matrix.indices, bits, rows, tf_order)) == tf_blob
+        ours = bytes(tfrecord._encode(indptr, matrix.indices, bits, rows, tfrecord._SORTED_ORDER))
         assert len(ours) == len(tf_blob)
         assert [decode_example(r) for r in unframe(ours)] == [
             decode_example(r) for r in unframe(tf_blob)

@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import glob as _glob
 import gzip
+import itertools
 import operator
 import os
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import google_crc32c
@@ -44,6 +47,7 @@ __all__ = ["iter_records", "read_tfrecords", "write_tfrecords"]
 _MASK_DELTA = 0xA282EAD8
 _GZIP_MAGIC = b"\x1f\x8b"
 _COMPRESSIONS = {None: None, "none": None, "gzip": "gzip"}
+_MAX_THREADS = 8  # files read or written at once
 
 # Feature slots, in the order protobuf's deterministic map serialization sorts the keys.
 _INDICES, _KEY, _VALUES = 0, 1, 2
@@ -76,7 +80,7 @@ _E_DUPLICATE_INDEX = 14
 # --------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _read_varint(buf, p, end):
     """Base-128 varint at ``buf[p:end]``: (value as uint64, next position, or -1 if malformed)."""
     result = np.uint64(0)
@@ -92,7 +96,7 @@ def _read_varint(buf, p, end):
         shift += 7
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _skip_field(buf, p, end, wire_type):
     """Position after a field's payload of the given wire type, or -1 if malformed."""
     if wire_type == 0:
@@ -110,7 +114,7 @@ def _skip_field(buf, p, end, wire_type):
     return -1  # groups (3, 4) and the undefined wire types 6, 7
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _frame_records(buf):
     """Walk the record framing of a whole file: (starts, lengths, stored length CRCs,
     stored data CRCs, error code, offset of the record that failed)."""
@@ -154,7 +158,7 @@ def _frame_records(buf):
     return starts, lengths, length_crcs, data_crcs, err, p
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _feature_slot(buf, s, n):
     """Which of our features a map key names: _INDICES, _KEY, _VALUES or -1."""
     if n == 3:
@@ -184,7 +188,7 @@ def _feature_slot(buf, s, n):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _parse_features_map(buf, p, end, spans, r):
     """Record the Feature spans of our three map entries (last entry wins, as for any
     protobuf map) in ``spans[r]``; returns -1, or the offset where parsing failed."""
@@ -241,7 +245,7 @@ def _parse_features_map(buf, p, end, spans, r):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _count_list(buf, p, end, kind):
     """Number of values in an Int64List/FloatList message (packed or not), or -1 if corrupt."""
     count = 0
@@ -287,7 +291,7 @@ def _count_list(buf, p, end, kind):
     return count
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _count_feature(buf, p, end):
     """(kind, number of values, -1 or offset of corruption) of a Feature message.
 
@@ -323,7 +327,7 @@ def _count_feature(buf, p, end):
     return kind, count, -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scan_examples(buf, starts, lengths, spans, kinds, counts):
     """First pass over all Examples: locate the three features and count their values.
 
@@ -383,7 +387,7 @@ def _scan_examples(buf, starts, lengths, spans, kinds, counts):
     return 0, -1, 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_int64(buf, p, end, out, base, n, lo, hi):
     """Write the Int64List values of a Feature at ``out[base:base + n]``.
 
@@ -409,20 +413,31 @@ def _fill_int64(buf, p, end, out, base, n, lo, hi):
                         if wire2 == 2:
                             m2, q2 = _read_varint(buf, q2, e)
                             e2 = q2 + np.int64(m2)
+                            single = False
                         else:
-                            e2 = -1  # one unpacked value
-                        while True:
-                            v, q3 = _read_varint(buf, q2, e if e2 < 0 else e2)
-                            if q3 < 0:
-                                return 1, q2
+                            e2 = e
+                            single = True
+                        # The packed run: the hot loop of decoding, varints inline.
+                        while q2 < e2:
+                            start = q2
+                            b = buf[q2]
+                            q2 += 1
+                            v = np.uint64(b & 0x7F)
+                            shift = np.uint64(7)
+                            while b >= 0x80:
+                                if q2 >= e2 or shift > np.uint64(63):
+                                    return 1, start
+                                b = buf[q2]
+                                q2 += 1
+                                v |= np.uint64(b & 0x7F) << shift
+                                shift += np.uint64(7)
                             value = np.int64(v)
                             if value < lo or value > hi:
                                 return 2, value
                             if c < n:
                                 out[base + c] = value
                             c += 1
-                            q2 = q3
-                            if e2 < 0 or q2 >= e2:
+                            if single:
                                 break
                         q = q2
                     else:
@@ -433,7 +448,7 @@ def _fill_int64(buf, p, end, out, base, n, lo, hi):
     return 0, 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_float(buf, p, end, out, base, n):
     """Write the FloatList values of a Feature, as raw float32 bits, at ``out[base:base + n]``;
     returns -1, or the index into ``out`` of the first NaN or infinity."""
@@ -484,7 +499,7 @@ def _fill_float(buf, p, end, out, base, n):
     return bad
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_examples(buf, spans, kinds, counts, offsets, vocab_size, keys, out_idx, out_bits):
     """Second pass: keys, column indices and value bits of every record, each record's
     indices sorted. Returns (error code, record, detail) like ``_scan_examples``."""
@@ -527,7 +542,7 @@ def _fill_examples(buf, spans, kinds, counts, offsets, vocab_size, keys, out_idx
     return 0, -1, 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scatter_rows(keys, offsets, counts, idx, bits, indptr, out_idx, out_bits):
     """Copy each record's segment to its row's place in the CSR arrays."""
     for r in range(keys.shape[0]):
@@ -543,7 +558,7 @@ def _scatter_rows(keys, offsets, counts, idx, bits, indptr, out_idx, out_bits):
 # --------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _varint_size(v):
     """Bytes of the base-128 varint of a non-negative int64."""
     size = 1
@@ -553,13 +568,13 @@ def _varint_size(v):
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _field_size(payload):
     """Bytes of a length-delimited field with a one-byte tag: tag + varint length + payload."""
     return 1 + _varint_size(payload) + payload
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _example_layout(n, index_bytes, key_bytes):
     """Sizes of the nested messages of one Example: (Int64List of indices, its Feature,
     FloatList, its Feature, Int64List of the key, its Feature, Features, Example)."""
@@ -578,7 +593,7 @@ def _example_layout(n, index_bytes, key_bytes):
     return idx_list, idx_feature, val_list, val_feature, key_list, key_feature, features, example
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _record_sizes(indptr, indices, rows, lengths):
     """Example length of each row in ``rows``; returns the total bytes of all records."""
     total = 0
@@ -594,7 +609,7 @@ def _record_sizes(indptr, indices, rows, lengths):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _put_varint(out, p, v):
     while v >= 128:
         out[p] = (v & 0x7F) | 0x80
@@ -604,7 +619,7 @@ def _put_varint(out, p, v):
     return p + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _put_field_header(out, p, tag, payload):
     out[p] = tag
     return _put_varint(out, p + 1, payload)
@@ -614,7 +629,7 @@ _NAME_BYTES = np.frombuffer(b"indiceskeyvalues", dtype=np.uint8).copy()
 _NAME_START = np.array([0, 7, 10, 16], dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _put_name(out, p, slot):
     for j in range(_NAME_START[slot], _NAME_START[slot + 1]):
         out[p] = _NAME_BYTES[j]
@@ -622,7 +637,7 @@ def _put_name(out, p, slot):
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _encode_records(indptr, indices, bits, rows, lengths, order, out):
     """Write the framed records of ``rows`` (CRC fields left zero) into ``out``;
     returns the offset of each record. ``order`` is the order of the map entries."""
@@ -687,7 +702,7 @@ def _encode_records(indptr, indices, bits, rows, lengths, order, out):
     return starts
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _put_crcs(out, starts, lengths, length_crcs, data_crcs):
     """Store the masked CRCs of each record, little-endian."""
     for r in range(starts.shape[0]):
@@ -921,6 +936,30 @@ def _parse_file(source: _Source, vocab_size: int, index_dtype) -> _Parsed:
     return _Parsed(source.name, keys, nnz_per, idx, bits)
 
 
+def _parse_files(sources: list[_Source], vocab_size: int, index_dtype) -> list[_Parsed]:
+    """Parse files in a few threads (reading, GZIP and the kernels release the GIL),
+    keeping at most ``workers`` files in flight; errors surface in file order."""
+    workers = min(len(sources), os.cpu_count() or 1, _MAX_THREADS)
+    if workers <= 1:
+        return [_parse_file(s, vocab_size, index_dtype) for s in sources]
+    parsed = []
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        queue = iter(sources)
+        try:
+            for source in itertools.islice(queue, workers):
+                pending.append(pool.submit(_parse_file, source, vocab_size, index_dtype))
+            while pending:
+                parsed.append(pending.popleft().result())
+                source = next(queue, None)
+                if source is not None:
+                    pending.append(pool.submit(_parse_file, source, vocab_size, index_dtype))
+        finally:
+            for future in pending:
+                future.cancel()
+    return parsed
+
+
 def _place(parsed: list[_Parsed], g: int) -> tuple[str, int]:
     """(file name, record number) of the g-th record over all files."""
     for p in parsed:
@@ -1047,7 +1086,7 @@ def read_tfrecords(
             f"Got {dtype!r} instead."
         )
     index_dtype = np.int32 if vocab_size <= np.iinfo(np.int32).max else np.int64
-    parsed = [_parse_file(s, vocab_size, index_dtype) for s in _expand(pattern)]
+    parsed = _parse_files(_expand(pattern), vocab_size, index_dtype)
 
     keys = np.concatenate([p.keys for p in parsed])
     counts = np.concatenate([p.counts for p in parsed])
@@ -1061,7 +1100,9 @@ def read_tfrecords(
         g = int(np.flatnonzero(keys >= n_rows)[0])
         name, r = _place(parsed, g)
         raise DataFormatError(
-            f"{name}: record {r} (0-based): key {int(keys[g])} is >= n_rows={n_rows}"
+            f"{name}: record {r} (0-based): key {int(keys[g])} is >= n_rows={n_rows}. Were "
+            "rows and columns swapped (e.g. users_for_item read as items_for_user), or is "
+            "n_rows wrong?"
         )
     increasing = bool(np.all(keys[1:] > keys[:-1]))
     if not increasing:
@@ -1200,32 +1241,45 @@ def write_tfrecords(
     parent = os.path.dirname(prefix)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    paths = []
-    for s in range(shards):
-        rows = np.arange(bounds[s], bounds[s + 1], dtype=np.int64)
-        if skip_empty:
-            rows = rows[row_nnz[rows] > 0]
-        blob = _encode(indptr, indices, bits, rows, _SORTED_ORDER)
-        if compression == "gzip":
-            blob = gzip.compress(blob, compresslevel=6, mtime=0)
-        path = f"{prefix}-{s:05d}-of-{shards:05d}{suffix}"
-        _write_atomic(path, blob)
-        paths.append(path)
+    paths = [f"{prefix}-{s:05d}-of-{shards:05d}{suffix}" for s in range(shards)]
+    # Shards are encoded here one after the other and compressed and written in a few
+    # threads (zlib and file writes release the GIL), at most ``workers`` in flight.
+    workers = min(shards, os.cpu_count() or 1, _MAX_THREADS)
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        try:
+            for s in range(shards):
+                rows = np.arange(bounds[s], bounds[s + 1], dtype=np.int64)
+                if skip_empty:
+                    rows = rows[row_nnz[rows] > 0]
+                blob = _encode(indptr, indices, bits, rows, _SORTED_ORDER)
+                pending.append(pool.submit(_write_atomic, paths[s], blob, compression))
+                if len(pending) >= workers:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
     return paths
 
 
-def _encode(indptr, indices, bits, rows, order) -> bytes:
-    """The framed records of ``rows``, CRCs included, as one bytes object."""
+def _encode(indptr, indices, bits, rows, order) -> np.ndarray:
+    """The framed records of ``rows``, CRCs included, as one uint8 array."""
     lengths = np.empty(len(rows), dtype=np.int64)
     total = _record_sizes(indptr, indices, rows, lengths)
     out = np.empty(total, dtype=np.uint8)
     starts = _encode_records(indptr, indices, bits, rows, lengths, order, out)
-    data = out.tobytes()
+    data = out.tobytes()  # google_crc32c reads only bytes, not views of the array
     _put_crcs(out, starts, lengths, _length_crcs(lengths), _data_crcs(data, starts, lengths))
-    return out.tobytes()
+    return out
 
 
-def _write_atomic(path: str, blob: bytes) -> None:
+def _write_atomic(path: str, blob: np.ndarray, compression: str | None) -> None:
+    """Write ``blob`` (GZIP-compressed if asked) to a temporary name, then rename it."""
+    if compression == "gzip":
+        # One gzip member with mtime 0, at zlib's default level as TensorFlow uses.
+        blob = zlib.compress(blob, 6, wbits=31)
     directory, base = os.path.split(path)
     tmp = os.path.join(directory, f".{base}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
