@@ -295,6 +295,21 @@ def test_round_trip(m, shards, compression, skip_empty):
         assert n_records == expected
 
 
+@settings(max_examples=40, deadline=None)
+@given(m=sparse_matrices(), tf_order=st.booleans(), keep_empty=st.booleans())
+def test_encoder_matches_the_independent_encoder(m, tf_order, keep_empty):
+    order = ("key", "indices", "values") if tf_order else ("indices", "key", "values")
+    rows = np.flatnonzero(np.diff(m.indptr) >= (0 if keep_empty else 1))
+    expected = b"".join(
+        frame(row_example(int(i), m[i].indices.tolist(), m[i].data.tolist(), order)) for i in rows
+    )
+    slots = np.array([{"indices": 0, "key": 1, "values": 2}[name] for name in order])
+    got = tfrecord._encode(
+        m.indptr.astype(np.int64), m.indices, m.data.view(np.uint32), rows, slots
+    )
+    assert bytes(got) == expected
+
+
 def test_n_rows_defaults_to_max_key_plus_one(tmp_path):
     m = sp.csr_matrix(np.array([[0, 0], [0, 2.5], [0, 0]], np.float32))
     write_tfrecords(m, tmp_path / "a")

@@ -16,6 +16,11 @@ layout of Google's recommendation course (``items_for_user`` / ``users_for_item`
 - ``indices``: Int64List, the column indices of the row's non-zeros;
 - ``values``: FloatList, their values (float32).
 
+Written files serialize each Example as protobuf's deterministic serialization does (packed
+lists, map entries sorted by name: ``indices``, ``key``, ``values``). TensorFlow's Python
+writer keeps insertion order instead; both are the same message to any protobuf parser, and
+apart from that order walsrec's bytes are TensorFlow's (see tests/README.md).
+
 Decoding and encoding are numba kernels over one byte buffer per file; Python only loops
 over records to compute CRC32C with ``google_crc32c`` (about 0.25 µs per call), never over
 non-zeros. TensorFlow is not needed, and files stay byte-compatible with it both ways.
@@ -52,7 +57,6 @@ _MAX_THREADS = 8  # files read or written at once
 # Feature slots, in the order protobuf's deterministic map serialization sorts the keys.
 _INDICES, _KEY, _VALUES = 0, 1, 2
 _SORTED_ORDER = np.array([_INDICES, _KEY, _VALUES], dtype=np.int64)
-_NAMES = ("indices", "key", "values")
 
 # Feature.kind oneof field numbers.
 _KIND_NONE, _KIND_BYTES, _KIND_FLOAT, _KIND_INT64 = 0, 1, 2, 3
