@@ -1,0 +1,337 @@
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from walsrec.errors import DataFormatError, InvalidParameterError
+from walsrec.serving.export import list_exports, read_export
+from walsrec.training import column_weights_from_counts, load_config, train
+
+KW = dict(embedding_dim=8, threads=1, seed=3)
+
+
+def _lines(model_dir):
+    return [json.loads(x) for x in (model_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_evaluates_checkpoints_and_exports(data_dir, tmp_path):
+    md = tmp_path / "m"
+    res = train(data=str(data_dir), model_dir=str(md), sweeps=3, keep_checkpoints=2, **KW)
+    lines = _lines(md)
+    assert lines[0]["model"] == "most-popular"
+    evals = [r for r in lines if r["model"] == "wals"]
+    assert [r["step"] for r in evals] == [2, 4, 6] and [r["sweep"] for r in evals] == [1, 2, 3]
+    for name in (
+        "loss",
+        "rwse",
+        "rmse",
+        "precision@10",
+        "recall@10",
+        "map@10",
+        "ndcg@10",
+        "auc",
+        "coverage",
+    ):
+        assert np.isfinite(evals[-1][name]), name
+    assert evals[0]["loss"] > evals[1]["loss"] > evals[2]["loss"]
+    # a model beats most-popular on planted tastes after three sweeps
+    assert evals[-1]["ndcg@10"] > lines[0]["ndcg@10"]
+    assert (md / "training_curve.png").stat().st_size > 10_000
+    assert sorted(p.name for p in (md / "checkpoints").iterdir()) == [
+        "step-000000004",
+        "step-000000006",
+    ]
+    exp = read_export(md)
+    assert exp.path == res.export_path
+    np.testing.assert_array_equal(exp.user_factors, res.model.user_factors_)
+    np.testing.assert_array_equal(exp.item_factors, res.model.item_factors_)
+    assert exp.meta["metrics"]["ndcg@10"] == evals[-1]["ndcg@10"]
+    assert exp.meta["hyperparameters"]["embedding_dim"] == 8
+    saved = json.loads((md / "config.json").read_text())
+    assert saved["embedding_dim"] == 8 and saved["sweeps"] == 3
+
+
+def test_resume_ends_with_the_factors_of_an_uninterrupted_run(data_dir, tmp_path):
+    full = train(data=str(data_dir), model_dir=str(tmp_path / "a"), sweeps=4, **KW)
+    first = train(data=str(data_dir), model_dir=str(tmp_path / "b"), sweeps=2, **KW)
+    assert first.steps == 4
+    resumed = train(data=str(data_dir), model_dir=str(tmp_path / "b"), sweeps=4, **KW)
+    assert resumed.resumed_from_step == 4 and resumed.steps == 8
+    np.testing.assert_array_equal(resumed.model.user_factors_, full.model.user_factors_)
+    np.testing.assert_array_equal(resumed.model.item_factors_, full.model.item_factors_)
+    assert resumed.model.loss_ == full.model.loss_
+    assert [r["step"] for r in _lines(tmp_path / "b")[1:]] == [2, 4, 6, 8]
+    assert len(list_exports(tmp_path / "b" / "export")) == 2
+    # nothing left to do: no new training, no duplicate export
+    again = train(data=str(data_dir), model_dir=str(tmp_path / "b"), sweeps=4, **KW)
+    assert again.export_path == resumed.export_path
+    assert len(list_exports(tmp_path / "b" / "export")) == 2
+
+
+def test_sigkill_at_a_random_point_then_resume(data_dir, tmp_path):
+    md = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "walsrec",
+        "train",
+        "--data",
+        str(data_dir),
+        "--model-dir",
+        str(md),
+        "--sweeps",
+        "40",
+        "--embedding-dim",
+        "24",
+        "--threads",
+        "1",
+        "--seed",
+        "5",
+        "--eval-every",
+        "10",
+        "--quiet",
+    ]
+    rng = random.Random(os.getpid())
+    for _attempt in range(3):
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while not any((md / "checkpoints").glob("step-*")) and time.time() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL:
+            break
+        shutil.rmtree(md)  # it finished first: try again with a fresh MODEL_DIR
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not list(md.glob("export/[0-9]*"))  # killed before the end
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    reference = subprocess.run(
+        [*args[:7], str(tmp_path / "ref"), *args[8:]], capture_output=True, text=True
+    )
+    assert reference.returncode == 0, reference.stderr
+    a, b = read_export(md), read_export(tmp_path / "ref")
+    np.testing.assert_array_equal(a.user_factors, b.user_factors)
+    np.testing.assert_array_equal(a.item_factors, b.item_factors)
+    assert [r["step"] for r in _lines(md)[1:]] == [20, 40, 60, 80]
+
+
+def test_batches_of_rows_give_the_full_half_steps(data_dir, tmp_path):
+    whole = train(data=str(data_dir), model_dir=str(tmp_path / "a"), sweeps=2, **KW)
+    batched = train(
+        data=str(data_dir), model_dir=str(tmp_path / "b"), sweeps=2, batch_size=97, **KW
+    )
+    # rows are independent given the other side: batches change the schedule, not the math
+    np.testing.assert_allclose(
+        batched.model.user_factors_, whole.model.user_factors_, rtol=1e-5, atol=1e-6
+    )
+    n_users, n_items = whole.model.user_factors_.shape[0], whole.model.item_factors_.shape[0]
+    per_sweep = -(-n_users // 97) + -(-n_items // 97)
+    assert batched.steps == 2 * per_sweep
+
+
+def test_train_steps_and_eval_every_count_steps(data_dir, tmp_path):
+    res = train(
+        data=str(data_dir),
+        model_dir=str(tmp_path / "m"),
+        train_steps=7,
+        batch_size=200,
+        eval_every=3,
+        **KW,
+    )
+    assert res.steps == 7
+    assert [r["step"] for r in _lines(tmp_path / "m")[1:]] == [3, 6, 7]
+
+
+def test_early_stopping_exports_the_best(data_dir, tmp_path):
+    res = train(
+        data=str(data_dir),
+        model_dir=str(tmp_path / "m"),
+        sweeps=40,
+        early_stopping_metric="ndcg@10",
+        patience=2,
+        regularization=0.0001,
+        embedding_dim=32,
+        threads=1,
+        seed=1,
+    )
+    evals = res.evaluations
+    best = max(evals, key=lambda r: r["ndcg@10"])
+    assert res.stopped_early and len(evals) < 40
+    assert [r["ndcg@10"] for r in evals[-2:]] <= [best["ndcg@10"]] * 2
+    exp = read_export(res.export_path)
+    assert exp.meta["metrics"]["step"] == best["step"]
+    assert exp.meta["metrics"]["ndcg@10"] == best["ndcg@10"]
+    assert exp.meta["training"]["stopped_early"] is True
+
+
+def test_conflicting_settings_are_refused_and_overwrite_starts_over(data_dir, tmp_path):
+    md = str(tmp_path / "m")
+    train(data=str(data_dir), model_dir=md, sweeps=1, **KW)
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"holds a model trained with other settings "
+        r"\(embedding_dim: 8 -> 16\)\. Use another --model-dir, or --overwrite",
+    ):
+        train(data=str(data_dir), model_dir=md, sweeps=1, embedding_dim=16, threads=1, seed=3)
+    res = train(
+        data=str(data_dir),
+        model_dir=md,
+        sweeps=1,
+        embedding_dim=16,
+        threads=1,
+        seed=3,
+        overwrite=True,
+    )
+    assert res.resumed_from_step is None
+    assert res.model.user_factors_.shape[1] == 16
+    assert len(list_exports(tmp_path / "m" / "export")) == 1
+
+
+def test_tfrecord_inputs_match_data_dir_and_are_cached(data_dir, tmp_path, monkeypatch):
+    base = train(data=str(data_dir), model_dir=str(tmp_path / "a"), sweeps=2, **KW)
+    rec = dict(
+        train_rows=str(data_dir / "train" / "items_for_user-*"),
+        train_cols=str(data_dir / "train" / "users_for_item-*"),
+        eval_rows=str(data_dir / "eval" / "items_for_user-*"),
+        eval_cols=str(data_dir / "eval" / "users_for_item-*"),
+    )
+    res = train(model_dir=str(tmp_path / "b"), sweeps=2, **rec, **KW)
+    np.testing.assert_array_equal(res.model.user_factors_, base.model.user_factors_)
+    assert _lines(tmp_path / "b")[-1]["ndcg@10"] == _lines(tmp_path / "a")[-1]["ndcg@10"]
+    assert read_export(res.export_path).users == read_export(base.export_path).users
+    assert (tmp_path / "b" / "cache" / "key.json").is_file()
+
+    def fail(*a, **k):
+        raise AssertionError("records parsed again instead of read from the cache")
+
+    monkeypatch.setattr("walsrec.data.tfrecord.read_tfrecords", fail)
+    again = train(model_dir=str(tmp_path / "b"), sweeps=3, **rec, **KW)
+    assert again.steps == 6
+
+
+def _vocab_sizes(data_dir):
+    return tuple(
+        len((data_dir / "vocab" / f).read_text().split()) for f in ("users.txt", "items.txt")
+    )
+
+
+def test_swapped_rows_and_columns_records_are_an_error(data_dir, tmp_path):
+    n_users, n_items = _vocab_sizes(data_dir)
+    with pytest.raises(
+        DataFormatError,
+        match=r"users_for_item-00000-of-00001\.tfrecord: record "
+        rf"\d+ \(0-based\): column index \d+ in 'indices' is >= "
+        rf"vocab_size={n_items}\. Were the rows read with the wrong vocabulary",
+    ):
+        train(
+            model_dir=str(tmp_path / "m"),
+            sweeps=1,
+            num_rows=n_users,
+            num_cols=n_items,
+            train_rows=str(data_dir / "train" / "users_for_item-*"),
+            train_cols=str(data_dir / "train" / "items_for_user-*"),
+            **KW,
+        )
+
+
+def test_rows_and_columns_of_different_data_are_an_error(data_dir, tmp_path):
+    with pytest.raises(
+        DataFormatError,
+        match=r"do not hold the same matrix.*Are the "
+        "items_for_user and users_for_item files swapped, or from different data",
+    ):
+        train(
+            model_dir=str(tmp_path / "m"),
+            sweeps=1,
+            train_rows=str(data_dir / "train" / "items_for_user-*"),
+            train_cols=str(data_dir / "eval" / "users_for_item-*"),
+            **KW,
+        )
+
+
+def test_wrong_num_cols_is_the_course_quiz_error(data_dir, tmp_path):
+    n_items = len((data_dir / "vocab" / "items.txt").read_text().split())
+    with pytest.raises(DataFormatError, match=r"index .* vocab"):
+        train(
+            model_dir=str(tmp_path / "m"),
+            sweeps=1,
+            num_cols=n_items - 50,
+            train_rows=str(data_dir / "train" / "items_for_user-*"),
+            train_cols=str(data_dir / "train" / "users_for_item-*"),
+            **KW,
+        )
+
+
+def test_column_weights_from_counts():
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix(np.array([[1, 0, 1], [1, 0, 0], [1, 0, 0], [1, 0, 1.0]]))
+    np.testing.assert_allclose(
+        column_weights_from_counts(m, "linear", factor=130), [130 / 4, 0, 130 / 2]
+    )
+    np.testing.assert_allclose(
+        column_weights_from_counts(m, "log", exponent=0.08), [0.25**0.08, 0, 0.5**0.08]
+    )
+
+
+def test_config_file_with_overrides(tmp_path):
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('[train]\nembedding-dim = 48\nsolver = "cg"\nsweeps = 4\n')
+    cfg = load_config(cfg_file, model_dir="m", data="d", sweeps=None, embedding_dim=12)
+    assert (cfg.embedding_dim, cfg.solver, cfg.sweeps) == (12, "cg", 4)
+    cfg_file.write_text("embedding_dims = 3\n")
+    with pytest.raises(InvalidParameterError, match=r"c\.toml: unknown setting 'embedding_dims'"):
+        load_config(cfg_file, model_dir="m", data="d")
+    cfg_file.write_text("embedding_dim = \n")
+    with pytest.raises(DataFormatError, match=r"c\.toml: not valid TOML"):
+        load_config(cfg_file, model_dir="m", data="d")
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(embedding_dim=0), r"'embedding_dim' setting of train must be an int >= 1. Got 0"),
+        (dict(solver="lu"), r"'solver' setting of train must be 'cholesky' or 'cg'. Got 'lu'"),
+        (dict(sweeps=3, train_steps=5), r"'sweeps' and 'train_steps' of train exclude each other"),
+        (
+            dict(regularization=-1.0),
+            r"'regularization' setting of train must be a finite "
+            r"number >= 0. Got -1.0",
+        ),
+        (
+            dict(early_stopping_metric="ndcg@5"),
+            r"'early_stopping_metric' setting of train must "
+            r"be one of precision@10, .*Got 'ndcg@5'",
+        ),
+        (
+            dict(col_weights_from_counts="sqrt"),
+            r"'col_weights_from_counts' setting of train "
+            r"must be None, 'linear' or 'log'. Got 'sqrt'",
+        ),
+    ],
+)
+def test_invalid_settings(kw, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        load_config(model_dir="m", data="d", **kw)
+
+
+def test_missing_inputs():
+    with pytest.raises(InvalidParameterError, match=r"train needs its input: 'data'"):
+        load_config(model_dir="m")
+    with pytest.raises(InvalidParameterError, match=r"needs both 'train_rows'"):
+        load_config(model_dir="m", train_rows="x")
+    with pytest.raises(InvalidParameterError, match=r"'model_dir' setting of train is required"):
+        load_config(data="d")
