@@ -405,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    from walsrec.serving.commands import add_commands as add_serving_commands
+
+    add_serving_commands(sub)
     _add_demo(sub)
     return parser
 
