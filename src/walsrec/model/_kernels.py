@@ -52,12 +52,36 @@ def _cholesky_solve(m, n, b, diag_tol):
         ljj = np.sqrt(s)
         mj[j] = ljj
         inv = 1.0 / ljj
-        for i in range(j + 1, n):
+        # L[i, j] = (m[i, j] − L[i, :j]·L[j, :j]) / L[j, j], four rows i at a time so each
+        # load of L[j, :j] feeds four FMAs
+        i = j + 1
+        while i + 4 <= n:
+            m0 = m[i]
+            m1 = m[i + 1]
+            m2 = m[i + 2]
+            m3 = m[i + 3]
+            t0 = m0[j]
+            t1 = m1[j]
+            t2 = m2[j]
+            t3 = m3[j]
+            for p in range(j):
+                q = mj[p]
+                t0 -= m0[p] * q
+                t1 -= m1[p] * q
+                t2 -= m2[p] * q
+                t3 -= m3[p] * q
+            m0[j] = t0 * inv
+            m1[j] = t1 * inv
+            m2[j] = t2 * inv
+            m3[j] = t3 * inv
+            i += 4
+        while i < n:
             mi = m[i]
             t = mi[j]
             for p in range(j):
                 t -= mi[p] * mj[p]
             mi[j] = t * inv
+            i += 1
     # forward: L y = b
     for i in range(n):
         mi = m[i]
@@ -187,7 +211,32 @@ def solve_exact(
                     for b in range(a):
                         ma[b] = 0.0
                     ma[a] = d[a]
-                for p in range(start, end):
+                # M += Σ D_j ṽ_j ṽ_jᵀ (lower triangle), four entries per pass over M
+                p = start
+                while p + 4 <= end:
+                    v0 = fixed_rot[indices[p]]
+                    v1 = fixed_rot[indices[p + 1]]
+                    v2 = fixed_rot[indices[p + 2]]
+                    v3 = fixed_rot[indices[p + 3]]
+                    c0 = wdata[p] * adata[p]
+                    c1 = wdata[p + 1] * adata[p + 1]
+                    c2 = wdata[p + 2] * adata[p + 2]
+                    c3 = wdata[p + 3] * adata[p + 3]
+                    d0 = wdata[p] - w0
+                    d1 = wdata[p + 1] - w0
+                    d2 = wdata[p + 2] - w0
+                    d3 = wdata[p + 3] - w0
+                    for a in range(k):
+                        bvec[a] += c0 * v0[a] + c1 * v1[a] + c2 * v2[a] + c3 * v3[a]
+                        s0 = d0 * v0[a]
+                        s1 = d1 * v1[a]
+                        s2 = d2 * v2[a]
+                        s3 = d3 * v3[a]
+                        ma = m[a]
+                        for b in range(a + 1):
+                            ma[b] += s0 * v0[b] + s1 * v1[b] + s2 * v2[b] + s3 * v3[b]
+                    p += 4
+                while p < end:
                     vj = fixed_rot[indices[p]]
                     c = wdata[p] * adata[p]
                     dj = wdata[p] - w0
@@ -198,6 +247,7 @@ def solve_exact(
                         ma = m[a]
                         for b in range(a + 1):
                             ma[b] += s * vj[b]
+                    p += 1
                 if _cholesky_solve(m, k, bvec, diag_tol):
                     for a in range(k):
                         out[a] = bvec[a]
@@ -287,7 +337,7 @@ def solve_cg(indptr, indices, wdata, adata, rows, bounds, fixed, gram_w0, lam, w
                 out_t[a] = x[a]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
 def observed_loss(indptr, indices, wdata, adata, bounds, left, right, w0, out):
     """Per-row Σ_{j∈S_i} [W_ij (A_ij − u_i·v_j)² − w0 (u_i·v_j)²] in float64 into ``out[i]``.
 
@@ -302,9 +352,11 @@ def observed_loss(indptr, indices, wdata, adata, bounds, left, right, w0, out):
             acc_row = 0.0
             for p in range(indptr[i], indptr[i + 1]):
                 vj = right[indices[p]]
-                pred = 0.0
-                for a in range(k):
-                    pred += np.float64(ui[a]) * np.float64(vj[a])
+                # the dot in the factors' dtype (vectorised), the sums in float64
+                dot = ui[0] * vj[0]
+                for a in range(1, k):
+                    dot += ui[a] * vj[a]
+                pred = np.float64(dot)
                 err = np.float64(adata[p]) - pred
                 acc_row += np.float64(wdata[p]) * err * err - w0 * pred * pred
             out[i] = acc_row

@@ -42,18 +42,32 @@ def _needs_lock() -> bool:
         return True
 
 
+_CONTROLLER = None
+
+
+def _controller():
+    """One threadpoolctl controller per process: ``threadpool_limits`` rescans every loaded
+    library on each call (milliseconds), the controller's ``limit`` does not."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        import scipy.linalg  # noqa: F401  (load scipy's BLAS, which numba calls, first)
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
 @contextmanager
 def kernel_threads(n_threads: int) -> Iterator[None]:
     """Run the enclosed kernel launches on ``n_threads`` numba threads, BLAS at one thread."""
     import numba
-    from threadpoolctl import threadpool_limits
 
     lock = _LOCK if _needs_lock() else None
     if lock is not None:
         lock.acquire()
     previous = numba.get_num_threads()
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _controller().limit(limits=1, user_api="blas"):
             numba.set_num_threads(n_threads)
             yield
     finally:
@@ -64,8 +78,13 @@ def kernel_threads(n_threads: int) -> Iterator[None]:
 
 @contextmanager
 def blas_threads(n_threads: int) -> Iterator[None]:
-    """Cap BLAS at ``n_threads`` for the orchestration's own matrix products (Gramians)."""
-    from threadpoolctl import threadpool_limits
+    """BLAS for the orchestration's own small products (Gramians, k×k eigendecompositions,
+    rotations), between kernel launches.
 
-    with threadpool_limits(limits=n_threads, user_api="blas"):
+    One thread, whatever ``n_threads``: numba's OpenMP workers keep spinning for a while
+    after each launch, and threaded BLAS competing with them ran 10–100× slower than one
+    thread (a 64×64 ``eigh``: 0.35 ms on one thread, 9–28 ms threaded, 2 busy cores).
+    """
+    del n_threads
+    with _controller().limit(limits=1, user_api="blas"):
         yield

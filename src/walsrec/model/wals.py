@@ -110,9 +110,10 @@ def _check_sparse(x: Any, name: str, method: str, fmt: str) -> sp.spmatrix:
             f"Got {x.dtype} instead."
         )
     m = x.tocsr() if fmt == "csr" else x.tocsc()
-    if m is x or not m.has_canonical_format:
-        m = m.copy()
-    m.sum_duplicates()
+    if not m.has_canonical_format:
+        if m is x:  # never reorder the caller's matrix in place
+            m = m.copy()
+        m.sum_duplicates()
     if m.data.size and not np.isfinite(m.data).all():
         p = int(np.flatnonzero(~np.isfinite(m.data))[0])
         outer = int(np.searchsorted(m.indptr, p, side="right") - 1)
@@ -491,17 +492,19 @@ class WALS:
         factors = self.user_factors_ if which == "user" else self.item_factors_
         entry = self._cache.get(which)
         if entry is None or entry["array"] is not factors:
+            # In the factors' dtype: a float64 copy of a float32 matrix costs more than the
+            # product; the k×k result is then used in float64 (eigh, loss).
             with blas_threads(self._n_threads()):
-                f64 = factors.astype(np.float64, copy=False)
-                gram = f64.T @ f64
+                gram = (factors.T @ factors).astype(np.float64)
             entry = {"array": factors, "gram": gram}
             self._cache[which] = entry
         if need_rotation and "rot" not in entry:
-            g, q = np.linalg.eigh(entry["gram"])
-            g = np.clip(g, 0.0, None)  # G is PSD; eigh may return -1e-17
-            qd = q.astype(factors.dtype)
             with blas_threads(self._n_threads()):
+                # threaded LAPACK takes milliseconds on this 64×64 problem, 1 thread 0.3 ms
+                g, q = np.linalg.eigh(entry["gram"])
+                qd = q.astype(factors.dtype)
                 entry["rot"] = np.ascontiguousarray(factors @ qd)
+            g = np.clip(g, 0.0, None)  # G is PSD; eigh may return -1e-17
             entry["g"] = g
             entry["q"] = qd
         return entry
@@ -749,8 +752,8 @@ class WALS:
         gu = self._fixed_state("user", need_rotation=False)["gram"]
         gv = self._fixed_state("item", need_rotation=False)["gram"]
         data = float(per_row.sum()) + w0 * float(np.sum(gu * gv))
-        reg = float(side_rows.lam @ np.einsum("ij,ij->i", u, u, dtype=np.float64))
-        reg += float(side_cols_lam @ np.einsum("ij,ij->i", v, v, dtype=np.float64))
+        reg = float(side_rows.lam @ np.einsum("ij,ij->i", u, u).astype(np.float64))
+        reg += float(side_cols_lam @ np.einsum("ij,ij->i", v, v).astype(np.float64))
         sum_w = w0 * n_users * n_items + float(
             np.sum(side_rows.wdata, dtype=np.float64) - w0 * side_rows.wdata.shape[0]
         )
