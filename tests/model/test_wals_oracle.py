@@ -258,3 +258,18 @@ def test_hypothesis_row_step_matches_dense_solve(seed, n_users, n_items, k, dens
         model._update(side, np.arange(n_users), "user", path=path)
         scale = max(np.linalg.norm(want), 1.0)
         assert np.linalg.norm(model.user_factors_ - want) / scale < 1e-8
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_loss_fused_into_the_solve_kernels_matches_dense_objective(case, solver):
+    """fit records the loss from the per-row terms each solve kernel returns."""
+    model, x, w, big_w, a, lam_r, lam_c = _setup(case, "float64", 10)
+    model.set_params(solver=solver)
+    side = model._prepare(x, w, "test", by_rows=True)
+    side_c = model._prepare(x, w, "test", by_rows=False)
+    for s, which in ((side, "user"), (side_c, "item")):
+        observed = model._update(s, np.arange(s.n_rows), which).sum()
+        got = model._assemble_loss(observed, side, side_c.lam)[0]
+        want, _ = dense_loss(big_w, a, model.user_factors_, model.item_factors_, lam_r, lam_c)
+        assert got == pytest.approx(want, rel=1e-10)

@@ -99,6 +99,22 @@ def _cholesky_solve(m, n, b, diag_tol):
     return True
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _row_loss(indices, wdata, adata, start, end, fixed, x, w0):
+    """Σ_{j∈S_i} [W_ij (A_ij − x·v_j)² − w0 (x·v_j)²] in float64 (rotation-invariant)."""
+    k = x.shape[0]
+    acc_row = 0.0
+    for p in range(start, end):
+        vj = fixed[indices[p]]
+        dot = x[0] * vj[0]
+        for a in range(1, k):
+            dot += x[a] * vj[a]
+        pred = np.float64(dot)
+        err = np.float64(adata[p]) - pred
+        acc_row += np.float64(wdata[p]) * err * err - np.float64(w0) * pred * pred
+    return acc_row
+
+
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
 def solve_exact(
     indptr,
@@ -115,6 +131,7 @@ def solve_exact(
     diag_tol,
     out_rot,
     flags,
+    loss_out,
 ):
     """Exact half-step in the eigenbasis of G = Q diag(g) Qᵀ of the fixed factors.
 
@@ -124,6 +141,7 @@ def solve_exact(
     ``dbase`` = w0·g, ``lam[t]`` = λ_i. ``paths[t]`` = PATH_WOODBURY solves by Woodbury's
     identity when admissible (all d > 0 and all D_j ≥ 0), else the direct Cholesky is used.
     ``flags[t]`` = FLAG_SINGULAR when the direct system has a non-positive pivot.
+    ``loss_out[t]`` gets the row's observed loss terms with the new factors (``_row_loss``).
     """
     k = fixed_rot.shape[1]
     dt = fixed_rot.dtype
@@ -255,21 +273,60 @@ def solve_exact(
                     flags[t] = FLAG_SINGULAR
                     for a in range(k):
                         out[a] = 0.0
+            loss_out[t] = _row_loss(indices, wdata, adata, start, end, fixed_rot, out, w0)
+
+
+# Rows up to this many entries have their ṽ_j gathered into contiguous per-part scratch for
+# CG's repeated passes (random rows of Ṽ are read once instead of cg_steps + 2 times).
+CG_GATHER_MAX = 2048
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def solve_cg(indptr, indices, wdata, adata, rows, bounds, fixed, gram_w0, lam, w0, cg_steps, out):
-    """Conjugate-gradient half-step, warm-started from ``out[t]`` (implicit's CG).
+def solve_cg(
+    indptr,
+    indices,
+    wdata,
+    adata,
+    rows,
+    bounds,
+    fixed_rot,
+    dbase,
+    lam,
+    w0,
+    cg_steps,
+    out,
+    loss_out,
+):
+    """Conjugate-gradient half-step (implicit's CG), warm-started from ``out[t]``.
 
-    Runs ``cg_steps`` iterations on (w0·G + λ_i I + Σ_{j∈S_i} D_j v_j v_jᵀ) u_i
-    = Σ_{j∈S_i} W_ij A_ij v_j for row ``rows[t]``, in the original basis; ``gram_w0`` = w0·G.
+    Runs ``cg_steps`` iterations on row ``rows[t]``'s system in the eigenbasis of G, where
+    w0·G + λ_i I is the diagonal diag(``dbase`` + λ_i), so a matrix-vector product costs
+    O(k + n_i·k) instead of O(k² + n_i·k):
+        (diag(w0·g + λ_i) + Σ_{j∈S_i} D_j ṽ_j ṽ_jᵀ) ũ_i = Σ_{j∈S_i} W_ij A_ij ṽ_j.
+    CG is invariant under the orthogonal change of basis, so the iterates are implicit's,
+    rotated. ``out`` holds rotated factors ũ = Qᵀu on entry and on exit; ``loss_out[t]``
+    gets the row's observed loss terms with the new factors.
     """
-    k = fixed.shape[1]
-    dt = fixed.dtype
+    k = fixed_rot.shape[1]
+    dt = fixed_rot.dtype
     n_parts = bounds.shape[0] - 1
     for part in prange(n_parts):
         lo = bounds[part]
         hi = bounds[part + 1]
+        cap = 1
+        for t in range(lo, hi):
+            r = rows[t]
+            ln = indptr[r + 1] - indptr[r]
+            if ln > cap:
+                cap = ln
+        if cap > CG_GATHER_MAX:
+            cap = CG_GATHER_MAX
+        gath = np.empty((cap, k), dtype=dt)
+        local = np.empty(cap, dtype=indices.dtype)
+        for q in range(cap):
+            local[q] = q
+        dq = np.empty(cap, dtype=dt)
+        d = np.empty(k, dtype=dt)
         x = np.empty(k, dtype=dt)
         res = np.empty(k, dtype=dt)
         pv = np.empty(k, dtype=dt)
@@ -278,22 +335,34 @@ def solve_cg(indptr, indices, wdata, adata, rows, bounds, fixed, gram_w0, lam, w
             r = rows[t]
             start = indptr[r]
             end = indptr[r + 1]
+            n = end - start
             lam_t = lam[t]
             out_t = out[t]
+            gathered = n <= cap
+            if gathered:
+                src = gath
+                idx = local
+                for q in range(n):
+                    vj = fixed_rot[indices[start + q]]
+                    gq = gath[q]
+                    for a in range(k):
+                        gq[a] = vj[a]
+            else:
+                src = fixed_rot
+                idx = indices[start:end]
+            # r = b − M x
             for a in range(k):
+                d[a] = dbase[a] + lam_t
                 x[a] = out_t[a]
-            # r = b − A x
-            for a in range(k):
-                ga = gram_w0[a]
-                acc = 0.0
-                for b in range(k):
-                    acc += ga[b] * x[b]
-                res[a] = -acc - lam_t * x[a]
-            for p in range(start, end):
-                vj = fixed[indices[p]]
-                acc = 0.0
-                for a in range(k):
+                res[a] = -d[a] * x[a]
+            for q in range(n):
+                p = start + q
+                vj = src[idx[q]]
+                acc = vj[0] * x[0]
+                for a in range(1, k):
                     acc += vj[a] * x[a]
+                if gathered:
+                    dq[q] = wdata[p] - w0
                 coef = wdata[p] * adata[p] - (wdata[p] - w0) * acc
                 for a in range(k):
                     res[a] += coef * vj[a]
@@ -305,17 +374,13 @@ def solve_cg(indptr, indices, wdata, adata, rows, bounds, fixed, gram_w0, lam, w
                 if rs < 1e-20:
                     break
                 for a in range(k):
-                    ga = gram_w0[a]
-                    acc = 0.0
-                    for b in range(k):
-                        acc += ga[b] * pv[b]
-                    ap[a] = acc + lam_t * pv[a]
-                for p in range(start, end):
-                    vj = fixed[indices[p]]
-                    acc = 0.0
-                    for a in range(k):
+                    ap[a] = d[a] * pv[a]
+                for q in range(n):
+                    vj = src[idx[q]]
+                    acc = vj[0] * pv[0]
+                    for a in range(1, k):
                         acc += vj[a] * pv[a]
-                    coef = (wdata[p] - w0) * acc
+                    coef = (dq[q] if gathered else wdata[start + q] - w0) * acc
                     for a in range(k):
                         ap[a] += coef * vj[a]
                 pap = 0.0
@@ -333,6 +398,17 @@ def solve_cg(indptr, indices, wdata, adata, rows, bounds, fixed, gram_w0, lam, w
                 for a in range(k):
                     pv[a] = res[a] + beta * pv[a]
                 rs = rsnew
+            acc_row = 0.0
+            for q in range(n):
+                p = start + q
+                vj = src[idx[q]]
+                dot = x[0] * vj[0]
+                for a in range(1, k):
+                    dot += x[a] * vj[a]
+                pred = np.float64(dot)
+                err = np.float64(adata[p]) - pred
+                acc_row += np.float64(wdata[p]) * err * err - np.float64(w0) * pred * pred
+            loss_out[t] = acc_row
             for a in range(k):
                 out_t[a] = x[a]
 

@@ -575,8 +575,9 @@ class WALS:
         axis: str,
         solver: str | None = None,
         path: str = "auto",
-    ) -> np.ndarray:
-        """New factors for ``rows`` of one side (not yet stored)."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """New factors for ``rows`` of one side (not yet stored), and each row's observed
+        loss terms Σ_{j∈S_i} [W_ij (A_ij − u_i·v_j)² − w0 (u_i·v_j)²] with them (float64)."""
         kern = _kernels()
         solver = solver or self.solver
         dt = self._np_dtype
@@ -587,6 +588,7 @@ class WALS:
         lam = np.ascontiguousarray(side.lam[rows])
         paths, bounds = self._partition(side, rows, solver)
         n_threads = self._n_threads()
+        row_loss = np.empty(rows.shape[0], dtype=np.float64)
         if solver == "cholesky":
             state = self._fixed_state(fixed_which, need_rotation=True)
             if path == "direct":
@@ -614,16 +616,16 @@ class WALS:
                     diag_tol,
                     out_rot,
                     flags,
+                    row_loss,
                 )
             if flags.any():
                 self._raise_singular(axis, rows[flags != 0], side)
             with blas_threads(n_threads):
                 new = out_rot @ state["q"].T
         else:
-            state = self._fixed_state(fixed_which, need_rotation=False)
-            fixed = self.item_factors_ if fixed_which == "item" else self.user_factors_
-            gram_w0 = np.ascontiguousarray(w0 * state["gram"], dtype=dt)
-            new = np.ascontiguousarray(current[rows], dtype=dt)
+            state = self._fixed_state(fixed_which, need_rotation=True)
+            with blas_threads(n_threads):
+                x_rot = np.ascontiguousarray(current[rows] @ state["q"], dtype=dt)
             with kernel_threads(n_threads):
                 kern.solve_cg(
                     side.indptr,
@@ -632,19 +634,22 @@ class WALS:
                     side.adata,
                     rows,
                     bounds,
-                    fixed,
-                    gram_w0,
+                    state["rot"],
+                    w0 * state["g"],
                     lam,
                     dt.type(w0),
                     int(self.cg_steps),
-                    new,
+                    x_rot,
+                    row_loss,
                 )
+            with blas_threads(n_threads):
+                new = x_rot @ state["q"].T
         if not np.isfinite(new).all():
             raise SingularSystemError(
                 f"The {axis} half-step produced non-finite factors (an ill-conditioned system "
                 f"or overflowing data). Increase 'regularization' (now {self.regularization})."
             )
-        return new
+        return new, row_loss
 
     def _rows_arg(self, rows, n: int, name: str, method: str) -> np.ndarray:
         if rows is None:
@@ -712,17 +717,19 @@ class WALS:
         self._update(side, cols, "item")
         return self
 
-    def _update(self, side: _Side, rows: np.ndarray, which: str, path: str = "auto") -> None:
+    def _update(self, side: _Side, rows: np.ndarray, which: str, path: str = "auto") -> np.ndarray:
+        """Solve and store ``rows`` of one side; returns their observed loss terms."""
         current = self.user_factors_ if which == "user" else self.item_factors_
         fixed_which = "item" if which == "user" else "user"
         axis = "row" if which == "user" else "column"
-        new = self._solve(side, rows, fixed_which, current, axis, path=path)
+        new, row_loss = self._solve(side, rows, fixed_which, current, axis, path=path)
         if rows.shape[0] == current.shape[0] and np.array_equal(rows, np.arange(rows.shape[0])):
             factors = new
         else:
             factors = current.copy()
             factors[rows] = new
         self._set_factors(which, factors)
+        return row_loss
 
     # ------------------------------------------------------------------ loss
 
@@ -731,11 +738,8 @@ class WALS:
     ) -> tuple[float, float, float]:
         """(L, data term, Σ_all W) for the current factors; ``side_rows`` is the row orientation."""
         kern = _kernels()
-        u, v = self.user_factors_, self.item_factors_
-        w0 = float(self.unobserved_weight)
-        n_users, n_items = u.shape[0], v.shape[0]
-        rows = np.arange(n_users)
-        _, bounds = self._partition(side_rows, rows, "loss")
+        n_users = self.user_factors_.shape[0]
+        _, bounds = self._partition(side_rows, np.arange(n_users), "loss")
         per_row = np.empty(n_users, dtype=np.float64)
         with kernel_threads(self._n_threads()):
             kern.observed_loss(
@@ -744,17 +748,26 @@ class WALS:
                 side_rows.wdata,
                 side_rows.adata,
                 bounds,
-                u,
-                v,
-                w0,
+                self.user_factors_,
+                self.item_factors_,
+                float(self.unobserved_weight),
                 per_row,
             )
+        return self._assemble_loss(float(per_row.sum()), side_rows, side_cols_lam)
+
+    def _assemble_loss(
+        self, observed: float, side_rows: _Side, side_cols_lam: np.ndarray
+    ) -> tuple[float, float, float]:
+        """(L, data term, Σ_all W) from Σ_obs [W (A − p)² − w0 p²] and the Gramians:
+        the unobserved part Σ_all w0 (u_i·v_j)² = w0·trace(UᵀU VᵀV) is never densified."""
+        u, v = self.user_factors_, self.item_factors_
+        w0 = float(self.unobserved_weight)
         gu = self._fixed_state("user", need_rotation=False)["gram"]
         gv = self._fixed_state("item", need_rotation=False)["gram"]
-        data = float(per_row.sum()) + w0 * float(np.sum(gu * gv))
+        data = observed + w0 * float(np.sum(gu * gv))
         reg = float(side_rows.lam @ np.einsum("ij,ij->i", u, u).astype(np.float64))
         reg += float(side_cols_lam @ np.einsum("ij,ij->i", v, v).astype(np.float64))
-        sum_w = w0 * n_users * n_items + float(
+        sum_w = w0 * u.shape[0] * v.shape[0] + float(
             np.sum(side_rows.wdata, dtype=np.float64) - w0 * side_rows.wdata.shape[0]
         )
         return data + reg, max(data, 0.0), sum_w
@@ -831,10 +844,11 @@ class WALS:
         try:
             previous = None
             for sweep in range(1, self.sweeps + 1):
-                self._update(rows_side, all_rows, "user")
-                self.loss_.append(self._loss_parts(rows_side, cols_side.lam)[0])
-                self._update(cols_side, all_cols, "item")
-                current, data, sum_w = self._loss_parts(rows_side, cols_side.lam)
+                # the kernels return each row's observed loss terms with its new factors
+                observed = float(self._update(rows_side, all_rows, "user").sum())
+                self.loss_.append(self._assemble_loss(observed, rows_side, cols_side.lam)[0])
+                observed = float(self._update(cols_side, all_cols, "item").sum())
+                current, data, sum_w = self._assemble_loss(observed, rows_side, cols_side.lam)
                 self.loss_.append(current)
                 self.n_iter_ = sweep
                 self.rwse_ = float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
@@ -918,7 +932,8 @@ class WALS:
         rows = np.arange(m.shape[0], dtype=np.int64)
         axis = "row" if by_rows else "column"
         current = np.zeros((m.shape[0], self.embedding_dim), dtype=dt)
-        return self._solve(side, rows, "item" if by_rows else "user", current, axis, "cholesky")
+        fixed_which = "item" if by_rows else "user"
+        return self._solve(side, rows, fixed_which, current, axis, "cholesky")[0]
 
     def project_rows(self, new_user_items, weights=None, row_weights=None) -> np.ndarray:
         """Fold in unseen users: the exact row solve against the fixed item factors.
