@@ -342,11 +342,12 @@ def _cmd_evaluate(args) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="generate the built-in news-visits dataset and prepare it",
+        help="the whole flow on the built-in dataset: generate, prepare, train, evaluate",
         description=(
             "Generate the built-in dataset (news-site visits with session durations, like "
-            "the course's data), write it as CSV and prepare it with the course's "
-            "scaled-median rating and a held-out split."
+            "the course's data), prepare it with the course's scaled-median rating and a "
+            "held-out split, train WALS with evaluation and export, and print the model's "
+            "held-out metrics next to most-popular."
         ),
         epilog="example:\n  walsrec demo --workdir walsrec-demo\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -355,6 +356,7 @@ def _add_demo(sub) -> None:
         "--workdir", default="walsrec-demo", help="where to write (default: walsrec-demo)"
     )
     p.add_argument("--interactions", type=int, default=200_000, help="visits to generate")
+    p.add_argument("--sweeps", type=int, default=8, help="training sweeps (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 
@@ -366,6 +368,7 @@ def _cmd_demo(args) -> int:
 
     from walsrec.data.prepare import prepare
     from walsrec.datasets import generate_visits
+    from walsrec.training import train
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -373,9 +376,10 @@ def _cmd_demo(args) -> int:
     table = generate_visits(args.interactions, seed=args.seed)
     csv_path = workdir / "visits.csv"
     pcsv.write_csv(table, csv_path)
+    data_dir, model_dir = workdir / "data", workdir / "model"
     meta = prepare(
         [str(csv_path)],
-        workdir / "data",
+        data_dir,
         user_col="visitor_id",
         item_col="article_id",
         rating_col="session_duration",
@@ -388,8 +392,28 @@ def _cmd_demo(args) -> int:
         progress=lambda m: _stderr(f"prepare: {m}"),
     )
     print(f"Wrote {csv_path} ({table.num_rows:,} visits)")
-    print(_prepare_summary(meta, workdir / "data"))
-    print(f"\nNext: look at the files under {workdir / 'data'} (meta.json, vocab/, train/, eval/).")
+    print(_prepare_summary(meta, data_dir))
+    result = train(
+        data=str(data_dir),
+        model_dir=str(model_dir),
+        sweeps=args.sweeps,
+        seed=args.seed,
+        overwrite=True,
+        show_progress=True,
+        log=lambda m: _stderr(f"train: {m}"),
+    )
+    print(
+        f"\nTrained {result.steps // 2} sweeps; held-out metrics (top 10, training items excluded):"
+    )
+    print(_metrics_table(result.evaluations[-1], result.baseline))
+    print(f"\nExported {result.export_path}")
+    print(f"Training curve: {model_dir / 'training_curve.png'}")
+    print(
+        "\nNext:\n"
+        f"  walsrec evaluate --model {model_dir} --data {data_dir}\n"
+        f"  walsrec train --data {data_dir} --model-dir {model_dir} --sweeps {args.sweeps + 4}"
+        "   # resumes and continues"
+    )
     return 0
 
 
