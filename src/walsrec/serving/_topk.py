@@ -1,0 +1,156 @@
+"""Top-k selection kernels for serving, and their slow NumPy twins.
+
+Order everywhere: score descending, ties by item index ascending. A candidate is an item
+that is neither in the row's excluded (seen) indices nor marked in ``banned``. Each kernel
+walks the candidates once, gap by gap between the sorted excluded indices (no per-item
+membership test), keeping the best k in a heap whose root is the worst kept item.
+
+Outputs are padded with item -1 and score -inf when fewer than k candidates exist.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["topk_block", "topk_block_numpy", "topk_one", "topk_one_numpy"]
+
+
+@njit(cache=True, inline="always")
+def _worse(sa, ja, sb, jb):
+    """(sa, ja) ranks below (sb, jb): lower score, or the same score and a larger index."""
+    return sa < sb or (sa == sb and ja > jb)
+
+
+@njit(cache=True)
+def _sift_down(hs, hi, n, pos):
+    """Restore the heap (worst at the root) below ``pos`` over the first n entries."""
+    while True:
+        c = 2 * pos + 1
+        if c >= n:
+            return
+        if c + 1 < n and _worse(hs[c + 1], hi[c + 1], hs[c], hi[c]):
+            c += 1
+        if _worse(hs[c], hi[c], hs[pos], hi[pos]):
+            hs[c], hs[pos] = hs[pos], hs[c]
+            hi[c], hi[pos] = hi[pos], hi[c]
+            pos = c
+        else:
+            return
+
+
+@njit(cache=True)
+def _sift_up(hs, hi, pos):
+    while pos > 0:
+        parent = (pos - 1) // 2
+        if _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
+            hs[pos], hs[parent] = hs[parent], hs[pos]
+            hi[pos], hi[parent] = hi[parent], hi[pos]
+            pos = parent
+        else:
+            return
+
+
+@njit(cache=True)
+def _select(row, excluded, banned, k, out_items, out_scores):
+    """Best k candidates of ``row`` into out_items/out_scores (best first); returns the count.
+
+    ``excluded``: sorted item indices to skip; ``banned``: bool mask over items, or empty.
+    """
+    n_items = row.shape[0]
+    use_banned = banned.shape[0] > 0
+    n = 0
+    p = 0
+    n_ex = excluded.shape[0]
+    start = 0
+    while start < n_items:
+        # skip excluded indices below start (and duplicates)
+        while p < n_ex and excluded[p] < start:
+            p += 1
+        stop = n_items
+        if p < n_ex:
+            stop = excluded[p]
+        for j in range(start, stop):
+            if use_banned and banned[j]:
+                continue
+            s = row[j]
+            if s != s:  # NaN never ranks
+                continue
+            if n < k:
+                out_scores[n] = s
+                out_items[n] = j
+                _sift_up(out_scores, out_items, n)
+                n += 1
+            elif s > out_scores[0]:
+                # j exceeds every kept index, so a tie with the worst kept item loses
+                out_scores[0] = s
+                out_items[0] = j
+                _sift_down(out_scores, out_items, k, 0)
+        start = stop + 1
+    # heap sort: pop the worst to the back, leaving best first
+    m = n
+    while m > 1:
+        m -= 1
+        out_scores[0], out_scores[m] = out_scores[m], out_scores[0]
+        out_items[0], out_items[m] = out_items[m], out_items[0]
+        _sift_down(out_scores, out_items, m, 0)
+    for c in range(n, out_items.shape[0]):
+        out_items[c] = -1
+        out_scores[c] = -np.inf
+    return n
+
+
+@njit(cache=True)
+def topk_one(scores, excluded, banned, k, out_items, out_scores):
+    """Top-k of one score vector (n_items,), sequential: safe from any number of threads."""
+    return _select(scores, excluded, banned, k, out_items, out_scores)
+
+
+@njit(cache=True, parallel=True)
+def topk_block(scores, users, indptr, indices, exclude_seen, banned, k, out_items, out_scores):
+    """Top-k of each row of ``scores`` (m × n_items); row i belongs to user ``users[i]``.
+
+    With ``exclude_seen`` the user's training items ``indices[indptr[u]:indptr[u+1]]``
+    (sorted) are skipped. Writes out_items/out_scores (m × k), best first.
+    """
+    m = scores.shape[0]
+    empty = indices[:0]
+    for i in prange(m):
+        u = users[i]
+        if exclude_seen:
+            ex = indices[indptr[u] : indptr[u + 1]]
+        else:
+            ex = empty
+        _select(scores[i], ex, banned, k, out_items[i], out_scores[i])
+
+
+# --------------------------------------------------------------------------- NumPy twins
+
+
+def topk_one_numpy(scores, excluded, banned, k, out_items, out_scores):
+    """Slow twin of :func:`topk_one`."""
+    n_items = scores.shape[0]
+    cand = np.ones(n_items, dtype=bool)
+    cand[np.asarray(excluded, dtype=np.int64)] = False
+    if banned.shape[0]:
+        cand &= ~banned
+    cand &= ~np.isnan(scores)
+    idx = np.flatnonzero(cand)
+    s = scores[idx]
+    order = np.lexsort((idx, -s))[:k]
+    n = order.shape[0]
+    out_items[:n] = idx[order]
+    out_scores[:n] = s[order]
+    out_items[n:] = -1
+    out_scores[n:] = -np.inf
+    return n
+
+
+def topk_block_numpy(
+    scores, users, indptr, indices, exclude_seen, banned, k, out_items, out_scores
+):
+    """Slow twin of :func:`topk_block`."""
+    for i in range(scores.shape[0]):
+        u = users[i]
+        ex = indices[indptr[u] : indptr[u + 1]] if exclude_seen else indices[:0]
+        topk_one_numpy(scores[i], ex, banned, k, out_items[i], out_scores[i])

@@ -1,0 +1,638 @@
+"""A loaded export that answers queries: top-k for users, fold-in for new users, similar items.
+
+:func:`load_model` reads an export (``MODEL_DIR/export/<version>/``, or a model directory
+meaning its newest export) into a :class:`Recommender`. Everything it needs stays in memory
+in the layout the kernels read: float32 C-contiguous factors, the training matrix as CSR
+with sorted indices (to exclude already-seen items), item popularity (the most-popular
+fallback), item norms (cosine similarity) and a WALS estimator rebuilt from the export's
+hyper-parameters for the exact fold-in of new users (tf.contrib's ``project_row_factors``).
+
+A :class:`Recommender` never changes after loading, so any number of threads may query it
+at once; the HTTP service swaps whole instances when a newer export appears.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from walsrec.errors import DataFormatError, InvalidParameterError, UnknownIdError
+
+__all__ = ["Recommendations", "Recommender", "load_model"]
+
+_METRICS = ("cosine", "dot")
+_FALLBACKS = (None, "popular")
+# Scores of a chunk of users in batch recommendation: at most this many bytes at once.
+_BLOCK_BYTES = 32 * 2**20
+
+
+def _kernels():
+    # numba compiles (or loads from its cache) on first use, not at import
+    from walsrec.serving import _topk
+
+    return _topk
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_k(k: Any, method: str) -> int:
+    if not (_is_int(k) and k >= 1):
+        raise InvalidParameterError(
+            f"The 'k' parameter of {method} must be an int >= 1. Got {k!r} instead."
+        )
+    return int(k)
+
+
+@dataclass
+class Recommendations:
+    """A ranked list of items, best first.
+
+    Attributes
+    ----------
+    items : list of str
+        Original item ids.
+    scores : ndarray of float32, shape (len(items),)
+        Predicted scores u·v (cosine or dot similarity for :meth:`Recommender.similar_items`;
+        the number of training users for the most-popular fallback).
+    indices : ndarray of int64, shape (len(items),)
+        Item indices in the model's vocabulary.
+    ignored : list of str
+        Fold-in only: interaction items that are not in the model and were left out.
+    fallback : bool
+        True when the list is the most-popular fallback for an unknown user.
+    """
+
+    items: list[str]
+    scores: np.ndarray
+    indices: np.ndarray
+    ignored: list[str] = field(default_factory=list)
+    fallback: bool = False
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """``[{"item": id, "score": float}, ...]``, best first (JSON-ready)."""
+        return [
+            {"item": i, "score": float(s)}
+            for i, s in zip(self.items, self.scores.tolist(), strict=True)
+        ]
+
+
+class Recommender:
+    """An exported WALS model in memory, ready to recommend. Build it with :func:`load_model`.
+
+    Attributes
+    ----------
+    path : Path
+        The export directory.
+    meta : dict
+        The export's model.json (``version``, ``created``, ``counts``, ``metrics``,
+        ``hyperparameters``, ...).
+    user_factors : ndarray of float32, shape (n_users, k), C-contiguous
+    item_factors : ndarray of float32, shape (n_items, k), C-contiguous
+    users, items : Vocabulary
+    user_items : scipy.sparse.csr_matrix of shape (n_users, n_items)
+        The training interactions (sorted indices), for excluding seen items.
+    item_popularity : ndarray of float64, shape (n_items,)
+        Number of training users of each item (the most-popular fallback).
+    item_norms : ndarray of float32, shape (n_items,)
+        Euclidean norms of the item factors (cosine similarity).
+    """
+
+    def __init__(self, export) -> None:
+        self.path = Path(export.path)
+        self.meta = dict(export.meta)
+        self.user_factors = np.ascontiguousarray(export.user_factors, dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(export.item_factors, dtype=np.float32)
+        self.users = export.users
+        self.items = export.items
+        self._item_ids = export.items.to_list()  # list indexing beats an Arrow take per query
+        ui = sp.csr_matrix(export.user_items)
+        if not ui.has_sorted_indices:
+            ui = ui.copy()
+            ui.sort_indices()
+        self.user_items = ui
+        self._indptr = np.ascontiguousarray(ui.indptr, dtype=np.int64)
+        idx_dt = np.int32 if ui.shape[1] < 2**31 - 1 else np.int64
+        self._indices = np.ascontiguousarray(ui.indices, dtype=idx_dt)
+        self.item_popularity = np.bincount(self._indices, minlength=ui.shape[1]).astype(np.float64)
+        self.item_norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
+        self._no_ban = np.zeros(0, dtype=np.bool_)
+        self._no_items = np.zeros(0, dtype=idx_dt)
+        # by popularity, then index: the fallback's order, computed once
+        self._popular_order = np.lexsort((np.arange(ui.shape[1]), -self.item_popularity)).astype(
+            np.int64
+        )
+        self._wals = _rebuild_estimator(self.meta.get("hyperparameters") or {}, self)
+        # WALS keeps a cache of the item Gramian's eigendecomposition: fill it once, under
+        # a lock, so that concurrent fold-ins only read it.
+        self._fold_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def version(self) -> int:
+        """The export's version (an increasing integer)."""
+        return int(self.meta.get("version", 0))
+
+    @property
+    def n_users(self) -> int:
+        return self.user_factors.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.item_factors.shape[0]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.user_factors.shape[1]
+
+    def __repr__(self) -> str:
+        return (
+            f"Recommender(version={self.version}, n_users={self.n_users}, "
+            f"n_items={self.n_items}, embedding_dim={self.embedding_dim}, path={str(self.path)!r})"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Version, creation time, counts, metrics and hyper-parameters (JSON-ready)."""
+        return {
+            "version": self.version,
+            "created": self.meta.get("created"),
+            "path": str(self.path),
+            "walsrec_version": self.meta.get("walsrec_version"),
+            "counts": self.meta.get("counts", {}),
+            "metrics": self.meta.get("metrics", {}),
+            "hyperparameters": self.meta.get("hyperparameters", {}),
+        }
+
+    # ------------------------------------------------------------------ helpers
+
+    def _banned(self, filter_items: Iterable[str] | None, method: str) -> np.ndarray:
+        if filter_items is None:
+            return self._no_ban
+        if isinstance(filter_items, str | bytes):
+            raise InvalidParameterError(
+                f"The 'filter_items' parameter of {method} must be an iterable of item ids, "
+                f"not a single string. Got {filter_items!r} instead."
+            )
+        ids = [str(i) for i in filter_items]
+        banned = np.zeros(self.n_items, dtype=np.bool_)
+        if ids:
+            idx = self.items.indices(ids)
+            banned[idx[idx >= 0]] = True  # ids the model does not know cannot be recommended
+        return banned
+
+    def _result(self, items: np.ndarray, scores: np.ndarray, n: int, **extra) -> Recommendations:
+        items = items[:n].astype(np.int64)
+        ids = [self._item_ids[i] for i in items.tolist()]
+        return Recommendations(ids, scores[:n].copy(), items, **extra)
+
+    def _top(self, scores: np.ndarray, excluded: np.ndarray, banned: np.ndarray, k: int):
+        width = min(k, self.n_items)
+        out_items = np.empty(width, dtype=np.int64)
+        out_scores = np.empty(width, dtype=scores.dtype)
+        n = _kernels().topk_one(scores, excluded, banned, width, out_items, out_scores)
+        return out_items, out_scores, n
+
+    def _seen(self, user: int) -> np.ndarray:
+        return self._indices[self._indptr[user] : self._indptr[user + 1]]
+
+    # ------------------------------------------------------------------ queries
+
+    def user_index(self, user_id: Any) -> int:
+        """The row of ``user_id``; raises :class:`~walsrec.errors.UnknownIdError` if absent."""
+        return self.users.index(user_id)
+
+    def item_index(self, item_id: Any) -> int:
+        """The column of ``item_id``; raises :class:`~walsrec.errors.UnknownIdError` if absent."""
+        return self.items.index(item_id)
+
+    def recommend(
+        self,
+        user_id: Any,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filter_items: Iterable[str] | None = None,
+        fallback: str | None = None,
+    ) -> Recommendations:
+        """Top-``k`` items for a training user, by score u·v, best first.
+
+        Parameters
+        ----------
+        user_id : str
+            The user's original id.
+        k : int, default=10
+            Number of items; more than the catalog returns every candidate, ranked.
+        exclude_seen : bool, default=True
+            Leave out the user's training items.
+        filter_items : iterable of str, optional
+            Item ids never to recommend (ids unknown to the model are ignored).
+        fallback : {None, "popular"}, default=None
+            For an unknown user: None raises :class:`~walsrec.errors.UnknownIdError`;
+            "popular" returns the most popular items (``fallback=True`` on the result).
+
+        Returns
+        -------
+        Recommendations
+            Fewer than ``k`` items when fewer candidates remain.
+
+        Examples
+        --------
+        >>> model = walsrec.load_model("model/")  # doctest: +SKIP
+        >>> model.recommend("u42", k=3).items  # doctest: +SKIP
+        ['i7', 'i3', 'i19']
+        """
+        k = _check_k(k, "recommend")
+        if fallback not in _FALLBACKS:
+            raise InvalidParameterError(
+                f"The 'fallback' parameter of recommend must be None or 'popular'. "
+                f"Got {fallback!r} instead."
+            )
+        banned = self._banned(filter_items, "recommend")
+        try:
+            user = self.users.index(user_id)
+        except UnknownIdError:
+            if fallback is None:
+                raise
+            return self.popular(k, filter_items=filter_items)
+        scores = self.item_factors @ self.user_factors[user]
+        excluded = self._seen(user) if exclude_seen else self._no_items
+        return self._result(*self._top(scores, excluded, banned, k))
+
+    def popular(self, k: int = 10, *, filter_items: Iterable[str] | None = None):
+        """The ``k`` items with the most training users (ties by index); ``fallback=True``.
+
+        Scores are the numbers of training users.
+        """
+        k = _check_k(k, "popular")
+        order = self._popular_order
+        if filter_items is not None:
+            banned = self._banned(filter_items, "popular")
+            order = order[~banned[order]]
+        top = order[:k]
+        return self._result(
+            top, self.item_popularity[top].astype(np.float32), top.shape[0], fallback=True
+        )
+
+    def recommend_many(
+        self,
+        user_ids: Iterable[Any],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filter_items: Iterable[str] | None = None,
+        n_jobs: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indices and scores for many users at once (batch form).
+
+        Parameters
+        ----------
+        user_ids : iterable of str
+            Original ids; an unknown one raises :class:`~walsrec.errors.UnknownIdError`.
+        k, exclude_seen, filter_items
+            As :meth:`recommend`.
+        n_jobs : int or None, default=None
+            Threads (None or -1: all cores).
+
+        Returns
+        -------
+        items : ndarray of int64, shape (n, min(k, n_items))
+            Item indices, best first, padded with -1 (map them with ``items.id``).
+        scores : ndarray of float32, shape (n, min(k, n_items))
+            Padded with -inf.
+        """
+        k = _check_k(k, "recommend_many")
+        ids = list(user_ids)
+        idx = self.users.indices([str(u) for u in ids])
+        if (idx < 0).any():
+            bad = ids[int(np.flatnonzero(idx < 0)[0])]
+            raise UnknownIdError(f"Unknown user id {str(bad)!r}.")
+        banned = self._banned(filter_items, "recommend_many")
+        return self.recommend_indices(
+            idx, k, exclude_seen=exclude_seen, banned=banned, n_jobs=n_jobs
+        )
+
+    def recommend_indices(
+        self,
+        user_indices: np.ndarray,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        banned: np.ndarray | None = None,
+        n_jobs: int | None = None,
+        chunk_size: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batch top-``k`` by user index: one GEMM per chunk of users, then a parallel select.
+
+        ``banned`` is an optional bool mask over items. Returns ``(items, scores)`` as
+        :meth:`recommend_many`. Memory: one chunk of scores (about 32 MiB) at a time.
+        """
+        k = _check_k(k, "recommend_indices")
+        users = np.ascontiguousarray(user_indices, dtype=np.int64)
+        if users.size and (users.min() < 0 or users.max() >= self.n_users):
+            raise InvalidParameterError(
+                f"The 'user_indices' parameter of recommend_indices must hold indices in "
+                f"[0, {self.n_users}). Got {int(users.min() if users.min() < 0 else users.max())}"
+                " instead."
+            )
+        width = min(k, self.n_items)
+        out_items = np.empty((users.size, width), dtype=np.int64)
+        out_scores = np.empty((users.size, width), dtype=np.float32)
+        for start, stop in self.chunks(users.size, chunk_size):
+            self.recommend_chunk(
+                users[start:stop],
+                width,
+                exclude_seen,
+                banned,
+                out_items[start:stop],
+                out_scores[start:stop],
+                n_jobs=n_jobs,
+            )
+        return out_items, out_scores
+
+    def chunks(self, n: int, chunk_size: int | None = None) -> list[tuple[int, int]]:
+        """(start, stop) bounds of the user chunks of a batch of ``n`` users."""
+        if chunk_size is None:
+            chunk_size = max(16, min(4096, _BLOCK_BYTES // max(1, 4 * self.n_items)))
+        return [(s, min(n, s + chunk_size)) for s in range(0, n, chunk_size)]
+
+    def recommend_chunk(
+        self,
+        users: np.ndarray,
+        width: int,
+        exclude_seen: bool,
+        banned: np.ndarray | None,
+        out_items: np.ndarray,
+        out_scores: np.ndarray,
+        *,
+        n_jobs: int | None = None,
+    ) -> None:
+        """Top-``width`` of one chunk of user indices into ``out_items``/``out_scores``."""
+        from threadpoolctl import threadpool_limits
+
+        from walsrec.model._threads import kernel_threads, resolve_n_jobs
+
+        n_threads = resolve_n_jobs(n_jobs)
+        users = np.ascontiguousarray(users, dtype=np.int64)
+        with threadpool_limits(limits=n_threads, user_api="blas"):
+            scores = self.user_factors[users] @ self.item_factors.T
+        with kernel_threads(n_threads):
+            _kernels().topk_block(
+                scores,
+                users,
+                self._indptr,
+                self._indices,
+                bool(exclude_seen),
+                self._no_ban if banned is None else banned,
+                width,
+                out_items,
+                out_scores,
+            )
+
+    # ------------------------------------------------------------------ fold-in
+
+    def fold_in(self, interactions: Iterable[tuple[Any, float]]) -> tuple[np.ndarray, list[str]]:
+        """The factor of a new user from ``(item_id, value)`` pairs, and the ignored ids.
+
+        The exact WALS row solve against the fixed item factors with the model's weights
+        and regularisation (tf.contrib's PROJECT_ROW). Repeated items add up; items the
+        model does not know are left out and returned.
+
+        Returns
+        -------
+        factor : ndarray of float32, shape (embedding_dim,)
+        ignored : list of str
+        """
+        factor, ignored, _ = self._fold_in(interactions)
+        return factor, ignored
+
+    def _fold_in(self, interactions) -> tuple[np.ndarray, list[str], np.ndarray]:
+        item_ids, values = _split_interactions(interactions)
+        idx = self.items.indices(item_ids) if item_ids else np.zeros(0, dtype=np.int64)
+        known = idx >= 0
+        ignored = [item_ids[i] for i in np.flatnonzero(~known)]
+        cols = idx[known]
+        row = sp.csr_matrix(
+            (values[known], (np.zeros(cols.shape[0], dtype=np.int64), cols)),
+            shape=(1, self.n_items),
+        )
+        row.sum_duplicates()
+        row.sort_indices()
+        with self._fold_lock:
+            factor = self._wals.project_rows(row)[0]
+        return np.asarray(factor, dtype=np.float32), ignored, row.indices
+
+    def recommend_for_interactions(
+        self,
+        interactions: Iterable[tuple[Any, float]],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filter_items: Iterable[str] | None = None,
+    ) -> Recommendations:
+        """Top-``k`` items for a user the model has never seen, from their interactions.
+
+        Parameters
+        ----------
+        interactions : iterable of (item_id, value)
+            The new user's interactions; values are the targets A (e.g. 1 for a visit).
+            Repeated items add up.
+        k : int, default=10
+        exclude_seen : bool, default=True
+            Leave out the items in ``interactions``.
+        filter_items : iterable of str, optional
+            Item ids never to recommend.
+
+        Returns
+        -------
+        Recommendations
+            ``ignored`` lists the interaction items not in the model.
+
+        Examples
+        --------
+        >>> model.recommend_for_interactions([("i3", 1.0), ("i7", 0.5)], k=5)  # doctest: +SKIP
+        """
+        k = _check_k(k, "recommend_for_interactions")
+        banned = self._banned(filter_items, "recommend_for_interactions")
+        factor, ignored, seen = self._fold_in(interactions)
+        scores = self.item_factors @ factor
+        excluded = seen.astype(self._indices.dtype) if exclude_seen else self._no_items
+        return self._result(*self._top(scores, excluded, banned, k), ignored=ignored)
+
+    # ------------------------------------------------------------------ similar items
+
+    def similar_items(
+        self,
+        item_id: Any,
+        k: int = 10,
+        *,
+        metric: str = "cosine",
+        filter_items: Iterable[str] | None = None,
+    ) -> Recommendations:
+        """The ``k`` items most similar to ``item_id`` by their factors, itself excluded.
+
+        Parameters
+        ----------
+        item_id : str
+        k : int, default=10
+        metric : {"cosine", "dot"}, default="cosine"
+            Cosine similarity (0 against an all-zero factor) or the dot product.
+        filter_items : iterable of str, optional
+            Item ids never to return.
+
+        Returns
+        -------
+        Recommendations
+            ``scores`` are the similarities.
+        """
+        k = _check_k(k, "similar_items")
+        if metric not in _METRICS:
+            raise InvalidParameterError(
+                f"The 'metric' parameter of similar_items must be one of {list(_METRICS)}. "
+                f"Got {metric!r} instead."
+            )
+        item = self.items.index(item_id)
+        banned = self._banned(filter_items, "similar_items")
+        sims = self.item_factors @ self.item_factors[item]
+        if metric == "cosine":
+            norms = np.where(self.item_norms > 0, self.item_norms, np.float32(1.0))
+            sims /= norms * norms[item]
+        excluded = np.array([item], dtype=self._indices.dtype)
+        return self._result(*self._top(sims, excluded, banned, k))
+
+    def warm_up(self) -> None:
+        """Compile (or load from numba's cache) every kernel and fill the fold-in caches."""
+        if self.n_items == 0:
+            return
+        if self.n_users:
+            self.recommend(self.users.id(0), k=1)
+            self.recommend_indices(np.zeros(1, dtype=np.int64), k=1, n_jobs=1)
+        self.recommend_for_interactions([(self.items.id(0), 1.0)], k=1)
+        self.similar_items(self.items.id(0), k=1)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _pairs(interactions) -> list:
+    return interactions if isinstance(interactions, list) else list(interactions)
+
+
+def _split_interactions(interactions) -> tuple[list[str], np.ndarray]:
+    item_ids: list[str] = []
+    values: list[float] = []
+    for n, pair in enumerate(_pairs(interactions)):
+        try:
+            item, value = pair
+            value = float(value)
+        except (TypeError, ValueError):
+            raise InvalidParameterError(
+                "The 'interactions' parameter of recommend_for_interactions must be a list "
+                f"of (item_id, value) pairs with numeric values. Got {pair!r} at position {n} "
+                "instead."
+            ) from None
+        if not np.isfinite(value):
+            raise InvalidParameterError(
+                "The 'interactions' parameter of recommend_for_interactions must have finite "
+                f"values. Got {value!r} at position {n} instead."
+            )
+        item_ids.append(str(item))
+        values.append(value)
+    return item_ids, np.asarray(values, dtype=np.float64)
+
+
+def _rebuild_estimator(hyper: dict, model: Recommender):
+    """A WALS with the export's weights and regularisation, holding its factors."""
+    from walsrec.model.wals import WALS
+
+    col_weights = hyper.get("col_weights", 1.0)
+    how = hyper.get("col_weights_from_counts")
+    if how is not None:
+        from walsrec.training.loop import column_weights_from_counts
+
+        col_weights = column_weights_from_counts(
+            model.user_items,
+            how,
+            float(hyper.get("col_weight_factor", 1.0)),
+            float(hyper.get("col_weight_exponent", 1.0)),
+        )
+    try:
+        wals = WALS(
+            model.embedding_dim,
+            unobserved_weight=float(hyper.get("unobserved_weight", 0.1)),
+            regularization=float(hyper.get("regularization", 0.1)),
+            regularization_exponent=float(hyper.get("regularization_exponent", 0.0)),
+            row_weights=hyper.get("row_weights", 1.0),
+            col_weights=col_weights,
+            dtype="float32",
+            n_jobs=1,
+        )
+        wals._validate_params()
+    except (TypeError, ValueError) as exc:
+        raise DataFormatError(
+            f"{model.path / 'model.json'}: its hyperparameters do not make a WALS model ({exc})."
+        ) from None
+    wals.user_factors_ = model.user_factors
+    wals.item_factors_ = model.item_factors
+    wals._cache = {}
+    wals.loss_ = []
+    return wals
+
+
+def load_model(path: str | os.PathLike) -> Recommender:
+    """Load an export for serving: an export directory, or a model directory (its newest).
+
+    Checks the format version, the array shapes against model.json and that the factors
+    are finite; a truncated, missing or inconsistent file is a
+    :class:`~walsrec.errors.DataFormatError` naming it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``MODEL_DIR/export/<version>`` or ``MODEL_DIR``.
+
+    Returns
+    -------
+    Recommender
+
+    Examples
+    --------
+    >>> import walsrec
+    >>> model = walsrec.load_model("model/")  # doctest: +SKIP
+    >>> model.recommend("42", k=5).to_list()  # doctest: +SKIP
+    """
+    from walsrec.serving.export import read_export
+
+    try:
+        export = read_export(path, mmap=False)
+    except FileNotFoundError as exc:
+        raise DataFormatError(f"{exc.filename}: missing; the export is incomplete.") from None
+    except (EOFError, OSError) as exc:
+        name = getattr(exc, "filename", None) or path
+        raise DataFormatError(f"{name}: cannot be read ({exc}).") from None
+    if export.user_items.shape != (export.user_factors.shape[0], export.item_factors.shape[0]):
+        raise DataFormatError(
+            f"{export.path / 'train'}: the training matrix's shape {export.user_items.shape} "
+            "does not match the factors."
+        )
+    if export.user_items.nnz and (
+        export.user_items.indices.min() < 0
+        or export.user_items.indices.max() >= export.item_factors.shape[0]
+    ):
+        raise DataFormatError(
+            f"{export.path / 'train'}: the training matrix has item indices outside "
+            f"[0, {export.item_factors.shape[0]})."
+        )
+    return Recommender(export)

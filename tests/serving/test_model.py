@@ -1,0 +1,326 @@
+"""load_model, recommend, batch recommend, fold-in and similar items, held to brute force."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from walsrec.errors import DataFormatError, InvalidParameterError, UnknownIdError
+from walsrec.serving import _topk
+from walsrec.serving.model import load_model
+
+from .conftest import make_export
+
+# --------------------------------------------------------------------------- oracles
+
+
+def brute_top(scores, excluded, k, banned=()):
+    """Best k by score descending, ties by index ascending, skipping excluded/banned."""
+    cand = [j for j in range(scores.shape[0]) if j not in set(excluded) | set(banned)]
+    cand.sort(key=lambda j: (-float(scores[j]), j))
+    return cand[:k]
+
+
+def export_arrays(export_path):
+    u = np.load(export_path / "user_factors.npy")
+    v = np.load(export_path / "item_factors.npy")
+    users = (export_path / "vocab" / "users.txt").read_text().splitlines()
+    items = (export_path / "vocab" / "items.txt").read_text().splitlines()
+    from walsrec.data.native import load_csr
+
+    ui = load_csr(export_path / "train", "user_items", mmap=False)
+    return u, v, users, items, ui
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    n_items=st.integers(1, 40),
+    k=st.integers(1, 50),
+    seed=st.integers(0, 2**31 - 1),
+    ties=st.booleans(),
+)
+def test_topk_one_matches_its_numpy_twin(n_items, k, seed, ties):
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal(n_items).astype(np.float32)
+    if ties:  # few distinct values: order among ties must be by index
+        scores = np.round(scores).astype(np.float32)
+    excluded = np.unique(rng.integers(0, n_items, rng.integers(0, n_items + 1))).astype(np.int32)
+    banned = rng.random(n_items) < 0.2 if rng.random() < 0.5 else np.zeros(0, dtype=bool)
+    width = min(k, n_items)
+    got_i, got_s = np.empty(width, np.int64), np.empty(width, np.float32)
+    want_i, want_s = np.empty(width, np.int64), np.empty(width, np.float32)
+    n = _topk.topk_one(scores, excluded, banned, width, got_i, got_s)
+    m = _topk.topk_one_numpy(scores, excluded, banned, width, want_i, want_s)
+    assert n == m
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_array_equal(got_s, want_s)
+    assert got_i[:n].tolist() == brute_top(scores, excluded, width, np.flatnonzero(banned))
+
+
+@settings(deadline=None, max_examples=25)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 12), exclude_seen=st.booleans())
+def test_topk_block_matches_its_numpy_twin(seed, k, exclude_seen):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 9, 11
+    ui = sp.random(n_users, n_items, density=0.4, format="csr", random_state=seed)
+    scores = np.round(rng.standard_normal((5, n_items)) * 2).astype(np.float32)
+    users = rng.integers(0, n_users, 5).astype(np.int64)
+    indptr = ui.indptr.astype(np.int64)
+    indices = ui.indices.astype(np.int32)
+    banned = np.zeros(0, dtype=bool)
+    width = min(k, n_items)
+    outs = [np.empty((5, width), np.int64), np.empty((5, width), np.float32)]
+    twin = [np.empty((5, width), np.int64), np.empty((5, width), np.float32)]
+    _topk.topk_block(scores, users, indptr, indices, exclude_seen, banned, width, *outs)
+    _topk.topk_block_numpy(scores, users, indptr, indices, exclude_seen, banned, width, *twin)
+    np.testing.assert_array_equal(outs[0], twin[0])
+    np.testing.assert_array_equal(outs[1], twin[1])
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_load_model_from_model_dir_takes_the_newest_export(tmp_path):
+    make_export(tmp_path, seed=1)
+    newest = make_export(tmp_path, seed=2)
+    m = load_model(tmp_path)
+    assert m.path == newest
+    assert m.version == int(newest.name)
+    assert m.user_factors.dtype == np.float32 and m.user_factors.flags.c_contiguous
+    assert m.describe()["counts"]["n_items"] == 30
+
+
+def test_truncated_factors_name_the_file(tmp_path):
+    path = make_export(tmp_path)
+    f = path / "user_factors.npy"
+    f.write_bytes(f.read_bytes()[:-40])
+    with pytest.raises(DataFormatError, match=r"user_factors\.npy: cannot be read"):
+        load_model(path)
+
+
+def test_missing_vocabulary_names_the_file(tmp_path):
+    path = make_export(tmp_path)
+    (path / "vocab" / "items.txt").unlink()
+    with pytest.raises(DataFormatError, match=r"items\.txt: missing"):
+        load_model(path)
+
+
+def test_inconsistent_shapes_and_format_version_are_errors(tmp_path):
+    path = make_export(tmp_path)
+    meta = json.loads((path / "model.json").read_text())
+    meta["counts"]["n_users"] = 41
+    (path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(DataFormatError, match=r"user_factors\.npy: shape \(40, 4\) does not match"):
+        load_model(path)
+    meta["format_version"] = 99
+    (path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(DataFormatError, match="format_version 99 is not supported"):
+        load_model(path)
+
+
+def test_not_an_export_is_an_error(tmp_path):
+    with pytest.raises(DataFormatError, match="neither an export"):
+        load_model(tmp_path)
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+def test_recommend_equals_brute_force_top_k(model, trained_export):
+    u, v, users, items, ui = export_arrays(trained_export)
+    for user in [0, 1, 17, len(users) - 1]:
+        scores = v @ u[user]
+        want = brute_top(scores, ui[user].indices, 10)
+        got = model.recommend(users[user], k=10)
+        assert got.items == [items[j] for j in want]
+        np.testing.assert_allclose(got.scores, scores[want], rtol=1e-5, atol=1e-6)
+        assert not set(got.indices) & set(ui[user].indices)
+        incl = model.recommend(users[user], k=10, exclude_seen=False)
+        assert incl.indices.tolist() == brute_top(scores, [], 10)
+
+
+def test_k_larger_than_the_catalog_returns_every_candidate_ranked(model, trained_export):
+    u, v, users, items, ui = export_arrays(trained_export)
+    got = model.recommend(users[5], k=10_000)
+    assert len(got) == len(items) - ui[5].nnz
+    assert got.indices.tolist() == brute_top(v @ u[5], ui[5].indices, 10_000)
+
+
+@pytest.mark.parametrize("k", [0, -3, 2.5, True, "10"])
+def test_bad_k_is_an_error(model, k):
+    msg = f"The 'k' parameter of recommend must be an int >= 1. Got {k!r} instead."
+    with pytest.raises(InvalidParameterError, match=msg.replace("(", r"\(").replace(".", r"\.")):
+        model.recommend(model.users.id(0), k=k)
+
+
+def test_unknown_user_raises_or_falls_back_to_popular(model, trained_export):
+    _, _, _, items, ui = export_arrays(trained_export)
+    with pytest.raises(UnknownIdError, match="Unknown user id 'nobody'"):
+        model.recommend("nobody")
+    got = model.recommend("nobody", k=5, fallback="popular")
+    counts = np.bincount(ui.indices, minlength=len(items))
+    want = sorted(range(len(items)), key=lambda j: (-counts[j], j))[:5]
+    assert got.fallback and got.items == [items[j] for j in want]
+    assert got.scores.tolist() == [float(counts[j]) for j in want]
+    with pytest.raises(InvalidParameterError, match="The 'fallback' parameter of recommend"):
+        model.recommend("nobody", fallback="random")
+
+
+def test_filter_items_are_never_recommended(model):
+    user = model.users.id(2)
+    first = model.recommend(user, k=5)
+    got = model.recommend(user, k=5, filter_items=[first.items[0], first.items[2], "not-an-item"])
+    assert first.items[0] not in got.items and first.items[2] not in got.items
+    assert got.items[:3] == [first.items[1], first.items[3], first.items[4]]
+    with pytest.raises(InvalidParameterError, match="not a single string"):
+        model.recommend(user, filter_items="a001")
+
+
+def test_batch_equals_one_by_one(model):
+    ids = [model.users.id(i) for i in (4, 0, 9, 4)]
+    items, scores = model.recommend_many(ids, k=7, n_jobs=2)
+    assert items.shape == (4, 7)
+    for row, uid in enumerate(ids):
+        one = model.recommend(uid, k=7)
+        assert items[row].tolist() == one.indices.tolist()
+        np.testing.assert_allclose(scores[row], one.scores, rtol=1e-5, atol=1e-6)
+    with pytest.raises(UnknownIdError, match="Unknown user id 'zz'"):
+        model.recommend_many(["zz"])
+
+
+def test_batch_in_small_chunks_pads_short_lists(tmp_path):
+    m = load_model(make_export(tmp_path, n_items=6, density=0.5))
+    items, scores = m.recommend_indices(np.arange(40), k=6, chunk_size=7)
+    for user in range(40):
+        n_seen = m.user_items[user].nnz
+        assert (items[user] >= 0).sum() == 6 - n_seen
+        assert np.isneginf(scores[user][items[user] < 0]).all()
+
+
+# --------------------------------------------------------------------------- fold-in
+
+
+def fold_in_oracle(v, row_items, row_values, w0, lam, col_w, row_w=1.0, nu=0.0):
+    """Dense normal equations of one WALS row, solved in float64."""
+    v = v.astype(np.float64)
+    k = v.shape[1]
+    n_items = v.shape[0]
+    lam_i = lam * (len(row_items) + w0 * n_items) ** nu
+    a = w0 * v.T @ v + lam_i * np.eye(k)
+    b = np.zeros(k)
+    for j, x in zip(row_items, row_values, strict=True):
+        w = w0 + row_w * col_w[j]
+        a += (w - w0) * np.outer(v[j], v[j])
+        b += w * x * v[j]
+    return np.linalg.solve(a, b)
+
+
+def test_fold_in_is_the_exact_row_solve(model):
+    items = [model.items.id(j) for j in (3, 10, 42, 100)]
+    values = [1.0, 0.5, 2.0, 0.25]
+    factor, ignored = model.fold_in([*zip(items, values, strict=True), ("unknown-item", 1.0)])
+    assert ignored == ["unknown-item"]
+    want = fold_in_oracle(
+        model.item_factors, [3, 10, 42, 100], values, 0.1, 0.1, np.ones(model.n_items)
+    )
+    np.testing.assert_allclose(factor, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fold_in_uses_count_based_column_weights_and_scaled_regularization(tmp_path):
+    hyper = {
+        "embedding_dim": 4,
+        "unobserved_weight": 0.3,
+        "regularization": 0.05,
+        "regularization_exponent": 1.0,
+        "row_weights": 2.0,
+        "col_weights_from_counts": "linear",
+        "col_weight_factor": 3.0,
+        "col_weight_exponent": 1.0,
+    }
+    m = load_model(make_export(tmp_path, hyper=hyper))
+    counts = np.bincount(m.user_items.indices, minlength=m.n_items).astype(float)
+    col_w = np.divide(3.0, counts, out=np.zeros_like(counts), where=counts > 0)
+    # repeated items add up
+    factor, _ = m.fold_in([("i1", 1.0), ("i7", 0.5), ("i1", 1.0)])
+    want = fold_in_oracle(m.item_factors, [1, 7], [2.0, 0.5], 0.3, 0.05, col_w, 2.0, 1.0)
+    np.testing.assert_allclose(factor, want, rtol=1e-4, atol=1e-5)
+
+
+def test_recommend_for_interactions_excludes_given_items_and_reports_unknown(model):
+    given = [(model.items.id(j), 1.0) for j in (1, 2, 3)] + [("x-1", 1.0), ("x-2", 3.0)]
+    got = model.recommend_for_interactions(given, k=10)
+    assert got.ignored == ["x-1", "x-2"]
+    factor, _ = model.fold_in(given)
+    scores = model.item_factors @ factor
+    assert got.indices.tolist() == brute_top(scores, [1, 2, 3], 10)
+    kept = model.recommend_for_interactions(iter(given), k=10, exclude_seen=False)
+    assert kept.indices.tolist() == brute_top(scores, [], 10)
+
+
+def test_fold_in_with_nothing_known_gives_a_zero_factor(model):
+    got = model.recommend_for_interactions([("x", 1.0)], k=3)
+    assert got.ignored == ["x"] and len(got) == 3
+    assert np.all(got.scores == 0)
+
+
+def test_fold_in_rejects_bad_values(model):
+    with pytest.raises(InvalidParameterError, match=r"must have finite values\. Got nan"):
+        model.recommend_for_interactions([(model.items.id(0), float("nan"))])
+    with pytest.raises(InvalidParameterError, match=r"pairs with numeric values. Got \('a', 'b'"):
+        model.recommend_for_interactions([("a", "b")])
+
+
+# --------------------------------------------------------------------------- similar items
+
+
+def test_similar_items_cosine_and_dot(model, trained_export):
+    _, v, _, items, _ = export_arrays(trained_export)
+    v64 = v.astype(np.float64)
+    norms = np.linalg.norm(v64, axis=1)
+    for item in (0, 7, 200):
+        cos = v64 @ v64[item] / (norms * norms[item])
+        got = model.similar_items(items[item], k=8)
+        assert item not in got.indices
+        assert got.indices.tolist() == brute_top(cos, [item], 8)
+        np.testing.assert_allclose(got.scores, cos[got.indices], rtol=1e-5, atol=1e-6)
+        dot = model.similar_items(items[item], k=8, metric="dot")
+        assert dot.indices.tolist() == brute_top(v64 @ v64[item], [item], 8)
+    with pytest.raises(InvalidParameterError, match=r"'metric' parameter of similar_items"):
+        model.similar_items(items[0], metric="euclid")
+    with pytest.raises(UnknownIdError, match="Unknown item id 'nope'"):
+        model.similar_items("nope")
+
+
+def test_zero_item_factor_has_cosine_zero(tmp_path):
+    path = make_export(tmp_path)
+    v = np.load(path / "item_factors.npy")
+    v[5] = 0
+    np.save(path / "item_factors.npy", v)
+    m = load_model(path)
+    got = m.similar_items("i5", k=29)
+    assert np.all(got.scores == 0) and len(got) == 29
+    other = m.similar_items("i4", k=29)
+    assert other.scores[other.items.index("i5")] == 0
+
+
+def test_to_list_is_json_ready(model):
+    got = model.recommend(model.users.id(0), k=2).to_list()
+    assert json.loads(json.dumps(got)) == got
+    assert set(got[0]) == {"item", "score"}
+
+
+def test_a_copied_export_loads_the_same(model, trained_export, tmp_path):
+    shutil.copytree(trained_export, tmp_path / "123")
+    other = load_model(tmp_path)
+    uid = model.users.id(3)
+    assert other.recommend(uid).items == model.recommend(uid).items
