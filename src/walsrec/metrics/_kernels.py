@@ -44,7 +44,7 @@ def _lower_bound(a, lo, hi, x):
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _count_above_equal(a, lo, n, x):
     """(#{a[q] > x}, #{a[q] == x}) over a[lo:lo+n]: a branch-free loop that vectorises."""
     gt = 0
@@ -216,6 +216,139 @@ def _list_stats(
     stats_row[STAT_NDCG] = dcg / idcg
 
 
+@njit(cache=True)
+def _rank_user(
+    row,
+    u,
+    base,
+    k,
+    raw_gain,
+    want_auc,
+    t_indptr,
+    t_indices,
+    h_indptr,
+    h_indices,
+    h_data,
+    pos_scores,
+    gains,
+    hi,
+    hs,
+    stats_row,
+):
+    """Rank user u (scores ``row``) into hi/hs and write its statistics; see ``rank_block``.
+
+    Returns (n_rel, list length, NaN candidate scores).
+    """
+    n_items = row.shape[0]
+    for c in range(k):
+        hi[c] = -1
+    for c in range(N_STATS):
+        stats_row[c] = np.nan
+    p = _collect_relevant(
+        u, t_indptr, t_indices, h_indptr, h_indices, h_data, raw_gain, gains, base
+    )
+    if p == 0:
+        return 0, 0, 0
+    ts = t_indptr[u]
+    te = t_indptr[u + 1]
+    h0 = h_indptr[u]
+    h1 = h_indptr[u + 1]
+    # positive scores, ascending, for the AUC counts
+    q = 0
+    tp = ts
+    for h in range(h0, h1):
+        j = h_indices[h]
+        while tp < te and t_indices[tp] < j:
+            tp += 1
+        if tp < te and t_indices[tp] == j:
+            continue
+        pos_scores[base + q] = row[j]
+        q += 1
+    _sort_segment(pos_scores, base, base + p)
+    _sort_segment(gains, base, base + p)
+
+    # One pass over the candidates, gap by gap between training items (no per-item test).
+    # AUC: sum f(s) = #{positives > s} + ½ #{positives = s} over every candidate, then
+    # remove the positives' own terms, which always add up to exactly p²/2 (with ties).
+    n_heap = 0
+    threshold = -np.inf  # score of the heap's worst item once the heap is full
+    n_gt = 0
+    n_eq = 0
+    n_nan = 0
+    n_cand = 0
+    lowest = pos_scores[base]
+    highest = pos_scores[base + p - 1]
+    tp = ts
+    start = 0
+    while True:
+        stop = t_indices[tp] if tp < te else n_items
+        n_cand += stop - start
+        for j in range(start, stop):
+            s = row[j]
+            if s != s:
+                n_nan += 1
+                continue
+            if want_auc:
+                # a trained model puts most candidates below every positive
+                if s < lowest:
+                    n_gt += p
+                elif p <= _LINEAR_AUC_MAX:
+                    gt, eq = _count_above_equal(pos_scores, base, p, s)
+                    n_gt += gt
+                    n_eq += eq
+                elif s <= highest:
+                    lo = _count_below(pos_scores, base, p, s)
+                    if pos_scores[lo] == s:
+                        up = _upper_bound(pos_scores, lo, base + p, s)
+                        n_eq += up - lo
+                        n_gt += base + p - up
+                    else:
+                        n_gt += base + p - lo
+            # j exceeds every index in the heap, so a tie with its worst item loses:
+            # only a strictly higher score enters (ties stay in index order)
+            if n_heap < k:
+                hs[n_heap] = s
+                hi[n_heap] = j
+                _sift_up(hs, hi, n_heap)
+                n_heap += 1
+                if n_heap == k:
+                    threshold = hs[0]
+            elif s > threshold:
+                hs[0] = s
+                hi[0] = j
+                _sift_down(hs, hi, n_heap, 0)
+                threshold = hs[0]
+        if tp >= te:
+            break
+        start = stop + 1
+        tp += 1
+    n_neg = n_cand - n_nan - p
+    # heap sort: move the worst to the back until the list reads best first
+    for end in range(n_heap - 1, 0, -1):
+        hs[0], hs[end] = hs[end], hs[0]
+        hi[0], hi[end] = hi[end], hi[0]
+        _sift_down(hs, hi, end, 0)
+    _list_stats(
+        hi,
+        n_heap,
+        k,
+        u,
+        t_indptr,
+        t_indices,
+        h_indptr,
+        h_indices,
+        h_data,
+        raw_gain,
+        p,
+        gains,
+        base,
+        stats_row,
+    )
+    if want_auc and n_neg > 0:
+        stats_row[STAT_AUC] = (n_gt + 0.5 * n_eq - 0.5 * p * p) / (p * float(n_neg))
+    return p, n_heap, n_nan
+
+
 @njit(cache=True, parallel=True)
 def rank_block(
     scores,
@@ -252,113 +385,16 @@ def rank_block(
     ``top_scores[i]``, ``n_rel[i]`` (0: user not evaluated), ``n_list[i]``, ``stats[i]``
     (AUC is NaN when the user has no negative candidate) and ``nan_count[i]``.
     """
-    m, n_items = scores.shape
+    m = scores.shape[0]
     for i in prange(m):
-        u = users[i]
-        base = seg[i]
-        row = scores[i]
-        hi = top_items[i]
-        hs = top_scores[i]
-        for c in range(k):
-            hi[c] = -1
-        for c in range(N_STATS):
-            stats[i, c] = np.nan
-        n_list[i] = 0
-        nan_count[i] = 0
-        p = _collect_relevant(
-            u, t_indptr, t_indices, h_indptr, h_indices, h_data, raw_gain, gains, base
-        )
-        n_rel[i] = p
-        if p == 0:
-            continue
-        ts = t_indptr[u]
-        te = t_indptr[u + 1]
-        h0 = h_indptr[u]
-        h1 = h_indptr[u + 1]
-        # positive scores, ascending, for the AUC counts
-        q = 0
-        tp = ts
-        for h in range(h0, h1):
-            j = h_indices[h]
-            while tp < te and t_indices[tp] < j:
-                tp += 1
-            if tp < te and t_indices[tp] == j:
-                continue
-            pos_scores[base + q] = row[j]
-            q += 1
-        _sort_segment(pos_scores, base, base + p)
-        _sort_segment(gains, base, base + p)
-
-        n_heap = 0
-        n_neg = 0
-        n_gt = 0
-        n_eq = 0
-        n_nan = 0
-        tp = ts
-        hp = h0
-        for j in range(n_items):
-            while tp < te and t_indices[tp] < j:
-                tp += 1
-            if tp < te and t_indices[tp] == j:
-                continue
-            s = row[j]
-            if s != s:
-                n_nan += 1
-                continue
-            while hp < h1 and h_indices[hp] < j:
-                hp += 1
-            if want_auc and not (hp < h1 and h_indices[hp] == j):
-                n_neg += 1
-                # A trained model puts most negatives below every positive: test the ends
-                # first; otherwise one branch-free search, a second only on a tie.
-                if s < pos_scores[base]:
-                    n_gt += p
-                elif p <= _LINEAR_AUC_MAX:
-                    gt, eq = _count_above_equal(pos_scores, base, p, s)
-                    n_gt += gt
-                    n_eq += eq
-                elif s <= pos_scores[base + p - 1]:
-                    lo = _count_below(pos_scores, base, p, s)
-                    if pos_scores[lo] == s:
-                        up = _upper_bound(pos_scores, lo, base + p, s)
-                        n_eq += up - lo
-                        n_gt += base + p - up
-                    else:
-                        n_gt += base + p - lo
-            if n_heap < k:
-                hs[n_heap] = s
-                hi[n_heap] = j
-                _sift_up(hs, hi, n_heap)
-                n_heap += 1
-            elif _worse(hs[0], hi[0], s, j):
-                hs[0] = s
-                hi[0] = j
-                _sift_down(hs, hi, n_heap, 0)
-        nan_count[i] = n_nan
-        # heap sort: move the worst to the back until the list reads best first
-        for end in range(n_heap - 1, 0, -1):
-            hs[0], hs[end] = hs[end], hs[0]
-            hi[0], hi[end] = hi[end], hi[0]
-            _sift_down(hs, hi, end, 0)
-        n_list[i] = n_heap
-        _list_stats(
-            hi,
-            n_heap,
-            k,
-            u,
-            t_indptr,
-            t_indices,
-            h_indptr,
-            h_indices,
-            h_data,
-            raw_gain,
-            p,
-            gains,
-            base,
+        p, n, n_nan = _rank_user(
+            scores[i], users[i], seg[i], k, raw_gain, want_auc, t_indptr, t_indices,
+            h_indptr, h_indices, h_data, pos_scores, gains, top_items[i], top_scores[i],
             stats[i],
-        )
-        if want_auc and n_neg > 0:
-            stats[i, STAT_AUC] = (n_gt + 0.5 * n_eq) / (p * float(n_neg))
+        )  # fmt: skip
+        n_rel[i] = p
+        n_list[i] = n
+        nan_count[i] = n_nan
 
 
 @njit(cache=True, parallel=True)
