@@ -179,7 +179,7 @@ def test_hand_computed_raw_gain_ndcg():
 
 def test_hand_computed_lists_and_scorer_agree():
     top = np.array([[1, 2, 3], [1, 2, 5], [0, 2, 3]])
-    from_lists = evaluate_topk(top, HAND_HELDOUT, train=HAND_TRAIN)
+    from_lists = evaluate_topk(top, HAND_TRAIN, HAND_HELDOUT)
     expected = {name: HAND_EXPECTED[name] for name in metric_names(3, include_rmse=False)}
     del expected["auc"]
     assert from_lists == pytest.approx(expected, rel=1e-15)
@@ -331,7 +331,7 @@ def test_evaluate_topk_matches_oracle_on_oracle_lists(problem):
         top[u, : len(ranked)] = ranked
     expected = oracle(scores, train, heldout, k)
     del expected["auc"]
-    assert_metrics_equal(evaluate_topk(top, heldout, train=train), expected)
+    assert_metrics_equal(evaluate_topk(top, train, heldout), expected)
 
 
 def test_auc_matches_mann_whitney_u():
@@ -532,15 +532,20 @@ def test_chunking_and_threads_give_identical_results(dtype):
     draws = rng.random((n_users, n_items))
     train = sp.csr_matrix((draws < 0.25).astype(np.float32))
     heldout = sp.csr_matrix(np.where((draws > 0.25) & (draws < 0.4), 3.0, 0.0))
+    # float factors: a BLAS may round a 1-row product differently from a block's rows, so
+    # only near-equality is promised here (the exact case follows)
     reference = evaluate(U, V, train, heldout, k=5, chunk_size=n_users)
     for chunk_size in (1, 7, None):
-        assert evaluate(U, V, train, heldout, k=5, chunk_size=chunk_size) == reference
-    assert evaluate(U, V, train, heldout, k=5, chunk_size=7, n_jobs=1) == reference
+        result = evaluate(U, V, train, heldout, k=5, chunk_size=chunk_size)
+        assert result == pytest.approx(reference, rel=1e-12)
+    result = evaluate(U, V, train, heldout, k=5, chunk_size=7, n_jobs=1)
+    assert result == pytest.approx(reference, rel=1e-12)
     # integer-valued factors: every score is exact, so even the BLAS blocking cannot matter
     Ui, Vi = np.round(U * 3), np.round(V * 3)
     exact = evaluate(Ui, Vi, train, heldout, k=5, chunk_size=n_users)
     for chunk_size in (1, 7):
         assert evaluate(Ui, Vi, train, heldout, k=5, chunk_size=chunk_size) == exact
+    assert evaluate(Ui, Vi, train, heldout, k=5, chunk_size=7, n_jobs=1) == exact
     pop = popularity_baseline(train)
     base = evaluate_scorer(pop, train, heldout, k=5, chunk_size=n_users)
     assert evaluate_scorer(pop, train, heldout, k=5, chunk_size=1) == base
@@ -744,32 +749,39 @@ def test_topk_errors():
         r"\(2, 3\)"
     )
     with raises(msg):
-        evaluate_topk(good[:2], heldout)
+        evaluate_topk(good[:2], None, heldout)
     msg = (
         r"must hold item indices in \[0, 6\) or -1 as "
         r"padding\. Got values in \[0, 6\] instead"
     )
     with raises(msg):
-        evaluate_topk(np.where(good == 5, 6, good), heldout)
+        evaluate_topk(np.where(good == 5, 6, good), None, heldout)
     msg = (
         r"must pad with -1 only at the end of a row\. "
         r"Got \[1, -1, 3\] in row 0 instead"
     )
     with raises(msg):
-        evaluate_topk(np.where(good == 2, -1, good), heldout)
+        evaluate_topk(np.where(good == 2, -1, good), train, heldout)
     msg = (
         r"must not repeat an item within a row\. "
         r"Got \[1, 2, 2\] in row 1 instead"
     )
     with raises(msg):
-        evaluate_topk(np.array([[1, 2, 3], [1, 2, 2], [0, 2, 3]]), heldout)
+        evaluate_topk(np.array([[1, 2, 3], [1, 2, 2], [0, 2, 3]]), train, heldout)
     msg = (
         r"The 'k' parameter of evaluate_topk must be "
         r"<= the width of 'top_items' \(3\)\. Got 4 instead"
     )
     with raises(msg):
-        evaluate_topk(good, heldout, k=4)
-    assert evaluate_topk(good, heldout, train=train, k=1)["precision@1"] == 0.0
+        evaluate_topk(good, train, heldout, k=4)
+    # k = 1 reads the first column only: 1, 1, 0 → no hit (u0 wants 2, 5; u1 2; u2 4)
+    assert evaluate_topk(good, train, heldout, k=1)["precision@1"] == 0.0
+    # u2's held-out item 1 is a training item: relevant only when train is None
+    lists = np.array([[1, 2, 3], [1, 2, 5], [1, 0, 3]])
+    with_train = evaluate_topk(lists, train, heldout, metrics=["recall@3"])
+    without_train = evaluate_topk(lists, None, heldout, metrics=["recall@3"])
+    assert with_train["recall@3"] == pytest.approx((1 / 2 + 1 + 0) / 3, rel=1e-15)
+    assert without_train["recall@3"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3, rel=1e-15)
 
 
 # ---------------------------------------------------------------------------------------

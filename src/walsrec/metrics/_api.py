@@ -66,9 +66,11 @@ def _describe(value: Any) -> str:
         return f"an array of shape {value.shape} and dtype {value.dtype}"
     if sp.issparse(value):
         return f"a sparse matrix of shape {value.shape}"
-    return (
-        repr(value) if isinstance(value, str | int | float | type(None)) else type(value).__name__
-    )
+    if isinstance(value, bool | str | type(None)):
+        return repr(value)
+    if isinstance(value, numbers.Number):
+        return str(value)  # "0", not numpy's "np.int64(0)"
+    return type(value).__name__
 
 
 def _check_int(value: Any, name: str, owner: str, low: int, *, allow_none: bool = False) -> Any:
@@ -557,10 +559,10 @@ def evaluate_scorer(
 
 def evaluate_topk(
     top_items: Any,
+    train: Any,
     heldout: Any,
-    *,
-    train: Any = None,
     k: int | None = None,
+    *,
     metrics: Iterable[str] | None = None,
     n_jobs: int | None = None,
     ndcg_gain: str = "binary",
@@ -572,11 +574,12 @@ def evaluate_topk(
     top_items : array-like of int, shape (n_users, width)
         Row u is user u's ranked list of item indices, best first, without repeats; a list
         shorter than ``width`` is padded with -1 at the end.
+    train : scipy.sparse matrix of shape (n_users, n_items) or None
+        Training interactions: held-out items that are also training items of the user are
+        not relevant (as in :func:`evaluate`). None: no exclusion. The lists themselves are
+        taken as given.
     heldout : scipy.sparse matrix of shape (n_users, n_items)
         Held-out interactions (stored entries are the relevant items).
-    train : scipy.sparse matrix of shape (n_users, n_items) or None, default None
-        If given, held-out items that are also training items of the user are not relevant
-        (as in :func:`evaluate`). The lists themselves are taken as given.
     k : int or None, default None
         Cut-off; None uses ``width``. Must be <= width.
     metrics : list of str or None, default None

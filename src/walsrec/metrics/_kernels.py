@@ -3,11 +3,11 @@
 Every kernel works on one chunk of evaluated users and raw CSR arrays: ``t_*`` is the
 training matrix (whose items are excluded from each user's ranking) and ``h_*`` the held-out
 matrix (users × items, same shape). Both must have sorted, duplicate-free rows (canonical
-CSR): membership tests are binary searches and the candidate scan walks them in step with the
-item index. ``prange`` runs over the users of the chunk; a user's outputs are written only by
-the thread that ranks it and no reduction crosses users, so results are bitwise identical for
-any thread count and any chunking. Kernels never validate, log or raise: orchestration
-(``_api.py``) does that, and reads the ``nan_count`` output to reject NaN scores.
+CSR): membership tests are binary searches and the candidate scan runs over the gaps between
+consecutive training items. ``prange`` runs over the users of the chunk; a user's outputs are
+written only by the thread that ranks it and no reduction crosses users, so results are
+bitwise identical for any thread count and any chunking. Kernels never validate, log or
+raise: orchestration (``_api.py``) does that, and reads ``nan_count`` to reject NaN scores.
 
 Per-user statistics are written to ``stats[i]`` in the column order of ``STAT_*`` below.
 No ``fastmath``: the kernels must see NaN and compare ties exactly.
@@ -374,12 +374,14 @@ def rank_block(
     """Rank one chunk of users from a dense score block and compute their metrics.
 
     Row i of ``scores`` (m × n_items) holds the scores of user ``users[i]``. Candidates are
-    the items not in the user's training row. One pass over the candidates keeps the top k
-    in a heap (order: score descending, ties by item index ascending) and, for AUC, counts
-    for every negative candidate (candidate not held out) the positives scoring above and
-    equal to it among the sorted positive scores (a linear scan for up to
-    ``_LINEAR_AUC_MAX`` positives, else binary search):
-        AUC_u = (#{(p, n): s_p > s_n} + ½ #{(p, n): s_p = s_n}) / (n_pos · n_neg)
+    the items not in the user's training row. One pass over the candidates, gap by gap
+    between training items, keeps the top k in a heap (order: score descending, ties by
+    item index ascending; the heap's worst score is the entry threshold) and, for AUC, sums
+    over every candidate c the positives above and equal to it among the sorted positive
+    scores (a vectorisable scan for up to ``_LINEAR_AUC_MAX`` positives, else binary
+    search). The positives' own terms add up to exactly n_pos²/2 whatever the ties, so
+        AUC_u = (Σ_c [#{p: s_p > s_c} + ½ #{p: s_p = s_c}] − n_pos²/2) / (n_pos · n_neg)
+              = (#{(p, n): s_p > s_n} + ½ #{(p, n): s_p = s_n}) / (n_pos · n_neg).
     ``seg[i]`` is the offset of user i's slice in the scratch arrays ``pos_scores`` and
     ``gains`` (sized by held-out row lengths). Writes ``top_items[i]`` (−1 padded),
     ``top_scores[i]``, ``n_rel[i]`` (0: user not evaluated), ``n_list[i]``, ``stats[i]``
