@@ -269,7 +269,10 @@ def test_loss_fused_into_the_solve_kernels_matches_dense_objective(case, solver)
     side = model._prepare(x, w, "test", by_rows=True)
     side_c = model._prepare(x, w, "test", by_rows=False)
     for s, which in ((side, "user"), (side_c, "item")):
-        observed = model._update(s, np.arange(s.n_rows), which).sum()
-        got = model._assemble_loss(observed, side, side_c.lam)[0]
-        want, _ = dense_loss(big_w, a, model.user_factors_, model.item_factors_, lam_r, lam_c)
+        terms = model._update(s, np.arange(s.n_rows), which).sum(axis=0)
+        u, v = model.user_factors_, model.item_factors_
+        reg_u, reg_v = lam_r @ np.sum(u**2, 1), lam_c @ np.sum(v**2, 1)
+        assert terms[1] == pytest.approx(reg_u if which == "user" else reg_v, rel=1e-10)
+        got = model._assemble_loss(terms[0], reg_u + reg_v, side)[0]
+        want, _ = dense_loss(big_w, a, u, v, lam_r, lam_c)
         assert got == pytest.approx(want, rel=1e-10)

@@ -100,6 +100,14 @@ def _cholesky_solve(m, n, b, diag_tol):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
+def _sqnorm(x):
+    acc = 0.0
+    for a in range(x.shape[0]):
+        acc += np.float64(x[a]) * np.float64(x[a])
+    return acc
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _row_loss(indices, wdata, adata, start, end, fixed, x, w0):
     """Σ_{j∈S_i} [W_ij (A_ij − x·v_j)² − w0 (x·v_j)²] in float64 (rotation-invariant)."""
     k = x.shape[0]
@@ -141,7 +149,8 @@ def solve_exact(
     ``dbase`` = w0·g, ``lam[t]`` = λ_i. ``paths[t]`` = PATH_WOODBURY solves by Woodbury's
     identity when admissible (all d > 0 and all D_j ≥ 0), else the direct Cholesky is used.
     ``flags[t]`` = FLAG_SINGULAR when the direct system has a non-positive pivot.
-    ``loss_out[t]`` gets the row's observed loss terms with the new factors (``_row_loss``).
+    ``loss_out[t]`` gets the row's observed loss terms with the new factors (``_row_loss``)
+    and its regularisation term λ_i‖ũ_i‖² (= λ_i‖u_i‖²: Q is orthogonal).
     """
     k = fixed_rot.shape[1]
     dt = fixed_rot.dtype
@@ -273,7 +282,8 @@ def solve_exact(
                     flags[t] = FLAG_SINGULAR
                     for a in range(k):
                         out[a] = 0.0
-            loss_out[t] = _row_loss(indices, wdata, adata, start, end, fixed_rot, out, w0)
+            loss_out[t, 0] = _row_loss(indices, wdata, adata, start, end, fixed_rot, out, w0)
+            loss_out[t, 1] = lam_t * _sqnorm(out)
 
 
 # Rows up to this many entries have their ṽ_j gathered into contiguous per-part scratch for
@@ -305,7 +315,7 @@ def solve_cg(
         (diag(w0·g + λ_i) + Σ_{j∈S_i} D_j ṽ_j ṽ_jᵀ) ũ_i = Σ_{j∈S_i} W_ij A_ij ṽ_j.
     CG is invariant under the orthogonal change of basis, so the iterates are implicit's,
     rotated. ``out`` holds rotated factors ũ = Qᵀu on entry and on exit; ``loss_out[t]``
-    gets the row's observed loss terms with the new factors.
+    gets the row's observed loss terms and λ_i‖ũ_i‖² with the new factors.
     """
     k = fixed_rot.shape[1]
     dt = fixed_rot.dtype
@@ -408,7 +418,8 @@ def solve_cg(
                 pred = np.float64(dot)
                 err = np.float64(adata[p]) - pred
                 acc_row += np.float64(wdata[p]) * err * err - np.float64(w0) * pred * pred
-            loss_out[t] = acc_row
+            loss_out[t, 0] = acc_row
+            loss_out[t, 1] = lam_t * _sqnorm(x)
             for a in range(k):
                 out_t[a] = x[a]
 

@@ -1,4 +1,5 @@
-"""Thread settings around kernel launches: numba's thread count and BLAS capped at one thread.
+"""Thread settings around kernel launches: numba's thread count, dynamic scheduling of the
+kernels' parts, and BLAS capped at one thread.
 
 ``kernel_threads(n)`` sets numba's thread count for the calling thread (numba keeps it per
 thread) and restores it afterwards, even on error; it also caps BLAS at one thread while the
@@ -66,11 +67,16 @@ def kernel_threads(n_threads: int) -> Iterator[None]:
     if lock is not None:
         lock.acquire()
     previous = numba.get_num_threads()
+    previous_chunk = numba.get_parallel_chunksize()
     try:
         with _controller().limit(limits=1, user_api="blas"):
             numba.set_num_threads(n_threads)
+            # Hand the kernels' parts (already of about equal cost) to threads one at a
+            # time: a static split stalls on whichever thread the OS preempts.
+            numba.set_parallel_chunksize(1)
             yield
     finally:
+        numba.set_parallel_chunksize(previous_chunk)
         numba.set_num_threads(previous)
         if lock is not None:
             lock.release()

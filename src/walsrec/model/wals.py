@@ -39,8 +39,9 @@ __all__ = ["WALS"]
 
 _SOLVERS = ("cholesky", "cg")
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-# Parts per thread in a kernel launch: each part has about equal estimated cost.
-_PARTS_PER_THREAD = 8
+# Parts per thread in a kernel launch: each part has about equal estimated cost, and parts
+# go to threads dynamically, so a busy core only delays its current part.
+_PARTS_PER_THREAD = 16
 
 
 def _kernels():
@@ -142,6 +143,13 @@ class _Side:
         self.lam = lam
         self.n_other = n_other
         self.counts = np.diff(indptr)
+        self._sum_w = None
+
+    def sum_w_excess(self, w0: float) -> float:
+        """Σ_obs (W − w0), float64, computed once."""
+        if self._sum_w is None:
+            self._sum_w = float(np.sum(self.wdata, dtype=np.float64)) - w0 * self.wdata.shape[0]
+        return self._sum_w
 
     @property
     def n_rows(self) -> int:
@@ -576,8 +584,9 @@ class WALS:
         solver: str | None = None,
         path: str = "auto",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """New factors for ``rows`` of one side (not yet stored), and each row's observed
-        loss terms Σ_{j∈S_i} [W_ij (A_ij − u_i·v_j)² − w0 (u_i·v_j)²] with them (float64)."""
+        """New factors for ``rows`` of one side (not yet stored), and for each row (float64)
+        its observed loss terms Σ_{j∈S_i} [W_ij (A_ij − u_i·v_j)² − w0 (u_i·v_j)²] and its
+        regularisation term λ_i‖u_i‖² with them, shape (len(rows), 2)."""
         kern = _kernels()
         solver = solver or self.solver
         dt = self._np_dtype
@@ -588,7 +597,7 @@ class WALS:
         lam = np.ascontiguousarray(side.lam[rows])
         paths, bounds = self._partition(side, rows, solver)
         n_threads = self._n_threads()
-        row_loss = np.empty(rows.shape[0], dtype=np.float64)
+        row_loss = np.empty((rows.shape[0], 2), dtype=np.float64)
         if solver == "cholesky":
             state = self._fixed_state(fixed_which, need_rotation=True)
             if path == "direct":
@@ -624,8 +633,9 @@ class WALS:
                 new = out_rot @ state["q"].T
         else:
             state = self._fixed_state(fixed_which, need_rotation=True)
+            start = current if rows.shape[0] == current.shape[0] else current[rows]
             with blas_threads(n_threads):
-                x_rot = np.ascontiguousarray(current[rows] @ state["q"], dtype=dt)
+                x_rot = np.ascontiguousarray(start @ state["q"], dtype=dt)
             with kernel_threads(n_threads):
                 kern.solve_cg(
                     side.indptr,
@@ -753,23 +763,23 @@ class WALS:
                 float(self.unobserved_weight),
                 per_row,
             )
-        return self._assemble_loss(float(per_row.sum()), side_rows, side_cols_lam)
+        u, v = self.user_factors_, self.item_factors_
+        reg_u = float(side_rows.lam @ np.einsum("ij,ij->i", u, u).astype(np.float64))
+        reg_v = float(side_cols_lam @ np.einsum("ij,ij->i", v, v).astype(np.float64))
+        return self._assemble_loss(float(per_row.sum()), reg_u + reg_v, side_rows)
 
     def _assemble_loss(
-        self, observed: float, side_rows: _Side, side_cols_lam: np.ndarray
+        self, observed: float, reg: float, side_rows: _Side
     ) -> tuple[float, float, float]:
-        """(L, data term, Σ_all W) from Σ_obs [W (A − p)² − w0 p²] and the Gramians:
-        the unobserved part Σ_all w0 (u_i·v_j)² = w0·trace(UᵀU VᵀV) is never densified."""
-        u, v = self.user_factors_, self.item_factors_
+        """(L, data term, Σ_all W) from Σ_obs [W (A − p)² − w0 p²], the regularisation terms
+        and the Gramians: the unobserved part Σ_all w0 (u_i·v_j)² = w0·trace(UᵀU VᵀV) is
+        never densified."""
         w0 = float(self.unobserved_weight)
         gu = self._fixed_state("user", need_rotation=False)["gram"]
         gv = self._fixed_state("item", need_rotation=False)["gram"]
         data = observed + w0 * float(np.sum(gu * gv))
-        reg = float(side_rows.lam @ np.einsum("ij,ij->i", u, u).astype(np.float64))
-        reg += float(side_cols_lam @ np.einsum("ij,ij->i", v, v).astype(np.float64))
-        sum_w = w0 * u.shape[0] * v.shape[0] + float(
-            np.sum(side_rows.wdata, dtype=np.float64) - w0 * side_rows.wdata.shape[0]
-        )
+        n_all = self.user_factors_.shape[0] * self.item_factors_.shape[0]
+        sum_w = w0 * n_all + side_rows.sum_w_excess(w0)
         return data + reg, max(data, 0.0), sum_w
 
     def _eval(self, user_items, weights, method: str) -> tuple[float, float, float]:
@@ -841,14 +851,19 @@ class WALS:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=self.sweeps, desc="WALS", unit="sweep")
+        v = self.item_factors_
+        reg_v = float(cols_side.lam @ np.einsum("ij,ij->i", v, v).astype(np.float64))
         try:
             previous = None
             for sweep in range(1, self.sweeps + 1):
-                # the kernels return each row's observed loss terms with its new factors
-                observed = float(self._update(rows_side, all_rows, "user").sum())
-                self.loss_.append(self._assemble_loss(observed, rows_side, cols_side.lam)[0])
-                observed = float(self._update(cols_side, all_cols, "item").sum())
-                current, data, sum_w = self._assemble_loss(observed, rows_side, cols_side.lam)
+                # the kernels return each row's observed loss and regularisation terms with
+                # its new factors; the other side's terms are the previous half-step's
+                terms = self._update(rows_side, all_rows, "user").sum(axis=0)
+                reg_u = float(terms[1])
+                self.loss_.append(self._assemble_loss(terms[0], reg_u + reg_v, rows_side)[0])
+                terms = self._update(cols_side, all_cols, "item").sum(axis=0)
+                reg_v = float(terms[1])
+                current, data, sum_w = self._assemble_loss(terms[0], reg_u + reg_v, rows_side)
                 self.loss_.append(current)
                 self.n_iter_ = sweep
                 self.rwse_ = float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
