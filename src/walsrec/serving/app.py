@@ -1,0 +1,497 @@
+"""The HTTP service: FastAPI app over a :class:`~walsrec.serving.model.Recommender`.
+
+Endpoints: ``GET /recommendations/{user_id}``, ``POST /recommendations`` (fold-in),
+``GET /similar/{item_id}``, ``GET /health``, ``GET /model``; OpenAPI at ``/docs``.
+
+The model is loaded and its kernels compiled in the app's lifespan, never at import or on
+the first request. Given a model directory, a :class:`ModelWatcher` thread polls
+MODEL_DIR/export; a newer export is loaded and warmed up in that thread, then swapped in
+by replacing one reference. Each request reads that reference once and uses its local copy
+throughout, so requests in flight finish on the model they started with. A broken export
+is logged and skipped (and retried only if its files change) while the old model serves.
+
+Requests are computed inline on the event loop: a query takes well under a millisecond
+(one matrix-vector product and a sequential top-k kernel), less than a hop to a worker
+thread would cost, and it keeps every request's kernel launches on one thread. (numba's
+"workqueue" threading layer must not be entered from two threads at once; the fold-in's
+parallel kernel also goes through :func:`walsrec.model._threads.kernel_threads`, which
+serialises launches under that layer, so the reload thread's warm-up is safe as well.)
+
+Client mistakes are never a 500: an unknown user or item is 404, a bad parameter 422, a
+body over the limit 413, each with a short ``detail``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from walsrec.errors import InvalidParameterError, UnknownIdError
+
+__all__ = ["ModelWatcher", "ServiceSettings", "create_app", "run"]
+
+log = logging.getLogger("walsrec.serving")
+
+
+@dataclass
+class ServiceSettings:
+    """Settings of the HTTP service.
+
+    Parameters
+    ----------
+    model : path
+        An export directory (served as is) or a model directory (its newest export,
+        and MODEL_DIR/export is watched for newer ones).
+    poll_interval : float, default=2.0
+        Seconds between checks of MODEL_DIR/export; 0 disables hot reload.
+    max_interactions : int, default=10000
+        Largest fold-in request; more interactions are refused with 413.
+    max_k : int, default=1000
+        Largest k a request may ask for (422 above).
+    fallback : {None, "popular"}, default=None
+        Answer unknown users with the most popular items instead of 404.
+    max_body_bytes : int or None, default=None
+        Largest request body; default 200 bytes per allowed interaction plus 64 KiB.
+    """
+
+    model: str
+    poll_interval: float = 2.0
+    max_interactions: int = 10_000
+    max_k: int = 1000
+    fallback: str | None = None
+    max_body_bytes: int | None = None
+
+    @property
+    def body_limit(self) -> int:
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return 200 * self.max_interactions + 65_536
+
+
+# --------------------------------------------------------------------------- hot reload
+
+
+def _signature(path: Path) -> tuple:
+    """Names, sizes and modification times of an export's files (to notice a rewrite)."""
+    out = []
+    try:
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                out.append((str(f.relative_to(path)), st.st_size, st.st_mtime_ns))
+    except OSError:
+        pass
+    return tuple(out)
+
+
+class ModelWatcher:
+    """Holds the active model and swaps in newer exports from MODEL_DIR/export.
+
+    ``current`` is the active :class:`~walsrec.serving.model.Recommender`; it is replaced
+    by a single assignment, never modified, so a reader that took a reference keeps a
+    consistent model.
+    """
+
+    def __init__(self, source: str, poll_interval: float = 2.0) -> None:
+        self.source = Path(source)
+        self.poll_interval = float(poll_interval)
+        self.current = None
+        self.loaded_at: float | None = None
+        self.skipped: dict[str, str] = {}  # export name -> why it was skipped
+        self._failed: dict[str, tuple] = {}  # export name -> signature when it failed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one check at a time
+        if (self.source / "model.json").is_file():
+            self.export_root = None  # an export given directly: served as is
+        elif (self.source / "export").is_dir() or not self.source.is_dir():
+            self.export_root = self.source / "export"
+        else:
+            self.export_root = self.source
+
+    @staticmethod
+    def _number(path: Path) -> int:
+        return int(path.name) if path.name.isdigit() else -1
+
+    def load_initial(self) -> None:
+        """Load (and warm up) the newest complete export; raise if there is none.
+
+        Newer exports that fail to load are skipped, as in :meth:`check_once`, so a broken
+        newest export does not keep the service from starting on the previous one.
+        """
+        from walsrec.serving.export import list_exports, resolve_export
+        from walsrec.serving.model import load_model
+
+        if self.export_root is None:
+            candidates = [self.source]
+        else:
+            candidates = list(reversed(list_exports(self.export_root)))
+            if not candidates:
+                candidates = [resolve_export(self.source)]  # raises the clear error
+        error = None
+        for path in candidates:
+            try:
+                model = load_model(path)
+                model.warm_up()
+            except Exception as exc:
+                if self.export_root is None:
+                    raise
+                self._skip(path, exc)
+                error = error or exc
+                continue
+            self._activate(model)
+            return
+        raise error
+
+    def _activate(self, model) -> None:
+        self.current = model
+        self.loaded_at = time.time()
+        log.info(
+            "serving export %s (version %s): %d users, %d items, embedding_dim %d",
+            model.path,
+            model.version,
+            model.n_users,
+            model.n_items,
+            model.embedding_dim,
+        )
+
+    def _skip(self, path: Path, exc: Exception) -> None:
+        self._failed[path.name] = _signature(path)
+        self.skipped[path.name] = f"{type(exc).__name__}: {exc}"
+        log.warning("skipping export %s, which cannot be loaded: %s", path, exc)
+
+    def check_once(self) -> bool:
+        """Load the newest export newer than the active one, if any; True when swapped."""
+        if self.export_root is None:
+            return False
+        from walsrec.serving.export import list_exports
+        from walsrec.serving.model import load_model
+
+        with self._lock:
+            active = self._number(self.current.path) if self.current is not None else -1
+            try:
+                newer = [p for p in list_exports(self.export_root) if self._number(p) > active]
+            except OSError as exc:
+                log.warning("cannot list %s: %s", self.export_root, exc)
+                return False
+            for path in reversed(newer):
+                failed = self._failed.get(path.name)
+                if failed is not None and failed == _signature(path):
+                    continue  # still the same broken files
+                try:
+                    model = load_model(path)
+                    model.warm_up()
+                except Exception as exc:  # a broken export must never stop the service
+                    self._skip(path, exc)
+                    continue
+                self._failed.pop(path.name, None)
+                self.skipped.pop(path.name, None)
+                self._activate(model)
+                return True
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self.check_once()
+            except Exception:  # pragma: no cover - check_once already catches load errors
+                log.exception("checking for a new export failed")
+
+    def start(self) -> None:
+        """Start the polling thread (if a model directory is watched and polling is on)."""
+        if self.export_root is None or self.poll_interval <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="walsrec-reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+class InteractionIn(BaseModel):
+    item: str | int = Field(description="the item's original id")
+    value: float = Field(1.0, allow_inf_nan=False, description="the interaction's value")
+
+
+class FoldInRequest(BaseModel):
+    interactions: list[InteractionIn] = Field(description="the new user's interactions")
+    k: int = Field(10, ge=1, description="number of items")
+    exclude_seen: bool = Field(True, description="leave out the interaction items")
+
+
+class ItemScore(BaseModel):
+    item: str
+    score: float
+
+
+class RecommendationsOut(BaseModel):
+    user: str | None = None
+    version: int
+    fallback: bool = False
+    ignored: list[str] | None = None
+    items: list[ItemScore]
+
+
+class SimilarOut(BaseModel):
+    item: str
+    version: int
+    metric: str
+    items: list[ItemScore]
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    # json.dumps of plain lists and dicts: FastAPI's encoder would walk every value again
+    return Response(
+        json.dumps(payload, ensure_ascii=False, allow_nan=False),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.limit:
+                    await self._refuse(send)
+                    return
+        received = 0
+        limit = self.limit
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # an HTTPException: FastAPI re-raises it from its body reader as is
+                    raise HTTPException(413, f"Request body larger than {limit} bytes.")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"detail": f"Request body larger than {self.limit} bytes."}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _short_validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", ""))
+    return "; ".join(parts) or "Invalid request."
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -> FastAPI:
+    """The FastAPI application serving ``settings.model``.
+
+    Parameters
+    ----------
+    settings : ServiceSettings
+    watcher : ModelWatcher, optional
+        A watcher to use instead of a new one (its model is loaded in the lifespan if it
+        has none yet).
+
+    Returns
+    -------
+    fastapi.FastAPI
+    """
+    from threadpoolctl import threadpool_limits
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # One BLAS thread per product: requests are sub-millisecond matrix-vector products,
+        # where waking BLAS threads costs more than it saves.
+        limiter = threadpool_limits(limits=1, user_api="blas")
+        w = watcher or ModelWatcher(settings.model, settings.poll_interval)
+        if w.current is None:
+            w.load_initial()
+        app.state.watcher = w
+        w.start()
+        try:
+            yield
+        finally:
+            w.stop()
+            limiter.restore_original_limits()
+
+    app = FastAPI(
+        title="walsrec",
+        summary="WALS recommendations: top-k, fold-in of new users, similar items.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(_BodyLimit, limit=settings.body_limit)
+    max_k = settings.max_k
+    max_n = settings.max_interactions
+
+    def current(request: Request):
+        return request.app.state.watcher.current
+
+    def check_k(k: int) -> None:
+        if k > max_k:
+            raise InvalidParameterError(
+                f"The 'k' parameter must be an int in [1, {max_k}]. Got {k} instead."
+            )
+
+    @app.exception_handler(UnknownIdError)
+    async def _unknown(request: Request, exc: UnknownIdError):
+        return _json({"detail": str(exc)}, 404)
+
+    @app.exception_handler(InvalidParameterError)
+    async def _invalid(request: Request, exc: InvalidParameterError):
+        return _json({"detail": str(exc)}, 422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return _json({"detail": _short_validation_detail(exc)}, 422)
+
+    @app.get("/health", summary="Liveness and the active model version")
+    async def health(request: Request):
+        return _json({"status": "ok", "version": current(request).version})
+
+    @app.get("/model", summary="The active model: version, creation time, counts, metrics")
+    async def model_info(request: Request):
+        w = request.app.state.watcher
+        m = w.current
+        info = m.describe()
+        info["loaded_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(w.loaded_at))
+        info["watching"] = str(w.export_root) if w.export_root is not None else None
+        info["skipped_exports"] = dict(w.skipped)
+        return _json(info)
+
+    @app.get(
+        "/recommendations/{user_id}",
+        response_model=RecommendationsOut,
+        summary="Top-k items for a known user",
+        responses={404: {"description": "Unknown user id"}},
+    )
+    async def recommend(
+        request: Request,
+        user_id: str,
+        k: int = Query(10, ge=1, description="number of items"),
+        exclude_seen: bool = Query(True, description="leave out the user's training items"),
+        fallback: Literal["popular"] | None = Query(
+            settings.fallback, description="most popular items for an unknown user"
+        ),
+    ):
+        check_k(k)
+        m = current(request)
+        result = m.recommend(user_id, k=k, exclude_seen=exclude_seen, fallback=fallback)
+        return _json(
+            {
+                "user": user_id,
+                "version": m.version,
+                "fallback": result.fallback,
+                "items": result.to_list(),
+            }
+        )
+
+    @app.post(
+        "/recommendations",
+        response_model=RecommendationsOut,
+        summary="Top-k items for a new user from their interactions (fold-in)",
+        responses={413: {"description": "Too many interactions"}},
+    )
+    async def recommend_new_user(request: Request, body: FoldInRequest):
+        check_k(body.k)
+        if len(body.interactions) > max_n:
+            return _json(
+                {"detail": f"Too many interactions: {len(body.interactions)} (at most {max_n})."},
+                413,
+            )
+        m = current(request)
+        pairs = [(str(x.item), x.value) for x in body.interactions]
+        result = m.recommend_for_interactions(pairs, k=body.k, exclude_seen=body.exclude_seen)
+        return _json({"version": m.version, "ignored": result.ignored, "items": result.to_list()})
+
+    @app.get(
+        "/similar/{item_id}",
+        response_model=SimilarOut,
+        summary="Items most similar to an item",
+        responses={404: {"description": "Unknown item id"}},
+    )
+    async def similar(
+        request: Request,
+        item_id: str,
+        k: int = Query(10, ge=1, description="number of items"),
+        metric: Literal["cosine", "dot"] = Query("cosine"),
+    ):
+        check_k(k)
+        m = current(request)
+        result = m.similar_items(item_id, k=k, metric=metric)
+        return _json(
+            {"item": item_id, "version": m.version, "metric": metric, "items": result.to_list()}
+        )
+
+    return app
+
+
+def run(
+    settings: ServiceSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
+    """Serve with uvicorn until interrupted (``walsrec serve``)."""
+    import uvicorn
+
+    from walsrec.serving.export import resolve_export
+
+    resolve_export(settings.model)  # a wrong path is one clear error, before uvicorn starts
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+    )

@@ -1,0 +1,332 @@
+"""The HTTP service: a test client for the contract, and the real server process for the
+rest (answers against brute force, hot reload, a corrupt export, concurrent clients)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from walsrec.data.vocabulary import Vocabulary
+from walsrec.serving.export import list_exports, read_export, write_export
+
+from .conftest import make_export
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from walsrec.serving.app import ModelWatcher, ServiceSettings, create_app  # noqa: E402
+
+
+def brute_top(export_path: Path, user_index: int, k: int) -> list[str]:
+    """Top-k item ids of a user from the export's files, seen items excluded."""
+    ex = read_export(export_path)
+    scores = ex.item_factors.astype(np.float64) @ ex.user_factors[user_index].astype(np.float64)
+    seen = set(ex.user_items[user_index].indices.tolist())
+    order = sorted((j for j in range(len(scores)) if j not in seen), key=lambda j: (-scores[j], j))
+    return [ex.items.id(j) for j in order[:k]]
+
+
+# --------------------------------------------------------------------------- test client
+
+
+@pytest.fixture
+def client(tmp_path):
+    make_export(tmp_path)
+    app = create_app(ServiceSettings(str(tmp_path), poll_interval=0, max_interactions=50))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_recommendations_match_brute_force(client):
+    m = client.app.state.watcher.current
+    for user in (0, 3, 39):
+        r = client.get(f"/recommendations/u{user}", params={"k": 5})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["version"] == m.version and body["fallback"] is False
+        assert [x["item"] for x in body["items"]] == brute_top(m.path, user, 5)
+
+
+def test_client_mistakes_are_404_422_413_never_500(client):
+    r = client.get("/recommendations/nobody")
+    assert (r.status_code, r.json()) == (404, {"detail": "Unknown user id 'nobody'."})
+    assert client.get("/similar/nothing").json() == {"detail": "Unknown item id 'nothing'."}
+    for k in ("0", "-1", "x", "1001"):
+        r = client.get("/recommendations/u1", params={"k": k})
+        assert r.status_code == 422, k
+        assert isinstance(r.json()["detail"], str)
+    assert (
+        "k: Input should be greater than or equal to 1"
+        in client.get("/recommendations/u1?k=0").json()["detail"]
+    )
+    assert client.get("/similar/i1?metric=l2").status_code == 422
+    too_many = {"interactions": [{"item": "i1"}] * 51}
+    r = client.post("/recommendations", json=too_many)
+    assert r.status_code == 413 and "at most 50" in r.json()["detail"]
+    huge = b'{"interactions": [' + b'{"item": "i1"},' * 20_000 + b'{"item": "i2"}]}'
+    r = client.post("/recommendations", content=huge, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    for bad in (b"{oops", b'{"interactions": [{"item": "i1", "value": "nan"}]}', b"[]"):
+        r = client.post(
+            "/recommendations", content=bad, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422, bad
+
+
+def test_unknown_user_falls_back_to_popular_when_asked(client):
+    m = client.app.state.watcher.current
+    body = client.get("/recommendations/nobody", params={"fallback": "popular", "k": 3}).json()
+    assert body["fallback"] is True
+    assert [x["item"] for x in body["items"]] == m.popular(3).items
+
+
+def test_fold_in_and_similar(client):
+    m = client.app.state.watcher.current
+    payload = {"interactions": [{"item": "i2", "value": 2.0}, {"item": 99}, {"item": "i5"}], "k": 4}
+    body = client.post("/recommendations", json=payload).json()
+    assert body["ignored"] == ["99"]
+    want = m.recommend_for_interactions([("i2", 2.0), ("99", 1.0), ("i5", 1.0)], k=4)
+    assert [x["item"] for x in body["items"]] == want.items
+    sim = client.get("/similar/i3", params={"k": 3, "metric": "dot"}).json()
+    assert [x["item"] for x in sim["items"]] == m.similar_items("i3", k=3, metric="dot").items
+
+
+def test_model_and_docs(client):
+    info = client.get("/model").json()
+    m = client.app.state.watcher.current
+    assert info["version"] == m.version and info["counts"]["n_users"] == 40
+    assert info["metrics"] == {"ndcg@10": 0.5} and info["created"]
+    assert client.get("/health").json() == {"status": "ok", "version": m.version}
+    assert client.get("/docs").status_code == 200
+    assert "/recommendations/{user_id}" in client.get("/openapi.json").json()["paths"]
+
+
+def test_watcher_skips_a_broken_newest_export_and_takes_a_later_good_one(tmp_path):
+    first = make_export(tmp_path, seed=1)
+    w = ModelWatcher(str(tmp_path), poll_interval=0)
+    w.load_initial()
+    assert w.current.path == first
+    broken = tmp_path / "export" / str(int(first.name) + 10)
+    shutil.copytree(first, broken)
+    (broken / "vocab" / "users.txt").write_text("only-one\n")
+    assert w.check_once() is False
+    assert w.current.path == first and broken.name in w.skipped
+    assert w.check_once() is False  # not retried while its files are unchanged
+    good = make_export(tmp_path, seed=2)
+    assert int(good.name) > int(broken.name)
+    assert w.check_once() is True and w.current.path == good
+
+
+def test_service_starts_on_the_previous_export_when_the_newest_is_broken(tmp_path):
+    good = make_export(tmp_path, seed=1)
+    broken = tmp_path / "export" / str(int(good.name) + 5)
+    shutil.copytree(good, broken)
+    (broken / "item_factors.npy").write_bytes(b"")
+    w = ModelWatcher(str(tmp_path), poll_interval=0)
+    w.load_initial()
+    assert w.current.path == good and broken.name in w.skipped
+
+
+# --------------------------------------------------------------------------- real server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port: int, path: str, timeout: float = 10.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        conn.close()
+
+
+def _wait_for(predicate, seconds: float, step: float = 0.1):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
+@pytest.fixture(scope="module")
+def server(trained_model_dir, tmp_path_factory):
+    """``python -m walsrec serve`` on a copy of the trained MODEL_DIR, on a free port."""
+    model_dir = tmp_path_factory.mktemp("served") / "model"
+    shutil.copytree(trained_model_dir, model_dir)
+    port = _free_port()
+    log_path = model_dir.parent / "server.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "walsrec", "serve", "--model", str(model_dir),
+             "--host", "127.0.0.1", "--port", str(port), "--poll-interval", "0.3",
+             "--max-interactions", "100", "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+
+        def up():
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                return _get(port, "/health", timeout=1.0)[0] == 200
+            except OSError:
+                return False
+
+        assert _wait_for(up, 90, 0.2), log_path.read_text()
+        yield port, model_dir, proc, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_server_answers_equal_brute_force(server):
+    port, model_dir, _, _ = server
+    ex = read_export(model_dir)
+    for user in (0, 5, 77, len(ex.users) - 1):
+        uid = ex.users.id(user)
+        status, body = _get(port, f"/recommendations/{uid}?k=10")
+        assert status == 200
+        assert [x["item"] for x in body["items"]] == brute_top(
+            model_dir / "export" / str(body["version"]), user, 10
+        )
+    assert _get(port, "/recommendations/no-such-user")[0] == 404
+    assert _get(port, f"/recommendations/{ex.users.id(0)}?k=0")[0] == 422
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = json.dumps({"interactions": [{"item": ex.items.id(0)}] * 101}).encode()
+    conn.request("POST", "/recommendations", body, {"content-type": "application/json"})
+    assert conn.getresponse().status == 413
+    conn.close()
+
+
+def _client_loop(port, user_ids, item_ids, n, errors, versions, seed):
+    rng = np.random.default_rng(seed)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for i in range(n):
+            kind = i % 3
+            if kind == 0:
+                conn.request("GET", f"/recommendations/{rng.choice(user_ids)}?k=10")
+            elif kind == 1:
+                body = {"interactions": [{"item": str(x)} for x in rng.choice(item_ids, 5)]}
+                conn.request(
+                    "POST", "/recommendations", json.dumps(body),
+                    {"content-type": "application/json"},
+                )  # fmt: skip
+            else:
+                conn.request("GET", f"/similar/{rng.choice(item_ids)}?k=5")
+            r = conn.getresponse()
+            payload = r.read()
+            if r.status != 200:
+                errors.append((r.status, payload[:200]))
+            else:
+                versions.add(json.loads(payload)["version"])
+    except Exception as exc:  # reported by the test, not lost in the thread
+        errors.append(repr(exc))
+    finally:
+        conn.close()
+
+
+def _clients(port, model_dir, threads=8, n=50):
+    ex = read_export(model_dir)
+    users, items = ex.users.to_list(), ex.items.to_list()
+    errors, versions = [], set()
+    pool = [
+        threading.Thread(target=_client_loop, args=(port, users, items, n, errors, versions, s))
+        for s in range(threads)
+    ]
+    return pool, errors, versions
+
+
+def test_concurrent_clients_get_no_errors(server):
+    port, model_dir, proc, log_path = server
+    pool, errors, _versions = _clients(port, model_dir)
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in pool)
+    assert errors == [], log_path.read_text()[-2000:]
+    assert proc.poll() is None
+
+
+def _new_export(model_dir: Path, base: Path, scale: float) -> Path:
+    """An export with the vocabularies of ``base`` and its item factors permuted, rescaled."""
+    ex = read_export(base)
+    rng = np.random.default_rng(int(scale * 100))
+    return write_export(
+        model_dir,
+        user_factors=ex.user_factors,
+        item_factors=ex.item_factors[rng.permutation(len(ex.items))] * scale,
+        users=Vocabulary(ex.users.ids, "users"),
+        items=Vocabulary(ex.items.ids, "items"),
+        user_items=ex.user_items,
+        hyperparameters=ex.meta["hyperparameters"],
+        metrics={"note": scale},
+    )
+
+
+def test_hot_reload_under_load_and_a_corrupt_export_is_skipped(server):
+    port, model_dir, proc, log_path = server
+    old = _get(port, "/model")[1]["version"]
+    old_path = model_dir / "export" / str(old)
+
+    # a new export while clients are running: no errors, answers from the old or new one
+    pool, errors, versions = _clients(port, model_dir, threads=4, n=60)
+    for t in pool:
+        t.start()
+    new_path = _new_export(model_dir, old_path, 2.0)
+    new = int(new_path.name)
+    assert new > old
+    changed = _wait_for(lambda: _get(port, "/model")[1]["version"] == new, 15)
+    for t in pool:
+        t.join(timeout=120)
+    assert changed, log_path.read_text()[-2000:]
+    assert errors == []
+    assert versions <= {old, new}
+    ex = read_export(new_path)
+    _status, body = _get(port, f"/recommendations/{ex.users.id(3)}?k=10")
+    assert body["version"] == new and [x["item"] for x in body["items"]] == brute_top(
+        new_path, 3, 10
+    )
+
+    # a corrupt export (truncated user_factors.npy) in a newer numbered directory
+    corrupt = model_dir / "export" / str(new + 100)
+    shutil.copytree(new_path, corrupt)
+    f = corrupt / "user_factors.npy"
+    f.write_bytes(f.read_bytes()[:-64])
+    assert _wait_for(lambda: corrupt.name in _get(port, "/model")[1]["skipped_exports"], 15)
+    info = _get(port, "/model")[1]
+    assert info["version"] == new
+    assert "user_factors.npy" in info["skipped_exports"][corrupt.name]
+    assert _get(port, f"/recommendations/{ex.users.id(3)}?k=10")[1]["version"] == new
+
+    # and a good one after it is taken
+    newest = _new_export(model_dir, new_path, 3.0)
+    assert int(newest.name) > int(corrupt.name)
+    assert _wait_for(lambda: _get(port, "/health")[1]["version"] == int(newest.name), 15)
+    assert [p.name for p in list_exports(model_dir / "export")][-2:] == [corrupt.name, newest.name]
+    assert proc.poll() is None
