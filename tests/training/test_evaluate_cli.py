@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from walsrec.cli import main
+from walsrec.errors import DataFormatError
+from walsrec.evaluation import evaluate_export
+from walsrec.metrics import evaluate
+from walsrec.serving.export import read_export
+
+
+def test_train_then_evaluate_on_the_command_line(data_dir, tmp_path, capsys):
+    md = str(tmp_path / "m")
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data_dir),
+            "--model-dir",
+            md,
+            "--sweeps",
+            "2",
+            "--embedding-dim",
+            "8",
+            "--threads",
+            "1",
+            "--quiet",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Trained 4 steps" in out and "ndcg@10" in out and "Exported " in out
+    assert main(["evaluate", "--model", md, "--data", str(data_dir), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    exp = read_export(md)
+    from walsrec.data.prepare import load_prepared
+
+    data = load_prepared(data_dir)
+    want = evaluate(
+        exp.user_factors, exp.item_factors, data.train.user_items, data.eval.user_items, k=10
+    )
+    assert got["model"] == pytest.approx(want)
+    assert got["model"]["ndcg@10"] > got["most-popular"]["ndcg@10"]
+    assert got["users_evaluated"] > 0
+    assert main(["evaluate", "--model", md, "--data", str(data_dir), "--k", "5"]) == 0
+    table = capsys.readouterr().out
+    assert "ndcg@5" in table and "most-popular" in table
+
+
+def test_evaluate_refuses_other_data(data_dir, tmp_path, capsys):
+    from walsrec.data.prepare import prepare
+
+    md = str(tmp_path / "m")
+    main(
+        [
+            "train",
+            "--data",
+            str(data_dir),
+            "--model-dir",
+            md,
+            "--sweeps",
+            "1",
+            "--embedding-dim",
+            "4",
+            "--quiet",
+        ]
+    )
+    capsys.readouterr()
+    (tmp_path / "other.csv").write_text("user,item\na,x\nb,y\na,y\nb,x\n")
+    prepare(str(tmp_path / "other.csv"), tmp_path / "other", eval_fraction=0.5, split="user")
+    with pytest.raises(
+        DataFormatError,
+        match=r"have different users vocabularies \(\d+ against "
+        r"2 ids\); evaluate on the DATA_DIR the model was trained on",
+    ):
+        evaluate_export(md, tmp_path / "other")
+    code = main(["evaluate", "--model", md, "--data", str(tmp_path / "other")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "different users vocabularies" in err[0]
+
+
+def test_train_bad_setting_exits_2(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path),
+            "--model-dir",
+            str(tmp_path / "m"),
+            "--embedding-dim",
+            "0",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        "walsrec train: error: The 'embedding_dim' setting of train "
+        "must be an int >= 1. Got 0 instead."
+    ]
