@@ -453,7 +453,7 @@ def test_rank_block_matches_numpy_twin(dtype, ties, raw_gain, seed, n_users, n_i
     np.testing.assert_allclose(fast["stats"], slow["stats"], rtol=1e-13, equal_nan=True)
     assert evaluated.any() and (~np.isnan(slow["stats"][:, _kernels.STAT_AUC])).any()
     if n_items > 128:
-        assert slow["n_rel"].min() > _kernels._LINEAR_AUC_MAX  # the binary-search path
+        assert slow["n_rel"].min() > _kernels._COLUMN_AUC_MAX  # the binary-search path
 
 
 def test_rank_block_counts_nan_scores():

@@ -65,12 +65,11 @@ whatever their value (an explicitly stored 0 is relevant); duplicates are summed
 Performance
 -----------
 Memory is bounded by ``chunk_size × n_items`` scores plus O(n_users · k). Per user the
-kernel makes one pass over the candidates: a heap of size k keeps the top k, and for AUC
-each negative candidate is compared with the user's sorted positive scores (first with the
-smallest, which settles most negatives of a trained model; then a vectorised scan, or a
-binary search above 128 positives), never a full sort. Results are bitwise identical for
-any ``chunk_size`` and thread count, given the same scores. Leaving ``"auc"`` out of
-``metrics`` skips its counting (the costliest part on random scores).
+kernel makes one pass over the candidates: a heap of size k keeps the top k. AUC adds, per
+positive, one vectorised comparison pass over the user's scores (or, above 128 positives,
+a binary search per candidate among the sorted positive scores); nothing is fully sorted.
+AUC is the costliest metric: leaving ``"auc"`` out of ``metrics`` skips it. Results are
+bitwise identical for any ``chunk_size`` and thread count, given the same scores.
 """
 
 from __future__ import annotations

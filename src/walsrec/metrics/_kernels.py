@@ -27,9 +27,9 @@ STAT_AP = 2
 STAT_NDCG = 3
 STAT_AUC = 4
 N_STATS = 5
-# Up to this many positives, AUC counts them by a linear scan (it vectorises) instead of a
-# binary search: measured faster up to about 128 positives.
-_LINEAR_AUC_MAX = 128
+# Up to this many positives, AUC makes one vectorised pass over the user's scores per
+# positive; above, a binary search per candidate is cheaper (measured crossover: ~128-200).
+_COLUMN_AUC_MAX = 128
 
 
 @njit(cache=True)
@@ -44,15 +44,17 @@ def _lower_bound(a, lo, hi, x):
     return lo
 
 
-@njit(cache=True, inline="always")
-def _count_above_equal(a, lo, n, x):
-    """(#{a[q] > x}, #{a[q] == x}) over a[lo:lo+n]: a branch-free loop that vectorises."""
-    gt = 0
-    eq = 0
-    for q in range(lo, lo + n):
-        gt += a[q] > x
-        eq += a[q] == x
-    return gt, eq
+@njit(cache=True)
+def _twice_below(row, x):
+    """#{j: row[j] < x} + #{j: row[j] <= x} = 2·#below + #equal, over the whole row.
+
+    A branch-free loop over contiguous scores, which LLVM vectorises.
+    """
+    acc = 0
+    for j in range(row.shape[0]):
+        v = row[j]
+        acc += (v < x) + (v <= x)
+    return acc
 
 
 @njit(cache=True)
@@ -268,12 +270,18 @@ def _rank_user(
     _sort_segment(gains, base, base + p)
 
     # One pass over the candidates, gap by gap between training items (no per-item test).
-    # AUC: sum f(s) = #{positives > s} + ½ #{positives = s} over every candidate, then
-    # remove the positives' own terms, which always add up to exactly p²/2 (with ties).
+    # AUC needs, summed over every candidate c (positives included),
+    #     2·f(s_c) = 2·#{positives > s_c} + #{positives = s_c};
+    # the positives' own terms always add up to exactly p² (ties included), so
+    #     2·(#{(q, n): s_q > s_n} + ½ #{(q, n): s_q = s_n}) = Σ_c 2·f(s_c) − p².
+    # Up to _COLUMN_AUC_MAX positives the sum is taken after the scan, one vectorised pass
+    # over the row per positive; above, each candidate is placed among the sorted positive
+    # scores by binary search during the scan.
+    by_columns = p <= _COLUMN_AUC_MAX
+    in_scan = want_auc and not by_columns
     n_heap = 0
     threshold = -np.inf  # score of the heap's worst item once the heap is full
-    n_gt = 0
-    n_eq = 0
+    twice = 0  # Σ_c 2·f(s_c)
     n_nan = 0
     n_cand = 0
     lowest = pos_scores[base]
@@ -288,22 +296,17 @@ def _rank_user(
             if s != s:
                 n_nan += 1
                 continue
-            if want_auc:
+            if in_scan:
                 # a trained model puts most candidates below every positive
                 if s < lowest:
-                    n_gt += p
-                elif p <= _LINEAR_AUC_MAX:
-                    gt, eq = _count_above_equal(pos_scores, base, p, s)
-                    n_gt += gt
-                    n_eq += eq
+                    twice += 2 * p
                 elif s <= highest:
                     lo = _count_below(pos_scores, base, p, s)
                     if pos_scores[lo] == s:
                         up = _upper_bound(pos_scores, lo, base + p, s)
-                        n_eq += up - lo
-                        n_gt += base + p - up
+                        twice += 2 * (base + p - up) + (up - lo)
                     else:
-                        n_gt += base + p - lo
+                        twice += 2 * (base + p - lo)
             # j exceeds every index in the heap, so a tie with its worst item loses:
             # only a strictly higher score enters (ties stay in index order)
             if n_heap < k:
@@ -323,6 +326,13 @@ def _rank_user(
         start = stop + 1
         tp += 1
     n_neg = n_cand - n_nan - p
+    if want_auc and by_columns:
+        for q in range(base, base + p):
+            x = pos_scores[q]
+            twice += _twice_below(row, x)
+            for t in range(ts, te):  # the training items are not candidates
+                v = row[t_indices[t]]
+                twice -= (v < x) + (v <= x)
     # heap sort: move the worst to the back until the list reads best first
     for end in range(n_heap - 1, 0, -1):
         hs[0], hs[end] = hs[end], hs[0]
@@ -345,7 +355,7 @@ def _rank_user(
         stats_row,
     )
     if want_auc and n_neg > 0:
-        stats_row[STAT_AUC] = (n_gt + 0.5 * n_eq - 0.5 * p * p) / (p * float(n_neg))
+        stats_row[STAT_AUC] = (twice - p * p) / (2.0 * p * n_neg)
     return p, n_heap, n_nan
 
 
@@ -376,10 +386,11 @@ def rank_block(
     Row i of ``scores`` (m × n_items) holds the scores of user ``users[i]``. Candidates are
     the items not in the user's training row. One pass over the candidates, gap by gap
     between training items, keeps the top k in a heap (order: score descending, ties by
-    item index ascending; the heap's worst score is the entry threshold) and, for AUC, sums
-    over every candidate c the positives above and equal to it among the sorted positive
-    scores (a vectorisable scan for up to ``_LINEAR_AUC_MAX`` positives, else binary
-    search). The positives' own terms add up to exactly n_pos²/2 whatever the ties, so
+    item index ascending; the heap's worst score is the entry threshold). AUC sums over every
+    candidate c the positives above it and equal to it: by one vectorised pass over the row
+    per positive when there are at most ``_COLUMN_AUC_MAX``, else by binary search among
+    the sorted positive scores during the scan. The positives' own terms add up to exactly
+    n_pos²/2 whatever the ties, so
         AUC_u = (Σ_c [#{p: s_p > s_c} + ½ #{p: s_p = s_c}] − n_pos²/2) / (n_pos · n_neg)
               = (#{(p, n): s_p > s_n} + ½ #{(p, n): s_p = s_n}) / (n_pos · n_neg).
     ``seg[i]`` is the offset of user i's slice in the scratch arrays ``pos_scores`` and
