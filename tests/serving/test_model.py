@@ -67,7 +67,7 @@ def test_topk_one_matches_its_numpy_twin(n_items, k, seed, ties):
 
 @settings(deadline=None, max_examples=25)
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 12), exclude_seen=st.booleans())
-def test_topk_block_matches_its_numpy_twin(seed, k, exclude_seen):
+def test_topk_rows_matches_its_numpy_twin(seed, k, exclude_seen):
     import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
@@ -81,8 +81,8 @@ def test_topk_block_matches_its_numpy_twin(seed, k, exclude_seen):
     width = min(k, n_items)
     outs = [np.empty((5, width), np.int64), np.empty((5, width), np.float32)]
     twin = [np.empty((5, width), np.int64), np.empty((5, width), np.float32)]
-    _topk.topk_block(scores, users, indptr, indices, exclude_seen, banned, width, *outs)
-    _topk.topk_block_numpy(scores, users, indptr, indices, exclude_seen, banned, width, *twin)
+    _topk.topk_rows(scores, users, indptr, indices, exclude_seen, banned, width, *outs)
+    _topk.topk_rows_numpy(scores, users, indptr, indices, exclude_seen, banned, width, *twin)
     np.testing.assert_array_equal(outs[0], twin[0])
     np.testing.assert_array_equal(outs[1], twin[1])
 

@@ -11,9 +11,9 @@ Outputs are padded with item -1 and score -inf when fewer than k candidates exis
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-__all__ = ["topk_block", "topk_block_numpy", "topk_one", "topk_one_numpy"]
+__all__ = ["topk_one", "topk_one_numpy", "topk_rows", "topk_rows_numpy"]
 
 
 @njit(cache=True, inline="always")
@@ -106,16 +106,18 @@ def topk_one(scores, excluded, banned, k, out_items, out_scores):
     return _select(scores, excluded, banned, k, out_items, out_scores)
 
 
-@njit(cache=True, parallel=True)
-def topk_block(scores, users, indptr, indices, exclude_seen, banned, k, out_items, out_scores):
+@njit(cache=True, nogil=True)
+def topk_rows(scores, users, indptr, indices, exclude_seen, banned, k, out_items, out_scores):
     """Top-k of each row of ``scores`` (m × n_items); row i belongs to user ``users[i]``.
 
     With ``exclude_seen`` the user's training items ``indices[indptr[u]:indptr[u+1]]``
-    (sorted) are skipped. Writes out_items/out_scores (m × k), best first.
+    (sorted) are skipped. Writes out_items/out_scores (m × k), best first. Sequential and
+    without the GIL: batch prediction runs chunks on a pool of Python threads, each chunk's
+    GEMM (BLAS, one thread) then this kernel, so no numba threading layer is involved and
+    any number of threads may call it at once.
     """
-    m = scores.shape[0]
     empty = indices[:0]
-    for i in prange(m):
+    for i in range(scores.shape[0]):
         u = users[i]
         if exclude_seen:
             ex = indices[indptr[u] : indptr[u + 1]]
@@ -146,10 +148,8 @@ def topk_one_numpy(scores, excluded, banned, k, out_items, out_scores):
     return n
 
 
-def topk_block_numpy(
-    scores, users, indptr, indices, exclude_seen, banned, k, out_items, out_scores
-):
-    """Slow twin of :func:`topk_block`."""
+def topk_rows_numpy(scores, users, indptr, indices, exclude_seen, banned, k, out_items, out_scores):
+    """Slow twin of :func:`topk_rows`."""
     for i in range(scores.shape[0]):
         u = users[i]
         ex = indices[indptr[u] : indptr[u + 1]] if exclude_seen else indices[:0]

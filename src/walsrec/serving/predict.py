@@ -197,11 +197,20 @@ def predict(
     writer = _Writer(tmp, format, model)
     try:
         done = 0
-        for start, stop in model.chunks(user_idx.size, chunk_size):
-            chunk = user_idx[start:stop]
-            items = np.empty((chunk.size, width), dtype=np.int64)
-            scores = np.empty((chunk.size, width), dtype=np.float32)
-            model.recommend_chunk(chunk, width, exclude_seen, None, items, scores, n_jobs=n_jobs)
+        # a few chunks per thread at a time: parallel, and memory stays bounded
+        from walsrec.model._threads import resolve_n_jobs
+
+        bounds = model.chunks(user_idx.size, chunk_size)
+        step = bounds[0][1] * 4 * resolve_n_jobs(n_jobs) if bounds else 1
+        for start in range(0, user_idx.size, step):
+            chunk = user_idx[start : start + step]
+            items, scores = model.recommend_indices(
+                chunk,
+                width,
+                exclude_seen=exclude_seen,
+                n_jobs=n_jobs,
+                chunk_size=chunk_size,
+            )
             writer.write(chunk, items, scores)
             done += chunk.size
             if bar is not None:
