@@ -208,20 +208,43 @@ def solve_exact(
                         zq[a] = s * vj[a] * dis[a]
                 for a in range(k):
                     bvec[a] *= dis[a]
+                # K = I + Z Zᵀ (lower triangle) and Z c, four rows q2 per pass over z[q]
                 for q in range(n):
                     zq = z[q]
-                    acc = 0.0
-                    for a in range(k):
+                    kq = kk[q]
+                    q2 = 0
+                    while q2 + 4 <= q + 1:
+                        y0 = z[q2]
+                        y1 = z[q2 + 1]
+                        y2 = z[q2 + 2]
+                        y3 = z[q2 + 3]
+                        a0 = zq[0] * y0[0]
+                        a1 = zq[0] * y1[0]
+                        a2 = zq[0] * y2[0]
+                        a3 = zq[0] * y3[0]
+                        for a in range(1, k):
+                            za = zq[a]
+                            a0 += za * y0[a]
+                            a1 += za * y1[a]
+                            a2 += za * y2[a]
+                            a3 += za * y3[a]
+                        kq[q2] = a0
+                        kq[q2 + 1] = a1
+                        kq[q2 + 2] = a2
+                        kq[q2 + 3] = a3
+                        q2 += 4
+                    while q2 <= q:
+                        y0 = z[q2]
+                        a0 = zq[0] * y0[0]
+                        for a in range(1, k):
+                            a0 += zq[a] * y0[a]
+                        kq[q2] = a0
+                        q2 += 1
+                    kq[q] += 1.0
+                    acc = zq[0] * bvec[0]
+                    for a in range(1, k):
                         acc += zq[a] * bvec[a]
                     tv[q] = acc
-                    kq = kk[q]
-                    for q2 in range(q + 1):
-                        z2 = z[q2]
-                        acc = 0.0
-                        for a in range(k):
-                            acc += zq[a] * z2[a]
-                        kq[q2] = acc
-                    kq[q] += 1.0
                 _cholesky_solve(kk, n, tv, 0.0)
                 for a in range(k):
                     out[a] = bvec[a]
