@@ -28,6 +28,7 @@ from walsrec.metrics import (
     evaluate,
     evaluate_scorer,
     evaluate_topk,
+    evaluated_users,
     metric_names,
     popularity_baseline,
     rmse,
@@ -317,6 +318,19 @@ def test_evaluate_matches_dense_oracle(problem, raw_gain):
     scored = evaluate_scorer(lambda users: scores[users], train, heldout, k, ndcg_gain=gain)
     del expected["rmse"]
     assert_metrics_equal(scored, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems())
+def test_evaluated_users_matches_dense_definition(problem):
+    _, train, heldout, _ = problem
+    relevant = (heldout.toarray() != 0) & (train.toarray() == 0)
+    np.testing.assert_array_equal(
+        evaluated_users(train, heldout), np.flatnonzero(relevant.any(axis=1))
+    )
+    np.testing.assert_array_equal(
+        evaluated_users(None, heldout), np.flatnonzero(heldout.getnnz(axis=1))
+    )
 
 
 @settings(max_examples=60, deadline=None)

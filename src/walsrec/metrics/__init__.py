@@ -14,7 +14,7 @@ Entry points
   or a fixed vector of item scores, e.g. :func:`popularity_baseline` (the most-popular
   baseline, reported with exactly the same definitions as the model).
 - :func:`evaluate_topk` evaluates precomputed top-k lists (no AUC).
-- :func:`rmse` alone.
+- :func:`rmse` alone; :func:`evaluated_users` lists the users the ranking means run over.
 
 Definitions
 -----------
@@ -78,6 +78,7 @@ from walsrec.metrics._api import (
     evaluate,
     evaluate_scorer,
     evaluate_topk,
+    evaluated_users,
     metric_names,
     popularity_baseline,
     rmse,
@@ -87,6 +88,7 @@ __all__ = [
     "evaluate",
     "evaluate_scorer",
     "evaluate_topk",
+    "evaluated_users",
     "metric_names",
     "popularity_baseline",
     "rmse",

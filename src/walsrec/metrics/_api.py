@@ -22,6 +22,7 @@ __all__ = [
     "evaluate",
     "evaluate_scorer",
     "evaluate_topk",
+    "evaluated_users",
     "metric_names",
     "popularity_baseline",
     "rmse",
@@ -423,7 +424,8 @@ def evaluate(
     dict of str to float
         Keyed by the names in ``metric_names(k)`` (e.g. ``"ndcg@10"``), in that order.
         A ranking metric is NaN when no user qualifies (``"auc"``: no user with a negative
-        candidate).
+        candidate); ``"coverage"`` is then 0. :func:`evaluated_users` lists the users the
+        means run over.
 
     Raises
     ------
@@ -686,3 +688,41 @@ def popularity_baseline(train: Any) -> np.ndarray:
     """
     train = _check_csr(train, "train", "popularity_baseline")
     return np.bincount(train.indices, minlength=train.shape[1]).astype(np.float64)
+
+
+def evaluated_users(train: Any, heldout: Any) -> np.ndarray:
+    """The users the ranking metrics average over: at least one held-out non-training item.
+
+    Parameters
+    ----------
+    train : scipy.sparse matrix of shape (n_users, n_items) or None
+        Training interactions (None: no exclusion, as in :func:`evaluate_topk`).
+    heldout : scipy.sparse matrix of shape (n_users, n_items)
+        Held-out interactions.
+
+    Returns
+    -------
+    ndarray of int64
+        Sorted user indices; its size is the number of users evaluated.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> train = sp.csr_matrix(np.array([[1, 0], [0, 1], [0, 0]]))
+    >>> heldout = sp.csr_matrix(np.array([[1, 0], [1, 0], [0, 0]]))  # user 0's is in train
+    >>> evaluated_users(train, heldout)
+    array([1])
+    """
+    owner = "evaluated_users"
+    if train is None:
+        heldout = _check_csr(heldout, "heldout", owner)
+        return np.flatnonzero(np.diff(heldout.indptr)).astype(np.int64)
+    train, heldout = _check_pair(train, heldout, owner)
+    n_items = np.int64(heldout.shape[1])
+    h_rows = np.repeat(np.arange(heldout.shape[0], dtype=np.int64), np.diff(heldout.indptr))
+    t_rows = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr))
+    # both are canonical CSR, so these keys are sorted and unique
+    h_keys = h_rows * n_items + heldout.indices
+    t_keys = t_rows * n_items + train.indices
+    in_train = np.isin(h_keys, t_keys, assume_unique=True)
+    return np.unique(h_rows[~in_train])
