@@ -470,6 +470,32 @@ def test_rank_block_matches_numpy_twin(dtype, ties, raw_gain, seed, n_users, n_i
         assert slow["n_rel"].min() > _kernels._COLUMN_AUC_MAX  # the binary-search path
 
 
+def test_ranking_pass_with_numpy_twin_matches_numba():
+    rng = np.random.default_rng(8)
+    scores = rng.integers(0, 5, size=(40, 17)).astype(np.float64)
+    train = sp.csr_matrix((rng.random((40, 17)) < 0.3).astype(np.float64))
+    heldout = sp.csr_matrix((rng.random((40, 17)) < 0.3).astype(np.float64))
+    names = metric_names(4, include_rmse=False)
+    results = [
+        _api._ranking_pass(
+            lambda users: scores[users], train, heldout, 4, names, 6, False, "test", kernel
+        )
+        for kernel in (_kernels.rank_block, _kernels.rank_block_numpy)
+    ]
+    assert results[0] == pytest.approx(results[1], rel=1e-13)
+    assert results[0] == pytest.approx(oracle(scores, train, heldout, 4), rel=1e-12)
+
+
+def test_overflowing_factors_give_nan_scores_error():
+    # finite factors whose product is inf - inf = NaN
+    U = np.array([[1e300, 1e300]])
+    V = np.array([[1e300, -1e300], [1.0, 1.0]])
+    heldout = sp.csr_matrix(np.array([[0.0, 1.0]]))
+    msg = r"The scores of the factors \(U·Vᵀ\) must not be NaN\. Got 1 NaN score\(s\), the first"
+    with pytest.raises(InvalidParameterError, match=msg):
+        evaluate(U, V, sp.csr_matrix((1, 2)), heldout, k=1, metrics=["ndcg@1"])
+
+
 def test_rank_block_counts_nan_scores():
     rng = np.random.default_rng(5)
     block, users, train, held, seg, outputs = _kernel_inputs(rng, 8, 10, 3, np.float64, False)

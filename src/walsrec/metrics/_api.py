@@ -457,7 +457,9 @@ def evaluate(
     items_t = np.ascontiguousarray(items.T)
 
     def block_fn(chunk_users: np.ndarray) -> np.ndarray:
-        return users[chunk_users] @ items_t
+        # overflow to ±inf ranks fine; inf − inf = NaN is caught by the kernel with a clear error
+        with np.errstate(over="ignore", invalid="ignore"):
+            return users[chunk_users] @ items_t
 
     out: dict[str, float] = {}
     with _threads(n_jobs):
@@ -465,7 +467,8 @@ def evaluate(
             out["rmse"] = _rmse(users, items, heldout, None)
         ranking = [name for name in names if name != "rmse"]
         if ranking:
-            out.update(_ranking_pass(block_fn, train, heldout, k, ranking, chunk, raw_gain, owner))
+            who = "the factors (U·Vᵀ)"
+            out.update(_ranking_pass(block_fn, train, heldout, k, ranking, chunk, raw_gain, who))
     return out
 
 
