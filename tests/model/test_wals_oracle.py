@@ -77,12 +77,12 @@ def test_exact_half_steps_match_dense_solve(case, path, dtype):
         model, x, w, big_w, a, lam_r, lam_c = _setup(case, dtype, seed)
         v0 = model.item_factors_.copy()
         side = model._prepare(x, w, "test", by_rows=True)
-        model._update(side, np.arange(x.shape[0]), "user", path=path)
+        model._update(side, "user", path=path)
         want_u = dense_row_solutions(big_w, a, v0, lam_r)
         assert _rel(model.user_factors_, want_u) < TOL[dtype]
         u1 = model.user_factors_.copy()
         side_c = model._prepare(x, w, "test", by_rows=False)
-        model._update(side_c, np.arange(x.shape[1]), "item", path=path)
+        model._update(side_c, "item", path=path)
         want_v = dense_row_solutions(big_w.T, a.T, u1, lam_c)
         assert _rel(model.item_factors_, want_v) < TOL[dtype]
 
@@ -106,20 +106,27 @@ def test_reference_twin_matches_dense_solve(case):
     assert _rel(got, dense_row_solutions(big_w, a, model.item_factors_, lam_r)) < 1e-10
 
 
-def test_subset_update_changes_only_those_rows():
-    model, x, _w, big_w, a, lam_r, _ = _setup(CASES[0], "float64", 4)
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_subset_updates_solve_only_those_rows(case, solver):
+    """update_rows/update_cols on a batch: those rows get their exact (or warm-started CG)
+    solution, with the batch's own row weights, λ_i and weights; the others stay put."""
+    model, x, w, big_w, a, lam_r, lam_c = _setup(case, "float64", 4)
+    model.set_params(solver=solver, cg_steps=40)
     u0 = model.user_factors_.copy()
     rows = np.array([7, 1, 0, 12])
-    model.update_rows(x, rows=rows)
+    model.update_rows(x, rows=rows, weights=w)
     want = dense_row_solutions(big_w, a, model.item_factors_, lam_r)
     others = np.setdiff1d(np.arange(x.shape[0]), rows)
     np.testing.assert_array_equal(model.user_factors_[others], u0[others])
-    assert _rel(model.user_factors_[rows], want[rows]) < 1e-9
-    cols = np.array([3, 29])
+    assert _rel(model.user_factors_[rows], want[rows]) < (1e-9 if solver == "cholesky" else 1e-6)
+    cols = np.array([3, x.shape[1] - 1, 0])
     v0 = model.item_factors_.copy()
-    model.update_cols(x.tocsc(), cols=cols)
-    assert not np.array_equal(model.item_factors_[cols], v0[cols])
-    np.testing.assert_array_equal(model.item_factors_[5:29], v0[5:29])
+    model.update_cols(x.tocsc(), cols=cols, weights=w)
+    want_v = dense_row_solutions(big_w.T, a.T, model.user_factors_, lam_c)
+    others = np.setdiff1d(np.arange(x.shape[1]), cols)
+    np.testing.assert_array_equal(model.item_factors_[others], v0[others])
+    assert _rel(model.item_factors_[cols], want_v[cols]) < (1e-9 if solver == "cholesky" else 1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -255,7 +262,7 @@ def test_hypothesis_row_step_matches_dense_solve(seed, n_users, n_items, k, dens
     for path in PATHS:
         model.user_factors_ = np.zeros((n_users, k))
         side = model._prepare(x, None, "test", by_rows=True)
-        model._update(side, np.arange(n_users), "user", path=path)
+        model._update(side, "user", path=path)
         scale = max(np.linalg.norm(want), 1.0)
         assert np.linalg.norm(model.user_factors_ - want) / scale < 1e-8
 
@@ -269,7 +276,7 @@ def test_loss_fused_into_the_solve_kernels_matches_dense_objective(case, solver)
     side = model._prepare(x, w, "test", by_rows=True)
     side_c = model._prepare(x, w, "test", by_rows=False)
     for s, which in ((side, "user"), (side_c, "item")):
-        terms = model._update(s, np.arange(s.n_rows), which).sum(axis=0)
+        terms = model._update(s, which).sum(axis=0)
         u, v = model.user_factors_, model.item_factors_
         reg_u, reg_v = lam_r @ np.sum(u**2, 1), lam_c @ np.sum(v**2, 1)
         assert terms[1] == pytest.approx(reg_u if which == "user" else reg_v, rel=1e-10)

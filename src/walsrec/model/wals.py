@@ -38,7 +38,6 @@ from walsrec.model._threads import blas_threads, kernel_threads, resolve_n_jobs
 __all__ = ["WALS"]
 
 _SOLVERS = ("cholesky", "cg")
-_DTYPES = {"float32": np.float32, "float64": np.float64}
 # Parts per thread in a kernel launch: each part has about equal estimated cost, and parts
 # go to threads dynamically, so a busy core only delays its current part.
 _PARTS_PER_THREAD = 16
@@ -419,12 +418,22 @@ class WALS:
     def _n_threads(self) -> int:
         return resolve_n_jobs(self.n_jobs)
 
-    def _side(self, m: sp.spmatrix, weights: sp.spmatrix | None, by_rows: bool) -> _Side:
-        """Kernel arrays for the row half-step (m CSR) or the column half-step (m CSC)."""
+    def _side(
+        self,
+        m: sp.spmatrix,
+        weights: sp.spmatrix | None,
+        by_rows: bool,
+        full_shape: tuple[int, int],
+        subset: np.ndarray | None = None,
+    ) -> _Side:
+        """Kernel arrays for the row half-step (m CSR) or the column half-step (m CSC).
+
+        ``m`` holds the rows (or columns) ``subset`` of a matrix of ``full_shape``; None: all.
+        """
         dt = self._np_dtype
         w0 = float(self.unobserved_weight)
-        n_users, n_items = m.shape
-        _n_rows, n_other = (n_users, n_items) if by_rows else (n_items, n_users)
+        n_users, n_items = full_shape
+        n_other = n_items if by_rows else n_users
         indptr = m.indptr.astype(np.int64, copy=False)
         idx_dt = np.int32 if max(m.shape) < 2**31 - 1 else np.int64
         indices = np.ascontiguousarray(m.indices, dtype=idx_dt)
@@ -434,6 +443,8 @@ class WALS:
             rw = _check_weight_vector(self.row_weights, "row_weights", n_users)
             cw = _check_weight_vector(self.col_weights, "col_weights", n_items)
             own, other = (rw, cw) if by_rows else (cw, rw)
+            if subset is not None and np.ndim(own) == 1:
+                own = own[subset]
             if np.ndim(own) == 0 and np.ndim(other) == 0:
                 wdata = np.full(indices.shape[0], w0 + own * other, dtype=dt)
             else:
@@ -454,9 +465,25 @@ class WALS:
         base = counts + float(self.unobserved_weight) * n_other
         return lam * np.power(base.astype(np.float64), nu)
 
-    def _prepare(self, user_items, weights, method: str, by_rows: bool) -> _Side:
+    def _prepare(
+        self, user_items, weights, method: str, by_rows: bool, subset: np.ndarray | None = None
+    ) -> _Side:
+        """Validate ``user_items`` (and ``weights``) and build the kernels' arrays for the
+        row half-step (``by_rows``) or the column half-step, of the rows or columns
+        ``subset`` only (sliced before validation, so a batch costs O(its entries))."""
         fmt = "csr" if by_rows else "csc"
+        full_shape = tuple(user_items.shape) if sp.issparse(user_items) else None
+        if subset is not None:
+            user_items = _slice(user_items, subset, fmt)
+            if weights is not None and sp.issparse(weights):
+                if weights.shape != full_shape:
+                    raise InvalidParameterError(
+                        f"The 'weights' argument of WALS.{method} must have the shape of "
+                        f"'user_items' {full_shape}. Got {weights.shape} instead."
+                    )
+                weights = _slice(weights, subset, fmt)
         m = _check_sparse(user_items, "user_items", method, fmt)
+        full_shape = full_shape or m.shape
         w = None
         if weights is not None:
             w = _check_sparse(weights, "weights", method, fmt)
@@ -477,7 +504,7 @@ class WALS:
                     f"The 'weights' argument of WALS.{method} must contain non-negative "
                     f"weights. Got {float(w.data[p])!r} instead."
                 )
-        return self._side(m, w, by_rows)
+        return self._side(m, w, by_rows, full_shape, subset)
 
     def _check_shape(self, user_items, method: str, name: str = "user_items") -> None:
         if not sp.issparse(user_items):
@@ -553,7 +580,7 @@ class WALS:
         bounds = np.concatenate([[0], inner, [rows.shape[0]]]).astype(np.int64)
         return paths, bounds
 
-    def _presolve_check(self, side: _Side, rows: np.ndarray, axis: str) -> None:
+    def _presolve_check(self, side: _Side, rows: np.ndarray, axis: str, labels) -> None:
         """Systems that are singular by rank, before any arithmetic: raise with the fix."""
         k = self.embedding_dim
         lam = side.lam[rows]
@@ -565,13 +592,14 @@ class WALS:
         else:
             return
         if bad.any():
-            self._raise_singular(axis, rows[bad], side)
+            self._raise_singular(axis, rows[bad], side, labels)
 
-    def _raise_singular(self, axis: str, bad_rows: np.ndarray, side: _Side) -> None:
+    def _raise_singular(self, axis: str, bad_rows: np.ndarray, side: _Side, labels) -> None:
         first = int(bad_rows[0])
         raise SingularSystemError(
             f"The {axis} half-step is singular for {bad_rows.shape[0]} {axis}(s) (first: "
-            f"{axis} {first}, with {int(side.counts[first])} interactions, embedding_dim="
+            f"{axis} {int(labels[first])}, with {int(side.counts[first])} interactions, "
+            f"embedding_dim="
             f"{self.embedding_dim}, unobserved_weight={self.unobserved_weight}, "
             f"regularization={self.regularization}): its normal equations have no unique "
             f"solution. Set 'regularization' > 0 (e.g. 0.1) or 'unobserved_weight' > 0."
@@ -582,21 +610,25 @@ class WALS:
         side: _Side,
         rows: np.ndarray,
         fixed_which: str,
-        current: np.ndarray,
+        start: np.ndarray,
         axis: str,
         solver: str | None = None,
         path: str = "auto",
+        labels: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """New factors for ``rows`` of one side (not yet stored), and for each row (float64)
         its observed loss terms Σ_{j∈S_i} [W_ij (A_ij − u_i·v_j)² − w0 (u_i·v_j)²] and its
-        regularisation term λ_i‖u_i‖² with them, shape (len(rows), 2)."""
+        regularisation term λ_i‖u_i‖² with them, shape (len(rows), 2). ``start`` holds the
+        current factors of ``rows`` (CG's warm start); ``labels`` the rows' indices for
+        error messages (default: ``rows``)."""
         kern = _kernels()
         solver = solver or self.solver
         dt = self._np_dtype
         k = self.embedding_dim
         w0 = float(self.unobserved_weight)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
-        self._presolve_check(side, rows, axis)
+        labels = rows if labels is None else labels
+        self._presolve_check(side, rows, axis, labels)
         lam = np.ascontiguousarray(side.lam[rows])
         paths, bounds = self._partition(side, rows, solver)
         n_threads = self._n_threads()
@@ -631,12 +663,11 @@ class WALS:
                     row_loss,
                 )
             if flags.any():
-                self._raise_singular(axis, rows[flags != 0], side)
+                self._raise_singular(axis, rows[flags != 0], side, labels)
             with blas_threads(n_threads):
                 new = out_rot @ state["q"].T
         else:
             state = self._fixed_state(fixed_which, need_rotation=True)
-            start = current if rows.shape[0] == current.shape[0] else current[rows]
             with blas_threads(n_threads):
                 x_rot = np.ascontiguousarray(start @ state["q"], dtype=dt)
             with kernel_threads(n_threads):
@@ -701,9 +732,11 @@ class WALS:
         self._check_initialized("update_rows")
         self._validate_params()
         self._check_shape(user_items, "update_rows")
-        side = self._prepare(user_items, weights, "update_rows", by_rows=True)
-        rows = self._rows_arg(rows, side.n_rows, "rows", "update_rows")
-        self._update(side, rows, "user")
+        target = None
+        if rows is not None:
+            target = self._rows_arg(rows, user_items.shape[0], "rows", "update_rows")
+        side = self._prepare(user_items, weights, "update_rows", by_rows=True, subset=target)
+        self._update(side, "user", target=target)
         return self
 
     def update_cols(self, user_items, cols=None, weights=None) -> WALS:
@@ -725,23 +758,29 @@ class WALS:
         self._check_initialized("update_cols")
         self._validate_params()
         self._check_shape(user_items, "update_cols")
-        side = self._prepare(user_items, weights, "update_cols", by_rows=False)
-        cols = self._rows_arg(cols, side.n_rows, "cols", "update_cols")
-        self._update(side, cols, "item")
+        target = None
+        if cols is not None:
+            target = self._rows_arg(cols, user_items.shape[1], "cols", "update_cols")
+        side = self._prepare(user_items, weights, "update_cols", by_rows=False, subset=target)
+        self._update(side, "item", target=target)
         return self
 
-    def _update(self, side: _Side, rows: np.ndarray, which: str, path: str = "auto") -> np.ndarray:
-        """Solve and store ``rows`` of one side; returns their observed loss terms."""
+    def _update(
+        self, side: _Side, which: str, target: np.ndarray | None = None, path: str = "auto"
+    ) -> np.ndarray:
+        """Solve every row of ``side`` and store it as factor row ``target[t]`` (None: row t
+        of a side covering all rows); returns the kernels' per-row loss terms."""
         current = self.user_factors_ if which == "user" else self.item_factors_
         fixed_which = "item" if which == "user" else "user"
         axis = "row" if which == "user" else "column"
-        new, row_loss = self._solve(side, rows, fixed_which, current, axis, path=path)
-        if rows.shape[0] == current.shape[0] and np.array_equal(rows, np.arange(rows.shape[0])):
-            factors = new
+        start = current if target is None else current[target]
+        rows = np.arange(side.n_rows, dtype=np.int64)
+        new, row_loss = self._solve(side, rows, fixed_which, start, axis, path=path, labels=target)
+        if target is None:
+            self._set_factors(which, new)
         else:
-            factors = current.copy()
-            factors[rows] = new
-        self._set_factors(which, factors)
+            current[target] = new  # in place: a batch step must not copy all factors
+            self._set_factors(which, current)
         return row_loss
 
     # ------------------------------------------------------------------ loss
@@ -847,8 +886,6 @@ class WALS:
         cols_side = self._prepare(user_items, weights, "fit", by_rows=False)
         n_users, n_items = user_items.shape
         self.initialize(n_users, n_items)
-        all_rows = np.arange(n_users, dtype=np.int64)
-        all_cols = np.arange(n_items, dtype=np.int64)
         progress = None
         if self.show_progress:
             from tqdm.auto import tqdm
@@ -861,10 +898,10 @@ class WALS:
             for sweep in range(1, self.sweeps + 1):
                 # the kernels return each row's observed loss and regularisation terms with
                 # its new factors; the other side's terms are the previous half-step's
-                terms = self._update(rows_side, all_rows, "user").sum(axis=0)
+                terms = self._update(rows_side, "user").sum(axis=0)
                 reg_u = float(terms[1])
                 self.loss_.append(self._assemble_loss(terms[0], reg_u + reg_v, rows_side)[0])
-                terms = self._update(cols_side, all_cols, "item").sum(axis=0)
+                terms = self._update(cols_side, "item").sum(axis=0)
                 reg_v = float(terms[1])
                 current, data, sum_w = self._assemble_loss(terms[0], reg_u + reg_v, rows_side)
                 self.loss_.append(current)
@@ -949,9 +986,9 @@ class WALS:
         )
         rows = np.arange(m.shape[0], dtype=np.int64)
         axis = "row" if by_rows else "column"
-        current = np.zeros((m.shape[0], self.embedding_dim), dtype=dt)
+        start = np.zeros((m.shape[0], self.embedding_dim), dtype=dt)
         fixed_which = "item" if by_rows else "user"
-        return self._solve(side, rows, fixed_which, current, axis, "cholesky")[0]
+        return self._solve(side, rows, fixed_which, start, axis, "cholesky")[0]
 
     def project_rows(self, new_user_items, weights=None, row_weights=None) -> np.ndarray:
         """Fold in unseen users: the exact row solve against the fixed item factors.
@@ -1075,6 +1112,13 @@ class WALS:
         candidates = np.ones(n_items, dtype=bool)
         candidates[item] = False
         return _top_k(sims, candidates, k)
+
+
+def _slice(x, subset: np.ndarray, fmt: str):
+    """Rows (fmt "csr") or columns (fmt "csc") ``subset`` of a sparse matrix, in ``fmt``."""
+    if fmt == "csr":
+        return x.tocsr()[subset]
+    return x.tocsc()[:, subset]
 
 
 def _top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
