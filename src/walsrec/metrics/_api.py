@@ -525,8 +525,9 @@ def evaluate_scorer(
             "Got 0 instead."
         )
 
+    # memory is sized for float64 scores (a callable may return float32: then half of it)
+    chunk = _chunk_rows(chunk_size, n_items, 8)
     if callable(scorer):
-        itemsize = 8
 
         def block_fn(chunk_users: np.ndarray) -> np.ndarray:
             block = np.asarray(scorer(chunk_users))
@@ -551,13 +552,14 @@ def evaluate_scorer(
                 f"The 'scorer' of evaluate_scorer must be a callable or an array of item scores "
                 f"of shape ({n_items},). Got {_describe(scorer)} instead."
             )
-        item_scores = item_scores.astype(np.float64)
-        itemsize = 8
+        # every user gets the same row: build one block, hand out its first rows (the
+        # kernel only reads scores)
+        tile = np.empty((min(chunk, heldout.shape[0]), n_items), dtype=np.float64)
+        tile[:] = item_scores
 
         def block_fn(chunk_users: np.ndarray) -> np.ndarray:
-            return np.broadcast_to(item_scores, (chunk_users.size, n_items)).copy()
+            return tile[: chunk_users.size]
 
-    chunk = _chunk_rows(chunk_size, n_items, itemsize)
     with _threads(n_jobs):
         return _ranking_pass(block_fn, train, heldout, k, names, chunk, raw_gain, "the scorer")
 
