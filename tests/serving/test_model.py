@@ -324,3 +324,14 @@ def test_a_copied_export_loads_the_same(model, trained_export, tmp_path):
     other = load_model(tmp_path)
     uid = model.users.id(3)
     assert other.recommend(uid).items == model.recommend(uid).items
+
+
+def test_recommend_each_answers_each_query_as_recommend(model):
+    users = np.array([3, 0, 3, 50])
+    got = model.recommend_each(users, [5, 1, 250, 7], [True, False, True, False])
+    for u, k, ex, r in zip(users, [5, 1, 250, 7], [True, False, True, False], got, strict=True):
+        want = model.recommend(model.users.id(int(u)), k=k, exclude_seen=ex)
+        assert r.items == want.items
+        np.testing.assert_allclose(r.scores, want.scores, rtol=1e-5, atol=1e-6)
+    (one,) = model.recommend_each(np.array([9]), [4], [True])
+    assert one.items == model.recommend(model.users.id(9), k=4).items

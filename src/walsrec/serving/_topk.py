@@ -60,32 +60,37 @@ def _select(row, excluded, banned, k, out_items, out_scores):
     n_items = row.shape[0]
     use_banned = banned.shape[0] > 0
     n = 0
+    threshold = -np.inf  # the worst kept score once the heap is full
     p = 0
     n_ex = excluded.shape[0]
     start = 0
     while start < n_items:
-        # skip excluded indices below start (and duplicates)
-        while p < n_ex and excluded[p] < start:
+        while p < n_ex and excluded[p] < start:  # also skips repeated indices
             p += 1
         stop = n_items
         if p < n_ex:
             stop = excluded[p]
-        for j in range(start, stop):
-            if use_banned and banned[j]:
-                continue
+        j = start
+        while n < k and j < stop:  # filling the heap
             s = row[j]
-            if s != s:  # NaN never ranks
-                continue
-            if n < k:
+            if s == s and not (use_banned and banned[j]):  # NaN never ranks
                 out_scores[n] = s
                 out_items[n] = j
                 _sift_up(out_scores, out_items, n)
                 n += 1
-            elif s > out_scores[0]:
-                # j exceeds every kept index, so a tie with the worst kept item loses
-                out_scores[0] = s
-                out_items[0] = j
+                if n == k:
+                    threshold = out_scores[0]
+            j += 1
+        for i in range(j, stop):
+            # the hot loop: one compare against a register. i exceeds every kept index, so
+            # a tie with the worst kept item loses; NaN compares false and never enters.
+            if row[i] > threshold:
+                if use_banned and banned[i]:
+                    continue
+                out_scores[0] = row[i]
+                out_items[0] = i
                 _sift_down(out_scores, out_items, k, 0)
+                threshold = out_scores[0]
         start = stop + 1
     # heap sort: pop the worst to the back, leaving best first
     m = n
