@@ -235,47 +235,11 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-_TRAIN_SETTINGS = (
-    "data",
-    "train_rows",
-    "train_cols",
-    "eval_rows",
-    "eval_cols",
-    "num_rows",
-    "num_cols",
-    "model_dir",
-    "embedding_dim",
-    "unobserved_weight",
-    "regularization",
-    "regularization_exponent",
-    "row_weights",
-    "col_weights",
-    "col_weights_from_counts",
-    "col_weight_factor",
-    "col_weight_exponent",
-    "solver",
-    "cg_steps",
-    "dtype",
-    "seed",
-    "threads",
-    "sweeps",
-    "num_epochs",
-    "train_steps",
-    "batch_size",
-    "eval_every",
-    "k",
-    "early_stopping_metric",
-    "patience",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "keep_exports",
-)
-
-
 def _cmd_train(args) -> int:
-    from walsrec.training import train
+    from walsrec.training import TrainConfig, train
 
-    settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS}
+    # every option named like a TrainConfig field is a setting (None: not given)
+    settings = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     result = train(
         config_file=args.config,
         overwrite=args.overwrite,

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +94,11 @@ class TrainConfig:
     checkpoint_every: int = 1
     keep_checkpoints: int = 3
     keep_exports: int = 5
-    extra: dict = field(default_factory=dict, repr=False)
 
     DEFAULT_SWEEPS = 10
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("extra")
-        return d
+        return dataclasses.asdict(self)
 
     @property
     def step_mode(self) -> bool:
@@ -251,7 +248,7 @@ class TrainConfig:
 
 
 def _fields() -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "extra"}
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
