@@ -327,9 +327,14 @@ def _rank_user(
         tp += 1
     n_neg = n_cand - n_nan - p
     if want_auc and by_columns:
+        # float64 comparisons vectorise twice as fast here as float32 ones (measured), so
+        # widen the row once when there are several positives
+        wide = np.empty(n_items, dtype=np.float64)
+        for j in range(n_items):
+            wide[j] = row[j]
         for q in range(base, base + p):
-            x = pos_scores[q]
-            twice += _twice_below(row, x)
+            x = np.float64(pos_scores[q])
+            twice += _twice_below(wide, x)
             for t in range(ts, te):  # the training items are not candidates
                 v = row[t_indices[t]]
                 twice -= (v < x) + (v <= x)
