@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from queue import Empty
 
 import numpy as np
 
@@ -108,7 +109,16 @@ def load(port, paths, clients, procs, seconds, max_requests, seed):
     t0 = time.perf_counter()
     for w in workers:
         w.start()
-    results = [queue.get(timeout=seconds + 120) for _ in workers]
+    results = []
+    deadline = time.perf_counter() + seconds + 120
+    while len(results) < len(workers):
+        try:
+            results.append(queue.get(timeout=1.0))
+        except Empty:
+            if time.perf_counter() > deadline or any(w.exitcode not in (None, 0) for w in workers):
+                for w in workers:
+                    w.kill()
+                sys.exit("a client process failed or hung")
     for w in workers:
         w.join(timeout=30)
     elapsed = time.perf_counter() - t0

@@ -326,12 +326,30 @@ def test_a_copied_export_loads_the_same(model, trained_export, tmp_path):
     assert other.recommend(uid).items == model.recommend(uid).items
 
 
-def test_recommend_each_answers_each_query_as_recommend(model):
-    users = np.array([3, 0, 3, 50])
-    got = model.recommend_each(users, [5, 1, 250, 7], [True, False, True, False])
-    for u, k, ex, r in zip(users, [5, 1, 250, 7], [True, False, True, False], got, strict=True):
-        want = model.recommend(model.users.id(int(u)), k=k, exclude_seen=ex)
-        assert r.items == want.items
-        np.testing.assert_allclose(r.scores, want.scores, rtol=1e-5, atol=1e-6)
-    (one,) = model.recommend_each(np.array([9]), [4], [True])
-    assert one.items == model.recommend(model.users.id(9), k=4).items
+@settings(deadline=None, max_examples=60)
+@given(
+    n_items=st.integers(1, 60),
+    k=st.integers(1, 70),
+    seed=st.integers(0, 2**31 - 1),
+    spread=st.sampled_from([1, 3, 20]),
+)
+def test_topk_by_norm_matches_scoring_everything(n_items, k, seed, spread):
+    # small integer factors: every dot product is exact in float32, and ties are common
+    rng = np.random.default_rng(seed)
+    v = rng.integers(-spread, spread + 1, (n_items, 4)).astype(np.float32)
+    v *= rng.integers(0, 4, (n_items, 1)).astype(np.float32)  # varied norms, some zero
+    u = rng.integers(-3, 4, 4).astype(np.float32)
+    norms = np.linalg.norm(v, axis=1).astype(np.float32)
+    order = np.argsort(-norms, kind="stable").astype(np.int64)
+    excluded = np.unique(rng.integers(0, n_items, rng.integers(0, n_items + 1))).astype(np.int32)
+    banned = rng.random(n_items) < 0.2 if rng.random() < 0.5 else np.zeros(0, dtype=bool)
+    width = min(k, n_items)
+    args = (np.ascontiguousarray(v[order]), order, norms[order], u, float(np.linalg.norm(u)))
+    got = np.empty(width, np.int64), np.empty(width, np.float32)
+    want = np.empty(width, np.int64), np.empty(width, np.float32)
+    n = _topk.topk_by_norm(*args, excluded, banned, width, *got)
+    m = _topk.topk_by_norm_numpy(*args, excluded, banned, width, *want)
+    assert n == m
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[0][:n].tolist() == brute_top(v @ u, excluded, width, np.flatnonzero(banned))

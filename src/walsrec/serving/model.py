@@ -128,6 +128,12 @@ class Recommender:
         self._indices = np.ascontiguousarray(ui.indices, dtype=idx_dt)
         self.item_popularity = np.bincount(self._indices, minlength=ui.shape[1]).astype(np.float64)
         self.item_norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
+        self.user_norms = np.linalg.norm(self.user_factors, axis=1).astype(np.float32)
+        # The item factors again, by decreasing norm, for the single-query top-k that stops
+        # early (see _topk.topk_by_norm). Costs one more copy of the item factors.
+        self._norm_order = np.argsort(-self.item_norms, kind="stable").astype(np.int64)
+        self._sorted_items = np.ascontiguousarray(self.item_factors[self._norm_order])
+        self._sorted_norms = np.ascontiguousarray(self.item_norms[self._norm_order])
         self._no_ban = np.zeros(0, dtype=np.bool_)
         self._no_items = np.zeros(0, dtype=idx_dt)
         # by popularity, then index: the fallback's order, computed once
@@ -205,6 +211,25 @@ class Recommender:
         n = _kernels().topk_one(scores, excluded, banned, width, out_items, out_scores)
         return out_items, out_scores, n
 
+    def _top_query(self, query, query_norm, excluded, banned, k: int):
+        """Top-k of ``item_factors @ query`` without scoring every item (exact)."""
+        width = min(k, self.n_items)
+        out_items = np.empty(width, dtype=np.int64)
+        out_scores = np.empty(width, dtype=np.float32)
+        n = _kernels().topk_by_norm(
+            self._sorted_items,
+            self._norm_order,
+            self._sorted_norms,
+            np.ascontiguousarray(query, dtype=np.float32),
+            float(query_norm),
+            excluded,
+            banned,
+            width,
+            out_items,
+            out_scores,
+        )
+        return out_items, out_scores, n
+
     def _seen(self, user: int) -> np.ndarray:
         return self._indices[self._indptr[user] : self._indptr[user + 1]]
 
@@ -267,31 +292,9 @@ class Recommender:
             if fallback is None:
                 raise
             return self.popular(k, filter_items=filter_items)
-        scores = self.item_factors @ self.user_factors[user]
         excluded = self._seen(user) if exclude_seen else self._no_items
-        return self._result(*self._top(scores, excluded, banned, k))
-
-    def recommend_each(
-        self, user_indices: np.ndarray, ks: list[int], exclude_seen: list[bool]
-    ) -> list[Recommendations]:
-        """Several independent single-user queries answered with one matrix product.
-
-        ``user_indices[i]`` gets its own ``ks[i]`` and ``exclude_seen[i]``. The product of
-        all the users' factors with the item factors reads the item factors once for the
-        whole group (a matrix-vector product per user reads them once per user, and that
-        memory traffic is most of a query's cost); the HTTP service groups concurrent
-        requests this way. The same answers as :meth:`recommend`, one list per user.
-        """
-        users = np.ascontiguousarray(user_indices, dtype=np.int64)
-        if users.size == 1:
-            scores = (self.item_factors @ self.user_factors[users[0]])[None, :]
-        else:
-            scores = self.user_factors[users] @ self.item_factors.T
-        out = []
-        for i, user in enumerate(users.tolist()):
-            excluded = self._seen(user) if exclude_seen[i] else self._no_items
-            out.append(self._result(*self._top(scores[i], excluded, self._no_ban, ks[i])))
-        return out
+        query = self.user_factors[user]
+        return self._result(*self._top_query(query, self.user_norms[user], excluded, banned, k))
 
     def popular(self, k: int = 10, *, filter_items: Iterable[str] | None = None):
         """The ``k`` items with the most training users (ties by index); ``fallback=True``.
@@ -491,9 +494,9 @@ class Recommender:
         k = _check_k(k, "recommend_for_interactions")
         banned = self._banned(filter_items, "recommend_for_interactions")
         factor, ignored, seen = self._fold_in(interactions)
-        scores = self.item_factors @ factor
         excluded = seen.astype(self._indices.dtype) if exclude_seen else self._no_items
-        return self._result(*self._top(scores, excluded, banned, k), ignored=ignored)
+        top = self._top_query(factor, np.linalg.norm(factor), excluded, banned, k)
+        return self._result(*top, ignored=ignored)
 
     # ------------------------------------------------------------------ similar items
 
