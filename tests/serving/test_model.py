@@ -186,16 +186,54 @@ def test_filter_items_are_never_recommended(model):
         model.recommend(user, filter_items="a001")
 
 
-def test_batch_equals_one_by_one(model):
+@pytest.mark.parametrize("method", ["auto", "norm", "gemm"])
+def test_batch_equals_one_by_one(model, method):
     ids = [model.users.id(i) for i in (4, 0, 9, 4)]
     items, scores = model.recommend_many(ids, k=7, n_jobs=2)
     assert items.shape == (4, 7)
+    users = np.array([model.users.index(u) for u in ids] * 20)
+    by_method, by_method_scores = model.recommend_indices(
+        users, k=7, n_jobs=2, chunk_size=9, method=method
+    )
     for row, uid in enumerate(ids):
         one = model.recommend(uid, k=7)
         assert items[row].tolist() == one.indices.tolist()
         np.testing.assert_allclose(scores[row], one.scores, rtol=1e-5, atol=1e-6)
+        for r in range(row, users.size, 4):
+            assert by_method[r].tolist() == one.indices.tolist()
+            np.testing.assert_allclose(by_method_scores[r], one.scores, rtol=1e-5, atol=1e-6)
     with pytest.raises(UnknownIdError, match="Unknown user id 'zz'"):
         model.recommend_many(["zz"])
+    with pytest.raises(InvalidParameterError, match="The 'method' parameter of recommend_indices"):
+        model.recommend_indices(users, method="fast")
+
+
+def test_norm_order_rows_equal_full_scoring_on_exact_factors(tmp_path):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    n_users, n_items = 30, 25
+    u = rng.integers(-3, 4, (n_users, 3)).astype(np.float32)
+    v = rng.integers(-3, 4, (n_items, 3)).astype(np.float32) * rng.integers(0, 3, (n_items, 1))
+    ui = sp.random(n_users, n_items, density=0.3, format="csr", random_state=5)
+    from walsrec.data.vocabulary import Vocabulary
+    from walsrec.serving.export import write_export
+
+    path = write_export(
+        tmp_path,
+        user_factors=u,
+        item_factors=v.astype(np.float32),
+        users=Vocabulary([f"u{i}" for i in range(n_users)], "users"),
+        items=Vocabulary([f"i{i}" for i in range(n_items)], "items"),
+        user_items=ui,
+        hyperparameters={"embedding_dim": 3},
+    )
+    m = load_model(path)
+    for exclude in (True, False):
+        a = m.recommend_indices(np.arange(n_users), k=6, exclude_seen=exclude, method="norm")
+        b = m.recommend_indices(np.arange(n_users), k=6, exclude_seen=exclude, method="gemm")
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
 
 
 def test_batch_in_small_chunks_pads_short_lists(tmp_path):

@@ -16,6 +16,7 @@ from numba import njit
 __all__ = [
     "topk_by_norm",
     "topk_by_norm_numpy",
+    "topk_by_norm_rows",
     "topk_one",
     "topk_one_numpy",
     "topk_rows",
@@ -158,11 +159,12 @@ def _contains(sorted_values, x):
 # reassociation lets LLVM vectorise the dot products; no "nnan"/"ninf": NaN and -inf
 # comparisons must keep their meaning
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def topk_by_norm(
+def _by_norm(
     sorted_factors, order, sorted_norms, query, query_norm, excluded, banned, k, out_items,
     out_scores,
 ):  # fmt: skip
     """Exact top-k of u·v_j, scoring items in decreasing ‖v_j‖ and stopping early.
+    Returns (number of items listed, number of items scored).
 
     ``sorted_factors[p]`` is the factor of item ``order[p]``; ``sorted_norms[p]`` its norm,
     non-increasing in p. By Cauchy–Schwarz no item from position p on can score above
@@ -176,8 +178,10 @@ def topk_by_norm(
     scale = np.float32(query_norm * (1.0 + _BOUND_SLACK))
     n = 0
     threshold = -np.inf
+    scanned = n_items
     for p in range(n_items):
         if n == k and sorted_norms[p] * scale < threshold:
+            scanned = p
             break
         s = np.float32(0.0)
         for c in range(dim):
@@ -208,7 +212,42 @@ def topk_by_norm(
     for c in range(n, out_items.shape[0]):
         out_items[c] = -1
         out_scores[c] = -np.inf
+    return n, scanned
+
+
+@njit(cache=True, nogil=True)
+def topk_by_norm(
+    sorted_factors, order, sorted_norms, query, query_norm, excluded, banned, k, out_items,
+    out_scores,
+):  # fmt: skip
+    """Exact top-k of one query u against every item, by :func:`_by_norm`; returns the count.
+
+    ``sorted_factors[p]`` is the factor of item ``order[p]``; ``sorted_norms[p]`` its norm,
+    non-increasing in p. Same order and ties as :func:`topk_one`. Sequential and without
+    the GIL: safe from any number of threads.
+    """
+    n, _ = _by_norm(
+        sorted_factors, order, sorted_norms, query, query_norm, excluded, banned, k,
+        out_items, out_scores,
+    )  # fmt: skip
     return n
+
+
+@njit(cache=True, nogil=True)
+def topk_by_norm_rows(
+    sorted_factors, order, sorted_norms, user_factors, user_norms, users, indptr, indices,
+    exclude_seen, banned, k, out_items, out_scores, scanned,
+):  # fmt: skip
+    """:func:`topk_by_norm` for each user ``users[i]`` (its training items skipped when
+    ``exclude_seen``); ``scanned[i]`` receives the number of items scored for that user."""
+    empty = indices[:0]
+    for i in range(users.shape[0]):
+        u = users[i]
+        ex = indices[indptr[u] : indptr[u + 1]] if exclude_seen else empty
+        _, scanned[i] = _by_norm(
+            sorted_factors, order, sorted_norms, user_factors[u], user_norms[u], ex, banned,
+            k, out_items[i], out_scores[i],
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- NumPy twins
