@@ -30,8 +30,9 @@ def evaluate_export(model, data_dir: str | os.PathLike, k: int = 10, n_jobs=None
         ``model`` and ``most-popular`` (rmse is the model's only).
     """
     from walsrec.data.prepare import load_prepared
-    from walsrec.metrics import evaluate, evaluate_scorer, popularity_baseline
+    from walsrec.metrics import evaluate, evaluate_scorer, evaluated_users, popularity_baseline
     from walsrec.serving.export import read_export
+    from walsrec.training.loop import json_safe
 
     export = read_export(model, mmap=True)
     data = load_prepared(data_dir)
@@ -60,12 +61,11 @@ def evaluate_export(model, data_dir: str | os.PathLike, k: int = 10, n_jobs=None
         n_jobs=n_jobs,
     )
     baseline = evaluate_scorer(popularity_baseline(train), train, heldout, k=k, n_jobs=n_jobs)
-    has_heldout = np.diff(heldout.indptr) > 0
     return {
         "export": str(export.path),
         "data": str(data.path),
         "k": k,
-        "users_evaluated": int(has_heldout.sum()),
-        "model": scores,
-        "most-popular": baseline,
+        "users_evaluated": int(evaluated_users(train, heldout).size),
+        "model": json_safe(scores),
+        "most-popular": json_safe(baseline),
     }

@@ -335,3 +335,12 @@ def test_missing_inputs():
         load_config(model_dir="m", train_rows="x")
     with pytest.raises(InvalidParameterError, match=r"'model_dir' setting of train is required"):
         load_config(data="d")
+
+
+def test_metrics_file_is_strict_json_with_null_for_nan(tmp_path):
+    from walsrec.training.loop import _write_metrics
+
+    _write_metrics(tmp_path / "m.jsonl", [{"model": "wals", "auc": float("nan"), "loss": 1.5}])
+    text = (tmp_path / "m.jsonl").read_text()
+    assert text == '{"model": "wals", "auc": null, "loss": 1.5}\n'
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))

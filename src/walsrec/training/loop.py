@@ -98,8 +98,15 @@ def _read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def json_safe(record: dict) -> dict:
+    """NaN (a metric no user qualified for) becomes null: metrics.jsonl is strict JSON."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
+
+
 def _write_metrics(path: Path, records: list[dict]) -> None:
-    _atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    _atomic_write_text(
+        path, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in records)
+    )
 
 
 def _is_better(value: float, best: float | None, higher: bool) -> bool:
