@@ -331,3 +331,21 @@ def test_hot_reload_under_load_and_a_corrupt_export_is_skipped(server):
     assert _wait_for(lambda: _get(port, "/health")[1]["version"] == int(newest.name), 15)
     assert [p.name for p in list_exports(model_dir / "export")][-2:] == [corrupt.name, newest.name]
     assert proc.poll() is None
+
+
+def test_an_export_given_directly_is_served_without_watching(tmp_path):
+    path = make_export(tmp_path, seed=3)
+    with TestClient(create_app(ServiceSettings(str(path), poll_interval=0.1))) as c:
+        info = c.get("/model").json()
+        assert info["watching"] is None and info["path"] == str(path)
+        make_export(tmp_path, seed=4)
+        assert c.app.state.watcher.check_once() is False
+
+
+def test_serve_with_a_wrong_path_is_one_line_and_exit_2(tmp_path, capsys):
+    from walsrec.cli import main
+
+    code = main(["serve", "--model", str(tmp_path / "nothing"), "--port", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "neither an export" in err
