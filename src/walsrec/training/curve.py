@@ -38,7 +38,7 @@ def plot_training_curve(records: list[dict], path: str | os.PathLike, k: int = 1
             ax.plot(
                 x, [r.get(name, float("nan")) for r in runs], marker="o", color=color, label=name
             )
-            if baseline is not None and name in baseline:
+            if baseline is not None and baseline.get(name) is not None:
                 ax.axhline(
                     baseline[name],
                     color=color,
