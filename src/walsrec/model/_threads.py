@@ -84,13 +84,12 @@ def kernel_threads(n_threads: int) -> Iterator[None]:
 
 @contextmanager
 def blas_threads(n_threads: int) -> Iterator[None]:
-    """BLAS for the orchestration's own small products (Gramians, k×k eigendecompositions,
-    rotations), between kernel launches.
+    """BLAS on ``n_threads`` threads for the orchestration's own products between kernel
+    launches (Gramians, rotations into and out of the eigenbasis).
 
-    One thread, whatever ``n_threads``: numba's OpenMP workers keep spinning for a while
-    after each launch, and threaded BLAS competing with them ran 10–100× slower than one
-    thread (a 64×64 ``eigh``: 0.35 ms on one thread, 9–28 ms threaded, 2 busy cores).
+    ``wals.py`` passes 1: threaded BLAS on a k×k ``eigh`` took 9–28 ms against 0.35 ms on one
+    thread on a busy 2-core machine, and even large products lost to one thread (see
+    ``_THREADED_GEMM_MIN`` there).
     """
-    del n_threads
-    with _controller().limit(limits=1, user_api="blas"):
+    with _controller().limit(limits=n_threads, user_api="blas"):
         yield

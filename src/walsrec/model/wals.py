@@ -22,6 +22,23 @@ Each half-step solves, for every row i, with G = VᵀV computed once per half-st
 
 and the column half-step is the same with U and V swapped. The numba kernels live in
 ``_kernels.py`` and are imported on first use, so importing walsrec compiles nothing.
+
+How a half-step is solved (``_kernels.py`` has the details):
+
+* G is eigendecomposed once per half-step in float64 (G = Q diag(g) Qᵀ, k×k) and the fixed
+  factors rotated (Ṽ = VQ); each row's system becomes diag(w0·g + λ_i) + Σ D_j ṽ_j ṽ_jᵀ with
+  D_j = W_ij − w0, and the solutions are rotated back (u = Qũ). Per-row λ_i costs nothing.
+* "cholesky": rows with few entries (n_i below about 0.75·k) are solved by Woodbury's
+  identity in O(n_i²·k + n_i³); the others by a Cholesky factorisation of the k×k matrix.
+  Woodbury needs every D_j ≥ 0 and w0·g + λ_i > 0; rows where that fails use Cholesky.
+  A pivot below eps(dtype) × the largest diagonal entry counts as singular and raises
+  :class:`~walsrec.errors.SingularSystemError` (as does a system singular by rank, e.g.
+  λ = 0 and w0 = 0 with fewer than k interactions); nothing is stored then.
+* "cg": ``cg_steps`` conjugate-gradient iterations from the current factors, in the same
+  eigenbasis, where the w0·G + λ_i I part of each product is diagonal.
+* Every kernel also returns each row's loss terms with its new factors, so ``fit`` records
+  the loss after each half-step without another pass over the data. Factors that are not
+  finite after a half-step raise SingularSystemError.
 """
 
 from __future__ import annotations
@@ -38,6 +55,11 @@ from walsrec.model._threads import blas_threads, kernel_threads, resolve_n_jobs
 __all__ = ["WALS"]
 
 _SOLVERS = ("cholesky", "cg")
+# The orchestration's own BLAS products (Gramians, rotations) run on one thread: right after
+# a kernel launch, threaded BLAS competes with numba's still-spinning OpenMP workers, and a
+# CG sweep on epinions (k = 128, n_jobs = 2, busy machine) took 2.35 s with 2 BLAS threads
+# against 0.90 s with one. This threshold (multiply-adds) keeps the switch for measurement.
+_THREADED_GEMM_MIN = 1 << 62
 # Parts per thread in a kernel launch: each part has about equal estimated cost, and parts
 # go to threads dynamically, so a busy core only delays its current part.
 _PARTS_PER_THREAD = 16
@@ -418,6 +440,11 @@ class WALS:
     def _n_threads(self) -> int:
         return resolve_n_jobs(self.n_jobs)
 
+    def _gemm_threads(self, n_rows: int) -> int:
+        """BLAS threads for an (n_rows × k)·(k × k) product."""
+        big = n_rows * self.embedding_dim**2 >= _THREADED_GEMM_MIN
+        return self._n_threads() if big else 1
+
     def _side(
         self,
         m: sp.spmatrix,
@@ -529,15 +556,15 @@ class WALS:
         if entry is None or entry["array"] is not factors:
             # In the factors' dtype: a float64 copy of a float32 matrix costs more than the
             # product; the k×k result is then used in float64 (eigh, loss).
-            with blas_threads(self._n_threads()):
+            with blas_threads(self._gemm_threads(factors.shape[0])):
                 gram = (factors.T @ factors).astype(np.float64)
             entry = {"array": factors, "gram": gram}
             self._cache[which] = entry
         if need_rotation and "rot" not in entry:
-            with blas_threads(self._n_threads()):
-                # threaded LAPACK takes milliseconds on this 64×64 problem, 1 thread 0.3 ms
+            with blas_threads(1):
                 g, q = np.linalg.eigh(entry["gram"])
-                qd = q.astype(factors.dtype)
+            qd = q.astype(factors.dtype)
+            with blas_threads(self._gemm_threads(factors.shape[0])):
                 entry["rot"] = np.ascontiguousarray(factors @ qd)
             g = np.clip(g, 0.0, None)  # G is PSD; eigh may return -1e-17
             entry["g"] = g
@@ -664,11 +691,11 @@ class WALS:
                 )
             if flags.any():
                 self._raise_singular(axis, rows[flags != 0], side, labels)
-            with blas_threads(n_threads):
+            with blas_threads(self._gemm_threads(rows.shape[0])):
                 new = out_rot @ state["q"].T
         else:
             state = self._fixed_state(fixed_which, need_rotation=True)
-            with blas_threads(n_threads):
+            with blas_threads(self._gemm_threads(rows.shape[0])):
                 x_rot = np.ascontiguousarray(start @ state["q"], dtype=dt)
             with kernel_threads(n_threads):
                 kern.solve_cg(
@@ -686,7 +713,7 @@ class WALS:
                     x_rot,
                     row_loss,
                 )
-            with blas_threads(n_threads):
+            with blas_threads(self._gemm_threads(rows.shape[0])):
                 new = x_rot @ state["q"].T
         if not np.isfinite(new).all():
             raise SingularSystemError(
