@@ -176,7 +176,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         rec_paths = [f"/recommendations/{u}?k=10" for u in rng.choice(users, 5000)]
         endpoints = {"/recommendations/{user}?k=10": rec_paths, "/health": ["/health"]}
-        stats = {name: ([], 0, 0.0) for name in endpoints}
+        stats = {name: ([], 0, 0) for name in endpoints}
         for r in range(args.rounds):
             for name, paths in endpoints.items():
                 _rps, lat, err, _ = load(
