@@ -319,8 +319,67 @@ def solve_exact(
             loss_out[t, 1] = lam_t * _sqnorm(out)
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _dots(src, idx, n, vec, out):
+    """out[q] = src[idx[q]]·vec for q < n, four rows per pass over ``vec``."""
+    k = vec.shape[0]
+    q = 0
+    while q + 4 <= n:
+        y0 = src[idx[q]]
+        y1 = src[idx[q + 1]]
+        y2 = src[idx[q + 2]]
+        y3 = src[idx[q + 3]]
+        a0 = y0[0] * vec[0]
+        a1 = y1[0] * vec[0]
+        a2 = y2[0] * vec[0]
+        a3 = y3[0] * vec[0]
+        for a in range(1, k):
+            va = vec[a]
+            a0 += y0[a] * va
+            a1 += y1[a] * va
+            a2 += y2[a] * va
+            a3 += y3[a] * va
+        out[q] = a0
+        out[q + 1] = a1
+        out[q + 2] = a2
+        out[q + 3] = a3
+        q += 4
+    while q < n:
+        y0 = src[idx[q]]
+        a0 = y0[0] * vec[0]
+        for a in range(1, k):
+            a0 += y0[a] * vec[a]
+        out[q] = a0
+        q += 1
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _combine(src, idx, n, coef, acc):
+    """acc += Σ_{q<n} coef[q]·src[idx[q]], four rows per pass over ``acc``."""
+    k = acc.shape[0]
+    q = 0
+    while q + 4 <= n:
+        y0 = src[idx[q]]
+        y1 = src[idx[q + 1]]
+        y2 = src[idx[q + 2]]
+        y3 = src[idx[q + 3]]
+        c0 = coef[q]
+        c1 = coef[q + 1]
+        c2 = coef[q + 2]
+        c3 = coef[q + 3]
+        for a in range(k):
+            acc[a] += c0 * y0[a] + c1 * y1[a] + c2 * y2[a] + c3 * y3[a]
+        q += 4
+    while q < n:
+        y0 = src[idx[q]]
+        c0 = coef[q]
+        for a in range(k):
+            acc[a] += c0 * y0[a]
+        q += 1
+
+
 # Rows up to this many entries have their ṽ_j gathered into contiguous per-part scratch for
-# CG's repeated passes (random rows of Ṽ are read once instead of cg_steps + 2 times).
+# CG's repeated passes (random rows of Ṽ are read once instead of cg_steps + 1 times).
 CG_GATHER_MAX = 2048
 
 
@@ -348,7 +407,9 @@ def solve_cg(
         (diag(w0·g + λ_i) + Σ_{j∈S_i} D_j ṽ_j ṽ_jᵀ) ũ_i = Σ_{j∈S_i} W_ij A_ij ṽ_j.
     CG is invariant under the orthogonal change of basis, so the iterates are implicit's,
     rotated. ``out`` holds rotated factors ũ = Qᵀu on entry and on exit; ``loss_out[t]``
-    gets the row's observed loss terms and λ_i‖ũ_i‖² with the new factors.
+    gets the row's observed loss terms and λ_i‖ũ_i‖² with the new factors. The predictions
+    ṽ_j·ũ_i are carried through the iterations (t ← t + α·ṽ_j·p), so the loss needs no
+    extra pass.
     """
     k = fixed_rot.shape[1]
     dt = fixed_rot.dtype
@@ -356,19 +417,20 @@ def solve_cg(
     for part in prange(n_parts):
         lo = bounds[part]
         hi = bounds[part + 1]
-        cap = 1
+        nmax = 1
         for t in range(lo, hi):
             r = rows[t]
             ln = indptr[r + 1] - indptr[r]
-            if ln > cap:
-                cap = ln
-        if cap > CG_GATHER_MAX:
-            cap = CG_GATHER_MAX
+            if ln > nmax:
+                nmax = ln
+        cap = min(nmax, CG_GATHER_MAX)
         gath = np.empty((cap, k), dtype=dt)
         local = np.empty(cap, dtype=indices.dtype)
         for q in range(cap):
             local[q] = q
-        dq = np.empty(cap, dtype=dt)
+        tx = np.empty(nmax, dtype=dt)  # ṽ_j·x
+        tp = np.empty(nmax, dtype=dt)  # ṽ_j·p
+        coef = np.empty(nmax, dtype=dt)
         d = np.empty(k, dtype=dt)
         x = np.empty(k, dtype=dt)
         res = np.empty(k, dtype=dt)
@@ -381,8 +443,7 @@ def solve_cg(
             n = end - start
             lam_t = lam[t]
             out_t = out[t]
-            gathered = n <= cap
-            if gathered:
+            if n <= cap:
                 src = gath
                 idx = local
                 for q in range(n):
@@ -393,22 +454,16 @@ def solve_cg(
             else:
                 src = fixed_rot
                 idx = indices[start:end]
-            # r = b − M x
+            # r = b − M x = Σ (W A − D ṽ·x) ṽ − diag(d) x
             for a in range(k):
                 d[a] = dbase[a] + lam_t
                 x[a] = out_t[a]
                 res[a] = -d[a] * x[a]
+            _dots(src, idx, n, x, tx)
             for q in range(n):
                 p = start + q
-                vj = src[idx[q]]
-                acc = vj[0] * x[0]
-                for a in range(1, k):
-                    acc += vj[a] * x[a]
-                if gathered:
-                    dq[q] = wdata[p] - w0
-                coef = wdata[p] * adata[p] - (wdata[p] - w0) * acc
-                for a in range(k):
-                    res[a] += coef * vj[a]
+                coef[q] = wdata[p] * adata[p] - (wdata[p] - w0) * tx[q]
+            _combine(src, idx, n, coef, res)
             rs = 0.0
             for a in range(k):
                 pv[a] = res[a]
@@ -416,16 +471,13 @@ def solve_cg(
             for _ in range(cg_steps):
                 if rs < 1e-20:
                     break
+                # ap = M p
                 for a in range(k):
                     ap[a] = d[a] * pv[a]
+                _dots(src, idx, n, pv, tp)
                 for q in range(n):
-                    vj = src[idx[q]]
-                    acc = vj[0] * pv[0]
-                    for a in range(1, k):
-                        acc += vj[a] * pv[a]
-                    coef = (dq[q] if gathered else wdata[start + q] - w0) * acc
-                    for a in range(k):
-                        ap[a] += coef * vj[a]
+                    coef[q] = (wdata[start + q] - w0) * tp[q]
+                _combine(src, idx, n, coef, ap)
                 pap = 0.0
                 for a in range(k):
                     pap += pv[a] * ap[a]
@@ -437,6 +489,8 @@ def solve_cg(
                     x[a] += alpha * pv[a]
                     res[a] -= alpha * ap[a]
                     rsnew += res[a] * res[a]
+                for q in range(n):
+                    tx[q] += alpha * tp[q]
                 beta = rsnew / rs
                 for a in range(k):
                     pv[a] = res[a] + beta * pv[a]
@@ -444,11 +498,7 @@ def solve_cg(
             acc_row = 0.0
             for q in range(n):
                 p = start + q
-                vj = src[idx[q]]
-                dot = x[0] * vj[0]
-                for a in range(1, k):
-                    dot += x[a] * vj[a]
-                pred = np.float64(dot)
+                pred = np.float64(tx[q])
                 err = np.float64(adata[p]) - pred
                 acc_row += np.float64(wdata[p]) * err * err - np.float64(w0) * pred * pred
             loss_out[t, 0] = acc_row
