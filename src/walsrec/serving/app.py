@@ -10,13 +10,14 @@ by replacing one reference. Each request reads that reference once and uses its 
 throughout, so requests in flight finish on the model they started with. A broken export
 is logged and skipped (and retried only if its files change) while the old model serves.
 
-Requests are computed inline on the event loop: a query takes a few tens of microseconds
-(a sequential top-k kernel that scores items by decreasing norm and stops early), less than
-a hop to a worker thread would cost, and it keeps every request's kernel launches on one
-thread. (numba's
-"workqueue" threading layer must not be entered from two threads at once; the fold-in's
-parallel kernel also goes through :func:`walsrec.model._threads.kernel_threads`, which
-serialises launches under that layer, so the reload thread's warm-up is safe as well.)
+Requests are computed inline on the event loop: a recommendation takes a few tens of
+microseconds (a sequential top-k kernel that scores items by decreasing norm and stops
+early), less than a hop to a worker thread would cost, and every request's kernels then
+run on one thread. The top-k kernels are sequential and release the GIL, so they are safe
+from any thread under any numba threading layer. The fold-in's solve is a parallel kernel
+launched through :func:`walsrec.model._threads.kernel_threads`, which serialises launches
+under numba's "workqueue" layer (not safe to enter from two threads at once), so the
+reload thread's warm-up of a new export is safe as well.
 
 Client mistakes are never a 500: an unknown user or item is 404, a bad parameter 422, a
 body over the limit 413, each with a short ``detail``.
