@@ -391,3 +391,24 @@ def test_topk_by_norm_matches_scoring_everything(n_items, k, seed, spread):
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert got[0][:n].tolist() == brute_top(v @ u, excluded, width, np.flatnonzero(banned))
+
+
+def test_concurrent_queries_from_threads_equal_sequential_answers(model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    users = [model.users.id(i) for i in range(0, 599, 7)]
+    items = [model.items.id(i) for i in range(0, 250, 5)]
+
+    def work(i):
+        u, it = users[i % len(users)], items[i % len(items)]
+        return (
+            model.recommend(u, k=5).items,
+            model.recommend_for_interactions([(it, 1.0), (items[0], 0.5)], k=5).items,
+            model.similar_items(it, k=5).items,
+            model.recommend_indices(np.array([i % 599, 3]), k=5, n_jobs=2)[0].tolist(),
+        )
+
+    want = [work(i) for i in range(64)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(work, range(64)))
+    assert got == want
