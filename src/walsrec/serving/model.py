@@ -568,11 +568,13 @@ class Recommender:
             )
         item = self.items.index(item_id)
         banned = self._banned(filter_items, "similar_items")
-        sims = self.item_factors @ self.item_factors[item]
-        if metric == "cosine":
-            norms = np.where(self.item_norms > 0, self.item_norms, np.float32(1.0))
-            sims /= norms * norms[item]
         excluded = np.array([item], dtype=self._indices.dtype)
+        if metric == "dot":  # a dot product: the early-stopping kernel applies
+            query = self.item_factors[item]
+            return self._result(*self._top_query(query, self.item_norms[item], excluded, banned, k))
+        sims = self.item_factors @ self.item_factors[item]
+        norms = np.where(self.item_norms > 0, self.item_norms, np.float32(1.0))
+        sims /= norms * norms[item]
         return self._result(*self._top(sims, excluded, banned, k))
 
     def warm_up(self) -> None:
