@@ -110,6 +110,65 @@ def _cholesky_solve(m, n, b, diag_tol):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
+def _dots(src, idx, n, vec, out):
+    """out[q] = src[idx[q]]·vec for q < n, four rows per pass over ``vec``."""
+    k = vec.shape[0]
+    q = 0
+    while q + 4 <= n:
+        y0 = src[idx[q]]
+        y1 = src[idx[q + 1]]
+        y2 = src[idx[q + 2]]
+        y3 = src[idx[q + 3]]
+        a0 = y0[0] * vec[0]
+        a1 = y1[0] * vec[0]
+        a2 = y2[0] * vec[0]
+        a3 = y3[0] * vec[0]
+        for a in range(1, k):
+            va = vec[a]
+            a0 += y0[a] * va
+            a1 += y1[a] * va
+            a2 += y2[a] * va
+            a3 += y3[a] * va
+        out[q] = a0
+        out[q + 1] = a1
+        out[q + 2] = a2
+        out[q + 3] = a3
+        q += 4
+    while q < n:
+        y0 = src[idx[q]]
+        a0 = y0[0] * vec[0]
+        for a in range(1, k):
+            a0 += y0[a] * vec[a]
+        out[q] = a0
+        q += 1
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _combine(src, idx, n, coef, acc):
+    """acc += Σ_{q<n} coef[q]·src[idx[q]], four rows per pass over ``acc``."""
+    k = acc.shape[0]
+    q = 0
+    while q + 4 <= n:
+        y0 = src[idx[q]]
+        y1 = src[idx[q + 1]]
+        y2 = src[idx[q + 2]]
+        y3 = src[idx[q + 3]]
+        c0 = coef[q]
+        c1 = coef[q + 1]
+        c2 = coef[q + 2]
+        c3 = coef[q + 3]
+        for a in range(k):
+            acc[a] += c0 * y0[a] + c1 * y1[a] + c2 * y2[a] + c3 * y3[a]
+        q += 4
+    while q < n:
+        y0 = src[idx[q]]
+        c0 = coef[q]
+        for a in range(k):
+            acc[a] += c0 * y0[a]
+        q += 1
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _sqnorm(x):
     acc = 0.0
     for a in range(x.shape[0]):
@@ -118,16 +177,15 @@ def _sqnorm(x):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _row_loss(indices, wdata, adata, start, end, fixed, x, w0):
-    """Σ_{j∈S_i} [W_ij (A_ij − x·v_j)² − w0 (x·v_j)²] in float64 (rotation-invariant)."""
-    k = x.shape[0]
+def _row_loss(indices, wdata, adata, start, end, fixed, x, w0, tmp):
+    """Σ_{j∈S_i} [W_ij (A_ij − x·v_j)² − w0 (x·v_j)²] in float64 (rotation-invariant);
+    ``tmp`` is scratch of at least end − start entries."""
+    n = end - start
+    _dots(fixed, indices[start:end], n, x, tmp)
     acc_row = 0.0
-    for p in range(start, end):
-        vj = fixed[indices[p]]
-        dot = x[0] * vj[0]
-        for a in range(1, k):
-            dot += x[a] * vj[a]
-        pred = np.float64(dot)
+    for q in range(n):
+        p = start + q
+        pred = np.float64(tmp[q])
         err = np.float64(adata[p]) - pred
         acc_row += np.float64(wdata[p]) * err * err - np.float64(w0) * pred * pred
     return acc_row
@@ -168,14 +226,18 @@ def solve_exact(
     for part in prange(n_parts):
         lo = bounds[part]
         hi = bounds[part + 1]
-        # longest Woodbury candidate in this part sizes the n×n scratch
+        # longest Woodbury candidate in this part sizes the n×n scratch, longest row the
+        # predictions' scratch
         nw = 1
+        nmax = 1
         for t in range(lo, hi):
-            if paths[t] == PATH_WOODBURY:
-                r = rows[t]
-                ln = indptr[r + 1] - indptr[r]
-                if ln > nw:
-                    nw = ln
+            r = rows[t]
+            ln = indptr[r + 1] - indptr[r]
+            if ln > nmax:
+                nmax = ln
+            if paths[t] == PATH_WOODBURY and ln > nw:
+                nw = ln
+        preds = np.empty(nmax, dtype=dt)
         m = np.empty((k, k), dtype=dt)
         bvec = np.empty(k, dtype=dt)
         d = np.empty(k, dtype=dt)
@@ -183,6 +245,9 @@ def solve_exact(
         z = np.empty((nw, k), dtype=dt)
         kk = np.empty((nw, nw), dtype=dt)
         tv = np.empty(nw, dtype=dt)
+        local = np.empty(nw, dtype=indices.dtype)
+        for q in range(nw):
+            local[q] = q
         for t in range(lo, hi):
             r = rows[t]
             start = indptr[r]
@@ -251,18 +316,13 @@ def solve_exact(
                         kq[q2] = a0
                         q2 += 1
                     kq[q] += 1.0
-                    acc = zq[0] * bvec[0]
-                    for a in range(1, k):
-                        acc += zq[a] * bvec[a]
-                    tv[q] = acc
+                _dots(z, local, n, bvec, tv)
                 _cholesky_solve(kk, n, tv, 0.0)
                 for a in range(k):
                     out[a] = bvec[a]
                 for q in range(n):
-                    zq = z[q]
-                    sq = tv[q]
-                    for a in range(k):
-                        out[a] -= sq * zq[a]
+                    tv[q] = -tv[q]
+                _combine(z, local, n, tv, out)
                 for a in range(k):
                     out[a] *= dis[a]
             else:
@@ -315,67 +375,8 @@ def solve_exact(
                     flags[t] = FLAG_SINGULAR
                     for a in range(k):
                         out[a] = 0.0
-            loss_out[t, 0] = _row_loss(indices, wdata, adata, start, end, fixed_rot, out, w0)
+            loss_out[t, 0] = _row_loss(indices, wdata, adata, start, end, fixed_rot, out, w0, preds)
             loss_out[t, 1] = lam_t * _sqnorm(out)
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _dots(src, idx, n, vec, out):
-    """out[q] = src[idx[q]]·vec for q < n, four rows per pass over ``vec``."""
-    k = vec.shape[0]
-    q = 0
-    while q + 4 <= n:
-        y0 = src[idx[q]]
-        y1 = src[idx[q + 1]]
-        y2 = src[idx[q + 2]]
-        y3 = src[idx[q + 3]]
-        a0 = y0[0] * vec[0]
-        a1 = y1[0] * vec[0]
-        a2 = y2[0] * vec[0]
-        a3 = y3[0] * vec[0]
-        for a in range(1, k):
-            va = vec[a]
-            a0 += y0[a] * va
-            a1 += y1[a] * va
-            a2 += y2[a] * va
-            a3 += y3[a] * va
-        out[q] = a0
-        out[q + 1] = a1
-        out[q + 2] = a2
-        out[q + 3] = a3
-        q += 4
-    while q < n:
-        y0 = src[idx[q]]
-        a0 = y0[0] * vec[0]
-        for a in range(1, k):
-            a0 += y0[a] * vec[a]
-        out[q] = a0
-        q += 1
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _combine(src, idx, n, coef, acc):
-    """acc += Σ_{q<n} coef[q]·src[idx[q]], four rows per pass over ``acc``."""
-    k = acc.shape[0]
-    q = 0
-    while q + 4 <= n:
-        y0 = src[idx[q]]
-        y1 = src[idx[q + 1]]
-        y2 = src[idx[q + 2]]
-        y3 = src[idx[q + 3]]
-        c0 = coef[q]
-        c1 = coef[q + 1]
-        c2 = coef[q + 2]
-        c3 = coef[q + 3]
-        for a in range(k):
-            acc[a] += c0 * y0[a] + c1 * y1[a] + c2 * y2[a] + c3 * y3[a]
-        q += 4
-    while q < n:
-        y0 = src[idx[q]]
-        c0 = coef[q]
-        for a in range(k):
-            acc[a] += c0 * y0[a]
-        q += 1
 
 
 # Rows up to this many entries have their ṽ_j gathered into contiguous per-part scratch for
