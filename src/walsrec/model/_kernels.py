@@ -248,17 +248,25 @@ def solve_exact(
         local = np.empty(nw, dtype=indices.dtype)
         for q in range(nw):
             local[q] = q
+        last_lam = np.nan
+        dmin = 0.0
         for t in range(lo, hi):
             r = rows[t]
             start = indptr[r]
             end = indptr[r + 1]
             n = end - start
             lam_t = lam[t]
-            dmin = np.inf
+            if lam_t != last_lam:  # d and d^-½ change with λ_i only (never, when ν = 0)
+                last_lam = lam_t
+                dmin = np.inf
+                for a in range(k):
+                    d[a] = dbase[a] + lam_t
+                    if d[a] < dmin:
+                        dmin = d[a]
+                if dmin > 0.0:
+                    for a in range(k):
+                        dis[a] = 1.0 / np.sqrt(d[a])
             for a in range(k):
-                d[a] = dbase[a] + lam_t
-                if d[a] < dmin:
-                    dmin = d[a]
                 bvec[a] = 0.0
             wood = paths[t] == PATH_WOODBURY and dmin > 0.0
             if wood:
@@ -270,8 +278,6 @@ def solve_exact(
             out = out_rot[t]
             if wood:
                 # (diag(d) + XᵀX)⁻¹ = d^-½ (I − Zᵀ (I + Z Zᵀ)⁻¹ Z) d^-½, Z = X d^-½
-                for a in range(k):
-                    dis[a] = 1.0 / np.sqrt(d[a])
                 for q in range(n):
                     p = start + q
                     vj = fixed_rot[indices[p]]
@@ -346,8 +352,9 @@ def solve_exact(
                     d1 = wdata[p + 1] - w0
                     d2 = wdata[p + 2] - w0
                     d3 = wdata[p + 3] - w0
-                    for a in range(k):
+                    for a in range(k):  # its own loop, so it vectorises over a
                         bvec[a] += c0 * v0[a] + c1 * v1[a] + c2 * v2[a] + c3 * v3[a]
+                    for a in range(k):
                         s0 = d0 * v0[a]
                         s1 = d1 * v1[a]
                         s2 = d2 * v2[a]
