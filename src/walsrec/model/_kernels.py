@@ -538,3 +538,22 @@ def observed_loss(indptr, indices, wdata, adata, bounds, left, right, w0, out):
                 err = np.float64(adata[p]) - pred
                 acc_row += np.float64(wdata[p]) * err * err - w0 * pred * pred
             out[i] = acc_row
+
+
+# Rows per block of the parallel products below: each block is one single-threaded BLAS call.
+BLOCK_ROWS = 512
+
+
+@njit(cache=True, parallel=True)
+def parallel_matmul(src, q, out):
+    """out = src @ q for (n × k)·(k × k), row blocks on numba's threads, BLAS on each.
+
+    The orchestration's rotations into and out of the eigenbasis: threaded BLAS competes
+    with numba's OpenMP workers right after a launch, one BLAS thread per block does not.
+    """
+    n = src.shape[0]
+    n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
+    for blk in prange(n_blocks):
+        lo = blk * BLOCK_ROWS
+        hi = min(n, lo + BLOCK_ROWS)
+        np.dot(src[lo:hi], q, out[lo:hi])

@@ -55,11 +55,12 @@ from walsrec.model._threads import blas_threads, kernel_threads, resolve_n_jobs
 __all__ = ["WALS"]
 
 _SOLVERS = ("cholesky", "cg")
-# The orchestration's own BLAS products (Gramians, rotations) run on one thread: right after
-# a kernel launch, threaded BLAS competes with numba's still-spinning OpenMP workers, and a
-# CG sweep on epinions (k = 128, n_jobs = 2, busy machine) took 2.35 s with 2 BLAS threads
-# against 0.90 s with one. This threshold (multiply-adds) keeps the switch for measurement.
-_THREADED_GEMM_MIN = 1 << 62
+# The orchestration's own BLAS products (Gramians, rotations) never use threaded BLAS: right
+# after a kernel launch it competes with numba's still-spinning OpenMP workers, and a CG
+# sweep on epinions (k = 128, n_jobs = 2, busy machine) took 2.35 s with 2 BLAS threads
+# against 0.90 s with one. Rotations of many rows instead run as row blocks on numba's
+# threads, one single-threaded BLAS call per block (36165 × 128 rows: 8.7 ms against 19 ms;
+# the Gramian gained nothing that way and stays one BLAS call).
 # Parts per thread in a kernel launch: each part has about equal estimated cost, and parts
 # go to threads dynamically, so a busy core only delays its current part.
 _PARTS_PER_THREAD = 16
@@ -440,10 +441,16 @@ class WALS:
     def _n_threads(self) -> int:
         return resolve_n_jobs(self.n_jobs)
 
-    def _gemm_threads(self, n_rows: int) -> int:
-        """BLAS threads for an (n_rows × k)·(k × k) product."""
-        big = n_rows * self.embedding_dim**2 >= _THREADED_GEMM_MIN
-        return self._n_threads() if big else 1
+    def _matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a @ b for (n × k)·(k × k) in ``a``'s dtype: blocks of rows on numba's threads."""
+        b = np.ascontiguousarray(b, dtype=a.dtype)
+        if a.shape[0] < 2 * _kernels().BLOCK_ROWS:
+            with blas_threads(1):
+                return np.ascontiguousarray(a @ b)
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        with kernel_threads(self._n_threads()):
+            _kernels().parallel_matmul(np.ascontiguousarray(a), b, out)
+        return out
 
     def _side(
         self,
@@ -556,7 +563,7 @@ class WALS:
         if entry is None or entry["array"] is not factors:
             # In the factors' dtype: a float64 copy of a float32 matrix costs more than the
             # product; the k×k result is then used in float64 (eigh, loss).
-            with blas_threads(self._gemm_threads(factors.shape[0])):
+            with blas_threads(1):
                 gram = (factors.T @ factors).astype(np.float64)
             entry = {"array": factors, "gram": gram}
             self._cache[which] = entry
@@ -564,8 +571,7 @@ class WALS:
             with blas_threads(1):
                 g, q = np.linalg.eigh(entry["gram"])
             qd = q.astype(factors.dtype)
-            with blas_threads(self._gemm_threads(factors.shape[0])):
-                entry["rot"] = np.ascontiguousarray(factors @ qd)
+            entry["rot"] = self._matmul(factors, qd)
             g = np.clip(g, 0.0, None)  # G is PSD; eigh may return -1e-17
             entry["g"] = g
             entry["q"] = qd
@@ -691,12 +697,10 @@ class WALS:
                 )
             if flags.any():
                 self._raise_singular(axis, rows[flags != 0], side, labels)
-            with blas_threads(self._gemm_threads(rows.shape[0])):
-                new = out_rot @ state["q"].T
+            new = self._matmul(out_rot, state["q"].T)
         else:
             state = self._fixed_state(fixed_which, need_rotation=True)
-            with blas_threads(self._gemm_threads(rows.shape[0])):
-                x_rot = np.ascontiguousarray(start @ state["q"], dtype=dt)
+            x_rot = self._matmul(np.asarray(start, dtype=dt), state["q"])
             with kernel_threads(n_threads):
                 kern.solve_cg(
                     side.indptr,
@@ -713,8 +717,7 @@ class WALS:
                     x_rot,
                     row_loss,
                 )
-            with blas_threads(self._gemm_threads(rows.shape[0])):
-                new = x_rot @ state["q"].T
+            new = self._matmul(x_rot, state["q"].T)
         if not np.isfinite(new).all():
             raise SingularSystemError(
                 f"The {axis} half-step produced non-finite factors (an ill-conditioned system "
