@@ -23,6 +23,10 @@ _LAZY = {
     "train": ("walsrec.training.loop", "train"),
     "TrainConfig": ("walsrec.training.config", "TrainConfig"),
     "evaluate_export": ("walsrec.evaluation", "evaluate_export"),
+    "load_model": ("walsrec.serving.model", "load_model"),
+    "Recommender": ("walsrec.serving.model", "Recommender"),
+    "Recommendations": ("walsrec.serving.model", "Recommendations"),
+    "predict": ("walsrec.serving.predict", "predict"),
     "metrics": ("walsrec.metrics", None),
     "datasets": ("walsrec.datasets", None),
     "errors": ("walsrec.errors", None),
@@ -31,14 +35,18 @@ _LAZY = {
 __all__ = [
     "WALS",
     "Interactions",
+    "Recommendations",
+    "Recommender",
     "TrainConfig",
     "Vocabulary",
     "__version__",
     "datasets",
     "errors",
     "evaluate_export",
+    "load_model",
     "load_prepared",
     "metrics",
+    "predict",
     "prepare",
     "read_tfrecords",
     "train",
@@ -53,6 +61,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from walsrec.data.vocabulary import Vocabulary
     from walsrec.evaluation import evaluate_export
     from walsrec.model.wals import WALS
+    from walsrec.serving.model import Recommendations, Recommender, load_model
+    from walsrec.serving.predict import predict
     from walsrec.training.config import TrainConfig
     from walsrec.training.loop import train
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.csv as pcsv
 import pytest
 import scipy.sparse as sp
 
@@ -10,29 +9,13 @@ from walsrec.serving.export import write_export
 
 
 @pytest.fixture(scope="session")
-def trained_model_dir(tmp_path_factory):
+def trained_model_dir(data_dir, tmp_path_factory):
     """MODEL_DIR of a small model trained by walsrec.train on generated visits."""
-    from walsrec.data.prepare import prepare
-    from walsrec.datasets import generate_visits
     from walsrec.training import train
 
-    root = tmp_path_factory.mktemp("serving")
-    pcsv.write_csv(generate_visits(20_000, n_users=600, n_items=250, seed=11), root / "v.csv")
-    prepare(
-        str(root / "v.csv"),
-        root / "data",
-        user_col="visitor_id",
-        item_col="article_id",
-        rating_col="session_duration",
-        rating_transform="scaled-median",
-        eval_fraction=0.2,
-        split="user",
-        seed=0,
-    )
-    train(
-        data=str(root / "data"), model_dir=str(root / "model"), sweeps=3, embedding_dim=8, threads=1
-    )
-    return root / "model"
+    model_dir = tmp_path_factory.mktemp("serving") / "model"
+    train(data=str(data_dir), model_dir=str(model_dir), sweeps=3, embedding_dim=8, threads=1)
+    return model_dir
 
 
 @pytest.fixture(scope="session")
