@@ -396,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     from walsrec.serving.commands import add_commands as add_serving_commands
 
     add_serving_commands(sub)
+    from walsrec.tuning.commands import add_commands as add_tuning_commands
+
+    add_tuning_commands(sub)
     _add_demo(sub)
     return parser
 

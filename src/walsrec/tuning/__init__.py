@@ -1,0 +1,1 @@
+"""Hyper-parameter tuning with Optuna (``walsrec tune``)."""
