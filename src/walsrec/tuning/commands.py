@@ -1,7 +1,214 @@
-"""Command-line command of the tuning side (``walsrec tune``)."""
+"""Command-line command of the tuning side (``walsrec tune``).
+
+Thin: the handler imports the library lazily (``walsrec --help`` stays fast), calls
+:func:`walsrec.tuning.tune` and prints. Library errors reach the main CLI, which prints one
+line and exits with code 2.
+"""
 
 from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
+    return value
 
 
 def add_commands(sub) -> None:
     """Register ``walsrec tune`` on the ``walsrec`` parser's subparsers."""
+    p = sub.add_parser(
+        "tune",
+        help="search WALS hyper-parameters with Optuna on a validation split",
+        description=(
+            "Run an Optuna study over WALS settings, starting from the course's search space "
+            "(regularization 0.001-10, embedding dimension 5-256, unobserved weight 0.001-5, "
+            "linear or log count-based column weights; --space FILE narrows or replaces it). "
+            "Every trial fits on 75%% of each user's training interactions and is scored on "
+            "the other 25%%: the eval split is never used for choosing. The metric is scored "
+            "after every sweep, and the median pruner stops trials that are behind. The same "
+            "--storage and --study-name resume a study and add trials. Writes best.toml "
+            "(for walsrec train --config), trials.csv, optimization_history.png and "
+            "param_importances.png to --out."
+        ),
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              walsrec tune --data data/ --trials 50 --metric ndcg@10 --out tuning/
+              walsrec tune --data data/ --trials 50 --storage sqlite:///study.db \\
+                  --study-name visits --jobs 2 --timeout 3600
+              walsrec tune --data data/ --trials 20 --space space.toml --train-best \\
+                  --model-dir model/
+              walsrec train --config tuning/best.toml --data data/ --model-dir model/
+
+            space.toml (every table optional; replace = true tunes only what it names):
+              [space]
+              solver = "cg"
+              embedding_dim = { choices = [32, 64, 128] }
+              [space.regularization]
+              low = 0.01
+              high = 1.0
+              log = true
+            """
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, metavar="DATA_DIR", help="from walsrec prepare")
+    p.add_argument("--trials", type=_positive_int, help="trials to add to the study")
+    p.add_argument(
+        "--metric",
+        default="ndcg@10",
+        help="ndcg@K, map@K, precision@K, recall@K, auc, coverage (maximised) or rmse "
+        "(minimised); default ndcg@10",
+    )
+    p.add_argument("--space", metavar="FILE", help="TOML search space (see below)")
+    p.add_argument("--sweeps", type=_positive_int, default=10, help="sweeps per trial (default 10)")
+    p.add_argument(
+        "--evaluate-every",
+        type=_positive_int,
+        default=1,
+        help="score and report to the pruner every N sweeps (default 1)",
+    )
+    p.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. sqlite:///study.db")
+    p.add_argument("--study-name", metavar="NAME", help="default: walsrec")
+    p.add_argument(
+        "--jobs", type=_positive_int, default=1, help="trials in parallel threads (default 1)"
+    )
+    p.add_argument(
+        "--threads", type=_positive_int, help="kernel threads in all (default: every core)"
+    )
+    p.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
+    p.add_argument("--seed", type=int, default=0, help="split, sampler and init seed (0)")
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.25,
+        help="share of each user's training interactions scored (default 0.25)",
+    )
+    p.add_argument("--no-prune", action="store_true", help="never stop a trial early")
+    p.add_argument("--out", default="tuning", metavar="DIR", help="output directory (tuning)")
+    p.add_argument(
+        "--train-best",
+        action="store_true",
+        help="train and export the best configuration on the whole training split, then "
+        "evaluate it on the eval split (needs --model-dir)",
+    )
+    p.add_argument("--model-dir", metavar="MODEL_DIR", help="where --train-best trains")
+    p.add_argument("--overwrite", action="store_true", help="start MODEL_DIR over")
+    p.add_argument("--quiet", action="store_true", help="no line per trial on stderr")
+    p.set_defaults(func=_cmd_tune)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _cmd_tune(args) -> int:
+    from walsrec.errors import InvalidParameterError
+    from walsrec.tuning import train_best, tune
+    from walsrec.tuning.study import trials_table
+
+    if args.train_best and not args.model_dir:
+        raise InvalidParameterError("--train-best needs --model-dir MODEL_DIR.")
+    if args.trials is None and args.timeout is None:
+        raise InvalidParameterError("tune needs --trials N or --timeout S (or both).")
+
+    def progress(t) -> None:
+        value = "-" if t.value is None else f"{t.value:.4f}"
+        best = "" if t.best_value is None else f" (best {t.best_value:.4f}, trial {t.best_number})"
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()
+        )
+        _stderr(f"tune: trial {t.number} {t.state.lower()} {args.metric} {value}{best}: {params}")
+
+    result = tune(
+        args.data,
+        trials=args.trials,
+        metric=args.metric,
+        space=args.space,
+        sweeps=args.sweeps,
+        evaluate_every=args.evaluate_every,
+        storage=args.storage,
+        study_name=args.study_name,
+        jobs=args.jobs,
+        threads=args.threads,
+        timeout=args.timeout,
+        seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        pruner="none" if args.no_prune else "median",
+        out=args.out,
+        progress=None if args.quiet else progress,
+    )
+    share = result.validation_fraction
+    print(
+        f"Trials were scored on a validation split carved from the training split "
+        f"({share:.0%} of each user's training interactions, seed {args.seed}); the eval "
+        "split was not used for choosing."
+    )
+    counts: dict[str, int] = {}
+    for t in result.trials:
+        counts[t.state.lower()] = counts.get(t.state.lower(), 0) + 1
+    print(
+        f"Study {result.study.study_name!r}: {result.new_trials} new trials, "
+        f"{len(result.trials)} in all ("
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + f"), {result.threads_per_trial} kernel threads per trial."
+    )
+    header, rows = trials_table(result)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    if result.best_value is None:
+        print("No trial completed.")
+    else:
+        best = result.study.best_trial.number
+        print(f"Best: trial {best}, {result.metric} {result.best_value:.4f} (validation)")
+    for key in ("best", "trials", "history", "importances"):
+        if key in result.paths:
+            print(f"Wrote {result.paths[key]}")
+    for note in result.notes:
+        print(f"Note: {note}")
+    if not args.train_best:
+        return 0
+    if result.best_value is None:
+        raise InvalidParameterError("--train-best: no trial completed, nothing to train.")
+    done = train_best(
+        result,
+        args.model_dir,
+        threads=args.threads,
+        overwrite=args.overwrite,
+        log=None if args.quiet else (lambda m: _stderr(f"train: {m}")),
+    )
+    trained = done["train"]
+    print(f"Trained the best configuration on the whole training split in {trained.model_dir}")
+    print(f"Exported {trained.export_path}")
+    ev = done["evaluation"]
+    if ev is None:
+        print("No eval split in DATA_DIR: the best configuration was not evaluated.")
+        return 0
+    print(f"Eval split ({ev['users_evaluated']:,} users, k={ev['k']}), seen for the first time:")
+    print(f"  {'metric':<14} {'model':>10} {'most-popular':>13}")
+    for name, value in ev["model"].items():
+        base = ev["most-popular"].get(name)
+        v = f"{value:>10.4f}" if isinstance(value, float) else f"{'':>10}"
+        b = f"{base:>13.4f}" if isinstance(base, float) else f"{'':>13}"
+        print(f"  {name:<14} {v} {b}")
+    return 0

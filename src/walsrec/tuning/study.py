@@ -1,0 +1,725 @@
+"""``walsrec.tuning.tune``: an Optuna study over WALS settings, scored on a validation split.
+
+Every trial fits WALS on part of the *training* split and scores the chosen metric on the
+rest of it (:func:`validation_split`); the eval split of a DATA_DIR is never read, so it
+stays an unbiased test of the chosen configuration (``train_best`` evaluates on it once).
+The metric is reported to Optuna after every ``evaluate_every`` sweeps, so a pruner can stop
+a trial that is behind the others at the same sweep.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from walsrec.errors import InvalidParameterError, SingularSystemError
+from walsrec.tuning.space import DEFAULT_SPACE, SearchSpace, load_space
+
+__all__ = [
+    "TrialSummary",
+    "TuneResult",
+    "metric_direction",
+    "train_best",
+    "tune",
+    "validation_split",
+]
+
+_RANKED = ("precision@", "recall@", "map@", "ndcg@")
+# Study attributes that make trial values comparable: a resumed study must agree on them.
+_IDENTITY = ("metric", "data", "validation_fraction", "split_seed", "sweeps")
+
+
+@dataclass
+class TrialSummary:
+    """One finished trial, as the ``progress`` callback of :func:`tune` receives it."""
+
+    number: int
+    state: str  # "COMPLETE", "PRUNED" or "FAIL"
+    value: float | None
+    params: dict[str, Any]
+    sweeps: int | None  # the last sweep scored
+    seconds: float | None
+    best_number: int | None
+    best_value: float | None
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` did.
+
+    Attributes
+    ----------
+    study : optuna.Study
+    metric, direction : str
+        E.g. ``"ndcg@10"`` and ``"maximize"``.
+    best_value : float or None
+        The best validation score (None when no trial completed).
+    best_params : dict
+        The best trial's settings, TrainConfig names (the same as ``best_config`` less
+        ``sweeps`` and ``seed``).
+    best_config : dict
+        What ``best.toml`` holds: the settings that train the best configuration.
+    trials : list of TrialSummary
+        Every trial of the study (earlier runs on the same storage included).
+    paths : dict of str to Path
+        Files written to ``out``: ``best``, ``trials``, ``history``, ``importances``.
+    notes : list of str
+        Why a file was not written (e.g. too few completed trials for importances).
+    data : Path or None
+        The DATA_DIR tuned on, when given as a path (``train_best`` needs it).
+    """
+
+    study: Any
+    metric: str
+    direction: str
+    best_value: float | None
+    best_params: dict
+    best_config: dict
+    trials: list[TrialSummary]
+    paths: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    data: Path | None = None
+    validation_fraction: float = 0.25
+    threads_per_trial: int = 1
+    new_trials: int = 0
+
+
+def metric_direction(metric: str) -> tuple[str, int]:
+    """``("maximize" | "minimize", k)`` of a metric name, or InvalidParameterError.
+
+    ``rmse`` is minimised; ``precision@k``, ``recall@k``, ``map@k``, ``ndcg@k``, ``auc`` and
+    ``coverage`` (at k = 10) are maximised.
+    """
+    if metric == "rmse":
+        return "minimize", 10
+    if metric in ("auc", "coverage"):
+        return "maximize", 10
+    for prefix in _RANKED:
+        if metric.startswith(prefix):
+            k = metric[len(prefix) :]
+            if k.isdigit() and int(k) >= 1:
+                return "maximize", int(k)
+    raise InvalidParameterError(
+        "The 'metric' parameter of tune must be rmse, auc, coverage or one of precision@k, "
+        f"recall@k, map@k, ndcg@k with an int k >= 1 (e.g. ndcg@10). Got {metric!r} instead."
+    )
+
+
+def validation_split(
+    user_items: sp.csr_matrix, fraction: float = 0.25, seed: int = 0
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Carve a per-user validation part out of a training matrix.
+
+    About ``fraction`` of each user's interactions (stochastic rounding, as ``walsrec
+    prepare --split user``), chosen at random, never all of them: a user with one
+    interaction keeps it for fitting.
+
+    Parameters
+    ----------
+    user_items : scipy.sparse.csr_matrix, shape (n_users, n_items)
+    fraction : float in (0, 1), default 0.25
+    seed : int, default 0
+
+    Returns
+    -------
+    fit, validation : scipy.sparse.csr_matrix, same shape and dtype as ``user_items``
+        Disjoint; together they hold exactly the entries of ``user_items``.
+    """
+    if not (isinstance(fraction, float | int) and 0 < fraction < 1):
+        raise InvalidParameterError(
+            "The 'validation_fraction' parameter of tune must be a float in (0, 1). "
+            f"Got {fraction!r} instead."
+        )
+    x = user_items.tocsr()
+    if not x.has_canonical_format:
+        x = x.copy()
+        x.sum_duplicates()
+    n_users = x.shape[0]
+    counts = np.diff(x.indptr)
+    rows = np.repeat(np.arange(n_users, dtype=np.int64), counts)
+    rng = np.random.default_rng(seed)
+    n_val = np.floor(fraction * counts + rng.random(n_users)).astype(np.int64)
+    n_val = np.minimum(n_val, np.maximum(counts - 1, 0))
+    # A random order within each row: argsort of row + U[0, 1) keeps rows contiguous.
+    order = np.argsort(rows + rng.random(rows.size), kind="stable")
+    rank = np.empty(rows.size, dtype=np.int64)
+    rank[order] = np.arange(rows.size) - x.indptr[rows[order]]
+    is_val = rank < n_val[rows]
+
+    def part(mask: np.ndarray) -> sp.csr_matrix:
+        indptr = np.zeros(n_users + 1, dtype=x.indptr.dtype)
+        np.cumsum(np.bincount(rows[mask], minlength=n_users), out=indptr[1:])
+        return sp.csr_matrix(
+            (np.asarray(x.data)[mask], np.asarray(x.indices)[mask], indptr), shape=x.shape
+        )
+
+    return part(~is_val), part(is_val)
+
+
+def _total_threads(threads: int | None) -> int:
+    from walsrec.model._threads import resolve_n_jobs
+
+    return resolve_n_jobs(threads)
+
+
+def _load_train_matrix(data) -> tuple[sp.csr_matrix, Path | None]:
+    from walsrec.data.prepare import PreparedData, load_prepared
+
+    if isinstance(data, PreparedData):
+        return data.train.user_items, Path(data.path)
+    if isinstance(data, str | os.PathLike):
+        # Only the training split is read: choosing never sees the eval split.
+        return load_prepared(data).train.user_items, Path(data)
+    raise InvalidParameterError(
+        "The 'data' parameter of tune must be a DATA_DIR path or a PreparedData. "
+        f"Got {type(data).__name__} instead."
+    )
+
+
+def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        rule = f"an int >= {low}" + (" or None" if allow_none else "")
+        raise InvalidParameterError(
+            f"The {name!r} parameter of tune must be {rule}. Got {value!r} instead."
+        )
+
+
+def tune(
+    data,
+    *,
+    trials: int | None = 20,
+    metric: str = "ndcg@10",
+    space: SearchSpace | str | os.PathLike | None = None,
+    sweeps: int = 10,
+    evaluate_every: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+    timeout: float | None = None,
+    seed: int = 0,
+    validation_fraction: float = 0.25,
+    pruner: Any = "median",
+    out: str | os.PathLike | None = None,
+    progress: Callable[[TrialSummary], None] | None = None,
+) -> TuneResult:
+    """Search WALS settings with Optuna, scoring each trial on a validation split.
+
+    Parameters
+    ----------
+    data : path or PreparedData
+        A DATA_DIR written by ``walsrec prepare``. Only its training split is read.
+    trials : int or None, default 20
+        Trials to run in this call (added to the study's earlier ones). None: until
+        ``timeout``.
+    metric : str, default "ndcg@10"
+        ``ndcg@k``, ``map@k``, ``precision@k``, ``recall@k``, ``auc``, ``coverage``
+        (maximised) or ``rmse`` (minimised), on the validation part.
+    space : SearchSpace, path of a TOML file, or None
+        None: :data:`~walsrec.tuning.space.DEFAULT_SPACE` (the course's ranges).
+    sweeps : int, default 10
+        Sweeps per trial; ``best.toml`` trains the same number.
+    evaluate_every : int, default 1
+        Score (and report to the pruner) every this many sweeps, and after the last.
+    storage : str or None
+        An Optuna storage URL, e.g. ``"sqlite:///study.db"``; the same storage and
+        ``study_name`` resume the study and add trials. None: in memory.
+    study_name : str or None
+        Default ``"walsrec"``.
+    jobs : int, default 1
+        Trials run in parallel threads; each trial's kernels get ``threads // jobs`` threads.
+    threads : int or None
+        Kernel threads in all (None: numba's thread count, i.e. every core).
+    timeout : float or None
+        Stop starting trials after this many seconds.
+    seed : int, default 0
+        Seeds the validation split, the sampler and every trial's initial factors.
+    validation_fraction : float, default 0.25
+        The share of each user's training interactions held out for scoring.
+    pruner : "median", "none", or an optuna pruner
+        "median": :class:`optuna.pruners.MedianPruner` (5 start-up trials, no pruning
+        before sweep 2).
+    out : path or None
+        Directory for ``best.toml``, ``trials.csv``, ``optimization_history.png`` and
+        ``param_importances.png``; None writes nothing.
+    progress : callable, optional
+        Called with a :class:`TrialSummary` after every trial of this call.
+
+    Returns
+    -------
+    TuneResult
+
+    Raises
+    ------
+    InvalidParameterError
+        A bad argument, a search space error, or a stored study tuned on other terms
+        (another metric, data, validation split or number of sweeps).
+    """
+    import optuna
+
+    direction, k = metric_direction(metric)
+    _check_int("trials", trials, 1, allow_none=True)
+    _check_int("sweeps", sweeps, 1)
+    _check_int("evaluate_every", evaluate_every, 1)
+    _check_int("jobs", jobs, 1)
+    _check_int("threads", threads, 1, allow_none=True)
+    if not (isinstance(seed, int) and not isinstance(seed, bool)):
+        raise InvalidParameterError(f"The 'seed' parameter of tune must be an int. Got {seed!r}.")
+    if timeout is not None and not (
+        isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0
+    ):
+        raise InvalidParameterError(
+            f"The 'timeout' parameter of tune must be a number > 0 or None. Got {timeout!r} "
+            "instead."
+        )
+    if trials is None and timeout is None:
+        raise InvalidParameterError("tune needs 'trials' or 'timeout' (or both) to stop.")
+    if space is None:
+        space = DEFAULT_SPACE
+    elif isinstance(space, str | os.PathLike):
+        space = load_space(space)
+    elif not isinstance(space, SearchSpace):
+        raise InvalidParameterError(
+            "The 'space' parameter of tune must be a SearchSpace, a TOML path or None. "
+            f"Got {type(space).__name__} instead."
+        )
+    pruner = _make_pruner(pruner)
+
+    from walsrec.metrics import evaluated_users
+
+    train_matrix, data_path = _load_train_matrix(data)
+    fit_matrix, val_matrix = validation_split(train_matrix, validation_fraction, seed)
+    if evaluated_users(fit_matrix, val_matrix).size == 0:
+        raise InvalidParameterError(
+            "The training split is too small to carve a validation split from: no user has "
+            "two or more interactions."
+        )
+    fit_csc = fit_matrix.tocsc()
+    threads_per_trial = max(1, _total_threads(threads) // jobs)
+
+    identity = {
+        "metric": metric,
+        "data": str(data_path.resolve()) if data_path is not None else None,
+        "validation_fraction": float(validation_fraction),
+        "split_seed": seed,
+        "sweeps": sweeps,
+    }
+    study_name = study_name or "walsrec"
+    previous_level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the library never prints
+    try:
+        study = _open_study(optuna, storage, study_name, direction, pruner, seed, identity)
+        n_before = len(study.trials)
+        objective = _Objective(
+            space=space,
+            fit=fit_matrix,
+            fit_csc=fit_csc,
+            val=val_matrix,
+            metric=metric,
+            k=k,
+            sweeps=sweeps,
+            evaluate_every=evaluate_every,
+            threads=threads_per_trial,
+            seed=seed,
+        )
+        callbacks = []
+        if progress is not None:
+            callbacks.append(lambda st, ft: progress(_summarise(st, ft)))
+        study.optimize(
+            objective,
+            n_trials=trials,
+            timeout=timeout,
+            n_jobs=jobs,
+            catch=(SingularSystemError,),
+            callbacks=callbacks,
+        )
+    finally:
+        optuna.logging.set_verbosity(previous_level)
+
+    summaries = [_summarise(study, t, best=False) for t in study.trials]
+    best_value, best_params, best_config = None, {}, {}
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        best_value = float(best.value)
+        best_params = dict(best.user_attrs["settings"])
+        best_config = {**best_params, "sweeps": sweeps, "seed": seed}
+        best_number = best.number
+        for s in summaries:
+            s.best_number, s.best_value = best_number, best_value
+    result = TuneResult(
+        study=study,
+        metric=metric,
+        direction=direction,
+        best_value=best_value,
+        best_params=best_params,
+        best_config=best_config,
+        trials=summaries,
+        data=data_path,
+        validation_fraction=float(validation_fraction),
+        threads_per_trial=threads_per_trial,
+        new_trials=len(study.trials) - n_before,
+    )
+    if out is not None:
+        _write_outputs(result, Path(out))
+    return result
+
+
+def _make_pruner(pruner):
+    import optuna
+
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if pruner in ("none", None):
+        return optuna.pruners.NopPruner()
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    raise InvalidParameterError(
+        "The 'pruner' parameter of tune must be 'median', 'none' or an optuna pruner. "
+        f"Got {pruner!r} instead."
+    )
+
+
+def _open_study(optuna, storage, study_name, direction, pruner, seed, identity):
+    if storage is not None and not isinstance(storage, str):
+        raise InvalidParameterError(
+            "The 'storage' parameter of tune must be a URL such as 'sqlite:///study.db' or "
+            f"None. Got {storage!r} instead."
+        )
+    existing = 0
+    if storage is not None:
+        try:
+            existing = len(optuna.load_study(study_name=study_name, storage=storage).trials)
+        except KeyError:  # no such study yet
+            existing = 0
+        except Exception as exc:  # a bad URL, a missing driver, a file that is not a DB
+            raise InvalidParameterError(
+                f"Cannot open the Optuna storage {storage!r}: {exc}"
+            ) from None
+    # A resumed study gets a sampler seeded past the earlier trials: the same seed would
+    # propose the earlier trials' random start-up points again.
+    sampler = optuna.samplers.TPESampler(seed=seed + existing, n_startup_trials=10)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+    saved = study.user_attrs
+    if saved:
+        conflicts = [
+            f"{key}: {saved.get(key)!r} -> {identity[key]!r}"
+            for key in _IDENTITY
+            if saved.get(key) != identity[key]
+        ]
+        if conflicts:
+            raise InvalidParameterError(
+                f"The study {study_name!r} in {storage} was tuned on other terms "
+                f"({'; '.join(conflicts)}); its scores would not compare. Use another "
+                "--study-name or storage."
+            )
+    else:
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+    if study.direction.name.lower() != direction:
+        raise InvalidParameterError(
+            f"The study {study_name!r} in {storage} is to {study.direction.name.lower()}, "
+            f"but {identity['metric']} is to {direction}."
+        )
+    return study
+
+
+class _Objective:
+    """One trial: sample settings, fit on the fit part, score the validation part."""
+
+    def __init__(
+        self, *, space, fit, fit_csc, val, metric, k, sweeps, evaluate_every, threads, seed
+    ):
+        self.space = space
+        self.fit = fit
+        self.fit_csc = fit_csc
+        self.val = val
+        self.metric = metric
+        self.k = k
+        self.sweeps = sweeps
+        self.evaluate_every = evaluate_every
+        self.threads = threads
+        self.seed = seed
+        self._lock = threading.Lock()
+        self._col_weights: dict[tuple, np.ndarray] = {}
+
+    def col_weights(self, settings: dict):
+        from walsrec.training.loop import column_weights_from_counts
+
+        how = settings.get("col_weights_from_counts")
+        if how is None:
+            return settings.get("col_weights", 1.0)
+        factor = settings.get("col_weight_factor", 1.0)
+        exponent = settings.get("col_weight_exponent", 1.0)
+        # Counts of the fit part: the model is fitted on it, as train() weighs by train.
+        return column_weights_from_counts(self.fit, how, factor, exponent)
+
+    def score(self, model) -> float:
+        from walsrec.metrics import evaluate
+        from walsrec.model._threads import kernel_threads
+
+        # kernel_threads serialises launches under numba's "workqueue" layer, which the
+        # metrics' parallel kernel would otherwise enter from several trial threads at once.
+        with kernel_threads(self.threads):
+            values = evaluate(
+                model.user_factors_,
+                model.item_factors_,
+                self.fit,
+                self.val,
+                k=self.k,
+                metrics=[self.metric],
+                n_jobs=self.threads,
+            )
+        return float(values[self.metric])
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from walsrec.model.wals import WALS
+
+        settings = self.space.sample(trial)
+        trial.set_user_attr("settings", settings)
+        started = time.perf_counter()
+        model = WALS(
+            settings.get("embedding_dim", 32),
+            unobserved_weight=settings.get("unobserved_weight", 0.1),
+            regularization=settings.get("regularization", 0.1),
+            regularization_exponent=settings.get("regularization_exponent", 0.0),
+            row_weights=settings.get("row_weights", 1.0),
+            col_weights=self.col_weights(settings),
+            solver=settings.get("solver", "cholesky"),
+            cg_steps=settings.get("cg_steps", 3),
+            init_std=settings.get("init_std", 0.01),
+            dtype=settings.get("dtype", "float32"),
+            sweeps=self.sweeps,
+            n_jobs=self.threads,
+            random_state=self.seed,
+        )
+        last = {"value": math.nan, "sweep": 0}
+
+        def per_sweep(sweep: int, m) -> bool:
+            if sweep % self.evaluate_every and sweep != self.sweeps:
+                return False
+            value = self.score(m)
+            last.update(value=value, sweep=sweep)
+            trial.report(value, sweep)
+            trial.set_user_attr("sweeps", sweep)
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"{self.metric} {value:.4g} at sweep {sweep}")
+            return False
+
+        model.callback = per_sweep
+        model.fit(self.fit)
+        if math.isnan(last["value"]):
+            # no user qualified for the metric: a value Optuna cannot compare
+            raise SingularSystemError(f"{self.metric} is undefined on the validation split")
+        return last["value"]
+
+
+def _summarise(study, frozen, best: bool = True) -> TrialSummary:
+    best_number = best_value = None
+    if best:
+        try:
+            b = study.best_trial
+            best_number, best_value = b.number, float(b.value)
+        except ValueError:  # no completed trial yet
+            pass
+    return TrialSummary(
+        number=frozen.number,
+        state=frozen.state.name,
+        value=None if frozen.value is None else float(frozen.value),
+        params=dict(frozen.user_attrs.get("settings", frozen.params)),
+        sweeps=frozen.user_attrs.get("sweeps"),
+        seconds=frozen.user_attrs.get("seconds"),
+        best_number=best_number,
+        best_value=best_value,
+    )
+
+
+# ---------------------------------------------------------------------------- outputs
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidParameterError(f"Cannot write {value!r} to TOML.")
+        return repr(value)
+    if isinstance(value, str):
+        import json
+
+        return json.dumps(value)
+    raise InvalidParameterError(f"Cannot write {value!r} to TOML.")
+
+
+def best_toml(result: TuneResult) -> str:
+    """The text of ``best.toml``: the best trial's settings for ``walsrec train --config``."""
+    best = result.study.best_trial
+    lines = [
+        f"# walsrec tune: the best of {len(result.trials)} trials of study "
+        f"{result.study.study_name!r},",
+        f"# trial {best.number}: {result.metric} = {result.best_value:.6g} on a validation "
+        f"split carved from the training split ({result.validation_fraction:g} of each user).",
+        "# Train it: walsrec train --config best.toml --data DATA_DIR --model-dir MODEL_DIR",
+    ]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in result.best_config.items()]
+    return "\n".join(lines) + "\n"
+
+
+def trials_table(result: TuneResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the trials table (``trials.csv`` and the printed table)."""
+    names: list[str] = []
+    for t in result.trials:
+        names += [n for n in t.params if n not in names]
+    header = ["trial", "state", result.metric, "sweeps", "seconds", *names]
+    rows = []
+    for t in result.trials:
+        rows.append(
+            [
+                str(t.number),
+                t.state.lower(),
+                "" if t.value is None else f"{t.value:.6g}",
+                "" if t.sweeps is None else str(t.sweeps),
+                "" if t.seconds is None else f"{t.seconds:.2f}",
+                *[_cell(t.params.get(n)) for n in names],
+            ]
+        )
+    return header, rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _write_outputs(result: TuneResult, out: Path) -> None:
+    import csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    header, rows = trials_table(result)
+    path = out / "trials.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    result.paths["trials"] = path
+    if result.best_value is None:
+        result.notes.append("best.toml and the plots not written: no trial completed")
+        return
+    path = out / "best.toml"
+    tmp = out / ".best.toml.tmp"
+    tmp.write_text(best_toml(result))
+    os.replace(tmp, path)
+    result.paths["best"] = path
+    _plots(result, out)
+
+
+def _plots(result: TuneResult, out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        from optuna.visualization import matplotlib as ovm
+    except ImportError as exc:
+        result.notes.append(f"plots not written: {exc}")
+        return
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for key, name, draw in (
+            ("history", "optimization_history.png", ovm.plot_optimization_history),
+            ("importances", "param_importances.png", ovm.plot_param_importances),
+        ):
+            try:
+                ax = draw(result.study, target_name=result.metric)
+            except Exception as exc:  # e.g. importances of fewer than 2 varied trials
+                result.notes.append(f"{name} not written: {type(exc).__name__}: {exc}")
+                continue
+            fig = ax.figure
+            fig.set_size_inches(8, 5)
+            fig.tight_layout()
+            fig.savefig(out / name, dpi=100)
+            plt.close(fig)
+            result.paths[key] = out / name
+
+
+def train_best(
+    result: TuneResult,
+    model_dir: str | os.PathLike,
+    *,
+    data: str | os.PathLike | None = None,
+    threads: int | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train and export the best configuration on the whole training split, then evaluate it
+    on the eval split next to the most-popular baseline.
+
+    Parameters
+    ----------
+    result : TuneResult
+        With at least one completed trial.
+    model_dir : path
+    data : path, optional
+        The DATA_DIR (default: the one ``result`` tuned on).
+    threads : int, optional
+    overwrite : bool, default False
+        Passed to :func:`walsrec.training.train`.
+    log : callable, optional
+        Passed to :func:`walsrec.training.train`.
+
+    Returns
+    -------
+    dict
+        ``train``: the :class:`~walsrec.training.loop.TrainResult`; ``evaluation``: the
+        dictionary of :func:`walsrec.evaluation.evaluate_export` (None without an eval split).
+    """
+    from walsrec.data.prepare import load_prepared
+    from walsrec.evaluation import evaluate_export
+    from walsrec.training import train
+
+    if not result.best_config:
+        raise InvalidParameterError("No trial completed: there is no best configuration to train.")
+    data = data if data is not None else result.data
+    if data is None:
+        raise InvalidParameterError("train_best needs 'data', the DATA_DIR to train on.")
+    _, k = metric_direction(result.metric)
+    trained = train(
+        data=str(data),
+        model_dir=str(model_dir),
+        threads=threads,
+        k=k,
+        overwrite=overwrite,
+        log=log,
+        **result.best_config,
+    )
+    evaluation = None
+    if load_prepared(data).eval is not None:
+        evaluation = evaluate_export(trained.export_path, data, k=k, n_jobs=threads)
+    return {"train": trained, "evaluation": evaluation}

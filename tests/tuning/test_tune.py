@@ -1,0 +1,324 @@
+"""walsrec.tuning: the validation split, the search space, studies, resuming, outputs."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from walsrec.errors import DataFormatError, InvalidParameterError
+from walsrec.tuning import (
+    DEFAULT_SPACE,
+    SearchSpace,
+    load_space,
+    metric_direction,
+    tune,
+    validation_split,
+)
+from walsrec.tuning.space import TUNABLE
+
+# A small space: every trial is quick (embedding_dim <= 16) and still varies.
+SMALL = """
+[space]
+embedding_dim = { low = 4, high = 16, log = true }
+[space.regularization]
+low = 0.01
+high = 10.0
+log = true
+"""
+
+
+@pytest.fixture
+def small_space(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text(SMALL)
+    return path
+
+
+# ---------------------------------------------------------------------------- split
+def test_validation_split_partitions_each_users_training_row():
+    rng = np.random.default_rng(0)
+    x = sp.random(300, 80, density=0.08, format="csr", random_state=1, dtype=np.float32)
+    x.data[:] = rng.random(x.nnz) + 0.5
+    fit, val = validation_split(x, 0.25, seed=3)
+    # disjoint, and together exactly the training matrix
+    assert (fit.multiply(val)).nnz == 0
+    assert abs(fit + val - x).max() == 0
+    assert fit.shape == val.shape == x.shape
+    counts = np.diff(x.indptr)
+    n_val = np.diff(val.indptr)
+    # about a quarter of each user, never all of a user's interactions
+    assert np.all(n_val <= np.maximum(counts - 1, 0))
+    assert np.all(np.abs(n_val - 0.25 * counts) < 1 + 1e-9)
+    assert abs(val.nnz / x.nnz - 0.25) < 0.03
+    # the same seed gives the same split, another seed another one
+    again, _ = validation_split(x, 0.25, seed=3)
+    assert (again != fit).nnz == 0
+    other, _ = validation_split(x, 0.25, seed=4)
+    assert (other != fit).nnz > 0
+
+
+def test_validation_split_keeps_a_single_interaction_for_fitting():
+    x = sp.csr_matrix(np.array([[0, 1.0, 0], [1.0, 0, 0], [1.0, 1.0, 1.0]]))
+    for seed in range(20):
+        fit, val = validation_split(x, 0.9, seed=seed)
+        assert fit[0, 1] == 1 and fit[1, 0] == 1
+        assert val[2].nnz == 2  # floor(0.9 * 3 + u) = 2 or 3, capped at 2
+
+
+def test_validation_split_rejects_a_bad_fraction():
+    with pytest.raises(InvalidParameterError, match=r"'validation_fraction' .* in \(0, 1\)"):
+        validation_split(sp.csr_matrix((2, 2)), 1.0)
+
+
+def test_metric_direction():
+    assert metric_direction("ndcg@10") == ("maximize", 10)
+    assert metric_direction("map@5") == ("maximize", 5)
+    assert metric_direction("rmse") == ("minimize", 10)
+    with pytest.raises(InvalidParameterError, match=r"'metric' parameter of tune .* Got 'ndcg'"):
+        metric_direction("ndcg")
+
+
+# ---------------------------------------------------------------------------- space
+def test_default_space_is_the_course_space_up_to_256_factors():
+    p = DEFAULT_SPACE.params
+    assert (p["regularization"].low, p["regularization"].high) == (0.001, 10.0)
+    assert (p["embedding_dim"].low, p["embedding_dim"].high) == (5, 256)
+    assert (p["unobserved_weight"].low, p["unobserved_weight"].high) == (0.001, 5.0)
+    assert (p["col_weight_factor"].low, p["col_weight_factor"].high) == (1.0, 200.0)
+    assert (p["col_weight_exponent"].low, p["col_weight_exponent"].high) == (0.0001, 10.0)
+    assert all(q.log for q in p.values() if q.kind in ("int", "float"))
+    assert set(p) <= set(TUNABLE)
+
+
+def test_space_file_narrows_fixes_and_replaces(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[space]\nsolver = "cg"\nembedding_dim = { choices = [32, 64] }\n'
+        "[space.regularization]\nlow = 0.01\nhigh = 1\nlog = true\n"
+    )
+    space = load_space(path)
+    assert space.params["solver"].kind == "fixed" and space.params["solver"].value == "cg"
+    assert space.params["embedding_dim"].choices == (32, 64)
+    reg = space.params["regularization"]
+    assert (reg.kind, reg.low, reg.high, reg.log) == ("float", 0.01, 1.0, True)
+    assert "unobserved_weight" in space.params  # kept from the default space
+    path.write_text('replace = true\n[space]\nsolver = "cg"\n')
+    assert list(load_space(path).params) == ["solver"]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[space]\nbogus = 1\n", r"s\.toml: unknown parameter 'bogus' in \[space\]"),
+        (
+            "[space.regularization]\nlow = 1\nhigh = 0.1\n",
+            r"\[space\.regularization\]: 'low' must be below 'high'",
+        ),
+        (
+            "[space.regularization]\nlow = 0\nhigh = 1\nlog = true\n",
+            r"'low' must be > 0 on a log scale",
+        ),
+        ("[space.regularization]\nlow = 0.1\n", r"\[space\.regularization\]: a range needs both"),
+        ("[space.regularization]\nlow = 0.1\nhigh = 1\nstep = 2\n", r"unknown key 'step'"),
+        (
+            "[space.embedding_dim]\nlow = 4.5\nhigh = 9\n",
+            r"\[space\.embedding_dim\]: embedding_dim must be an int\. Got 4\.5",
+        ),
+        (
+            "[space]\nembedding_dim = 0\n",
+            r"space\.embedding_dim: The 'embedding_dim' setting of train must be an int >= 1\. "
+            r"Got 0",
+        ),
+        (
+            '[space]\nsolver = "lu"\n',
+            r"space\.solver: The 'solver' setting of train must be 'cholesky' or 'cg'",
+        ),
+        ("[space.solver]\nlow = 1\nhigh = 2\n", r"solver is categorical"),
+        ("[space]\nembedding_dim = { choices = [] }\n", r"'choices' must be a non-empty list"),
+        ("[space]\n", r"no \[space\] table"),
+        ("replace = 1\n[space]\nsolver = 'cg'\n", r"'replace' must be true or false"),
+        ("[tune]\nx = 1\n", r"unknown top-level key 'tune'"),
+    ],
+)
+def test_space_file_errors_name_the_file_and_key(tmp_path, text, match):
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidParameterError, match=match):
+        load_space(path)
+
+
+def test_space_file_not_found_and_not_toml(tmp_path):
+    with pytest.raises(InvalidParameterError, match=r"Search space file .*nope\.toml' not found"):
+        load_space(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[space\n")
+    with pytest.raises(DataFormatError, match=r"bad\.toml: not valid TOML"):
+        load_space(bad)
+
+
+def test_conditional_column_weight_parameters_follow_their_choice():
+    import optuna
+
+    space = SearchSpace(DEFAULT_SPACE.params)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        s = space.sample(trial)
+        how = s["col_weights_from_counts"]
+        seen.add(how)
+        assert ("col_weight_factor" in s) == (how == "linear")
+        assert ("col_weight_exponent" in s) == (how == "log")
+        study.tell(trial, 0.0)
+    assert seen == {"linear", "log"}
+
+
+# ---------------------------------------------------------------------------- studies
+def test_three_trial_study_writes_outputs_and_best_toml_trains(data_dir, small_space, tmp_path):
+    from walsrec.training import train
+
+    reports = []
+    out = tmp_path / "out"
+    result = tune(data_dir, trials=3, sweeps=3, space=small_space, out=out, progress=reports.append)
+    assert [t.state for t in result.trials] == ["COMPLETE"] * 3
+    assert [r.number for r in reports] == [0, 1, 2]
+    assert result.direction == "maximize" and result.metric == "ndcg@10"
+    values = [t.value for t in result.trials]
+    assert result.best_value == max(values) and 0 < result.best_value <= 1
+    # every sweep was reported as an intermediate value, and the last one is the value
+    for frozen in result.study.trials:
+        assert sorted(frozen.intermediate_values) == [1, 2, 3]
+        assert frozen.intermediate_values[3] == frozen.value
+    assert {"best", "trials", "history", "importances"} <= set(result.paths)
+    for key in ("history", "importances"):
+        assert result.paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = (out / "trials.csv").read_text().splitlines()
+    assert lines[0].startswith("trial,state,ndcg@10,sweeps,seconds,")
+    assert len(lines) == 4
+    best = tomllib.loads((out / "best.toml").read_text())
+    assert best == {**result.best_params, "sweeps": 3, "seed": 0}
+    assert 4 <= best["embedding_dim"] <= 16
+    trained = train(
+        config_file=out / "best.toml", data=str(data_dir), model_dir=str(tmp_path / "model")
+    )
+    assert trained.export_path is not None and trained.steps == 6
+    assert trained.model.user_factors_.shape[1] == best["embedding_dim"]
+
+
+def test_the_same_storage_resumes_and_adds_trials(data_dir, small_space, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    kw = dict(sweeps=2, space=small_space, storage=storage, study_name="s")
+    first = tune(data_dir, trials=3, **kw)
+    second = tune(data_dir, trials=3, **kw)
+    assert first.new_trials == 3 and second.new_trials == 3
+    assert [t.number for t in second.trials] == list(range(6))
+    # the resumed sampler does not propose the first run's points again
+    firsts = [t.params for t in second.trials[:3]]
+    assert all(t.params not in firsts for t in second.trials[3:])
+    assert second.best_value == max(t.value for t in second.trials)
+    with pytest.raises(
+        InvalidParameterError, match=r"study 's' .* tuned on other terms .*sweeps: 2 -> 3"
+    ):
+        tune(data_dir, trials=1, **{**kw, "sweeps": 3})
+    with pytest.raises(InvalidParameterError, match="metric: 'ndcg@10' -> 'rmse'"):
+        tune(data_dir, trials=1, metric="rmse", **kw)
+
+
+def test_the_eval_split_is_never_read(data_dir, small_space):
+    from walsrec.data.interactions import Interactions
+    from walsrec.data.prepare import load_prepared
+
+    prepared = load_prepared(data_dir)
+    assert prepared.eval is not None
+    fit, val = validation_split(prepared.train.user_items, 0.25, seed=0)
+    assert abs(fit + val - prepared.train.user_items).max() == 0
+    # eval pairs are not training pairs, so nothing of eval is in either part
+    assert prepared.eval.user_items.multiply(fit + val).nnz == 0
+    # replacing the eval split with noise changes no trial's score
+    rng = np.random.default_rng(0)
+    noise = sp.random(*prepared.train.user_items.shape, density=0.2, format="csr", random_state=rng)
+    swapped = replace(
+        prepared, eval=Interactions(noise, prepared.train.users, prepared.train.items)
+    )
+    kw = dict(trials=2, sweeps=2, space=small_space, jobs=1, threads=1)
+    a = tune(data_dir, **kw)
+    b = tune(swapped, **kw)
+    assert [t.value for t in a.trials] == [t.value for t in b.trials]
+
+
+def test_a_trial_behind_the_threshold_is_pruned_at_its_first_report(data_dir, small_space):
+    import optuna
+
+    result = tune(
+        data_dir,
+        trials=2,
+        sweeps=4,
+        space=small_space,
+        pruner=optuna.pruners.ThresholdPruner(lower=0.99),  # no model reaches it
+    )
+    assert [t.state for t in result.trials] == ["PRUNED", "PRUNED"]
+    assert all(t.sweeps == 1 for t in result.trials)
+    assert result.best_value is None and result.best_config == {}
+
+
+def test_rmse_is_minimised(data_dir, small_space):
+    result = tune(data_dir, trials=2, sweeps=2, metric="rmse", space=small_space)
+    assert result.direction == "minimize"
+    assert result.best_value == min(t.value for t in result.trials)
+
+
+def test_jobs_2_runs_trials_in_parallel_threads(data_dir, small_space):
+    result = tune(data_dir, trials=4, sweeps=2, space=small_space, jobs=2, threads=2)
+    assert result.threads_per_trial == 1
+    assert [t.state for t in result.trials] == ["COMPLETE"] * 4
+
+
+def test_jobs_2_under_numba_workqueue_layer(data_dir, small_space):
+    # workqueue aborts the process when two threads launch kernels at once: the launches
+    # must be serialised (tune scores through walsrec.model._threads.kernel_threads).
+    import subprocess
+    import sys
+
+    code = (
+        "import numba, sys\n"
+        "from walsrec.tuning import tune\n"
+        f"r = tune({str(data_dir)!r}, trials=4, sweeps=2, space={str(small_space)!r}, jobs=2)\n"
+        "assert numba.threading_layer() == 'workqueue', numba.threading_layer()\n"
+        "print(len([t for t in r.trials if t.state == 'COMPLETE']))\n"
+    )
+    env = {**__import__("os").environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "4"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(trials=0), "The 'trials' parameter of tune must be an int >= 1 or None. Got 0"),
+        (dict(trials=None), "tune needs 'trials' or 'timeout'"),
+        (dict(jobs=0), "The 'jobs' parameter of tune must be an int >= 1. Got 0"),
+        (dict(sweeps=1.5), "The 'sweeps' parameter of tune must be an int >= 1. Got 1.5"),
+        (dict(metric="ndcg@0"), "The 'metric' parameter of tune"),
+        (dict(pruner="hyperband"), "The 'pruner' parameter of tune must be 'median', 'none'"),
+        (dict(timeout=-1), "The 'timeout' parameter of tune must be a number > 0"),
+        (dict(space=3), "The 'space' parameter of tune must be a SearchSpace"),
+        (dict(storage="nosuchdb:///x"), "Cannot open the Optuna storage 'nosuchdb:///x'"),
+    ],
+)
+def test_bad_arguments(data_dir, kwargs, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        tune(data_dir, **{"trials": 1, "sweeps": 1, **kwargs})
+
+
+def test_bad_data_argument():
+    with pytest.raises(
+        InvalidParameterError, match="The 'data' parameter of tune must be a DATA_DIR"
+    ):
+        tune(42, trials=1)
