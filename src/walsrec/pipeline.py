@@ -1,0 +1,638 @@
+"""``walsrec pipeline``: prepare → train → evaluate → export → predict from one TOML file.
+
+The local form of the course's retraining DAG (query → export → train → deploy). Each step
+is a library call whose settings are its keyword arguments, one TOML table per step:
+
+.. code-block:: toml
+
+    [prepare]                       # walsrec.prepare(inputs, out, **settings)
+    inputs = ["ratings.csv"]
+    out = "data"
+    user_col = "user"
+    item_col = "item"
+    rating_col = "rating"
+    eval_fraction = 0.2
+    split = "user"
+
+    [train]                         # walsrec.train(**settings); data defaults to prepare.out
+    model_dir = "model"
+    embedding_dim = 32
+    sweeps = 10
+
+    [evaluate]                      # walsrec.evaluate_export(export, data, k=...)
+    k = 10
+
+    [export]                        # optional: deploy the new export to a serving directory
+    to = "serving"                  # serve it with: walsrec serve --model serving
+    min_metrics = { "ndcg@10" = 0.05 }   # refuse to deploy a worse model
+
+    [predict]                       # optional: walsrec.predict(export, out, **settings)
+    out = "predictions.csv"
+    k = 10
+
+Relative paths are relative to the configuration file's directory. A step is skipped when
+its fingerprint (its settings, the sizes and modification times of its input files, and the
+outputs of the steps it depends on) equals that of its last successful run and its outputs
+still exist; the fingerprints are kept in a state file beside the configuration
+(``pipeline.toml`` → ``pipeline.state.json``). A retrained model gets a new export version
+in ``MODEL_DIR/export/``, which a running ``walsrec serve --model MODEL_DIR`` picks up by
+itself; older exports are kept (``keep_exports``) so that a service never loses its model.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import time
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from walsrec.errors import DataFormatError, InvalidParameterError
+
+__all__ = [
+    "STEPS",
+    "PipelineResult",
+    "StepOutcome",
+    "describe",
+    "load_pipeline_config",
+    "run_pipeline",
+]
+
+STEPS = ("prepare", "train", "evaluate", "export", "predict")
+
+# settings of each table that are paths, resolved against the configuration's directory
+_PATH_KEYS = {
+    "prepare": ("out",),
+    "train": ("model_dir", "data", "train_rows", "train_cols", "eval_rows", "eval_cols"),
+    "export": ("to",),
+    "predict": ("out", "users_file"),
+}
+_PREPARE_KEYS = {
+    "inputs",
+    "out",
+    "user_col",
+    "item_col",
+    "rating_col",
+    "time_col",
+    "delimiter",
+    "columns",
+    "format",
+    "rating_transform",
+    "scale",
+    "cap",
+    "duplicates",
+    "min_user_interactions",
+    "min_item_interactions",
+    "eval_fraction",
+    "split",
+    "seed",
+    "shards",
+    "compression",
+    "on_bad_rows",
+}
+_EVALUATE_KEYS = {"k"}
+_EXPORT_KEYS = {"to", "min_metrics"}
+_PREDICT_KEYS = {"out", "k", "format", "exclude_seen", "users_file", "chunk_size"}
+# files the train step clears before a fresh run; export/ stays for running services
+_TRAIN_STATE = ("checkpoints", "cache", "metrics.jsonl", "config.json", "training_curve.png")
+
+
+@dataclass
+class StepOutcome:
+    """What happened to one step: ``status`` is ``"ran"``, ``"skipped"`` or ``"off"``."""
+
+    name: str
+    status: str
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class PipelineResult:
+    """The outcome of :func:`run_pipeline`."""
+
+    steps: list[StepOutcome]
+    state_path: Path
+    export_path: Path | None = None
+    evaluation: dict | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def ran(self) -> list[str]:
+        """Names of the steps that ran."""
+        return [s.name for s in self.steps if s.status == "ran"]
+
+    def skipped(self) -> list[str]:
+        """Names of the steps skipped as unchanged."""
+        return [s.name for s in self.steps if s.status == "skipped"]
+
+
+def _bad(path: Path, message: str) -> InvalidParameterError:
+    return InvalidParameterError(f"{path}: {message}")
+
+
+def load_pipeline_config(path: str | os.PathLike) -> dict[str, dict]:
+    """Read and check a pipeline TOML file; return its tables with paths made absolute.
+
+    Raises
+    ------
+    DataFormatError
+        The file is missing or is not valid TOML.
+    InvalidParameterError
+        An unknown table or setting, or a missing required one.
+    """
+    from walsrec.training.config import TrainConfig
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: the pipeline configuration file does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid TOML ({exc}).") from None
+    unknown = sorted(set(raw) - set(STEPS))
+    if unknown:
+        raise _bad(
+            path,
+            f"unknown table [{unknown[0]}]; the tables are "
+            + ", ".join(f"[{s}]" for s in STEPS)
+            + ".",
+        )
+    allowed = {
+        "prepare": _PREPARE_KEYS,
+        "train": set(TrainConfig.__dataclass_fields__),
+        "evaluate": _EVALUATE_KEYS,
+        "export": _EXPORT_KEYS,
+        "predict": _PREDICT_KEYS,
+    }
+    base = path.resolve().parent
+    config: dict[str, dict] = {}
+    for step, table in raw.items():
+        if not isinstance(table, dict):
+            raise _bad(path, f"[{step}] must be a table of settings.")
+        extra = sorted(set(table) - allowed[step])
+        if extra:
+            raise _bad(
+                path,
+                f"the setting {extra[0]!r} of [{step}] is not known; the settings are "
+                + ", ".join(sorted(allowed[step]))
+                + ".",
+            )
+        table = dict(table)
+        for key in _PATH_KEYS.get(step, ()):
+            if isinstance(table.get(key), str):
+                table[key] = _resolve(base, table[key])
+        config[step] = table
+    if "train" not in config or "model_dir" not in config["train"]:
+        raise _bad(path, "[train] needs model_dir.")
+    train = config["train"]
+    if "prepare" in config:
+        prep = config["prepare"]
+        for key in ("inputs", "out"):
+            if key not in prep:
+                raise _bad(path, f"[prepare] needs {key}.")
+        inputs = prep["inputs"]
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        prep["inputs"] = [_resolve(base, str(i)) for i in inputs]
+        train.setdefault("data", prep["out"])
+    elif not (train.get("data") or train.get("train_rows")):
+        raise _bad(path, "[train] needs data (or train_rows) when there is no [prepare].")
+    if "predict" in config and "out" not in config["predict"]:
+        raise _bad(path, "[predict] needs out.")
+    if "export" in config and "min_metrics" in config["export"]:
+        if not isinstance(config["export"]["min_metrics"], dict):
+            raise _bad(path, "[export] min_metrics must be a table of metric = minimum.")
+    return config
+
+
+def _resolve(base: Path, value: str) -> str:
+    if "://" in value or os.path.isabs(value):
+        return value
+    return str(base / value)
+
+
+def _file_facts(patterns: Iterable[str | None]) -> list:
+    """(path, size, mtime) of every file the patterns name: what the fingerprint watches."""
+    facts = []
+    for pattern in patterns:
+        if not pattern:
+            continue
+        if "://" in pattern:
+            import fsspec
+
+            fs, _, paths = fsspec.get_fs_token_paths(pattern)
+            for p in sorted(paths):
+                info = fs.info(p)
+                facts.append(
+                    [p, info.get("size"), str(info.get("mtime") or info.get("LastModified"))]
+                )
+            continue
+        paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        for p in paths:
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:
+                facts.append([p, None, None])  # prepare will raise the clear error
+                continue
+            if os.path.isdir(p):
+                facts += _file_facts(
+                    os.path.join(root, f) for root, _, files in os.walk(p) for f in files
+                )
+            else:
+                facts.append([p, st.st_size, st.st_mtime_ns])
+    return facts
+
+
+def _digest(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _state_path(config_path: Path) -> Path:
+    return config_path.with_name(f"{config_path.stem}.state.json")
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def run_pipeline(
+    config_path: str | os.PathLike,
+    *,
+    force: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    dry_run: bool = False,
+    show_progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> PipelineResult:
+    """Run the pipeline of a TOML file, skipping the steps whose inputs have not changed.
+
+    Parameters
+    ----------
+    config_path : path
+        The pipeline's TOML file (see the module docstring for its tables).
+    force : iterable of str, default ()
+        Steps to run even when unchanged (``"all"`` for every step); the steps after a
+        step that runs rerun when its output changes.
+    only : iterable of str, optional
+        Run only these steps (one task per step in a scheduler such as Airflow); the others
+        are taken as they were left by their last successful run, which must exist.
+    dry_run : bool, default False
+        Only decide: report which steps would run (``status`` ``"would run"``).
+    show_progress : bool, default False
+        Progress bars of training and batch prediction on stderr.
+    log : callable, optional
+        Receives one-line progress messages.
+
+    Returns
+    -------
+    PipelineResult
+
+    Raises
+    ------
+    InvalidParameterError, DataFormatError
+        From the configuration or from a step; the failing step's state is not recorded,
+        so it runs again next time. ``[export] min_metrics`` not met raises
+        :class:`InvalidParameterError` and deploys nothing.
+
+    Examples
+    --------
+    >>> result = walsrec.run_pipeline("pipeline.toml")  # doctest: +SKIP
+    >>> result.ran(), result.skipped()  # doctest: +SKIP
+    (['prepare', 'train', 'evaluate', 'export'], [])
+    """
+    config_path = Path(config_path)
+    config = load_pipeline_config(config_path)
+    force = set(force)
+    unknown = force - set(STEPS) - {"all"}
+    if unknown:
+        raise InvalidParameterError(
+            f"The 'force' parameter of run_pipeline must name steps of {list(STEPS)} or "
+            f"'all'. Got {sorted(unknown)[0]!r} instead."
+        )
+    if "all" in force:
+        force = set(STEPS)
+    only = None if only is None else set(only)
+    if only is not None and only - set(STEPS):
+        raise InvalidParameterError(
+            f"The 'only' parameter of run_pipeline must name steps of {list(STEPS)}. "
+            f"Got {sorted(only - set(STEPS))[0]!r} instead."
+        )
+    say = log or (lambda message: None)
+    state_path = _state_path(config_path)
+    state = _read_state(state_path)
+    result = PipelineResult(steps=[], state_path=state_path)
+    outputs: dict[str, Any] = {}  # each step's output token, which later steps depend on
+
+    def decide(step: str, fingerprint: str, outputs_exist: bool) -> bool:
+        previous = state.get(step, {})
+        if step in force:
+            return True
+        return previous.get("fingerprint") != fingerprint or not outputs_exist
+
+    def record(step: str, fingerprint: str, output: Any, detail: str, seconds: float) -> None:
+        state[step] = {
+            "fingerprint": fingerprint,
+            "output": output,
+            "detail": detail,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(seconds, 3),
+        }
+        _write_state(state_path, state)
+
+    def run_step(step: str, fingerprint: str, outputs_exist: bool, action) -> Any:
+        previous = state.get(step, {})
+        if only is not None and step not in only:
+            if not previous:
+                raise InvalidParameterError(
+                    f"The {step} step of {config_path} has not run yet; run it (or the whole "
+                    "pipeline) before the steps after it."
+                )
+            result.steps.append(StepOutcome(step, "not run", previous.get("detail", "")))
+            return previous.get("output")
+        if not decide(step, fingerprint, outputs_exist):
+            say(f"{step}: unchanged, skipped ({previous.get('detail', '')})")
+            result.steps.append(StepOutcome(step, "skipped", previous.get("detail", "")))
+            return previous.get("output")
+        if dry_run:
+            why = (
+                "forced"
+                if step in force
+                else (
+                    "never ran"
+                    if not previous
+                    else "changed"
+                    if previous.get("fingerprint") != fingerprint
+                    else "outputs missing"
+                )
+            )
+            result.steps.append(StepOutcome(step, "would run", why))
+            return previous.get("output") or f"dry-run:{step}"
+        say(f"{step}: running")
+        started = time.perf_counter()
+        output, detail = action()
+        seconds = time.perf_counter() - started
+        record(step, fingerprint, output, detail, seconds)
+        say(f"{step}: done in {seconds:.1f} s ({detail})")
+        result.steps.append(StepOutcome(step, "ran", detail, seconds))
+        return output
+
+    # ------------------------------------------------------------------ prepare
+    prep = config.get("prepare")
+    if prep is not None:
+        out_dir = Path(prep["out"])
+        fp = _digest({"settings": prep, "files": _file_facts(prep["inputs"])})
+
+        def do_prepare():
+            from walsrec.data.prepare import prepare
+
+            settings = {k: v for k, v in prep.items() if k not in ("inputs", "out")}
+            meta = prepare(
+                prep["inputs"],
+                out_dir,
+                overwrite=True,
+                progress=(lambda m: say(f"prepare: {m}")) if log else None,
+                **settings,
+            )
+            c = meta["counts"]
+            detail = (
+                f"{c['n_users']:,} users, {c['n_items']:,} items, "
+                f"{c['train_interactions']:,} train / {c['eval_interactions']:,} eval"
+            )
+            return _meta_token(out_dir), detail
+
+        outputs["prepare"] = run_step("prepare", fp, (out_dir / "meta.json").is_file(), do_prepare)
+    else:
+        result.steps.append(StepOutcome("prepare", "off"))
+
+    # ------------------------------------------------------------------ train
+    train_cfg = config["train"]
+    model_dir = Path(train_cfg["model_dir"])
+    upstream = outputs.get("prepare")
+    if upstream is None:  # inputs given directly: watch the files
+        upstream = _file_facts(
+            [
+                train_cfg.get(k)
+                for k in ("data", "train_rows", "train_cols", "eval_rows", "eval_cols")
+            ]
+        )
+    fp = _digest({"settings": train_cfg, "upstream": upstream})
+    previous_export = state.get("train", {}).get("output")
+    export_exists = bool(previous_export) and Path(previous_export).is_dir()
+
+    def do_train():
+        from walsrec.training import train
+
+        fresh = state.get("train_attempt") != fp
+        if fresh:
+            # new settings or data: start over, but keep the exports for running services
+            _clear_training_state(model_dir)
+            state["train_attempt"] = fp
+            _write_state(state_path, state)
+        # else: the last attempt with these settings was interrupted: resume it
+        kept = _set_exports_aside(model_dir) if fresh else None
+        try:
+            res = train(
+                show_progress=show_progress,
+                log=(lambda m: say(f"train: {m}")) if log else None,
+                **train_cfg,
+            )
+        finally:
+            if kept is not None:
+                res_path = _restore_exports(model_dir, kept)
+        if kept is not None and res_path is not None:
+            res.export_path = res_path
+        last = res.evaluations[-1] if res.evaluations else {}
+        shown = {k: v for k, v in last.items() if k.startswith("ndcg@") or k == "loss"}
+        detail = f"{res.steps} steps, export {res.export_path.name}" + "".join(
+            f", {k} {v:.4g}" for k, v in shown.items() if isinstance(v, float)
+        )
+        return str(res.export_path), detail
+
+    export = run_step("train", fp, export_exists, do_train)
+    outputs["train"] = export
+    result.export_path = Path(export) if export and not dry_run else None
+
+    # ------------------------------------------------------------------ evaluate
+    evaluation = None
+    ev_cfg = config.get("evaluate")
+    data_dir = train_cfg.get("data")
+    if ev_cfg is not None and data_dir:
+        k = int(ev_cfg.get("k", 10))
+        ev_path = model_dir / "evaluation.json"
+        fp = _digest({"settings": ev_cfg, "export": export, "data": outputs.get("prepare")})
+
+        def do_evaluate():
+            from walsrec.evaluation import evaluate_export
+
+            scores = evaluate_export(export, data_dir, k=k)
+            tmp = ev_path.with_name(f".{ev_path.name}.tmp")
+            tmp.write_text(json.dumps(scores, indent=2, default=str) + "\n")
+            os.replace(tmp, ev_path)
+            m, b = scores["model"], scores["most-popular"]
+            key = f"ndcg@{k}"
+            return str(ev_path), f"{key} {m.get(key, float('nan')):.4f} vs most-popular " + (
+                f"{b.get(key, float('nan')):.4f}"
+            )
+
+        out = run_step("evaluate", fp, ev_path.is_file(), do_evaluate)
+        outputs["evaluate"] = out
+        if not dry_run and ev_path.is_file():
+            evaluation = json.loads(ev_path.read_text())
+    else:
+        result.steps.append(StepOutcome("evaluate", "off"))
+    result.evaluation = evaluation
+
+    # ------------------------------------------------------------------ export (deploy)
+    ex_cfg = config.get("export")
+    if ex_cfg is not None and ex_cfg.get("to"):
+        target_root = Path(ex_cfg["to"]) / "export"
+        fp = _digest({"settings": ex_cfg, "export": export})
+        deployed = state.get("export", {}).get("output")
+
+        def do_export():
+            _check_gate(ex_cfg.get("min_metrics") or {}, evaluation, config_path)
+            source = Path(export)
+            target_root.mkdir(parents=True, exist_ok=True)
+            final = target_root / source.name
+            if not final.exists():
+                tmp = target_root / f".{source.name}.tmp-{os.getpid()}"
+                shutil.copytree(source, tmp)
+                os.replace(tmp, final)  # a watching service never sees half of it
+            return str(final), f"deployed {final}"
+
+        outputs["export"] = run_step(
+            "export", fp, bool(deployed) and Path(deployed).is_dir(), do_export
+        )
+    else:
+        if ex_cfg is not None and ex_cfg.get("min_metrics") and not dry_run:
+            _check_gate(ex_cfg["min_metrics"], evaluation, config_path)
+        result.steps.append(StepOutcome("export", "off", f"served from {model_dir}"))
+
+    # ------------------------------------------------------------------ predict
+    pr_cfg = config.get("predict")
+    if pr_cfg is not None:
+        out_file = Path(pr_cfg["out"])
+        users_file = pr_cfg.get("users_file")
+        fp = _digest({"settings": pr_cfg, "export": export, "users": _file_facts([users_file])})
+
+        def do_predict():
+            from walsrec.serving.predict import predict, read_user_ids
+
+            settings = {k: v for k, v in pr_cfg.items() if k not in ("out", "users_file")}
+            users = read_user_ids(users_file) if users_file else None
+            info = predict(export, out_file, users=users, progress=show_progress, **settings)
+            return str(out_file), f"{info['users']:,} users, top {info['k']} to {out_file}"
+
+        outputs["predict"] = run_step("predict", fp, out_file.is_file(), do_predict)
+    else:
+        result.steps.append(StepOutcome("predict", "off"))
+    result.outputs = outputs
+    return result
+
+
+def _meta_token(data_dir: Path) -> str:
+    return hashlib.sha256((data_dir / "meta.json").read_bytes()).hexdigest()[:16]
+
+
+def _clear_training_state(model_dir: Path) -> None:
+    for name in _TRAIN_STATE:
+        p = model_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def _set_exports_aside(model_dir: Path) -> Path | None:
+    """Move MODEL_DIR/export aside during a fresh training run.
+
+    ``train`` reuses the newest export when its step count matches the run's, which a
+    retrained model with the same number of sweeps would do; with the old exports aside
+    the run always writes its own. A service watching MODEL_DIR keeps its model meanwhile
+    (a missing export directory is no newer export).
+    """
+    export = model_dir / "export"
+    if not export.is_dir():
+        return None
+    aside = model_dir / ".export-kept"
+    if aside.exists():  # left by an interrupted run: its exports come first
+        for p in export.iterdir():
+            if not (aside / p.name).exists():
+                os.replace(p, aside / p.name)
+        shutil.rmtree(export)
+    else:
+        os.replace(export, aside)
+    return aside
+
+
+def _restore_exports(model_dir: Path, aside: Path) -> Path | None:
+    """Put the kept exports back; the new one gets a version above theirs. Its new path."""
+    from walsrec.serving.export import list_exports
+
+    export = model_dir / "export"
+    export.mkdir(parents=True, exist_ok=True)
+    new = list_exports(export)
+    kept = list_exports(aside)
+    newest_kept = int(kept[-1].name) if kept else -1
+    path = new[-1] if new else None
+    if path is not None and int(path.name) <= newest_kept:
+        # the clock gave the new export a version not above the kept ones: renumber it,
+        # out of sight of a watching service until it is complete
+        version = newest_kept + 1
+        tmp = model_dir / f".export-renumber-{version}"
+        os.replace(path, tmp)
+        meta = json.loads((tmp / "model.json").read_text())
+        meta["version"] = version
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+        path = export / str(version)
+        os.replace(tmp, path)
+    for p in kept:
+        if not (export / p.name).exists():
+            os.replace(p, export / p.name)
+    shutil.rmtree(aside, ignore_errors=True)
+    return path
+
+
+def _check_gate(minimums: dict, evaluation: dict | None, config_path: Path) -> None:
+    if not minimums:
+        return
+    if evaluation is None:
+        raise InvalidParameterError(
+            f"{config_path}: [export] min_metrics needs an [evaluate] step with an eval split."
+        )
+    for name, minimum in minimums.items():
+        value = evaluation["model"].get(name)
+        if value is None:
+            raise InvalidParameterError(
+                f"{config_path}: [export] min_metrics names {name!r}, which the evaluation "
+                f"does not report (it reports {', '.join(evaluation['model'])})."
+            )
+        if value < float(minimum):
+            raise InvalidParameterError(
+                f"The new model's {name} is {value:.4f}, below the minimum {minimum} of "
+                f"[export] min_metrics in {config_path}; nothing was deployed."
+            )
+
+
+def describe(result: PipelineResult) -> str:
+    """A short table of the steps and what each did (what ``walsrec pipeline`` prints)."""
+    width = max(len(s) for s in STEPS)
+    lines = []
+    for s in result.steps:
+        lines.append(f"  {s.name:<{width}}  {s.status:<9}  {s.detail}".rstrip())
+    return "\n".join(lines)

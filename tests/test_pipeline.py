@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from walsrec.cli import main
+from walsrec.errors import DataFormatError, InvalidParameterError
+from walsrec.pipeline import load_pipeline_config, run_pipeline
+
+CONFIG = """\
+[prepare]
+inputs = ["visits.csv"]
+out = "data"
+user_col = "visitor_id"
+item_col = "article_id"
+rating_col = "session_duration"
+rating_transform = "scaled-median"
+eval_fraction = 0.2
+split = "user"
+
+[train]
+model_dir = "model"
+embedding_dim = {dim}
+sweeps = 2
+
+[evaluate]
+k = 5
+
+[export]
+to = "serving"
+
+[predict]
+out = "predictions.csv"
+k = {k}
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    import pyarrow.csv as pcsv
+
+    from walsrec.datasets import generate_visits
+
+    pcsv.write_csv(generate_visits(3000, seed=1), tmp_path / "visits.csv")
+    write_config(tmp_path)
+    return tmp_path
+
+
+def write_config(root, dim=4, k=3, extra=""):
+    (root / "pipeline.toml").write_text(CONFIG.format(dim=dim, k=k) + extra)
+    return root / "pipeline.toml"
+
+
+def run(root, **kw):
+    return run_pipeline(root / "pipeline.toml", **kw)
+
+
+def test_second_run_skips_everything_and_changes_rerun_only_what_they_affect(project):
+    first = run(project)
+    assert first.ran() == ["prepare", "train", "evaluate", "export", "predict"]
+    export = first.export_path
+    assert (project / "serving" / "export" / export.name / "model.json").is_file()
+    assert (project / "predictions.csv").is_file()
+    assert first.evaluation["model"]["ndcg@5"] >= 0
+    state = json.loads((project / "pipeline.state.json").read_text())
+    assert set(state) >= {"prepare", "train", "evaluate", "export", "predict"}
+
+    second = run(project)
+    assert second.ran() == [] and len(second.skipped()) == 5
+    assert second.export_path == export
+
+    write_config(project, k=7)  # a predict setting: only predict reruns
+    assert run(project).ran() == ["predict"]
+    header, row = (project / "predictions.csv").read_text().splitlines()[:2]
+    assert header and row
+
+    write_config(project, dim=6, k=7)  # a model setting: everything after prepare
+    third = run(project)
+    assert third.ran() == ["train", "evaluate", "export", "predict"]
+    assert third.export_path != export and export.is_dir()  # the old export stays served
+    assert int(third.export_path.name) > int(export.name)  # newer: a watcher swaps it in
+
+    (project / "predictions.csv").unlink()  # a missing output reruns its step
+    assert run(project).ran() == ["predict"]
+
+    with open(project / "visits.csv", "a") as f:  # new data: the whole pipeline
+        f.write("v_new,a_new,30.0,1767225600\n")
+    os.utime(project / "visits.csv", ns=(1, 1))
+    assert run(project).ran() == ["prepare", "train", "evaluate", "export", "predict"]
+
+
+def test_force_dry_run_and_only(project):
+    assert run(project, dry_run=True).steps[0].status == "would run"
+    assert not (project / "data").exists() and not (project / "pipeline.state.json").exists()
+    with pytest.raises(InvalidParameterError, match=r"The prepare step of .* has not run yet"):
+        run(project, only=["train"])
+    run(project)
+    assert run(project, force=["evaluate"]).ran() == ["evaluate"]
+    assert run(project, only=["predict"], force=["predict"]).ran() == ["predict"]
+    statuses = {s.name: s.status for s in run(project, dry_run=True, force=["all"]).steps}
+    assert set(statuses.values()) == {"would run"}
+    with pytest.raises(InvalidParameterError, match=r"'force' parameter .* Got 'deploy'"):
+        run(project, force=["deploy"])
+
+
+def test_export_gate_refuses_a_worse_model(project):
+    path = write_config(project, extra="")
+    text = path.read_text().replace(
+        'to = "serving"', 'to = "serving"\nmin_metrics = { "ndcg@5" = 2.0 }'
+    )
+    path.write_text(text)
+    with pytest.raises(InvalidParameterError, match=r"ndcg@5 is 0\.\d{4}, below the minimum 2\.0"):
+        run(project)
+    assert not (project / "serving").exists()
+    state = json.loads((project / "pipeline.state.json").read_text())
+    assert "evaluate" in state and "export" not in state  # the failed step reruns next time
+
+
+@pytest.mark.parametrize(
+    "text,error,message",
+    [
+        (
+            "[train]\nmodel_dir='m'\ndata='d'\n[deploy]\n",
+            InvalidParameterError,
+            r"unknown table \[deploy\]",
+        ),
+        (
+            "[train]\nmodel_dir='m'\ndata='d'\nembeding_dim=3\n",
+            InvalidParameterError,
+            r"the setting 'embeding_dim' of \[train\] is not known",
+        ),
+        ("[train]\ndata='d'\n", InvalidParameterError, r"\[train\] needs model_dir"),
+        (
+            "[prepare]\nout='d'\n[train]\nmodel_dir='m'\n",
+            InvalidParameterError,
+            r"\[prepare\] needs inputs",
+        ),
+        ("[train\n", DataFormatError, r"not valid TOML"),
+    ],
+)
+def test_bad_configurations(tmp_path, text, error, message):
+    (tmp_path / "p.toml").write_text(text)
+    with pytest.raises(error, match=message):
+        load_pipeline_config(tmp_path / "p.toml")
+
+
+def test_paths_are_relative_to_the_file(project):
+    cfg = load_pipeline_config(project / "pipeline.toml")
+    assert cfg["prepare"]["inputs"] == [str(project / "visits.csv")]
+    assert cfg["train"]["data"] == str(project / "data")
+
+
+def test_cli_pipeline(project, capsys):
+    code = main(["pipeline", "--config", str(project / "pipeline.toml"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "5 step(s) ran, 0 unchanged and skipped" in out and "ndcg@5" in out
+    code = main(["pipeline", "--config", str(project / "pipeline.toml"), "--quiet"])
+    out, _ = capsys.readouterr()
+    assert "0 step(s) ran, 5 unchanged and skipped" in out
+    code = main(["pipeline", "--config", str(project / "missing.toml")])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.strip().endswith("the pipeline configuration file does not exist.")
+
+
+def test_a_retrained_model_gets_a_newer_version_even_within_the_same_second(project, monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)  # a frozen clock
+    first = run(project).export_path
+    write_config(project, dim=5)
+    second = run(project).export_path
+    assert first.name == "2000000000" and second.name == "2000000001"
+    assert first.is_dir() and not (project / "model" / ".export-kept").exists()
+    import walsrec
+
+    assert walsrec.load_model(project / "model").path == second
+    assert walsrec.load_model(second).embedding_dim == 5
