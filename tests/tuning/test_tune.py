@@ -322,3 +322,33 @@ def test_bad_data_argument():
         InvalidParameterError, match="The 'data' parameter of tune must be a DATA_DIR"
     ):
         tune(42, trials=1)
+
+
+def test_a_singular_trial_fails_with_its_reason_and_nothing_is_printed(data_dir, tmp_path, capsys):
+    # λ = 0 and w0 = 0 with k above most users' interaction counts: singular systems
+    path = tmp_path / "s.toml"
+    path.write_text(
+        "replace = true\n[space]\nregularization = 0\nunobserved_weight = 0\nembedding_dim = 64\n"
+    )
+    result = tune(data_dir, trials=2, sweeps=1, space=path, out=tmp_path / "out")
+    assert [t.state for t in result.trials] == ["FAIL", "FAIL"]
+    assert all(t.error.startswith("SingularSystemError: ") for t in result.trials)
+    assert result.best_value is None and result.best_config == {}
+    assert result.notes == ["best.toml and the plots not written: no trial completed"]
+    assert set(result.paths) == {"trials"}
+    assert capsys.readouterr() == ("", "")
+
+
+def test_small_studies_turn_optunas_warnings_into_notes(data_dir, small_space, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = tune(data_dir, trials=1, sweeps=1, space=small_space, out=tmp_path)
+    assert caught == []
+    assert {"history", "importances"} <= set(result.paths)
+    # one trial is too few to tell the parameters apart
+    assert result.notes == [
+        "param_importances.png: The number of trials is too small to compute importances. "
+        "Parameter importances will be equal."
+    ]

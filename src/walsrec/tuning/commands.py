@@ -137,6 +137,8 @@ def _cmd_tune(args) -> int:
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()
         )
         _stderr(f"tune: trial {t.number} {t.state.lower()} {args.metric} {value}{best}: {params}")
+        if t.error:
+            _stderr(f"tune: trial {t.number} failed: {t.error}")
 
     result = tune(
         args.data,
@@ -169,7 +171,7 @@ def _cmd_tune(args) -> int:
         f"Study {result.study.study_name!r}: {result.new_trials} new trials, "
         f"{len(result.trials)} in all ("
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        + f"), {result.threads_per_trial} kernel threads per trial."
+        + f"), kernel threads per trial: {result.threads_per_trial}."
     )
     header, rows = trials_table(result)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]

@@ -51,6 +51,7 @@ class TrialSummary:
     seconds: float | None
     best_number: int | None
     best_value: float | None
+    error: str | None = None  # why a trial failed
 
 
 @dataclass
@@ -318,7 +319,8 @@ def tune(
     }
     study_name = study_name or "walsrec"
     previous_level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the library never prints
+    # The library never prints: failed trials keep their reason in TrialSummary.error.
+    optuna.logging.set_verbosity(optuna.logging.CRITICAL)
     try:
         study = _open_study(optuna, storage, study_name, direction, pruner, seed, identity)
         n_before = len(study.trials)
@@ -342,7 +344,7 @@ def tune(
             n_trials=trials,
             timeout=timeout,
             n_jobs=jobs,
-            catch=(SingularSystemError,),
+            catch=(SingularSystemError, _UndefinedMetric),
             callbacks=callbacks,
         )
     finally:
@@ -443,6 +445,10 @@ def _open_study(optuna, storage, study_name, direction, pruner, seed, identity):
     return study
 
 
+class _UndefinedMetric(Exception):
+    """No validation user qualifies for the metric: a value Optuna cannot compare."""
+
+
 class _Objective:
     """One trial: sample settings, fit on the fit part, score the validation part."""
 
@@ -529,10 +535,13 @@ class _Objective:
             return False
 
         model.callback = per_sweep
-        model.fit(self.fit)
-        if math.isnan(last["value"]):
-            # no user qualified for the metric: a value Optuna cannot compare
-            raise SingularSystemError(f"{self.metric} is undefined on the validation split")
+        try:
+            model.fit(self.fit)
+            if math.isnan(last["value"]):
+                raise _UndefinedMetric(f"{self.metric} is undefined on the validation split")
+        except (SingularSystemError, _UndefinedMetric) as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
         return last["value"]
 
 
@@ -553,6 +562,7 @@ def _summarise(study, frozen, best: bool = True) -> TrialSummary:
         seconds=frozen.user_attrs.get("seconds"),
         best_number=best_number,
         best_value=best_value,
+        error=frozen.user_attrs.get("error"),
     )
 
 
@@ -650,23 +660,31 @@ def _plots(result: TuneResult, out: Path) -> None:
         return
     import optuna
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        for key, name, draw in (
-            ("history", "optimization_history.png", ovm.plot_optimization_history),
-            ("importances", "param_importances.png", ovm.plot_param_importances),
-        ):
+    for key, name, draw in (
+        ("history", "optimization_history.png", ovm.plot_optimization_history),
+        ("importances", "param_importances.png", ovm.plot_param_importances),
+    ):
+        # Optuna's warnings (e.g. importances "will be equal" over few trials) become notes:
+        # the library never prints.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             try:
                 ax = draw(result.study, target_name=result.metric)
             except Exception as exc:  # e.g. importances of fewer than 2 varied trials
                 result.notes.append(f"{name} not written: {type(exc).__name__}: {exc}")
                 continue
-            fig = ax.figure
-            fig.set_size_inches(8, 5)
-            fig.tight_layout()
-            fig.savefig(out / name, dpi=100)
-            plt.close(fig)
-            result.paths[key] = out / name
+        for w in caught:
+            if issubclass(w.category, optuna.exceptions.ExperimentalWarning):
+                continue
+            note = f"{name}: {w.message}"
+            if note not in result.notes:
+                result.notes.append(note)
+        fig = ax.figure
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        result.paths[key] = out / name
 
 
 def train_best(
