@@ -131,14 +131,66 @@ def test_same_seed_bitwise_and_thread_counts_agree(solver):
     assert not np.array_equal(a.user_factors_, d.user_factors_)
 
 
-def test_thread_count_is_restored_even_on_error():
-    before = numba.get_num_threads()
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_thread_settings_are_restored_even_on_error_inside_the_launch():
+    from walsrec.model._threads import _controller, kernel_threads
+
+    _controller()  # loads scipy's BLAS too, so both libraries are counted before and after
+    before = (numba.get_num_threads(), numba.get_parallel_chunksize(), _blas_threads())
+    with pytest.raises(RuntimeError, match="inside the launch"):
+        with kernel_threads(1):
+            assert numba.get_num_threads() == 1 and set(_blas_threads()) == {1}
+            raise RuntimeError("inside the launch")
+    after = (numba.get_num_threads(), numba.get_parallel_chunksize(), _blas_threads())
+    assert after == before
     x, _ = make_problem(13)
-    WALS(embedding_dim=4, sweeps=1, n_jobs=1).fit(x)
-    assert numba.get_num_threads() == before
-    with pytest.raises(SingularSystemError):
+    with pytest.raises(SingularSystemError, match=r"singular for .*Set 'regularization' > 0"):
         WALS(embedding_dim=4, regularization=0.0, unobserved_weight=0.0, n_jobs=1).fit(x)
-    assert numba.get_num_threads() == before
+    assert numba.get_num_threads() == before[0]
+
+
+def test_blas_cap_is_lifted_by_the_last_thread_to_leave():
+    """The BLAS thread count is process-wide: overlapping callers must not undo each
+    other's cap, and the original count comes back when the last one leaves."""
+    from walsrec.model._threads import _controller, single_blas_thread
+
+    _controller()
+    original = _blas_threads()
+    first, second = single_blas_thread(), single_blas_thread()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # leaves first, while the second is still inside
+    assert set(_blas_threads()) == {1}
+    second.__exit__(None, None, None)
+    assert _blas_threads() == original
+
+
+def test_recommend_breaks_ties_by_item_index():
+    x, _ = make_problem(21, 30, 40)
+    model = WALS(embedding_dim=3, sweeps=1, random_state=0).fit(x)
+    model.item_factors_ = model.item_factors_.copy()
+    model.item_factors_[::2] = 0.0  # 20 items tied at score 0
+    for user in range(30):
+        scores = model.user_factors_[user] @ model.item_factors_.T
+        candidates = np.setdiff1d(np.arange(40), x[user].indices)
+        want = candidates[np.lexsort((candidates, -scores[candidates]))][:25]
+        got, _ = model.recommend(user, x, k=25)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_factors_assigned_by_hand_work_without_initialize():
+    x, _ = make_problem(22, 20, 15)
+    fitted = WALS(embedding_dim=3, sweeps=2, random_state=0).fit(x)
+    fresh = WALS(embedding_dim=3)
+    fresh.user_factors_ = fitted.user_factors_.copy()
+    fresh.item_factors_ = fitted.item_factors_.copy()
+    np.testing.assert_allclose(fresh.project_rows(x[:3]), fitted.project_rows(x[:3]))
+    assert fresh.loss(x) == pytest.approx(fitted.loss(x))
 
 
 def test_concurrent_fits_from_python_threads_match_sequential():

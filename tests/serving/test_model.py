@@ -412,3 +412,48 @@ def test_concurrent_queries_from_threads_equal_sequential_answers(model):
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(work, range(64)))
     assert got == want
+
+
+def test_recommend_indices_checks_its_mask_and_indices(model):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"'banned' parameter of recommend_indices "
+        rf"must be a bool mask of shape \({model.n_items},\).*Got shape \(2,\)",
+    ):
+        model.recommend_indices(np.arange(3), k=5, banned=np.zeros(2, dtype=bool))
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"'user_indices' parameter of "
+        r"recommend_indices must hold integers. Got dtype float64 instead",
+    ):
+        model.recommend_indices(np.array([0.0, 1.7]), k=5)
+
+
+def test_banned_items_equal_brute_force_without_them(model, trained_export):
+    u, v, _, _, ui = export_arrays(trained_export)
+    banned = np.random.default_rng(3).random(v.shape[0]) < 0.3
+    for method in ("norm", "gemm"):
+        items, _ = model.recommend_indices(np.arange(40), k=10, banned=banned, method=method)
+        for user in range(40):
+            excluded = np.union1d(ui[user].indices, np.flatnonzero(banned))
+            assert items[user].tolist() == brute_top(v @ u[user], excluded, 10)
+
+
+def test_write_export_keep_must_be_positive(tmp_path):
+    from walsrec.serving.export import write_export
+
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"'keep' parameter of write_export must be "
+        r"None or an int >= 1. Got 0 instead",
+    ):
+        write_export(
+            tmp_path,
+            user_factors=None,
+            item_factors=None,
+            users=None,
+            items=None,
+            user_items=None,
+            hyperparameters={},
+            keep=0,
+        )

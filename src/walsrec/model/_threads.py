@@ -20,6 +20,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _LOCK = threading.RLock()
+# BLAS's thread count is process-wide: the cap is applied by the first thread that needs it
+# and lifted by the last one to leave, so concurrent callers never undo each other's cap.
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_LIMITER = None
 
 
 def resolve_n_jobs(n_jobs: int | None) -> int:
@@ -69,7 +74,7 @@ def kernel_threads(n_threads: int) -> Iterator[None]:
     previous = numba.get_num_threads()
     previous_chunk = numba.get_parallel_chunksize()
     try:
-        with _controller().limit(limits=1, user_api="blas"):
+        with single_blas_thread():
             numba.set_num_threads(n_threads)
             # Hand the kernels' parts (already of about equal cost) to threads one at a
             # time: a static split stalls on whichever thread the OS preempts.
@@ -83,13 +88,34 @@ def kernel_threads(n_threads: int) -> Iterator[None]:
 
 
 @contextmanager
+def single_blas_thread() -> Iterator[None]:
+    """BLAS at one thread while any Python thread is inside; restored when the last leaves."""
+    global _BLAS_USERS, _BLAS_LIMITER
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_LIMITER = _controller().limit(limits=1, user_api="blas")
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMITER.restore_original_limits()
+                _BLAS_LIMITER = None
+
+
+@contextmanager
 def blas_threads(n_threads: int) -> Iterator[None]:
     """BLAS on ``n_threads`` threads for the orchestration's own products between kernel
     launches (Gramians, rotations into and out of the eigenbasis).
 
     ``wals.py`` passes 1: threaded BLAS on a k×k ``eigh`` took 9–28 ms against 0.35 ms on one
-    thread on a busy 2-core machine, and even large products lost to one thread (see
-    ``_THREADED_GEMM_MIN`` there).
+    thread on a busy 2-core machine, and even large products lost to one thread.
     """
+    if n_threads == 1:
+        with single_blas_thread():
+            yield
+        return
     with _controller().limit(limits=n_threads, user_api="blas"):
         yield

@@ -559,22 +559,25 @@ class WALS:
     def _fixed_state(self, which: str, need_rotation: bool) -> dict:
         """Gramian (float64) of the user or item factors, its eigendecomposition, Ṽ = VQ."""
         factors = self.user_factors_ if which == "user" else self.item_factors_
-        entry = self._cache.get(which)
+        # Factors assigned by hand (without initialize) get a cache too. Entries are built
+        # whole and published with one assignment, so a concurrent reader never sees half.
+        cache = self.__dict__.setdefault("_cache", {})
+        entry = cache.get(which)
         if entry is None or entry["array"] is not factors:
             # In the factors' dtype: a float64 copy of a float32 matrix costs more than the
             # product; the k×k result is then used in float64 (eigh, loss).
             with blas_threads(1):
                 gram = (factors.T @ factors).astype(np.float64)
             entry = {"array": factors, "gram": gram}
-            self._cache[which] = entry
+            cache[which] = entry
         if need_rotation and "rot" not in entry:
             with blas_threads(1):
                 g, q = np.linalg.eigh(entry["gram"])
             qd = q.astype(factors.dtype)
-            entry["rot"] = self._matmul(factors, qd)
+            rot = self._matmul(factors, qd)
             g = np.clip(g, 0.0, None)  # G is PSD; eigh may return -1e-17
-            entry["g"] = g
-            entry["q"] = qd
+            entry = {**entry, "rot": rot, "g": g, "q": qd}
+            cache[which] = entry
         return entry
 
     def _set_factors(self, which: str, factors: np.ndarray) -> None:
@@ -583,7 +586,7 @@ class WALS:
             self.user_factors_ = factors
         else:
             self.item_factors_ = factors
-        self._cache.pop(which, None)
+        self.__dict__.get("_cache", {}).pop(which, None)
 
     # ------------------------------------------------------------------ half-steps
 
@@ -634,8 +637,10 @@ class WALS:
             f"{axis} {int(labels[first])}, with {int(side.counts[first])} interactions, "
             f"embedding_dim="
             f"{self.embedding_dim}, unobserved_weight={self.unobserved_weight}, "
-            f"regularization={self.regularization}): its normal equations have no unique "
-            f"solution. Set 'regularization' > 0 (e.g. 0.1) or 'unobserved_weight' > 0."
+            f"regularization={self.regularization}, "
+            f"regularization_exponent={self.regularization_exponent}, so its λ_i = "
+            f"{float(side.lam[first]):.6g}): its normal equations have no unique solution. Set "
+            f"'regularization' > 0 (e.g. 0.1) or 'unobserved_weight' > 0."
         )
 
     def _solve(
@@ -1152,10 +1157,13 @@ def _slice(x, subset: np.ndarray, fmt: str):
 
 
 def _top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best candidates, best first, ties by item index (as serving's kernels)."""
     idx = np.flatnonzero(candidates)
     s = scores[idx]
     if k < idx.shape[0]:
-        part = np.argpartition(-s, k - 1)[:k]
-        idx, s = idx[part], s[part]
-    order = np.lexsort((idx, -s))  # best first; ties by index, deterministically
+        # keep every candidate tied with the k-th best, so the tie order below decides
+        kth = np.partition(-s, k - 1)[k - 1]
+        keep = -s <= kth
+        idx, s = idx[keep], s[keep]
+    order = np.lexsort((idx, -s))[:k]
     return idx[order].astype(np.int64), s[order]

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from walsrec import __version__
 from walsrec.data.native import load_csr, save_csr
 from walsrec.data.vocabulary import Vocabulary
-from walsrec.errors import DataFormatError
+from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -88,6 +88,11 @@ def write_export(
 
     ``keep`` (optional) removes the oldest exports beyond that number afterwards.
     """
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise InvalidParameterError(
+            f"The 'keep' parameter of write_export must be None or an int >= 1. Got {keep!r} "
+            "instead."
+        )
     root = Path(model_dir) / "export"
     root.mkdir(parents=True, exist_ok=True)
     existing = list_exports(root)

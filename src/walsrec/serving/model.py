@@ -383,7 +383,7 @@ class Recommender:
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from walsrec.model._threads import _controller, resolve_n_jobs
+        from walsrec.model._threads import resolve_n_jobs, single_blas_thread
 
         k = _check_k(k, "recommend_indices")
         if method not in ("auto", "norm", "gemm"):
@@ -391,7 +391,19 @@ class Recommender:
                 "The 'method' parameter of recommend_indices must be one of ['auto', 'norm', "
                 f"'gemm']. Got {method!r} instead."
             )
-        users = np.ascontiguousarray(user_indices, dtype=np.int64)
+        users = np.asarray(user_indices)
+        if users.size and not np.issubdtype(users.dtype, np.integer):
+            raise InvalidParameterError(
+                "The 'user_indices' parameter of recommend_indices must hold integers. Got "
+                f"dtype {users.dtype} instead."
+            )
+        users = np.ascontiguousarray(users, dtype=np.int64)
+        if banned is not None and np.shape(banned) not in ((self.n_items,), (0,)):
+            raise InvalidParameterError(
+                "The 'banned' parameter of recommend_indices must be a bool mask of shape "
+                f"({self.n_items},) (one entry per item), or empty for none. Got shape "
+                f"{np.shape(banned)} instead."
+            )
         if users.size and (users.min() < 0 or users.max() >= self.n_users):
             raise InvalidParameterError(
                 f"The 'user_indices' parameter of recommend_indices must hold indices in "
@@ -417,7 +429,7 @@ class Recommender:
             )
 
         n_threads = min(resolve_n_jobs(n_jobs), len(bounds))
-        with _controller().limit(limits=1, user_api="blas"):
+        with single_blas_thread():
             if method == "auto" and bounds:
                 share = run(bounds[0], "norm")
                 method = "norm" if share <= 0.25 else "gemm"
@@ -660,8 +672,6 @@ def _rebuild_estimator(hyper: dict, model: Recommender):
         ) from None
     wals.user_factors_ = model.user_factors
     wals.item_factors_ = model.item_factors
-    wals._cache = {}
-    wals.loss_ = []
     return wals
 
 
