@@ -349,10 +349,18 @@ def test_invalid_inputs_raise_with_clear_messages():
         model.fit(x.toarray())
     bad = x.copy()
     bad.data[3] = np.nan
-    with pytest.raises(InvalidParameterError, match=r"must contain only finite values. Got nan"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"must contain only values that are finite "
+        r"in float32. Got nan",
+    ):
         model.fit(bad)
     bad.data[3] = np.inf
-    with pytest.raises(InvalidParameterError, match=r"only finite values. Got inf at \(row"):
+    with pytest.raises(InvalidParameterError, match=r"finite in float32. Got inf at \(row"):
+        model.fit(bad)
+    bad = x.astype(np.float64)
+    bad.data[3] = 1e39  # finite in float64, inf in the float32 model
+    with pytest.raises(InvalidParameterError, match=r"finite in float32. Got 1e\+39 at \(row"):
         model.fit(bad)
     with pytest.raises(
         InvalidParameterError,

@@ -114,8 +114,11 @@ def _check_weight_vector(
     return arr
 
 
-def _check_sparse(x: Any, name: str, method: str, fmt: str) -> sp.spmatrix:
-    """``x`` as a canonical (sorted, no duplicates) matrix in format ``fmt``, finite values."""
+def _check_sparse(
+    x: Any, name: str, method: str, fmt: str, dtype: type = np.float64
+) -> sp.spmatrix:
+    """``x`` as a canonical (sorted, no duplicates) matrix in format ``fmt``, with values that
+    are finite in ``dtype`` (the model's: a float64 1e39 would become inf in float32)."""
     if not sp.issparse(x):
         raise TypeError(
             f"The {name!r} argument of WALS.{method} must be a scipy.sparse matrix "
@@ -137,14 +140,16 @@ def _check_sparse(x: Any, name: str, method: str, fmt: str) -> sp.spmatrix:
         if m is x:  # never reorder the caller's matrix in place
             m = m.copy()
         m.sum_duplicates()
-    if m.data.size and not np.isfinite(m.data).all():
-        p = int(np.flatnonzero(~np.isfinite(m.data))[0])
+    limit = np.finfo(dtype).max
+    if m.data.size and not (np.isfinite(m.data) & (np.abs(m.data) <= limit)).all():
+        p = int(np.flatnonzero(~(np.isfinite(m.data) & (np.abs(m.data) <= limit)))[0])
         outer = int(np.searchsorted(m.indptr, p, side="right") - 1)
         inner = int(m.indices[p])
         row, col = (outer, inner) if fmt == "csr" else (inner, outer)
         raise InvalidParameterError(
-            f"The {name!r} argument of WALS.{method} must contain only finite values. "
-            f"Got {float(m.data[p])!r} at (row {row}, column {col}) instead."
+            f"The {name!r} argument of WALS.{method} must contain only values that are finite "
+            f"in {np.dtype(dtype).name}. Got {float(m.data[p])!r} at (row {row}, column {col}) "
+            "instead."
         )
     return m
 
@@ -516,11 +521,11 @@ class WALS:
                         f"'user_items' {full_shape}. Got {weights.shape} instead."
                     )
                 weights = _slice(weights, subset, fmt)
-        m = _check_sparse(user_items, "user_items", method, fmt)
+        m = _check_sparse(user_items, "user_items", method, fmt, self._np_dtype)
         full_shape = full_shape or m.shape
         w = None
         if weights is not None:
-            w = _check_sparse(weights, "weights", method, fmt)
+            w = _check_sparse(weights, "weights", method, fmt, self._np_dtype)
             if w.shape != m.shape:
                 raise InvalidParameterError(
                     f"The 'weights' argument of WALS.{method} must have the shape of "
@@ -963,7 +968,7 @@ class WALS:
         self._validate_params()
         name = "new_user_items" if by_rows else "new_item_users"
         fixed = self.item_factors_ if by_rows else self.user_factors_
-        m = _check_sparse(new, name, method, "csr")
+        m = _check_sparse(new, name, method, "csr", self._np_dtype)
         if m.shape[1] != fixed.shape[0]:
             raise InvalidParameterError(
                 f"The {name!r} argument of WALS.{method} must have {fixed.shape[0]} columns "
@@ -981,7 +986,7 @@ class WALS:
             )
         w = None
         if weights is not None:
-            w = _check_sparse(weights, "weights", method, "csr")
+            w = _check_sparse(weights, "weights", method, "csr", self._np_dtype)
             if w.shape != m.shape or not (
                 np.array_equal(w.indptr, m.indptr) and np.array_equal(w.indices, m.indices)
             ):
