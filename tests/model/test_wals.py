@@ -380,7 +380,9 @@ def test_invalid_inputs_raise_with_clear_messages():
         model.fit(x, weights=negw)
     nanw = w.copy()
     nanw.data[0] = np.nan
-    with pytest.raises(InvalidParameterError, match=r"'weights' argument .* finite values"):
+    with pytest.raises(
+        InvalidParameterError, match=r"'weights' argument .* finite in float32. Got nan"
+    ):
         model.fit(x, weights=nanw)
     other = w.copy()
     other.indices = other.indices.copy()
