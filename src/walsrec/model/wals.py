@@ -224,8 +224,9 @@ class WALS:
         Factors start as N(0, init_std²) draws. tf.contrib drew N(0, 1/k) ("random" init);
         a small start matters little: the first row half-step is exact and only reads V.
     dtype : {"float32", "float64"}, default="float32"
-        Dtype of the factors and of the kernels' arithmetic. Gramians, the loss and its
-        reductions are accumulated in float64 either way.
+        Dtype of the factors and of the kernels' arithmetic. Gramians are computed in this
+        dtype and then used in float64 (eigendecomposition, loss); the loss's reductions are
+        accumulated in float64, so a float32 model's loss is accurate to about 1e-6.
     n_jobs : int or None, default=None
         numba threads for the kernels (None or -1: all cores). BLAS is capped at one
         thread while kernels run. Results are bitwise identical for any ``n_jobs``.
