@@ -344,3 +344,22 @@ def test_metrics_file_is_strict_json_with_null_for_nan(tmp_path):
     text = (tmp_path / "m.jsonl").read_text()
     assert text == '{"model": "wals", "auc": null, "loss": 1.5}\n'
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_tfrecord_inputs_from_an_fsspec_url(data_dir, tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for name in ("items_for_user", "users_for_item"):
+        for path in (data_dir / "train").glob(f"{name}-*"):
+            fs.pipe(f"/walsrec-train-url/{path.name}", path.read_bytes())
+    res = train(
+        model_dir=str(tmp_path / "m"),
+        sweeps=1,
+        train_rows="memory://walsrec-train-url/items_for_user-*",
+        train_cols="memory://walsrec-train-url/users_for_item-*",
+        **KW,
+    )
+    base = train(data=str(data_dir), model_dir=str(tmp_path / "d"), sweeps=1, **KW)
+    np.testing.assert_array_equal(res.model.user_factors_, base.model.user_factors_)
+    assert read_export(res.export_path).users.to_list()[:3] == ["0", "1", "2"]  # no vocab
