@@ -352,3 +352,19 @@ def test_small_studies_turn_optunas_warnings_into_notes(data_dir, small_space, t
         "param_importances.png: The number of trials is too small to compute importances. "
         "Parameter importances will be equal."
     ]
+
+
+def test_the_none_column_weight_choice_is_shown_but_not_written(data_dir, tmp_path):
+    from walsrec.tuning.study import trials_table
+
+    path = tmp_path / "s.toml"
+    path.write_text(
+        "replace = true\n[space]\nembedding_dim = 4\n"
+        "col_weights_from_counts = { choices = ['none'] }\n"
+    )
+    result = tune(data_dir, trials=1, sweeps=1, space=path, out=tmp_path / "out")
+    header, rows = trials_table(result)
+    assert rows[0][header.index("col_weights_from_counts")] == "none"
+    assert result.best_config == {"embedding_dim": 4, "sweeps": 1, "seed": 0}
+    best = tomllib.loads((tmp_path / "out" / "best.toml").read_text())
+    assert best == result.best_config

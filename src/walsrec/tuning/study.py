@@ -600,11 +600,16 @@ def best_toml(result: TuneResult) -> str:
 def trials_table(result: TuneResult) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the trials table (``trials.csv`` and the printed table)."""
     names: list[str] = []
+    for f in result.study.trials:
+        names += [n for n in f.params if n not in names]
     for t in result.trials:
         names += [n for n in t.params if n not in names]
     header = ["trial", "state", result.metric, "sweeps", "seconds", *names]
+    raw = {f.number: f.params for f in result.study.trials}
     rows = []
     for t in result.trials:
+        # a choice that sets nothing (col_weights_from_counts = "none") shows as sampled
+        shown = {**raw.get(t.number, {}), **t.params}
         rows.append(
             [
                 str(t.number),
@@ -612,7 +617,7 @@ def trials_table(result: TuneResult) -> tuple[list[str], list[list[str]]]:
                 "" if t.value is None else f"{t.value:.6g}",
                 "" if t.sweeps is None else str(t.sweeps),
                 "" if t.seconds is None else f"{t.seconds:.2f}",
-                *[_cell(t.params.get(n)) for n in names],
+                *[_cell(shown.get(n)) for n in names],
             ]
         )
     return header, rows
