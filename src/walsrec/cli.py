@@ -515,7 +515,8 @@ def _cmd_demo(args) -> int:
 def _example_block(ex) -> str:
     width = max([len("history"), *(len(i) for i, _ in ex.history[:5])]) + 9
     held = set(ex.held_out)
-    lines = [f"  user {ex.user}  ({len(ex.held_out)} held-out visits; * = one of them)"]
+    n = len(ex.held_out)
+    lines = [f"  user {ex.user}  ({n} held-out visit{'' if n == 1 else 's'}; * = one of them)"]
     lines.append(f"    {'history (rating)':<{width}}  recommended (score)")
     rows = max(min(len(ex.history), 5), len(ex.recommendations))
     for r in range(rows):
