@@ -8,6 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.tuning import (
@@ -59,6 +61,25 @@ def test_validation_split_partitions_each_users_training_row():
     assert (again != fit).nnz == 0
     other, _ = validation_split(x, 0.25, seed=4)
     assert (other != fit).nnz > 0
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    shape=st.tuples(st.integers(1, 30), st.integers(1, 30)),
+    density=st.floats(0.0, 1.0),
+    fraction=st.floats(0.01, 0.99),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_validation_split_properties(shape, density, fraction, seed):
+    x = sp.random(*shape, density=density, format="csr", random_state=seed % 1000)
+    fit, val = validation_split(x, fraction, seed=seed)
+    assert fit.multiply(val).nnz == 0 and fit.nnz + val.nnz == x.nnz
+    if x.nnz:
+        assert abs(fit + val - x).max() == 0
+    counts, n_val = np.diff(x.indptr), np.diff(val.indptr)
+    assert np.all(n_val <= np.maximum(counts - 1, 0))
+    assert np.all(n_val >= np.minimum(np.floor(fraction * counts), np.maximum(counts - 1, 0)))
+    assert np.all(n_val <= np.ceil(fraction * counts))
 
 
 def test_validation_split_keeps_a_single_interaction_for_fitting():

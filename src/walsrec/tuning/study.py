@@ -151,8 +151,12 @@ def validation_split(
     rng = np.random.default_rng(seed)
     n_val = np.floor(fraction * counts + rng.random(n_users)).astype(np.int64)
     n_val = np.minimum(n_val, np.maximum(counts - 1, 0))
-    # A random order within each row: argsort of row + U[0, 1) keeps rows contiguous.
-    order = np.argsort(rows + rng.random(rows.size), kind="stable")
+    # A random order within each row, rows kept contiguous: one int64 key per entry, the row
+    # in the high bits and a random tie-break below (exact, unlike row + U[0, 1) in float64,
+    # which can round up into the next row for large row numbers).
+    key = rows << np.int64(31)
+    key |= rng.integers(0, 2**31, size=rows.size, dtype=np.int64)
+    order = np.argsort(key, kind="stable")
     rank = np.empty(rows.size, dtype=np.int64)
     rank[order] = np.arange(rows.size) - x.indptr[rows[order]]
     is_val = rank < n_val[rows]
