@@ -178,3 +178,18 @@ def test_a_retrained_model_gets_a_newer_version_even_within_the_same_second(proj
 
     assert walsrec.load_model(project / "model").path == second
     assert walsrec.load_model(second).embedding_dim == 5
+
+
+@pytest.mark.parametrize("watched", ["model", "serving"])
+def test_a_watching_service_picks_up_the_retrained_model(project, watched):
+    from walsrec.serving.app import ModelWatcher
+
+    first = run(project).export_path
+    watcher = ModelWatcher(str(project / watched), poll_interval=0)
+    watcher.load_initial()
+    assert watcher.current.version == int(first.name)
+    assert watcher.check_once() is False  # nothing new
+    write_config(project, dim=5)
+    second = run(project).export_path
+    assert watcher.check_once() is True
+    assert watcher.current.version == int(second.name) and watcher.current.embedding_dim == 5
