@@ -450,7 +450,10 @@ def _cmd_demo(args) -> int:
     )
     print(f"Wrote {csv_path} ({table.num_rows:,} visits)")
     print(_prepare_summary(meta, data_dir))
-    _stderr(f"demo: [3/5] training WALS for {args.sweeps} sweeps with held-out evaluation")
+    _stderr(
+        f"demo: [3/5] training WALS for {args.sweeps} sweeps with held-out evaluation (the "
+        "first run after installing also compiles the kernels, once: up to a minute more)"
+    )
     result = train(
         data=str(data_dir),
         model_dir=str(model_dir),
