@@ -193,3 +193,28 @@ def test_a_watching_service_picks_up_the_retrained_model(project, watched):
     second = run(project).export_path
     assert watcher.check_once() is True
     assert watcher.current.version == int(second.name) and watcher.current.embedding_dim == 5
+
+
+def test_state_file_where_the_configuration_says(project):
+    path = project / "pipeline.toml"
+    path.write_text('state = "out/state.json"\n' + path.read_text())
+    assert run(project, dry_run=True).state_path == project / "out" / "state.json"
+    assert not (project / "out").exists()  # a dry run writes nothing
+    run(project)
+    assert (project / "out" / "state.json").is_file()
+    assert not (project / "pipeline.state.json").exists()
+    assert run(project).ran() == []
+    path.write_text("state = 3\n" + CONFIG.format(dim=4, k=3))
+    with pytest.raises(InvalidParameterError, match=r"state must be a path \(a string\)\. Got 3"):
+        run(project)
+
+
+def test_retraining_keeps_keep_exports_exports(project):
+    path = project / "pipeline.toml"
+    for dim in (2, 3, 4):
+        path.write_text(
+            CONFIG.format(dim=dim, k=3).replace("sweeps = 2", "sweeps = 2\nkeep_exports = 2")
+        )
+        newest = run(project, only=None).export_path
+    names = sorted(p.name for p in (project / "model" / "export").iterdir())
+    assert len(names) == 2 and names[-1] == newest.name

@@ -368,15 +368,17 @@ def _cmd_pipeline(args) -> int:
             f"{len(result.skipped())} unchanged and skipped"
         )
     print(describe(result))
+    from walsrec.pipeline import _show
+
     if result.evaluation is not None:
         print(
-            f"Held-out metrics of {result.evaluation['export']} "
+            f"Held-out metrics of {_show(result.evaluation['export'])} "
             f"({result.evaluation['users_evaluated']:,} users):"
         )
         print(_metrics_table(result.evaluation["model"], result.evaluation["most-popular"]))
     if result.export_path is not None:
-        print(f"Export: {result.export_path}")
-    print(f"State: {result.state_path}")
+        print(f"Export: {_show(result.export_path)}")
+    print(f"State: {_show(result.state_path)}")
     return 0
 
 
@@ -573,6 +575,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _stderr(f"walsrec {args.command}: interrupted")
         return 130
+    except BrokenPipeError:  # the reader went away (e.g. `walsrec ... | head`)
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,9 +34,10 @@ Relative paths are relative to the configuration file's directory. A step is ski
 its fingerprint (its settings, the sizes and modification times of its input files, and the
 outputs of the steps it depends on) equals that of its last successful run and its outputs
 still exist; the fingerprints are kept in a state file beside the configuration
-(``pipeline.toml`` → ``pipeline.state.json``). A retrained model gets a new export version
-in ``MODEL_DIR/export/``, which a running ``walsrec serve --model MODEL_DIR`` picks up by
-itself; older exports are kept (``keep_exports``) so that a service never loses its model.
+(``pipeline.toml`` → ``pipeline.state.json``), or where a top-level ``state = "PATH"``
+says. A retrained model gets a new export version in ``MODEL_DIR/export/``, which a running
+``walsrec serve --model MODEL_DIR`` picks up by itself; the previous exports stay (up to
+``keep_exports``), so that a service never loses its model.
 """
 
 from __future__ import annotations
@@ -155,6 +156,9 @@ def load_pipeline_config(path: str | os.PathLike) -> dict[str, dict]:
         raise DataFormatError(f"{path}: the pipeline configuration file does not exist.") from None
     except tomllib.TOMLDecodeError as exc:
         raise DataFormatError(f"{path}: not valid TOML ({exc}).") from None
+    state_file = raw.pop("state", None)
+    if state_file is not None and not isinstance(state_file, str):
+        raise _bad(path, f"state must be a path (a string). Got {state_file!r} instead.")
     unknown = sorted(set(raw) - set(STEPS))
     if unknown:
         raise _bad(
@@ -202,6 +206,8 @@ def load_pipeline_config(path: str | os.PathLike) -> dict[str, dict]:
         train.setdefault("data", prep["out"])
     elif not (train.get("data") or train.get("train_rows")):
         raise _bad(path, "[train] needs data (or train_rows) when there is no [prepare].")
+    if state_file is not None:
+        config["state"] = {"path": _resolve(base, state_file)}
     if "predict" in config and "out" not in config["predict"]:
         raise _bad(path, "[predict] needs out.")
     if "export" in config and "min_metrics" in config["export"]:
@@ -213,7 +219,7 @@ def load_pipeline_config(path: str | os.PathLike) -> dict[str, dict]:
 def _resolve(base: Path, value: str) -> str:
     if "://" in value or os.path.isabs(value):
         return value
-    return str(base / value)
+    return os.path.normpath(base / value)
 
 
 def _file_facts(patterns: Iterable[str | None]) -> list:
@@ -265,6 +271,7 @@ def _read_state(path: Path) -> dict:
 
 
 def _write_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
@@ -311,7 +318,8 @@ def run_pipeline(
 
     Examples
     --------
-    >>> result = walsrec.run_pipeline("pipeline.toml")  # doctest: +SKIP
+    >>> from walsrec.pipeline import run_pipeline
+    >>> result = run_pipeline("pipeline.toml")  # doctest: +SKIP
     >>> result.ran(), result.skipped()  # doctest: +SKIP
     (['prepare', 'train', 'evaluate', 'export'], [])
     """
@@ -333,7 +341,8 @@ def run_pipeline(
             f"Got {sorted(only - set(STEPS))[0]!r} instead."
         )
     say = log or (lambda message: None)
-    state_path = _state_path(config_path)
+    custom_state = config.pop("state", None)
+    state_path = Path(custom_state["path"]) if custom_state else _state_path(config_path)
     state = _read_state(state_path)
     result = PipelineResult(steps=[], state_path=state_path)
     outputs: dict[str, Any] = {}  # each step's output token, which later steps depend on
@@ -435,7 +444,7 @@ def run_pipeline(
     export_exists = bool(previous_export) and Path(previous_export).is_dir()
 
     def do_train():
-        from walsrec.training import train
+        from walsrec.training import TrainConfig, train
 
         fresh = state.get("train_attempt") != fp
         if fresh:
@@ -453,7 +462,8 @@ def run_pipeline(
             )
         finally:
             if kept is not None:
-                res_path = _restore_exports(model_dir, kept)
+                keep = train_cfg.get("keep_exports", TrainConfig.keep_exports)
+                res_path = _restore_exports(model_dir, kept, keep)
         if kept is not None and res_path is not None:
             res.export_path = res_path
         last = res.evaluations[-1] if res.evaluations else {}
@@ -513,7 +523,7 @@ def run_pipeline(
                 tmp = target_root / f".{source.name}.tmp-{os.getpid()}"
                 shutil.copytree(source, tmp)
                 os.replace(tmp, final)  # a watching service never sees half of it
-            return str(final), f"deployed {final}"
+            return str(final), f"deployed {_show(final)}"
 
         outputs["export"] = run_step(
             "export", fp, bool(deployed) and Path(deployed).is_dir(), do_export
@@ -536,13 +546,19 @@ def run_pipeline(
             settings = {k: v for k, v in pr_cfg.items() if k not in ("out", "users_file")}
             users = read_user_ids(users_file) if users_file else None
             info = predict(export, out_file, users=users, progress=show_progress, **settings)
-            return str(out_file), f"{info['users']:,} users, top {info['k']} to {out_file}"
+            return str(out_file), f"{info['users']:,} users, top {info['k']} to {_show(out_file)}"
 
         outputs["predict"] = run_step("predict", fp, out_file.is_file(), do_predict)
     else:
         result.steps.append(StepOutcome("predict", "off"))
     result.outputs = outputs
     return result
+
+
+def _show(path: str | os.PathLike) -> str:
+    """A path for messages: relative to the working directory when it lies below it."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def _meta_token(data_dir: Path) -> str:
@@ -580,7 +596,7 @@ def _set_exports_aside(model_dir: Path) -> Path | None:
     return aside
 
 
-def _restore_exports(model_dir: Path, aside: Path) -> Path | None:
+def _restore_exports(model_dir: Path, aside: Path, keep: int | None) -> Path | None:
     """Put the kept exports back; the new one gets a version above theirs. Its new path."""
     from walsrec.serving.export import list_exports
 
@@ -605,6 +621,9 @@ def _restore_exports(model_dir: Path, aside: Path) -> Path | None:
         if not (export / p.name).exists():
             os.replace(p, export / p.name)
     shutil.rmtree(aside, ignore_errors=True)
+    # the retention train() applies: the newest ``keep`` exports stay
+    for old in list_exports(export)[:-keep] if keep else []:
+        shutil.rmtree(old, ignore_errors=True)
     return path
 
 
