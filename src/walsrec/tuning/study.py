@@ -311,7 +311,6 @@ def tune(
             "The training split is too small to carve a validation split from: no user has "
             "two or more interactions."
         )
-    fit_csc = fit_matrix.tocsc()
     threads_per_trial = max(1, _total_threads(threads) // jobs)
 
     identity = {
@@ -331,7 +330,6 @@ def tune(
         objective = _Objective(
             space=space,
             fit=fit_matrix,
-            fit_csc=fit_csc,
             val=val_matrix,
             metric=metric,
             k=k,
@@ -360,7 +358,7 @@ def tune(
     if complete:
         best = study.best_trial
         best_value = float(best.value)
-        best_params = dict(best.user_attrs["settings"])
+        best_params = dict(best.user_attrs.get("settings", best.params))
         best_config = {**best_params, "sweeps": sweeps, "seed": seed}
         best_number = best.number
         for s in summaries:
@@ -456,12 +454,9 @@ class _UndefinedMetric(Exception):
 class _Objective:
     """One trial: sample settings, fit on the fit part, score the validation part."""
 
-    def __init__(
-        self, *, space, fit, fit_csc, val, metric, k, sweeps, evaluate_every, threads, seed
-    ):
+    def __init__(self, *, space, fit, val, metric, k, sweeps, evaluate_every, threads, seed):
         self.space = space
         self.fit = fit
-        self.fit_csc = fit_csc
         self.val = val
         self.metric = metric
         self.k = k
