@@ -51,7 +51,8 @@ def stratified_split(m: sp.csr_matrix, ratio: float, seed: int):
     """Per user, a random ``ratio`` of the ratings (rounded) to the first part."""
     coo = m.tocoo()
     rng = np.random.default_rng(seed)
-    order = np.argsort(coo.row + rng.random(coo.nnz))
+    key = (coo.row.astype(np.int64) << 32) | rng.integers(0, 2**32, coo.nnz, dtype=np.int64)
+    order = np.argsort(key)
     rows = coo.row[order]
     starts = np.searchsorted(rows, rows, side="left")
     rank = np.empty(coo.nnz, dtype=np.int64)

