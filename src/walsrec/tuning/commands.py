@@ -72,7 +72,7 @@ def add_commands(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, metavar="DATA_DIR", help="from walsrec prepare")
-    p.add_argument("--trials", type=_positive_int, help="trials to add to the study")
+    p.add_argument("--trials", type=_positive_int, metavar="N", help="trials to add to the study")
     p.add_argument(
         "--metric",
         default="ndcg@10",
@@ -80,27 +80,44 @@ def add_commands(sub) -> None:
         "(minimised); default ndcg@10",
     )
     p.add_argument("--space", metavar="FILE", help="TOML search space (see below)")
-    p.add_argument("--sweeps", type=_positive_int, default=10, help="sweeps per trial (default 10)")
+    p.add_argument(
+        "--sweeps",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="sweeps per trial (default 10)",
+    )
     p.add_argument(
         "--evaluate-every",
         type=_positive_int,
         default=1,
+        metavar="N",
         help="score and report to the pruner every N sweeps (default 1)",
     )
     p.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. sqlite:///study.db")
     p.add_argument("--study-name", metavar="NAME", help="default: walsrec")
     p.add_argument(
-        "--jobs", type=_positive_int, default=1, help="trials in parallel threads (default 1)"
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        metavar="J",
+        help="trials in parallel threads (default 1)",
     )
     p.add_argument(
-        "--threads", type=_positive_int, help="kernel threads in all (default: every core)"
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="kernel threads in all (default: every core)",
     )
     p.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
-    p.add_argument("--seed", type=int, default=0, help="split, sampler and init seed (0)")
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seeds the split, sampler and init"
+    )
     p.add_argument(
         "--validation-fraction",
         type=float,
         default=0.25,
+        metavar="F",
         help="share of each user's training interactions scored (default 0.25)",
     )
     p.add_argument("--no-prune", action="store_true", help="never stop a trial early")
