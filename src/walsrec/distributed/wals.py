@@ -1,0 +1,613 @@
+"""``DaskWALS``: the WALS estimator with its half-steps run on a Dask cluster.
+
+Layout of one fit:
+
+* Users and items are cut into contiguous index ranges (partitions). Each partition of the
+  training matrix, in both orientations, is loaded by a worker task straight from shared
+  storage (the native ``.npy`` files, memory-mapped, only the partition's slice read);
+  nothing of the matrix passes through the client.
+* The factor blocks are task results that stay on the workers from sweep to sweep; the client
+  keeps only their futures (and two k × k Gramians).
+* A half-step (say users, items fixed): the client eigendecomposes the item Gramian (k × k,
+  summed from per-partition parts at the end of the previous half-step) and sends Q; the
+  workers rotate their item blocks (Ṽ = VQ), one task concatenates them, and every user
+  partition solves its rows with the single-machine kernels against the whole Ṽ (moved
+  worker to worker, never through the client). Each solve returns to the client only its
+  loss terms and the Gramian part of its new block (k² + 2 floats).
+* Initial factors are drawn exactly as ``WALS.initialize`` draws them: the client walks its
+  generator over the rows and hands each block task the generator's state, so the draws
+  happen on the workers and equal the single-machine ones.
+
+Every result can be recomputed from its lineage (storage, generator states, Q), so a worker
+lost mid-sweep costs a recomputation, not the fit. :meth:`DaskWALS.load_factors` restarts the
+lineage from factors saved on shared storage (a checkpoint), which bounds that cost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from walsrec.distributed import _tasks
+from walsrec.errors import DataFormatError, InvalidParameterError, NotFittedError
+from walsrec.model.wals import WALS, _check_weight_vector, _is_int
+
+__all__ = ["DaskWALS", "NativeSource", "native_source"]
+
+
+@dataclass(frozen=True)
+class NativeSource:
+    """Where the workers read the training matrix: native CSR files on shared storage.
+
+    ``rows_dir/rows_name.*.npy`` is user_items (n_users × n_items, CSR) and
+    ``cols_dir/cols_name.*.npy`` its transpose item_users, as written by
+    :func:`walsrec.data.native.save_csr`.
+    """
+
+    rows_dir: str
+    rows_name: str
+    cols_dir: str
+    cols_name: str
+    shape: tuple[int, int]
+    nnz: int
+
+
+def _meta(directory: str | os.PathLike, name: str) -> dict:
+    path = Path(directory) / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: missing (not a walsrec native matrix).") from None
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid JSON ({exc}).") from None
+
+
+def native_source(
+    data: str | os.PathLike,
+    rows_name: str = "user_items",
+    cols_name: str = "item_users",
+    cols_dir: str | os.PathLike | None = None,
+) -> NativeSource:
+    """The native matrices of a prepared DATA_DIR (``DATA_DIR/train/native``) or of a folder.
+
+    Parameters
+    ----------
+    data : path
+        A DATA_DIR from ``walsrec prepare``, or a folder holding the two native matrices.
+        It must be readable at the same path by every worker (shared storage).
+    rows_name, cols_name : str, default "user_items", "item_users"
+        Names of the user × item matrix and of its transpose.
+    cols_dir : path, optional
+        Folder of the transpose when it is not beside the rows matrix.
+
+    Returns
+    -------
+    NativeSource
+    """
+    directory = Path(data)
+    if (directory / "train" / "native").is_dir():
+        directory = directory / "train" / "native"
+    rows = _meta(directory, rows_name)
+    cdir = Path(cols_dir) if cols_dir is not None else directory
+    cols = _meta(cdir, cols_name)
+    shape = tuple(int(x) for x in rows["shape"])
+    if tuple(cols["shape"]) != (shape[1], shape[0]) or cols["nnz"] != rows["nnz"]:
+        raise DataFormatError(
+            f"{cdir}/{cols_name}.json: shape {cols['shape']} with {cols['nnz']} entries is not "
+            f"the transpose of {directory}/{rows_name} (shape {list(shape)}, {rows['nnz']} "
+            "entries). Are the matrices swapped or from different data?"
+        )
+    return NativeSource(
+        str(directory.resolve()), rows_name, str(cdir.resolve()), cols_name, shape, rows["nnz"]
+    )
+
+
+def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
+    parts = max(1, min(parts, n)) if n else 1
+    edges = np.linspace(0, n, parts + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+
+
+class DaskWALS(WALS):
+    """WALS whose half-steps run on a Dask cluster; same parameters, same factors.
+
+    With the same seed and data, the factors equal :class:`~walsrec.model.wals.WALS`'s to
+    rounding (the Gramians are summed from per-partition parts) and ``loss_`` matches.
+
+    Parameters
+    ----------
+    embedding_dim, **params
+        As :class:`~walsrec.model.wals.WALS`. ``n_jobs`` is the numba thread count of each
+        task on its worker (None: all the worker machine's cores).
+    client : distributed.Client
+        The cluster to run on. Required to fit.
+    partitions : int or None, default=None
+        Partitions per side; None: two per worker at ``open``.
+
+    Attributes
+    ----------
+    user_factors_, item_factors_ : ndarray
+        Gathered from the workers on access (cached until the factors change).
+    loss_, rwse_, n_iter_ : as WALS.
+    stats_ : dict
+        Counted traffic: ``bytes_to_workers`` (arrays in task arguments, client → cluster),
+        ``bytes_from_workers`` (results gathered), ``bytes_broadcast`` (the rotated fixed
+        factors moved worker to worker, estimated as its size × workers per half-step).
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster  # doctest: +SKIP
+    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))  # doctest: +SKIP
+    >>> model = DaskWALS(16, client=client, sweeps=5, random_state=0)  # doctest: +SKIP
+    >>> model.fit("data/")  # a prepared DATA_DIR on shared storage  # doctest: +SKIP
+    """
+
+    def __init__(self, embedding_dim=32, *, client=None, partitions=None, **params):
+        super().__init__(embedding_dim, **params)
+        self.client = client
+        self.partitions = partitions
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        out = super().get_params(deep)
+        out.update(client=self.client, partitions=self.partitions)
+        return out
+
+    # ------------------------------------------------------------------ setup
+
+    def _worker_params(self) -> dict[str, Any]:
+        names = [
+            "embedding_dim",
+            "unobserved_weight",
+            "regularization",
+            "regularization_exponent",
+            "solver",
+            "cg_steps",
+            "init_std",
+            "dtype",
+            "n_jobs",
+        ]
+        return {name: getattr(self, name) for name in names}
+
+    def _count(self, key: str, *arrays) -> None:
+        for a in arrays:
+            self.stats_[key] += int(np.asarray(a).nbytes)
+
+    def _submit(self, fn, *args, worker=None, **kwargs):
+        extra = {}
+        if worker is not None:
+            extra = {"workers": [worker], "allow_other_workers": True}
+        return self.client.submit(fn, *args, pure=False, **extra, **kwargs)
+
+    def _workers(self) -> list[str]:
+        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def open(self, source: NativeSource | str | os.PathLike) -> DaskWALS:
+        """Have the workers load the partitions of ``source`` (both orientations).
+
+        Parameters
+        ----------
+        source : NativeSource or path
+            A prepared DATA_DIR or :func:`native_source`'s answer, on shared storage.
+
+        Returns
+        -------
+        self
+        """
+        if self.client is None:
+            raise InvalidParameterError(
+                "The 'client' parameter of DaskWALS must be a distributed.Client. Got None instead."
+            )
+        p = self.partitions
+        if not (p is None or (_is_int(p) and p >= 1)):
+            raise InvalidParameterError(
+                f"The 'partitions' parameter of DaskWALS must be None or an int >= 1. Got {p!r} "
+                "instead."
+            )
+        self._validate_params()
+        if not isinstance(source, NativeSource):
+            source = native_source(source)
+        self.source_ = source
+        self.stats_ = {"bytes_to_workers": 0, "bytes_from_workers": 0, "bytes_broadcast": 0}
+        n_users, n_items = source.shape
+        workers = self._workers()
+        parts = p or 2 * max(1, len(workers))
+        self._bounds = {"user": _bounds(n_users, parts), "item": _bounds(n_items, parts)}
+        self._placement = {
+            side: [workers[i % len(workers)] for i in range(len(b))]
+            for side, b in self._bounds.items()
+        }
+        rw = _check_weight_vector(self.row_weights, "row_weights", n_users)
+        cw = _check_weight_vector(self.col_weights, "col_weights", n_items)
+        weights = []
+        for w in (rw, cw):
+            if np.ndim(w) == 1:
+                self._count("bytes_to_workers", w)
+                w = self._submit(_tasks.const, w)
+            weights.append(w)
+        params = self._worker_params()
+        self._sides = {}
+        for which, by_rows, d, name in (
+            ("user", True, source.rows_dir, source.rows_name),
+            ("item", False, source.cols_dir, source.cols_name),
+        ):
+            self._sides[which] = [
+                self._submit(
+                    _tasks.load_side,
+                    d,
+                    name,
+                    lo,
+                    hi,
+                    by_rows,
+                    (n_users, n_items),
+                    params,
+                    *weights,
+                    worker=w,
+                    retries=2,
+                )
+                for (lo, hi), w in zip(self._bounds[which], self._placement[which], strict=True)
+            ]
+        stats = self.client.gather(
+            [
+                self._submit(_tasks.side_stats, s, float(self.unobserved_weight), worker=w)
+                for s, w in zip(self._sides["user"], self._placement["user"], strict=True)
+            ]
+        )
+        self._count("bytes_from_workers", *stats)
+        self._sum_w_excess = float(sum(s[0] for s in stats))
+        self._blocks = None
+        return self
+
+    def _check_open(self, method: str) -> None:
+        if getattr(self, "_sides", None) is None:
+            raise NotFittedError(
+                f"This DaskWALS instance has no data: call 'fit' or 'open' before '{method}'."
+            )
+
+    def _check_initialized(self, method: str) -> None:
+        if getattr(self, "_blocks", None) is None:
+            raise NotFittedError(
+                f"This DaskWALS instance is not fitted yet: call 'fit' or 'initialize' before "
+                f"'{method}'."
+            )
+
+    def initialize(self, n_users: int | None = None, n_items: int | None = None) -> DaskWALS:
+        """Draw the initial factors on the workers, exactly as ``WALS.initialize`` would.
+
+        Parameters
+        ----------
+        n_users, n_items : int, optional
+            Must equal the opened data's shape when given.
+
+        Returns
+        -------
+        self
+        """
+        self._check_open("initialize")
+        shape = self.source_.shape
+        if (n_users, n_items) != (None, None) and (n_users, n_items) != shape:
+            raise InvalidParameterError(
+                f"The shape given to DaskWALS.initialize ({n_users}, {n_items}) must be the "
+                f"opened data's {shape}."
+            )
+        rng = self.random_state
+        if not isinstance(rng, np.random.Generator | np.random.RandomState):
+            rng = np.random.default_rng(rng)
+        kind = "RandomState" if isinstance(rng, np.random.RandomState) else "Generator"
+        k = self.embedding_dim
+        blocks = {}
+        for which in ("user", "item"):
+            futures = []
+            for (lo, hi), w in zip(self._bounds[which], self._placement[which], strict=True):
+                state = rng.get_state() if kind == "RandomState" else rng.bit_generator.state
+                futures.append(
+                    self._submit(
+                        _tasks.init_block,
+                        kind,
+                        state,
+                        hi - lo,
+                        k,
+                        float(self.init_std),
+                        str(np.dtype(self.dtype)),
+                        worker=w,
+                    )
+                )
+                # advance the client's generator past these rows (in slices: bounded memory)
+                for s in range(lo, hi, 1 << 16):
+                    rng.standard_normal((min(hi, s + (1 << 16)) - s, k))
+            blocks[which] = futures
+        self._set_blocks(blocks)
+        self.loss_ = []
+        self.rwse_ = None
+        self.n_iter_ = 0
+        return self
+
+    def load_factors(self, user_path: str | os.PathLike, item_path: str | os.PathLike) -> DaskWALS:
+        """Replace the factors by ``.npy`` files on shared storage (e.g. a checkpoint's).
+
+        Each worker reads its blocks' rows; the lineage of the factors restarts there, so a
+        worker lost later is recovered from these files rather than from the first sweep.
+
+        Parameters
+        ----------
+        user_path, item_path : path
+            ``user_factors.npy`` (n_users × k) and ``item_factors.npy`` (n_items × k).
+
+        Returns
+        -------
+        self
+        """
+        self._check_open("load_factors")
+        k = self.embedding_dim
+        blocks = {}
+        for which, path in (("user", user_path), ("item", item_path)):
+            path = str(Path(path).resolve())
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            n = self.source_.shape[0 if which == "user" else 1]
+            if shape != (n, k):
+                raise InvalidParameterError(
+                    f"{path}: {which} factors of shape {shape} do not fit the data ({n} "
+                    f"{which}s, embedding_dim {k})."
+                )
+            blocks[which] = [
+                self._submit(_tasks.load_block, path, lo, hi, str(np.dtype(self.dtype)), worker=w)
+                for (lo, hi), w in zip(self._bounds[which], self._placement[which], strict=True)
+            ]
+        self._set_blocks(blocks)
+        return self
+
+    def _set_blocks(self, blocks: dict) -> None:
+        """New factor blocks of both sides: their Gramians come back (k × k each)."""
+        self._blocks = blocks
+        self._gathered = {}
+        self._grams = {}
+        for which in ("user", "item"):
+            parts = self.client.gather(
+                [
+                    self._submit(_tasks.gram, b, worker=w)
+                    for b, w in zip(blocks[which], self._placement[which], strict=True)
+                ]
+            )
+            self._count("bytes_from_workers", *parts)
+            self._grams[which] = np.sum(parts, axis=0)
+        self._loss_state = None
+        self._reg = {}
+
+    # ------------------------------------------------------------------ factors
+
+    def _gather_factors(self, which: str) -> np.ndarray:
+        if which not in self._gathered:
+            parts = self.client.gather(self._blocks[which])
+            self._count("bytes_from_workers", *parts)
+            k = self.embedding_dim
+            out = np.concatenate(parts, axis=0) if parts else np.empty((0, k), self.dtype)
+            self._gathered[which] = out
+        return self._gathered[which]
+
+    @property
+    def user_factors_(self) -> np.ndarray:
+        """The user factors, gathered from the workers (n_users × k)."""
+        self._check_initialized("user_factors_")
+        return self._gather_factors("user")
+
+    @property
+    def item_factors_(self) -> np.ndarray:
+        """The item factors, gathered from the workers (n_items × k)."""
+        self._check_initialized("item_factors_")
+        return self._gather_factors("item")
+
+    # ------------------------------------------------------------------ half-steps
+
+    def _half_step(self, which: str) -> tuple[float, float]:
+        """Solve every partition of ``which``; returns (Σ observed terms, Σ reg terms)."""
+        fixed = "item" if which == "user" else "user"
+        dt = np.dtype(self.dtype)
+        with_threads = self._worker_params()
+        g, q = np.linalg.eigh(self._grams[fixed])
+        g = np.clip(g, 0.0, None)  # G is PSD; eigh may return -1e-17
+        qd = q.astype(dt)
+        rot = [
+            self._submit(_tasks.rotate, b, qd, with_threads, worker=w)
+            for b, w in zip(self._blocks[fixed], self._placement[fixed], strict=True)
+        ]
+        rot_full = self._submit(_tasks.concat, *rot)
+        n_fixed = self.source_.shape[1 if which == "user" else 0]
+        n_workers = len(set(self._placement[which]))
+        self.stats_["bytes_broadcast"] += n_fixed * self.embedding_dim * dt.itemsize * n_workers
+        results, summaries = [], []
+        for (lo, _), side, start, w in zip(
+            self._bounds[which],
+            self._sides[which],
+            self._blocks[which],
+            self._placement[which],
+            strict=True,
+        ):
+            r = self._submit(
+                _tasks.solve, side, start, rot_full, g, qd, with_threads, lo, which, worker=w
+            )
+            self._count("bytes_to_workers", g, qd, qd)  # rotate's Q and solve's g, Q
+            results.append(r)
+            summaries.append(self._submit(_tasks.summary, r, worker=w))
+        parts = self.client.gather(summaries)  # raises a worker's SingularSystemError
+        self._count("bytes_from_workers", *parts)
+        k = self.embedding_dim
+        total = np.zeros(2 + k * k)
+        for p in parts:  # in partition order: deterministic
+            total += p
+        new_blocks = dict(self._blocks)
+        new_blocks[which] = [
+            self._submit(_tasks.pick, r, "factors", worker=w)
+            for r, w in zip(results, self._placement[which], strict=True)
+        ]
+        self._blocks = new_blocks
+        self._gathered.pop(which, None)
+        self._grams[which] = total[2:].reshape(k, k)
+        return float(total[0]), float(total[1])
+
+    def _reg_side(self, which: str) -> float:
+        parts = self.client.gather(
+            [
+                self._submit(_tasks.reg, s, b, worker=w)
+                for s, b, w in zip(
+                    self._sides[which], self._blocks[which], self._placement[which], strict=True
+                )
+            ]
+        )
+        return float(sum(parts))
+
+    def _assemble(self, observed: float, reg: float) -> tuple[float, float, float]:
+        """(L, data term, Σ_all W) as ``WALS._assemble_loss``, from the Gramians."""
+        w0 = float(self.unobserved_weight)
+        data = observed + w0 * float(np.sum(self._grams["user"] * self._grams["item"]))
+        n_users, n_items = self.source_.shape
+        sum_w = w0 * n_users * n_items + self._sum_w_excess
+        return data + reg, max(data, 0.0), sum_w
+
+    def _check_data_arg(self, user_items, method: str) -> None:
+        if user_items is not None and tuple(user_items.shape) != tuple(self.source_.shape):
+            raise InvalidParameterError(
+                f"The 'user_items' argument of DaskWALS.{method} must have the opened data's "
+                f"shape {self.source_.shape}. Got {tuple(user_items.shape)} instead."
+            )
+
+    def update_rows(self, user_items=None, rows=None, weights=None) -> DaskWALS:
+        """Row half-step over all users on the cluster (the opened data).
+
+        Parameters
+        ----------
+        user_items : sparse matrix or None
+            Ignored but for a shape check (the workers read the opened source); accepted so
+            that code written for WALS runs unchanged.
+        rows : None
+            Batches of rows are not supported on Dask.
+        weights : None
+            Per-entry weights are not supported on Dask yet.
+
+        Returns
+        -------
+        self
+        """
+        return self._step("user", user_items, rows, weights, "update_rows")
+
+    def update_cols(self, user_items=None, cols=None, weights=None) -> DaskWALS:
+        """Column half-step over all items on the cluster; see :meth:`update_rows`."""
+        return self._step("item", user_items, cols, weights, "update_cols")
+
+    def _step(self, which, user_items, subset, weights, method) -> DaskWALS:
+        self._check_initialized(method)
+        self._check_data_arg(user_items, method)
+        name = "rows" if which == "user" else "cols"
+        if subset is not None:
+            raise InvalidParameterError(
+                f"The {name!r} argument of DaskWALS.{method} must be None (batches of rows are "
+                f"not supported on Dask; a half-step solves every row). Got {subset!r} instead."
+            )
+        if weights is not None:
+            raise InvalidParameterError(
+                f"The 'weights' argument of DaskWALS.{method} must be None (per-entry weights "
+                "are not supported on Dask yet)."
+            )
+        observed, reg_new = self._half_step(which)
+        other = "item" if which == "user" else "user"
+        reg_other = self._reg_side(other) if self._reg.get(other) is None else self._reg[other]
+        self._reg = {which: reg_new, other: reg_other}
+        self._loss_state = self._assemble(observed, reg_new + reg_other)
+        return self
+
+    def _loss_now(self) -> tuple[float, float, float]:
+        if self._loss_state is None:
+            params = self._worker_params()
+            v_full = self._submit(_tasks.concat, *self._blocks["item"])
+            n_items = self.source_.shape[1]
+            n_workers = len(set(self._placement["user"]))
+            item_bytes = n_items * self.embedding_dim * np.dtype(self.dtype).itemsize
+            self.stats_["bytes_broadcast"] += item_bytes * n_workers
+            obs = self.client.gather(
+                [
+                    self._submit(_tasks.observed_loss, s, b, v_full, params, worker=w)
+                    for s, b, w in zip(
+                        self._sides["user"],
+                        self._blocks["user"],
+                        self._placement["user"],
+                        strict=True,
+                    )
+                ]
+            )
+            self._reg = {"user": self._reg_side("user"), "item": self._reg_side("item")}
+            self._loss_state = self._assemble(
+                float(sum(obs)), self._reg["user"] + self._reg["item"]
+            )
+        return self._loss_state
+
+    def loss(self, user_items=None, weights=None) -> float:
+        """The full objective L of the current factors on the opened data.
+
+        ``user_items`` is only checked for its shape (see :meth:`update_rows`).
+        """
+        self._check_initialized("loss")
+        self._check_data_arg(user_items, "loss")
+        return self._loss_now()[0]
+
+    def rwse(self, user_items=None, weights=None) -> float:
+        """Root weighted squared error on the opened data (see :meth:`loss`)."""
+        self._check_initialized("rwse")
+        self._check_data_arg(user_items, "rwse")
+        _, data, sum_w = self._loss_now()
+        return float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, source, weights=None) -> DaskWALS:
+        """Open ``source`` on the cluster and run ``sweeps`` sweeps from a random start.
+
+        Parameters
+        ----------
+        source : NativeSource or path
+            A prepared DATA_DIR (or :func:`native_source`), on storage every worker reads.
+        weights : None
+            Per-entry weights are not supported on Dask yet.
+
+        Returns
+        -------
+        self
+        """
+        if weights is not None:
+            raise InvalidParameterError(
+                "The 'weights' argument of DaskWALS.fit must be None (per-entry weights are "
+                "not supported on Dask yet)."
+            )
+        self.open(source)
+        self.initialize()
+        progress = None
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=self.sweeps, desc="WALS (dask)", unit="sweep")
+        try:
+            previous = None
+            for sweep in range(1, self.sweeps + 1):
+                self.update_rows()
+                self.loss_.append(self._loss_state[0])
+                self.update_cols()
+                current, data, sum_w = self._loss_state
+                self.loss_.append(current)
+                self.n_iter_ = sweep
+                self.rwse_ = float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{current:.6g}")
+                if self.callback is not None and self.callback(sweep, self) is True:
+                    break
+                if previous is not None and self.tol > 0:
+                    if abs(previous - current) <= self.tol * abs(previous):
+                        break
+                previous = current
+        finally:
+            if progress is not None:
+                progress.close()
+        return self

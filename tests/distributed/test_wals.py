@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from walsrec.data.prepare import load_prepared
+from walsrec.distributed.wals import DaskWALS, native_source
+from walsrec.errors import DataFormatError, InvalidParameterError, NotFittedError
+from walsrec.model.wals import WALS
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(a).max())
+
+
+@pytest.fixture(scope="module")
+def user_items(data_dir):
+    return load_prepared(data_dir).train.user_items
+
+
+@pytest.mark.parametrize(
+    ("dtype", "solver", "tol"),
+    [("float64", "cholesky", 1e-6), ("float32", "cholesky", 1e-4), ("float64", "cg", 1e-6)],
+)
+def test_same_factors_and_loss_as_one_machine(client, data_dir, user_items, dtype, solver, tol):
+    params = dict(embedding_dim=6, sweeps=3, random_state=3, dtype=dtype, solver=solver, n_jobs=1)
+    ref = WALS(**params).fit(user_items)
+    model = DaskWALS(client=client, partitions=3, **params).fit(data_dir)
+    assert model.user_factors_.dtype == np.dtype(dtype)
+    assert _rel(ref.user_factors_, model.user_factors_) < tol
+    assert _rel(ref.item_factors_, model.item_factors_) < tol
+    assert len(model.loss_) == len(ref.loss_) == 6
+    np.testing.assert_allclose(model.loss_, ref.loss_, rtol=tol)
+    assert model.rwse_ == pytest.approx(ref.rwse_, rel=tol)
+    # the loss recomputed on the workers from the factors agrees with the one machine
+    assert model.loss() == pytest.approx(ref.loss(user_items), rel=tol)
+    model._loss_state = None
+    assert model.loss() == pytest.approx(ref.loss(user_items), rel=tol)
+    assert model.rwse() == pytest.approx(ref.rwse(user_items), rel=tol)
+    # nothing but k×k Gramians, Q and loss terms went to or came back from the cluster
+    k = params["embedding_dim"]
+    assert model.stats_["bytes_to_workers"] < 200 * k * k * 8
+
+
+def test_initial_factors_equal_wals_initialize(client, data_dir, user_items):
+    gen = np.random.default_rng(5)
+    ref = WALS(4, random_state=np.random.default_rng(5), dtype="float64")
+    ref.initialize(*user_items.shape)
+    model = DaskWALS(4, client=client, partitions=4, random_state=gen, dtype="float64")
+    model.open(data_dir).initialize()
+    np.testing.assert_array_equal(model.user_factors_, ref.user_factors_)
+    np.testing.assert_array_equal(model.item_factors_, ref.item_factors_)
+    # the caller's generator advanced as WALS.initialize advances it
+    assert gen.random() == ref.random_state.random()
+
+
+def test_vector_weights_and_frequency_regularisation(client, data_dir, user_items):
+    n_users, n_items = user_items.shape
+    rng = np.random.default_rng(0)
+    params = dict(
+        embedding_dim=5,
+        sweeps=2,
+        random_state=1,
+        dtype="float64",
+        n_jobs=1,
+        row_weights=rng.uniform(0.5, 2, n_users),
+        col_weights=rng.uniform(0.5, 2, n_items),
+        regularization_exponent=1.0,
+    )
+    ref = WALS(**params).fit(user_items)
+    model = DaskWALS(client=client, **params).fit(data_dir)
+    assert _rel(ref.user_factors_, model.user_factors_) < 1e-6
+    np.testing.assert_allclose(model.loss_, ref.loss_, rtol=1e-6)
+
+
+def test_worker_killed_mid_run(client, data_dir, user_items):
+    """A worker process is SIGKILLed while the fit runs (its nanny starts a new one): the
+    factor blocks and data partitions it held are recomputed from their lineage (inputs
+    re-read from storage), and the result is still the one machine's."""
+    import threading
+
+    params = dict(embedding_dim=6, sweeps=4, random_state=7, dtype="float64", n_jobs=1)
+    ref = WALS(**params).fit(user_items)
+    killed = []
+
+    def kill_one(sweep, model):
+        if sweep == 1:
+            pids = client.run(os.getpid)
+            victim = sorted(pids.items())[0][1]
+            # shortly after: during sweep 2's tasks, or between them
+            threading.Timer(0.02, os.kill, (victim, signal.SIGKILL)).start()
+            killed.append(victim)
+
+    model = DaskWALS(client=client, partitions=4, callback=kill_one, **params).fit(data_dir)
+    assert len(killed) == 1
+    assert killed[0] not in client.run(os.getpid).values()
+    assert _rel(ref.user_factors_, model.user_factors_) < 1e-6
+    assert _rel(ref.item_factors_, model.item_factors_) < 1e-6
+    np.testing.assert_allclose(model.loss_, ref.loss_, rtol=1e-6)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_load_factors_resumes_exactly(client, data_dir, user_items, tmp_path):
+    params = dict(embedding_dim=4, random_state=2, dtype="float64", n_jobs=1)
+    ref = WALS(sweeps=3, **params).fit(user_items)
+    half = WALS(sweeps=1, **params).fit(user_items)
+    np.save(tmp_path / "u.npy", half.user_factors_)
+    np.save(tmp_path / "v.npy", half.item_factors_)
+    model = DaskWALS(client=client, **params).open(data_dir)
+    model.load_factors(tmp_path / "u.npy", tmp_path / "v.npy")
+    assert model.loss() == pytest.approx(half.loss(user_items), rel=1e-9)
+    for _ in range(2):
+        model.update_rows(user_items).update_cols()
+    assert _rel(ref.user_factors_, model.user_factors_) < 1e-6
+    assert model.loss() == pytest.approx(ref.loss_[-1], rel=1e-6)
+    with pytest.raises(InvalidParameterError, match="do not fit the data"):
+        model.load_factors(tmp_path / "v.npy", tmp_path / "v.npy")
+
+
+def test_errors(client, data_dir, user_items, tmp_path):
+    with pytest.raises(InvalidParameterError, match="'client' parameter of DaskWALS"):
+        DaskWALS(4).fit(data_dir)
+    with pytest.raises(InvalidParameterError, match="'partitions' parameter of DaskWALS"):
+        DaskWALS(4, client=client, partitions=0).open(data_dir)
+    with pytest.raises(InvalidParameterError, match="'embedding_dim' parameter of WALS"):
+        DaskWALS(0, client=client).open(data_dir)
+    with pytest.raises(NotFittedError, match="call 'fit' or 'initialize' before 'loss'"):
+        DaskWALS(4, client=client).loss()
+    model = DaskWALS(4, client=client, random_state=0).open(data_dir).initialize()
+    with pytest.raises(InvalidParameterError, match=r"'rows' argument of DaskWALS\.update_rows"):
+        model.update_rows(rows=[0, 1])
+    with pytest.raises(InvalidParameterError, match="must have the opened data's shape"):
+        model.update_cols(user_items[:5])
+    with pytest.raises(DataFormatError, match="missing"):
+        native_source(tmp_path)
