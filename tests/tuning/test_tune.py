@@ -389,3 +389,11 @@ def test_the_none_column_weight_choice_is_shown_but_not_written(data_dir, tmp_pa
     assert result.best_config == {"embedding_dim": 4, "sweeps": 1, "seed": 0}
     best = tomllib.loads((tmp_path / "out" / "best.toml").read_text())
     assert best == result.best_config
+
+
+def test_evaluate_every_and_a_timeout_without_a_trial_count(data_dir, small_space):
+    result = tune(data_dir, trials=None, timeout=1.0, sweeps=3, evaluate_every=2, space=small_space)
+    assert result.new_trials >= 1
+    for frozen in result.study.trials:
+        if frozen.state.name == "COMPLETE":
+            assert sorted(frozen.intermediate_values) == [2, 3]  # every 2nd sweep and the last
