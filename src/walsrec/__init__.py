@@ -21,6 +21,7 @@ _LAZY = {
     "prepare": ("walsrec.data.prepare", "prepare"),
     "load_prepared": ("walsrec.data.prepare", "load_prepared"),
     "train": ("walsrec.training.loop", "train"),
+    "tune": ("walsrec.tuning", "tune"),
     "TrainConfig": ("walsrec.training.config", "TrainConfig"),
     "evaluate_export": ("walsrec.evaluation", "evaluate_export"),
     "load_model": ("walsrec.serving.model", "load_model"),
@@ -50,6 +51,7 @@ __all__ = [
     "prepare",
     "read_tfrecords",
     "train",
+    "tune",
     "write_tfrecords",
 ]
 
@@ -65,6 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from walsrec.serving.predict import predict
     from walsrec.training.config import TrainConfig
     from walsrec.training.loop import train
+    from walsrec.tuning import tune
 
 
 def __getattr__(name: str) -> Any:
