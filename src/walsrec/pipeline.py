@@ -504,7 +504,8 @@ def run_pipeline(
         if not dry_run and ev_path.is_file():
             evaluation = json.loads(ev_path.read_text())
     else:
-        result.steps.append(StepOutcome("evaluate", "off"))
+        why = "" if ev_cfg is None else "needs a DATA_DIR ([prepare] or [train] data)"
+        result.steps.append(StepOutcome("evaluate", "off", why))
     result.evaluation = evaluation
 
     # ------------------------------------------------------------------ export (deploy)
