@@ -327,7 +327,9 @@ class DaskWALS(WALS):
         self.n_iter_ = 0
         return self
 
-    def load_factors(self, user_path: str | os.PathLike, item_path: str | os.PathLike) -> DaskWALS:
+    def load_factors(
+        self, user_path: str | os.PathLike, item_path: str | os.PathLike, unchanged: bool = False
+    ) -> DaskWALS:
         """Replace the factors by ``.npy`` files on shared storage (e.g. a checkpoint's).
 
         Each worker reads its blocks' rows; the lineage of the factors restarts there, so a
@@ -337,6 +339,9 @@ class DaskWALS(WALS):
         ----------
         user_path, item_path : path
             ``user_factors.npy`` (n_users × k) and ``item_factors.npy`` (n_items × k).
+        unchanged : bool, default=False
+            The files hold exactly the current factors (a checkpoint just written from
+            them): keep the known Gramians, loss and gathered copies; only the lineage moves.
 
         Returns
         -------
@@ -358,7 +363,10 @@ class DaskWALS(WALS):
                 self._submit(_tasks.load_block, path, lo, hi, str(np.dtype(self.dtype)), worker=w)
                 for (lo, hi), w in zip(self._bounds[which], self._placement[which], strict=True)
             ]
-        self._set_blocks(blocks)
+        if unchanged and getattr(self, "_blocks", None) is not None:
+            self._blocks = blocks
+        else:
+            self._set_blocks(blocks)
         return self
 
     def _set_blocks(self, blocks: dict) -> None:

@@ -80,6 +80,8 @@ class TrainConfig:
     seed: int = 0
     init_std: float = 0.01
     threads: int | None = None
+    # the back end: None (this machine), a Dask scheduler address, or "local:N"
+    dask: str | None = None
     # length: sweeps, or steps of batch_size rows/columns, or epochs (= sweeps)
     sweeps: int | None = None
     train_steps: int | None = None
@@ -212,6 +214,15 @@ class TrainConfig:
             raise bad("seed", "an int")
         if self.threads is not None and not (is_int(self.threads) and self.threads >= 1):
             raise bad("threads", "an int >= 1")
+        if self.dask is not None:
+            from walsrec.distributed.cluster import parse_dask
+
+            parse_dask(self.dask)
+            if self.batch_size is not None:
+                raise InvalidParameterError(
+                    "The 'batch_size' setting of train cannot be combined with 'dask': on Dask "
+                    f"a step is a whole half-step. Got batch_size={self.batch_size!r}."
+                )
         if self.early_stopping_metric is not None:
             allowed = (
                 f"precision@{self.k}",

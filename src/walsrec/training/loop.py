@@ -150,11 +150,26 @@ def train(
     >>> result.export_path  # doctest: +SKIP
     PosixPath('model/export/1796000000')
     """
+    cfg = config.validate() if config is not None else load_config(config_file, **settings)
+    if cfg.dask is None:
+        return _train(cfg, overwrite, show_progress, log)
+    from walsrec.distributed.cluster import connect
+
+    client, cluster = connect(cfg.dask)
+    try:
+        return _train(cfg, overwrite, show_progress, log, client)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
+    """:func:`train` with a validated configuration; ``client``: run on that Dask cluster."""
     from walsrec.metrics import evaluate, evaluate_scorer, popularity_baseline
     from walsrec.model.wals import WALS
     from walsrec.serving.export import list_exports, read_export, write_export
 
-    cfg = config.validate() if config is not None else load_config(config_file, **settings)
     say = log or (lambda message: None)
     model_dir = Path(cfg.model_dir)
     if overwrite and model_dir.exists():
@@ -174,7 +189,7 @@ def train(
 
     data = load_training_data(cfg, model_dir)
     ui = data.train.user_items
-    ui_csc = ui.tocsc()
+    ui_csc = ui.tocsc() if client is None else None
     heldout = data.eval
     n_users, n_items = ui.shape
     col_weights = cfg.col_weights
@@ -182,8 +197,14 @@ def train(
         col_weights = column_weights_from_counts(
             ui, cfg.col_weights_from_counts, cfg.col_weight_factor, cfg.col_weight_exponent
         )
-    model = WALS(
+    backend = {}
+    if client is not None:
+        from walsrec.distributed.wals import DaskWALS
+
+        backend = {"client": client}
+    model = (DaskWALS if client is not None else WALS)(
         cfg.embedding_dim,
+        **backend,
         unobserved_weight=cfg.unobserved_weight,
         regularization=cfg.regularization,
         regularization_exponent=cfg.regularization_exponent,
@@ -202,6 +223,9 @@ def train(
     per_sweep = row_batches + col_batches
     total = cfg.train_steps if cfg.step_mode else cfg.total_sweeps * per_sweep
 
+    if client is not None:
+        # the workers read the partitions from shared storage, never through this process
+        model.open(_dask_source(cfg, model_dir, ui))
     model.initialize(n_users, n_items)
     metrics_path = model_dir / "metrics.jsonl"
     records = _read_metrics(metrics_path)
@@ -224,8 +248,11 @@ def train(
                 f"{ckpt.item_factors.shape} do not fit the data ({n_users} users, {n_items} "
                 f"items, embedding_dim {cfg.embedding_dim}); use --overwrite to start over."
             )
-        model.user_factors_ = ckpt.user_factors.astype(model.user_factors_.dtype)
-        model.item_factors_ = ckpt.item_factors.astype(model.item_factors_.dtype)
+        if client is not None:
+            model.load_factors(ckpt.path / "user_factors.npy", ckpt.path / "item_factors.npy")
+        else:
+            model.user_factors_ = ckpt.user_factors.astype(model.user_factors_.dtype)
+            model.item_factors_ = ckpt.item_factors.astype(model.item_factors_.dtype)
         state.update(ckpt.state)
         resumed = state["step"]
         # evaluations after the checkpoint belong to the interrupted run: drop them
@@ -282,7 +309,7 @@ def train(
     def checkpoint(step: int) -> None:
         state["step"] = step
         state["loss_history"] = [float(x) for x in model.loss_]
-        write_checkpoint(
+        path = write_checkpoint(
             ckpt_root,
             step,
             model.user_factors_,
@@ -290,6 +317,10 @@ def train(
             dict(state),
             keep=cfg.keep_checkpoints,
         )
+        if client is not None:
+            # restart the factors' lineage at the checkpoint: a worker lost later is
+            # recovered from these files, not by recomputing every sweep since the start
+            model.load_factors(path / "user_factors.npy", path / "item_factors.npy", unchanged=True)
 
     step = state["step"]
     bar = None
@@ -399,6 +430,22 @@ def train(
     return TrainResult(
         model_dir, export_path, model, evaluations, baseline, state["stopped_early"], resumed, step
     )
+
+
+def _dask_source(cfg, model_dir: Path, ui: sp.csr_matrix):
+    """The native matrices the Dask workers read: DATA_DIR/train/native, or for TFRecord
+    inputs the parsed cache in MODEL_DIR/cache plus its transpose (written once here)."""
+    from walsrec.data.native import save_csr
+    from walsrec.distributed.wals import native_source
+
+    if cfg.data is not None:
+        return native_source(cfg.data)
+    cache = model_dir / "cache"
+    meta = cache / "train_t.json"
+    key = cache / "key.json"
+    if not meta.is_file() or meta.stat().st_mtime_ns < key.stat().st_mtime_ns:
+        save_csr(cache, "train_t", ui.T.tocsr())
+    return native_source(cache, "train", "train_t")
 
 
 def _redraw_curve(model_dir: Path, records: list[dict], k: int) -> None:

@@ -1,0 +1,57 @@
+"""Connecting to a Dask cluster from a ``--dask`` setting."""
+
+from __future__ import annotations
+
+from walsrec.errors import InvalidParameterError
+
+__all__ = ["connect", "parse_dask"]
+
+
+def parse_dask(spec: str) -> int | str:
+    """``"local:N"`` → N (a local cluster of N worker processes); else the scheduler address.
+
+    Raises :class:`~walsrec.errors.InvalidParameterError` for an empty string or a bad N.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidParameterError(
+            "The 'dask' setting of train must be a scheduler address (tcp://HOST:8786) or "
+            f"'local:N'. Got {spec!r} instead."
+        )
+    spec = spec.strip()
+    if spec.startswith("local:"):
+        n = spec[len("local:") :]
+        if not (n.isdigit() and int(n) >= 1):
+            raise InvalidParameterError(
+                "The 'dask' setting of train must be 'local:N' with N an int >= 1 (worker "
+                f"processes). Got {spec!r} instead."
+            )
+        return int(n)
+    return spec
+
+
+def connect(spec: str, threads_per_worker: int | None = None):
+    """A ``distributed.Client`` for ``spec``, and the LocalCluster it started (or None).
+
+    Parameters
+    ----------
+    spec : str
+        ``"local:N"`` starts N worker processes on this machine (``threads_per_worker``
+        threads each, default 1); anything else is a scheduler address.
+
+    Returns
+    -------
+    (distributed.Client, distributed.LocalCluster or None)
+        Close both when done (the cluster only if one was started).
+    """
+    from distributed import Client, LocalCluster
+
+    target = parse_dask(spec)
+    if isinstance(target, int):
+        cluster = LocalCluster(
+            n_workers=target,
+            processes=True,
+            threads_per_worker=threads_per_worker or 1,
+            dashboard_address=None,
+        )
+        return Client(cluster), cluster
+    return Client(target), None

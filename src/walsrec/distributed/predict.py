@@ -1,0 +1,105 @@
+"""Batch prediction on Dask: users scored in partitions on the workers, one shard each."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from walsrec.distributed import _tasks
+from walsrec.errors import InvalidParameterError
+
+__all__ = ["predict_dask"]
+
+_EXT = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet", "course": "txt"}
+
+
+def predict_dask(
+    client,
+    model: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    k: int = 10,
+    format: str = "csv",
+    partitions: int | None = None,
+    exclude_seen: bool = True,
+    n_jobs: int | None = 1,
+) -> dict:
+    """Top-``k`` items of every user, written by the workers as shards in parallel.
+
+    Each task loads the export (memory-mapped, from shared storage), ranks its contiguous
+    range of user indices with :meth:`~walsrec.serving.model.Recommender.recommend_indices`
+    and writes ``out_dir/part-PPPPP-of-NNNNN.EXT`` in the format of
+    :func:`walsrec.serving.predict.predict` (a csv shard carries its own header); the
+    shards, in order, hold exactly the lines of the single-machine file.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    model : path
+        An export or model directory, readable by every worker at this path.
+    out_dir : path
+        A directory on shared storage (created if absent).
+    k : int, default=10
+    format : {"csv", "jsonl", "parquet", "course"}, default="csv"
+    partitions : int, optional
+        Shards; default two per worker.
+    exclude_seen : bool, default=True
+    n_jobs : int or None, default=1
+        Threads of each task on its worker.
+
+    Returns
+    -------
+    dict
+        ``out_dir``, ``shards`` (paths), ``users``, ``k``, ``format``, ``seconds``.
+    """
+    from walsrec.serving.export import read_export, resolve_export
+    from walsrec.serving.model import _check_k
+    from walsrec.serving.predict import FORMATS
+
+    started = time.perf_counter()
+    k = _check_k(k, "predict_dask")
+    if format not in FORMATS:
+        raise InvalidParameterError(
+            f"The 'format' parameter of predict_dask must be one of {list(FORMATS)}. "
+            f"Got {format!r} instead."
+        )
+    path = resolve_export(model)
+    n_users = read_export(path, mmap=True).user_factors.shape[0]
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    parts = partitions or 2 * max(1, len(workers))
+    if not (isinstance(parts, int) and parts >= 1):
+        raise InvalidParameterError(
+            f"The 'partitions' parameter of predict_dask must be an int >= 1. Got {parts!r} "
+            "instead."
+        )
+    parts = max(1, min(parts, n_users))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    edges = [round(i * n_users / parts) for i in range(parts + 1)]
+    shards = [str(out / f"part-{p:05d}-of-{parts:05d}.{_EXT[format]}") for p in range(parts)]
+    futures = [
+        client.submit(
+            _tasks.predict_shard,
+            str(Path(path).resolve()),
+            shards[p],
+            edges[p],
+            edges[p + 1],
+            k,
+            format,
+            exclude_seen,
+            n_jobs,
+            pure=False,
+            retries=2,
+        )
+        for p in range(parts)
+    ]
+    users = sum(client.gather(futures))
+    return {
+        "out_dir": str(out),
+        "shards": shards,
+        "users": int(users),
+        "k": k,
+        "format": format,
+        "seconds": round(time.perf_counter() - started, 3),
+    }

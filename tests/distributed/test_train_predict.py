@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from walsrec.errors import InvalidParameterError
+from walsrec.serving.export import read_export
+from walsrec.training.config import load_config
+from walsrec.training.loop import train
+
+
+def _settings(data_dir, model_dir, **extra):
+    return dict(
+        data=str(data_dir),
+        model_dir=str(model_dir),
+        embedding_dim=5,
+        dtype="float64",
+        threads=1,
+        seed=4,
+        **extra,
+    )
+
+
+def test_train_on_dask_equals_one_machine_and_resumes(client, data_dir, tmp_path):
+    address = client.scheduler.address
+    one = train(**_settings(data_dir, tmp_path / "one", sweeps=3))
+    first = train(**_settings(data_dir, tmp_path / "dask", sweeps=2, dask=address))
+    assert first.steps == 4 and first.resumed_from_step is None
+    # more sweeps on the same MODEL_DIR resume from the checkpoint, on the cluster
+    again = train(**_settings(data_dir, tmp_path / "dask", sweeps=3, dask=address))
+    assert again.resumed_from_step == 4 and again.steps == 6
+    a, b = read_export(one.export_path), read_export(again.export_path)
+    for x, y in ((a.user_factors, b.user_factors), (a.item_factors, b.item_factors)):
+        assert np.abs(x - y).max() / np.abs(x).max() < 1e-6
+    for ra, rb in zip(one.evaluations, again.evaluations, strict=True):
+        assert rb["step"] == ra["step"]
+        for key in ("loss", "rwse", "rmse", "ndcg@10"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-6)
+    np.testing.assert_allclose(again.model.loss_, one.model.loss_, rtol=1e-6)
+
+
+def test_dask_setting_is_checked(data_dir, tmp_path):
+    with pytest.raises(InvalidParameterError, match="'local:N' with N an int >= 1"):
+        load_config(**_settings(data_dir, tmp_path, dask="local:0"))
+    with pytest.raises(InvalidParameterError, match="'batch_size' setting of train cannot"):
+        load_config(**_settings(data_dir, tmp_path, dask="local:2", batch_size=10))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "course"])
+def test_predict_on_dask_shards_equal_the_single_file(client, data_dir, tmp_path, fmt):
+    from walsrec.distributed.predict import predict_dask
+    from walsrec.serving.predict import predict
+
+    result = train(**_settings(data_dir, tmp_path / "m", sweeps=1, eval_every=1))
+    predict(result.model_dir, tmp_path / "all.out", k=4, format=fmt)
+    info = predict_dask(client, result.model_dir, tmp_path / "shards", k=4, format=fmt,
+                        partitions=3)  # fmt: skip
+    assert len(info["shards"]) == 3 and info["users"] == result.model.user_factors_.shape[0]
+    single = (tmp_path / "all.out").read_text().splitlines()
+    lines = []
+    for shard in info["shards"]:
+        text = open(shard).read().splitlines()
+        lines += text[1:] if fmt == "csv" else text
+    body = single[1:] if fmt == "csv" else single
+    assert lines == body
