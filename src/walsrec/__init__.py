@@ -28,6 +28,7 @@ _LAZY = {
     "Recommender": ("walsrec.serving.model", "Recommender"),
     "Recommendations": ("walsrec.serving.model", "Recommendations"),
     "predict": ("walsrec.serving.predict", "predict"),
+    "run_pipeline": ("walsrec.pipeline", "run_pipeline"),
     "metrics": ("walsrec.metrics", None),
     "datasets": ("walsrec.datasets", None),
     "errors": ("walsrec.errors", None),
@@ -50,6 +51,7 @@ __all__ = [
     "predict",
     "prepare",
     "read_tfrecords",
+    "run_pipeline",
     "train",
     "tune",
     "write_tfrecords",
@@ -63,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from walsrec.data.vocabulary import Vocabulary
     from walsrec.evaluation import evaluate_export
     from walsrec.model.wals import WALS
+    from walsrec.pipeline import run_pipeline
     from walsrec.serving.model import Recommendations, Recommender, load_model
     from walsrec.serving.predict import predict
     from walsrec.training.config import TrainConfig
