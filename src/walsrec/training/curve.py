@@ -23,7 +23,9 @@ def plot_training_curve(records: list[dict], path: str | os.PathLike, k: int = 1
     baseline = next((r for r in records if r.get("model") == "most-popular"), None)
     ranking = [f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}"]
     has_heldout = any(m in r for r in runs for m in ranking)
-    fig, axes = plt.subplots(1, 2 if has_heldout else 1, figsize=(11 if has_heldout else 6, 4))
+    fig, axes = plt.subplots(
+        1, 2 if has_heldout else 1, figsize=(11 if has_heldout else 6, 5 if has_heldout else 4)
+    )
     axes = list(axes) if has_heldout else [axes]
     x = [r["sweep"] for r in runs]
     axes[0].plot(x, [r["loss"] for r in runs], marker="o", color="tab:blue")
@@ -49,7 +51,8 @@ def plot_training_curve(records: list[dict], path: str | os.PathLike, k: int = 1
         ax.set_xlabel("sweep")
         ax.set_title(f"Held-out ranking metrics (top {k})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        # below the axes, so it never hides a curve
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
