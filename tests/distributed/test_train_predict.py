@@ -63,3 +63,20 @@ def test_predict_on_dask_shards_equal_the_single_file(client, data_dir, tmp_path
         lines += text[1:] if fmt == "csv" else text
     body = single[1:] if fmt == "csv" else single
     assert lines == body
+
+
+def test_train_on_local_cluster_from_tfrecords(data_dir, tmp_path):
+    """``dask="local:1"`` starts (and stops) its own cluster; TFRecord inputs reach the
+    workers through MODEL_DIR/cache and its transpose."""
+    records = dict(
+        train_rows=str(data_dir / "train" / "items_for_user-*"),
+        train_cols=str(data_dir / "train" / "users_for_item-*"),
+    )
+    common = dict(model_dir=str(tmp_path / "one"), embedding_dim=4, dtype="float64", threads=1)
+    one = train(**records, **common, sweeps=2)
+    common["model_dir"] = str(tmp_path / "dask")
+    on_dask = train(**records, **common, sweeps=2, dask="local:1")
+    assert (tmp_path / "dask" / "cache" / "train_t.json").is_file()
+    a, b = read_export(one.export_path), read_export(on_dask.export_path)
+    assert np.abs(a.user_factors - b.user_factors).max() / np.abs(a.user_factors).max() < 1e-6
+    np.testing.assert_allclose(on_dask.model.loss_, one.model.loss_, rtol=1e-6)
