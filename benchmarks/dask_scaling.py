@@ -104,7 +104,7 @@ def main() -> None:
     base = None
     for workers in (1, 2):
         cluster = LocalCluster(
-            n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None
+            n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0"
         )
         client = Client(cluster)
         try:

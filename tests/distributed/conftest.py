@@ -8,7 +8,7 @@ def client():
     """Two real worker processes, one thread each (not the synchronous scheduler)."""
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
     )
     c = distributed.Client(cluster)
     try:

@@ -136,3 +136,13 @@ def test_errors(client, data_dir, user_items, tmp_path):
         model.update_cols(user_items[:5])
     with pytest.raises(DataFormatError, match="missing"):
         native_source(tmp_path)
+
+
+def test_singular_system_raised_from_a_worker(client, data_dir):
+    from walsrec.errors import SingularSystemError
+
+    model = DaskWALS(
+        40, client=client, regularization=0.0, unobserved_weight=0.0, random_state=0, sweeps=1
+    )
+    with pytest.raises(SingularSystemError, match=r"row half-step is singular .* Set 'regul"):
+        model.fit(data_dir)

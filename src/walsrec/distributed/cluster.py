@@ -51,7 +51,7 @@ def connect(spec: str, threads_per_worker: int | None = None):
             n_workers=target,
             processes=True,
             threads_per_worker=threads_per_worker or 1,
-            dashboard_address=None,
+            dashboard_address=":0",
         )
         return Client(cluster), cluster
     return Client(target), None
