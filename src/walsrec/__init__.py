@@ -28,6 +28,8 @@ _LAZY = {
     "Recommender": ("walsrec.serving.model", "Recommender"),
     "Recommendations": ("walsrec.serving.model", "Recommendations"),
     "predict": ("walsrec.serving.predict", "predict"),
+    "DaskWALS": ("walsrec.distributed.wals", "DaskWALS"),
+    "predict_dask": ("walsrec.distributed.predict", "predict_dask"),
     "run_pipeline": ("walsrec.pipeline", "run_pipeline"),
     "metrics": ("walsrec.metrics", None),
     "datasets": ("walsrec.datasets", None),
@@ -36,6 +38,7 @@ _LAZY = {
 
 __all__ = [
     "WALS",
+    "DaskWALS",
     "Interactions",
     "Recommendations",
     "Recommender",
@@ -49,6 +52,7 @@ __all__ = [
     "load_prepared",
     "metrics",
     "predict",
+    "predict_dask",
     "prepare",
     "read_tfrecords",
     "run_pipeline",
@@ -63,6 +67,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from walsrec.data.prepare import load_prepared, prepare
     from walsrec.data.tfrecord import read_tfrecords, write_tfrecords
     from walsrec.data.vocabulary import Vocabulary
+    from walsrec.distributed.predict import predict_dask
+    from walsrec.distributed.wals import DaskWALS
     from walsrec.evaluation import evaluate_export
     from walsrec.model.wals import WALS
     from walsrec.pipeline import run_pipeline

@@ -217,6 +217,13 @@ def _add_train(sub) -> None:
     g.add_argument("--dtype", choices=["float32", "float64"])
     g.add_argument("--seed", type=int, help="random seed of the initial factors (default 0)")
     g.add_argument("--threads", type=int, help="kernel threads (default: all cores)")
+    g.add_argument(
+        "--dask",
+        metavar="ADDRESS|local:N",
+        help="run the half-steps on a Dask cluster: a scheduler address (tcp://HOST:8786) or "
+        "local:N to start N local worker processes; DATA_DIR and MODEL_DIR must be on storage "
+        "every worker reads at the same path (not with --batch-size)",
+    )
     g = p.add_argument_group("length and evaluation")
     g.add_argument("--sweeps", type=int, help="sweeps to run (default 10)")
     g.add_argument("--num-epochs", type=int, help="the same as --sweeps")

@@ -98,3 +98,15 @@ def test_train_bad_setting_exits_2(tmp_path, capsys):
         "walsrec train: error: The 'embedding_dim' setting of train "
         "must be an int >= 1. Got 0 instead."
     ]
+
+
+def test_train_dask_option_reaches_the_setting(tmp_path, capsys):
+    code = main(
+        ["train", "--data", str(tmp_path), "--model-dir", str(tmp_path / "m"), "--dask", "local:0"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        "walsrec train: error: The 'dask' setting of train must be "
+        "'local:N' with N an int >= 1 (worker processes). Got "
+        "'local:0' instead."
+    ]
