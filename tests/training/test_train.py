@@ -363,3 +363,17 @@ def test_tfrecord_inputs_from_an_fsspec_url(data_dir, tmp_path):
     base = train(data=str(data_dir), model_dir=str(tmp_path / "d"), sweeps=1, **KW)
     np.testing.assert_array_equal(res.model.user_factors_, base.model.user_factors_)
     assert read_export(res.export_path).users.to_list()[:3] == ["0", "1", "2"]  # no vocab
+
+
+def test_a_retrained_model_is_exported_even_with_the_same_step_count(data_dir, tmp_path):
+    md = tmp_path / "m"
+    first = train(data=str(data_dir), model_dir=str(md), sweeps=2, **KW)
+    shutil.rmtree(md / "checkpoints")  # start over, keeping the exports
+    (md / "config.json").unlink()
+    second = train(
+        data=str(data_dir), model_dir=str(md), sweeps=2, embedding_dim=8, threads=1, seed=4
+    )
+    assert second.export_path != first.export_path
+    np.testing.assert_array_equal(
+        read_export(second.export_path).user_factors, second.model.user_factors_
+    )

@@ -398,9 +398,11 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
     export_path = None
     if exports:
         newest = read_export(exports[-1], mmap=True)
-        t = newest.meta.get("training", {})
-        if t.get("step") == step and t.get("exported_step") == final["step"]:
-            export_path = exports[-1]  # this exact model is already exported
+        # this exact model (the same factors, not merely the same step count) is exported
+        if np.array_equal(newest.user_factors, user_f) and np.array_equal(
+            newest.item_factors, item_f
+        ):
+            export_path = exports[-1]
     if export_path is None:
         hyper = {
             k: cfg.to_dict()[k]
