@@ -591,31 +591,11 @@ class DaskWALS(WALS):
             )
         self.open(source)
         self.initialize()
-        progress = None
-        if self.show_progress:
-            from tqdm.auto import tqdm
 
-            progress = tqdm(total=self.sweeps, desc="WALS (dask)", unit="sweep")
-        try:
-            previous = None
-            for sweep in range(1, self.sweeps + 1):
-                self.update_rows()
-                self.loss_.append(self._loss_state[0])
-                self.update_cols()
-                current, data, sum_w = self._loss_state
-                self.loss_.append(current)
-                self.n_iter_ = sweep
-                self.rwse_ = float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{current:.6g}")
-                if self.callback is not None and self.callback(sweep, self) is True:
-                    break
-                if previous is not None and self.tol > 0:
-                    if abs(previous - current) <= self.tol * abs(previous):
-                        break
-                previous = current
-        finally:
-            if progress is not None:
-                progress.close()
-        return self
+        def sweep() -> tuple[float, tuple[float, float, float]]:
+            self.update_rows()
+            after_rows = self._loss_state[0]
+            self.update_cols()
+            return after_rows, self._loss_state
+
+        return self._run_sweeps(sweep, "WALS (dask)")

@@ -927,31 +927,46 @@ class WALS:
         cols_side = self._prepare(user_items, weights, "fit", by_rows=False)
         n_users, n_items = user_items.shape
         self.initialize(n_users, n_items)
+        v = self.item_factors_
+        reg = {"v": float(cols_side.lam @ np.einsum("ij,ij->i", v, v).astype(np.float64))}
+
+        def sweep() -> tuple[float, tuple[float, float, float]]:
+            # the kernels return each row's observed loss and regularisation terms with its
+            # new factors; the other side's terms are the previous half-step's
+            terms = self._update(rows_side, "user").sum(axis=0)
+            reg["u"] = float(terms[1])
+            after_rows = self._assemble_loss(terms[0], reg["u"] + reg["v"], rows_side)[0]
+            terms = self._update(cols_side, "item").sum(axis=0)
+            reg["v"] = float(terms[1])
+            return after_rows, self._assemble_loss(terms[0], reg["u"] + reg["v"], rows_side)
+
+        return self._run_sweeps(sweep, "WALS")
+
+    def _run_sweeps(self, sweep, desc: str) -> WALS:
+        """Run ``sweep()`` up to ``sweeps`` times with the bookkeeping every back end shares.
+
+        ``sweep()`` does a row then a column half-step and returns (loss after the rows,
+        (loss, data term, Σ W) after the columns). Records ``loss_``, ``rwse_``, ``n_iter_``;
+        shows progress; stops when ``callback`` returns True or the loss changes by less
+        than ``tol`` relative.
+        """
         progress = None
         if self.show_progress:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=self.sweeps, desc="WALS", unit="sweep")
-        v = self.item_factors_
-        reg_v = float(cols_side.lam @ np.einsum("ij,ij->i", v, v).astype(np.float64))
+            progress = tqdm(total=self.sweeps, desc=desc, unit="sweep")
         try:
             previous = None
-            for sweep in range(1, self.sweeps + 1):
-                # the kernels return each row's observed loss and regularisation terms with
-                # its new factors; the other side's terms are the previous half-step's
-                terms = self._update(rows_side, "user").sum(axis=0)
-                reg_u = float(terms[1])
-                self.loss_.append(self._assemble_loss(terms[0], reg_u + reg_v, rows_side)[0])
-                terms = self._update(cols_side, "item").sum(axis=0)
-                reg_v = float(terms[1])
-                current, data, sum_w = self._assemble_loss(terms[0], reg_u + reg_v, rows_side)
+            for n in range(1, self.sweeps + 1):
+                after_rows, (current, data, sum_w) = sweep()
+                self.loss_.append(after_rows)
                 self.loss_.append(current)
-                self.n_iter_ = sweep
+                self.n_iter_ = n
                 self.rwse_ = float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{current:.6g}")
-                if self.callback is not None and self.callback(sweep, self) is True:
+                if self.callback is not None and self.callback(n, self) is True:
                     break
                 if previous is not None and self.tol > 0:
                     if abs(previous - current) <= self.tol * abs(previous):
