@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._files import atomic_write_text, read_versioned_json
 from walsrec.errors import DataFormatError
 
 __all__ = ["load_csr", "save_csr"]
@@ -50,26 +51,14 @@ def save_csr(directory: str | os.PathLike, name: str, matrix: sp.csr_matrix) -> 
         "dtype": str(matrix.dtype),
         "index_dtype": np.dtype(idx).name,
     }
-    tmp = directory / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, directory / f"{name}.json")
+    atomic_write_text(directory / f"{name}.json", json.dumps(meta, indent=2) + "\n")
 
 
 def load_csr(directory: str | os.PathLike, name: str, mmap: bool = True) -> sp.csr_matrix:
     """Load a matrix written by :func:`save_csr`, memory-mapped unless ``mmap=False``."""
     directory = Path(directory)
     meta_path = directory / f"{name}.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise DataFormatError(f"{meta_path}: missing (not a walsrec native matrix).") from None
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{meta_path}: not valid JSON ({exc}).") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise DataFormatError(
-            f"{meta_path}: format_version {meta.get('format_version')!r} is not supported "
-            f"(this walsrec reads {FORMAT_VERSION})."
-        )
+    meta = read_versioned_json(meta_path, FORMAT_VERSION, "not a walsrec native matrix.")
     arrays = {}
     for part in _PARTS:
         path = directory / f"{name}.{part}.npy"

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from walsrec._files import read_versioned_json, write_dir_atomically
 from walsrec.data.interactions import DUPLICATE_POLICIES, Interactions, aggregate_duplicates
 from walsrec.data.readers import read_table
 from walsrec.data.vocabulary import Vocabulary
@@ -346,9 +345,8 @@ def prepare(
         "tfrecords": {"shards": shards, "compression": compression or "none"},
     }
     note("writing TFRecords and native arrays")
-    _write_atomically(
-        out, overwrite, lambda tmp: _write(tmp, meta, train, evaluation, shards, compression)
-    )
+    # an existing DATA_DIR was refused above unless overwrite: replacing it is wanted
+    write_dir_atomically(out, lambda tmp: _write(tmp, meta, train, evaluation, shards, compression))
     meta["seconds"] = round(time.perf_counter() - started, 3)
     return meta
 
@@ -408,45 +406,14 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _write_atomically(out: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
-    """Run ``write`` into a temporary directory beside ``out``, then rename it into place."""
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
-        write(tmp)
-        if out.exists():
-            if out.is_dir() and not any(out.iterdir()):
-                out.rmdir()
-            elif overwrite:
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-                os.replace(out, old / "data")
-                os.replace(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
-                return
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def load_prepared(data_dir: str | os.PathLike, mmap: bool = True) -> PreparedData:
     """Load a DATA_DIR written by :func:`prepare` (native arrays, memory-mapped)."""
     path = Path(data_dir)
-    meta_path = path / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise DataFormatError(
-            f"{meta_path}: missing; {str(path)!r} is not a DATA_DIR written by 'walsrec prepare'."
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{meta_path}: not valid JSON ({exc}).") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise DataFormatError(
-            f"{meta_path}: format_version {meta.get('format_version')!r} is not supported "
-            f"(this walsrec reads {FORMAT_VERSION})."
-        )
+    meta = read_versioned_json(
+        path / "meta.json",
+        FORMAT_VERSION,
+        f"{str(path)!r} is not a DATA_DIR written by 'walsrec prepare'.",
+    )
     users = Vocabulary.load(path / "vocab" / "users.txt", "users")
     items = Vocabulary.load(path / "vocab" / "items.txt", "items")
     train = Interactions.load_matrices(path / "train" / "native", users, items, mmap=mmap)

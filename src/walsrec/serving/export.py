@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from walsrec import __version__
+from walsrec._files import read_versioned_json
 from walsrec.data.native import load_csr, save_csr
 from walsrec.data.vocabulary import Vocabulary
 from walsrec.errors import DataFormatError, InvalidParameterError
@@ -154,16 +155,7 @@ def resolve_export(path: str | os.PathLike) -> Path:
 def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
     """Load an export (or a model directory's newest export), checking its consistency."""
     root = resolve_export(path)
-    meta_path = root / "model.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{meta_path}: not valid JSON ({exc}).") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise DataFormatError(
-            f"{meta_path}: format_version {meta.get('format_version')!r} is not supported "
-            f"(this walsrec reads {FORMAT_VERSION})."
-        )
+    meta = read_versioned_json(root / "model.json", FORMAT_VERSION, "not a walsrec export.")
     arrays = {}
     for name in ("user_factors", "item_factors"):
         file = root / f"{name}.npy"

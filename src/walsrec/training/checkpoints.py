@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from walsrec._files import write_dir_atomically
 from walsrec.errors import DataFormatError
 
 __all__ = ["Checkpoint", "latest_checkpoint", "read_checkpoint", "write_checkpoint"]
@@ -33,27 +33,13 @@ class Checkpoint:
     item_factors: np.ndarray
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        os.replace(final, trash / "x")
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 def _write_dir(final: Path, user_factors, item_factors, state: dict) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    def write(tmp: Path) -> None:
         np.save(tmp / "user_factors.npy", user_factors, allow_pickle=False)
         np.save(tmp / "item_factors.npy", item_factors, allow_pickle=False)
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_dir_atomically(final, write)
 
 
 def _steps(root: Path) -> list[Path]:

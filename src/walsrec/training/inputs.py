@@ -16,6 +16,7 @@ from pathlib import Path
 
 import scipy.sparse as sp
 
+from walsrec._files import atomic_write_text
 from walsrec.data.interactions import Interactions
 from walsrec.data.native import load_csr, save_csr
 from walsrec.data.vocabulary import Vocabulary
@@ -141,9 +142,7 @@ def _from_tfrecords(config, model_dir: Path) -> TrainingData:
         save_csr(cache, "train", train)
         if evaluation is not None:
             save_csr(cache, "eval", evaluation)
-        tmp = cache / ".key.json.tmp"
-        tmp.write_text(json.dumps(key, indent=2) + "\n")
-        os.replace(tmp, cache / "key.json")
+        atomic_write_text(cache / "key.json", json.dumps(key, indent=2) + "\n")
     n_users, n_items = train.shape
     if users is None or len(users) != n_users:
         users = Vocabulary([str(i) for i in range(n_users)], "users")

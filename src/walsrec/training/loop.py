@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._files import atomic_write_text
 from walsrec.errors import InvalidParameterError
 from walsrec.training.checkpoints import (
     latest_checkpoint,
@@ -77,12 +78,6 @@ def column_weights_from_counts(
     return factor * frac if how == "linear" else np.power(frac, exponent)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _clear_model_dir(model_dir: Path) -> None:
     for name in _MODEL_DIR_ENTRIES:
         p = model_dir / name
@@ -104,7 +99,7 @@ def json_safe(record: dict) -> dict:
 
 
 def _write_metrics(path: Path, records: list[dict]) -> None:
-    _atomic_write_text(
+    atomic_write_text(
         path, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in records)
     )
 
@@ -185,7 +180,7 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
                 f"({'; '.join(conflicts)}). Use another --model-dir, or --overwrite to start "
                 "over (more sweeps or steps are allowed)."
             )
-    _atomic_write_text(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    atomic_write_text(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     data = load_training_data(cfg, model_dir)
     ui = data.train.user_items
