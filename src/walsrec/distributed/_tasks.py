@@ -182,31 +182,14 @@ def predict_shard(
     n_jobs: int | None,
 ) -> int:
     """Top-k of users ``lo:hi`` written to ``out_path`` (temporary name, then renamed)."""
-    import os
     from pathlib import Path
 
     from walsrec.serving.model import load_model
-    from walsrec.serving.predict import _Writer
+    from walsrec.serving.predict import write_top_k
 
     model = load_model(model_path)
     users = np.arange(lo, hi, dtype=np.int64)
-    out = Path(out_path)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    writer = _Writer(tmp, fmt, model)
-    try:
-        width = min(k, model.n_items)
-        bounds = model.chunks(users.size)
-        step = bounds[0][1] * 4 if bounds else 1
-        for start in range(0, users.size, step):
-            chunk = users[start : start + step]
-            items, scores = model.recommend_indices(
-                chunk, width, exclude_seen=exclude_seen, n_jobs=n_jobs
-            )
-            writer.write(chunk, items, scores)
-        writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    write_top_k(
+        model, Path(out_path), users, k=k, format=fmt, exclude_seen=exclude_seen, n_jobs=n_jobs
+    )
     return int(users.size)

@@ -187,14 +187,52 @@ def predict(
             f"The 'out' parameter of predict must be a file in an existing directory. "
             f"Got {str(out)!r} instead."
         )
+    write_top_k(
+        model,
+        out,
+        user_idx,
+        k=k,
+        format=format,
+        exclude_seen=exclude_seen,
+        n_jobs=n_jobs,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
+    return {
+        "out": str(out),
+        "format": format,
+        "users": int(user_idx.size),
+        "k": k,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def write_top_k(
+    model,
+    out: Path,
+    user_idx: np.ndarray,
+    *,
+    k: int,
+    format: str,
+    exclude_seen: bool = True,
+    n_jobs: int | None = None,
+    chunk_size: int | None = None,
+    progress: bool | Callable[[int], None] = False,
+) -> None:
+    """Top-``k`` of the users ``user_idx`` (indices) of a loaded ``Recommender`` into ``out``.
+
+    The writing loop behind :func:`predict` and the Dask back end's shards: chunks of users
+    ranked in parallel, streamed to a temporary file renamed to ``out`` when complete.
+    Arguments are not validated here; :func:`predict` does that.
+    """
     width = min(k, model.n_items)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    writer = _Writer(tmp, format, model)
     bar = None
-    if progress is True:
+    if progress is True:  # after the writer, so a writer that fails leaves no bar open
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(user_idx.size), desc="predict", unit="user", dynamic_ncols=True)
-    writer = _Writer(tmp, format, model)
     try:
         done = 0
         # a few chunks per thread at a time: parallel, and memory stays bounded
@@ -226,10 +264,3 @@ def predict(
     finally:
         if bar is not None:
             bar.close()
-    return {
-        "out": str(out),
-        "format": format,
-        "users": int(user_idx.size),
-        "k": k,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
