@@ -444,7 +444,7 @@ def run_pipeline(
     export_exists = bool(previous_export) and Path(previous_export).is_dir()
 
     def do_train():
-        from walsrec.training import TrainConfig, train
+        from walsrec.training import train
 
         fresh = state.get("train_attempt") != fp
         if fresh:
@@ -452,20 +452,14 @@ def run_pipeline(
             _clear_training_state(model_dir)
             state["train_attempt"] = fp
             _write_state(state_path, state)
-        # else: the last attempt with these settings was interrupted: resume it
-        kept = _set_exports_aside(model_dir) if fresh else None
-        try:
-            res = train(
-                show_progress=show_progress,
-                log=(lambda m: say(f"train: {m}")) if log else None,
-                **train_cfg,
-            )
-        finally:
-            if kept is not None:
-                keep = train_cfg.get("keep_exports", TrainConfig.keep_exports)
-                res_path = _restore_exports(model_dir, kept, keep)
-        if kept is not None and res_path is not None:
-            res.export_path = res_path
+        # else: the last attempt with these settings was interrupted: resume it.
+        # Earlier exports stay for running services; train() writes a new one with a higher
+        # version whenever its factors differ from the newest, and applies keep_exports.
+        res = train(
+            show_progress=show_progress,
+            log=(lambda m: say(f"train: {m}")) if log else None,
+            **train_cfg,
+        )
         last = res.evaluations[-1] if res.evaluations else {}
         shown = {k: v for k, v in last.items() if k.startswith("ndcg@") or k == "loss"}
         detail = f"{res.steps} steps, export {res.export_path.name}" + "".join(
@@ -573,59 +567,6 @@ def _clear_training_state(model_dir: Path) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-
-
-def _set_exports_aside(model_dir: Path) -> Path | None:
-    """Move MODEL_DIR/export aside during a fresh training run.
-
-    ``train`` reuses the newest export when its step count matches the run's, which a
-    retrained model with the same number of sweeps would do; with the old exports aside
-    the run always writes its own. A service watching MODEL_DIR keeps its model meanwhile
-    (a missing export directory is no newer export).
-    """
-    export = model_dir / "export"
-    if not export.is_dir():
-        return None
-    aside = model_dir / ".export-kept"
-    if aside.exists():  # left by an interrupted run: its exports come first
-        for p in export.iterdir():
-            if not (aside / p.name).exists():
-                os.replace(p, aside / p.name)
-        shutil.rmtree(export)
-    else:
-        os.replace(export, aside)
-    return aside
-
-
-def _restore_exports(model_dir: Path, aside: Path, keep: int | None) -> Path | None:
-    """Put the kept exports back; the new one gets a version above theirs. Its new path."""
-    from walsrec.serving.export import list_exports
-
-    export = model_dir / "export"
-    export.mkdir(parents=True, exist_ok=True)
-    new = list_exports(export)
-    kept = list_exports(aside)
-    newest_kept = int(kept[-1].name) if kept else -1
-    path = new[-1] if new else None
-    if path is not None and int(path.name) <= newest_kept:
-        # the clock gave the new export a version not above the kept ones: renumber it,
-        # out of sight of a watching service until it is complete
-        version = newest_kept + 1
-        tmp = model_dir / f".export-renumber-{version}"
-        os.replace(path, tmp)
-        meta = json.loads((tmp / "model.json").read_text())
-        meta["version"] = version
-        (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-        path = export / str(version)
-        os.replace(tmp, path)
-    for p in kept:
-        if not (export / p.name).exists():
-            os.replace(p, export / p.name)
-    shutil.rmtree(aside, ignore_errors=True)
-    # the retention train() applies: the newest ``keep`` exports stay
-    for old in list_exports(export)[:-keep] if keep else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return path
 
 
 def _check_gate(minimums: dict, evaluation: dict | None, config_path: Path) -> None:
