@@ -430,8 +430,8 @@ def test_invalid_inputs_raise_with_clear_messages():
         model.project_rows(x[:2], row_weights=-1.0)
     with pytest.raises(InvalidParameterError, match=r"'weights' argument of WALS.project_cols"):
         model.project_cols(x.T.tocsr()[:2], weights=x.T.tocsr()[:3])
-    with pytest.raises(InvalidParameterError, match=r"Invalid parameter 'alpha' for WALS"):
-        model.set_params(alpha=1.0)
+    with pytest.raises(InvalidParameterError, match=r"Invalid parameter 'learning_rate' for WALS"):
+        model.set_params(learning_rate=1.0)
     with pytest.raises(InvalidParameterError, match=r"'n_users' argument of WALS.initialize"):
         model.initialize(-1, 3)
     assert issubclass(InvalidParameterError, ValueError) and issubclass(

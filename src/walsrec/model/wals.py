@@ -4,11 +4,14 @@ Objective (``tf.contrib.factorization.WALSMatrixFactorization``'s, exactly, plus
 extensions that reduce to it by default)::
 
     L = Σ_ij W_ij (A_ij − u_i·v_j)² + Σ_i λ_i ‖u_i‖² + Σ_j λ_j ‖v_j‖²
-    W_ij = w0 + R_i·C_j   on observed (stored) entries, target A_ij = the stored value
-    W_ij = w0             elsewhere, target 0
+    W_ij = w0 + R_i·C_j·c(r_ij)  on observed (stored) entries r_ij, target A_ij = r_ij
+                                 (``targets="values"``) or 1 (``targets="binary"``)
+    W_ij = w0                    elsewhere, target 0
     λ_i  = λ·(count_i + w0·n_items)^ν,   λ_j = λ·(count_j + w0·n_users)^ν
 
-with w0 = ``unobserved_weight``, R = ``row_weights``, C = ``col_weights``, λ =
+with w0 = ``unobserved_weight``, R = ``row_weights``, C = ``col_weights``, c the
+``confidence`` of a value (1 by default; α·r, α·log(1 + r/ε), BM25, TF-IDF: see
+``weighting.py``), λ =
 ``regularization`` and ν = ``regularization_exponent`` (0 gives tf.contrib's plain λ; 1 is
 the frequency-scaled regularisation of Rendle et al. 2022, "Revisiting the performance of
 iALS"). count_i is the number of stored entries of row i. An optional ``weights`` matrix with
@@ -44,12 +47,14 @@ How a half-step is solved (``_kernels.py`` has the details):
 from __future__ import annotations
 
 import numbers
+import weakref
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from walsrec.errors import InvalidParameterError, NotFittedError, SingularSystemError
+from walsrec.model import weighting
 from walsrec.model._threads import blas_threads, kernel_threads, resolve_n_jobs
 
 __all__ = ["WALS"]
@@ -209,7 +214,21 @@ class WALS:
     regularization_exponent : float, default=0.0
         ν ≥ 0: λ_i = λ·(count_i + w0·n_other)^ν. 0 is tf.contrib's plain λ.
     row_weights, col_weights : float or array of shape (n_users,) / (n_items,), default=1.0
-        R and C, non-negative. The observed weight is w0 + R_i·C_j.
+        R and C, non-negative. The observed weight is w0 + R_i·C_j·c(r_ij).
+    confidence : {"constant", "linear", "log", "bm25", "tfidf"}, default="constant"
+        c(r), the confidence of a stored value r: 1 (tf.contrib), α·r, α·log(1 + r/ε),
+        α·BM25(r) or α·TF-IDF(r). See :mod:`walsrec.model.weighting` for the formulas and
+        when to use each. BM25 and TF-IDF read statistics of the training matrix, kept as
+        ``weighting_stats_`` for folding in new rows.
+    alpha : float, default=1.0
+        α > 0, the scale of a non-constant confidence.
+    epsilon : float, default=1.0
+        ε > 0 of confidence="log".
+    bm25_k1, bm25_b : float, default=100.0, 0.8
+        K1 > 0 and B in [0, 1] of confidence="bm25" (implicit's defaults).
+    targets : {"values", "binary"}, default="values"
+        A on stored entries: the stored value (tf.contrib; explicit ratings) or 1 (binary
+        preference, Hu et al. and implicit), the value then acting only through c(r).
     solver : {"cholesky", "cg"}, default="cholesky"
         "cholesky" solves every row's system exactly; "cg" runs ``cg_steps`` conjugate
         gradient iterations warm-started from the current factors (as implicit's CG).
@@ -248,6 +267,9 @@ class WALS:
         Root weighted squared error sqrt(Σ_all W (A − UVᵀ)² / Σ_all W) after ``fit``.
     n_iter_ : int
         Sweeps run by ``fit``.
+    weighting_stats_ : WeightingStats
+        With confidence="bm25" or "tfidf" only: the statistics of the last training matrix
+        (users per item, each user's value sum) that fold-in weighs new rows with.
 
     Notes
     -----
@@ -282,6 +304,12 @@ class WALS:
         regularization_exponent=0.0,
         row_weights=1.0,
         col_weights=1.0,
+        confidence="constant",
+        alpha=1.0,
+        epsilon=1.0,
+        bm25_k1=100.0,
+        bm25_b=0.8,
+        targets="values",
         solver="cholesky",
         cg_steps=3,
         sweeps=15,
@@ -299,6 +327,12 @@ class WALS:
         self.regularization_exponent = regularization_exponent
         self.row_weights = row_weights
         self.col_weights = col_weights
+        self.confidence = confidence
+        self.alpha = alpha
+        self.epsilon = epsilon
+        self.bm25_k1 = bm25_k1
+        self.bm25_b = bm25_b
+        self.targets = targets
         self.solver = solver
         self.cg_steps = cg_steps
         self.sweeps = sweeps
@@ -321,6 +355,12 @@ class WALS:
             "regularization_exponent",
             "row_weights",
             "col_weights",
+            "confidence",
+            "alpha",
+            "epsilon",
+            "bm25_k1",
+            "bm25_b",
+            "targets",
             "solver",
             "cg_steps",
             "sweeps",
@@ -394,6 +434,7 @@ class WALS:
             v = getattr(self, name)
             if _is_real(v):
                 need(np.isfinite(v) and v >= 0, name, "a finite float >= 0 or a 1-D array")
+        weighting.check_params(self.get_params())
 
     @property
     def _np_dtype(self) -> np.dtype:
@@ -477,7 +518,7 @@ class WALS:
         indptr = m.indptr.astype(np.int64, copy=False)
         idx_dt = np.int32 if max(m.shape) < 2**31 - 1 else np.int64
         indices = np.ascontiguousarray(m.indices, dtype=idx_dt)
-        adata = np.ascontiguousarray(m.data, dtype=dt)
+        adata = self._targets(m.data)
         counts = np.diff(indptr)
         if weights is None:
             rw = _check_weight_vector(self.row_weights, "row_weights", n_users)
@@ -485,16 +526,65 @@ class WALS:
             own, other = (rw, cw) if by_rows else (cw, rw)
             if subset is not None and np.ndim(own) == 1:
                 own = own[subset]
-            if np.ndim(own) == 0 and np.ndim(other) == 0:
+            conf = None
+            if self.confidence != "constant":
+                outer = np.arange(counts.shape[0]) if subset is None else np.asarray(subset)
+                outer = np.repeat(outer, counts)
+                users, items = (outer, indices) if by_rows else (indices, outer)
+                conf = self._confidence(m.data, users, items)
+            if np.ndim(own) == 0 and np.ndim(other) == 0 and conf is None:
                 wdata = np.full(indices.shape[0], w0 + own * other, dtype=dt)
             else:
                 own_e = own if np.ndim(own) == 0 else np.repeat(own, counts)
                 other_e = other if np.ndim(other) == 0 else other[indices]
-                wdata = np.ascontiguousarray(w0 + own_e * other_e, dtype=dt)
+                rc = own_e * other_e if conf is None else own_e * other_e * conf
+                wdata = np.ascontiguousarray(w0 + rc, dtype=dt)
         else:
             wdata = np.ascontiguousarray(weights.data, dtype=dt)
         lam = self._lambdas(counts, n_other)
         return _Side(indptr, indices, wdata, adata, lam, n_other)
+
+    def _targets(self, values: np.ndarray) -> np.ndarray:
+        """A of the stored entries: their values, or 1 with targets="binary"."""
+        if self.targets == "binary":
+            return np.ones(values.shape[0], dtype=self._np_dtype)
+        return np.ascontiguousarray(values, dtype=self._np_dtype)
+
+    def _confidence(self, values, users, items, **overrides) -> np.ndarray | None:
+        """c(r) per stored entry (None for confidence="constant"); see ``weighting``."""
+        stats = None
+        if weighting.needs_stats(self.confidence):
+            stats = getattr(self, "weighting_stats_", None)
+            if stats is None:
+                raise NotFittedError(
+                    f"confidence={self.confidence!r} weighs entries with statistics of the "
+                    "training matrix: call 'fit', 'update_rows' or 'update_cols' first."
+                )
+        return weighting.confidence_values(
+            values,
+            users,
+            items,
+            confidence=self.confidence,
+            alpha=float(self.alpha),
+            epsilon=float(self.epsilon),
+            bm25_k1=float(self.bm25_k1),
+            bm25_b=float(self.bm25_b),
+            stats=stats,
+            **overrides,
+        )
+
+    def _remember_stats(self, user_items) -> None:
+        """Keep BM25/TF-IDF's statistics of the training matrix (computed once per matrix)."""
+        if not weighting.needs_stats(self.confidence) or not sp.issparse(user_items):
+            return
+        cached = getattr(self, "_stats_source", None)
+        if cached is not None and cached[0]() is user_items and cached[1] == user_items.nnz:
+            return
+        self.weighting_stats_ = weighting.weighting_stats(user_items)
+        try:
+            self._stats_source = (weakref.ref(user_items), user_items.nnz)
+        except TypeError:
+            self._stats_source = None
 
     def _lambdas(self, counts: np.ndarray, n_other: int) -> np.ndarray:
         """λ_i = λ·(count_i + w0·n_other)^ν for every row, float64."""
@@ -513,6 +603,8 @@ class WALS:
         ``subset`` only (sliced before validation, so a batch costs O(its entries))."""
         fmt = "csr" if by_rows else "csc"
         full_shape = tuple(user_items.shape) if sp.issparse(user_items) else None
+        if weights is None:
+            self._remember_stats(user_items)
         if subset is not None:
             user_items = _slice(user_items, subset, fmt)
             if weights is not None and sp.issparse(weights):
@@ -916,7 +1008,7 @@ class WALS:
             Observed entries and their targets A (e.g. ratings, or 1 for implicit data).
         weights : sparse matrix of shape (n_users, n_items) or None, default=None
             Per-entry observed weights (same sparsity as ``user_items``), replacing
-            w0 + R_i·C_j.
+            w0 + R_i·C_j·c(r_ij) (``targets`` still applies).
 
         Returns
         -------
@@ -1026,17 +1118,29 @@ class WALS:
         indices = np.ascontiguousarray(m.indices, dtype=np.int32)
         counts = np.diff(indptr)
         if w is None:
-            if np.ndim(other) == 0:
+            conf = None
+            if self.confidence != "constant":
+                # The new rows weigh their entries with the training statistics, except for
+                # their own: a new user's value sum, a new item's user count.
+                outer = np.repeat(np.arange(m.shape[0]), counts)
+                if by_rows:
+                    sums = weighting.row_sums(m)
+                    conf = self._confidence(m.data, outer, indices, user_sums=sums, where=name)
+                else:
+                    conf = self._confidence(m.data, indices, outer, item_counts=counts, where=name)
+            if np.ndim(other) == 0 and conf is None:
                 wdata = np.full(indices.shape[0], w0 + scalar_weight * other, dtype=dt)
             else:
-                wdata = (w0 + scalar_weight * other[indices]).astype(dt)
+                other_e = other if np.ndim(other) == 0 else other[indices]
+                rc = scalar_weight * other_e if conf is None else scalar_weight * other_e * conf
+                wdata = np.ascontiguousarray(w0 + rc, dtype=dt)
         else:
             wdata = np.ascontiguousarray(w.data, dtype=dt)
         side = _Side(
             indptr,
             indices,
             wdata,
-            np.ascontiguousarray(m.data, dtype=dt),
+            self._targets(m.data),
             self._lambdas(counts, fixed.shape[0]),
             fixed.shape[0],
         )
