@@ -11,9 +11,13 @@ course's settings, no eval split) and fitted with the same parameters by
 For each: seconds per sweep (median of the measured sweeps; the first sweep, which includes
 loading the partitions and numba's cache, is reported apart), scaling efficiency
 (time on 1 worker / (workers × time on N workers)), the bytes moved between the client and
-the workers per sweep (counted: arrays in task arguments and gathered results) and the
-estimated worker-to-worker bytes (the rotated fixed factors sent to each worker), and the
-largest relative difference of the factors from the single machine's.
+the workers per sweep (counted: arrays in task arguments and gathered results), the bytes
+moved between workers per sweep (the fixed factor rows each partition reads from blocks on
+another worker: ``stats_["bytes_between_workers"]``, counted from the tasks' placement, and
+measured: the sum of the workers' ``transfer_incoming_log``, which also holds anything else
+Dask moved), and the largest relative difference of the factors from the single machine's.
+On 2 workers, the default ``ship_whole_above=0.5`` runs next to 0 (always the whole fixed
+factor) and 1 (always only the touched rows).
 
     python benchmarks/dask_scaling.py [--interactions 10000000] [--k 32] [--sweeps 3]
 """
@@ -69,6 +73,15 @@ def timed_fit(make, source, sweeps):
     return model, float(per[0]), float(np.median(per[1:])) if len(per) > 1 else float(per[0])
 
 
+def incoming_bytes(client) -> int:
+    """Bytes all workers have received from other workers so far (Dask's transfer logs)."""
+
+    def total(dask_worker):
+        return int(sum(entry["total"] for entry in dask_worker.transfer_incoming_log))
+
+    return int(sum(client.run(total).values()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--interactions", type=int, default=10_000_000)
@@ -102,15 +115,19 @@ def main() -> None:
         name = f"WALS one machine, n_jobs={n_jobs or os.cpu_count()}"
         rows.append((name, first, per, None, None, 0.0))
     base = None
-    for workers in (1, 2):
+    for workers, whole in ((1, 0.5), (2, 0.5), (2, 0.0), (2, 1.0)):
         cluster = LocalCluster(
             n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0"
         )
         client = Client(cluster)
         try:
             model, first, per = timed_fit(
-                lambda cb, client=client: DaskWALS(
-                    client=client, n_jobs=args.threads, callback=cb, **params
+                lambda cb, client=client, whole=whole: DaskWALS(
+                    client=client,
+                    n_jobs=args.threads,
+                    ship_whole_above=whole,
+                    callback=cb,
+                    **params,
                 ),
                 data,
                 args.sweeps,
@@ -124,28 +141,36 @@ def main() -> None:
             )
             # traffic of one more sweep, counted alone
             before = dict(model.stats_)
+            measured = incoming_bytes(client)
             model.update_rows().update_cols()
             moved = {k: model.stats_[k] - before[k] for k in before}
+            moved["measured"] = incoming_bytes(client) - measured
+            reads = [r["whole"] for side in model._reads.values() for r in side]
         finally:
             client.close()
             cluster.close()
         base = base or per
-        eff = base / (workers * per)
-        rows.append((f"DaskWALS {workers} worker(s)", first, per, eff, moved, diff))
+        eff = base / (workers * per) if whole == 0.5 else None
+        name = f"DaskWALS {workers} worker(s), whole>{whole:g}"
+        rows.append((name, first, per, eff, moved, diff))
+        print(
+            f"{name}: {sum(reads)} of {len(reads)} partitions read the whole fixed factor",
+            flush=True,
+        )
     print(
-        f"{'back end':34s} {'1st sweep s':>11s} {'s/sweep':>9s} {'vs WALS1':>8s} "
-        f"{'efficiency':>10s} {'client<->workers B/sweep':>25s} {'worker<->worker B':>18s} "
-        f"{'max rel diff':>12s}"
+        f"{'back end':36s} {'1st sweep s':>11s} {'s/sweep':>8s} {'vs WALS1':>8s} "
+        f"{'efficiency':>10s} {'client<->workers B/sweep':>25s} "
+        f"{'worker<->worker B/sweep (counted / measured)':>45s} {'max rel diff':>12s}"
     )
     one = rows[0][2]
     for name, first, per, eff, moved, diff in rows:
         traffic = (
             f"{moved['bytes_to_workers']:,} + {moved['bytes_from_workers']:,}" if moved else "-"
         )
-        bcast = f"{moved['bytes_broadcast']:,}" if moved else "-"
+        between = f"{moved['bytes_between_workers']:,} / {moved['measured']:,}" if moved else "-"
         print(
-            f"{name:34s} {first:11.2f} {per:9.2f} {one / per:8.2f} "
-            f"{'-' if eff is None else f'{eff:.2f}':>10s} {traffic:>25s} {bcast:>18s} "
+            f"{name:36s} {first:11.2f} {per:8.2f} {one / per:8.2f} "
+            f"{'-' if eff is None else f'{eff:.2f}':>10s} {traffic:>25s} {between:>45s} "
             f"{diff:12.1e}"
         )
 

@@ -146,3 +146,61 @@ def test_singular_system_raised_from_a_worker(client, data_dir):
     )
     with pytest.raises(SingularSystemError, match=r"row half-step is singular .* Set 'regul"):
         model.fit(data_dir)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_touched_rows_only_give_the_same_factors(client, data_dir, user_items, solver):
+    """ship_whole_above=1.0: every partition reads only the fixed rows it touches."""
+    params = dict(embedding_dim=5, sweeps=2, random_state=8, dtype="float64", solver=solver)
+    ref = WALS(n_jobs=1, **params).fit(user_items)
+    model = DaskWALS(client=client, partitions=4, ship_whole_above=1.0, n_jobs=1, **params)
+    model.fit(data_dir)
+    assert not any(r["whole"] for side in model._reads.values() for r in side)
+    assert _rel(ref.user_factors_, model.user_factors_) < 1e-6
+    assert _rel(ref.item_factors_, model.item_factors_) < 1e-6
+    np.testing.assert_allclose(model.loss_, ref.loss_, rtol=1e-6)
+    model._loss_state = None
+    assert model.loss() == pytest.approx(ref.loss(user_items), rel=1e-6)
+
+
+def _block_diagonal(tmp_path, n_users=40, n_items=30, seed=0):
+    """Two diagonal blocks: users 0:20 rate items 0:15 only, users 20:40 items 15:30."""
+    import scipy.sparse as sp
+
+    from walsrec.data.native import save_csr
+
+    rng = np.random.default_rng(seed)
+    dense = np.zeros((n_users, n_items))
+    for us, its in ((slice(0, 20), slice(0, 15)), (slice(20, 40), slice(15, 30))):
+        block = dense[us, its]
+        block[...] = rng.uniform(1, 5, block.shape) * (rng.random(block.shape) < 0.5)
+    m = sp.csr_matrix(dense)
+    save_csr(tmp_path, "user_items", m)
+    save_csr(tmp_path, "item_users", m.T.tocsr())
+    return m
+
+
+def test_bytes_between_workers_block_diagonal(client, tmp_path):
+    """Partition p of either side touches only block p of the other, placed on the same
+    worker: touched rows never leave their worker; the whole factor crosses every sweep."""
+    m = _block_diagonal(tmp_path)
+    k = 3
+    params = dict(embedding_dim=k, sweeps=2, random_state=1, dtype="float64", n_jobs=1)
+    ref = WALS(**params).fit(m)
+    source = native_source(tmp_path)
+    moved = {}
+    for whole in (0.5, 0.0):
+        model = DaskWALS(client=client, partitions=2, ship_whole_above=whole, **params)
+        model.open(source).initialize()
+        opened = model.stats_["bytes_between_workers"]
+        model.update_rows().update_cols()
+        moved[whole] = model.stats_["bytes_between_workers"] - opened
+        model.update_rows().update_cols()
+        assert _rel(ref.user_factors_, model.user_factors_) < 1e-6
+        assert _rel(ref.item_factors_, model.item_factors_) < 1e-6
+    assert len(model._workers()) == 2
+    assert moved[0.5] == 0
+    # each worker receives the other's block of V (user half-step) and of U (item)
+    assert moved[0.0] == (30 + 40) * k * 8
+    with pytest.raises(InvalidParameterError, match=r"'ship_whole_above' .* in \[0, 1\]. Got 2"):
+        DaskWALS(client=client, ship_whole_above=2).open(source)

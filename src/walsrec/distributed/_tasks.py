@@ -40,22 +40,32 @@ def load_side(
     hi: int,
     by_rows: bool,
     full_shape: tuple[int, int],
+    nnz: int,
     params: dict[str, Any],
     row_weights,
     col_weights,
+    whole_above: float,
 ):
     """Rows ``lo:hi`` of the native matrix ``directory/name`` as the kernels' ``_Side``.
 
-    ``by_rows``: the matrix is user_items (the row half-step); else item_users, whose CSR
-    arrays are exactly those of user_items in CSC (the column half-step). Only the slice is
-    read from the memory-mapped files.
+    ``directory`` is a path or an fsspec URL. ``by_rows``: the matrix is user_items (the row
+    half-step); else item_users, whose CSR arrays are exactly those of user_items in CSC (the
+    column half-step). Only the slice is read (memory-mapped locally, by byte range from
+    other filesystems). See :func:`touch` for ``whole_above``.
     """
-    from walsrec.data.native import load_csr
+    from walsrec.distributed._storage import join, npy_rows
 
-    m = load_csr(directory, name, mmap=True)
-    indptr = np.asarray(m.indptr[lo : hi + 1], dtype=np.int64)
+    n_rows, n_cols = full_shape if by_rows else full_shape[::-1]
+    base = join(directory, name)
+    indptr = npy_rows(f"{base}.indptr.npy", lo, hi + 1, expect_len=n_rows + 1)
+    indptr = indptr.astype(np.int64, copy=False)
     a, b = int(indptr[0]), int(indptr[-1])
-    data = np.array(m.data[a:b])
+    if not (0 <= a <= b <= nnz) or (indptr.size and np.any(np.diff(indptr) < 0)):
+        raise DataFormatError(
+            f"{base}.indptr.npy: rows {lo}:{hi} point at entries {a}:{b} of {nnz} (not a "
+            "non-decreasing CSR index pointer)."
+        )
+    data = npy_rows(f"{base}.data.npy", a, b, expect_len=nnz)
     if data.size and not np.isfinite(data).all():
         p = int(np.flatnonzero(~np.isfinite(data))[0])
         row = lo + int(np.searchsorted(indptr - a, p, side="right") - 1)
@@ -63,17 +73,64 @@ def load_side(
             f"{directory}/{name}.data.npy: value {float(data[p])!r} of row {row} (entry "
             f"{a + p}) is not finite."
         )
-    part = sp.csr_matrix(
-        (data, np.array(m.indices[a:b]), indptr - a), shape=(hi - lo, m.shape[1]), copy=False
-    )
+    indices = npy_rows(f"{base}.indices.npy", a, b, expect_len=nnz)
+    part = sp.csr_matrix((data, indices, indptr - a), shape=(hi - lo, n_cols), copy=False)
     model = _model(params, row_weights, col_weights)
     subset = np.arange(lo, hi, dtype=np.int64)
-    return model._side(part, None, by_rows, tuple(full_shape), subset)
+    side = model._side(part, None, by_rows, tuple(full_shape), subset)
+    return touch(side, whole_above)
 
 
-def side_stats(side, w0: float) -> np.ndarray:
-    """(Σ_obs (W − w0), number of stored entries) of one partition, float64."""
-    return np.array([side.sum_w_excess(w0), float(side.indices.shape[0])])
+def touch(side, whole_above: float):
+    """Give ``side`` the sorted set of other-side indices it touches (``side.touched``).
+
+    When that set holds at most ``whole_above`` × n_other indices, the partition's column
+    indices are renumbered into it (``side.indices[p]`` becomes the position of the original
+    index in ``touched``), so that its half-step reads a compact matrix of only those fixed
+    rows; else ``side.touched`` is None and the half-step reads the whole fixed factor. The
+    kernels see the same rows in the same order either way: the results are identical.
+    Weights are computed before this (they need the original indices).
+    """
+    touched, local = np.unique(side.indices, return_inverse=True)
+    if touched.shape[0] > whole_above * side.n_other:
+        side.touched = None
+    else:
+        side.indices = np.ascontiguousarray(local.reshape(-1), dtype=side.indices.dtype)
+        side.touched = touched.astype(side.indices.dtype)
+    return side
+
+
+def side_stats(side, w0: float, fixed_edges: np.ndarray) -> np.ndarray:
+    """One partition at a glance, float64: [Σ_obs (W − w0), stored entries, 1 if it reads the
+    whole fixed factor else 0, itemsize of its indices, then per fixed block (``fixed_edges``
+    bounds them) the number of that block's rows it touches]."""
+    if side.touched is None:
+        counts = np.diff(fixed_edges)
+    else:
+        counts = np.diff(np.searchsorted(side.touched, fixed_edges))
+    head = [
+        side.sum_w_excess(w0),
+        float(side.indices.shape[0]),
+        float(side.touched is None),
+        float(side.indices.dtype.itemsize),
+    ]
+    return np.concatenate([head, counts]).astype(np.float64)
+
+
+def touched_of(side):
+    """The partition's touched other-side indices (sorted), to send to the blocks' owners."""
+    return side.touched
+
+
+def rows_in(touched: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The touched indices in ``lo:hi``, relative to ``lo``: the rows to take from block lo:hi."""
+    a, b = np.searchsorted(touched, [lo, hi])
+    return touched[a:b] - touched.dtype.type(lo)
+
+
+def take(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of a factor block (run where the block lives; only they travel)."""
+    return np.ascontiguousarray(block[rows])
 
 
 def init_block(kind: str, state: dict, n: int, k: int, init_std: float, dtype: str):
@@ -93,9 +150,10 @@ def init_block(kind: str, state: dict, n: int, k: int, init_std: float, dtype: s
 
 
 def load_block(path: str, lo: int, hi: int, dtype: str):
-    """Rows ``lo:hi`` of a factor matrix saved as .npy (a checkpoint), memory-mapped."""
-    arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    return np.array(arr[lo:hi], dtype=np.dtype(dtype))
+    """Rows ``lo:hi`` of a factor matrix saved as .npy (a checkpoint), path or URL."""
+    from walsrec.distributed._storage import npy_rows
+
+    return np.asarray(npy_rows(path, lo, hi), dtype=np.dtype(dtype))
 
 
 def gram(block) -> np.ndarray:
@@ -120,18 +178,28 @@ def concat(*blocks):
     return np.ascontiguousarray(np.concatenate(blocks, axis=0))
 
 
-def solve(side, start, rot_full, g, q, params: dict[str, Any], lo: int, which: str) -> dict:
+def _fixed(pieces, k: int, dtype) -> np.ndarray:
+    """The fixed rows a partition reads: its pieces (whole blocks or taken rows) in order."""
+    if not pieces:
+        return np.empty((0, k), dtype=dtype)
+    return concat(*pieces)
+
+
+def solve(side, start, g, q, params: dict[str, Any], lo: int, which: str, *pieces) -> dict:
     """One partition's half-step: new factors, summed loss terms and the new Gramian part.
 
-    ``rot_full`` is the whole fixed factor matrix rotated by ``q`` (eigenvectors of its
-    Gramian, eigenvalues ``g``): exactly the state ``WALS._fixed_state`` would build.
+    ``pieces``, concatenated, are the fixed factors rotated by ``q`` (eigenvectors of their
+    Gramian, eigenvalues ``g``): all of them, or only the rows the partition touches
+    (``side.touched``, which its indices were renumbered into). The kernels read row
+    ``side.indices[p]`` of it: exactly the rows ``WALS._fixed_state``'s Ṽ would give.
     """
     model = _model(params)
     fixed_which = "item" if which == "user" else "user"
     axis = "row" if which == "user" else "column"
+    rot = _fixed(pieces, q.shape[0], q.dtype)
     # the estimator's cache entry for the fixed side, built from what was shipped
-    setattr(model, f"{fixed_which}_factors_", rot_full)
-    model._cache = {fixed_which: {"array": rot_full, "gram": None, "rot": rot_full, "g": g, "q": q}}
+    setattr(model, f"{fixed_which}_factors_", rot)
+    model._cache = {fixed_which: {"array": rot, "gram": None, "rot": rot, "g": g, "q": q}}
     rows = np.arange(side.n_rows, dtype=np.int64)
     labels = rows + lo
     new, row_loss = model._solve(side, rows, fixed_which, start, axis, labels=labels)
@@ -147,12 +215,14 @@ def summary(result: dict) -> np.ndarray:
     return np.concatenate([result["terms"], result["gram"].ravel()])
 
 
-def observed_loss(side, block, right_full, params: dict[str, Any]) -> float:
-    """Σ over the partition's stored entries of W (A − p)² − w0 p² (the kernels' loss)."""
+def observed_loss(side, block, params: dict[str, Any], *pieces) -> float:
+    """Σ over the partition's stored entries of W (A − p)² − w0 p² (the kernels' loss);
+    ``pieces`` are the other side's factor rows the partition reads (see :func:`solve`)."""
     from walsrec.model._kernels import observed_loss as kernel
     from walsrec.model._threads import kernel_threads
 
     model = _model(params)
+    right = _fixed(pieces, block.shape[1], block.dtype)
     rows = np.arange(side.n_rows)
     _, bounds = model._partition(side, rows, "loss")
     out = np.empty(side.n_rows, dtype=np.float64)
@@ -164,7 +234,7 @@ def observed_loss(side, block, right_full, params: dict[str, Any]) -> float:
             side.adata,
             bounds,
             block,
-            right_full,
+            right,
             float(params["unobserved_weight"]),
             out,
         )

@@ -8,12 +8,17 @@ Layout of one fit:
   nothing of the matrix passes through the client.
 * The factor blocks are task results that stay on the workers from sweep to sweep; the client
   keeps only their futures (and two k × k Gramians).
+* When a partition is loaded, its worker computes the sorted set of other-side indices it
+  touches and keeps it with the partition (renumbering the partition's indices into it).
 * A half-step (say users, items fixed): the client eigendecomposes the item Gramian (k × k,
   summed from per-partition parts at the end of the previous half-step) and sends Q; the
-  workers rotate their item blocks (Ṽ = VQ), one task concatenates them, and every user
-  partition solves its rows with the single-machine kernels against the whole Ṽ (moved
-  worker to worker, never through the client). Each solve returns to the client only its
-  loss terms and the Gramian part of its new block (k² + 2 floats).
+  workers rotate their item blocks (Ṽ = VQ) in place, and every user partition solves its
+  rows with the single-machine kernels against the rows of Ṽ it touches: the owner of each
+  item block takes those rows out of its block and they move worker to worker, never
+  through the client. A partition that touches more than ``ship_whole_above`` of all items
+  reads the whole Ṽ instead (each block delivered once to its worker, shared by the
+  partitions there). Each solve returns to the client only its loss terms and the
+  Gramian part of its new block (k² + 2 floats).
 * Initial factors are drawn exactly as ``WALS.initialize`` draws them: the client walks its
   generator over the rows and hands each block task the generator's state, so the draws
   happen on the workers and equal the single-machine ones.
@@ -26,7 +31,6 @@ lineage from factors saved on shared storage (a checkpoint), which bounds that c
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from walsrec.distributed import _tasks
+from walsrec.distributed import _storage, _tasks
 from walsrec.errors import DataFormatError, InvalidParameterError, NotFittedError
-from walsrec.model.wals import WALS, _check_weight_vector, _is_int
+from walsrec.model.wals import WALS, _check_weight_vector, _is_int, _is_real
 
 __all__ = ["DaskWALS", "NativeSource", "native_source"]
 
@@ -45,6 +49,7 @@ __all__ = ["DaskWALS", "NativeSource", "native_source"]
 class NativeSource:
     """Where the workers read the training matrix: native CSR files on shared storage.
 
+    ``rows_dir`` and ``cols_dir`` are absolute paths or fsspec URLs.
     ``rows_dir/rows_name.*.npy`` is user_items (n_users × n_items, CSR) and
     ``cols_dir/cols_name.*.npy`` its transpose item_users, as written by
     :func:`walsrec.data.native.save_csr`.
@@ -58,14 +63,22 @@ class NativeSource:
     nnz: int
 
 
-def _meta(directory: str | os.PathLike, name: str) -> dict:
-    path = Path(directory) / f"{name}.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: missing (not a walsrec native matrix).") from None
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}: not valid JSON ({exc}).") from None
+def _location(where: str | os.PathLike) -> str:
+    """An fsspec URL as given; a plain path made absolute (the workers' cwd differs)."""
+    return str(where).rstrip("/") if _storage.is_url(where) else str(Path(where).resolve())
+
+
+def _meta(directory: str, name: str) -> dict:
+    from walsrec.data.native import FORMAT_VERSION
+
+    meta = _storage.read_json(_storage.join(directory, f"{name}.json"))
+    if meta.get("format_version") != FORMAT_VERSION or "shape" not in meta:
+        raise DataFormatError(
+            f"{_storage.join(directory, f'{name}.json')}: format_version "
+            f"{meta.get('format_version')!r}, expected {FORMAT_VERSION} (not a walsrec native "
+            "matrix of this version)."
+        )
+    return meta
 
 
 def native_source(
@@ -78,23 +91,27 @@ def native_source(
 
     Parameters
     ----------
-    data : path
+    data : path or fsspec URL
         A DATA_DIR from ``walsrec prepare``, or a folder holding the two native matrices.
-        It must be readable at the same path by every worker (shared storage).
+        It must be readable at the same path or URL by every worker (shared storage). A
+        local path or ``file://`` URL is memory-mapped by the workers; any other fsspec
+        protocol (``s3://``, ``gs://``, ``hdfs://``, ...) is read by byte ranges, each
+        worker fetching only its partitions' slices. Credentials come from the workers'
+        environment (fsspec's configuration).
     rows_name, cols_name : str, default "user_items", "item_users"
         Names of the user × item matrix and of its transpose.
-    cols_dir : path, optional
+    cols_dir : path or fsspec URL, optional
         Folder of the transpose when it is not beside the rows matrix.
 
     Returns
     -------
     NativeSource
     """
-    directory = Path(data)
-    if (directory / "train" / "native").is_dir():
-        directory = directory / "train" / "native"
+    directory = _location(data)
+    if _storage.isdir(_storage.join(directory, "train", "native")):
+        directory = _storage.join(directory, "train", "native")
     rows = _meta(directory, rows_name)
-    cdir = Path(cols_dir) if cols_dir is not None else directory
+    cdir = _location(cols_dir) if cols_dir is not None else directory
     cols = _meta(cdir, cols_name)
     shape = tuple(int(x) for x in rows["shape"])
     if tuple(cols["shape"]) != (shape[1], shape[0]) or cols["nnz"] != rows["nnz"]:
@@ -103,9 +120,7 @@ def native_source(
             f"the transpose of {directory}/{rows_name} (shape {list(shape)}, {rows['nnz']} "
             "entries). Are the matrices swapped or from different data?"
         )
-    return NativeSource(
-        str(directory.resolve()), rows_name, str(cdir.resolve()), cols_name, shape, rows["nnz"]
-    )
+    return NativeSource(directory, rows_name, cdir, cols_name, shape, int(rows["nnz"]))
 
 
 def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
@@ -129,6 +144,14 @@ class DaskWALS(WALS):
         The cluster to run on. Required to fit.
     partitions : int or None, default=None
         Partitions per side; None: two per worker at ``open``.
+    ship_whole_above : float in [0, 1], default=0.5
+        A partition whose rows touch more than this fraction of the other side's rows is
+        sent the whole fixed factor in each half-step (every block of it once per worker,
+        shared by the partitions placed there); below it, only the rows it touches (taken
+        out of each block by the block's owner). 0.5: with the default two partitions per
+        worker, the rows a worker receives then never exceed one whole factor. 1.0 always
+        ships touched rows, 0.0 always the whole factor; the factors are identical either
+        way.
 
     Attributes
     ----------
@@ -137,8 +160,10 @@ class DaskWALS(WALS):
     loss_, rwse_, n_iter_ : as WALS.
     stats_ : dict
         Counted traffic: ``bytes_to_workers`` (arrays in task arguments, client → cluster),
-        ``bytes_from_workers`` (results gathered), ``bytes_broadcast`` (the rotated fixed
-        factors moved worker to worker, estimated as its size × workers per half-step).
+        ``bytes_from_workers`` (results gathered), ``bytes_between_workers`` (fixed factor
+        rows, and once at ``open`` the touched index sets, sent from the worker holding them
+        to another one, counted from the placement the tasks are given; Dask may place a
+        task elsewhere, e.g. after a worker is lost).
 
     Examples
     --------
@@ -148,14 +173,21 @@ class DaskWALS(WALS):
     >>> model.fit("data/")  # a prepared DATA_DIR on shared storage  # doctest: +SKIP
     """
 
-    def __init__(self, embedding_dim=32, *, client=None, partitions=None, **params):
+    def __init__(
+        self, embedding_dim=32, *, client=None, partitions=None, ship_whole_above=0.5, **params
+    ):
         super().__init__(embedding_dim, **params)
         self.client = client
         self.partitions = partitions
+        self.ship_whole_above = ship_whole_above
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         out = super().get_params(deep)
-        out.update(client=self.client, partitions=self.partitions)
+        out.update(
+            client=self.client,
+            partitions=self.partitions,
+            ship_whole_above=self.ship_whole_above,
+        )
         return out
 
     # ------------------------------------------------------------------ setup
@@ -209,11 +241,17 @@ class DaskWALS(WALS):
                 f"The 'partitions' parameter of DaskWALS must be None or an int >= 1. Got {p!r} "
                 "instead."
             )
+        whole = self.ship_whole_above
+        if not (_is_real(whole) and 0.0 <= whole <= 1.0):
+            raise InvalidParameterError(
+                "The 'ship_whole_above' parameter of DaskWALS must be a float in [0, 1]. Got "
+                f"{whole!r} instead."
+            )
         self._validate_params()
         if not isinstance(source, NativeSource):
             source = native_source(source)
         self.source_ = source
-        self.stats_ = {"bytes_to_workers": 0, "bytes_from_workers": 0, "bytes_broadcast": 0}
+        self.stats_ = {"bytes_to_workers": 0, "bytes_from_workers": 0, "bytes_between_workers": 0}
         n_users, n_items = source.shape
         workers = self._workers()
         parts = p or 2 * max(1, len(workers))
@@ -245,23 +283,104 @@ class DaskWALS(WALS):
                     hi,
                     by_rows,
                     (n_users, n_items),
+                    source.nnz,
                     params,
                     *weights,
+                    float(whole),
                     worker=w,
                     retries=2,
                 )
                 for (lo, hi), w in zip(self._bounds[which], self._placement[which], strict=True)
             ]
-        stats = self.client.gather(
-            [
-                self._submit(_tasks.side_stats, s, float(self.unobserved_weight), worker=w)
-                for s, w in zip(self._sides["user"], self._placement["user"], strict=True)
-            ]
-        )
-        self._count("bytes_from_workers", *stats)
-        self._sum_w_excess = float(sum(s[0] for s in stats))
+        self._plan_fixed_rows()
         self._blocks = None
         return self
+
+    def _plan_fixed_rows(self) -> None:
+        """Per partition: whole fixed factor or touched rows, and the rows of each block.
+
+        For a partition reading touched rows, its touched index set goes once to the owner of
+        every fixed block it touches, which keeps the block-relative rows (``rows_in``) for
+        all later half-steps; the client learns only the counts (for the traffic figures).
+        """
+        w0 = float(self.unobserved_weight)
+        self._reads = {}
+        for which in ("user", "item"):
+            fixed = "item" if which == "user" else "user"
+            edges = np.array([lo for lo, _ in self._bounds[fixed]] + [self._n(fixed)])
+            stats = self.client.gather(
+                [
+                    self._submit(_tasks.side_stats, s, w0, edges, worker=w)
+                    for s, w in zip(self._sides[which], self._placement[which], strict=True)
+                ]
+            )
+            self._count("bytes_to_workers", *([edges] * len(stats)))
+            self._count("bytes_from_workers", *stats)
+            if which == "user":
+                self._sum_w_excess = float(sum(s[0] for s in stats))
+            reads = []
+            for side, w_p, st in zip(
+                self._sides[which], self._placement[which], stats, strict=True
+            ):
+                counts = st[4:].astype(np.int64)
+                if st[2]:
+                    reads.append({"whole": True, "counts": counts, "rows": None})
+                    continue
+                touched = self._submit(_tasks.touched_of, side, worker=w_p)
+                rows = []
+                for (lo, hi), w_b, c in zip(
+                    self._bounds[fixed], self._placement[fixed], counts, strict=True
+                ):
+                    rows.append(
+                        self._submit(_tasks.rows_in, touched, lo, hi, worker=w_b) if c else None
+                    )
+                receivers = {
+                    w_b
+                    for w_b, c in zip(self._placement[fixed], counts, strict=True)
+                    if c and w_b != w_p
+                }
+                self.stats_["bytes_between_workers"] += (
+                    len(receivers) * int(counts.sum()) * int(st[3])
+                )
+                reads.append({"whole": False, "counts": counts, "rows": rows})
+            self._reads[which] = reads
+
+    def _n(self, which: str) -> int:
+        return self.source_.shape[0 if which == "user" else 1]
+
+    def _fixed_pieces(self, which: str, blocks: list) -> list[list]:
+        """For each partition of ``which``: the futures of the fixed rows its task reads.
+
+        ``blocks`` are the fixed side's blocks (rotated or not). Whole-factor partitions get
+        the blocks themselves (Dask delivers each once per worker); the others get, per
+        touched block, a ``take`` task run on the block's owner. Counts the bytes that cross
+        between workers as placed.
+        """
+        fixed = "item" if which == "user" else "user"
+        row_bytes = self.embedding_dim * np.dtype(self.dtype).itemsize
+        delivered = set()  # (worker, block) pairs a whole-factor read already brought
+        out = []
+        for w_p, read in zip(self._placement[which], self._reads[which], strict=True):
+            if read["whole"]:
+                pieces = list(blocks)
+                for b, (w_b, (lo, hi)) in enumerate(
+                    zip(self._placement[fixed], self._bounds[fixed], strict=True)
+                ):
+                    if w_b != w_p and (w_p, b) not in delivered:
+                        delivered.add((w_p, b))
+                        self.stats_["bytes_between_workers"] += (hi - lo) * row_bytes
+            else:
+                pieces = []
+                for block, w_b, rows, c in zip(
+                    blocks, self._placement[fixed], read["rows"], read["counts"], strict=True
+                ):
+                    if rows is None:
+                        continue
+                    pieces.append(self._submit(_tasks.take, block, rows, worker=w_b))
+                    if w_b != w_p:
+                        self.stats_["bytes_between_workers"] += int(c) * row_bytes
+            out.append(pieces)
+        return out
 
     def _check_open(self, method: str) -> None:
         if getattr(self, "_sides", None) is None:
@@ -337,7 +456,7 @@ class DaskWALS(WALS):
 
         Parameters
         ----------
-        user_path, item_path : path
+        user_path, item_path : path or fsspec URL
             ``user_factors.npy`` (n_users × k) and ``item_factors.npy`` (n_items × k).
         unchanged : bool, default=False
             The files hold exactly the current factors (a checkpoint just written from
@@ -351,8 +470,8 @@ class DaskWALS(WALS):
         k = self.embedding_dim
         blocks = {}
         for which, path in (("user", user_path), ("item", item_path)):
-            path = str(Path(path).resolve())
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            path = _location(path)
+            shape = _storage.npy_shape(path)
             n = self.source_.shape[0 if which == "user" else 1]
             if shape != (n, k):
                 raise InvalidParameterError(
@@ -423,20 +542,17 @@ class DaskWALS(WALS):
             self._submit(_tasks.rotate, b, qd, with_threads, worker=w)
             for b, w in zip(self._blocks[fixed], self._placement[fixed], strict=True)
         ]
-        rot_full = self._submit(_tasks.concat, *rot)
-        n_fixed = self.source_.shape[1 if which == "user" else 0]
-        n_workers = len(set(self._placement[which]))
-        self.stats_["bytes_broadcast"] += n_fixed * self.embedding_dim * dt.itemsize * n_workers
         results, summaries = [], []
-        for (lo, _), side, start, w in zip(
+        for (lo, _), side, start, w, pieces in zip(
             self._bounds[which],
             self._sides[which],
             self._blocks[which],
             self._placement[which],
+            self._fixed_pieces(which, rot),
             strict=True,
         ):
             r = self._submit(
-                _tasks.solve, side, start, rot_full, g, qd, with_threads, lo, which, worker=w
+                _tasks.solve, side, start, g, qd, with_threads, lo, which, *pieces, worker=w
             )
             self._count("bytes_to_workers", g, qd, qd)  # rotate's Q and solve's g, Q
             results.append(r)
@@ -530,18 +646,14 @@ class DaskWALS(WALS):
     def _loss_now(self) -> tuple[float, float, float]:
         if self._loss_state is None:
             params = self._worker_params()
-            v_full = self._submit(_tasks.concat, *self._blocks["item"])
-            n_items = self.source_.shape[1]
-            n_workers = len(set(self._placement["user"]))
-            item_bytes = n_items * self.embedding_dim * np.dtype(self.dtype).itemsize
-            self.stats_["bytes_broadcast"] += item_bytes * n_workers
             obs = self.client.gather(
                 [
-                    self._submit(_tasks.observed_loss, s, b, v_full, params, worker=w)
-                    for s, b, w in zip(
+                    self._submit(_tasks.observed_loss, s, b, params, *pieces, worker=w)
+                    for s, b, w, pieces in zip(
                         self._sides["user"],
                         self._blocks["user"],
                         self._placement["user"],
+                        self._fixed_pieces("user", self._blocks["item"]),
                         strict=True,
                     )
                 ]
