@@ -212,6 +212,22 @@ def _add_train(sub) -> None:
     )
     g.add_argument("--col-weight-factor", type=float, help="factor of linear column weights")
     g.add_argument("--col-weight-exponent", type=float, help="exponent of log column weights")
+    g.add_argument(
+        "--confidence",
+        choices=["constant", "linear", "log", "bm25", "tfidf"],
+        help="c(r) of a stored value r in W = w0 + R*C*c(r): 1, alpha*r, alpha*log(1 + r/eps), "
+        "alpha*BM25 or alpha*TF-IDF row weighting",
+    )
+    g.add_argument("--alpha", type=float, help="scale of a non-constant confidence (default 1)")
+    g.add_argument("--epsilon", type=float, help="eps of --confidence log (default 1)")
+    g.add_argument("--bm25-k1", type=float, help="K1 of --confidence bm25 (default 100)")
+    g.add_argument("--bm25-b", type=float, help="B of --confidence bm25, in [0, 1] (default 0.8)")
+    g.add_argument(
+        "--targets",
+        choices=["values", "binary"],
+        help="fit the stored values (explicit ratings) or 1 for every stored entry (binary "
+        "preference)",
+    )
     g.add_argument("--solver", choices=["cholesky", "cg"], help="exact or conjugate gradient")
     g.add_argument("--cg-steps", type=int, help="CG iterations per row (default 3)")
     g.add_argument("--dtype", choices=["float32", "float64"])

@@ -294,6 +294,42 @@ def test_fold_in_uses_count_based_column_weights_and_scaled_regularization(tmp_p
     np.testing.assert_allclose(factor, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("confidence", ["linear", "bm25", "tfidf"])
+def test_fold_in_weighs_entries_as_training_did(tmp_path, confidence):
+    """The export's confidence and targets rebuild the training weights; BM25/TF-IDF read
+    the exported training matrix's statistics and the new user's own value sum."""
+    from walsrec.model import weighting
+    from walsrec.model.wals import WALS
+
+    hyper = {
+        "embedding_dim": 4,
+        "unobserved_weight": 0.2,
+        "regularization": 0.05,
+        "confidence": confidence,
+        "alpha": 3.0,
+        "bm25_k1": 1.2,
+        "bm25_b": 0.75,
+        "targets": "binary",
+    }
+    m = load_model(make_export(tmp_path, hyper=hyper))
+    factor, _ = m.fold_in([("i1", 2.0), ("i7", 0.5), ("i12", 1.0)])
+    params = {k: v for k, v in hyper.items() if k != "embedding_dim"}
+    oracle = WALS(4, **params, dtype="float64")
+    oracle.user_factors_ = m.user_factors.astype(np.float64)
+    oracle.item_factors_ = m.item_factors.astype(np.float64)
+    oracle.weighting_stats_ = weighting.weighting_stats(m.user_items)
+    row = np.zeros((1, m.n_items))
+    row[0, [1, 7, 12]] = [2.0, 0.5, 1.0]
+    import scipy.sparse as sp
+
+    want = oracle.project_rows(sp.csr_matrix(row))[0]
+    np.testing.assert_allclose(factor, want, rtol=1e-4, atol=1e-5)
+    # and differs from the unweighted fold-in, so the test can fail
+    plain = WALS(4, unobserved_weight=0.2, regularization=0.05, dtype="float64")
+    plain.user_factors_, plain.item_factors_ = oracle.user_factors_, oracle.item_factors_
+    assert not np.allclose(plain.project_rows(sp.csr_matrix(row))[0], want, atol=1e-3)
+
+
 def test_recommend_for_interactions_excludes_given_items_and_reports_unknown(model):
     given = [(model.items.id(j), 1.0) for j in (1, 2, 3)] + [("x-1", 1.0), ("x-2", 3.0)]
     got = model.recommend_for_interactions(given, k=10)

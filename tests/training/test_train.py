@@ -379,3 +379,43 @@ def test_a_retrained_model_is_exported_even_with_the_same_step_count(data_dir, t
     np.testing.assert_array_equal(
         read_export(second.export_path).user_factors, second.model.user_factors_
     )
+
+
+def test_weighting_settings_train_export_and_fold_in_like_the_estimator(data_dir, tmp_path):
+    """confidence/targets reach the solver (the factors of WALS.fit with the same settings),
+    the export records them, serving folds in with them, and a resume may not change them."""
+    import scipy.sparse as sp
+
+    from walsrec.data.native import load_csr
+    from walsrec.model.wals import WALS
+    from walsrec.serving.model import load_model
+
+    md = tmp_path / "m"
+    weighting = dict(confidence="bm25", alpha=2.0, bm25_k1=1.2, bm25_b=0.75, targets="binary")
+    res = train(data=str(data_dir), model_dir=str(md), sweeps=2, **weighting, **KW)
+    ui = load_csr(data_dir / "train" / "native", "user_items", mmap=False)
+    ref = WALS(8, **weighting, sweeps=2, n_jobs=1, random_state=3).fit(ui)
+    np.testing.assert_allclose(res.model.user_factors_, ref.user_factors_, rtol=1e-5, atol=1e-6)
+    hyper = read_export(md).meta["hyperparameters"]
+    assert {k: hyper[k] for k in weighting} == weighting
+    served = load_model(md)
+    user = 5
+    row = ui[user]
+    pairs = [
+        (served.items.id(int(j)), float(v)) for j, v in zip(row.indices, row.data, strict=True)
+    ]
+    factor, _ = served.fold_in(pairs)
+    want = ref.project_rows(sp.csr_matrix(row))[0]
+    np.testing.assert_allclose(factor, want, rtol=1e-3, atol=1e-4)
+    with pytest.raises(
+        InvalidParameterError, match=r"other settings \(confidence: 'bm25' -> 'log'\)"
+    ):
+        train(
+            data=str(data_dir),
+            model_dir=str(md),
+            sweeps=3,
+            **{**weighting, "confidence": "log"},
+            **KW,
+        )
+    with pytest.raises(InvalidParameterError, match=r"'bm25_b' setting of train must be a float"):
+        train(data=str(data_dir), model_dir=str(tmp_path / "x"), bm25_b=2.0, **KW)

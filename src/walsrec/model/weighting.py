@@ -53,6 +53,7 @@ __all__ = [
     "CONFIDENCES",
     "TARGETS",
     "WeightingStats",
+    "column_weights_from_counts",
     "confidence_values",
     "needs_stats",
     "weighting_stats",
@@ -216,3 +217,17 @@ def confidence_values(
     # denom is 0 only for r = 0 of a user whose values sum to 0 with B = 1: weigh it 0.
     tf = np.divide(r * (bm25_k1 + 1.0), denom, out=np.zeros_like(r), where=denom > 0)
     return alpha * tf * idf
+
+
+def column_weights_from_counts(
+    user_items: sp.spmatrix, how: str, factor: float = 1.0, exponent: float = 1.0
+) -> np.ndarray:
+    """The course's column weights from item counts n_j (0 for items never seen).
+
+    ``linear``: C_j = factor / n_j; ``log``: C_j = (1 / n_j) ** exponent (the course's
+    ``feature_wt_factor`` and ``feature_wt_exp``, defaults there 130 and 0.08).
+    """
+    user_items = user_items.tocsr()
+    counts = np.bincount(user_items.indices, minlength=user_items.shape[1]).astype(np.float64)
+    frac = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+    return factor * frac if how == "linear" else np.power(frac, exponent)

@@ -641,30 +641,24 @@ def _split_interactions(interactions) -> tuple[list[str], np.ndarray]:
 
 def _rebuild_estimator(hyper: dict, model: Recommender):
     """A WALS with the export's weights and regularisation, holding its factors."""
+    from walsrec.model import weighting
     from walsrec.model.wals import WALS
+    from walsrec.training.config import wals_params
 
     col_weights = hyper.get("col_weights", 1.0)
     how = hyper.get("col_weights_from_counts")
     if how is not None:
-        from walsrec.training.loop import column_weights_from_counts
-
-        col_weights = column_weights_from_counts(
+        col_weights = weighting.column_weights_from_counts(
             model.user_items,
             how,
             float(hyper.get("col_weight_factor", 1.0)),
             float(hyper.get("col_weight_exponent", 1.0)),
         )
     try:
-        wals = WALS(
-            model.embedding_dim,
-            unobserved_weight=float(hyper.get("unobserved_weight", 0.1)),
-            regularization=float(hyper.get("regularization", 0.1)),
-            regularization_exponent=float(hyper.get("regularization_exponent", 0.0)),
-            row_weights=hyper.get("row_weights", 1.0),
-            col_weights=col_weights,
-            dtype="float32",
-            n_jobs=1,
-        )
+        params = wals_params(hyper)
+        params.update(embedding_dim=model.embedding_dim, col_weights=col_weights)
+        params.update(dtype="float32", n_jobs=1, solver="cholesky")
+        wals = WALS(**params)
         wals._validate_params()
     except (TypeError, ValueError) as exc:
         raise DataFormatError(
@@ -672,6 +666,9 @@ def _rebuild_estimator(hyper: dict, model: Recommender):
         ) from None
     wals.user_factors_ = model.user_factors
     wals.item_factors_ = model.item_factors
+    if weighting.needs_stats(wals.confidence):
+        # BM25/TF-IDF weigh a new user's entries with the training matrix's statistics
+        wals.weighting_stats_ = weighting.weighting_stats(model.user_items)
     return wals
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from walsrec.errors import DataFormatError, InvalidParameterError
+from walsrec.model import weighting
 
-__all__ = ["IDENTITY_KEYS", "TrainConfig", "load_config"]
+__all__ = ["IDENTITY_KEYS", "TrainConfig", "load_config", "wals_params"]
 
 # Settings that define the model: a resumed run must not change them.
 IDENTITY_KEYS = (
@@ -40,6 +41,12 @@ IDENTITY_KEYS = (
     "col_weights_from_counts",
     "col_weight_factor",
     "col_weight_exponent",
+    "confidence",
+    "alpha",
+    "epsilon",
+    "bm25_k1",
+    "bm25_b",
+    "targets",
     "solver",
     "cg_steps",
     "dtype",
@@ -74,6 +81,12 @@ class TrainConfig:
     col_weights_from_counts: str | None = None
     col_weight_factor: float = 1.0
     col_weight_exponent: float = 1.0
+    confidence: str = "constant"
+    alpha: float = 1.0
+    epsilon: float = 1.0
+    bm25_k1: float = 100.0
+    bm25_b: float = 0.8
+    targets: str = "values"
     solver: str = "cholesky"
     cg_steps: int = 3
     dtype: str = "float32"
@@ -206,6 +219,7 @@ class TrainConfig:
                 raise bad(name, "a finite number > 0")
         if self.col_weights_from_counts not in (None, "linear", "log"):
             raise bad("col_weights_from_counts", "None, 'linear' or 'log'")
+        weighting.check_params(self.to_dict(), owner="setting of train")
         if self.solver not in ("cholesky", "cg"):
             raise bad("solver", "'cholesky' or 'cg'")
         if self.dtype not in ("float32", "float64"):
@@ -256,6 +270,36 @@ class TrainConfig:
             if key in saved and saved[key] != getattr(self, key):
                 out.append(f"{key}: {saved[key]!r} -> {getattr(self, key)!r}")
         return out
+
+
+# The settings that become WALS constructor arguments as they are (column weights are
+# derived: see walsrec.model.weighting.column_weights_from_counts).
+_WALS_SETTINGS = (
+    "unobserved_weight",
+    "regularization",
+    "regularization_exponent",
+    "row_weights",
+    "confidence",
+    "alpha",
+    "epsilon",
+    "bm25_k1",
+    "bm25_b",
+    "targets",
+    "solver",
+    "cg_steps",
+    "init_std",
+    "dtype",
+)
+
+
+def wals_params(settings: dict[str, Any]) -> dict[str, Any]:
+    """WALS keyword arguments (embedding_dim first) from settings, TrainConfig's defaults
+    filling what ``settings`` lacks — one mapping for train, tune and serving's fold-in."""
+    defaults = TrainConfig()
+    out = {"embedding_dim": settings.get("embedding_dim", defaults.embedding_dim)}
+    for name in _WALS_SETTINGS:
+        out[name] = settings.get(name, getattr(defaults, name))
+    return out
 
 
 def _fields() -> dict[str, dataclasses.Field]:

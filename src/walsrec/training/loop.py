@@ -30,16 +30,23 @@ import scipy.sparse as sp
 
 from walsrec._files import atomic_write_text
 from walsrec.errors import InvalidParameterError
+from walsrec.model.weighting import column_weights_from_counts
 from walsrec.training.checkpoints import (
     latest_checkpoint,
     read_checkpoint,
     write_best,
     write_checkpoint,
 )
-from walsrec.training.config import IDENTITY_KEYS, TrainConfig, load_config, read_saved_config
+from walsrec.training.config import (
+    IDENTITY_KEYS,
+    TrainConfig,
+    load_config,
+    read_saved_config,
+    wals_params,
+)
 from walsrec.training.inputs import load_training_data
 
-__all__ = ["TrainResult", "column_weights_from_counts", "train"]
+__all__ = ["TrainResult", "train"]
 
 _MODEL_DIR_ENTRIES = (
     "checkpoints",
@@ -63,19 +70,6 @@ class TrainResult:
     stopped_early: bool
     resumed_from_step: int | None
     steps: int
-
-
-def column_weights_from_counts(
-    user_items: sp.csr_matrix, how: str, factor: float = 1.0, exponent: float = 1.0
-) -> np.ndarray:
-    """The course's column weights from item counts n_j (0 for items never seen).
-
-    ``linear``: C_j = factor / n_j; ``log``: C_j = (1 / n_j) ** exponent (the course's
-    ``feature_wt_factor`` and ``feature_wt_exp``, defaults there 130 and 0.08).
-    """
-    counts = np.bincount(user_items.indices, minlength=user_items.shape[1]).astype(np.float64)
-    frac = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
-    return factor * frac if how == "linear" else np.power(frac, exponent)
 
 
 def _clear_model_dir(model_dir: Path) -> None:
@@ -188,7 +182,7 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
     heldout = data.eval
     n_users, n_items = ui.shape
     col_weights = cfg.col_weights
-    if cfg.col_weights_from_counts is not None:
+    if cfg.col_weights_from_counts is not None:  # the course's make_wts
         col_weights = column_weights_from_counts(
             ui, cfg.col_weights_from_counts, cfg.col_weight_factor, cfg.col_weight_exponent
         )
@@ -198,17 +192,9 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
 
         backend = {"client": client}
     model = (DaskWALS if client is not None else WALS)(
-        cfg.embedding_dim,
         **backend,
-        unobserved_weight=cfg.unobserved_weight,
-        regularization=cfg.regularization,
-        regularization_exponent=cfg.regularization_exponent,
-        row_weights=cfg.row_weights,
+        **wals_params(cfg.to_dict()),
         col_weights=col_weights,
-        solver=cfg.solver,
-        cg_steps=cfg.cg_steps,
-        init_std=cfg.init_std,
-        dtype=cfg.dtype,
         n_jobs=cfg.threads,
         random_state=cfg.seed,
     )

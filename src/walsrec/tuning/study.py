@@ -468,7 +468,7 @@ class _Objective:
         self._col_weights: dict[tuple, np.ndarray] = {}
 
     def col_weights(self, settings: dict):
-        from walsrec.training.loop import column_weights_from_counts
+        from walsrec.model.weighting import column_weights_from_counts
 
         how = settings.get("col_weights_from_counts")
         if how is None:
@@ -500,21 +500,14 @@ class _Objective:
         import optuna
 
         from walsrec.model.wals import WALS
+        from walsrec.training.config import wals_params
 
         settings = self.space.sample(trial)
         trial.set_user_attr("settings", settings)
         started = time.perf_counter()
         model = WALS(
-            settings.get("embedding_dim", 32),
-            unobserved_weight=settings.get("unobserved_weight", 0.1),
-            regularization=settings.get("regularization", 0.1),
-            regularization_exponent=settings.get("regularization_exponent", 0.0),
-            row_weights=settings.get("row_weights", 1.0),
+            **wals_params(settings),
             col_weights=self.col_weights(settings),
-            solver=settings.get("solver", "cholesky"),
-            cg_steps=settings.get("cg_steps", 3),
-            init_std=settings.get("init_std", 0.01),
-            dtype=settings.get("dtype", "float32"),
             sweeps=self.sweeps,
             n_jobs=self.threads,
             random_state=self.seed,
