@@ -1,19 +1,30 @@
 """The Dask back end: WALS training and batch prediction on a ``distributed`` cluster.
 
-``DaskWALS`` (the estimator), ``native_source``/``NativeSource`` (where the workers read the
-matrix), ``predict_dask`` (sharded batch prediction) and ``connect`` (a client for an
-address or ``"local:N"``). Imported lazily: ``import walsrec.distributed`` imports neither
-dask nor numba.
+``DaskWALS`` (the estimator), ``native_source``/``NativeSource`` and
+``tfrecord_source``/``TFRecordSource`` (where the workers read the matrix: native files or
+the course's TFRecord shards, by path or fsspec URL), ``predict_dask`` (sharded batch
+prediction) and ``connect`` (a client for an address or ``"local:N"``). Imported lazily:
+``import walsrec.distributed`` imports neither dask nor numba.
 """
 
 from __future__ import annotations
 
-__all__ = ["DaskWALS", "NativeSource", "connect", "native_source", "predict_dask"]
+__all__ = [
+    "DaskWALS",
+    "NativeSource",
+    "TFRecordSource",
+    "connect",
+    "native_source",
+    "predict_dask",
+    "tfrecord_source",
+]
 
 _WHERE = {
     "DaskWALS": "walsrec.distributed.wals",
     "NativeSource": "walsrec.distributed.wals",
     "native_source": "walsrec.distributed.wals",
+    "TFRecordSource": "walsrec.distributed.sources",
+    "tfrecord_source": "walsrec.distributed.sources",
     "predict_dask": "walsrec.distributed.predict",
     "connect": "walsrec.distributed.cluster",
 }

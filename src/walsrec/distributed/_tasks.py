@@ -75,10 +75,169 @@ def load_side(
         )
     indices = npy_rows(f"{base}.indices.npy", a, b, expect_len=nnz)
     part = sp.csr_matrix((data, indices, indptr - a), shape=(hi - lo, n_cols), copy=False)
+    return _finish_side(
+        part, lo, hi, by_rows, full_shape, params, row_weights, col_weights, whole_above
+    )
+
+
+def _finish_side(part, lo, hi, by_rows, full_shape, params, row_weights, col_weights, whole_above):
     model = _model(params, row_weights, col_weights)
     subset = np.arange(lo, hi, dtype=np.int64)
     side = model._side(part, None, by_rows, tuple(full_shape), subset)
     return touch(side, whole_above)
+
+
+# --------------------------------------------------------------------------- TFRecord shards
+
+
+def parse_shard(name: str, url: bool, vocab_size: int, n_rows: int | None):
+    """One TFRecord file of sparse rows, parsed by walsrec.data.tfrecord's reader.
+
+    Raises the reader's DataFormatError (file, record, value) for a bad record, and its
+    messages for a negative key or one >= ``n_rows``.
+    """
+    from walsrec.data.tfrecord import _parse_file, _Source
+
+    index_dtype = np.int32 if vocab_size <= np.iinfo(np.int32).max else np.int64
+    parsed = _parse_file(_Source(name, url), vocab_size, index_dtype)
+    keys = parsed.keys
+    if keys.size and keys.min() < 0:
+        r = int(np.flatnonzero(keys < 0)[0])
+        raise DataFormatError(f"{name}: record {r} (0-based): negative key {int(keys[r])}")
+    if n_rows is not None and keys.size and keys.max() >= n_rows:
+        r = int(np.flatnonzero(keys >= n_rows)[0])
+        raise DataFormatError(
+            f"{name}: record {r} (0-based): key {int(keys[r])} is >= n_rows={n_rows}. Were "
+            "rows and columns swapped (e.g. users_for_item read as items_for_user), or is "
+            "n_rows wrong?"
+        )
+    return parsed
+
+
+def shard_info(parsed) -> np.ndarray:
+    """[records, stored entries, largest key, largest column index] (−1 when empty)."""
+    keys, idx = parsed.keys, parsed.indices
+    return np.array(
+        [
+            keys.shape[0],
+            idx.shape[0],
+            int(keys.max()) if keys.size else -1,
+            int(idx.max()) if idx.size else -1,
+        ],
+        dtype=np.int64,
+    )
+
+
+def shard_counts(parsed, edges: np.ndarray) -> np.ndarray:
+    """The shard's records (row 0) and stored entries (row 1) in each partition, whose keys
+    ``edges`` bound."""
+    part = np.searchsorted(edges, parsed.keys, side="right") - 1
+    n = edges.shape[0] - 1
+    return np.stack(
+        [
+            np.bincount(part, minlength=n)[:n],
+            np.bincount(part, weights=parsed.counts, minlength=n)[:n].astype(np.int64),
+        ]
+    )
+
+
+def shard_piece(parsed, lo: int, hi: int) -> dict:
+    """The shard's records with ``lo <= key < hi`` (run where the shard was parsed)."""
+    keys = parsed.keys
+    pick = np.flatnonzero((keys >= lo) & (keys < hi))
+    entry = np.repeat((keys >= lo) & (keys < hi), parsed.counts)
+    return {
+        "name": parsed.name,
+        "records": pick,
+        "keys": keys[pick],
+        "counts": parsed.counts[pick],
+        "indices": parsed.indices[entry],
+        "bits": parsed.bits[entry],
+    }
+
+
+def fingerprint(indptr, indices, bits, lo: int, n_cols: int, by_rows: bool) -> int:
+    """Σ over entries of a 64-bit hash of (user, item, float32 bits of the value), mod 2⁶⁴:
+    equal for the rows records and the columns records of the same matrix, whatever the
+    partitions; different ones collide with probability about 2⁻⁶⁴."""
+    rows = np.repeat(np.arange(lo, lo + indptr.shape[0] - 1, dtype=np.uint64), np.diff(indptr))
+    cols = indices.astype(np.uint64)
+    users, items = (rows, cols) if by_rows else (cols, rows)
+    with np.errstate(over="ignore"):
+        h = _mix(users * np.uint64(0x9E3779B97F4A7C15) + items)
+        h = _mix(h ^ (bits.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)))
+        return int(np.sum(h, dtype=np.uint64))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (wrapping uint64 arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def assemble_side(
+    lo: int,
+    hi: int,
+    by_rows: bool,
+    full_shape: tuple[int, int],
+    params: dict[str, Any],
+    row_weights,
+    col_weights,
+    whole_above: float,
+    *pieces,
+):
+    """Rows ``lo:hi`` as the kernels' ``_Side``, from the shards' pieces (in file order).
+
+    A key in two records is the reader's DataFormatError. The side carries
+    ``fingerprint`` (see :func:`fingerprint`) and ``n_entries`` for the transpose check.
+    """
+    n_cols = full_shape[1] if by_rows else full_shape[0]
+    n = hi - lo
+    if pieces:
+        keys = np.concatenate([p["keys"] for p in pieces])
+        counts = np.concatenate([p["counts"] for p in pieces])
+        idx = np.concatenate([p["indices"] for p in pieces])
+        bits = np.concatenate([p["bits"] for p in pieces])
+    else:
+        keys = counts = np.zeros(0, np.int64)
+        idx, bits = np.zeros(0, np.int64), np.zeros(0, np.uint32)
+    order = np.argsort(keys, kind="stable")
+    dup = np.flatnonzero(keys[order[1:]] == keys[order[:-1]])
+    if dup.size:
+        j = dup[np.argmin(order[dup + 1])]
+        places = [(p["name"], r) for p in pieces for r in p["records"].tolist()]
+        (name1, r1), (name2, r2) = places[int(order[j])], places[int(order[j + 1])]
+        raise DataFormatError(
+            f"{name2}: record {r2} (0-based): duplicate key {int(keys[order[j + 1]])}, "
+            f"already the key of record {r1} (0-based) of {name1}"
+        )
+    row_nnz = np.zeros(n, dtype=np.int64)
+    row_nnz[keys - lo] = counts
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(row_nnz, out=indptr[1:])
+    if not np.all(keys[1:] > keys[:-1]):
+        from walsrec.data.tfrecord import _scatter_rows
+
+        offsets = np.zeros(keys.shape[0], dtype=np.int64)
+        np.cumsum(counts[:-1], out=offsets[1:])
+        out_idx, out_bits = np.empty_like(idx), np.empty_like(bits)
+        _scatter_rows(keys - lo, offsets, counts, idx, bits, indptr, out_idx, out_bits)
+        idx, bits = out_idx, out_bits
+    hashed = fingerprint(indptr, idx, bits, lo, n_cols, by_rows)
+    values = bits.view(np.float32)
+    part = sp.csr_matrix((values, idx, indptr), shape=(n, n_cols), copy=False)
+    part.has_sorted_indices = True
+    side = _finish_side(
+        part, lo, hi, by_rows, full_shape, params, row_weights, col_weights, whole_above
+    )
+    side.fingerprint = hashed
+    return side
+
+
+def side_fingerprint(side) -> tuple[int, int]:
+    """(stored entries, fingerprint) of a side assembled from TFRecords."""
+    return int(side.indices.shape[0]), int(side.fingerprint)
 
 
 def touch(side, whole_above: float):

@@ -4,8 +4,10 @@ Layout of one fit:
 
 * Users and items are cut into contiguous index ranges (partitions). Each partition of the
   training matrix, in both orientations, is loaded by a worker task straight from shared
-  storage (the native ``.npy`` files, memory-mapped, only the partition's slice read);
-  nothing of the matrix passes through the client.
+  storage: the native ``.npy`` files (by path or fsspec URL; memory-mapped when local, else
+  by byte range, only the partition's slice read), or the course's TFRecord shards (one
+  parsing task per shard, the partitions assembled from the shards' pieces worker to
+  worker). Nothing of the matrix passes through the client.
 * The factor blocks are task results that stay on the workers from sweep to sweep; the client
   keeps only their futures (and two k × k Gramians).
 * When a partition is loaded, its worker computes the sorted set of other-side indices it
@@ -30,6 +32,7 @@ lineage from factors saved on shared storage (a checkpoint), which bounds that c
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass
@@ -216,6 +219,18 @@ class DaskWALS(WALS):
             extra = {"workers": [worker], "allow_other_workers": True}
         return self.client.submit(fn, *args, pure=False, **extra, **kwargs)
 
+    def _gather(self, futures: list) -> list:
+        """The futures' results; a failed task raises its error, the first failure in list
+        order (partition or file order) rather than the first to happen: the same error as
+        the single-machine reader or solver reports."""
+        from distributed import wait
+
+        wait(futures)
+        for f in futures:
+            if f.status == "error":
+                f.result()
+        return self.client.gather(futures)
+
     def _workers(self) -> list[str]:
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
 
@@ -224,8 +239,11 @@ class DaskWALS(WALS):
 
         Parameters
         ----------
-        source : NativeSource or path
-            A prepared DATA_DIR or :func:`native_source`'s answer, on shared storage.
+        source : NativeSource, TFRecordSource, path or URL
+            A prepared DATA_DIR (path or fsspec URL), :func:`native_source`'s answer or
+            :func:`~walsrec.distributed.sources.tfrecord_source`'s, on shared storage.
+            TFRecord shards are parsed one task each and assembled into the partitions on
+            the workers; the rows and columns records must hold the same matrix.
 
         Returns
         -------
@@ -248,12 +266,17 @@ class DaskWALS(WALS):
                 f"{whole!r} instead."
             )
         self._validate_params()
-        if not isinstance(source, NativeSource):
+        from walsrec.distributed.sources import TFRecordSource
+
+        self.stats_ = {"bytes_to_workers": 0, "bytes_from_workers": 0, "bytes_between_workers": 0}
+        workers = self._workers()
+        shards = None
+        if isinstance(source, TFRecordSource):
+            shards, source = self._parse_shards(source, workers)
+        elif not isinstance(source, NativeSource):
             source = native_source(source)
         self.source_ = source
-        self.stats_ = {"bytes_to_workers": 0, "bytes_from_workers": 0, "bytes_between_workers": 0}
         n_users, n_items = source.shape
-        workers = self._workers()
         parts = p or 2 * max(1, len(workers))
         self._bounds = {"user": _bounds(n_users, parts), "item": _bounds(n_items, parts)}
         self._placement = {
@@ -270,6 +293,12 @@ class DaskWALS(WALS):
             weights.append(w)
         params = self._worker_params()
         self._sides = {}
+        if shards is not None:
+            self._assemble_sides(shards, params, weights, float(whole))
+            self._plan_fixed_rows()
+            self._check_transpose()
+            self._blocks = None
+            return self
         for which, by_rows, d, name in (
             ("user", True, source.rows_dir, source.rows_name),
             ("item", False, source.cols_dir, source.cols_name),
@@ -296,6 +325,109 @@ class DaskWALS(WALS):
         self._blocks = None
         return self
 
+    def _parse_shards(self, source, workers: list[str]):
+        """Parse every TFRecord shard in its own task; infer the shape where not given."""
+        n_rows, n_cols = source.shape
+        unbounded = 2**62  # as walsrec.training.inputs: width from the records
+        shards = {}
+        for which, files, urls, vocab, keys in (
+            ("user", source.rows_files, source.rows_url, n_cols, n_rows),
+            ("item", source.cols_files, source.cols_url, n_rows, n_cols),
+        ):
+            placed = [workers[i % len(workers)] for i in range(len(files))]
+            futures = [
+                self._submit(
+                    _tasks.parse_shard, f, u, vocab or unbounded, keys, worker=w, retries=2
+                )
+                for f, u, w in zip(files, urls, placed, strict=True)
+            ]
+            shards[which] = (futures, placed)
+        info = {
+            which: np.array(
+                self._gather(
+                    [
+                        self._submit(_tasks.shard_info, f, worker=w)
+                        for f, w in zip(*shards[which], strict=True)
+                    ]
+                )
+            ).reshape(-1, 4)
+            for which in shards
+        }
+        self._count("bytes_from_workers", *info.values())
+        if n_rows is None:
+            n_rows = int(
+                max(info["user"][:, 2].max(initial=-1), info["item"][:, 3].max(initial=-1))
+            )
+            n_rows += 1
+        if n_cols is None:
+            n_cols = int(
+                max(info["user"][:, 3].max(initial=-1), info["item"][:, 2].max(initial=-1))
+            )
+            n_cols += 1
+        nnz = int(info["user"][:, 1].sum())
+        return shards, dataclasses.replace(source, shape=(n_rows, n_cols), nnz=nnz)
+
+    def _assemble_sides(self, shards, params, weights, whole: float) -> None:
+        """Each partition built on its worker from the pieces of the shards it spans."""
+        full_shape = self.source_.shape
+        for which, by_rows in (("user", True), ("item", False)):
+            futures, placed = shards[which]
+            bounds = self._bounds[which]
+            edges = np.array([lo for lo, _ in bounds] + [bounds[-1][1]])
+            counts = self._gather(
+                [
+                    self._submit(_tasks.shard_counts, f, edges, worker=w)
+                    for f, w in zip(futures, placed, strict=True)
+                ]
+            )
+            self._count("bytes_from_workers", *counts)
+            sides = []
+            for p, ((lo, hi), w_p) in enumerate(zip(bounds, self._placement[which], strict=True)):
+                pieces = []
+                for f, w_s, c in zip(futures, placed, counts, strict=True):
+                    if c[0, p] == 0:
+                        continue
+                    pieces.append(self._submit(_tasks.shard_piece, f, lo, hi, worker=w_s))
+                    if w_s != w_p:  # entries (index 8 B, value 4 B) and the record arrays
+                        self.stats_["bytes_between_workers"] += int(12 * c[1, p] + 24 * c[0, p])
+                sides.append(
+                    self._submit(
+                        _tasks.assemble_side,
+                        lo,
+                        hi,
+                        by_rows,
+                        full_shape,
+                        params,
+                        *weights,
+                        whole,
+                        *pieces,
+                        worker=w_p,
+                        retries=2,
+                    )
+                )
+            self._sides[which] = sides
+
+    def _check_transpose(self) -> None:
+        """The rows and columns records must hold the same matrix (as on one machine)."""
+        sums = {}
+        for which in ("user", "item"):
+            parts = self._gather(
+                [
+                    self._submit(_tasks.side_fingerprint, s, worker=w)
+                    for s, w in zip(self._sides[which], self._placement[which], strict=True)
+                ]
+            )
+            sums[which] = (sum(n for n, _ in parts), sum(h for _, h in parts) % 2**64)
+        if sums["user"] != sums["item"]:
+            src = self.source_
+            raise DataFormatError(
+                f"The train rows records ({src.rows_pattern}) and columns records "
+                f"({src.cols_pattern}) do not hold the same matrix: {sums['user'][0]:,} entries "
+                f"against {sums['item'][0]:,} in the transposed records, in different places. "
+                "Are the items_for_user and users_for_item files swapped, or from different "
+                "data?"
+            )
+
     def _plan_fixed_rows(self) -> None:
         """Per partition: whole fixed factor or touched rows, and the rows of each block.
 
@@ -308,7 +440,7 @@ class DaskWALS(WALS):
         for which in ("user", "item"):
             fixed = "item" if which == "user" else "user"
             edges = np.array([lo for lo, _ in self._bounds[fixed]] + [self._n(fixed)])
-            stats = self.client.gather(
+            stats = self._gather(
                 [
                     self._submit(_tasks.side_stats, s, w0, edges, worker=w)
                     for s, w in zip(self._sides[which], self._placement[which], strict=True)
@@ -494,7 +626,7 @@ class DaskWALS(WALS):
         self._gathered = {}
         self._grams = {}
         for which in ("user", "item"):
-            parts = self.client.gather(
+            parts = self._gather(
                 [
                     self._submit(_tasks.gram, b, worker=w)
                     for b, w in zip(blocks[which], self._placement[which], strict=True)
@@ -509,7 +641,7 @@ class DaskWALS(WALS):
 
     def _gather_factors(self, which: str) -> np.ndarray:
         if which not in self._gathered:
-            parts = self.client.gather(self._blocks[which])
+            parts = self._gather(self._blocks[which])
             self._count("bytes_from_workers", *parts)
             k = self.embedding_dim
             out = np.concatenate(parts, axis=0) if parts else np.empty((0, k), self.dtype)
@@ -557,7 +689,7 @@ class DaskWALS(WALS):
             self._count("bytes_to_workers", g, qd, qd)  # rotate's Q and solve's g, Q
             results.append(r)
             summaries.append(self._submit(_tasks.summary, r, worker=w))
-        parts = self.client.gather(summaries)  # raises a worker's SingularSystemError
+        parts = self._gather(summaries)  # raises a worker's SingularSystemError
         self._count("bytes_from_workers", *parts)
         k = self.embedding_dim
         total = np.zeros(2 + k * k)
@@ -574,7 +706,7 @@ class DaskWALS(WALS):
         return float(total[0]), float(total[1])
 
     def _reg_side(self, which: str) -> float:
-        parts = self.client.gather(
+        parts = self._gather(
             [
                 self._submit(_tasks.reg, s, b, worker=w)
                 for s, b, w in zip(
@@ -646,7 +778,7 @@ class DaskWALS(WALS):
     def _loss_now(self) -> tuple[float, float, float]:
         if self._loss_state is None:
             params = self._worker_params()
-            obs = self.client.gather(
+            obs = self._gather(
                 [
                     self._submit(_tasks.observed_loss, s, b, params, *pieces, worker=w)
                     for s, b, w, pieces in zip(
@@ -687,8 +819,8 @@ class DaskWALS(WALS):
 
         Parameters
         ----------
-        source : NativeSource or path
-            A prepared DATA_DIR (or :func:`native_source`), on storage every worker reads.
+        source : NativeSource, TFRecordSource, path or URL
+            As :meth:`open`: on storage every worker reads.
         weights : None
             Per-entry weights are not supported on Dask yet.
 
