@@ -204,3 +204,36 @@ def test_bytes_between_workers_block_diagonal(client, tmp_path):
     assert moved[0.0] == (30 + 40) * k * 8
     with pytest.raises(InvalidParameterError, match=r"'ship_whole_above' .* in \[0, 1\]. Got 2"):
         DaskWALS(client=client, ship_whole_above=2).open(source)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "solver"),
+    [
+        (dict(confidence="bm25", targets="binary", alpha=2.0, bm25_k1=1.2, bm25_b=0.75), "cg"),
+        (dict(confidence="tfidf", targets="binary"), "cholesky"),
+        (dict(confidence="log", alpha=3.0, epsilon=0.5), "cholesky"),
+    ],
+)
+def test_weighting_schemes_same_as_one_machine(client, data_dir, user_items, scheme, solver):
+    """Confidences computed on the workers (BM25/TF-IDF statistics reduced there) give the
+    single machine's factors, loss history and statistics."""
+    params = dict(embedding_dim=5, sweeps=2, random_state=9, dtype="float64", n_jobs=1)
+    ref = WALS(solver=solver, **scheme, **params).fit(user_items)
+    model = DaskWALS(client=client, partitions=3, solver=solver, **scheme, **params)
+    model.fit(data_dir)
+    assert _rel(ref.user_factors_, model.user_factors_) < 1e-6
+    assert _rel(ref.item_factors_, model.item_factors_) < 1e-6
+    np.testing.assert_allclose(model.loss_, ref.loss_, rtol=1e-6)
+    model._loss_state = None
+    assert model.loss() == pytest.approx(ref.loss(user_items), rel=1e-6)
+    assert model.rwse() == pytest.approx(ref.rwse(user_items), rel=1e-6)
+    if scheme["confidence"] in ("bm25", "tfidf"):
+        mine, theirs = model.weighting_stats_, ref.weighting_stats_
+        np.testing.assert_array_equal(mine.item_counts, theirs.item_counts)
+        np.testing.assert_array_equal(mine.user_sums, theirs.user_sums)
+        # folding in a user weighs its entries with those statistics, as on one machine
+        np.testing.assert_allclose(
+            model.project_rows(user_items[:3]), ref.project_rows(user_items[:3]), rtol=1e-6
+        )
+    else:
+        assert model.weighting_stats_ is None

@@ -33,25 +33,15 @@ def const(value):
     return value
 
 
-def load_side(
-    directory: str,
-    name: str,
-    lo: int,
-    hi: int,
-    by_rows: bool,
-    full_shape: tuple[int, int],
-    nnz: int,
-    params: dict[str, Any],
-    row_weights,
-    col_weights,
-    whole_above: float,
-):
-    """Rows ``lo:hi`` of the native matrix ``directory/name`` as the kernels' ``_Side``.
+def load_part(
+    directory: str, name: str, lo: int, hi: int, by_rows: bool, full_shape: tuple, nnz: int
+) -> sp.csr_matrix:
+    """Rows ``lo:hi`` of the native matrix ``directory/name`` (CSR, the stored values).
 
     ``directory`` is a path or an fsspec URL. ``by_rows``: the matrix is user_items (the row
     half-step); else item_users, whose CSR arrays are exactly those of user_items in CSC (the
     column half-step). Only the slice is read (memory-mapped locally, by byte range from
-    other filesystems). See :func:`touch` for ``whole_above``.
+    other filesystems).
     """
     from walsrec.distributed._storage import join, npy_rows
 
@@ -74,14 +64,74 @@ def load_side(
             f"{a + p}) is not finite."
         )
     indices = npy_rows(f"{base}.indices.npy", a, b, expect_len=nnz)
-    part = sp.csr_matrix((data, indices, indptr - a), shape=(hi - lo, n_cols), copy=False)
-    return _finish_side(
-        part, lo, hi, by_rows, full_shape, params, row_weights, col_weights, whole_above
-    )
+    return sp.csr_matrix((data, indices, indptr - a), shape=(hi - lo, n_cols), copy=False)
 
 
-def _finish_side(part, lo, hi, by_rows, full_shape, params, row_weights, col_weights, whole_above):
+def row_sums(part) -> np.ndarray:
+    """Σ_j r_ij of every row of a partition, float64 (BM25's s_i, as weighting computes)."""
+    from walsrec.model.weighting import row_sums as sums
+
+    return sums(part)
+
+
+def row_counts(part) -> np.ndarray:
+    """Stored entries of every row of a partition (of an item partition: TF-IDF's n_j)."""
+    return np.diff(part.indptr).astype(np.int64)
+
+
+def total(vector) -> float:
+    return float(np.sum(vector, dtype=np.float64))
+
+
+class _Stats:
+    """A stand-in for :class:`~walsrec.model.weighting.WeightingStats` on a worker: the
+    global vectors the partition needs (absent ones zero-filled: never read) and s̄
+    reduced from every partition."""
+
+    def __init__(self, n_users: int, item_counts, user_sums, mean_user_sum: float):
+        from walsrec.model.weighting import WeightingStats
+
+        self._full = WeightingStats(n_users, item_counts, user_sums)
+        self.n_users = n_users
+        self.item_counts = item_counts
+        self.user_sums = user_sums
+        self.mean_user_sum = mean_user_sum
+
+    def idf(self, item_counts=None):
+        return self._full.idf(item_counts)
+
+
+def make_side(
+    part,
+    lo: int,
+    hi: int,
+    by_rows: bool,
+    full_shape: tuple[int, int],
+    params: dict[str, Any],
+    row_weights,
+    col_weights,
+    whole_above: float,
+    stats: dict | None = None,
+):
+    """A partition as the kernels' ``_Side``: weights and targets by ``WALS._side`` itself.
+
+    ``stats`` (BM25/TF-IDF only): ``n_users``, ``mean_user_sum``, ``item_counts`` (all
+    items), and ``user_sums`` (all users; item partitions under BM25) or ``own_sums`` (this
+    user partition's). See :func:`touch` for ``whole_above``.
+    """
     model = _model(params, row_weights, col_weights)
+    if stats is not None:
+        n_users, n_items = full_shape
+        sums = stats.get("user_sums")
+        if sums is None and params["confidence"] != "bm25":
+            sums = np.zeros(0)  # TF-IDF reads no s_i
+        elif sums is None:
+            # a user partition reads only its own s_i, at its users' global indices
+            sums = np.zeros(n_users)
+            sums[lo:hi] = stats["own_sums"]
+        counts = stats.get("item_counts")
+        counts = np.zeros(n_items, np.int64) if counts is None else counts
+        model.weighting_stats_ = _Stats(n_users, counts, sums, stats["mean_user_sum"])
     subset = np.arange(lo, hi, dtype=np.int64)
     side = model._side(part, None, by_rows, tuple(full_shape), subset)
     return touch(side, whole_above)
@@ -176,21 +226,10 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def assemble_side(
-    lo: int,
-    hi: int,
-    by_rows: bool,
-    full_shape: tuple[int, int],
-    params: dict[str, Any],
-    row_weights,
-    col_weights,
-    whole_above: float,
-    *pieces,
-):
-    """Rows ``lo:hi`` as the kernels' ``_Side``, from the shards' pieces (in file order).
+def assemble_part(lo: int, hi: int, by_rows: bool, full_shape: tuple[int, int], *pieces):
+    """Rows ``lo:hi`` (CSR, float32 values) from the shards' pieces, in file order.
 
-    A key in two records is the reader's DataFormatError. The side carries
-    ``fingerprint`` (see :func:`fingerprint`) and ``n_entries`` for the transpose check.
+    A key in two records is the reader's DataFormatError.
     """
     n_cols = full_shape[1] if by_rows else full_shape[0]
     n = hi - lo
@@ -224,20 +263,16 @@ def assemble_side(
         out_idx, out_bits = np.empty_like(idx), np.empty_like(bits)
         _scatter_rows(keys - lo, offsets, counts, idx, bits, indptr, out_idx, out_bits)
         idx, bits = out_idx, out_bits
-    hashed = fingerprint(indptr, idx, bits, lo, n_cols, by_rows)
-    values = bits.view(np.float32)
-    part = sp.csr_matrix((values, idx, indptr), shape=(n, n_cols), copy=False)
+    part = sp.csr_matrix((bits.view(np.float32), idx, indptr), shape=(n, n_cols), copy=False)
     part.has_sorted_indices = True
-    side = _finish_side(
-        part, lo, hi, by_rows, full_shape, params, row_weights, col_weights, whole_above
-    )
-    side.fingerprint = hashed
-    return side
+    return part
 
 
-def side_fingerprint(side) -> tuple[int, int]:
-    """(stored entries, fingerprint) of a side assembled from TFRecords."""
-    return int(side.indices.shape[0]), int(side.fingerprint)
+def part_fingerprint(part, lo: int, by_rows: bool) -> tuple[int, int]:
+    """(stored entries, :func:`fingerprint`) of a partition assembled from TFRecords."""
+    bits = np.ascontiguousarray(part.data, dtype=np.float32).view(np.uint32)
+    n_cols = part.shape[1]
+    return int(part.nnz), fingerprint(part.indptr, part.indices, bits, lo, n_cols, by_rows)
 
 
 def touch(side, whole_above: float):

@@ -201,6 +201,12 @@ class DaskWALS(WALS):
             "unobserved_weight",
             "regularization",
             "regularization_exponent",
+            "confidence",
+            "alpha",
+            "epsilon",
+            "bm25_k1",
+            "bm25_b",
+            "targets",
             "solver",
             "cg_steps",
             "init_std",
@@ -291,39 +297,140 @@ class DaskWALS(WALS):
                 self._count("bytes_to_workers", w)
                 w = self._submit(_tasks.const, w)
             weights.append(w)
+        # the stored matrix, partition by partition (dropped once the sides are built; a
+        # lost side is recomputed from them, and they from storage)
+        if shards is not None:
+            raw = self._assemble_parts(shards)
+            self._check_transpose(raw)
+        else:
+            raw = {
+                which: [
+                    self._submit(
+                        _tasks.load_part,
+                        d,
+                        name,
+                        lo,
+                        hi,
+                        by_rows,
+                        (n_users, n_items),
+                        source.nnz,
+                        worker=w,
+                        retries=2,
+                    )
+                    for (lo, hi), w in zip(self._bounds[which], self._placement[which], strict=True)
+                ]
+                for which, by_rows, d, name in (
+                    ("user", True, source.rows_dir, source.rows_name),
+                    ("item", False, source.cols_dir, source.cols_name),
+                )
+            }
+        stats = self._reduce_weighting_stats(raw)
         params = self._worker_params()
         self._sides = {}
-        if shards is not None:
-            self._assemble_sides(shards, params, weights, float(whole))
-            self._plan_fixed_rows()
-            self._check_transpose()
-            self._blocks = None
-            return self
-        for which, by_rows, d, name in (
-            ("user", True, source.rows_dir, source.rows_name),
-            ("item", False, source.cols_dir, source.cols_name),
-        ):
+        for which, by_rows in (("user", True), ("item", False)):
             self._sides[which] = [
                 self._submit(
-                    _tasks.load_side,
-                    d,
-                    name,
+                    _tasks.make_side,
+                    part,
                     lo,
                     hi,
                     by_rows,
                     (n_users, n_items),
-                    source.nnz,
                     params,
                     *weights,
                     float(whole),
+                    None if stats is None else stats[which][i],
                     worker=w,
                     retries=2,
                 )
-                for (lo, hi), w in zip(self._bounds[which], self._placement[which], strict=True)
+                for i, (part, (lo, hi), w) in enumerate(
+                    zip(raw[which], self._bounds[which], self._placement[which], strict=True)
+                )
             ]
         self._plan_fixed_rows()
         self._blocks = None
         return self
+
+    def _reduce_weighting_stats(self, raw: dict) -> dict | None:
+        """BM25/TF-IDF's statistics of the training matrix, reduced on the workers.
+
+        Each user partition sums its rows (s_i), each item partition counts its rows (n_j);
+        the client receives one float per user partition (for s̄). The vectors a scheme
+        needs are concatenated on a worker and sent worker to worker: n_j of every item to
+        every partition, s_i of every user to the item partitions (BM25 only); a user
+        partition uses its own s_i. Returns the ``stats`` argument of each partition's
+        ``make_side`` task, or None for the other schemes.
+        """
+        from walsrec.model.weighting import needs_stats
+
+        self.weighting_stats_ = None  # forget an earlier opening's
+        if not needs_stats(self.confidence):
+            return None
+        n_users, n_items = self.source_.shape
+        own_sums = [
+            self._submit(_tasks.row_sums, part, worker=w)
+            for part, w in zip(raw["user"], self._placement["user"], strict=True)
+        ]
+        totals = self._gather(
+            [
+                self._submit(_tasks.total, x, worker=w)
+                for x, w in zip(own_sums, self._placement["user"], strict=True)
+            ]
+        )
+        self.stats_["bytes_from_workers"] += 8 * len(totals)
+        total = float(sum(totals))
+        mean = total / n_users if n_users else 1.0
+        mean = mean if mean > 0 else 1.0  # as WeightingStats.mean_user_sum
+        item_counts = self._submit(
+            _tasks.concat,
+            *[
+                self._submit(_tasks.row_counts, part, worker=w)
+                for part, w in zip(raw["item"], self._placement["item"], strict=True)
+            ],
+            worker=self._placement["item"][0],
+        )
+        user_sums = None
+        if self.confidence == "bm25":
+            user_sums = self._submit(_tasks.concat, *own_sums, worker=self._placement["user"][0])
+        # traffic at open: the pieces to the concatenating worker, the vectors to the others
+        workers = set(self._placement["user"]) | set(self._placement["item"])
+        spread = max(0, len(workers) - 1)
+        self.stats_["bytes_between_workers"] += 2 * spread * 8 * n_items
+        if user_sums is not None:
+            self.stats_["bytes_between_workers"] += 2 * spread * 8 * n_users
+        common = {"n_users": n_users, "mean_user_sum": mean, "item_counts": item_counts}
+        self._weighting_vectors = {"item_counts": item_counts, "user_sums": user_sums}
+        self._own_sums = own_sums
+        return {
+            "user": [{**common, "own_sums": x} for x in own_sums],
+            "item": [{**common, "user_sums": user_sums} for _ in raw["item"]],
+        }
+
+    @property
+    def weighting_stats_(self):
+        """BM25/TF-IDF's training statistics (gathered from the workers on first access;
+        folding in new rows reads them). None for the other schemes."""
+        if "weighting_stats_" in self.__dict__:
+            return self.__dict__["weighting_stats_"]
+        vectors = getattr(self, "_weighting_vectors", None)
+        if vectors is None:
+            return None
+        from walsrec.model.weighting import WeightingStats
+
+        counts = self._gather([vectors["item_counts"]])[0]
+        sums = self._gather([self._submit(_tasks.concat, *self._own_sums)])[0]
+        self._count("bytes_from_workers", counts, sums)
+        stats = WeightingStats(int(self.source_.shape[0]), counts, sums)
+        self.__dict__["weighting_stats_"] = stats
+        return stats
+
+    @weighting_stats_.setter
+    def weighting_stats_(self, value) -> None:
+        if value is None:
+            self.__dict__.pop("weighting_stats_", None)
+            self._weighting_vectors = None
+        else:
+            self.__dict__["weighting_stats_"] = value
 
     def _parse_shards(self, source, workers: list[str]):
         """Parse every TFRecord shard in its own task; infer the shape where not given."""
@@ -367,9 +474,10 @@ class DaskWALS(WALS):
         nnz = int(info["user"][:, 1].sum())
         return shards, dataclasses.replace(source, shape=(n_rows, n_cols), nnz=nnz)
 
-    def _assemble_sides(self, shards, params, weights, whole: float) -> None:
+    def _assemble_parts(self, shards) -> dict:
         """Each partition built on its worker from the pieces of the shards it spans."""
         full_shape = self.source_.shape
+        out = {}
         for which, by_rows in (("user", True), ("item", False)):
             futures, placed = shards[which]
             bounds = self._bounds[which]
@@ -381,7 +489,7 @@ class DaskWALS(WALS):
                 ]
             )
             self._count("bytes_from_workers", *counts)
-            sides = []
+            parts = []
             for p, ((lo, hi), w_p) in enumerate(zip(bounds, self._placement[which], strict=True)):
                 pieces = []
                 for f, w_s, c in zip(futures, placed, counts, strict=True):
@@ -390,31 +498,31 @@ class DaskWALS(WALS):
                     pieces.append(self._submit(_tasks.shard_piece, f, lo, hi, worker=w_s))
                     if w_s != w_p:  # entries (index 8 B, value 4 B) and the record arrays
                         self.stats_["bytes_between_workers"] += int(12 * c[1, p] + 24 * c[0, p])
-                sides.append(
+                parts.append(
                     self._submit(
-                        _tasks.assemble_side,
+                        _tasks.assemble_part,
                         lo,
                         hi,
                         by_rows,
                         full_shape,
-                        params,
-                        *weights,
-                        whole,
                         *pieces,
                         worker=w_p,
                         retries=2,
                     )
                 )
-            self._sides[which] = sides
+            out[which] = parts
+        return out
 
-    def _check_transpose(self) -> None:
+    def _check_transpose(self, raw: dict) -> None:
         """The rows and columns records must hold the same matrix (as on one machine)."""
         sums = {}
         for which in ("user", "item"):
             parts = self._gather(
                 [
-                    self._submit(_tasks.side_fingerprint, s, worker=w)
-                    for s, w in zip(self._sides[which], self._placement[which], strict=True)
+                    self._submit(_tasks.part_fingerprint, part, lo, which == "user", worker=w)
+                    for part, (lo, _), w in zip(
+                        raw[which], self._bounds[which], self._placement[which], strict=True
+                    )
                 ]
             )
             sums[which] = (sum(n for n, _ in parts), sum(h for _, h in parts) % 2**64)
