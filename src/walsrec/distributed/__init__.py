@@ -3,8 +3,9 @@
 ``DaskWALS`` (the estimator), ``native_source``/``NativeSource`` and
 ``tfrecord_source``/``TFRecordSource`` (where the workers read the matrix: native files or
 the course's TFRecord shards, by path or fsspec URL), ``predict_dask`` (sharded batch
-prediction) and ``connect`` (a client for an address or ``"local:N"``). Imported lazily:
-``import walsrec.distributed`` imports neither dask nor numba.
+prediction), ``evaluate_dask`` (held-out metrics on the workers) and ``connect`` (a client
+for an address or ``"local:N"``). Imported lazily: ``import walsrec.distributed`` imports
+neither dask nor numba.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ __all__ = [
     "NativeSource",
     "TFRecordSource",
     "connect",
+    "evaluate_dask",
     "native_source",
     "predict_dask",
     "tfrecord_source",
@@ -27,6 +29,7 @@ _WHERE = {
     "tfrecord_source": "walsrec.distributed.sources",
     "predict_dask": "walsrec.distributed.predict",
     "connect": "walsrec.distributed.cluster",
+    "evaluate_dask": "walsrec.distributed.evaluate",
 }
 
 

@@ -1,0 +1,221 @@
+"""Held-out evaluation on the Dask workers, next to the factors and the training rows.
+
+Under ``walsrec train --dask`` the client would otherwise memory-map both matrices and
+gather both factor matrices at every evaluation. :func:`evaluate_dask` instead has every
+user partition's worker score its users against the item factors (the item blocks moved
+worker to worker), with the partition's own training rows excluded, and send back sums: the
+client adds them up. The result is :func:`walsrec.metrics.evaluate`'s, to float64 rounding
+(the means are summed partition by partition).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from walsrec.distributed import _storage, _tasks
+from walsrec.errors import DataFormatError, InvalidParameterError
+
+__all__ = ["evaluate_dask"]
+
+
+def _heldout_parts(model, data, eval_rows) -> list:
+    """The held-out matrix in the model's user partitions, loaded (once) on their workers."""
+    from walsrec.distributed.sources import tfrecord_source
+    from walsrec.distributed.wals import _location, _meta
+
+    if (data is None) == (eval_rows is None):
+        raise InvalidParameterError(
+            "evaluate_dask needs exactly one of 'data' (a DATA_DIR or a folder of native "
+            "matrices) and 'eval_rows' (items_for_user TFRecord files). Got "
+            f"data={data!r}, eval_rows={eval_rows!r}."
+        )
+    key = ("data", str(data)) if data is not None else ("rows", repr(eval_rows))
+    cache = getattr(model, "_heldout", None)
+    if cache is not None and cache[0] == key and cache[1] is model._sides:
+        return cache[2]
+    n_users, n_items = model.source_.shape
+    bounds, placement = model._bounds["user"], model._placement["user"]
+    if data is not None:
+        directory = _location(data)
+        if _storage.isdir(_storage.join(directory, "eval", "native")):
+            directory = _storage.join(directory, "eval", "native")
+        meta = _meta(directory, "user_items")
+        if tuple(meta["shape"]) != (n_users, n_items):
+            raise DataFormatError(
+                f"{_storage.join(directory, 'user_items.json')}: shape {meta['shape']} is not "
+                f"the training matrix's {[n_users, n_items]}."
+            )
+        parts = [
+            model._submit(
+                _tasks.load_part,
+                directory,
+                "user_items",
+                lo,
+                hi,
+                True,
+                (n_users, n_items),
+                int(meta["nnz"]),
+                worker=w,
+                retries=2,
+            )
+            for (lo, hi), w in zip(bounds, placement, strict=True)
+        ]
+    else:
+        src = tfrecord_source(eval_rows, eval_rows, n_users, n_items)
+        workers = model._workers()
+        placed = [workers[i % len(workers)] for i in range(len(src.rows_files))]
+        shards = [
+            model._submit(_tasks.parse_shard, f, u, n_items, n_users, worker=w, retries=2)
+            for f, u, w in zip(src.rows_files, src.rows_url, placed, strict=True)
+        ]
+        edges = np.array([lo for lo, _ in bounds] + [bounds[-1][1]])
+        counts = model._gather(
+            [
+                model._submit(_tasks.shard_counts, f, edges, worker=w)
+                for f, w in zip(shards, placed, strict=True)
+            ]
+        )
+        parts = []
+        for p, ((lo, hi), w_p) in enumerate(zip(bounds, placement, strict=True)):
+            pieces = [
+                model._submit(_tasks.shard_piece, f, lo, hi, worker=w_s)
+                for f, w_s, c in zip(shards, placed, counts, strict=True)
+                if c[0, p]
+            ]
+            parts.append(
+                model._submit(
+                    _tasks.assemble_part,
+                    lo,
+                    hi,
+                    True,
+                    (n_users, n_items),
+                    *pieces,
+                    worker=w_p,
+                    retries=2,
+                )
+            )
+    nnz = sum(
+        model._gather(
+            [
+                model._submit(_tasks.nnz_of, x, worker=w)
+                for x, w in zip(parts, placement, strict=True)
+            ]
+        )
+    )
+    if nnz == 0:
+        raise InvalidParameterError(
+            "The held-out data of evaluate_dask must have at least one stored entry. Got 0 instead."
+        )
+    model._heldout = (key, model._sides, parts)
+    return parts
+
+
+def evaluate_dask(
+    model,
+    data: str | os.PathLike | None = None,
+    *,
+    eval_rows: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    k: int = 10,
+    metrics: Iterable[str] | None = None,
+    n_jobs: int | None = None,
+    ndcg_gain: str = "binary",
+    chunk_size: int | None = None,
+) -> dict[str, float]:
+    """Held-out metrics of a fitted :class:`DaskWALS`, computed on its workers.
+
+    Each user partition's worker scores its users against all item factors (the item
+    blocks are sent to it worker to worker), excludes the partition's training items, ranks
+    with :mod:`walsrec.metrics`' kernels and returns sums; the client receives per
+    partition a few floats and a bit per item (coverage). No factor matrix and no data
+    passes through the client. The held-out partitions stay on the workers for later calls
+    with the same ``data``/``eval_rows``.
+
+    Parameters
+    ----------
+    model : DaskWALS
+        Opened and initialized (fitted, or between half-steps under ``train``).
+    data : path or fsspec URL, optional
+        A prepared DATA_DIR (its ``eval/native``) or a folder holding the held-out matrix
+        as native ``user_items`` files, on storage every worker reads.
+    eval_rows : str, path or list, optional
+        Or: held-out items_for_user TFRecord files (paths, globs or URLs).
+    k, metrics, n_jobs, ndcg_gain, chunk_size
+        As :func:`walsrec.metrics.evaluate` (``n_jobs``: threads of each task).
+
+    Returns
+    -------
+    dict of str to float
+        Keyed as :func:`walsrec.metrics.evaluate`'s answer, in the same order.
+
+    Examples
+    --------
+    >>> model = DaskWALS(32, client=client, sweeps=10).fit("/shared/DATA_DIR")  # doctest: +SKIP
+    >>> evaluate_dask(model, "/shared/DATA_DIR", k=10)["ndcg@10"]  # doctest: +SKIP
+    """
+    from walsrec.metrics import _api
+    from walsrec.metrics import _kernels as mk
+
+    owner = "evaluate_dask"
+    model._check_initialized(owner)
+    k = _api._check_int(k, "k", owner, 1)
+    names = _api._check_metrics(metrics, _api.metric_names(k), owner)
+    chunk_size = _api._check_int(chunk_size, "chunk_size", owner, 1, allow_none=True)
+    parts = _heldout_parts(model, data, eval_rows)
+    item_blocks = model._blocks["item"]
+    results = model._gather(
+        [
+            model._submit(
+                _tasks.evaluate_part,
+                side,
+                block,
+                part,
+                lo,
+                k,
+                names,
+                ndcg_gain,
+                chunk_size,
+                n_jobs,
+                *item_blocks,
+                worker=w,
+            )
+            for side, block, part, (lo, _), w in zip(
+                model._sides["user"],
+                model._blocks["user"],
+                parts,
+                model._bounds["user"],
+                model._placement["user"],
+                strict=True,
+            )
+        ]
+    )
+    n_items = model.source_.shape[1]
+    for r in results:
+        model._count("bytes_from_workers", r["sums"], r["covered"])
+    out: dict[str, float] = {}
+    n = sum(r["n"] for r in results)
+    n_eval = sum(r["n_eval"] for r in results)
+    sums = np.sum([r["sums"] for r in results], axis=0)
+    auc_n = sum(r["auc_n"] for r in results)
+    covered = np.zeros(n_items, dtype=bool)
+    for r in results:
+        covered |= np.unpackbits(r["covered"], count=n_items).astype(bool)
+    column = {
+        f"precision@{k}": mk.STAT_PRECISION,
+        f"recall@{k}": mk.STAT_RECALL,
+        f"map@{k}": mk.STAT_AP,
+        f"ndcg@{k}": mk.STAT_NDCG,
+    }
+    for name in names:
+        if name == "rmse":
+            out[name] = float(np.sqrt(sum(r["sse"] for r in results) / n))
+        elif name in column:
+            out[name] = float(sums[column[name]] / n_eval) if n_eval else float("nan")
+        elif name == "auc":
+            auc = sum(r["auc_sum"] for r in results)
+            out[name] = float(auc / auc_n) if auc_n else float("nan")
+        elif name == "coverage":
+            out[name] = float(np.count_nonzero(covered) / n_items) if n_items else 0.0
+    return out
