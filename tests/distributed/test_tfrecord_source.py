@@ -102,3 +102,60 @@ def test_shard_errors_name_the_file_and_record(client, records, user_items, tmp_
         tfrecord_source(tmp_path / "nothing-*", cols)
     with pytest.raises(InvalidParameterError, match="'num_rows' argument of tfrecord_source"):
         tfrecord_source(rows, cols, -1)
+
+
+def test_write_native_dask_equals_save_csr(client, records, user_items, tmp_path):
+    """The workers' native copy is byte for byte save_csr's of the single-machine reader's
+    matrix, in both orientations; rows alone for held-out data."""
+    from walsrec.data.native import save_csr
+    from walsrec.distributed.sources import write_native_dask
+
+    n_users, n_items = user_items.shape
+    rows, cols = records / "items_for_user-*", records / "users_for_item-*"
+    src = tfrecord_source(rows, cols, n_users, n_items)
+    got = write_native_dask(client, src, tmp_path / "w", "train", "train_t", partitions=3)
+    assert got.shape == (n_users, n_items) and got.nnz == user_items.nnz
+    save_csr(tmp_path / "ref", "train", read_tfrecords(rows, n_items, n_users))
+    save_csr(tmp_path / "ref", "train_t", read_tfrecords(cols, n_users, n_items))
+    for f in sorted((tmp_path / "ref").iterdir()):
+        assert (tmp_path / "w" / f.name).read_bytes() == f.read_bytes(), f.name
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == sorted(
+        p.name for p in (tmp_path / "ref").iterdir()
+    )
+    only_rows = tfrecord_source(rows, None, n_users, n_items)
+    assert write_native_dask(client, only_rows, tmp_path / "r", "eval") is None
+    assert (tmp_path / "r" / "eval.data.npy").read_bytes() == (
+        tmp_path / "ref" / "train.data.npy"
+    ).read_bytes()
+    with pytest.raises(InvalidParameterError, match="must name users_for_item files"):
+        DaskWALS(3, client=client).open(only_rows)
+
+
+def test_cache_for_train_written_by_the_workers(client, data_dir, tmp_path, monkeypatch):
+    """train's MODEL_DIR/cache of TFRecord inputs, written on the workers, is the cache
+    load_training_data accepts: the client then parses no record."""
+    import walsrec.data.tfrecord as tfr
+    from walsrec.data.prepare import load_prepared
+    from walsrec.distributed.sources import cache_tfrecords_dask
+    from walsrec.training.config import load_config
+    from walsrec.training.inputs import load_training_data
+
+    d = data_dir / "train"
+    cfg = load_config(
+        model_dir=str(tmp_path / "m"),
+        train_rows=str(d / "items_for_user-*"),
+        train_cols=str(d / "users_for_item-*"),
+        eval_rows=str(data_dir / "eval" / "items_for_user-*"),
+    )
+    assert cache_tfrecords_dask(client, cfg, tmp_path / "m")
+    assert not cache_tfrecords_dask(client, cfg, tmp_path / "m")  # still valid
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the client parsed TFRecords")
+
+    monkeypatch.setattr(tfr, "read_tfrecords", no_parsing)
+    loaded = load_training_data(cfg, tmp_path / "m")
+    prepared = load_prepared(data_dir)
+    assert (loaded.train.user_items != prepared.train.user_items).nnz == 0
+    assert (loaded.eval != prepared.eval.user_items).nnz == 0
+    assert loaded.train.users.ids == prepared.train.users.ids

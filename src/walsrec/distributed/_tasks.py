@@ -541,3 +541,21 @@ def evaluate_part(
     out["sums"] = np.nan_to_num(out["sums"])  # AUC's column (NaN for some users) is unused
     out["covered"] = np.packbits(out["covered"])
     return out
+
+
+def write_part(part, paths: dict, lo: int, offset: int) -> int:
+    """Write a row partition into preallocated native .npy files (rows ``lo:``, entries
+    from ``offset``): disjoint byte ranges, so partitions write concurrently."""
+    n = part.shape[0]
+    ptr = np.lib.format.open_memmap(paths["indptr"], mode="r+")
+    ptr[lo + 1 : lo + n + 1] = offset + part.indptr[1:]
+    if lo == 0:
+        ptr[0] = 0
+    ptr.flush()
+    for key, values in (("indices", part.indices), ("data", part.data)):
+        if values.shape[0]:
+            out = np.lib.format.open_memmap(paths[key], mode="r+")
+            out[offset : offset + values.shape[0]] = values
+            out.flush()
+            del out
+    return int(part.nnz)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from walsrec.errors import InvalidParameterError
 
-__all__ = ["TFRecordSource", "tfrecord_source"]
+__all__ = ["TFRecordSource", "cache_tfrecords_dask", "tfrecord_source", "write_native_dask"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def _size(value, name: str) -> int | None:
 
 def tfrecord_source(
     rows_pattern: str | os.PathLike | Sequence[str | os.PathLike],
-    cols_pattern: str | os.PathLike | Sequence[str | os.PathLike],
+    cols_pattern: str | os.PathLike | Sequence[str | os.PathLike] | None,
     num_rows: int | None = None,
     num_cols: int | None = None,
 ) -> TFRecordSource:
@@ -82,7 +83,9 @@ def tfrecord_source(
     ----------
     rows_pattern, cols_pattern : str, path-like, or list of them
         items_for_user and users_for_item files: paths, globs, fsspec URLs or URL globs, on
-        storage every worker reads (as :func:`walsrec.read_tfrecords`).
+        storage every worker reads (as :func:`walsrec.read_tfrecords`). ``cols_pattern``
+        may be None for :func:`write_native_dask` of the rows alone (e.g. held-out data);
+        training needs both.
     num_rows, num_cols : int or None, default None
         n_users and n_items (the vocabulary sizes). None: the largest user (item) index in
         either orientation + 1.
@@ -98,7 +101,7 @@ def tfrecord_source(
     >>> DaskWALS(32, client=client).fit(src)  # doctest: +SKIP
     """
     rows, rows_url = _files(rows_pattern, "rows_pattern")
-    cols, cols_url = _files(cols_pattern, "cols_pattern")
+    cols, cols_url = ([], []) if cols_pattern is None else _files(cols_pattern, "cols_pattern")
     shape = (_size(num_rows, "num_rows"), _size(num_cols, "num_cols"))
     return TFRecordSource(
         tuple(rows),
@@ -109,3 +112,206 @@ def tfrecord_source(
         str(rows_pattern),
         str(cols_pattern),
     )
+
+
+def write_native_dask(
+    client,
+    source: TFRecordSource,
+    directory: str | os.PathLike,
+    rows_name: str = "user_items",
+    cols_name: str = "item_users",
+    *,
+    partitions: int | None = None,
+):
+    """Have the workers parse TFRecord shards and write them as native matrices.
+
+    The shards are parsed one task each and assembled into contiguous row partitions on
+    the workers, as :meth:`DaskWALS.open <walsrec.distributed.wals.DaskWALS.open>` does;
+    then every partition writes its rows straight into ``directory/rows_name.*.npy`` (and
+    the transposed records into ``cols_name``), files that this process only creates at
+    their final size and renames into place once all are written. The result is byte for
+    byte what :func:`walsrec.data.native.save_csr` writes for the matrix
+    :func:`walsrec.read_tfrecords` returns, so it can serve as ``walsrec train``'s
+    MODEL_DIR/cache (memory-mapped by the client, read by the workers), and no record is
+    parsed by the client.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    source : TFRecordSource
+        From :func:`tfrecord_source`; without columns records only ``rows_name`` is
+        written.
+    directory : path
+        A local or shared POSIX folder (or ``file://`` URL) that every worker writes to at
+        the same path: the partitions write disjoint byte ranges of the same files.
+    rows_name, cols_name : str, default "user_items", "item_users"
+    partitions : int, optional
+        Partitions per orientation (default two per worker).
+
+    Returns
+    -------
+    NativeSource or None
+        :func:`~walsrec.distributed.wals.native_source` of what was written (None when only
+        the rows were written).
+
+    Raises
+    ------
+    DataFormatError
+        The reader's errors (file, record, value), a key in two records, or rows and
+        columns records that do not hold the same matrix.
+    """
+    from pathlib import Path
+
+    from walsrec.distributed import _storage, _tasks
+    from walsrec.distributed.wals import DaskWALS, native_source
+
+    where = str(directory)
+    if _storage.is_url(where):
+        if not where.startswith("file://"):
+            raise InvalidParameterError(
+                "The 'directory' argument of write_native_dask must be a local or shared POSIX "
+                f"path (the workers write byte ranges of the same files). Got {where!r} "
+                "instead."
+            )
+        where = where[len("file://") :]
+    folder = Path(where).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    model = DaskWALS(client=client, partitions=partitions)
+    if not (partitions is None or (isinstance(partitions, int) and partitions >= 1)):
+        raise InvalidParameterError(
+            "The 'partitions' argument of write_native_dask must be None or an int >= 1. Got "
+            f"{partitions!r} instead."
+        )
+    shards = model._layout(source)
+    raw = model._assemble_parts(shards)
+    sides = ["user", "item"] if source.cols_files else ["user"]
+    if source.cols_files:
+        model._check_transpose(raw)
+    n_users, n_items = model.source_.shape
+    for which, name in zip(sides, (rows_name, cols_name), strict=False):
+        placement = model._placement[which]
+        nnzs = model._gather(
+            [
+                model._submit(_tasks.nnz_of, x, worker=w)
+                for x, w in zip(raw[which], placement, strict=True)
+            ]
+        )
+        shape = (n_users, n_items) if which == "user" else (n_items, n_users)
+        nnz = int(sum(nnzs))
+        index = "int32" if max(nnz, *shape) < 2**31 - 1 else "int64"
+        dtypes = {"indptr": index, "indices": index, "data": "float32"}
+        lengths = {"indptr": shape[0] + 1, "indices": nnz, "data": nnz}
+        tmp = {part: folder / f".{name}.{part}.tmp.npy" for part in dtypes}
+        for part, path in tmp.items():
+            _create_npy(path, dtypes[part], lengths[part])
+        offsets = [0, *list(itertools.accumulate(nnzs))]
+        model._gather(
+            [
+                model._submit(
+                    _tasks.write_part,
+                    x,
+                    {part: str(path) for part, path in tmp.items()},
+                    lo,
+                    offsets[i],
+                    worker=w,
+                )
+                for i, (x, (lo, _), w) in enumerate(
+                    zip(raw[which], model._bounds[which], placement, strict=True)
+                )
+            ]
+        )
+        _finish_native(folder, name, tmp, shape, nnz, index)
+    return native_source(folder, rows_name, cols_name) if source.cols_files else None
+
+
+def _create_npy(path, dtype: str, length: int) -> None:
+    """An .npy file of ``length`` elements at its final size (sparse where the FS allows)."""
+    import numpy as np
+
+    if length == 0:  # numpy cannot memory-map an empty array
+        np.save(path, np.empty(0, dtype=np.dtype(dtype)), allow_pickle=False)
+        return
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(length,))
+    arr.flush()
+    del arr
+
+
+def _finish_native(folder, name: str, tmp: dict, shape, nnz: int, index: str) -> None:
+    """Rename the written arrays into place and write the metadata last (as save_csr)."""
+    import json
+
+    from walsrec._files import atomic_write_text
+    from walsrec.data.native import FORMAT_VERSION
+
+    for part, path in tmp.items():
+        os.replace(path, folder / f"{name}.{part}.npy")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "shape": list(shape),
+        "nnz": int(nnz),
+        "dtype": "float32",
+        "index_dtype": index,
+    }
+    atomic_write_text(folder / f"{name}.json", json.dumps(meta, indent=2) + "\n")
+
+
+def cache_tfrecords_dask(client, config, model_dir: str | os.PathLike) -> bool:
+    """``walsrec train``'s MODEL_DIR/cache of TFRecord inputs, written by the workers.
+
+    What :func:`walsrec.training.inputs.load_training_data` would parse on the client and
+    cache (``train``, ``eval``, under the same ``key.json``), the workers parse and write
+    instead (:func:`write_native_dask`), with the transposes (``train_t``, and ``eval_t``
+    when columns records are given) that the Dask back end reads. Afterwards
+    ``load_training_data`` finds a valid cache and only memory-maps it. Nothing is done
+    when the cache is already valid.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    config : TrainConfig
+        With ``train_rows``/``train_cols`` (and optionally ``eval_rows``/``eval_cols``,
+        ``num_rows``/``num_cols``).
+    model_dir : path
+        On storage the workers write to at the same path.
+
+    Returns
+    -------
+    bool
+        True when the cache was (re)written.
+    """
+    import json
+    from pathlib import Path
+
+    from walsrec._files import atomic_write_text
+    from walsrec.training.inputs import _find_vocab, _fingerprint
+
+    cache = Path(model_dir) / "cache"
+    patterns = [config.train_rows, config.train_cols, config.eval_rows, config.eval_cols]
+    # the key walsrec.training.inputs writes and checks
+    key = {
+        "patterns": patterns,
+        "files": _fingerprint(patterns),
+        "num_rows": config.num_rows,
+        "num_cols": config.num_cols,
+    }
+    try:
+        fresh = json.loads((cache / "key.json").read_text()) == key
+    except (OSError, json.JSONDecodeError):
+        fresh = False
+    if fresh and (cache / "train.json").is_file() and (cache / "train_t.json").is_file():
+        return False
+    users = _find_vocab(config.train_rows, "users")
+    items = _find_vocab(config.train_rows, "items")
+    n_rows = config.num_rows or (len(users) if users is not None else None)
+    n_cols = config.num_cols or (len(items) if items is not None else None)
+    (cache / "key.json").unlink(missing_ok=True)  # invalid until everything is written
+    for name in ("eval", "eval_t"):
+        for stale in cache.glob(f"{name}.*"):
+            stale.unlink()
+    src = tfrecord_source(config.train_rows, config.train_cols, n_rows, n_cols)
+    train = write_native_dask(client, src, cache, "train", "train_t")
+    if config.eval_rows is not None:
+        ev = tfrecord_source(config.eval_rows, config.eval_cols, *train.shape)
+        write_native_dask(client, ev, cache, "eval", "eval_t")
+    atomic_write_text(cache / "key.json", json.dumps(key, indent=2) + "\n")
+    return True

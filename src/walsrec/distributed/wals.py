@@ -274,21 +274,14 @@ class DaskWALS(WALS):
         self._validate_params()
         from walsrec.distributed.sources import TFRecordSource
 
-        self.stats_ = {"bytes_to_workers": 0, "bytes_from_workers": 0, "bytes_between_workers": 0}
-        workers = self._workers()
-        shards = None
-        if isinstance(source, TFRecordSource):
-            shards, source = self._parse_shards(source, workers)
-        elif not isinstance(source, NativeSource):
-            source = native_source(source)
-        self.source_ = source
+        if isinstance(source, TFRecordSource) and not source.cols_files:
+            raise InvalidParameterError(
+                "The TFRecordSource given to DaskWALS.open must name users_for_item files "
+                "(cols_pattern) too: the column half-steps read them. Got none."
+            )
+        shards = self._layout(source)
+        source = self.source_
         n_users, n_items = source.shape
-        parts = p or 2 * max(1, len(workers))
-        self._bounds = {"user": _bounds(n_users, parts), "item": _bounds(n_items, parts)}
-        self._placement = {
-            side: [workers[i % len(workers)] for i in range(len(b))]
-            for side, b in self._bounds.items()
-        }
         rw = _check_weight_vector(self.row_weights, "row_weights", n_users)
         cw = _check_weight_vector(self.col_weights, "col_weights", n_items)
         weights = []
@@ -431,6 +424,28 @@ class DaskWALS(WALS):
             self._weighting_vectors = None
         else:
             self.__dict__["weighting_stats_"] = value
+
+    def _layout(self, source):
+        """Set ``source_``, the partitions' bounds and their workers; TFRecord shards are
+        parsed here (returned as futures; None for native files)."""
+        from walsrec.distributed.sources import TFRecordSource
+
+        self.stats_ = {"bytes_to_workers": 0, "bytes_from_workers": 0, "bytes_between_workers": 0}
+        workers = self._workers()
+        shards = None
+        if isinstance(source, TFRecordSource):
+            shards, source = self._parse_shards(source, workers)
+        elif not isinstance(source, NativeSource):
+            source = native_source(source)
+        self.source_ = source
+        n_users, n_items = source.shape
+        parts = self.partitions or 2 * max(1, len(workers))
+        self._bounds = {"user": _bounds(n_users, parts), "item": _bounds(n_items, parts)}
+        self._placement = {
+            side: [workers[i % len(workers)] for i in range(len(b))]
+            for side, b in self._bounds.items()
+        }
+        return shards
 
     def _parse_shards(self, source, workers: list[str]):
         """Parse every TFRecord shard in its own task; infer the shape where not given."""
