@@ -376,6 +376,8 @@ def _fixed(pieces, k: int, dtype) -> np.ndarray:
     """The fixed rows a partition reads: its pieces (whole blocks or taken rows) in order."""
     if not pieces:
         return np.empty((0, k), dtype=dtype)
+    if len(pieces) == 1:  # a worker's concatenation of the whole factor: read, not copied
+        return np.ascontiguousarray(pieces[0])
     return concat(*pieces)
 
 

@@ -18,9 +18,9 @@ Layout of one fit:
   rows with the single-machine kernels against the rows of Ṽ it touches: the owner of each
   item block takes those rows out of its block and they move worker to worker, never
   through the client. A partition that touches more than ``ship_whole_above`` of all items
-  reads the whole Ṽ instead (each block delivered once to its worker, shared by the
-  partitions there). Each solve returns to the client only its loss terms and the
-  Gramian part of its new block (k² + 2 floats).
+  reads the whole Ṽ instead (each block sent once to its worker and concatenated there,
+  shared by the partitions on that worker). Each solve returns to the client only its loss
+  terms and the Gramian part of its new block (k² + 2 floats).
 * Initial factors are drawn exactly as ``WALS.initialize`` draws them: the client walks its
   generator over the rows and hands each block task the generator's state, so the draws
   happen on the workers and equal the single-machine ones.
@@ -607,23 +607,25 @@ class DaskWALS(WALS):
         """For each partition of ``which``: the futures of the fixed rows its task reads.
 
         ``blocks`` are the fixed side's blocks (rotated or not). Whole-factor partitions get
-        the blocks themselves (Dask delivers each once per worker); the others get, per
-        touched block, a ``take`` task run on the block's owner. Counts the bytes that cross
-        between workers as placed.
+        one concatenation of all blocks per worker (each block sent to it once, from its
+        owner: all to all, no single sender), shared by the partitions placed there; the
+        others get, per touched block, a ``take`` task run on the block's owner. Counts the
+        bytes that cross between workers as placed.
         """
         fixed = "item" if which == "user" else "user"
         row_bytes = self.embedding_dim * np.dtype(self.dtype).itemsize
-        delivered = set()  # (worker, block) pairs a whole-factor read already brought
+        whole = {}  # worker -> its concatenation of the blocks
         out = []
         for w_p, read in zip(self._placement[which], self._reads[which], strict=True):
             if read["whole"]:
-                pieces = list(blocks)
-                for b, (w_b, (lo, hi)) in enumerate(
-                    zip(self._placement[fixed], self._bounds[fixed], strict=True)
-                ):
-                    if w_b != w_p and (w_p, b) not in delivered:
-                        delivered.add((w_p, b))
-                        self.stats_["bytes_between_workers"] += (hi - lo) * row_bytes
+                if w_p not in whole:
+                    whole[w_p] = self._submit(_tasks.concat, *blocks, worker=w_p)
+                    for w_b, (lo, hi) in zip(
+                        self._placement[fixed], self._bounds[fixed], strict=True
+                    ):
+                        if w_b != w_p:
+                            self.stats_["bytes_between_workers"] += (hi - lo) * row_bytes
+                pieces = [whole[w_p]]
             else:
                 pieces = []
                 for block, w_b, rows, c in zip(
