@@ -11,8 +11,16 @@ from walsrec.errors import DataFormatError
 __all__ = ["evaluate_export"]
 
 
-def evaluate_export(model, data_dir: str | os.PathLike, k: int = 10, n_jobs=None) -> dict:
-    """Held-out metrics of an export next to the most-popular baseline.
+def evaluate_export(
+    model,
+    data_dir: str | os.PathLike,
+    k: int = 10,
+    n_jobs=None,
+    *,
+    ease: bool | None = None,
+    ease_regularization: float = 500.0,
+) -> dict:
+    """Held-out metrics of an export next to the most-popular and EASE baselines.
 
     Parameters
     ----------
@@ -22,15 +30,29 @@ def evaluate_export(model, data_dir: str | os.PathLike, k: int = 10, n_jobs=None
         A DATA_DIR written by ``walsrec prepare`` with an eval split, prepared from the same
         data as the model (same vocabularies).
     k : int, default 10
+    ease : bool or None, default None
+        Also score EASE (:func:`walsrec.metrics.ease_baseline`), a strong item-item
+        baseline: None does so when the catalog has at most
+        :data:`~walsrec.metrics.EASE_MAX_ITEMS` (20,000) items; True forces it (an error
+        above that size); False skips it.
+    ease_regularization : float, default 500.0
+        EASE's λ.
 
     Returns
     -------
     dict
         ``export`` and ``data`` (paths), ``users_evaluated``, and the metric dictionaries
-        ``model`` and ``most-popular`` (rmse is the model's only).
+        ``model``, ``most-popular`` and, when computed, ``ease`` (rmse is the model's only).
     """
     from walsrec.data.prepare import load_prepared
-    from walsrec.metrics import evaluate, evaluate_scorer, evaluated_users, popularity_baseline
+    from walsrec.metrics import (
+        EASE_MAX_ITEMS,
+        ease_baseline,
+        evaluate,
+        evaluate_scorer,
+        evaluated_users,
+        popularity_baseline,
+    )
     from walsrec.serving.export import read_export
     from walsrec.training.loop import json_safe
 
@@ -61,7 +83,7 @@ def evaluate_export(model, data_dir: str | os.PathLike, k: int = 10, n_jobs=None
         n_jobs=n_jobs,
     )
     baseline = evaluate_scorer(popularity_baseline(train), train, heldout, k=k, n_jobs=n_jobs)
-    return {
+    result = {
         "export": str(export.path),
         "data": str(data.path),
         "k": k,
@@ -69,3 +91,10 @@ def evaluate_export(model, data_dir: str | os.PathLike, k: int = 10, n_jobs=None
         "model": json_safe(scores),
         "most-popular": json_safe(baseline),
     }
+    if ease is None:
+        ease = train.shape[1] <= EASE_MAX_ITEMS
+    if ease:
+        scorer = ease_baseline(train, ease_regularization)
+        result["ease"] = json_safe(evaluate_scorer(scorer, train, heldout, k=k, n_jobs=n_jobs))
+        result["ease_regularization"] = ease_regularization
+    return result

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.tuning import (
+    COURSE_SPACE,
     DEFAULT_SPACE,
     SearchSpace,
     load_space,
@@ -104,8 +105,18 @@ def test_metric_direction():
 
 
 # ---------------------------------------------------------------------------- space
-def test_default_space_is_the_course_space_up_to_256_factors():
+def test_default_space_covers_weighting_regularization_and_targets():
     p = DEFAULT_SPACE.params
+    assert (p["regularization"].low, p["regularization"].high) == (1e-4, 100.0)
+    assert p["regularization"].log and not p["regularization_exponent"].log
+    assert (p["regularization_exponent"].low, p["regularization_exponent"].high) == (0.0, 1.0)
+    assert set(p["confidence"].choices) == {"constant", "linear", "log", "bm25"}
+    assert set(p["targets"].choices) == {"binary", "values"}
+    assert set(p) <= set(TUNABLE)
+
+
+def test_course_space_is_the_course_space_up_to_256_factors():
+    p = COURSE_SPACE.params
     assert (p["regularization"].low, p["regularization"].high) == (0.001, 10.0)
     assert (p["embedding_dim"].low, p["embedding_dim"].high) == (5, 256)
     assert (p["unobserved_weight"].low, p["unobserved_weight"].high) == (0.001, 5.0)
@@ -184,7 +195,7 @@ def test_space_file_not_found_and_not_toml(tmp_path):
 def test_conditional_column_weight_parameters_follow_their_choice():
     import optuna
 
-    space = SearchSpace(DEFAULT_SPACE.params)
+    space = SearchSpace(COURSE_SPACE.params)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
     for _ in range(30):

@@ -12,7 +12,8 @@ Entry points
   and computes its metrics.
 - :func:`evaluate_scorer` does the same for any scorer ``scorer(user_indices) -> scores``
   or a fixed vector of item scores, e.g. :func:`popularity_baseline` (the most-popular
-  baseline, reported with exactly the same definitions as the model).
+  baseline, reported with exactly the same definitions as the model) or
+  :func:`ease_baseline` (EASE, a strong item-item baseline for catalogs up to 20,000 items).
 - :func:`evaluate_topk` evaluates precomputed top-k lists (no AUC).
 - :func:`rmse` alone; :func:`evaluated_users` lists the users the ranking means run over.
 
@@ -83,8 +84,11 @@ from walsrec.metrics._api import (
     popularity_baseline,
     rmse,
 )
+from walsrec.metrics._baselines import EASE_MAX_ITEMS, ease_baseline
 
 __all__ = [
+    "EASE_MAX_ITEMS",
+    "ease_baseline",
     "evaluate",
     "evaluate_scorer",
     "evaluate_topk",

@@ -7,7 +7,7 @@ configuration on the whole training split and evaluates it on the eval split.
 Optuna is imported only when a study runs.
 """
 
-from walsrec.tuning.space import DEFAULT_SPACE, Param, SearchSpace, load_space
+from walsrec.tuning.space import COURSE_SPACE, DEFAULT_SPACE, Param, SearchSpace, load_space
 from walsrec.tuning.study import (
     TrialSummary,
     TuneResult,
@@ -18,6 +18,7 @@ from walsrec.tuning.study import (
 )
 
 __all__ = [
+    "COURSE_SPACE",
     "DEFAULT_SPACE",
     "Param",
     "SearchSpace",

@@ -1,9 +1,13 @@
-"""The search space of ``walsrec tune``: the course's ranges by default, or a TOML file.
+"""The search space of ``walsrec tune``: ranges that matter for ranking quality, or a TOML file.
 
-The course tuned WALS with Cloud ML Engine's hyper-parameter service over regularization
-0.001–10, latent factors 5–50, unobserved weight 0.001–5 and a count-based column weight,
-either linear (factor 1–200) or exponential (exponent 0.0001–10), every range on a log
-scale. :data:`DEFAULT_SPACE` is that space with the embedding dimension extended to 256.
+:data:`DEFAULT_SPACE` is what the experiments of issue 9 (benchmarks/README.md, "quality")
+found to matter: the embedding dimension (64–256), λ over six decades (1e-4–100) with the
+frequency-scaling exponent ν (0–1), the unobserved weight w0 (0.01–10), the confidence
+scheme (constant, linear, log, BM25) with its α (and ε, K1, B), and binary against value
+targets. :data:`COURSE_SPACE` is the space Google's course tuned with Cloud ML Engine:
+regularization 0.001–10, latent factors 5–256 (the course stopped at 50), unobserved weight
+0.001–5 and a count-based column weight, linear (factor 1–200) or exponential (exponent
+0.0001–10), every range on a log scale.
 
 A space maps setting names of :class:`~walsrec.training.config.TrainConfig` to one of
 
@@ -12,9 +16,11 @@ A space maps setting names of :class:`~walsrec.training.config.TrainConfig` to o
 * a categorical choice: ``{choices = [...]}``;
 * a fixed value: ``solver = "cg"``.
 
-``col_weight_factor`` is sampled only in trials where ``col_weights_from_counts`` is
-``"linear"`` and ``col_weight_exponent`` only where it is ``"log"``; ``"none"`` (TOML has no
-null) means no count-based column weights.
+Conditional parameters are sampled only where they act: ``col_weight_factor`` where
+``col_weights_from_counts`` is ``"linear"``, ``col_weight_exponent`` where it is ``"log"``
+(``"none"``, as TOML has no null, means no count-based column weights), ``alpha`` where
+``confidence`` is not ``"constant"``, ``epsilon`` where it is ``"log"``, ``bm25_k1`` and
+``bm25_b`` where it is ``"bm25"``, ``cg_steps`` where ``solver`` is ``"cg"``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 
 from walsrec.errors import DataFormatError, InvalidParameterError
 
-__all__ = ["DEFAULT_SPACE", "Param", "SearchSpace", "load_space"]
+__all__ = ["COURSE_SPACE", "DEFAULT_SPACE", "Param", "SearchSpace", "load_space"]
 
 # Settings a trial may vary, and their type (int settings take int ranges and choices).
 TUNABLE = {
@@ -41,20 +47,31 @@ TUNABLE = {
     "col_weights_from_counts": str,
     "col_weight_factor": float,
     "col_weight_exponent": float,
+    "confidence": str,
+    "alpha": float,
+    "epsilon": float,
+    "bm25_k1": float,
+    "bm25_b": float,
+    "targets": str,
     "solver": str,
     "cg_steps": int,
     "init_std": float,
     "dtype": str,
 }
 
-# A parameter that only exists when another one takes a value: name -> (parent, value).
+# A parameter that only exists when another one takes one of some values:
+# name -> (parent, values).
 CONDITIONS = {
-    "col_weight_factor": ("col_weights_from_counts", "linear"),
-    "col_weight_exponent": ("col_weights_from_counts", "log"),
-    "cg_steps": ("solver", "cg"),
+    "col_weight_factor": ("col_weights_from_counts", ("linear",)),
+    "col_weight_exponent": ("col_weights_from_counts", ("log",)),
+    "cg_steps": ("solver", ("cg",)),
+    "alpha": ("confidence", ("linear", "log", "bm25", "tfidf")),
+    "epsilon": ("confidence", ("log",)),
+    "bm25_k1": ("confidence", ("bm25",)),
+    "bm25_b": ("confidence", ("bm25",)),
 }
 # Sampled first, so that the conditions above can be read.
-_ORDER = ("col_weights_from_counts", "solver")
+_ORDER = ("col_weights_from_counts", "solver", "confidence")
 
 
 @dataclass(frozen=True)
@@ -121,7 +138,7 @@ class SearchSpace:
             if cond is not None:
                 parent, wanted = cond
                 current = out.get(parent, _train_default(parent))
-                if current != wanted:
+                if current not in wanted:
                     continue
             out[name] = self.params[name].suggest(trial)
         if out.get("col_weights_from_counts") == "none":
@@ -133,7 +150,8 @@ class SearchSpace:
         lines = []
         for name, p in self.params.items():
             cond = CONDITIONS.get(name)
-            when = f"  [when {cond[0]} = {cond[1]!r}]" if cond and p.kind != "fixed" else ""
+            shown = " or ".join(repr(v) for v in cond[1]) if cond else ""
+            when = f"  [when {cond[0]} = {shown}]" if cond and p.kind != "fixed" else ""
             lines.append(f"{name}: {p.describe()}{when}")
         return lines
 
@@ -144,7 +162,7 @@ def _train_default(name: str) -> Any:
     return getattr(TrainConfig(), name)
 
 
-DEFAULT_SPACE = SearchSpace(
+COURSE_SPACE = SearchSpace(
     {
         "regularization": Param("regularization", "float", 0.001, 10.0, log=True),
         "embedding_dim": Param("embedding_dim", "int", 5, 256, log=True),
@@ -154,6 +172,23 @@ DEFAULT_SPACE = SearchSpace(
         ),
         "col_weight_factor": Param("col_weight_factor", "float", 1.0, 200.0, log=True),
         "col_weight_exponent": Param("col_weight_exponent", "float", 0.0001, 10.0, log=True),
+    }
+)
+
+DEFAULT_SPACE = SearchSpace(
+    {
+        "embedding_dim": Param("embedding_dim", "int", 64, 256, log=True),
+        "regularization": Param("regularization", "float", 1e-4, 100.0, log=True),
+        "regularization_exponent": Param("regularization_exponent", "float", 0.0, 1.0),
+        "unobserved_weight": Param("unobserved_weight", "float", 0.01, 10.0, log=True),
+        "confidence": Param(
+            "confidence", "categorical", choices=("constant", "linear", "log", "bm25")
+        ),
+        "alpha": Param("alpha", "float", 0.01, 100.0, log=True),
+        "epsilon": Param("epsilon", "float", 0.01, 10.0, log=True),
+        "bm25_k1": Param("bm25_k1", "float", 0.5, 200.0, log=True),
+        "bm25_b": Param("bm25_b", "float", 0.0, 1.0),
+        "targets": Param("targets", "categorical", choices=("binary", "values")),
     }
 )
 

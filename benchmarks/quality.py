@@ -1,0 +1,288 @@
+"""Ranking quality of walsrec's defaults and of ``walsrec tune`` against the field.
+
+Protocol (Microsoft Recommenders'): each dataset is split per user, 75% train / 25% test,
+exactly as ``recommenders.datasets.python_splitters.python_stratified_split(data, 0.75,
+seed=42)`` does it (one uniform draw per row in file order from ``np.random.seed(42)``; a
+user's rows ranked by it, the top 75% to train). Top-10 lists exclude each user's training
+items; nDCG@10 and the other metrics are ``walsrec.metrics``' (Microsoft Recommenders'
+definitions). Hyper-parameters are chosen on a validation split carved from train the same
+way (75/25, seed 42) and never on test; the chosen configuration is refitted on the whole
+train split and scored on test.
+
+Rows of the table, per dataset:
+
+* walsrec, defaults: ``walsrec train``'s settings untouched (TrainConfig's defaults);
+* walsrec, tuned: ``walsrec.tune`` with its default search space and ``--trials`` trials
+  (its own 75/25 validation split of train), the best refitted on train;
+* implicit ALS (benfred/implicit), the same budget: Optuna's TPE sampler over factors
+  (16–256), regularization (1e-3–1e3) and alpha (0.1–100), raw values as confidence;
+* EASE (Steck 2019, ``walsrec.metrics.ease_baseline``), λ chosen on validation from a grid;
+* most-popular.
+
+    python benchmarks/quality.py [--datasets ml100k,epinions,generated] [--trials 100]
+                                 [--trials-large 30] [--sweeps 15]
+
+``--trials-large`` is the budget on epinions (36,165 items: a trial there costs ~20× one
+on ML-100K). Needs ../shared/data (datasets absent there are skipped).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns on threaded BLAS
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from walsrec.data.interactions import Interactions
+from walsrec.data.prepare import PreparedData
+from walsrec.metrics import ease_baseline, evaluate, evaluate_scorer, popularity_baseline
+from walsrec.model.wals import WALS
+from walsrec.model.weighting import column_weights_from_counts
+from walsrec.training.config import TrainConfig, wals_params
+from walsrec.tuning.study import tune
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+K = 10
+METRICS = (f"ndcg@{K}", f"map@{K}", f"precision@{K}", f"recall@{K}")
+EASE_GRID = (10.0, 30.0, 100.0, 300.0, 500.0, 1000.0, 3000.0)
+
+
+def stratified_split(rows: np.ndarray, ratio: float = 0.75, seed: int = 42) -> np.ndarray:
+    """Microsoft Recommenders' ``python_stratified_split``: True for the rows that go to the
+    first part. ``rows`` holds each record's user, in file order."""
+    # their splitter seeds NumPy's global generator, a RandomState: the same stream
+    draw = np.random.RandomState(seed).rand(rows.shape[0])
+    # rank within the user by draw, descending, ties by position ("first")
+    order = np.lexsort((np.arange(rows.shape[0]), -draw, rows))
+    sorted_rows = rows[order]
+    starts = np.searchsorted(sorted_rows, sorted_rows, side="left")
+    rank = np.empty(rows.shape[0], dtype=np.int64)
+    rank[order] = np.arange(rows.shape[0]) - starts + 1
+    counts = np.bincount(rows)[rows]
+    return rank / counts <= ratio
+
+
+def _csr(rows, cols, values, shape) -> sp.csr_matrix:
+    m = sp.csr_matrix((values, (rows, cols)), shape=shape)
+    m.sum_duplicates()
+    return m
+
+
+class Split:
+    """train/test and the validation split of train, as index triplets."""
+
+    def __init__(self, rows, cols, values, shape):
+        first = stratified_split(rows)
+        self.train = _csr(rows[first], cols[first], values[first], shape)
+        self.test = _csr(rows[~first], cols[~first], values[~first], shape)
+        r, c, v = rows[first], cols[first], values[first]
+        inner = stratified_split(r)
+        self.fit = _csr(r[inner], c[inner], v[inner], shape)
+        self.valid = _csr(r[~inner], c[~inner], v[~inner], shape)
+
+
+def load_csv(path: Path) -> Split:
+    table = pcsv.read_csv(path)
+    data = Interactions.from_table(table, "user", "item", "rating")
+    users = data.users.indices(table.column("user"))
+    items = data.items.indices(table.column("item"))
+    values = np.asarray(table.column("rating").to_numpy(), dtype=np.float64)
+    return Split(users, items, values, data.user_items.shape)
+
+
+def load_generated(n: int = 200_000) -> Split:
+    """The demo's data: generated visits, prepared as the demo does (scaled-median)."""
+    from walsrec.data.prepare import load_prepared, prepare
+    from walsrec.datasets import generate_visits
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "visits.csv"
+        pcsv.write_csv(generate_visits(n, seed=0), csv)
+        prepare(
+            [str(csv)],
+            Path(tmp) / "data",
+            user_col="visitor_id",
+            item_col="article_id",
+            rating_col="session_duration",
+            time_col="timestamp",
+            rating_transform="scaled-median",
+            eval_fraction=0.0,
+        )
+        m = load_prepared(Path(tmp) / "data").train.user_items.tocoo()
+    return Split(m.row.astype(np.int64), m.col.astype(np.int64), m.data, m.shape)
+
+
+def score(u, v, train, held) -> dict:
+    return evaluate(u, v, train, held, k=K, metrics=list(METRICS))
+
+
+def fit_walsrec(settings: dict, train, sweeps: int, seed: int = 0):
+    cw = settings.get("col_weights", 1.0)
+    if settings.get("col_weights_from_counts"):
+        cw = column_weights_from_counts(
+            train,
+            settings["col_weights_from_counts"],
+            settings.get("col_weight_factor", 1.0),
+            settings.get("col_weight_exponent", 1.0),
+        )
+    model = WALS(**wals_params(settings), col_weights=cw, sweeps=sweeps, n_jobs=2)
+    model.set_params(random_state=seed)
+    model.fit(train)
+    return model.user_factors_, model.item_factors_
+
+
+def fit_implicit(params: dict, train, sweeps: int, seed: int = 0):
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    model = AlternatingLeastSquares(
+        factors=params["factors"],
+        regularization=params["regularization"],
+        alpha=params["alpha"],
+        iterations=sweeps,
+        use_cg=False,
+        num_threads=2,
+        random_state=seed,
+    )
+    model.fit(train.astype(np.float32), show_progress=False)
+    return np.asarray(model.user_factors), np.asarray(model.item_factors)
+
+
+def tune_implicit(split: Split, trials: int, sweeps: int) -> tuple[dict, float]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial):
+        params = {
+            "factors": trial.suggest_int("factors", 16, 256, log=True),
+            "regularization": trial.suggest_float("regularization", 1e-3, 1e3, log=True),
+            "alpha": trial.suggest_float("alpha", 0.1, 100.0, log=True),
+        }
+        u, v = fit_implicit(params, split.fit, sweeps)
+        return evaluate(u, v, split.fit, split.valid, k=K, metrics=[f"ndcg@{K}"])[f"ndcg@{K}"]
+
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=10)
+    )
+    study.optimize(objective, n_trials=trials)
+    return study.best_params, study.best_value
+
+
+def choose_ease(split: Split) -> tuple[float, float]:
+    best = (math.nan, -1.0)
+    for lam in EASE_GRID:
+        got = evaluate_scorer(
+            ease_baseline(split.fit, lam), split.fit, split.valid, k=K, metrics=[f"ndcg@{K}"]
+        )[f"ndcg@{K}"]
+        if got > best[1]:
+            best = (lam, got)
+    return best
+
+
+def run(name: str, split: Split, trials: int, sweeps: int) -> list[tuple[str, dict, float]]:
+    rows = []
+    n_users, n_items = split.train.shape
+    print(
+        f"\n## {name}: {n_users:,} users, {n_items:,} items; train {split.train.nnz:,}, test "
+        f"{split.test.nnz:,}; validation split of train {split.fit.nnz:,} / "
+        f"{split.valid.nnz:,}; load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    defaults = TrainConfig()
+    t = time.perf_counter()
+    u, v = fit_walsrec({}, split.train, defaults.DEFAULT_SWEEPS)
+    rows.append(
+        ("walsrec, defaults", score(u, v, split.train, split.test), time.perf_counter() - t)
+    )
+
+    t = time.perf_counter()
+    prepared = PreparedData(
+        Interactions(split.train, *_vocabularies(split.train.shape)), None, {}, Path(name)
+    )
+    result = tune(prepared, trials=trials, sweeps=sweeps, seed=0, threads=2)
+    best = result.best_params
+    u, v = fit_walsrec(best, split.train, sweeps)
+    seconds = time.perf_counter() - t
+    print(f"# walsrec tune, {trials} trials: validation {result.best_value:.4f} with {best}")
+    rows.append(
+        (f"walsrec, tuned ({trials} trials)", score(u, v, split.train, split.test), seconds)
+    )
+
+    t = time.perf_counter()
+    params, value = tune_implicit(split, trials, sweeps)
+    u, v = fit_implicit(params, split.train, sweeps)
+    seconds = time.perf_counter() - t
+    print(f"# implicit, {trials} trials: validation {value:.4f} with {params}")
+    rows.append((f"implicit ALS ({trials} trials)", score(u, v, split.train, split.test), seconds))
+
+    t = time.perf_counter()
+    if min(n_users, n_items) <= 20_000:
+        lam, value = choose_ease(split)
+        got = evaluate_scorer(
+            ease_baseline(split.train, lam), split.train, split.test, k=K, metrics=list(METRICS)
+        )
+        print(f"# EASE: lambda {lam:g} chosen on validation ({value:.4f})")
+        rows.append((f"EASE (λ = {lam:g})", got, time.perf_counter() - t))
+    rows.append(
+        (
+            "most-popular",
+            evaluate_scorer(
+                popularity_baseline(split.train), split.train, split.test, k=K, metrics=METRICS
+            ),
+            0.0,
+        )
+    )
+    print(f"| {name} | {' | '.join(METRICS)} | seconds |")
+    print("|---|" + "---|" * (len(METRICS) + 1))
+    for label, scores, seconds in rows:
+        cells = " | ".join(f"{scores[m]:.4f}" for m in METRICS)
+        print(f"| {label} | {cells} | {seconds:.1f} |")
+    d, tuned = rows[0][1][f"ndcg@{K}"], rows[1][1][f"ndcg@{K}"]
+    print(f"# defaults / tuned ndcg@{K}: {d / tuned:.3f}", flush=True)
+    return rows
+
+
+def _vocabularies(shape):
+    from walsrec.data.vocabulary import Vocabulary
+
+    return (
+        Vocabulary([str(i) for i in range(shape[0])], "users"),
+        Vocabulary([str(i) for i in range(shape[1])], "items"),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="ml100k,epinions,generated")
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--trials-large", type=int, default=30)
+    parser.add_argument("--sweeps", type=int, default=15)
+    args = parser.parse_args()
+    _ = pa  # pyarrow is imported for its CSV reader
+    with threadpool_limits(1, "blas"):
+        for name in args.datasets.split(","):
+            if name == "generated":
+                run("generated", load_generated(), args.trials, args.sweeps)
+                continue
+            path = SHARED / ("ml100k.csv" if name == "ml100k" else "epinions_trust.csv")
+            if not path.exists():
+                print(f"# {name}: {path} not found, skipped")
+                continue
+            trials = args.trials if name == "ml100k" else args.trials_large
+            run(name, load_csv(path), trials, args.sweeps)
+
+
+if __name__ == "__main__":
+    main()
