@@ -185,3 +185,14 @@ def test_cache_for_train_written_by_the_workers(client, data_dir, tmp_path, monk
     assert (loaded.train.user_items != prepared.train.user_items).nnz == 0
     assert (loaded.eval != prepared.eval.user_items).nnz == 0
     assert loaded.train.users.ids == prepared.train.users.ids
+    # the workers evaluate against the cached held-out matrix
+    from walsrec.distributed.evaluate import evaluate_dask
+    from walsrec.distributed.wals import native_source
+    from walsrec.metrics import evaluate
+
+    model = DaskWALS(4, client=client, sweeps=1, random_state=0, n_jobs=1)
+    model.fit(native_source(tmp_path / "m" / "cache", "train", "train_t"))
+    got = evaluate_dask(model, tmp_path / "m" / "cache", name="eval", k=5)
+    ref = evaluate(model.user_factors_, model.item_factors_, loaded.train.user_items,
+                   loaded.eval, k=5)  # fmt: skip
+    assert got == pytest.approx(ref, rel=1e-9)

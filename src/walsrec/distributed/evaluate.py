@@ -21,7 +21,7 @@ from walsrec.errors import DataFormatError, InvalidParameterError
 __all__ = ["evaluate_dask"]
 
 
-def _heldout_parts(model, data, eval_rows) -> list:
+def _heldout_parts(model, data, eval_rows, name: str = "user_items") -> list:
     """The held-out matrix in the model's user partitions, loaded (once) on their workers."""
     from walsrec.distributed.sources import tfrecord_source
     from walsrec.distributed.wals import _location, _meta
@@ -32,7 +32,7 @@ def _heldout_parts(model, data, eval_rows) -> list:
             "matrices) and 'eval_rows' (items_for_user TFRecord files). Got "
             f"data={data!r}, eval_rows={eval_rows!r}."
         )
-    key = ("data", str(data)) if data is not None else ("rows", repr(eval_rows))
+    key = ("data", str(data), name) if data is not None else ("rows", repr(eval_rows))
     cache = getattr(model, "_heldout", None)
     if cache is not None and cache[0] == key and cache[1] is model._sides:
         return cache[2]
@@ -42,17 +42,17 @@ def _heldout_parts(model, data, eval_rows) -> list:
         directory = _location(data)
         if _storage.isdir(_storage.join(directory, "eval", "native")):
             directory = _storage.join(directory, "eval", "native")
-        meta = _meta(directory, "user_items")
+        meta = _meta(directory, name)
         if tuple(meta["shape"]) != (n_users, n_items):
             raise DataFormatError(
-                f"{_storage.join(directory, 'user_items.json')}: shape {meta['shape']} is not "
+                f"{_storage.join(directory, name + '.json')}: shape {meta['shape']} is not "
                 f"the training matrix's {[n_users, n_items]}."
             )
         parts = [
             model._submit(
                 _tasks.load_part,
                 directory,
-                "user_items",
+                name,
                 lo,
                 hi,
                 True,
@@ -118,6 +118,7 @@ def evaluate_dask(
     data: str | os.PathLike | None = None,
     *,
     eval_rows: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    name: str = "user_items",
     k: int = 10,
     metrics: Iterable[str] | None = None,
     n_jobs: int | None = None,
@@ -139,9 +140,11 @@ def evaluate_dask(
         Opened and initialized (fitted, or between half-steps under ``train``).
     data : path or fsspec URL, optional
         A prepared DATA_DIR (its ``eval/native``) or a folder holding the held-out matrix
-        as native ``user_items`` files, on storage every worker reads.
+        as native files named ``name``, on storage every worker reads.
     eval_rows : str, path or list, optional
         Or: held-out items_for_user TFRecord files (paths, globs or URLs).
+    name : str, default "user_items"
+        The held-out matrix's name in ``data`` (``"eval"`` in train's MODEL_DIR/cache).
     k, metrics, n_jobs, ndcg_gain, chunk_size
         As :func:`walsrec.metrics.evaluate` (``n_jobs``: threads of each task).
 
@@ -163,7 +166,7 @@ def evaluate_dask(
     k = _api._check_int(k, "k", owner, 1)
     names = _api._check_metrics(metrics, _api.metric_names(k), owner)
     chunk_size = _api._check_int(chunk_size, "chunk_size", owner, 1, allow_none=True)
-    parts = _heldout_parts(model, data, eval_rows)
+    parts = _heldout_parts(model, data, eval_rows, name)
     item_blocks = model._blocks["item"]
     results = model._gather(
         [
