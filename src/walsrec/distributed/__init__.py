@@ -2,10 +2,11 @@
 
 ``DaskWALS`` (the estimator), ``native_source``/``NativeSource`` and
 ``tfrecord_source``/``TFRecordSource`` (where the workers read the matrix: native files or
-the course's TFRecord shards, by path or fsspec URL), ``predict_dask`` (sharded batch
-prediction), ``evaluate_dask`` (held-out metrics on the workers) and ``connect`` (a client
-for an address or ``"local:N"``). Imported lazily: ``import walsrec.distributed`` imports
-neither dask nor numba.
+the course's TFRecord shards, by path or fsspec URL; ``write_native_dask`` has the workers
+convert shards to native files), ``predict_dask`` (sharded batch prediction),
+``evaluate_dask`` (held-out metrics on the workers) and ``connect`` (a client for an
+address or ``"local:N"``). Imported lazily: ``import walsrec.distributed`` imports neither
+dask nor numba.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "native_source",
     "predict_dask",
     "tfrecord_source",
+    "write_native_dask",
 ]
 
 _WHERE = {
@@ -27,6 +29,7 @@ _WHERE = {
     "native_source": "walsrec.distributed.wals",
     "TFRecordSource": "walsrec.distributed.sources",
     "tfrecord_source": "walsrec.distributed.sources",
+    "write_native_dask": "walsrec.distributed.sources",
     "predict_dask": "walsrec.distributed.predict",
     "connect": "walsrec.distributed.cluster",
     "evaluate_dask": "walsrec.distributed.evaluate",
