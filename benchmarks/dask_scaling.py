@@ -17,9 +17,10 @@ another worker: ``stats_["bytes_between_workers"]``, counted from the tasks' pla
 measured: the sum of the workers' ``transfer_incoming_log``, which also holds anything else
 Dask moved), and the largest relative difference of the factors from the single machine's.
 On 2 workers, the default ``ship_whole_above=0.5`` runs next to 0 (always the whole fixed
-factor) and 1 (always only the touched rows).
+factor) and inf (always only the touched rows).
 
     python benchmarks/dask_scaling.py [--interactions 10000000] [--k 32] [--sweeps 3]
+                                      [--partitions N]   (per side; default two per worker)
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main() -> None:
     ap.add_argument("--sweeps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="numba threads per Dask worker")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--partitions", type=int, default=None, help="per side (default 2/worker)")
     args = ap.parse_args()
 
     from distributed import Client, LocalCluster
@@ -100,7 +102,8 @@ def main() -> None:
     ui = load_prepared(data, mmap=False).train.user_items
     print(
         f"data: {ui.shape[0]:,} users x {ui.shape[1]:,} items, {ui.nnz:,} stored entries "
-        f"({args.interactions:,} visits); k={args.k}, {args.dtype}, {os.cpu_count()} cores"
+        f"({args.interactions:,} visits); k={args.k}, {args.dtype}, {os.cpu_count()} cores, "
+        f"{args.partitions or 'two per worker'} partitions per side"
     )
     params = dict(
         embedding_dim=args.k, sweeps=args.sweeps, random_state=0, dtype=args.dtype, tol=0.0
@@ -115,7 +118,7 @@ def main() -> None:
         name = f"WALS one machine, n_jobs={n_jobs or os.cpu_count()}"
         rows.append((name, first, per, None, None, 0.0))
     base = None
-    for workers, whole in ((1, 0.5), (2, 0.5), (2, 0.0), (2, 1.0)):
+    for workers, whole in ((1, 0.5), (2, 0.5), (2, 0.0), (2, float("inf"))):
         cluster = LocalCluster(
             n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0"
         )
@@ -126,6 +129,7 @@ def main() -> None:
                     client=client,
                     n_jobs=args.threads,
                     ship_whole_above=whole,
+                    partitions=args.partitions,
                     callback=cb,
                     **params,
                 ),

@@ -17,7 +17,7 @@ PARAMS = dict(partitions=3, sweeps=2, random_state=2, n_jobs=1)
 @pytest.fixture(scope="module")
 def fitted(client, data_dir):
     """Every partition's indices renumbered into its touched items (mapped back to rank)."""
-    model = DaskWALS(5, client=client, ship_whole_above=1.0, **PARAMS).fit(data_dir)
+    model = DaskWALS(5, client=client, ship_whole_above=np.inf, **PARAMS).fit(data_dir)
     assert not any(r["whole"] for r in model._reads["user"])
     return model
 

@@ -40,7 +40,7 @@ def test_fit_from_shards_equals_one_machine(client, records, user_items):
     m = read_tfrecords(src.rows_files, vocab_size=n_items, n_rows=n_users)
     assert (m != user_items).nnz == 0
     ref = WALS(**params).fit(m)
-    model = DaskWALS(client=client, partitions=3, ship_whole_above=1.0, **params).fit(src)
+    model = DaskWALS(client=client, partitions=3, ship_whole_above=np.inf, **params).fit(src)
     # the shape inferred on the workers (the generated data has no empty last row/column)
     assert model.source_.shape == (n_users, n_items) and model.source_.nnz == m.nnz
     assert _rel(ref.user_factors_, model.user_factors_) < 1e-6

@@ -150,10 +150,10 @@ def test_singular_system_raised_from_a_worker(client, data_dir):
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_touched_rows_only_give_the_same_factors(client, data_dir, user_items, solver):
-    """ship_whole_above=1.0: every partition reads only the fixed rows it touches."""
+    """ship_whole_above=inf: every partition reads only the fixed rows it touches."""
     params = dict(embedding_dim=5, sweeps=2, random_state=8, dtype="float64", solver=solver)
     ref = WALS(n_jobs=1, **params).fit(user_items)
-    model = DaskWALS(client=client, partitions=4, ship_whole_above=1.0, n_jobs=1, **params)
+    model = DaskWALS(client=client, partitions=4, ship_whole_above=np.inf, n_jobs=1, **params)
     model.fit(data_dir)
     assert not any(r["whole"] for side in model._reads.values() for r in side)
     assert _rel(ref.user_factors_, model.user_factors_) < 1e-6
@@ -164,7 +164,8 @@ def test_touched_rows_only_give_the_same_factors(client, data_dir, user_items, s
 
 
 def _block_diagonal(tmp_path, n_users=40, n_items=30, seed=0):
-    """Two diagonal blocks: users 0:20 rate items 0:15 only, users 20:40 items 15:30."""
+    """Two diagonal blocks: users 0:20 rate items 0:15 only, users 20:40 items 15:30; every
+    tenth user rates all the items of its block."""
     import scipy.sparse as sp
 
     from walsrec.data.native import save_csr
@@ -174,6 +175,7 @@ def _block_diagonal(tmp_path, n_users=40, n_items=30, seed=0):
     for us, its in ((slice(0, 20), slice(0, 15)), (slice(20, 40), slice(15, 30))):
         block = dense[us, its]
         block[...] = rng.uniform(1, 5, block.shape) * (rng.random(block.shape) < 0.5)
+        block[::10] = rng.uniform(1, 5, block[::10].shape)  # users 0, 10, ... rate them all
     m = sp.csr_matrix(dense)
     save_csr(tmp_path, "user_items", m)
     save_csr(tmp_path, "item_users", m.T.tocsr())
@@ -202,8 +204,15 @@ def test_bytes_between_workers_block_diagonal(client, tmp_path):
     assert moved[0.5] == 0
     # each worker receives the other's block of V (user half-step) and of U (item)
     assert moved[0.0] == (30 + 40) * k * 8
-    with pytest.raises(InvalidParameterError, match=r"'ship_whole_above' .* in \[0, 1\]. Got 2"):
-        DaskWALS(client=client, ship_whole_above=2).open(source)
+    # 4 partitions on 2 workers: each worker's two user partitions touch both item blocks,
+    # 30 rows in all, so the decision per worker flips at ship_whole_above = 30/30
+    for whole, expect in ((0.99, True), (1.0, False)):
+        model = DaskWALS(client=client, partitions=4, ship_whole_above=whole, **params)
+        reads = model.open(source)._reads["user"]
+        assert [r["counts"].sum() for r in reads] == [15, 15, 15, 15]
+        assert [r["whole"] for r in reads] == [expect] * 4
+    with pytest.raises(InvalidParameterError, match=r"'ship_whole_above' .* >= 0 \(or inf\)"):
+        DaskWALS(client=client, ship_whole_above=-1).open(source)
 
 
 @pytest.mark.parametrize(

@@ -110,14 +110,14 @@ def make_side(
     params: dict[str, Any],
     row_weights,
     col_weights,
-    whole_above: float,
     stats: dict | None = None,
 ):
     """A partition as the kernels' ``_Side``: weights and targets by ``WALS._side`` itself.
 
     ``stats`` (BM25/TF-IDF only): ``n_users``, ``mean_user_sum``, ``item_counts`` (all
     items), and ``user_sums`` (all users; item partitions under BM25) or ``own_sums`` (this
-    user partition's). See :func:`touch` for ``whole_above``.
+    user partition's). The side keeps the sorted set of other-side indices it touches
+    (``side.touched``; see :func:`renumber`).
     """
     model = _model(params, row_weights, col_weights)
     if stats is not None:
@@ -134,7 +134,9 @@ def make_side(
         model.weighting_stats_ = _Stats(n_users, counts, sums, stats["mean_user_sum"])
     subset = np.arange(lo, hi, dtype=np.int64)
     side = model._side(part, None, by_rows, tuple(full_shape), subset)
-    return touch(side, whole_above)
+    side.touched = np.unique(side.indices)
+    side.renumbered = False
+    return side
 
 
 # --------------------------------------------------------------------------- TFRecord shards
@@ -275,37 +277,32 @@ def part_fingerprint(part, lo: int, by_rows: bool) -> tuple[int, int]:
     return int(part.nnz), fingerprint(part.indptr, part.indices, bits, lo, n_cols, by_rows)
 
 
-def touch(side, whole_above: float):
-    """Give ``side`` the sorted set of other-side indices it touches (``side.touched``).
+def renumber(side):
+    """The partition with its column indices renumbered into its touched set.
 
-    When that set holds at most ``whole_above`` × n_other indices, the partition's column
-    indices are renumbered into it (``side.indices[p]`` becomes the position of the original
-    index in ``touched``), so that its half-step reads a compact matrix of only those fixed
-    rows; else ``side.touched`` is None and the half-step reads the whole fixed factor. The
-    kernels see the same rows in the same order either way: the results are identical.
-    Weights are computed before this (they need the original indices).
+    ``indices[p]`` becomes the position of the original index in ``side.touched``, so that
+    the half-steps read a compact matrix of only the fixed rows it touches (in ``touched``
+    order). The kernels see the same rows in the same order: the results are identical.
+    The other arrays are shared with ``side`` (same worker), not copied.
     """
-    touched, local = np.unique(side.indices, return_inverse=True)
-    if touched.shape[0] > whole_above * side.n_other:
-        side.touched = None
-    else:
-        side.indices = np.ascontiguousarray(local.reshape(-1), dtype=side.indices.dtype)
-        side.touched = touched.astype(side.indices.dtype)
-    return side
+    from walsrec.model.wals import _Side
+
+    local = np.searchsorted(side.touched, side.indices).astype(side.indices.dtype)
+    out = _Side(side.indptr, local, side.wdata, side.adata, side.lam, side.n_other)
+    out._sum_w = side._sum_w
+    out.touched = side.touched
+    out.renumbered = True
+    return out
 
 
 def side_stats(side, w0: float, fixed_edges: np.ndarray) -> np.ndarray:
-    """One partition at a glance, float64: [Σ_obs (W − w0), stored entries, 1 if it reads the
-    whole fixed factor else 0, itemsize of its indices, then per fixed block (``fixed_edges``
-    bounds them) the number of that block's rows it touches]."""
-    if side.touched is None:
-        counts = np.diff(fixed_edges)
-    else:
-        counts = np.diff(np.searchsorted(side.touched, fixed_edges))
+    """One partition at a glance, float64: [Σ_obs (W − w0), stored entries, itemsize of its
+    indices, then per fixed block (``fixed_edges`` bounds them) the number of that block's
+    rows it touches]."""
+    counts = np.diff(np.searchsorted(side.touched, fixed_edges))
     head = [
         side.sum_w_excess(w0),
         float(side.indices.shape[0]),
-        float(side.touched is None),
         float(side.indices.dtype.itemsize),
     ]
     return np.concatenate([head, counts]).astype(np.float64)
@@ -386,8 +383,9 @@ def solve(side, start, g, q, params: dict[str, Any], lo: int, which: str, *piece
 
     ``pieces``, concatenated, are the fixed factors rotated by ``q`` (eigenvectors of their
     Gramian, eigenvalues ``g``): all of them, or only the rows the partition touches
-    (``side.touched``, which its indices were renumbered into). The kernels read row
-    ``side.indices[p]`` of it: exactly the rows ``WALS._fixed_state``'s Ṽ would give.
+    (``side.touched``, which its indices were renumbered into: :func:`renumber`). The
+    kernels read row ``side.indices[p]`` of it: exactly the rows ``WALS._fixed_state``'s Ṽ
+    would give.
     """
     model = _model(params)
     fixed_which = "item" if which == "user" else "user"
@@ -494,7 +492,7 @@ def evaluate_part(
 
     items = _fixed(item_blocks, user_block.shape[1], user_block.dtype)
     n_items = items.shape[0]
-    indices = side.indices if side.touched is None else side.touched[side.indices]
+    indices = side.touched[side.indices] if side.renumbered else side.indices
     train = sp.csr_matrix(
         (np.ones(indices.shape[0], np.float32), indices, side.indptr),
         shape=(side.n_rows, n_items),

@@ -17,10 +17,10 @@ Layout of one fit:
   workers rotate their item blocks (Ṽ = VQ) in place, and every user partition solves its
   rows with the single-machine kernels against the rows of Ṽ it touches: the owner of each
   item block takes those rows out of its block and they move worker to worker, never
-  through the client. A partition that touches more than ``ship_whole_above`` of all items
-  reads the whole Ṽ instead (each block sent once to its worker and concatenated there,
-  shared by the partitions on that worker). Each solve returns to the client only its loss
-  terms and the Gramian part of its new block (k² + 2 floats).
+  through the client. When the rows a worker's partitions touch add up to more than
+  ``ship_whole_above`` × all items, that worker receives the whole Ṽ instead (each block
+  sent once and concatenated there, shared by its partitions). Each solve returns to the
+  client only its loss terms and the Gramian part of its new block (k² + 2 floats).
 * Initial factors are drawn exactly as ``WALS.initialize`` draws them: the client walks its
   generator over the rows and hands each block task the generator's state, so the draws
   happen on the workers and equal the single-machine ones.
@@ -147,14 +147,15 @@ class DaskWALS(WALS):
         The cluster to run on. Required to fit.
     partitions : int or None, default=None
         Partitions per side; None: two per worker at ``open``.
-    ship_whole_above : float in [0, 1], default=0.5
-        A partition whose rows touch more than this fraction of the other side's rows is
-        sent the whole fixed factor in each half-step (every block of it once per worker,
-        shared by the partitions placed there); below it, only the rows it touches (taken
-        out of each block by the block's owner). 0.5: with the default two partitions per
-        worker, the rows a worker receives then never exceed one whole factor. 1.0 always
-        ships touched rows, 0.0 always the whole factor; the factors are identical either
-        way.
+    ship_whole_above : float >= 0, default=0.5
+        The partitions placed on a worker read, in each half-step, only the fixed factor
+        rows they touch (taken out of each block by the block's owner, one copy per
+        partition) while those rows, summed over the worker's partitions, number at most
+        ``ship_whole_above`` × the other side's rows; above that, the worker receives the
+        whole fixed factor (each block once, concatenated once, shared by its partitions).
+        0.5 leaves a margin for the per-partition copies and the extra tasks of touched
+        rows; 0 always ships the whole factor, ``inf`` always touched rows. The factors
+        are identical either way.
 
     Attributes
     ----------
@@ -266,10 +267,10 @@ class DaskWALS(WALS):
                 "instead."
             )
         whole = self.ship_whole_above
-        if not (_is_real(whole) and 0.0 <= whole <= 1.0):
+        if not (_is_real(whole) and whole >= 0.0):
             raise InvalidParameterError(
-                "The 'ship_whole_above' parameter of DaskWALS must be a float in [0, 1]. Got "
-                f"{whole!r} instead."
+                "The 'ship_whole_above' parameter of DaskWALS must be a float >= 0 (or inf). "
+                f"Got {whole!r} instead."
             )
         self._validate_params()
         from walsrec.distributed.sources import TFRecordSource
@@ -331,7 +332,6 @@ class DaskWALS(WALS):
                     (n_users, n_items),
                     params,
                     *weights,
-                    float(whole),
                     None if stats is None else stats[which][i],
                     worker=w,
                     retries=2,
@@ -552,11 +552,13 @@ class DaskWALS(WALS):
             )
 
     def _plan_fixed_rows(self) -> None:
-        """Per partition: whole fixed factor or touched rows, and the rows of each block.
+        """Per worker: whole fixed factor or touched rows (``ship_whole_above``), and for
+        each partition reading touched rows, the rows of each block.
 
-        For a partition reading touched rows, its touched index set goes once to the owner of
-        every fixed block it touches, which keeps the block-relative rows (``rows_in``) for
-        all later half-steps; the client learns only the counts (for the traffic figures).
+        Such a partition is renumbered into its touched set (a new side task, its arrays
+        shared), and the set goes once to the owner of every fixed block it touches, which
+        keeps the block-relative rows (``rows_in``) for all later half-steps; the client
+        learns only the counts (for the decision and the traffic figures).
         """
         w0 = float(self.unobserved_weight)
         self._reads = {}
@@ -573,14 +575,20 @@ class DaskWALS(WALS):
             self._count("bytes_from_workers", *stats)
             if which == "user":
                 self._sum_w_excess = float(sum(s[0] for s in stats))
+            per_worker: dict[str, int] = {}
+            for w_p, st in zip(self._placement[which], stats, strict=True):
+                per_worker[w_p] = per_worker.get(w_p, 0) + int(st[3:].sum())
+            limit = float(self.ship_whole_above) * self._n(fixed)
             reads = []
-            for side, w_p, st in zip(
-                self._sides[which], self._placement[which], stats, strict=True
+            for p, (side, w_p, st) in enumerate(
+                zip(self._sides[which], self._placement[which], stats, strict=True)
             ):
-                counts = st[4:].astype(np.int64)
-                if st[2]:
+                counts = st[3:].astype(np.int64)
+                if per_worker[w_p] > limit:
                     reads.append({"whole": True, "counts": counts, "rows": None})
                     continue
+                side = self._submit(_tasks.renumber, side, worker=w_p, retries=2)
+                self._sides[which][p] = side
                 touched = self._submit(_tasks.touched_of, side, worker=w_p)
                 rows = []
                 for (lo, hi), w_b, c in zip(
@@ -595,7 +603,7 @@ class DaskWALS(WALS):
                     if c and w_b != w_p
                 }
                 self.stats_["bytes_between_workers"] += (
-                    len(receivers) * int(counts.sum()) * int(st[3])
+                    len(receivers) * int(counts.sum()) * int(st[2])
                 )
                 reads.append({"whole": False, "counts": counts, "rows": rows})
             self._reads[which] = reads
