@@ -208,7 +208,7 @@ def shard_piece(parsed, lo: int, hi: int) -> dict:
     }
 
 
-def fingerprint(indptr, indices, bits, lo: int, n_cols: int, by_rows: bool) -> int:
+def fingerprint(indptr, indices, bits, lo: int, by_rows: bool) -> int:
     """Σ over entries of a 64-bit hash of (user, item, float32 bits of the value), mod 2⁶⁴:
     equal for the rows records and the columns records of the same matrix, whatever the
     partitions; different ones collide with probability about 2⁻⁶⁴."""
@@ -273,8 +273,7 @@ def assemble_part(lo: int, hi: int, by_rows: bool, full_shape: tuple[int, int], 
 def part_fingerprint(part, lo: int, by_rows: bool) -> tuple[int, int]:
     """(stored entries, :func:`fingerprint`) of a partition assembled from TFRecords."""
     bits = np.ascontiguousarray(part.data, dtype=np.float32).view(np.uint32)
-    n_cols = part.shape[1]
-    return int(part.nnz), fingerprint(part.indptr, part.indices, bits, lo, n_cols, by_rows)
+    return int(part.nnz), fingerprint(part.indptr, part.indices, bits, lo, by_rows)
 
 
 def renumber(side):
