@@ -414,7 +414,14 @@ def _open_study(optuna, storage, study_name, direction, pruner, seed, identity):
             ) from None
     # A resumed study gets a sampler seeded past the earlier trials: the same seed would
     # propose the earlier trials' random start-up points again.
-    sampler = optuna.samplers.TPESampler(seed=seed + existing, n_startup_trials=10)
+    # multivariate: the good λ moves with α, w0 and ν (a ridge, not a box), which
+    # independent per-parameter densities cannot follow; group: conditional parameters
+    # (alpha, epsilon, bm25_*) are modelled with the trials that sampled them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            seed=seed + existing, n_startup_trials=10, multivariate=True, group=True
+        )
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,
