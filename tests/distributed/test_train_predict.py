@@ -80,3 +80,29 @@ def test_train_on_local_cluster_from_tfrecords(data_dir, tmp_path):
     a, b = read_export(one.export_path), read_export(on_dask.export_path)
     assert np.abs(a.user_factors - b.user_factors).max() / np.abs(a.user_factors).max() < 1e-6
     np.testing.assert_allclose(on_dask.model.loss_, one.model.loss_, rtol=1e-6)
+
+
+def test_train_dask_tfrecords_never_parsed_on_the_client(client, data_dir, tmp_path, monkeypatch):
+    import walsrec.data.tfrecord as tfr
+
+    records = dict(
+        train_rows=str(data_dir / "train" / "items_for_user-*"),
+        train_cols=str(data_dir / "train" / "users_for_item-*"),
+        eval_rows=str(data_dir / "eval" / "items_for_user-*"),
+        eval_cols=str(data_dir / "eval" / "users_for_item-*"),
+    )
+    common = dict(embedding_dim=4, dtype="float64", threads=1, seed=3, sweeps=2)
+    one = train(**records, **common, model_dir=str(tmp_path / "one"))
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the client parsed TFRecords")
+
+    monkeypatch.setattr(tfr, "read_tfrecords", no_parsing)
+    on_dask = train(
+        **records, **common, model_dir=str(tmp_path / "d"), dask=client.scheduler.address
+    )
+    a, b = read_export(one.export_path), read_export(on_dask.export_path)
+    assert np.abs(a.user_factors - b.user_factors).max() / np.abs(a.user_factors).max() < 1e-6
+    for ra, rb in zip(one.evaluations, on_dask.evaluations, strict=True):
+        for key in ("loss", "rmse", "ndcg@10", "auc", "coverage"):
+            assert abs(rb[key] - ra[key]) <= 1e-6 * abs(ra[key]), key

@@ -176,6 +176,12 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
             )
     atomic_write_text(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
+    if client is not None and cfg.data is None:
+        # the workers parse the TFRecords into MODEL_DIR/cache (train, train_t, eval):
+        # load_training_data then only memory-maps the cache
+        from walsrec.distributed.sources import cache_tfrecords_dask
+
+        cache_tfrecords_dask(client, cfg, model_dir)
     data = load_training_data(cfg, model_dir)
     ui = data.train.user_items
     ui_csc = ui.tocsc() if client is None else None
@@ -262,7 +268,17 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
             "loss": model.loss(ui),
             "rwse": model.rwse(ui),
         }
-        if heldout is not None:
+        if heldout is not None and client is not None:
+            # on the workers: no factor matrix comes to this process
+            from walsrec.distributed.evaluate import evaluate_dask
+
+            where = (
+                {"data": cfg.data}
+                if cfg.data is not None
+                else {"data": str(model_dir / "cache"), "name": "eval"}
+            )
+            rec.update(evaluate_dask(model, **where, k=cfg.k, n_jobs=cfg.threads))
+        elif heldout is not None:
             rec.update(
                 evaluate(
                     model.user_factors_,
@@ -417,18 +433,13 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
 
 def _dask_source(cfg, model_dir: Path, ui: sp.csr_matrix):
     """The native matrices the Dask workers read: DATA_DIR/train/native, or for TFRecord
-    inputs the parsed cache in MODEL_DIR/cache plus its transpose (written once here)."""
-    from walsrec.data.native import save_csr
+    inputs MODEL_DIR/cache and its transpose (written by the workers)."""
     from walsrec.distributed.wals import native_source
 
     if cfg.data is not None:
         return native_source(cfg.data)
-    cache = model_dir / "cache"
-    meta = cache / "train_t.json"
-    key = cache / "key.json"
-    if not meta.is_file() or meta.stat().st_mtime_ns < key.stat().st_mtime_ns:
-        save_csr(cache, "train_t", ui.T.tocsr())
-    return native_source(cache, "train", "train_t")
+    # written by the workers (cache_tfrecords_dask), transpose included
+    return native_source(model_dir / "cache", "train", "train_t")
 
 
 def _redraw_curve(model_dir: Path, records: list[dict], k: int) -> None:
