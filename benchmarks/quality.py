@@ -137,7 +137,7 @@ def fit_walsrec(settings: dict, train, sweeps: int, seed: int = 0):
             settings.get("col_weight_factor", 1.0),
             settings.get("col_weight_exponent", 1.0),
         )
-    model = WALS(**wals_params(settings), col_weights=cw, sweeps=sweeps, n_jobs=2)
+    model = WALS(**wals_params(settings, train), col_weights=cw, sweeps=sweeps, n_jobs=2)
     model.set_params(random_state=seed)
     model.fit(train)
     return model.user_factors_, model.item_factors_

@@ -162,6 +162,16 @@ def _prepare_summary(meta: dict, out) -> str:
 
 
 # ---------------------------------------------------------------------------- train
+def _float_or_auto(text: str) -> float | str:
+    """argparse type: a float, or the word "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -197,11 +207,19 @@ def _add_train(sub) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML file of settings")
     p.add_argument("--overwrite", action="store_true", help="start over in MODEL_DIR")
     g = p.add_argument_group("model")
-    g.add_argument("--embedding-dim", type=int, help="latent factors k (default 32)")
-    g.add_argument("--unobserved-weight", type=float, help="w0 (default 0.1, as tf.contrib)")
-    g.add_argument("--regularization", type=float, help="lambda (default 0.1)")
+    g.add_argument("--embedding-dim", type=int, help="latent factors k (default 64)")
     g.add_argument(
-        "--regularization-exponent", type=float, help="nu: lambda*(count + w0*n)^nu (default 0)"
+        "--unobserved-weight",
+        type=_float_or_auto,
+        help="w0: a number (tf.contrib's default was 0.1) or auto (default): 20 x the "
+        "density nnz/(users x items), the unobserved entries of a row weighing 20 times its "
+        "observed ones",
+    )
+    g.add_argument("--regularization", type=float, help="lambda (default 0.02; tf.contrib had 0)")
+    g.add_argument(
+        "--regularization-exponent",
+        type=float,
+        help="nu: lambda*(count + w0*n)^nu (default 1; 0 is tf.contrib's plain lambda)",
     )
     g.add_argument("--row-weights", type=float, help="R, one scalar (default 1)")
     g.add_argument("--col-weights", type=float, help="C, one scalar (default 1)")
@@ -215,8 +233,8 @@ def _add_train(sub) -> None:
     g.add_argument(
         "--confidence",
         choices=["constant", "linear", "log", "bm25", "tfidf"],
-        help="c(r) of a stored value r in W = w0 + R*C*c(r): 1, alpha*r, alpha*log(1 + r/eps), "
-        "alpha*BM25 or alpha*TF-IDF row weighting",
+        help="c(r) of a stored value r in W = w0 + R*C*c(r): 1 (default, tf.contrib), alpha*r, "
+        "alpha*log(1 + r/eps), alpha*BM25 or alpha*TF-IDF row weighting (docs/weighting.md)",
     )
     g.add_argument("--alpha", type=float, help="scale of a non-constant confidence (default 1)")
     g.add_argument("--epsilon", type=float, help="eps of --confidence log (default 1)")
@@ -225,8 +243,8 @@ def _add_train(sub) -> None:
     g.add_argument(
         "--targets",
         choices=["values", "binary"],
-        help="fit the stored values (explicit ratings) or 1 for every stored entry (binary "
-        "preference)",
+        help="fit 1 for every stored entry (binary preference, default) or the stored values "
+        "(tf.contrib; explicit ratings you want predicted)",
     )
     g.add_argument("--solver", choices=["cholesky", "cg"], help="exact or conjugate gradient")
     g.add_argument("--cg-steps", type=int, help="CG iterations per row (default 3)")

@@ -268,8 +268,16 @@ def test_fold_in_is_the_exact_row_solve(model):
     values = [1.0, 0.5, 2.0, 0.25]
     factor, ignored = model.fold_in([*zip(items, values, strict=True), ("unknown-item", 1.0)])
     assert ignored == ["unknown-item"]
+    hyper = model.meta["hyperparameters"]  # train's defaults: binary targets, w0 "auto"
+    assert hyper["targets"] == "binary" and isinstance(hyper["unobserved_weight"], float)
     want = fold_in_oracle(
-        model.item_factors, [3, 10, 42, 100], values, 0.1, 0.1, np.ones(model.n_items)
+        model.item_factors,
+        [3, 10, 42, 100],
+        [1.0] * 4,
+        hyper["unobserved_weight"],
+        hyper["regularization"],
+        np.ones(model.n_items),
+        nu=hyper["regularization_exponent"],
     )
     np.testing.assert_allclose(factor, want, rtol=1e-4, atol=1e-5)
 

@@ -394,7 +394,12 @@ def test_weighting_settings_train_export_and_fold_in_like_the_estimator(data_dir
     weighting = dict(confidence="bm25", alpha=2.0, bm25_k1=1.2, bm25_b=0.75, targets="binary")
     res = train(data=str(data_dir), model_dir=str(md), sweeps=2, **weighting, **KW)
     ui = load_csr(data_dir / "train" / "native", "user_items", mmap=False)
-    ref = WALS(8, **weighting, sweeps=2, n_jobs=1, random_state=3).fit(ui)
+    from walsrec.training.config import wals_params
+
+    # train's other defaults (w0 "auto" resolved against the training matrix)
+    ref = WALS(
+        **wals_params({"embedding_dim": 8, **weighting}, ui), sweeps=2, n_jobs=1, random_state=3
+    ).fit(ui)
     np.testing.assert_allclose(res.model.user_factors_, ref.user_factors_, rtol=1e-5, atol=1e-6)
     hyper = read_export(md).meta["hyperparameters"]
     assert {k: hyper[k] for k in weighting} == weighting
@@ -419,3 +424,29 @@ def test_weighting_settings_train_export_and_fold_in_like_the_estimator(data_dir
         )
     with pytest.raises(InvalidParameterError, match=r"'bm25_b' setting of train must be a float"):
         train(data=str(data_dir), model_dir=str(tmp_path / "x"), bm25_b=2.0, **KW)
+
+
+def test_unobserved_weight_auto_scales_with_density_and_exports_the_number(data_dir, tmp_path):
+    import scipy.sparse as sp
+
+    from walsrec.data.native import load_csr
+    from walsrec.training.config import AUTO_UNOBSERVED_MASS, resolve_unobserved_weight
+
+    x = sp.csr_matrix(np.eye(4)[:, :2])  # 2 entries in 4 × 2
+    assert resolve_unobserved_weight("auto", x) == pytest.approx(AUTO_UNOBSERVED_MASS * 2 / 8)
+    assert resolve_unobserved_weight(0.3, x) == 0.3
+    res = train(data=str(data_dir), model_dir=str(tmp_path / "m"), sweeps=1, **KW)
+    ui = load_csr(data_dir / "train" / "native", "user_items", mmap=False)
+    want = AUTO_UNOBSERVED_MASS * ui.nnz / (ui.shape[0] * ui.shape[1])
+    assert res.model.unobserved_weight == pytest.approx(want)
+    assert read_export(tmp_path / "m").meta["hyperparameters"]["unobserved_weight"] == (
+        pytest.approx(want)
+    )
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["unobserved_weight"] == "auto"
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"'unobserved_weight' setting of train must be 'auto' or a finite number >= 0. "
+        r"Got 'automatic'",
+    ):
+        load_config(model_dir="m", data="d", unobserved_weight="automatic")

@@ -655,7 +655,9 @@ def _rebuild_estimator(hyper: dict, model: Recommender):
             float(hyper.get("col_weight_exponent", 1.0)),
         )
     try:
-        params = wals_params(hyper)
+        # an export lists every setting; one written before a setting existed was trained
+        # with the estimator's default for it (tf.contrib's), not train's current one
+        params = wals_params(hyper, model.user_items, defaults=WALS().get_params())
         params.update(embedding_dim=model.embedding_dim, col_weights=col_weights)
         params.update(dtype="float32", n_jobs=1, solver="cholesky")
         wals = WALS(**params)

@@ -21,7 +21,14 @@ from typing import Any
 from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.model import weighting
 
-__all__ = ["IDENTITY_KEYS", "TrainConfig", "load_config", "wals_params"]
+__all__ = [
+    "AUTO_UNOBSERVED_MASS",
+    "IDENTITY_KEYS",
+    "TrainConfig",
+    "load_config",
+    "resolve_unobserved_weight",
+    "wals_params",
+]
 
 # Settings that define the model: a resumed run must not change them.
 IDENTITY_KEYS = (
@@ -72,10 +79,12 @@ class TrainConfig:
     num_rows: int | None = None
     num_cols: int | None = None
     # the model
-    embedding_dim: int = 32
-    unobserved_weight: float = 0.1
-    regularization: float = 0.1
-    regularization_exponent: float = 0.0
+    # Defaults for ranking quality, chosen by benchmarks/quality.py (benchmarks/README.md,
+    # "quality"): binary targets, w0 scaled with the data's density, Rendle's ν = 1.
+    embedding_dim: int = 64
+    unobserved_weight: float | str = "auto"
+    regularization: float = 0.02
+    regularization_exponent: float = 1.0
     row_weights: float = 1.0
     col_weights: float = 1.0
     col_weights_from_counts: str | None = None
@@ -86,7 +95,7 @@ class TrainConfig:
     epsilon: float = 1.0
     bm25_k1: float = 100.0
     bm25_b: float = 0.8
-    targets: str = "values"
+    targets: str = "binary"
     solver: str = "cholesky"
     cg_steps: int = 3
     dtype: str = "float32"
@@ -202,8 +211,10 @@ class TrainConfig:
                 f"The settings {' and '.join(repr(n) for n in lengths)} of train exclude each "
                 "other; give one length."
             )
+        w0 = self.unobserved_weight
+        if not (w0 == "auto" or (is_num(w0) and w0 >= 0)):
+            raise bad("unobserved_weight", "'auto' or a finite number >= 0")
         for name in (
-            "unobserved_weight",
             "regularization",
             "regularization_exponent",
             "row_weights",
@@ -292,13 +303,44 @@ _WALS_SETTINGS = (
 )
 
 
-def wals_params(settings: dict[str, Any]) -> dict[str, Any]:
-    """WALS keyword arguments (embedding_dim first) from settings, TrainConfig's defaults
-    filling what ``settings`` lacks — one mapping for train, tune and serving's fold-in."""
-    defaults = TrainConfig()
-    out = {"embedding_dim": settings.get("embedding_dim", defaults.embedding_dim)}
+# unobserved_weight = "auto": w0 = AUTO_UNOBSERVED_MASS × density, so that a row's
+# unobserved entries weigh, together, about this many times its observed entries (w0 ·
+# n_items = AUTO_UNOBSERVED_MASS × the mean row count, and the same for columns). A fixed
+# w0 cannot suit both MovieLens (density 0.047) and epinions (0.0015): the experiments in
+# benchmarks/README.md ("quality") found the best w0 about proportional to the density.
+AUTO_UNOBSERVED_MASS = 20.0
+
+
+def resolve_unobserved_weight(value: float | str, user_items) -> float:
+    """``value``, or for "auto" AUTO_UNOBSERVED_MASS × nnz / (n_users × n_items)."""
+    if value != "auto":
+        return float(value)
+    n_users, n_items = user_items.shape
+    if n_users == 0 or n_items == 0 or user_items.nnz == 0:
+        return 1.0
+    return AUTO_UNOBSERVED_MASS * user_items.nnz / (n_users * n_items)
+
+
+def wals_params(
+    settings: dict[str, Any], user_items=None, *, defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """WALS keyword arguments (embedding_dim first) from settings, ``defaults`` (by default
+    TrainConfig's) filling what ``settings`` lacks — one mapping for train, tune and
+    serving's fold-in.
+
+    ``unobserved_weight = "auto"`` is resolved against ``user_items`` (the training
+    matrix), which is then required."""
+    if defaults is None:
+        defaults = TrainConfig().to_dict()
+    out = {"embedding_dim": settings.get("embedding_dim", defaults["embedding_dim"])}
     for name in _WALS_SETTINGS:
-        out[name] = settings.get(name, getattr(defaults, name))
+        out[name] = settings.get(name, defaults[name])
+    if out["unobserved_weight"] == "auto":
+        if user_items is None:
+            raise InvalidParameterError(
+                "unobserved_weight = 'auto' needs the training matrix to be resolved."
+            )
+        out["unobserved_weight"] = resolve_unobserved_weight("auto", user_items)
     return out
 
 

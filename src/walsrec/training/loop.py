@@ -199,7 +199,7 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
         backend = {"client": client}
     model = (DaskWALS if client is not None else WALS)(
         **backend,
-        **wals_params(cfg.to_dict()),
+        **wals_params(cfg.to_dict(), ui),
         col_weights=col_weights,
         n_jobs=cfg.threads,
         random_state=cfg.seed,
@@ -406,6 +406,8 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
             for k in IDENTITY_KEYS
             if k not in ("data", "train_rows", "train_cols", "eval_rows", "eval_cols")
         }
+        # the number the model was trained with ("auto" resolved), which fold-in needs
+        hyper["unobserved_weight"] = float(model.unobserved_weight)
         export_path = write_export(
             model_dir,
             user_factors=user_f,

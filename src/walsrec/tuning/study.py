@@ -513,7 +513,7 @@ class _Objective:
         trial.set_user_attr("settings", settings)
         started = time.perf_counter()
         model = WALS(
-            **wals_params(settings),
+            **wals_params(settings, self.fit),
             col_weights=self.col_weights(settings),
             sweeps=self.sweeps,
             n_jobs=self.threads,
