@@ -111,7 +111,7 @@ def test_default_space_covers_weighting_regularization_and_targets():
     assert p["regularization"].log and not p["regularization_exponent"].log
     assert (p["regularization_exponent"].low, p["regularization_exponent"].high) == (0.0, 1.0)
     assert set(p["confidence"].choices) == {"constant", "linear", "log", "bm25"}
-    assert set(p["targets"].choices) == {"binary", "values"}
+    assert "targets" not in p  # binary (train's default) for ranking metrics
     assert set(p) <= set(TUNABLE)
 
 
@@ -301,6 +301,9 @@ def test_rmse_is_minimised(data_dir, small_space):
     result = tune(data_dir, trials=2, sweeps=2, metric="rmse", space=small_space)
     assert result.direction == "minimize"
     assert result.best_value == min(t.value for t in result.trials)
+    # rmse measures predicted values: the trials fit the values, not binary targets
+    assert all(t.params["targets"] == "values" for t in result.trials)
+    assert result.best_config["targets"] == "values"
 
 
 def test_jobs_2_runs_trials_in_parallel_threads(data_dir, small_space):

@@ -3,8 +3,11 @@
 :data:`DEFAULT_SPACE` is what the experiments of issue 9 (benchmarks/README.md, "quality")
 found to matter: the embedding dimension (64–256), λ over six decades (1e-4–100) with the
 frequency-scaling exponent ν (0–1), the unobserved weight w0 (0.01–10), the confidence
-scheme (constant, linear, log, BM25) with its α (and ε, K1, B), and binary against value
-targets. :data:`COURSE_SPACE` is the space Google's course tuned with Cloud ML Engine:
+scheme (constant, linear, log, BM25) with its α (and ε, K1, B). Targets are not searched:
+binary targets won every ranking study of those experiments, so ranking metrics keep train's
+default (binary), and :func:`~walsrec.tuning.tune` fixes ``targets = "values"`` when the
+metric is rmse (which measures predicted values) and the space does not name targets.
+:data:`COURSE_SPACE` is the space Google's course tuned with Cloud ML Engine:
 regularization 0.001–10, latent factors 5–256 (the course stopped at 50), unobserved weight
 0.001–5 and a count-based column weight, linear (factor 1–200) or exponential (exponent
 0.0001–10), every range on a log scale.
@@ -188,7 +191,6 @@ DEFAULT_SPACE = SearchSpace(
         "epsilon": Param("epsilon", "float", 0.01, 10.0, log=True),
         "bm25_k1": Param("bm25_k1", "float", 0.5, 200.0, log=True),
         "bm25_b": Param("bm25_b", "float", 0.0, 1.0),
-        "targets": Param("targets", "categorical", choices=("binary", "values")),
     }
 )
 

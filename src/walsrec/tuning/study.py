@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from walsrec.errors import InvalidParameterError, SingularSystemError
-from walsrec.tuning.space import DEFAULT_SPACE, SearchSpace, load_space
+from walsrec.tuning.space import DEFAULT_SPACE, Param, SearchSpace, load_space
 
 __all__ = [
     "TrialSummary",
@@ -233,7 +233,8 @@ def tune(
         ``ndcg@k``, ``map@k``, ``precision@k``, ``recall@k``, ``auc``, ``coverage``
         (maximised) or ``rmse`` (minimised), on the validation part.
     space : SearchSpace, path of a TOML file, or None
-        None: :data:`~walsrec.tuning.space.DEFAULT_SPACE` (the course's ranges).
+        None: :data:`~walsrec.tuning.space.DEFAULT_SPACE`; with metric rmse, targets are
+        fixed to the values when the space does not name them.
     sweeps : int, default 10
         Sweeps per trial; ``best.toml`` trains the same number.
     evaluate_every : int, default 1
@@ -300,6 +301,9 @@ def tune(
             "The 'space' parameter of tune must be a SearchSpace, a TOML path or None. "
             f"Got {type(space).__name__} instead."
         )
+    if metric == "rmse" and "targets" not in space.params:
+        # rmse scores predicted values: fit the values, not train's default binary targets
+        space = SearchSpace({**space.params, "targets": Param("targets", "fixed", value="values")})
     pruner = _make_pruner(pruner)
 
     from walsrec.metrics import evaluated_users
