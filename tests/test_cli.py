@@ -163,3 +163,14 @@ def test_public_names_resolve():
     assert set(walsrec.__all__) == set(walsrec._LAZY) | {"__version__"}
     for name in walsrec.__all__:
         assert getattr(walsrec, name) is not None
+
+
+def test_train_unobserved_weight_takes_a_number_or_auto(tmp_path, capsys):
+    parser = build_parser()
+    common = ["train", "--data", "d", "--model-dir", "m"]
+    assert parser.parse_args([*common, "--unobserved-weight", "auto"]).unobserved_weight == "auto"
+    assert parser.parse_args([*common, "--unobserved-weight", "0.25"]).unobserved_weight == 0.25
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([*common, "--unobserved-weight", "lots"])
+    assert exc.value.code == 2
+    assert "expected a number or 'auto', got 'lots'" in capsys.readouterr().err
