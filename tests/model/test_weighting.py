@@ -133,6 +133,14 @@ def test_statistics_follow_the_matrix_given():
     np.testing.assert_array_equal(first.item_counts, np.diff(x.tocsc().indptr))
     np.testing.assert_allclose(first.user_sums, np.asarray(x.sum(axis=1)).ravel())
     y = _ratings(seed=5)
+    # the loss on another matrix weighs it with its own statistics and keeps the training ones
+    c = weighting.confidence_values(
+        *_entries(y), confidence="bm25", stats=weighting.weighting_stats(y)
+    )
+    w = y.copy()
+    w.data = 0.1 + c  # w0 + R·C·c with WALS's defaults
+    assert model.loss(y) == pytest.approx(model.loss(y, weights=w), rel=1e-6)
+    assert model.weighting_stats_ is first
     model.update_rows(y)
     np.testing.assert_array_equal(model.weighting_stats_.item_counts, np.diff(y.tocsc().indptr))
 

@@ -506,6 +506,7 @@ class WALS:
         by_rows: bool,
         full_shape: tuple[int, int],
         subset: np.ndarray | None = None,
+        stats: weighting.WeightingStats | None = None,
     ) -> _Side:
         """Kernel arrays for the row half-step (m CSR) or the column half-step (m CSC).
 
@@ -531,7 +532,7 @@ class WALS:
                 outer = np.arange(counts.shape[0]) if subset is None else np.asarray(subset)
                 outer = np.repeat(outer, counts)
                 users, items = (outer, indices) if by_rows else (indices, outer)
-                conf = self._confidence(m.data, users, items)
+                conf = self._confidence(m.data, users, items, stats=stats)
             if np.ndim(own) == 0 and np.ndim(other) == 0 and conf is None:
                 wdata = np.full(indices.shape[0], w0 + own * other, dtype=dt)
             else:
@@ -550,10 +551,10 @@ class WALS:
             return np.ones(values.shape[0], dtype=self._np_dtype)
         return np.ascontiguousarray(values, dtype=self._np_dtype)
 
-    def _confidence(self, values, users, items, **overrides) -> np.ndarray | None:
-        """c(r) per stored entry (None for confidence="constant"); see ``weighting``."""
-        stats = None
-        if weighting.needs_stats(self.confidence):
+    def _confidence(self, values, users, items, stats=None, **overrides) -> np.ndarray | None:
+        """c(r) per stored entry (None for confidence="constant"); see ``weighting``.
+        ``stats`` default to the kept training statistics (``weighting_stats_``)."""
+        if stats is None and weighting.needs_stats(self.confidence):
             stats = getattr(self, "weighting_stats_", None)
             if stats is None:
                 raise NotFittedError(
@@ -603,7 +604,13 @@ class WALS:
         ``subset`` only (sliced before validation, so a batch costs O(its entries))."""
         fmt = "csr" if by_rows else "csc"
         full_shape = tuple(user_items.shape) if sp.issparse(user_items) else None
-        if weights is None:
+        stats = None
+        if weights is None and method in ("loss", "rwse"):
+            # the objective on this matrix weighs it with its own statistics, which must not
+            # replace the training matrix's (fold-in reads those)
+            if weighting.needs_stats(self.confidence) and sp.issparse(user_items):
+                stats = weighting.weighting_stats(user_items)
+        elif weights is None:
             self._remember_stats(user_items)
         if subset is not None:
             user_items = _slice(user_items, subset, fmt)
@@ -636,7 +643,7 @@ class WALS:
                     f"The 'weights' argument of WALS.{method} must contain non-negative "
                     f"weights. Got {float(w.data[p])!r} instead."
                 )
-        return self._side(m, w, by_rows, full_shape, subset)
+        return self._side(m, w, by_rows, full_shape, subset, stats)
 
     def _check_shape(self, user_items, method: str, name: str = "user_items") -> None:
         if not sp.issparse(user_items):
