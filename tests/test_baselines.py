@@ -52,6 +52,11 @@ def test_ease_errors_name_the_parameter():
         match=r"min\(n_users, n_items\) = 4; the 'max_items' parameter allows 3. Got 5 users",
     ):
         ease_baseline(x, max_items=3)
+    wide = sp.random(4, 30, density=0.5, format="csr", random_state=0)
+    with pytest.raises(
+        InvalidParameterError, match=r"through the users needs dense 4 × 30 arrays .* allows 10²"
+    ):
+        ease_baseline(wide, max_items=10)
 
 
 def test_ease_beats_most_popular_on_movielens(shared_data):

@@ -182,10 +182,55 @@ def test_invalid_weighting_raises_with_clear_messages():
         rf"\(row {row}, column {col}\)",
     ):
         WALS(confidence="linear").fit(neg)
-    with pytest.raises(InvalidParameterError, match=r"greater than -epsilon = -0.5 .* Got -2.0"):
-        WALS(confidence="log", epsilon=0.5).fit(neg)
+    # log too: a value in (-ε, 0) would give a negative confidence, a weight below 0
+    small = x.copy()
+    small.data[3] = -0.25
+    with pytest.raises(
+        InvalidParameterError, match=r"confidence='log' needs non-negative values .* Got -0.25"
+    ):
+        WALS(confidence="log", epsilon=0.5).fit(small)
+    # a new item's values are named by its row in 'new_item_users'
+    fitted = WALS(2, confidence="linear", sweeps=1, random_state=0).fit(x)
+    items = x.T.tocsr()[:2].copy()
+    items.data[:] = 1.0
+    items.data[-1] = -1.0
+    user = int(items.indices[-1])
+    with pytest.raises(
+        InvalidParameterError, match=rf"'new_item_users'. Got -1.0 at \(row 1, column {user}\)"
+    ):
+        fitted.project_cols(items)
     model = WALS(3, confidence="bm25")
     model.user_factors_ = np.zeros((x.shape[0], 3), np.float32)
     model.item_factors_ = np.zeros((x.shape[1], 3), np.float32)
     with pytest.raises(NotFittedError, match=r"confidence='bm25' weighs entries with statistics"):
         model.project_rows(x[:2])
+
+
+def test_a_rejected_update_keeps_the_training_statistics_and_the_model_pickles():
+    import pickle
+
+    x = _ratings(seed=6)
+    model = WALS(3, confidence="bm25", sweeps=2, random_state=0).fit(x)
+    first = model.weighting_stats_
+    before = model.project_rows(x[[0]])
+    bad = x.copy()
+    bad.data[5] = np.nan  # outside the batch of rows updated below
+    with pytest.raises(InvalidParameterError, match=r"finite, non-negative values .* Got nan"):
+        model.update_rows(bad, rows=np.arange(20, 30))
+    assert model.weighting_stats_ is first
+    np.testing.assert_array_equal(model.project_rows(x[[0]]), before)
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.project_rows(x[[0]]), before)
+
+
+def test_batches_alternating_csr_and_csc_compute_the_statistics_once(monkeypatch):
+    x = _ratings(seed=7)
+    xc = x.tocsc()
+    calls = []
+    real = weighting.weighting_stats
+    monkeypatch.setattr(weighting, "weighting_stats", lambda m: calls.append(1) or real(m))
+    model = WALS(3, confidence="tfidf", random_state=0).initialize(*x.shape)
+    for start in (0, 20, 40):
+        model.update_rows(x, rows=np.arange(start, start + 20))
+        model.update_cols(xc, cols=np.arange(start // 2, start // 2 + 10))
+    assert len(calls) == 2  # one per matrix object

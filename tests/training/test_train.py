@@ -450,3 +450,15 @@ def test_unobserved_weight_auto_scales_with_density_and_exports_the_number(data_
         r"Got 'automatic'",
     ):
         load_config(model_dir="m", data="d", unobserved_weight="automatic")
+
+
+def test_resuming_a_configuration_saved_before_weighting_keeps_its_targets():
+    from walsrec.training.config import TrainConfig
+
+    # config.json of a run trained before confidence/targets existed (values as targets)
+    old = {"embedding_dim": 32, "unobserved_weight": 0.1, "regularization": 0.1}
+    cfg = TrainConfig(model_dir="m", data="d", embedding_dim=32, unobserved_weight=0.1)
+    cfg.regularization = 0.1
+    assert "targets: 'values' -> 'binary'" in cfg.conflicts_with(old)
+    cfg.targets = "values"
+    assert cfg.conflicts_with(old) == []

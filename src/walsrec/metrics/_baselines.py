@@ -78,6 +78,13 @@ def ease_baseline(
             f"{n_users:,} users × {n_items:,} items (raise max_items if the memory, about "
             "24·size² bytes, is there)."
         )
+    if n_items > n_users and n_users * n_items > max_items**2:
+        # the users' form holds dense n_users × n_items arrays: the same memory budget
+        raise InvalidParameterError(
+            f"ease_baseline through the users needs dense {n_users:,} × {n_items:,} arrays "
+            f"(about {24 * n_users * n_items / 1e9:.1f} GB); the 'max_items' parameter allows "
+            f"{max_items:,}² entries. Got {n_users:,} users × {n_items:,} items."
+        )
     binary = x.copy()
     binary.data = np.ones_like(binary.data, dtype=np.float64)
     if n_items <= n_users:

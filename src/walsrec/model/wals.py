@@ -574,18 +574,30 @@ class WALS:
             **overrides,
         )
 
-    def _remember_stats(self, user_items) -> None:
-        """Keep BM25/TF-IDF's statistics of the training matrix (computed once per matrix)."""
+    def _stats_for(self, user_items) -> weighting.WeightingStats | None:
+        """BM25/TF-IDF's statistics of ``user_items`` (None when the confidence reads none).
+
+        Computed once per matrix object: the last two are remembered (a batch loop passes
+        the same data as CSR to update_rows and as CSC to update_cols)."""
         if not weighting.needs_stats(self.confidence) or not sp.issparse(user_items):
-            return
-        cached = getattr(self, "_stats_source", None)
-        if cached is not None and cached[0]() is user_items and cached[1] == user_items.nnz:
-            return
-        self.weighting_stats_ = weighting.weighting_stats(user_items)
+            return None
+        cache = self.__dict__.setdefault("_stats_cache", [])
+        for ref, nnz, stats in cache:
+            if ref() is user_items and nnz == user_items.nnz:
+                return stats
+        stats = weighting.weighting_stats(user_items)
         try:
-            self._stats_source = (weakref.ref(user_items), user_items.nnz)
-        except TypeError:
-            self._stats_source = None
+            cache.insert(0, (weakref.ref(user_items), user_items.nnz, stats))
+            del cache[2:]
+        except TypeError:  # not weak-referenceable: compute again next time
+            pass
+        return stats
+
+    def __getstate__(self) -> dict:
+        # the statistics cache holds weak references, which do not pickle
+        state = self.__dict__.copy()
+        state.pop("_stats_cache", None)
+        return state
 
     def _lambdas(self, counts: np.ndarray, n_other: int) -> np.ndarray:
         """λ_i = λ·(count_i + w0·n_other)^ν for every row, float64."""
@@ -604,14 +616,10 @@ class WALS:
         ``subset`` only (sliced before validation, so a batch costs O(its entries))."""
         fmt = "csr" if by_rows else "csc"
         full_shape = tuple(user_items.shape) if sp.issparse(user_items) else None
-        stats = None
-        if weights is None and method in ("loss", "rwse"):
-            # the objective on this matrix weighs it with its own statistics, which must not
-            # replace the training matrix's (fold-in reads those)
-            if weighting.needs_stats(self.confidence) and sp.issparse(user_items):
-                stats = weighting.weighting_stats(user_items)
-        elif weights is None:
-            self._remember_stats(user_items)
+        # BM25/TF-IDF read statistics of the whole matrix (not only of ``subset``); they become
+        # the model's (for fold-in) once the call has validated, except for loss/rwse, which
+        # weigh a matrix with its own statistics and must not replace the training matrix's.
+        stats = self._stats_for(user_items) if weights is None else None
         if subset is not None:
             user_items = _slice(user_items, subset, fmt)
             if weights is not None and sp.issparse(weights):
@@ -643,7 +651,10 @@ class WALS:
                     f"The 'weights' argument of WALS.{method} must contain non-negative "
                     f"weights. Got {float(w.data[p])!r} instead."
                 )
-        return self._side(m, w, by_rows, full_shape, subset, stats)
+        side = self._side(m, w, by_rows, full_shape, subset, stats)
+        if stats is not None and method not in ("loss", "rwse"):
+            self.weighting_stats_ = stats
+        return side
 
     def _check_shape(self, user_items, method: str, name: str = "user_items") -> None:
         if not sp.issparse(user_items):
@@ -1134,7 +1145,9 @@ class WALS:
                     sums = weighting.row_sums(m)
                     conf = self._confidence(m.data, outer, indices, user_sums=sums, where=name)
                 else:
-                    conf = self._confidence(m.data, indices, outer, item_counts=counts, where=name)
+                    conf = self._confidence(
+                        m.data, indices, outer, item_counts=counts, where=name, transposed=True
+                    )
             if np.ndim(other) == 0 and conf is None:
                 wdata = np.full(indices.shape[0], w0 + scalar_weight * other, dtype=dt)
             else:

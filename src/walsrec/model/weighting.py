@@ -32,7 +32,7 @@ with, for BM25 and TF-IDF (users are the documents and items the terms)::
 
 implicit's formulas, except that idf is clipped at 0 so that an item nearly every user has
 gets no extra weight instead of a negative one. Confidences other than "constant" need
-non-negative values (``log``: values above −ε).
+non-negative values.
 
 The statistics BM25 and TF-IDF read (n_users, n_j, s_i) come from the training matrix:
 :func:`weighting_stats` computes them and the estimator keeps them, so that folding in a new
@@ -103,6 +103,14 @@ def weighting_stats(user_items: sp.spmatrix) -> WeightingStats:
     if not m.has_canonical_format:
         m = m.copy()
         m.sum_duplicates()
+    bad = ~(np.isfinite(m.data) & (m.data >= 0))
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        row = int(np.searchsorted(m.indptr, p, side="right") - 1)
+        raise InvalidParameterError(
+            "BM25 and TF-IDF weighting need finite, non-negative values in 'user_items'. Got "
+            f"{float(m.data[p])!r} at (row {row}, column {int(m.indices[p])}) instead."
+        )
     n_users, n_items = m.shape
     item_counts = np.bincount(m.indices, minlength=n_items).astype(np.int64)
     return WeightingStats(int(n_users), item_counts, row_sums(m))
@@ -157,6 +165,7 @@ def confidence_values(
     user_sums: np.ndarray | None = None,
     item_counts: np.ndarray | None = None,
     where: str = "user_items",
+    transposed: bool = False,
 ) -> np.ndarray | None:
     """c(r) of every stored entry, float64; None for "constant" (c = 1 everywhere).
 
@@ -177,6 +186,8 @@ def confidence_values(
         own count).
     where : str
         The name of the matrix in error messages.
+    transposed : bool
+        The matrix named ``where`` is items × users (its rows are ``items``), for messages.
 
     Raises
     ------
@@ -187,14 +198,15 @@ def confidence_values(
     if confidence == "constant":
         return None
     r = np.asarray(values, dtype=np.float64)
-    low = -epsilon if confidence == "log" else 0.0
-    bad = (r <= low) if confidence == "log" else (r < low)
+    # a negative value would give a negative confidence (log: for r in (-ε, 0) too), hence
+    # an observed weight below 0, which makes the systems indefinite
+    bad = r < 0
     if bad.any():
         p = int(np.flatnonzero(bad)[0])
-        rule = f"greater than -epsilon = {-epsilon!r}" if confidence == "log" else "non-negative"
+        row, col = (items[p], users[p]) if transposed else (users[p], items[p])
         raise InvalidParameterError(
-            f"confidence={confidence!r} needs {rule} values in {where!r}. Got {float(r[p])!r} at "
-            f"(row {int(users[p])}, column {int(items[p])}) instead; use "
+            f"confidence={confidence!r} needs non-negative values in {where!r}. Got "
+            f"{float(r[p])!r} at (row {int(row)}, column {int(col)}) instead; use "
             "confidence='constant' or transform the values (e.g. prepare --transform binary)."
         )
     if confidence == "linear":

@@ -62,6 +62,17 @@ IDENTITY_KEYS = (
     "init_std",
 )
 
+# Settings added after configurations were first saved, and the behaviour a saved
+# configuration without them was trained with (tf.contrib's weighting).
+_LEGACY = {
+    "confidence": "constant",
+    "alpha": 1.0,
+    "epsilon": 1.0,
+    "bm25_k1": 100.0,
+    "bm25_b": 0.8,
+    "targets": "values",
+}
+
 HIGHER_IS_BETTER_PREFIXES = ("precision@", "recall@", "map@", "ndcg@", "auc", "coverage")
 
 
@@ -275,11 +286,21 @@ class TrainConfig:
         return self
 
     def conflicts_with(self, saved: dict) -> list[str]:
-        """Identity settings that differ from a saved configuration, as 'name: old -> new'."""
+        """Identity settings that differ from a saved configuration, as 'name: old -> new'.
+
+        A configuration saved before a setting existed was trained with what that setting
+        now calls the old behaviour (``_LEGACY``): resuming it must keep that, not take
+        today's default."""
         out = []
         for key in IDENTITY_KEYS:
-            if key in saved and saved[key] != getattr(self, key):
-                out.append(f"{key}: {saved[key]!r} -> {getattr(self, key)!r}")
+            if key in saved:
+                old = saved[key]
+            elif key in _LEGACY:
+                old = _LEGACY[key]
+            else:
+                continue
+            if old != getattr(self, key):
+                out.append(f"{key}: {old!r} -> {getattr(self, key)!r}")
         return out
 
 
