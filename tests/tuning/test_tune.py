@@ -411,3 +411,20 @@ def test_evaluate_every_and_a_timeout_without_a_trial_count(data_dir, small_spac
     for frozen in result.study.trials:
         if frozen.state.name == "COMPLETE":
             assert sorted(frozen.intermediate_values) == [2, 3]  # every 2nd sweep and the last
+
+
+def test_space_can_fix_unobserved_weight_to_auto(data_dir, tmp_path):
+    path = tmp_path / "auto.toml"
+    path.write_text(
+        'replace = true\n[space]\nunobserved_weight = "auto"\nembedding_dim = 4\n'
+        "[space.regularization]\nlow = 0.01\nhigh = 1.0\nlog = true\n"
+    )
+    space = load_space(path)
+    assert space.params["unobserved_weight"].value == "auto"
+    result = tune(data_dir, trials=1, sweeps=1, space=space, out=tmp_path / "out")
+    assert result.trials[0].state == "COMPLETE"
+    assert result.best_config["unobserved_weight"] == "auto"  # train resolves it on train
+    assert 'unobserved_weight = "auto"' in (tmp_path / "out" / "best.toml").read_text()
+    path.write_text('[space]\nunobserved_weight = { low = "auto", high = 1.0 }\n')
+    with pytest.raises(InvalidParameterError, match=r"'low' and 'high' must be finite numbers"):
+        load_space(path)

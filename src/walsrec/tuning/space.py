@@ -202,6 +202,8 @@ def _check_value(where: str, name: str, value: Any) -> None:
 
     if name == "col_weights_from_counts" and value == "none":
         return
+    if name == "unobserved_weight" and value == "auto":  # train's default, a fixed choice
+        return
     kind = TUNABLE[name]
     ok_type = (
         isinstance(value, str)
