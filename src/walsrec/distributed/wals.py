@@ -43,6 +43,7 @@ import numpy as np
 
 from walsrec.distributed import _storage, _tasks
 from walsrec.errors import DataFormatError, InvalidParameterError, NotFittedError
+from walsrec.model import weighting
 from walsrec.model.wals import WALS, _check_weight_vector, _is_int, _is_real
 
 __all__ = ["DaskWALS", "NativeSource", "native_source"]
@@ -202,12 +203,7 @@ class DaskWALS(WALS):
             "unobserved_weight",
             "regularization",
             "regularization_exponent",
-            "confidence",
-            "alpha",
-            "epsilon",
-            "bm25_k1",
-            "bm25_b",
-            "targets",
+            *weighting.PARAMS,
             "solver",
             "cg_steps",
             "init_std",

@@ -46,6 +46,7 @@ How a half-step is solved (``_kernels.py`` has the details):
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import weakref
 from typing import Any
@@ -347,32 +348,9 @@ class WALS:
     # ------------------------------------------------------------------ parameters
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor's parameters, as scikit-learn's ``get_params``."""
-        names = [
-            "embedding_dim",
-            "unobserved_weight",
-            "regularization",
-            "regularization_exponent",
-            "row_weights",
-            "col_weights",
-            "confidence",
-            "alpha",
-            "epsilon",
-            "bm25_k1",
-            "bm25_b",
-            "targets",
-            "solver",
-            "cg_steps",
-            "sweeps",
-            "tol",
-            "init_std",
-            "dtype",
-            "n_jobs",
-            "random_state",
-            "callback",
-            "show_progress",
-        ]
-        return {name: getattr(self, name) for name in names}
+        """The constructor's parameters, as scikit-learn's ``get_params`` (named by the
+        signature of ``WALS.__init__``, as scikit-learn does)."""
+        return {name: getattr(self, name) for name in _PARAM_NAMES}
 
     def set_params(self, **params: Any) -> WALS:
         """Set constructor parameters, as scikit-learn's ``set_params``."""
@@ -1292,6 +1270,13 @@ class WALS:
         candidates = np.ones(n_items, dtype=bool)
         candidates[item] = False
         return _top_k(sims, candidates, k)
+
+
+_PARAM_NAMES = tuple(
+    p.name
+    for p in inspect.signature(WALS.__init__).parameters.values()
+    if p.name != "self" and p.kind is not p.VAR_KEYWORD
+)
 
 
 def _slice(x, subset: np.ndarray, fmt: str):

@@ -51,6 +51,7 @@ from walsrec.errors import InvalidParameterError
 
 __all__ = [
     "CONFIDENCES",
+    "PARAMS",
     "TARGETS",
     "WeightingStats",
     "column_weights_from_counts",
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 CONFIDENCES = ("constant", "linear", "log", "bm25", "tfidf")
+# The estimator parameters (and train settings) of a weighting scheme.
+PARAMS = ("confidence", "alpha", "epsilon", "bm25_k1", "bm25_b", "targets")
 TARGETS = ("values", "binary")
 
 

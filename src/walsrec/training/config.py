@@ -11,6 +11,7 @@ resumes and continues).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import tomllib
@@ -48,12 +49,7 @@ IDENTITY_KEYS = (
     "col_weights_from_counts",
     "col_weight_factor",
     "col_weight_exponent",
-    "confidence",
-    "alpha",
-    "epsilon",
-    "bm25_k1",
-    "bm25_b",
-    "targets",
+    *weighting.PARAMS,
     "solver",
     "cg_steps",
     "dtype",
@@ -61,17 +57,6 @@ IDENTITY_KEYS = (
     "batch_size",
     "init_std",
 )
-
-# Settings added after configurations were first saved, and the behaviour a saved
-# configuration without them was trained with (tf.contrib's weighting).
-_LEGACY = {
-    "confidence": "constant",
-    "alpha": 1.0,
-    "epsilon": 1.0,
-    "bm25_k1": 100.0,
-    "bm25_b": 0.8,
-    "targets": "values",
-}
 
 HIGHER_IS_BETTER_PREFIXES = ("precision@", "recall@", "map@", "ndcg@", "auc", "coverage")
 
@@ -288,15 +273,16 @@ class TrainConfig:
     def conflicts_with(self, saved: dict) -> list[str]:
         """Identity settings that differ from a saved configuration, as 'name: old -> new'.
 
-        A configuration saved before a setting existed was trained with what that setting
-        now calls the old behaviour (``_LEGACY``): resuming it must keep that, not take
-        today's default."""
+        A configuration saved before the weighting settings existed was trained with
+        tf.contrib's weighting, the WALS estimator's defaults: resuming it must keep that,
+        not take today's train defaults (serving reads old exports the same way)."""
+        legacy = _estimator_defaults()
         out = []
         for key in IDENTITY_KEYS:
             if key in saved:
                 old = saved[key]
-            elif key in _LEGACY:
-                old = _LEGACY[key]
+            elif key in weighting.PARAMS:
+                old = legacy[key]
             else:
                 continue
             if old != getattr(self, key):
@@ -304,24 +290,23 @@ class TrainConfig:
         return out
 
 
-# The settings that become WALS constructor arguments as they are (column weights are
-# derived: see walsrec.model.weighting.column_weights_from_counts).
-_WALS_SETTINGS = (
-    "unobserved_weight",
-    "regularization",
-    "regularization_exponent",
-    "row_weights",
-    "confidence",
-    "alpha",
-    "epsilon",
-    "bm25_k1",
-    "bm25_b",
-    "targets",
-    "solver",
-    "cg_steps",
-    "init_std",
-    "dtype",
-)
+def _estimator_defaults() -> dict[str, Any]:
+    from walsrec.model.wals import WALS
+
+    return WALS().get_params()
+
+
+@functools.cache
+def _wals_settings() -> tuple[str, ...]:
+    """The settings that become WALS constructor arguments as they are: those named alike,
+    less ``col_weights`` (the callers derive it, see
+    walsrec.model.weighting.column_weights_from_counts) and ``sweeps`` (train counts them)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return tuple(
+        name
+        for name in _estimator_defaults()
+        if name in fields and name not in ("col_weights", "sweeps")
+    )
 
 
 # unobserved_weight = "auto": w0 = AUTO_UNOBSERVED_MASS × density, so that a row's
@@ -353,9 +338,7 @@ def wals_params(
     matrix), which is then required."""
     if defaults is None:
         defaults = TrainConfig().to_dict()
-    out = {"embedding_dim": settings.get("embedding_dim", defaults["embedding_dim"])}
-    for name in _WALS_SETTINGS:
-        out[name] = settings.get(name, defaults[name])
+    out = {name: settings.get(name, defaults[name]) for name in _wals_settings()}
     if out["unobserved_weight"] == "auto":
         if user_items is None:
             raise InvalidParameterError(
