@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Sequence
 
 from walsrec import __version__
+from walsrec._argtypes import float_or_auto
 from walsrec.errors import WalsrecError
 
 EXIT_BAD_INPUT = 2
@@ -162,16 +163,6 @@ def _prepare_summary(meta: dict, out) -> str:
 
 
 # ---------------------------------------------------------------------------- train
-def _float_or_auto(text: str) -> float | str:
-    """argparse type: a float, or the word "auto"."""
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-
-
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -210,7 +201,7 @@ def _add_train(sub) -> None:
     g.add_argument("--embedding-dim", type=int, help="latent factors k (default 64)")
     g.add_argument(
         "--unobserved-weight",
-        type=_float_or_auto,
+        type=float_or_auto,
         help="w0: a number (tf.contrib's default was 0.1) or auto (default): 20 x the "
         "density nnz/(users x items), the unobserved entries of a row weighing 20 times its "
         "observed ones",

@@ -10,15 +10,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
-    return value
+from walsrec._argtypes import positive_int
 
 
 def _print_list(result, as_json: bool, header: str) -> None:
@@ -150,8 +142,8 @@ def _add_predict(sub) -> None:
     )
     p.add_argument("--users", metavar="FILE", help="only these user ids (one per line)")
     p.add_argument("--include-seen", action="store_true", help="keep training items")
-    p.add_argument("--threads", type=_positive_int, help="threads (default: all cores)")
-    p.add_argument("--chunk-size", type=_positive_int, help="users per chunk (default: auto)")
+    p.add_argument("--threads", type=positive_int, help="threads (default: all cores)")
+    p.add_argument("--chunk-size", type=positive_int, help="users per chunk (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
@@ -218,11 +210,11 @@ def _add_serve(sub) -> None:
     )
     p.add_argument(
         "--max-interactions",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         help="largest fold-in request, in interactions (default 10000; more: 413)",
     )
-    p.add_argument("--max-k", type=_positive_int, default=1000, help="largest k (default 1000)")
+    p.add_argument("--max-k", type=positive_int, default=1000, help="largest k (default 1000)")
     p.add_argument(
         "--fallback",
         choices=["popular"],

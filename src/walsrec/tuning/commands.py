@@ -11,25 +11,7 @@ import argparse
 import sys
 import textwrap
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
-    return value
+from walsrec._argtypes import positive_float, positive_int
 
 
 def add_commands(sub) -> None:
@@ -72,7 +54,7 @@ def add_commands(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, metavar="DATA_DIR", help="from walsrec prepare")
-    p.add_argument("--trials", type=_positive_int, metavar="N", help="trials to add to the study")
+    p.add_argument("--trials", type=positive_int, metavar="N", help="trials to add to the study")
     p.add_argument(
         "--metric",
         default="ndcg@10",
@@ -82,14 +64,14 @@ def add_commands(sub) -> None:
     p.add_argument("--space", metavar="FILE", help="TOML search space (see below)")
     p.add_argument(
         "--sweeps",
-        type=_positive_int,
+        type=positive_int,
         default=10,
         metavar="N",
         help="sweeps per trial (default 10)",
     )
     p.add_argument(
         "--evaluate-every",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="score and report to the pruner every N sweeps (default 1)",
@@ -98,18 +80,18 @@ def add_commands(sub) -> None:
     p.add_argument("--study-name", metavar="NAME", help="default: walsrec")
     p.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="J",
         help="trials in parallel threads (default 1)",
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="kernel threads in all (default: every core)",
     )
-    p.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
+    p.add_argument("--timeout", type=positive_float, metavar="S", help="stop after S seconds")
     p.add_argument(
         "--seed", type=int, default=0, metavar="N", help="seeds the split, sampler and init"
     )
