@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.csv as pcsv
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
@@ -139,8 +138,9 @@ def fit_walsrec(settings: dict, train, sweeps: int, seed: int = 0):
             settings.get("col_weight_factor", 1.0),
             settings.get("col_weight_exponent", 1.0),
         )
-    model = WALS(**wals_params(settings, train), col_weights=cw, sweeps=sweeps, n_jobs=2)
-    model.set_params(random_state=seed)
+    model = WALS(
+        **wals_params(settings, train), col_weights=cw, sweeps=sweeps, n_jobs=2, random_state=seed
+    )
     model.fit(train)
     return model.user_factors_, model.item_factors_
 
@@ -272,7 +272,6 @@ def main() -> None:
     parser.add_argument("--trials-large", type=int, default=30)
     parser.add_argument("--sweeps", type=int, default=15)
     args = parser.parse_args()
-    _ = pa  # pyarrow is imported for its CSV reader
     with threadpool_limits(1, "blas"):
         for name in args.datasets.split(","):
             if name == "generated":

@@ -105,7 +105,7 @@ def test_metric_direction():
 
 
 # ---------------------------------------------------------------------------- space
-def test_default_space_covers_weighting_regularization_and_targets():
+def test_default_space_covers_weighting_and_regularization_not_targets():
     p = DEFAULT_SPACE.params
     assert (p["regularization"].low, p["regularization"].high) == (1e-4, 100.0)
     assert p["regularization"].log and not p["regularization_exponent"].log

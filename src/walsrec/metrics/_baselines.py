@@ -123,18 +123,17 @@ def _ease_users(binary, lam: float):
     XP = (λI + K)⁻¹X =: Z and diag(P)_j = (1 − Σ_u X_uj Z_uj)/λ; the scores are
     XB = X − Z·diag(1/diag(P)). Only Z (n_users × n_items) is kept, never B.
     """
-    n_users = binary.shape[0]
     gram = (binary @ binary.T).toarray()
     gram[np.diag_indices_from(gram)] += lam
     z = _spd_inverse_solve(gram, binary.toarray())
-    diag_p = (1.0 - np.asarray(binary.multiply(z).sum(axis=0)).ravel()) / lam
-    z = (z / diag_p[None, :]).astype(np.float32)
-    rows = binary.astype(np.float32)
     del gram
+    diag_p = (1.0 - np.asarray(binary.multiply(z).sum(axis=0)).ravel()) / lam
+    z /= diag_p[None, :]
+    z = z.astype(np.float32)
+    rows = binary.astype(np.float32)
 
     def scorer(user_indices: np.ndarray) -> np.ndarray:
         users = np.asarray(user_indices)
         return np.asarray(rows[users].toarray() - z[users], dtype=np.float32)
 
-    scorer.n_users = n_users
     return scorer
