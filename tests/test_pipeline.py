@@ -218,3 +218,11 @@ def test_retraining_keeps_keep_exports_exports(project):
         newest = run(project, only=None).export_path
     names = sorted(p.name for p in (project / "model" / "export").iterdir())
     assert len(names) == 2 and names[-1] == newest.name
+
+
+def test_evaluate_scores_ease_unless_the_table_says_no(project):
+    assert "ease" in run(project).evaluation  # 4,000-odd items: EASE is affordable
+    text = (project / "pipeline.toml").read_text()
+    (project / "pipeline.toml").write_text(text.replace("k = 5\n", "k = 5\nease = false\n", 1))
+    again = run(project)
+    assert again.ran() == ["evaluate"] and "ease" not in again.evaluation

@@ -20,7 +20,7 @@ is a library call whose settings are its keyword arguments, one TOML table per s
     sweeps = 10
 
     [evaluate]                      # walsrec.evaluate_export(export, data, k=...)
-    k = 10
+    k = 10                          # also ease = false (no EASE baseline), ease_regularization
 
     [export]                        # optional: deploy the new export to a serving directory
     to = "serving"                  # serve it with: walsrec serve --model serving
@@ -97,7 +97,7 @@ _PREPARE_KEYS = {
     "compression",
     "on_bad_rows",
 }
-_EVALUATE_KEYS = {"k"}
+_EVALUATE_KEYS = {"k", "ease", "ease_regularization"}
 _EXPORT_KEYS = {"to", "min_metrics"}
 _PREDICT_KEYS = {"out", "k", "format", "exclude_seen", "users_file", "chunk_size"}
 # files the train step clears before a fresh run; export/ stays for running services
@@ -483,7 +483,8 @@ def run_pipeline(
         def do_evaluate():
             from walsrec.evaluation import evaluate_export
 
-            scores = evaluate_export(export, data_dir, k=k)
+            extra = {key: ev_cfg[key] for key in ("ease", "ease_regularization") if key in ev_cfg}
+            scores = evaluate_export(export, data_dir, k=k, **extra)
             tmp = ev_path.with_name(f".{ev_path.name}.tmp")
             tmp.write_text(json.dumps(scores, indent=2, default=str) + "\n")
             os.replace(tmp, ev_path)
