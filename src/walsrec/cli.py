@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Sequence
 
 from walsrec import __version__
-from walsrec._argtypes import float_or_auto
+from walsrec._argtypes import float_or_auto, positive_float
 from walsrec.errors import WalsrecError
 
 EXIT_BAD_INPUT = 2
@@ -202,11 +202,16 @@ def _add_train(sub) -> None:
     g.add_argument(
         "--unobserved-weight",
         type=float_or_auto,
-        help="w0: a number (tf.contrib's default was 0.1) or auto (default): 20 x the "
-        "density nnz/(users x items), the unobserved entries of a row weighing 20 times its "
-        "observed ones",
+        help="w0: a number (tf.contrib's default was 0.1) or auto (default): "
+        "--unobserved-mass x the density nnz/(users x items) x the mean confidence",
     )
-    g.add_argument("--regularization", type=float, help="lambda (default 0.02; tf.contrib had 0)")
+    g.add_argument(
+        "--unobserved-mass",
+        type=positive_float,
+        help="with --unobserved-weight auto: how many times its observed entries a row's "
+        "unobserved entries weigh together (default 30)",
+    )
+    g.add_argument("--regularization", type=float, help="lambda (default 0.015; tf.contrib had 0)")
     g.add_argument(
         "--regularization-exponent",
         type=float,
@@ -224,10 +229,16 @@ def _add_train(sub) -> None:
     g.add_argument(
         "--confidence",
         choices=["constant", "linear", "log", "bm25", "tfidf"],
-        help="c(r) of a stored value r in W = w0 + R*C*c(r): 1 (default, tf.contrib), alpha*r, "
-        "alpha*log(1 + r/eps), alpha*BM25 or alpha*TF-IDF row weighting (docs/weighting.md)",
+        help="c(r) of a stored value r in W = w0 + R*C*c(r): 1 (tf.contrib), alpha*r, "
+        "alpha*log(1 + r/eps), alpha*BM25 (default) or alpha*TF-IDF row weighting "
+        "(docs/weighting.md); all but constant need values >= 0",
     )
-    g.add_argument("--alpha", type=float, help="scale of a non-constant confidence (default 1)")
+    g.add_argument(
+        "--alpha",
+        type=float_or_auto,
+        help="scale of a non-constant confidence: a number or auto (default): the mean "
+        "confidence of the training entries becomes 1",
+    )
     g.add_argument("--epsilon", type=float, help="eps of --confidence log (default 1)")
     g.add_argument("--bm25-k1", type=float, help="K1 of --confidence bm25 (default 100)")
     g.add_argument("--bm25-b", type=float, help="B of --confidence bm25, in [0, 1] (default 0.8)")

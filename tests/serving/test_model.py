@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from walsrec.errors import DataFormatError, InvalidParameterError, UnknownIdError
+from walsrec.model.weighting import confidence_values, weighting_stats
 from walsrec.serving import _topk
 from walsrec.serving.model import load_model
 
@@ -248,16 +249,18 @@ def test_batch_in_small_chunks_pads_short_lists(tmp_path):
 # --------------------------------------------------------------------------- fold-in
 
 
-def fold_in_oracle(v, row_items, row_values, w0, lam, col_w, row_w=1.0, nu=0.0):
-    """Dense normal equations of one WALS row, solved in float64."""
+def fold_in_oracle(v, row_items, row_values, w0, lam, col_w, row_w=1.0, nu=0.0, conf=None):
+    """Dense normal equations of one WALS row, solved in float64 (``conf``: each entry's
+    confidence c(r), 1 by default)."""
     v = v.astype(np.float64)
     k = v.shape[1]
     n_items = v.shape[0]
     lam_i = lam * (len(row_items) + w0 * n_items) ** nu
     a = w0 * v.T @ v + lam_i * np.eye(k)
     b = np.zeros(k)
-    for j, x in zip(row_items, row_values, strict=True):
-        w = w0 + row_w * col_w[j]
+    conf = np.ones(len(row_items)) if conf is None else conf
+    for j, x, c in zip(row_items, row_values, conf, strict=True):
+        w = w0 + row_w * col_w[j] * c
         a += (w - w0) * np.outer(v[j], v[j])
         b += w * x * v[j]
     return np.linalg.solve(a, b)
@@ -268,8 +271,18 @@ def test_fold_in_is_the_exact_row_solve(model):
     values = [1.0, 0.5, 2.0, 0.25]
     factor, ignored = model.fold_in([*zip(items, values, strict=True), ("unknown-item", 1.0)])
     assert ignored == ["unknown-item"]
-    hyper = model.meta["hyperparameters"]  # train's defaults: binary targets, w0 "auto"
-    assert hyper["targets"] == "binary" and isinstance(hyper["unobserved_weight"], float)
+    hyper = model.meta["hyperparameters"]  # train's defaults: binary targets, BM25, "auto"s
+    assert hyper["targets"] == "binary" and hyper["confidence"] == "bm25"
+    assert isinstance(hyper["unobserved_weight"], float) and isinstance(hyper["alpha"], float)
+    # BM25 of the new user's entries: its own value sum, the training matrix's item counts
+    conf = confidence_values(
+        np.array(values),
+        np.zeros(4, dtype=np.int64),
+        np.array([3, 10, 42, 100]),
+        **{name: hyper[name] for name in ("confidence", "alpha", "epsilon", "bm25_k1", "bm25_b")},
+        stats=weighting_stats(model.user_items),
+        user_sums=np.array([sum(values)]),
+    )
     want = fold_in_oracle(
         model.item_factors,
         [3, 10, 42, 100],
@@ -278,6 +291,7 @@ def test_fold_in_is_the_exact_row_solve(model):
         hyper["regularization"],
         np.ones(model.n_items),
         nu=hyper["regularization_exponent"],
+        conf=conf,
     )
     np.testing.assert_allclose(factor, want, rtol=1e-4, atol=1e-5)
 

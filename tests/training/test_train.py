@@ -452,6 +452,68 @@ def test_unobserved_weight_auto_scales_with_density_and_exports_the_number(data_
         load_config(model_dir="m", data="d", unobserved_weight="automatic")
 
 
+@pytest.mark.parametrize("confidence", ["linear", "log", "bm25", "tfidf"])
+def test_alpha_auto_makes_the_mean_confidence_one_and_w0_follows_it(confidence):
+    import scipy.sparse as sp
+
+    from walsrec.model.weighting import mean_confidence
+    from walsrec.training.config import AUTO_UNOBSERVED_MASS, wals_params
+
+    x = sp.random(30, 20, density=0.2, format="csr", random_state=0)
+    x.data = 0.5 + 40.0 * x.data  # units far from 1 (seconds, say)
+    density = x.nnz / 600
+    scheme = {"confidence": confidence, "epsilon": 2.0, "bm25_k1": 50.0, "bm25_b": 0.5}
+    p = wals_params(scheme, x)
+    assert mean_confidence(x, **scheme, alpha=p["alpha"]) == pytest.approx(1.0)
+    if confidence == "linear":
+        assert p["alpha"] == pytest.approx(1.0 / x.data.mean())
+    assert p["unobserved_weight"] == pytest.approx(AUTO_UNOBSERVED_MASS * density)
+    # a given α is kept, and w0 "auto" scales with the mean confidence it gives
+    p = wals_params({**scheme, "alpha": 2.0, "unobserved_mass": 10.0}, x)
+    mean = mean_confidence(x, **scheme, alpha=2.0)
+    assert p["alpha"] == 2.0 and mean != pytest.approx(1.0)
+    assert p["unobserved_weight"] == pytest.approx(10.0 * density * mean)
+    # constant confidence: α unused (1), w0 = mass × density
+    p = wals_params({"confidence": "constant"}, x)
+    assert p["alpha"] == 1.0
+    assert p["unobserved_weight"] == pytest.approx(AUTO_UNOBSERVED_MASS * density)
+
+
+def test_auto_settings_errors_name_the_setting_and_value(data_dir, tmp_path):
+    from walsrec.training.config import wals_params
+
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"'alpha' setting of train must be 'auto' or a finite number > 0. Got 'big'",
+    ):
+        load_config(model_dir="m", data="d", alpha="big")
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"'unobserved_mass' setting of train must be a finite number > 0. Got 0",
+    ):
+        train(data=str(data_dir), model_dir=str(tmp_path / "x"), unobserved_mass=0, **KW)
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"alpha = auto and unobserved_weight = auto needs the training matrix",
+    ):
+        wals_params({})
+
+
+def test_train_exports_the_resolved_alpha_and_mass_changes_w0(data_dir, tmp_path):
+    from walsrec.data.native import load_csr
+    from walsrec.model.weighting import mean_confidence
+
+    res = train(data=str(data_dir), model_dir=str(tmp_path / "m"), sweeps=1, **KW)
+    ui = load_csr(data_dir / "train" / "native", "user_items", mmap=False)
+    hyper = read_export(tmp_path / "m").meta["hyperparameters"]
+    assert hyper["confidence"] == "bm25" and hyper["alpha"] == pytest.approx(res.model.alpha)
+    assert mean_confidence(ui, confidence="bm25", alpha=hyper["alpha"]) == pytest.approx(1.0)
+    more = train(
+        data=str(data_dir), model_dir=str(tmp_path / "n"), sweeps=1, unobserved_mass=60.0, **KW
+    )
+    assert more.model.unobserved_weight == pytest.approx(2 * res.model.unobserved_weight)
+
+
 def test_resuming_a_configuration_saved_before_weighting_keeps_its_targets():
     from walsrec.training.config import TrainConfig
 
@@ -460,5 +522,12 @@ def test_resuming_a_configuration_saved_before_weighting_keeps_its_targets():
     cfg = TrainConfig(model_dir="m", data="d", embedding_dim=32, unobserved_weight=0.1)
     cfg.regularization = 0.1
     assert "targets: 'values' -> 'binary'" in cfg.conflicts_with(old)
-    cfg.targets = "values"
+    assert "confidence: 'constant' -> 'bm25'" in cfg.conflicts_with(old)
+    cfg.targets, cfg.confidence = "values", "constant"
+    # alpha acts only with a non-constant confidence, unobserved_mass only with w0 "auto"
     assert cfg.conflicts_with(old) == []
+    # a config saved before unobserved_mass existed, with w0 "auto", meant 20
+    cfg = TrainConfig(model_dir="m", data="d")
+    saved = {**cfg.to_dict()}
+    del saved["unobserved_mass"]
+    assert cfg.conflicts_with(saved) == ["unobserved_mass: 20.0 -> 30.0"]

@@ -21,7 +21,7 @@ from walsrec.tuning import (
     tune,
     validation_split,
 )
-from walsrec.tuning.space import TUNABLE
+from walsrec.tuning.space import TUNABLE, Param
 
 # A small space: every trial is quick (embedding_dim <= 16) and still varies.
 SMALL = """
@@ -107,12 +107,36 @@ def test_metric_direction():
 # ---------------------------------------------------------------------------- space
 def test_default_space_covers_weighting_and_regularization_not_targets():
     p = DEFAULT_SPACE.params
-    assert (p["regularization"].low, p["regularization"].high) == (1e-4, 100.0)
-    assert p["regularization"].log and not p["regularization_exponent"].log
-    assert (p["regularization_exponent"].low, p["regularization_exponent"].high) == (0.0, 1.0)
+    assert (p["regularization"].low, p["regularization"].high) == (1e-3, 1.0)
+    assert p["regularization"].log and p["unobserved_mass"].log
+    assert (p["unobserved_mass"].low, p["unobserved_mass"].high) == (2.0, 300.0)
     assert set(p["confidence"].choices) == {"constant", "linear", "log", "bm25"}
-    assert "targets" not in p  # binary (train's default) for ranking metrics
+    # ν stays train's 1 (λ then has one scale); α stays "auto" (with w0 "auto" it only
+    # rescales λ); targets stay binary (train's default) for ranking metrics
+    assert not {"targets", "alpha", "regularization_exponent", "unobserved_weight"} & set(p)
     assert set(p) <= set(TUNABLE)
+
+
+def test_default_space_starts_from_train_defaults():
+    start = DEFAULT_SPACE.train_defaults()
+    assert start == {
+        "embedding_dim": 64,
+        "regularization": 0.015,
+        "unobserved_mass": 30.0,
+        "confidence": "bm25",
+        "epsilon": 1.0,
+        "bm25_k1": 100.0,
+        "bm25_b": 0.8,
+    }
+    # a default outside the range or choices is left to the sampler
+    narrow = SearchSpace(
+        {
+            "embedding_dim": Param("embedding_dim", "int", 100, 200),
+            "confidence": Param("confidence", "categorical", choices=("log", "linear")),
+            "solver": Param("solver", "fixed", value="cg"),
+        }
+    )
+    assert narrow.train_defaults() == {}
 
 
 def test_course_space_is_the_course_space_up_to_256_factors():
@@ -137,7 +161,7 @@ def test_space_file_narrows_fixes_and_replaces(tmp_path):
     assert space.params["embedding_dim"].choices == (32, 64)
     reg = space.params["regularization"]
     assert (reg.kind, reg.low, reg.high, reg.log) == ("float", 0.01, 1.0, True)
-    assert "unobserved_weight" in space.params  # kept from the default space
+    assert "unobserved_mass" in space.params  # kept from the default space
     path.write_text('replace = true\n[space]\nsolver = "cg"\n')
     assert list(load_space(path).params) == ["solver"]
 
@@ -221,10 +245,13 @@ def test_three_trial_study_writes_outputs_and_best_toml_trains(data_dir, small_s
     assert result.direction == "maximize" and result.metric == "ndcg@10"
     values = [t.value for t in result.trials]
     assert result.best_value == max(values) and 0 < result.best_value <= 1
-    # every sweep was reported as an intermediate value, and the last one is the value
+    # every sweep of the first split was reported as an intermediate value; the value is
+    # the mean of the three splits' last scores, the first of which is the last report
     for frozen in result.study.trials:
         assert sorted(frozen.intermediate_values) == [1, 2, 3]
-        assert frozen.intermediate_values[3] == frozen.value
+        folds = frozen.user_attrs["fold_values"]
+        assert frozen.intermediate_values[3] == pytest.approx(folds[0], abs=1e-6)
+        assert frozen.value == pytest.approx(np.mean(folds), abs=1e-6)
     assert {"best", "trials", "history", "importances"} <= set(result.paths)
     for key in ("history", "importances"):
         assert result.paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -258,6 +285,36 @@ def test_the_same_storage_resumes_and_adds_trials(data_dir, small_space, tmp_pat
         tune(data_dir, trials=1, **{**kw, "sweeps": 3})
     with pytest.raises(InvalidParameterError, match="metric: 'ndcg@10' -> 'rmse'"):
         tune(data_dir, trials=1, metric="rmse", **kw)
+
+
+def test_folds_score_each_trial_on_several_splits_and_their_mean(data_dir, small_space, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'folds.db'}"
+    kw = dict(sweeps=2, space=small_space, pruner="none", storage=storage)
+    res = tune(data_dir, trials=2, folds=2, study_name="f", **kw)
+    trials = res.study.trials
+    for t in trials:
+        values = t.user_attrs["fold_values"]
+        assert len(values) == 2 and values[0] != values[1]
+        assert t.value == pytest.approx(np.mean(values), abs=1e-6)
+    # the first split is the one-split study's: the same first trial scores the same there
+    one = tune(data_dir, trials=1, folds=1, study_name="one", **kw)
+    first = one.study.trials[0]
+    assert "fold_values" not in first.user_attrs
+    assert first.user_attrs["settings"] == trials[0].user_attrs["settings"]
+    assert first.value == pytest.approx(trials[0].user_attrs["fold_values"][0], abs=1e-6)
+    with pytest.raises(InvalidParameterError, match=r"tuned on other terms .*folds: 2 -> 3"):
+        tune(data_dir, trials=1, folds=3, study_name="f", **kw)
+    with pytest.raises(InvalidParameterError, match=r"'folds' parameter of tune .* Got 0"):
+        tune(data_dir, trials=1, folds=0, study_name="g", **kw)
+
+
+def test_a_new_study_starts_from_train_defaults(data_dir):
+    res = tune(data_dir, trials=2, sweeps=1, folds=1, pruner="none")
+    start = DEFAULT_SPACE.train_defaults()
+    first = res.study.trials[0].user_attrs["settings"]
+    # epsilon acts only with confidence "log": train's bm25 does not sample it
+    assert first == {k: v for k, v in start.items() if k != "epsilon"}
+    assert res.study.trials[1].user_attrs["settings"] != first
 
 
 def test_the_eval_split_is_never_read(data_dir, small_space):

@@ -44,7 +44,7 @@ def test_tune_then_train_best(data_dir, tmp_path, capsys, monkeypatch):
     assert main(argv) == 0
     captured = capsys.readouterr()
     out = captured.out
-    assert "validation split carved from the training split" in out
+    assert "3 validation split(s) carved from the training split" in out
     assert "the eval split was not used for choosing" in out
     assert "Study 'walsrec': 3 new trials, 3 in all" in out
     table = [line.split() for line in out.splitlines()]

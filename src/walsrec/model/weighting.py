@@ -56,6 +56,7 @@ __all__ = [
     "WeightingStats",
     "column_weights_from_counts",
     "confidence_values",
+    "mean_confidence",
     "needs_stats",
     "weighting_stats",
 ]
@@ -232,6 +233,44 @@ def confidence_values(
     # denom is 0 only for r = 0 of a user whose values sum to 0 with B = 1: weigh it 0.
     tf = np.divide(r * (bm25_k1 + 1.0), denom, out=np.zeros_like(r), where=denom > 0)
     return alpha * tf * idf
+
+
+def mean_confidence(
+    user_items: sp.spmatrix,
+    *,
+    confidence: str,
+    alpha: float = 1.0,
+    epsilon: float = 1.0,
+    bm25_k1: float = 100.0,
+    bm25_b: float = 0.8,
+) -> float:
+    """The mean of c(r) over the stored entries of ``user_items`` (1.0 for "constant" and for
+    a matrix with no entries).
+
+    ``alpha = 1 / mean_confidence(..., alpha=1)`` makes the mean confidence 1, whatever the
+    units of the values: train's ``alpha = "auto"``.
+    """
+    if confidence == "constant":
+        return 1.0
+    m = user_items.tocsr()
+    if not m.has_canonical_format:
+        m = m.copy()
+        m.sum_duplicates()
+    if m.nnz == 0:
+        return 1.0
+    users = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    c = confidence_values(
+        m.data,
+        users,
+        m.indices,
+        confidence=confidence,
+        alpha=alpha,
+        epsilon=epsilon,
+        bm25_k1=bm25_k1,
+        bm25_b=bm25_b,
+        stats=weighting_stats(m) if needs_stats(confidence) else None,
+    )
+    return float(np.mean(c))
 
 
 def column_weights_from_counts(

@@ -25,6 +25,7 @@ from walsrec.model import weighting
 __all__ = [
     "AUTO_UNOBSERVED_MASS",
     "IDENTITY_KEYS",
+    "LEGACY_UNOBSERVED_MASS",
     "TrainConfig",
     "load_config",
     "resolve_unobserved_weight",
@@ -42,6 +43,7 @@ IDENTITY_KEYS = (
     "num_cols",
     "embedding_dim",
     "unobserved_weight",
+    "unobserved_mass",
     "regularization",
     "regularization_exponent",
     "row_weights",
@@ -59,6 +61,18 @@ IDENTITY_KEYS = (
 )
 
 HIGHER_IS_BETTER_PREFIXES = ("precision@", "recall@", "map@", "ndcg@", "auc", "coverage")
+
+
+# unobserved_weight = "auto": w0 = unobserved_mass × density × mean confidence, so that a
+# row's unobserved entries weigh, together, about unobserved_mass times its observed entries
+# (w0 · n_items = unobserved_mass × the mean row count × the mean c(r)). A fixed w0 cannot
+# suit both MovieLens (density 0.047) and epinions (0.0015): the experiments in
+# benchmarks/README.md ("quality") found the best w0 about proportional to the density.
+# alpha = "auto": α = 1 / the mean of c(r) with α = 1, so that the mean confidence is 1
+# whatever the units of the values (seconds, plays, stars).
+AUTO_UNOBSERVED_MASS = 30.0
+# What "auto" meant before unobserved_mass existed (a config.json saved then lacks it).
+LEGACY_UNOBSERVED_MASS = 20.0
 
 
 @dataclass
@@ -79,15 +93,16 @@ class TrainConfig:
     # "quality"): binary targets, w0 scaled with the data's density, Rendle's ν = 1.
     embedding_dim: int = 64
     unobserved_weight: float | str = "auto"
-    regularization: float = 0.02
+    unobserved_mass: float = AUTO_UNOBSERVED_MASS
+    regularization: float = 0.015
     regularization_exponent: float = 1.0
     row_weights: float = 1.0
     col_weights: float = 1.0
     col_weights_from_counts: str | None = None
     col_weight_factor: float = 1.0
     col_weight_exponent: float = 1.0
-    confidence: str = "constant"
-    alpha: float = 1.0
+    confidence: str = "bm25"
+    alpha: float | str = "auto"
     epsilon: float = 1.0
     bm25_k1: float = 100.0
     bm25_b: float = 0.8
@@ -210,6 +225,10 @@ class TrainConfig:
         w0 = self.unobserved_weight
         if not (w0 == "auto" or (is_num(w0) and w0 >= 0)):
             raise bad("unobserved_weight", "'auto' or a finite number >= 0")
+        if not (is_num(self.unobserved_mass) and self.unobserved_mass > 0):
+            raise bad("unobserved_mass", "a finite number > 0")
+        if self.alpha != "auto" and not (is_num(self.alpha) and self.alpha > 0):
+            raise bad("alpha", "'auto' or a finite number > 0")
         for name in (
             "regularization",
             "regularization_exponent",
@@ -226,7 +245,10 @@ class TrainConfig:
                 raise bad(name, "a finite number > 0")
         if self.col_weights_from_counts not in (None, "linear", "log"):
             raise bad("col_weights_from_counts", "None, 'linear' or 'log'")
-        weighting.check_params(self.to_dict(), owner="setting of train")
+        weighting.check_params(
+            {**self.to_dict(), "alpha": 1.0 if self.alpha == "auto" else self.alpha},
+            owner="setting of train",
+        )
         if self.solver not in ("cholesky", "cg"):
             raise bad("solver", "'cholesky' or 'cg'")
         if self.dtype not in ("float32", "float64"):
@@ -276,15 +298,25 @@ class TrainConfig:
         A configuration saved before the weighting settings existed was trained with
         tf.contrib's weighting, the WALS estimator's defaults: resuming it must keep that,
         not take today's train defaults (serving reads old exports the same way)."""
-        legacy = _estimator_defaults()
+        estimator = _estimator_defaults()
+        legacy = {name: estimator[name] for name in weighting.PARAMS}
+        legacy["unobserved_mass"] = LEGACY_UNOBSERVED_MASS
+
+        def saved_value(key):
+            return saved.get(key, legacy.get(key))
+
+        # settings that act only with another one: unobserved_mass with w0 "auto", α with a
+        # non-constant confidence
+        idle = set()
+        if "auto" not in (saved_value("unobserved_weight"), self.unobserved_weight):
+            idle.add("unobserved_mass")
+        if saved_value("confidence") == self.confidence == "constant":
+            idle.add("alpha")
         out = []
         for key in IDENTITY_KEYS:
-            if key in saved:
-                old = saved[key]
-            elif key in weighting.PARAMS:
-                old = legacy[key]
-            else:
+            if key in idle or (key not in saved and key not in legacy):
                 continue
+            old = saved_value(key)
             if old != getattr(self, key):
                 out.append(f"{key}: {old!r} -> {getattr(self, key)!r}")
         return out
@@ -309,22 +341,19 @@ def _wals_settings() -> tuple[str, ...]:
     )
 
 
-# unobserved_weight = "auto": w0 = AUTO_UNOBSERVED_MASS × density, so that a row's
-# unobserved entries weigh, together, about this many times its observed entries (w0 ·
-# n_items = AUTO_UNOBSERVED_MASS × the mean row count, and the same for columns). A fixed
-# w0 cannot suit both MovieLens (density 0.047) and epinions (0.0015): the experiments in
-# benchmarks/README.md ("quality") found the best w0 about proportional to the density.
-AUTO_UNOBSERVED_MASS = 20.0
-
-
-def resolve_unobserved_weight(value: float | str, user_items) -> float:
-    """``value``, or for "auto" AUTO_UNOBSERVED_MASS × nnz / (n_users × n_items)."""
+def resolve_unobserved_weight(
+    value: float | str,
+    user_items,
+    mass: float = AUTO_UNOBSERVED_MASS,
+    mean_confidence: float = 1.0,
+) -> float:
+    """``value``, or for "auto" ``mass`` × nnz / (n_users × n_items) × ``mean_confidence``."""
     if value != "auto":
         return float(value)
     n_users, n_items = user_items.shape
     if n_users == 0 or n_items == 0 or user_items.nnz == 0:
         return 1.0
-    return AUTO_UNOBSERVED_MASS * user_items.nnz / (n_users * n_items)
+    return float(mass) * user_items.nnz / (n_users * n_items) * float(mean_confidence)
 
 
 def wals_params(
@@ -334,17 +363,30 @@ def wals_params(
     TrainConfig's) filling what ``settings`` lacks — one mapping for train, tune and
     serving's fold-in.
 
-    ``unobserved_weight = "auto"`` is resolved against ``user_items`` (the training
-    matrix), which is then required."""
+    ``alpha = "auto"`` and ``unobserved_weight = "auto"`` are resolved against
+    ``user_items`` (the training matrix), which is then required: α first (the mean
+    confidence becomes 1), then w0 (``unobserved_mass`` × density × the mean confidence)."""
     if defaults is None:
         defaults = TrainConfig().to_dict()
     out = {name: settings.get(name, defaults[name]) for name in _wals_settings()}
+    autos = [name for name in ("alpha", "unobserved_weight") if out[name] == "auto"]
+    if not autos:
+        return out
+    if user_items is None:
+        raise InvalidParameterError(
+            f"{' and '.join(f'{n} = auto' for n in autos)} needs the training matrix to be "
+            "resolved."
+        )
+    scheme = {name: out[name] for name in ("confidence", "epsilon", "bm25_k1", "bm25_b")}
+    if out["alpha"] == "auto":
+        mean = weighting.mean_confidence(user_items, **scheme, alpha=1.0)
+        out["alpha"] = 1.0 / mean if mean > 0 else 1.0
     if out["unobserved_weight"] == "auto":
-        if user_items is None:
-            raise InvalidParameterError(
-                "unobserved_weight = 'auto' needs the training matrix to be resolved."
-            )
-        out["unobserved_weight"] = resolve_unobserved_weight("auto", user_items)
+        mass = settings.get("unobserved_mass", defaults.get("unobserved_mass"))
+        if mass is None:  # an export's defaults (the estimator's) know no unobserved_mass
+            mass = LEGACY_UNOBSERVED_MASS
+        mean = weighting.mean_confidence(user_items, **scheme, alpha=out["alpha"])
+        out["unobserved_weight"] = resolve_unobserved_weight("auto", user_items, mass, mean)
     return out
 
 

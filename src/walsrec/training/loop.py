@@ -406,8 +406,9 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
             for k in IDENTITY_KEYS
             if k not in ("data", "train_rows", "train_cols", "eval_rows", "eval_cols")
         }
-        # the number the model was trained with ("auto" resolved), which fold-in needs
+        # the numbers the model was trained with ("auto" resolved), which fold-in needs
         hyper["unobserved_weight"] = float(model.unobserved_weight)
+        hyper["alpha"] = float(model.alpha)
         export_path = write_export(
             model_dir,
             user_factors=user_f,

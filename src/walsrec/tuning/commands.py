@@ -102,6 +102,14 @@ def add_commands(sub) -> None:
         metavar="F",
         help="share of each user's training interactions scored (default 0.25)",
     )
+    p.add_argument(
+        "--folds",
+        type=positive_int,
+        default=3,
+        metavar="N",
+        help="validation splits per trial, their mean scored (default 3: one split's score "
+        "is too noisy to tell the best settings apart)",
+    )
     p.add_argument("--no-prune", action="store_true", help="never stop a trial early")
     p.add_argument("--out", default="tuning", metavar="DIR", help="output directory (tuning)")
     p.add_argument(
@@ -154,14 +162,16 @@ def _cmd_tune(args) -> int:
         timeout=args.timeout,
         seed=args.seed,
         validation_fraction=args.validation_fraction,
+        folds=args.folds,
         pruner="none" if args.no_prune else "median",
         out=args.out,
         progress=None if args.quiet else progress,
     )
     share = result.validation_fraction
     print(
-        f"Trials were scored on a validation split carved from the training split "
-        f"({share:.0%} of each user's training interactions, seed {args.seed}); the eval "
+        f"Trials were scored on {args.folds} validation split(s) carved from the training "
+        f"split ({share:.0%} of each user's training interactions, seeds from {args.seed}); "
+        "the eval "
         "split was not used for choosing."
     )
     counts: dict[str, int] = {}

@@ -43,6 +43,7 @@ __all__ = ["COURSE_SPACE", "DEFAULT_SPACE", "Param", "SearchSpace", "load_space"
 TUNABLE = {
     "embedding_dim": int,
     "unobserved_weight": float,
+    "unobserved_mass": float,
     "regularization": float,
     "regularization_exponent": float,
     "row_weights": float,
@@ -65,6 +66,7 @@ TUNABLE = {
 # A parameter that only exists when another one takes one of some values:
 # name -> (parent, values).
 CONDITIONS = {
+    "unobserved_mass": ("unobserved_weight", ("auto",)),
     "col_weight_factor": ("col_weights_from_counts", ("linear",)),
     "col_weight_exponent": ("col_weights_from_counts", ("log",)),
     "cg_steps": ("solver", ("cg",)),
@@ -74,7 +76,7 @@ CONDITIONS = {
     "bm25_b": ("confidence", ("bm25",)),
 }
 # Sampled first, so that the conditions above can be read.
-_ORDER = ("col_weights_from_counts", "solver", "confidence")
+_ORDER = ("unobserved_weight", "col_weights_from_counts", "solver", "confidence")
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,20 @@ class SearchSpace:
             del out["col_weights_from_counts"]
         return out
 
+    def train_defaults(self) -> dict[str, Any]:
+        """Train's default of every sampled parameter whose range or choices hold it: the
+        first trial of a new study, so that tuning starts from what an untuned run gets."""
+        out: dict[str, Any] = {}
+        for name, param in self.params.items():
+            value = _train_default(name)
+            if param.kind == "categorical":
+                if value in param.choices:
+                    out[name] = value
+            elif param.kind in ("int", "float") and not isinstance(value, str | None | bool):
+                if param.low <= value <= param.high:
+                    out[name] = value
+        return out
+
     def describe(self) -> list[str]:
         """One line per parameter, e.g. ``regularization: float 0.001 to 10 (log)``."""
         lines = []
@@ -180,14 +196,12 @@ COURSE_SPACE = SearchSpace(
 
 DEFAULT_SPACE = SearchSpace(
     {
-        "embedding_dim": Param("embedding_dim", "int", 64, 256, log=True),
-        "regularization": Param("regularization", "float", 1e-4, 100.0, log=True),
-        "regularization_exponent": Param("regularization_exponent", "float", 0.0, 1.0),
-        "unobserved_weight": Param("unobserved_weight", "float", 0.01, 10.0, log=True),
+        "embedding_dim": Param("embedding_dim", "int", 32, 256, log=True),
+        "regularization": Param("regularization", "float", 1e-3, 1.0, log=True),
+        "unobserved_mass": Param("unobserved_mass", "float", 2.0, 300.0, log=True),
         "confidence": Param(
-            "confidence", "categorical", choices=("constant", "linear", "log", "bm25")
+            "confidence", "categorical", choices=("bm25", "linear", "log", "constant")
         ),
-        "alpha": Param("alpha", "float", 0.01, 100.0, log=True),
         "epsilon": Param("epsilon", "float", 0.01, 10.0, log=True),
         "bm25_k1": Param("bm25_k1", "float", 0.5, 200.0, log=True),
         "bm25_b": Param("bm25_b", "float", 0.0, 1.0),
@@ -202,7 +216,7 @@ def _check_value(where: str, name: str, value: Any) -> None:
 
     if name == "col_weights_from_counts" and value == "none":
         return
-    if name == "unobserved_weight" and value == "auto":  # train's default, a fixed choice
+    if name in ("unobserved_weight", "alpha") and value == "auto":  # train's defaults
         return
     kind = TUNABLE[name]
     ok_type = (

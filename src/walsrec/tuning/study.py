@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -36,7 +35,9 @@ __all__ = [
 
 _RANKED = ("precision@", "recall@", "map@", "ndcg@")
 # Study attributes that make trial values comparable: a resumed study must agree on them.
-_IDENTITY = ("metric", "data", "validation_fraction", "split_seed", "sweeps")
+_IDENTITY = ("metric", "data", "validation_fraction", "split_seed", "sweeps", "folds")
+# What a study saved before an identity key existed was tuned with.
+_IDENTITY_LEGACY = {"folds": 1}
 
 
 @dataclass
@@ -216,6 +217,7 @@ def tune(
     timeout: float | None = None,
     seed: int = 0,
     validation_fraction: float = 0.25,
+    folds: int = 3,
     pruner: Any = "median",
     out: str | os.PathLike | None = None,
     progress: Callable[[TrialSummary], None] | None = None,
@@ -254,6 +256,12 @@ def tune(
         Seeds the validation split, the sampler and every trial's initial factors.
     validation_fraction : float, default 0.25
         The share of each user's training interactions held out for scoring.
+    folds : int, default 3
+        Validation splits per trial (seeded ``seed``, ``seed + 1``, ...): a trial fits and
+        scores each and counts their mean. One split's nDCG@10 moves by about ±0.005 with the
+        draw on a MovieLens-100K-sized set (943 users), more than the settings the search
+        tells apart near its best, so a single split picks noise; three cost three fits a
+        trial. The pruner sees the first split's scores.
     pruner : "median", "none", or an optuna pruner
         "median": :class:`optuna.pruners.MedianPruner` (5 start-up trials, no pruning
         before sweep 2).
@@ -280,6 +288,7 @@ def tune(
     _check_int("sweeps", sweeps, 1)
     _check_int("evaluate_every", evaluate_every, 1)
     _check_int("jobs", jobs, 1)
+    _check_int("folds", folds, 1)
     _check_int("threads", threads, 1, allow_none=True)
     if not (isinstance(seed, int) and not isinstance(seed, bool)):
         raise InvalidParameterError(f"The 'seed' parameter of tune must be an int. Got {seed!r}.")
@@ -309,7 +318,10 @@ def tune(
     from walsrec.metrics import evaluated_users
 
     train_matrix, data_path = _load_train_matrix(data)
-    fit_matrix, val_matrix = validation_split(train_matrix, validation_fraction, seed)
+    splits = [
+        validation_split(train_matrix, validation_fraction, seed + fold) for fold in range(folds)
+    ]
+    fit_matrix, val_matrix = splits[0]
     if evaluated_users(fit_matrix, val_matrix).size == 0:
         raise InvalidParameterError(
             "The training split is too small to carve a validation split from: no user has "
@@ -323,6 +335,7 @@ def tune(
         "validation_fraction": float(validation_fraction),
         "split_seed": seed,
         "sweeps": sweeps,
+        "folds": folds,
     }
     study_name = study_name or "walsrec"
     previous_level = optuna.logging.get_verbosity()
@@ -331,10 +344,11 @@ def tune(
     try:
         study = _open_study(optuna, storage, study_name, direction, pruner, seed, identity)
         n_before = len(study.trials)
+        if n_before == 0 and (start := space.train_defaults()):
+            study.enqueue_trial(start)
         objective = _Objective(
             space=space,
-            fit=fit_matrix,
-            val=val_matrix,
+            splits=splits,
             metric=metric,
             k=k,
             sweeps=sweeps,
@@ -437,9 +451,9 @@ def _open_study(optuna, storage, study_name, direction, pruner, seed, identity):
     saved = study.user_attrs
     if saved:
         conflicts = [
-            f"{key}: {saved.get(key)!r} -> {identity[key]!r}"
+            f"{key}: {saved.get(key, _IDENTITY_LEGACY.get(key))!r} -> {identity[key]!r}"
             for key in _IDENTITY
-            if saved.get(key) != identity[key]
+            if saved.get(key, _IDENTITY_LEGACY.get(key)) != identity[key]
         ]
         if conflicts:
             raise InvalidParameterError(
@@ -463,22 +477,19 @@ class _UndefinedMetric(Exception):
 
 
 class _Objective:
-    """One trial: sample settings, fit on the fit part, score the validation part."""
+    """One trial: sample settings; on every (fit, validation) split, fit and score; the mean."""
 
-    def __init__(self, *, space, fit, val, metric, k, sweeps, evaluate_every, threads, seed):
+    def __init__(self, *, space, splits, metric, k, sweeps, evaluate_every, threads, seed):
         self.space = space
-        self.fit = fit
-        self.val = val
+        self.splits = splits
         self.metric = metric
         self.k = k
         self.sweeps = sweeps
         self.evaluate_every = evaluate_every
         self.threads = threads
         self.seed = seed
-        self._lock = threading.Lock()
-        self._col_weights: dict[tuple, np.ndarray] = {}
 
-    def col_weights(self, settings: dict):
+    def col_weights(self, settings: dict, fit):
         from walsrec.model.weighting import column_weights_from_counts
 
         how = settings.get("col_weights_from_counts")
@@ -487,9 +498,9 @@ class _Objective:
         factor = settings.get("col_weight_factor", 1.0)
         exponent = settings.get("col_weight_exponent", 1.0)
         # Counts of the fit part: the model is fitted on it, as train() weighs by train.
-        return column_weights_from_counts(self.fit, how, factor, exponent)
+        return column_weights_from_counts(fit, how, factor, exponent)
 
-    def score(self, model) -> float:
+    def score(self, model, fit, val) -> float:
         from walsrec.metrics import evaluate
         from walsrec.model._threads import kernel_threads
 
@@ -499,8 +510,8 @@ class _Objective:
             values = evaluate(
                 model.user_factors_,
                 model.item_factors_,
-                self.fit,
-                self.val,
+                fit,
+                val,
                 k=self.k,
                 metrics=[self.metric],
                 n_jobs=self.threads,
@@ -508,38 +519,50 @@ class _Objective:
         return float(values[self.metric])
 
     def __call__(self, trial) -> float:
+        settings = self.space.sample(trial)
+        trial.set_user_attr("settings", settings)
+        started = time.perf_counter()
+        scores = []
+        for fold, (fit, val) in enumerate(self.splits):
+            scores.append(self._fit_and_score(trial, settings, fold, fit, val, started))
+        if len(scores) > 1:
+            trial.set_user_attr("fold_values", [round(v, 6) for v in scores])
+        return float(np.mean(scores))
+
+    def _fit_and_score(self, trial, settings, fold, fit, val, started) -> float:
         import optuna
 
         from walsrec.model.wals import WALS
         from walsrec.training.config import wals_params
 
-        settings = self.space.sample(trial)
-        trial.set_user_attr("settings", settings)
-        started = time.perf_counter()
         model = WALS(
-            **wals_params(settings, self.fit),
-            col_weights=self.col_weights(settings),
+            **wals_params(settings, fit),
+            col_weights=self.col_weights(settings, fit),
             sweeps=self.sweeps,
             n_jobs=self.threads,
             random_state=self.seed,
         )
-        last = {"value": math.nan, "sweep": 0}
+        last = {"value": math.nan}
 
         def per_sweep(sweep: int, m) -> bool:
-            if sweep % self.evaluate_every and sweep != self.sweeps:
+            # the first split reports every evaluate_every sweeps (the pruner compares
+            # trials on it); the others are scored once, after the last sweep
+            due = sweep == self.sweeps or (fold == 0 and sweep % self.evaluate_every == 0)
+            if not due:
                 return False
-            value = self.score(m)
-            last.update(value=value, sweep=sweep)
-            trial.report(value, sweep)
-            trial.set_user_attr("sweeps", sweep)
+            value = self.score(m, fit, val)
+            last["value"] = value
+            if fold == 0:
+                trial.report(value, sweep)
+                trial.set_user_attr("sweeps", sweep)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"{self.metric} {value:.4g} at sweep {sweep}")
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"{self.metric} {value:.4g} at sweep {sweep}")
             return False
 
         model.callback = per_sweep
         try:
-            model.fit(self.fit)
+            model.fit(fit)
             if math.isnan(last["value"]):
                 raise _UndefinedMetric(f"{self.metric} is undefined on the validation split")
         except (SingularSystemError, _UndefinedMetric) as exc:
