@@ -5,17 +5,19 @@ exactly as ``recommenders.datasets.python_splitters.python_stratified_split(data
 seed=42)`` does it (one uniform draw per row in file order from ``np.random.seed(42)``; a
 user's rows ranked by it, the top 75% to train). Top-10 lists exclude each user's training
 items; nDCG@10 and the other metrics are ``walsrec.metrics``' (Microsoft Recommenders'
-definitions). Hyper-parameters are chosen on a validation split carved from train the same
-way (75/25, seed 42) and never on test; the chosen configuration is refitted on the whole
-train split and scored on test.
+definitions). Hyper-parameters are chosen on train only, never on test; the chosen
+configuration is refitted on the whole train split and scored on test.
 
 Rows of the table, per dataset:
 
 * walsrec, defaults: ``walsrec train``'s settings untouched (TrainConfig's defaults);
-* walsrec, tuned: ``walsrec.tune`` with its default search space and ``--trials`` trials
-  (its own 75/25 validation split of train), the best refitted on train;
-* implicit ALS (benfred/implicit), the same budget: Optuna's TPE sampler over factors
-  (16–256), regularization (1e-3–1e3) and alpha (0.1–100), raw values as confidence;
+* walsrec, tuned: ``walsrec.tune`` with its defaults (default search space, each trial the
+  mean over its validation splits of train) and ``--trials`` trials, the best refitted on
+  train;
+* implicit ALS (benfred/implicit, its default conjugate-gradient solver), the same budget:
+  Optuna's TPE sampler over factors (16–256), regularization (1e-3–1e3) and alpha
+  (0.1–100), raw values as confidence, each trial scored on the same validation splits as
+  walsrec's (same seeds, fraction and number);
 * EASE (Steck 2019, ``walsrec.metrics.ease_baseline``), λ chosen on validation from a grid;
 * most-popular.
 
@@ -153,7 +155,6 @@ def fit_implicit(params: dict, train, sweeps: int, seed: int = 0):
         regularization=params["regularization"],
         alpha=params["alpha"],
         iterations=sweeps,
-        use_cg=False,
         num_threads=2,
         random_state=seed,
     )
@@ -162,9 +163,20 @@ def fit_implicit(params: dict, train, sweeps: int, seed: int = 0):
 
 
 def tune_implicit(split: Split, trials: int, sweeps: int) -> tuple[dict, float]:
+    """TPE over implicit's three settings, each trial scored as ``walsrec.tune`` scores its
+    own: the mean nDCG@10 over the same validation splits of train (same seeds, fraction
+    and number)."""
+    import inspect
+
     import optuna
 
+    from walsrec.tuning.study import tune as walsrec_tune
+    from walsrec.tuning.study import validation_split
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    defaults = inspect.signature(walsrec_tune).parameters
+    fraction = defaults["validation_fraction"].default
+    splits = [validation_split(split.train, fraction, f) for f in range(defaults["folds"].default)]
 
     def objective(trial):
         params = {
@@ -172,8 +184,11 @@ def tune_implicit(split: Split, trials: int, sweeps: int) -> tuple[dict, float]:
             "regularization": trial.suggest_float("regularization", 1e-3, 1e3, log=True),
             "alpha": trial.suggest_float("alpha", 0.1, 100.0, log=True),
         }
-        u, v = fit_implicit(params, split.fit, sweeps)
-        return evaluate(u, v, split.fit, split.valid, k=K, metrics=[f"ndcg@{K}"])[f"ndcg@{K}"]
+        scores = []
+        for fit, valid in splits:
+            u, v = fit_implicit(params, fit, sweeps)
+            scores.append(evaluate(u, v, fit, valid, k=K, metrics=[f"ndcg@{K}"])[f"ndcg@{K}"])
+        return float(np.mean(scores))
 
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=10)

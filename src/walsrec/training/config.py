@@ -90,7 +90,8 @@ class TrainConfig:
     num_cols: int | None = None
     # the model
     # Defaults for ranking quality, chosen by benchmarks/quality.py (benchmarks/README.md,
-    # "quality"): binary targets, w0 scaled with the data's density, Rendle's ν = 1.
+    # "quality"): binary targets, BM25 confidence normalised to mean 1 (α "auto"), w0
+    # scaled with the data's density (unobserved mass 30), Rendle's ν = 1 with λ 0.015.
     embedding_dim: int = 64
     unobserved_weight: float | str = "auto"
     unobserved_mass: float = AUTO_UNOBSERVED_MASS

@@ -98,9 +98,9 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.25,
+        default=0.1,
         metavar="F",
-        help="share of each user's training interactions scored (default 0.25)",
+        help="share of each user's training interactions scored (default 0.1)",
     )
     p.add_argument(
         "--folds",

@@ -1,12 +1,18 @@
 """The search space of ``walsrec tune``: ranges that matter for ranking quality, or a TOML file.
 
 :data:`DEFAULT_SPACE` is what the experiments of issue 9 (benchmarks/README.md, "quality")
-found to matter: the embedding dimension (64–256), λ over six decades (1e-4–100) with the
-frequency-scaling exponent ν (0–1), the unobserved weight w0 (0.01–10), the confidence
-scheme (constant, linear, log, BM25) with its α (and ε, K1, B). Targets are not searched:
+found to matter, in units that mean the same on every dataset: the embedding dimension
+(32–256), the unobserved mass (2–300: w0 = mass × density × mean confidence, train's
+``unobserved_weight = "auto"``), λ over three decades (1e-3–1) and the confidence scheme
+(BM25, linear, log, constant; with K1 and B, or ε). α stays ``"auto"`` (the mean confidence
+is 1; with w0 "auto" any other α would only rescale λ) and ν stays train's 1 (with ν = 1
+λ is relative to each row's weight, so its good values lie near 0.01–0.03 on MovieLens,
+epinions and the generated visits alike, while ν < 1 moves them by decades). A TOML file
+can add ν, α, w0 or targets. Targets are not searched:
 binary targets won every ranking study of those experiments, so ranking metrics keep train's
 default (binary), and :func:`~walsrec.tuning.tune` fixes ``targets = "values"`` when the
 metric is rmse (which measures predicted values) and the space does not name targets.
+A new study's first trial is train's defaults (:meth:`SearchSpace.train_defaults`).
 :data:`COURSE_SPACE` is the space Google's course tuned with Cloud ML Engine:
 regularization 0.001–10, latent factors 5–256 (the course stopped at 50), unobserved weight
 0.001–5 and a count-based column weight, linear (factor 1–200) or exponential (exponent
@@ -23,7 +29,8 @@ Conditional parameters are sampled only where they act: ``col_weight_factor`` wh
 ``col_weights_from_counts`` is ``"linear"``, ``col_weight_exponent`` where it is ``"log"``
 (``"none"``, as TOML has no null, means no count-based column weights), ``alpha`` where
 ``confidence`` is not ``"constant"``, ``epsilon`` where it is ``"log"``, ``bm25_k1`` and
-``bm25_b`` where it is ``"bm25"``, ``cg_steps`` where ``solver`` is ``"cg"``.
+``bm25_b`` where it is ``"bm25"``, ``cg_steps`` where ``solver`` is ``"cg"``,
+``unobserved_mass`` where ``unobserved_weight`` is ``"auto"``.
 """
 
 from __future__ import annotations
