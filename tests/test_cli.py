@@ -174,3 +174,35 @@ def test_train_unobserved_weight_takes_a_number_or_auto(tmp_path, capsys):
         parser.parse_args([*common, "--unobserved-weight", "lots"])
     assert exc.value.code == 2
     assert "expected a number or 'auto', got 'lots'" in capsys.readouterr().err
+
+
+def test_train_alpha_takes_auto_and_unobserved_mass_a_positive_number(tmp_path, capsys):
+    parser = build_parser()
+    common = ["train", "--data", "d", "--model-dir", "m"]
+    args = parser.parse_args([*common, "--alpha", "auto", "--unobserved-mass", "12.5"])
+    assert (args.alpha, args.unobserved_mass) == ("auto", 12.5)
+    assert parser.parse_args([*common, "--alpha", "3"]).alpha == 3.0
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([*common, "--unobserved-mass", "0"])
+    assert exc.value.code == 2
+    assert "must be a number > 0, got 0.0" in capsys.readouterr().err
+
+
+def test_train_default_bm25_on_negative_values_says_which_setting(tmp_path, capsys):
+    csv = tmp_path / "signed.csv"
+    rows = [f"u{u},i{i},{(-1) ** (u + i) * 0.5}" for u in range(6) for i in range(5)]
+    csv.write_text("user,item,rating\n" + "\n".join(rows) + "\n")
+    data = tmp_path / "data"
+    prep = ["prepare", str(csv), "--out", str(data), "--eval-fraction", "0", "--rating-col"]
+    assert main([*prep, "rating"]) == 0
+    capsys.readouterr()
+    code = main(["train", "--data", str(data), "--model-dir", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "confidence='bm25' needs non-negative values in 'user_items'. Got -0.5" in err[0]
+    assert "--confidence constant" in err[0]
+    constant = ["--confidence", "constant", "--sweeps", "1"]
+    # the refused run left no settings behind: the corrected command starts afresh there
+    assert not (tmp_path / "m" / "config.json").exists()
+    code = main(["train", "--data", str(data), "--model-dir", str(tmp_path / "m"), *constant])
+    assert code == 0

@@ -308,6 +308,44 @@ def test_folds_score_each_trial_on_several_splits_and_their_mean(data_dir, small
         tune(data_dir, trials=1, folds=0, study_name="g", **kw)
 
 
+def test_a_pruned_trial_keeps_its_sweep_and_seconds(data_dir, small_space):
+    import optuna
+
+    res = tune(
+        data_dir,
+        trials=2,
+        sweeps=3,
+        folds=2,
+        evaluate_every=2,
+        space=small_space,
+        pruner=optuna.pruners.ThresholdPruner(lower=2.0),  # nDCG never reaches 2
+    )
+    for t in res.study.trials:
+        assert t.state.name == "PRUNED"
+        assert t.user_attrs["sweeps"] == 2 and t.user_attrs["seconds"] > 0
+
+
+def test_every_fold_must_have_users_to_score(tmp_path):
+    import scipy.sparse as sp
+
+    from walsrec.data.interactions import Interactions
+    from walsrec.data.prepare import PreparedData
+    from walsrec.data.vocabulary import Vocabulary
+
+    # two users with two interactions each: a 10% split holds one out only now and then
+    x = sp.csr_matrix(np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]))
+    data = PreparedData(
+        Interactions(x, Vocabulary(["a", "b"], "users"), Vocabulary(["p", "q", "r"], "items")),
+        None,
+        {},
+        tmp_path,
+    )
+    with pytest.raises(
+        InvalidParameterError, match=r"too small to carve validation split \d of 50 from"
+    ):
+        tune(data, trials=1, folds=50, validation_fraction=0.1)
+
+
 def test_a_new_study_starts_from_train_defaults(data_dir):
     res = tune(data_dir, trials=2, sweeps=1, folds=1, pruner="none")
     start = DEFAULT_SPACE.train_defaults()

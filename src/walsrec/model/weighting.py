@@ -202,17 +202,7 @@ def confidence_values(
     if confidence == "constant":
         return None
     r = np.asarray(values, dtype=np.float64)
-    # a negative value would give a negative confidence (log: for r in (-ε, 0) too), hence
-    # an observed weight below 0, which makes the systems indefinite
-    bad = r < 0
-    if bad.any():
-        p = int(np.flatnonzero(bad)[0])
-        row, col = (items[p], users[p]) if transposed else (users[p], items[p])
-        raise InvalidParameterError(
-            f"confidence={confidence!r} needs non-negative values in {where!r}. Got "
-            f"{float(r[p])!r} at (row {int(row)}, column {int(col)}) instead; use "
-            "confidence='constant' or transform the values (e.g. prepare --transform binary)."
-        )
+    _refuse_negative(r, users, items, confidence, where, transposed)
     if confidence == "linear":
         return alpha * r
     if confidence == "log":
@@ -233,6 +223,21 @@ def confidence_values(
     # denom is 0 only for r = 0 of a user whose values sum to 0 with B = 1: weigh it 0.
     tf = np.divide(r * (bm25_k1 + 1.0), denom, out=np.zeros_like(r), where=denom > 0)
     return alpha * tf * idf
+
+
+def _refuse_negative(r, users, items, confidence, where, transposed=False) -> None:
+    # a negative value would give a negative confidence (log: for r in (-ε, 0) too), hence
+    # an observed weight below 0, which makes the systems indefinite
+    bad = r < 0
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        row, col = (items[p], users[p]) if transposed else (users[p], items[p])
+        raise InvalidParameterError(
+            f"confidence={confidence!r} needs non-negative values in {where!r}. Got "
+            f"{float(r[p])!r} at (row {int(row)}, column {int(col)}) instead; use "
+            "confidence='constant' (train: --confidence constant) or transform the values "
+            "(e.g. prepare --rating-transform binary)."
+        )
 
 
 def mean_confidence(
@@ -259,6 +264,8 @@ def mean_confidence(
     if m.nnz == 0:
         return 1.0
     users = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    # before the statistics, whose own check does not say which setting asked for them
+    _refuse_negative(m.data, users, m.indices, confidence, "user_items")
     c = confidence_values(
         m.data,
         users,

@@ -379,14 +379,17 @@ def wals_params(
             "resolved."
         )
     scheme = {name: out[name] for name in ("confidence", "epsilon", "bm25_k1", "bm25_b")}
+    # c(r) is proportional to α in every scheme: one pass at α = 1 serves both "auto"s
+    unit_mean = weighting.mean_confidence(user_items, **scheme, alpha=1.0)
     if out["alpha"] == "auto":
-        mean = weighting.mean_confidence(user_items, **scheme, alpha=1.0)
-        out["alpha"] = 1.0 / mean if mean > 0 else 1.0
+        out["alpha"] = 1.0 / unit_mean if unit_mean > 0 else 1.0
     if out["unobserved_weight"] == "auto":
         mass = settings.get("unobserved_mass", defaults.get("unobserved_mass"))
         if mass is None:  # an export's defaults (the estimator's) know no unobserved_mass
             mass = LEGACY_UNOBSERVED_MASS
-        mean = weighting.mean_confidence(user_items, **scheme, alpha=out["alpha"])
+        mean = 1.0 if out["confidence"] == "constant" else out["alpha"] * unit_mean
+        # all-zero confidences (every stored value 0) would give w0 = 0: weigh as constant
+        mean = mean if mean > 0 else 1.0
         out["unobserved_weight"] = resolve_unobserved_weight("auto", user_items, mass, mean)
     return out
 

@@ -174,7 +174,6 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
                 f"({'; '.join(conflicts)}). Use another --model-dir, or --overwrite to start "
                 "over (more sweeps or steps are allowed)."
             )
-    atomic_write_text(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     if client is not None and cfg.data is None:
         # the workers parse the TFRecords into MODEL_DIR/cache (train, train_t, eval):
@@ -204,6 +203,9 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
         n_jobs=cfg.threads,
         random_state=cfg.seed,
     )
+    # only now: settings the data refuses (BM25 on negative values, say) leave no
+    # config.json behind that would block the corrected command as a "resume"
+    atomic_write_text(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     batch = cfg.batch_size or max(n_users, n_items, 1)
     row_batches = max(1, math.ceil(n_users / batch))
     col_batches = max(1, math.ceil(n_items / batch))

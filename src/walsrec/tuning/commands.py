@@ -20,15 +20,16 @@ def add_commands(sub) -> None:
         "tune",
         help="search WALS hyper-parameters with Optuna on a validation split",
         description=(
-            "Run an Optuna study over WALS settings, starting from the course's search space "
-            "(regularization 0.001-10, embedding dimension 5-256, unobserved weight 0.001-5, "
-            "linear or log count-based column weights; --space FILE narrows or replaces it). "
-            "Every trial fits on part of each user's training interactions and is scored on "
-            "the rest (--validation-fraction, 25% by default): the eval split is never used "
-            "for choosing. The metric is scored "
-            "after every sweep, and the median pruner stops trials that are behind. The same "
-            "--storage and --study-name resume a study and add trials. Writes best.toml "
-            "(for walsrec train --config), trials.csv, optimization_history.png and "
+            "Run an Optuna study over WALS settings: embedding dimension 32-256, "
+            "regularization 0.001-1, unobserved mass 2-300 and the confidence scheme (BM25, "
+            "linear, log, constant) by default (docs/tuning.md; --space FILE narrows, widens "
+            "or replaces it). The first trial is train's defaults. Every trial fits on 90 "
+            "percent of each user's training interactions and is scored on the rest "
+            "(--validation-fraction 0.1), on --folds 3 such splits, their mean counting: the "
+            "eval split is never used for choosing. The first split is scored after every "
+            "sweep, and the median pruner stops trials that are behind. The same --storage "
+            "and --study-name resume a study and add trials. Writes best.toml (for walsrec "
+            "train --config), trials.csv, optimization_history.png and "
             "param_importances.png to --out."
         ),
         epilog=textwrap.dedent(

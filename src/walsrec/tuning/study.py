@@ -119,7 +119,7 @@ def metric_direction(metric: str) -> tuple[str, int]:
 
 
 def validation_split(
-    user_items: sp.csr_matrix, fraction: float = 0.25, seed: int = 0
+    user_items: sp.csr_matrix, fraction: float = 0.1, seed: int = 0
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Carve a per-user validation part out of a training matrix.
 
@@ -130,7 +130,7 @@ def validation_split(
     Parameters
     ----------
     user_items : scipy.sparse.csr_matrix, shape (n_users, n_items)
-    fraction : float in (0, 1), default 0.25
+    fraction : float in (0, 1), default 0.1
     seed : int, default 0
 
     Returns
@@ -325,12 +325,13 @@ def tune(
     splits = [
         validation_split(train_matrix, validation_fraction, seed + fold) for fold in range(folds)
     ]
-    fit_matrix, val_matrix = splits[0]
-    if evaluated_users(fit_matrix, val_matrix).size == 0:
-        raise InvalidParameterError(
-            "The training split is too small to carve a validation split from: no user has "
-            "two or more interactions."
-        )
+    for fold, (fit_matrix, val_matrix) in enumerate(splits):
+        if evaluated_users(fit_matrix, val_matrix).size == 0:
+            raise InvalidParameterError(
+                f"The training split is too small to carve validation split {fold + 1} of "
+                f"{folds} from (fraction {validation_fraction:g}, seed {seed + fold}): no "
+                "user has a held-out interaction and a fitted one."
+            )
     threads_per_trial = max(1, _total_threads(threads) // jobs)
 
     identity = {
@@ -557,12 +558,12 @@ class _Objective:
                 return False
             value = self.score(m, fit, val)
             last["value"] = value
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
             if fold == 0:
                 trial.report(value, sweep)
                 trial.set_user_attr("sweeps", sweep)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"{self.metric} {value:.4g} at sweep {sweep}")
-            trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
             return False
 
         model.callback = per_sweep
