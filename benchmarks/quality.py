@@ -18,7 +18,8 @@ Rows of the table, per dataset:
   Optuna's TPE sampler over factors (16–256), regularization (1e-3–1e3) and alpha
   (0.1–100), raw values as confidence, each trial scored on the same validation splits as
   walsrec's (same seeds, fraction and number);
-* EASE (Steck 2019, ``walsrec.metrics.ease_baseline``), λ chosen on validation from a grid;
+* EASE (Steck 2019, ``walsrec.metrics.ease_baseline``), λ chosen from a grid on the
+  protocol's validation split of train (75/25 stratified like the test split, seed 42);
 * most-popular.
 
     python benchmarks/quality.py [--datasets ml100k,epinions,generated] [--trials 100]
@@ -198,6 +199,8 @@ def tune_implicit(split: Split, trials: int, sweeps: int) -> tuple[dict, float]:
 
 
 def choose_ease(split: Split) -> tuple[float, float]:
+    """EASE's λ from EASE_GRID, by nDCG@10 on the protocol's own validation split of train
+    (75/25 stratified, seed 42: the split the header line counts), not on tune's splits."""
     best = (math.nan, -1.0)
     for lam in EASE_GRID:
         got = evaluate_scorer(

@@ -5,10 +5,10 @@ found to matter, in units that mean the same on every dataset: the embedding dim
 (32–256), the unobserved mass (2–300: w0 = mass × density × mean confidence, train's
 ``unobserved_weight = "auto"``), λ over three decades (1e-3–1) and the confidence scheme
 (BM25, linear, log, constant; with K1 and B, or ε). α stays ``"auto"`` (the mean confidence
-is 1; with w0 "auto" any other α would only rescale λ) and ν stays train's 1 (with ν = 1
-λ is relative to each row's weight, so its good values lie near 0.01–0.03 on MovieLens,
-epinions and the generated visits alike, while ν < 1 moves them by decades). A TOML file
-can add ν, α, w0 or targets. Targets are not searched:
+is 1; with w0 "auto" any other α scales every weight alike, which λ nearly offsets) and ν
+stays train's 1 (with ν = 1 λ is relative to each row's weight, so its good values lie
+within 0.01–0.07 on MovieLens, epinions and the generated visits alike, while ν < 1 moves
+them by decades). A TOML file can add ν, α, w0 or targets. Targets are not searched:
 binary targets won every ranking study of those experiments, so ranking metrics keep train's
 default (binary), and :func:`~walsrec.tuning.tune` fixes ``targets = "values"`` when the
 metric is rmse (which measures predicted values) and the space does not name targets.
