@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from walsrec import __version__
 from walsrec._argtypes import float_or_auto, positive_float
+from walsrec._tables import metrics_table as _metrics_table
 from walsrec.errors import WalsrecError
 
 EXIT_BAD_INPUT = 2
@@ -297,22 +298,6 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _metrics_table(model: dict, baseline: dict | None, ease: dict | None = None) -> str:
-    names = [n for n in model if n not in ("model", "step", "sweep", "seconds", "k")]
-    header = f"  {'metric':<14} {'model':>10} {'most-popular':>13}"
-    lines = [header + (f" {'EASE':>10}" if ease else "")]
-    for name in names:
-        value = model[name]
-        base = baseline.get(name) if baseline else None
-        base_s = f"{base:>13.4f}" if isinstance(base, float) else f"{'':>13}"
-        line = f"  {name:<14} {value:>10.4f} {base_s}"
-        if ease:
-            e = ease.get(name)
-            line += f" {e:>10.4f}" if isinstance(e, float) else f" {'':>10}"
-        lines.append(line)
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub) -> None:
     p = sub.add_parser(
@@ -435,7 +420,13 @@ def _cmd_pipeline(args) -> int:
             f"Held-out metrics of {_show(result.evaluation['export'])} "
             f"({result.evaluation['users_evaluated']:,} users):"
         )
-        print(_metrics_table(result.evaluation["model"], result.evaluation["most-popular"]))
+        print(
+            _metrics_table(
+                result.evaluation["model"],
+                result.evaluation["most-popular"],
+                result.evaluation.get("ease"),
+            )
+        )
     if result.export_path is not None:
         print(f"Export: {_show(result.export_path)}")
     print(f"State: {_show(result.state_path)}")

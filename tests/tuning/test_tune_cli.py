@@ -52,6 +52,10 @@ def test_tune_then_train_best(data_dir, tmp_path, capsys, monkeypatch):
     assert sum(r[1:2] in (["complete"], ["pruned"]) for r in table) == 3
     assert "Wrote out/best.toml" in out and "Wrote out/optimization_history.png" in out
     assert "Eval split (" in out and "most-popular" in out
+    # EASE beside them: the catalog is small enough (walsrec.evaluation.evaluate_export)
+    assert [r[:4] for r in table if r[:1] == ["metric"]] == [
+        ["metric", "model", "most-popular", "EASE"]
+    ]
     assert captured.err.count("tune: trial ") == 3
     best = tomllib.loads((tmp_path / "out" / "best.toml").read_text())
     assert best["embedding_dim"] in (8, 12) and best["col_weights_from_counts"] == "log"

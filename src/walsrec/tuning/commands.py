@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 from walsrec._argtypes import positive_float, positive_int
+from walsrec._tables import metrics_table
 
 
 def add_commands(sub) -> None:
@@ -218,10 +219,5 @@ def _cmd_tune(args) -> int:
         print("No eval split in DATA_DIR: the best configuration was not evaluated.")
         return 0
     print(f"Eval split ({ev['users_evaluated']:,} users, k={ev['k']}), seen for the first time:")
-    print(f"  {'metric':<14} {'model':>10} {'most-popular':>13}")
-    for name, value in ev["model"].items():
-        base = ev["most-popular"].get(name)
-        v = f"{value:>10.4f}" if isinstance(value, float) else f"{'':>10}"
-        b = f"{base:>13.4f}" if isinstance(base, float) else f"{'':>13}"
-        print(f"  {name:<14} {v} {b}")
+    print(metrics_table(ev["model"], ev["most-popular"], ev.get("ease")))
     return 0
