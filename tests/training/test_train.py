@@ -531,3 +531,24 @@ def test_resuming_a_configuration_saved_before_weighting_keeps_its_targets():
     saved = {**cfg.to_dict()}
     del saved["unobserved_mass"]
     assert cfg.conflicts_with(saved) == ["unobserved_mass: 20.0 -> 30.0"]
+
+
+def test_the_readme_recipe_for_tf_contribs_model_is_the_estimators_defaults(data_dir, tmp_path):
+    """README's migration table: these train settings fit exactly tf.contrib's model, which
+    is what the WALS estimator does by default (bar λ, whose None is 0)."""
+    from walsrec.data.native import load_csr
+    from walsrec.model.wals import WALS
+
+    recipe = dict(
+        unobserved_weight=0.1,
+        regularization=0.0,
+        regularization_exponent=0.0,
+        targets="values",
+        confidence="constant",
+    )
+    res = train(data=str(data_dir), model_dir=str(tmp_path / "m"), sweeps=2, **recipe, **KW)
+    ui = load_csr(data_dir / "train" / "native", "user_items", mmap=False)
+    want = WALS(embedding_dim=8, regularization=0.0, sweeps=2, random_state=3, n_jobs=1)
+    want.fit(ui)
+    np.testing.assert_allclose(res.model.user_factors_, want.user_factors_, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(res.model.item_factors_, want.item_factors_, rtol=1e-4, atol=1e-6)
