@@ -26,7 +26,7 @@ Rows of the table, per dataset:
                                  [--trials-large 30] [--sweeps 15]
 
 ``--trials`` is the budget on ML-100K (the issue's target: at most 100 trials to nDCG@10 ≥
-0.50), ``--trials-large`` on epinions (36,165 items: a trial there costs ~20× one on
+0.50), ``--trials-large`` on epinions (36,165 items: a trial there costs ~15× one on
 ML-100K) and on the generated visits. Needs ../shared/data (datasets absent there are
 skipped); the generated data is made on the fly (the demo's, 200,000 visits).
 """

@@ -1,9 +1,10 @@
 """Hyper-parameter tuning with Optuna (``walsrec tune``).
 
-:func:`tune` runs a study over WALS settings (:data:`DEFAULT_SPACE`, the course's ranges, or
-a TOML file read by :func:`load_space`), scoring every trial on a validation split carved
-from the training split (:func:`validation_split`); :func:`train_best` trains the best
-configuration on the whole training split and evaluates it on the eval split.
+:func:`tune` runs a study over WALS settings (:data:`DEFAULT_SPACE`, :data:`COURSE_SPACE`
+(the course's ranges), or a TOML file read by :func:`load_space`), scoring every trial on
+validation splits carved from the training split (:func:`validation_split`);
+:func:`train_best` trains the best configuration on the whole training split and evaluates
+it on the eval split.
 Optuna is imported only when a study runs.
 """
 

@@ -19,13 +19,14 @@ def add_commands(sub) -> None:
     """Register ``walsrec tune`` on the ``walsrec`` parser's subparsers."""
     p = sub.add_parser(
         "tune",
-        help="search WALS hyper-parameters with Optuna on a validation split",
+        help="search WALS hyper-parameters with Optuna on validation splits",
         description=(
             "Run an Optuna study over WALS settings: embedding dimension 32-256, "
             "regularization 0.001-1, unobserved mass 2-300 and the confidence scheme (BM25, "
             "linear, log, constant) by default (docs/tuning.md; --space FILE narrows, widens "
-            "or replaces it). The first trial is train's defaults. Every trial fits on 90 "
-            "percent of each user's training interactions and is scored on the rest "
+            "or replaces it). The first trial is train's defaults (those the space can "
+            "express). Every trial fits on 90 percent of each user's training interactions "
+            "and is scored on the rest "
             "(--validation-fraction 0.1), on --folds 3 such splits, their mean counting: the "
             "eval split is never used for choosing. The first split is scored after every "
             "sweep, and the median pruner stops trials that are behind. The same --storage "

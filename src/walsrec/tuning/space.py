@@ -7,7 +7,7 @@ found to matter, in units that mean the same on every dataset: the embedding dim
 (BM25, linear, log, constant; with K1 and B, or ε). α stays ``"auto"`` (the mean confidence
 is 1; with w0 "auto" any other α scales every weight alike, which λ nearly offsets) and ν
 stays train's 1 (with ν = 1 λ is relative to each row's weight, so its good values lie
-within 0.01–0.07 on MovieLens, epinions and the generated visits alike, while ν < 1 moves
+within 0.01–0.075 on MovieLens, epinions and the generated visits alike, while ν < 1 moves
 them by decades). A TOML file can add ν, α, w0 or targets. Targets are not searched:
 binary targets won every ranking study of those experiments, so ranking metrics keep train's
 default (binary), and :func:`~walsrec.tuning.tune` fixes ``targets = "values"`` when the

@@ -1,10 +1,11 @@
-"""``walsrec.tuning.tune``: an Optuna study over WALS settings, scored on a validation split.
+"""``walsrec.tuning.tune``: an Optuna study over WALS settings, scored on validation splits.
 
-Every trial fits WALS on part of the *training* split and scores the chosen metric on the
-rest of it (:func:`validation_split`); the eval split of a DATA_DIR is never read, so it
-stays an unbiased test of the chosen configuration (``train_best`` evaluates on it once).
-The metric is reported to Optuna after every ``evaluate_every`` sweeps, so a pruner can stop
-a trial that is behind the others at the same sweep.
+Every trial fits WALS on most of the *training* split and scores the chosen metric on the
+rest of it (:func:`validation_split`), on several such splits (``folds``), their mean
+counting; the eval split of a DATA_DIR is never read, so it stays an unbiased test of the
+chosen configuration (``train_best`` evaluates on it once). On the first split the metric
+is reported to Optuna every ``evaluate_every`` sweeps, so a pruner can stop a trial that is
+behind the others at the same sweep.
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def tune(
     out: str | os.PathLike | None = None,
     progress: Callable[[TrialSummary], None] | None = None,
 ) -> TuneResult:
-    """Search WALS settings with Optuna, scoring each trial on a validation split.
+    """Search WALS settings with Optuna, scoring each trial on validation splits.
 
     Parameters
     ----------
@@ -241,7 +242,8 @@ def tune(
     sweeps : int, default 10
         Sweeps per trial; ``best.toml`` trains the same number.
     evaluate_every : int, default 1
-        Score (and report to the pruner) every this many sweeps, and after the last.
+        On the first split, score (and report to the pruner) every this many sweeps, and
+        after the last; the other splits are scored after the last sweep only.
     storage : str or None
         An Optuna storage URL, e.g. ``"sqlite:///study.db"``; the same storage and
         ``study_name`` resume the study and add trials. None: in memory.
@@ -254,7 +256,8 @@ def tune(
     timeout : float or None
         Stop starting trials after this many seconds.
     seed : int, default 0
-        Seeds the validation split, the sampler and every trial's initial factors.
+        Seeds the validation splits (``seed``, ``seed + 1``, ...), the sampler and every
+        trial's initial factors.
     validation_fraction : float, default 0.1
         The share of each user's training interactions held out for scoring. Small, so that
         a trial fits on nearly as much data as the final model: settings chosen on 75% of
@@ -283,7 +286,7 @@ def tune(
     ------
     InvalidParameterError
         A bad argument, a search space error, or a stored study tuned on other terms
-        (another metric, data, validation split or number of sweeps).
+        (another metric, data, validation fraction or seed, number of folds or of sweeps).
     """
     import optuna
 
