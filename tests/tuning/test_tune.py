@@ -355,6 +355,31 @@ def test_a_new_study_starts_from_train_defaults(data_dir):
     assert res.study.trials[1].user_attrs["settings"] != first
 
 
+def test_a_killed_runs_trial_is_marked_failed_by_the_next_run(
+    data_dir, small_space, tmp_path, monkeypatch
+):
+    import time
+
+    import optuna
+
+    from walsrec.tuning import study as study_module
+
+    monkeypatch.setattr(study_module, "_HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(study_module, "_HEARTBEAT_GRACE_SECONDS", 1)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    kw = dict(sweeps=1, space=small_space, storage=url, study_name="k", folds=1)
+    tune(data_dir, trials=1, **kw)
+    # a run killed in the middle of a trial: the trial stays RUNNING, its heartbeat stops
+    with pytest.warns(optuna.exceptions.ExperimentalWarning, match="heartbeat"):
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=1)
+    with pytest.warns(UserWarning, match="Heartbeat of storage"):  # ask() outside optimize
+        trial = optuna.load_study(study_name="k", storage=storage).ask()
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.5)
+    res = tune(data_dir, trials=1, **kw)
+    assert [t.state for t in res.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
 def test_the_eval_split_is_never_read(data_dir, small_space):
     from walsrec.data.interactions import Interactions
     from walsrec.data.prepare import load_prepared

@@ -39,6 +39,10 @@ _RANKED = ("precision@", "recall@", "map@", "ndcg@")
 _IDENTITY = ("metric", "data", "validation_fraction", "split_seed", "sweeps", "folds")
 # What a study saved before an identity key existed was tuned with.
 _IDENTITY_LEGACY = {"folds": 1}
+# Heartbeat of a stored study's running trials, and how long one may be silent before the
+# next run of the study marks it failed (a trial is one fit per fold: seconds to minutes).
+_HEARTBEAT_SECONDS = 60
+_HEARTBEAT_GRACE_SECONDS = 600
 
 
 @dataclass
@@ -423,22 +427,31 @@ def _make_pruner(pruner):
     )
 
 
-def _open_study(optuna, storage, study_name, direction, pruner, seed, identity):
-    if storage is not None and not isinstance(storage, str):
+def _open_study(optuna, url, study_name, direction, pruner, seed, identity):
+    if url is not None and not isinstance(url, str):
         raise InvalidParameterError(
             "The 'storage' parameter of tune must be a URL such as 'sqlite:///study.db' or "
-            f"None. Got {storage!r} instead."
+            f"None. Got {url!r} instead."
         )
     existing = 0
-    if storage is not None:
+    storage = None
+    if url is not None:
         try:
+            # Every running trial beats a heartbeat: a trial of a run that was killed
+            # (SIGKILL, out of memory) stops beating, and the next run marks it failed
+            # instead of leaving it "running" forever.
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=_HEARTBEAT_SECONDS,
+                    grace_period=_HEARTBEAT_GRACE_SECONDS,
+                )
             existing = len(optuna.load_study(study_name=study_name, storage=storage).trials)
         except KeyError:  # no such study yet
             existing = 0
         except Exception as exc:  # a bad URL, a missing driver, a file that is not a DB
-            raise InvalidParameterError(
-                f"Cannot open the Optuna storage {storage!r}: {exc}"
-            ) from None
+            raise InvalidParameterError(f"Cannot open the Optuna storage {url!r}: {exc}") from None
     # A resumed study gets a sampler seeded past the earlier trials: the same seed would
     # propose the earlier trials' random start-up points again.
     # multivariate: the good λ moves with α, w0 and ν (a ridge, not a box), which
@@ -466,7 +479,7 @@ def _open_study(optuna, storage, study_name, direction, pruner, seed, identity):
         ]
         if conflicts:
             raise InvalidParameterError(
-                f"The study {study_name!r} in {storage} was tuned on other terms "
+                f"The study {study_name!r} in {url} was tuned on other terms "
                 f"({'; '.join(conflicts)}); its scores would not compare. Use another "
                 "--study-name or storage."
             )
@@ -475,7 +488,7 @@ def _open_study(optuna, storage, study_name, direction, pruner, seed, identity):
             study.set_user_attr(key, value)
     if study.direction.name.lower() != direction:
         raise InvalidParameterError(
-            f"The study {study_name!r} in {storage} is to {study.direction.name.lower()}, "
+            f"The study {study_name!r} in {url} is to {study.direction.name.lower()}, "
             f"but {identity['metric']} is to {direction}."
         )
     return study
