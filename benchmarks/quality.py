@@ -52,8 +52,7 @@ from walsrec.data.interactions import Interactions
 from walsrec.data.prepare import PreparedData
 from walsrec.metrics import ease_baseline, evaluate, evaluate_scorer, popularity_baseline
 from walsrec.model.wals import WALS
-from walsrec.model.weighting import column_weights_from_counts
-from walsrec.training.config import TrainConfig, wals_params
+from walsrec.training.config import TrainConfig, column_weights, wals_params
 from walsrec.tuning.study import tune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,21 +108,12 @@ def load_csv(path: Path) -> Split:
 def load_generated(n: int = 200_000) -> Split:
     """The demo's data: generated visits, prepared as the demo does (scaled-median)."""
     from walsrec.data.prepare import load_prepared, prepare
-    from walsrec.datasets import generate_visits
+    from walsrec.datasets import VISITS_PREPARE, generate_visits
 
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "visits.csv"
         pcsv.write_csv(generate_visits(n, seed=0), csv)
-        prepare(
-            [str(csv)],
-            Path(tmp) / "data",
-            user_col="visitor_id",
-            item_col="article_id",
-            rating_col="session_duration",
-            time_col="timestamp",
-            rating_transform="scaled-median",
-            eval_fraction=0.0,
-        )
+        prepare([str(csv)], Path(tmp) / "data", **VISITS_PREPARE, eval_fraction=0.0)
         m = load_prepared(Path(tmp) / "data").train.user_items.tocoo()
     return Split(m.row.astype(np.int64), m.col.astype(np.int64), m.data, m.shape)
 
@@ -133,16 +123,12 @@ def score(u, v, train, held) -> dict:
 
 
 def fit_walsrec(settings: dict, train, sweeps: int, seed: int = 0):
-    cw = settings.get("col_weights", 1.0)
-    if settings.get("col_weights_from_counts"):
-        cw = column_weights_from_counts(
-            train,
-            settings["col_weights_from_counts"],
-            settings.get("col_weight_factor", 1.0),
-            settings.get("col_weight_exponent", 1.0),
-        )
     model = WALS(
-        **wals_params(settings, train), col_weights=cw, sweeps=sweeps, n_jobs=2, random_state=seed
+        **wals_params(settings, train),
+        col_weights=column_weights(settings, train),
+        sweeps=sweeps,
+        n_jobs=2,
+        random_state=seed,
     )
     model.fit(train)
     return model.user_factors_, model.item_factors_

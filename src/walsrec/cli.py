@@ -323,7 +323,11 @@ def _add_evaluate(sub) -> None:
         default="auto",
         help="score the EASE baseline: auto (default) when the catalog has <= 20,000 items",
     )
-    p.add_argument("--ease-lambda", type=float, default=500.0, help="EASE's lambda (default 500)")
+    p.add_argument(
+        "--ease-lambda",
+        type=float,
+        help="EASE's lambda (default 500, walsrec.metrics.EASE_REGULARIZATION)",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -334,7 +338,11 @@ def _cmd_evaluate(args) -> int:
 
     ease = {"auto": None, "yes": True, "no": False}[args.ease]
     result = evaluate_export(
-        args.model, args.data, k=args.k, ease=ease, ease_regularization=args.ease_lambda
+        args.model,
+        args.data,
+        k=args.k,
+        ease=ease,
+        **({} if args.ease_lambda is None else {"ease_regularization": args.ease_lambda}),
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -473,7 +481,7 @@ def _cmd_demo(args) -> int:
     import pyarrow.csv as pcsv
 
     from walsrec.data.prepare import load_prepared, prepare
-    from walsrec.datasets import generate_visits
+    from walsrec.datasets import VISITS_PREPARE, generate_visits
     from walsrec.report import example_users, write_report
     from walsrec.serving.model import load_model
     from walsrec.training import train
@@ -490,11 +498,7 @@ def _cmd_demo(args) -> int:
     meta = prepare(
         [str(csv_path)],
         data_dir,
-        user_col="visitor_id",
-        item_col="article_id",
-        rating_col="session_duration",
-        time_col="timestamp",
-        rating_transform="scaled-median",
+        **VISITS_PREPARE,
         eval_fraction=0.1,
         split="user",
         seed=args.seed,

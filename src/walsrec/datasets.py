@@ -19,8 +19,17 @@ import numpy as np
 
 from walsrec.errors import InvalidParameterError
 
-__all__ = ["generate_visits"]
+__all__ = ["VISITS_PREPARE", "generate_visits"]
 
+# How the demo prepares the generated visits, as walsrec.data.prepare.prepare's keywords:
+# their columns, and the course's rating min(1, 0.3 · duration / median).
+VISITS_PREPARE = {
+    "user_col": "visitor_id",
+    "item_col": "article_id",
+    "rating_col": "session_duration",
+    "time_col": "timestamp",
+    "rating_transform": "scaled-median",
+}
 _EPOCH_START = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from walsrec.errors import DataFormatError
+from walsrec.metrics._baselines import EASE_REGULARIZATION
 
 __all__ = ["evaluate_export"]
 
@@ -18,7 +19,7 @@ def evaluate_export(
     n_jobs=None,
     *,
     ease: bool | None = None,
-    ease_regularization: float = 500.0,
+    ease_regularization: float = EASE_REGULARIZATION,
 ) -> dict:
     """Held-out metrics of an export next to the most-popular and EASE baselines.
 
@@ -35,7 +36,7 @@ def evaluate_export(
         baseline: None does so when the catalog has at most
         :data:`~walsrec.metrics.EASE_MAX_ITEMS` (20,000) items; True forces it (an error
         above that size); False skips it.
-    ease_regularization : float, default 500.0
+    ease_regularization : float, default :data:`~walsrec.metrics.EASE_REGULARIZATION` (500)
         EASE's λ.
 
     Returns

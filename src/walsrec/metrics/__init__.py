@@ -84,10 +84,11 @@ from walsrec.metrics._api import (
     popularity_baseline,
     rmse,
 )
-from walsrec.metrics._baselines import EASE_MAX_ITEMS, ease_baseline
+from walsrec.metrics._baselines import EASE_MAX_ITEMS, EASE_REGULARIZATION, ease_baseline
 
 __all__ = [
     "EASE_MAX_ITEMS",
+    "EASE_REGULARIZATION",
     "ease_baseline",
     "evaluate",
     "evaluate_scorer",

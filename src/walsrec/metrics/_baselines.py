@@ -25,14 +25,16 @@ import scipy.linalg
 from walsrec.errors import InvalidParameterError
 from walsrec.metrics._api import _check_csr
 
-__all__ = ["EASE_MAX_ITEMS", "ease_baseline"]
+__all__ = ["EASE_MAX_ITEMS", "EASE_REGULARIZATION", "ease_baseline"]
 
 # Above this many items EASE is not computed by default (``walsrec evaluate`` skips it).
 EASE_MAX_ITEMS = 20_000
+# EASE's default λ (see ease_baseline's ``regularization``).
+EASE_REGULARIZATION = 500.0
 
 
 def ease_baseline(
-    train: Any, regularization: float = 500.0, *, max_items: int = EASE_MAX_ITEMS
+    train: Any, regularization: float = EASE_REGULARIZATION, *, max_items: int = EASE_MAX_ITEMS
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The EASE scorer fitted on ``train``, for :func:`~walsrec.metrics.evaluate_scorer`.
 

@@ -264,8 +264,12 @@ def mean_confidence(
     if m.nnz == 0:
         return 1.0
     users = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    # before the statistics, whose own check does not say which setting asked for them
-    _refuse_negative(m.data, users, m.indices, confidence, "user_items")
+    stats = None
+    if needs_stats(confidence):
+        # confidence_values checks the values too, but after the statistics, whose own
+        # check does not say which setting asked for them
+        _refuse_negative(m.data, users, m.indices, confidence, "user_items")
+        stats = weighting_stats(m)
     c = confidence_values(
         m.data,
         users,
@@ -275,7 +279,7 @@ def mean_confidence(
         epsilon=epsilon,
         bm25_k1=bm25_k1,
         bm25_b=bm25_b,
-        stats=weighting_stats(m) if needs_stats(confidence) else None,
+        stats=stats,
     )
     return float(np.mean(c))
 

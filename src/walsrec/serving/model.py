@@ -643,17 +643,9 @@ def _rebuild_estimator(hyper: dict, model: Recommender):
     """A WALS with the export's weights and regularisation, holding its factors."""
     from walsrec.model import weighting
     from walsrec.model.wals import WALS
-    from walsrec.training.config import wals_params
+    from walsrec.training.config import column_weights, wals_params
 
-    col_weights = hyper.get("col_weights", 1.0)
-    how = hyper.get("col_weights_from_counts")
-    if how is not None:
-        col_weights = weighting.column_weights_from_counts(
-            model.user_items,
-            how,
-            float(hyper.get("col_weight_factor", 1.0)),
-            float(hyper.get("col_weight_exponent", 1.0)),
-        )
+    col_weights = column_weights(hyper, model.user_items)
     try:
         # an export lists every setting; one written before a setting existed was trained
         # with the estimator's default for it (tf.contrib's), not train's current one

@@ -27,6 +27,7 @@ __all__ = [
     "IDENTITY_KEYS",
     "LEGACY_UNOBSERVED_MASS",
     "TrainConfig",
+    "column_weights",
     "load_config",
     "resolve_unobserved_weight",
     "wals_params",
@@ -392,6 +393,24 @@ def wals_params(
         mean = mean if mean > 0 else 1.0
         out["unobserved_weight"] = resolve_unobserved_weight("auto", user_items, mass, mean)
     return out
+
+
+def column_weights(settings: dict[str, Any], user_items, *, defaults: dict[str, Any] | None = None):
+    """WALS's ``col_weights`` from settings (``defaults``, by default TrainConfig's, filling
+    what they lack): the scalar ``col_weights``, or with ``col_weights_from_counts`` the
+    course's weights from the item counts of ``user_items`` (the training matrix)."""
+    if defaults is None:
+        defaults = TrainConfig().to_dict()
+
+    def get(name):
+        return settings.get(name, defaults.get(name))
+
+    how = get("col_weights_from_counts")
+    if how is None:
+        return get("col_weights")
+    return weighting.column_weights_from_counts(
+        user_items, how, float(get("col_weight_factor")), float(get("col_weight_exponent"))
+    )
 
 
 def _fields() -> dict[str, dataclasses.Field]:

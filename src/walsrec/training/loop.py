@@ -30,7 +30,6 @@ import scipy.sparse as sp
 
 from walsrec._files import atomic_write_text
 from walsrec.errors import InvalidParameterError
-from walsrec.model.weighting import column_weights_from_counts
 from walsrec.training.checkpoints import (
     latest_checkpoint,
     read_checkpoint,
@@ -40,6 +39,7 @@ from walsrec.training.checkpoints import (
 from walsrec.training.config import (
     IDENTITY_KEYS,
     TrainConfig,
+    column_weights,
     load_config,
     read_saved_config,
     wals_params,
@@ -186,11 +186,6 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
     ui_csc = ui.tocsc() if client is None else None
     heldout = data.eval
     n_users, n_items = ui.shape
-    col_weights = cfg.col_weights
-    if cfg.col_weights_from_counts is not None:  # the course's make_wts
-        col_weights = column_weights_from_counts(
-            ui, cfg.col_weights_from_counts, cfg.col_weight_factor, cfg.col_weight_exponent
-        )
     backend = {}
     if client is not None:
         from walsrec.distributed.wals import DaskWALS
@@ -199,7 +194,7 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
     model = (DaskWALS if client is not None else WALS)(
         **backend,
         **wals_params(cfg.to_dict(), ui),
-        col_weights=col_weights,
+        col_weights=column_weights(cfg.to_dict(), ui),  # the course's make_wts
         n_jobs=cfg.threads,
         random_state=cfg.seed,
     )

@@ -511,17 +511,6 @@ class _Objective:
         self.threads = threads
         self.seed = seed
 
-    def col_weights(self, settings: dict, fit):
-        from walsrec.model.weighting import column_weights_from_counts
-
-        how = settings.get("col_weights_from_counts")
-        if how is None:
-            return settings.get("col_weights", 1.0)
-        factor = settings.get("col_weight_factor", 1.0)
-        exponent = settings.get("col_weight_exponent", 1.0)
-        # Counts of the fit part: the model is fitted on it, as train() weighs by train.
-        return column_weights_from_counts(fit, how, factor, exponent)
-
     def score(self, model, fit, val) -> float:
         from walsrec.metrics import evaluate
         from walsrec.model._threads import kernel_threads
@@ -555,11 +544,12 @@ class _Objective:
         import optuna
 
         from walsrec.model.wals import WALS
-        from walsrec.training.config import wals_params
+        from walsrec.training.config import column_weights, wals_params
 
         model = WALS(
             **wals_params(settings, fit),
-            col_weights=self.col_weights(settings, fit),
+            # counts of the fit part: the model is fitted on it, as train() weighs by train
+            col_weights=column_weights(settings, fit),
             sweeps=self.sweeps,
             n_jobs=self.threads,
             random_state=self.seed,
