@@ -165,7 +165,7 @@ def test_public_names_resolve():
         assert getattr(walsrec, name) is not None
 
 
-def test_train_unobserved_weight_takes_a_number_or_auto(tmp_path, capsys):
+def test_train_unobserved_weight_takes_a_number_or_auto(capsys):
     parser = build_parser()
     common = ["train", "--data", "d", "--model-dir", "m"]
     assert parser.parse_args([*common, "--unobserved-weight", "auto"]).unobserved_weight == "auto"
@@ -176,7 +176,7 @@ def test_train_unobserved_weight_takes_a_number_or_auto(tmp_path, capsys):
     assert "expected a number or 'auto', got 'lots'" in capsys.readouterr().err
 
 
-def test_train_alpha_takes_auto_and_unobserved_mass_a_positive_number(tmp_path, capsys):
+def test_train_alpha_takes_auto_and_unobserved_mass_a_positive_number(capsys):
     parser = build_parser()
     common = ["train", "--data", "d", "--model-dir", "m"]
     args = parser.parse_args([*common, "--alpha", "auto", "--unobserved-mass", "12.5"])
