@@ -212,7 +212,12 @@ def _add_train(sub) -> None:
         help="with --unobserved-weight auto: how many times its observed entries a row's "
         "unobserved entries weigh together (default 30)",
     )
-    g.add_argument("--regularization", type=float, help="lambda (default 0.015; tf.contrib had 0)")
+    g.add_argument(
+        "--regularization",
+        type=float_or_auto,
+        help="lambda: a number (tf.contrib had 0) or auto (default): the best of a path of "
+        "lambdas on validation splits of the training data, about 5-10 training runs",
+    )
     g.add_argument(
         "--regularization-exponent",
         type=float,

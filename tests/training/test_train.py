@@ -15,6 +15,7 @@ import pytest
 from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.serving.export import list_exports, read_export
 from walsrec.training import column_weights_from_counts, load_config, train
+from walsrec.training.regularization import AUTO_GRID
 
 KW = dict(embedding_dim=8, threads=1, seed=3)
 
@@ -310,7 +311,7 @@ def test_config_file_with_overrides(tmp_path):
         (dict(sweeps=3, train_steps=5), r"'sweeps' and 'train_steps' of train exclude each other"),
         (
             dict(regularization=-1.0),
-            r"'regularization' setting of train must be a finite "
+            r"'regularization' setting of train must be 'auto' or a finite "
             r"number >= 0. Got -1.0",
         ),
         (
@@ -396,9 +397,14 @@ def test_weighting_settings_train_export_and_fold_in_like_the_estimator(data_dir
     ui = load_csr(data_dir / "train" / "native", "user_items", mmap=False)
     from walsrec.training.config import wals_params
 
-    # train's other defaults (w0 "auto" resolved against the training matrix)
+    # train's other defaults (w0 "auto" resolved against the training matrix, λ as chosen)
+    lam = res.model.regularization
+    assert lam in AUTO_GRID
     ref = WALS(
-        **wals_params({"embedding_dim": 8, **weighting}, ui), sweeps=2, n_jobs=1, random_state=3
+        **wals_params({"embedding_dim": 8, "regularization": lam, **weighting}, ui),
+        sweeps=2,
+        n_jobs=1,
+        random_state=3,
     ).fit(ui)
     np.testing.assert_allclose(res.model.user_factors_, ref.user_factors_, rtol=1e-5, atol=1e-6)
     hyper = read_export(md).meta["hyperparameters"]
@@ -463,23 +469,25 @@ def test_alpha_auto_makes_the_mean_confidence_one_and_w0_follows_it(confidence):
     x.data = 0.5 + 40.0 * x.data  # units far from 1 (seconds, say)
     density = x.nnz / 600
     scheme = {"confidence": confidence, "epsilon": 2.0, "bm25_k1": 50.0, "bm25_b": 0.5}
-    p = wals_params(scheme, x)
+    p = wals_params({**scheme, "regularization": 0.01}, x)
     assert mean_confidence(x, **scheme, alpha=p["alpha"]) == pytest.approx(1.0)
     if confidence == "linear":
         assert p["alpha"] == pytest.approx(1.0 / x.data.mean())
     assert p["unobserved_weight"] == pytest.approx(AUTO_UNOBSERVED_MASS * density)
     # a given α is kept, and w0 "auto" scales with the mean confidence it gives
-    p = wals_params({**scheme, "alpha": 2.0, "unobserved_mass": 10.0}, x)
+    p = wals_params({**scheme, "alpha": 2.0, "unobserved_mass": 10.0, "regularization": 0.01}, x)
     mean = mean_confidence(x, **scheme, alpha=2.0)
     assert p["alpha"] == 2.0 and mean != pytest.approx(1.0)
     assert p["unobserved_weight"] == pytest.approx(10.0 * density * mean)
     # constant confidence: α unused (1), w0 = mass × density
-    p = wals_params({"confidence": "constant"}, x)
+    p = wals_params({"confidence": "constant", "regularization": 0.01}, x)
     assert p["alpha"] == 1.0
     assert p["unobserved_weight"] == pytest.approx(AUTO_UNOBSERVED_MASS * density)
 
 
 def test_auto_settings_errors_name_the_setting_and_value(data_dir, tmp_path):
+    import scipy.sparse as sp
+
     from walsrec.training.config import wals_params
 
     with pytest.raises(
@@ -496,7 +504,11 @@ def test_auto_settings_errors_name_the_setting_and_value(data_dir, tmp_path):
         InvalidParameterError,
         match=r"alpha = auto and unobserved_weight = auto needs the training matrix",
     ):
-        wals_params({})
+        wals_params({"regularization": 0.01})
+    with pytest.raises(
+        InvalidParameterError, match=r"regularization = auto is chosen by validation: resolve"
+    ):
+        wals_params({}, sp.csr_matrix(np.ones((2, 2))))
 
 
 def test_train_exports_the_resolved_alpha_and_mass_changes_w0(data_dir, tmp_path):

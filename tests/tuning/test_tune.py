@@ -120,7 +120,7 @@ def test_default_space_covers_weighting_and_regularization_not_targets():
 def test_default_space_starts_from_train_defaults():
     start = DEFAULT_SPACE.train_defaults()
     assert start == {
-        "embedding_dim": 64,
+        "embedding_dim": 128,
         "regularization": 0.015,
         "unobserved_mass": 30.0,
         "confidence": "bm25",
@@ -131,7 +131,7 @@ def test_default_space_starts_from_train_defaults():
     # a default outside the range or choices is left to the sampler
     narrow = SearchSpace(
         {
-            "embedding_dim": Param("embedding_dim", "int", 100, 200),
+            "embedding_dim": Param("embedding_dim", "int", 150, 200),
             "confidence": Param("confidence", "categorical", choices=("log", "linear")),
             "solver": Param("solver", "fixed", value="cg"),
         }

@@ -92,11 +92,12 @@ class TrainConfig:
     # the model
     # Defaults for ranking quality, chosen by benchmarks/quality.py (benchmarks/README.md,
     # "quality"): binary targets, BM25 confidence normalised to mean 1 (α "auto"), w0
-    # scaled with the data's density (unobserved mass 30), Rendle's ν = 1 with λ 0.015.
-    embedding_dim: int = 64
+    # scaled with the data's density (unobserved mass 30), Rendle's ν = 1 with λ chosen by
+    # validation inside the training data (walsrec.training.regularization), k 128.
+    embedding_dim: int = 128
     unobserved_weight: float | str = "auto"
     unobserved_mass: float = AUTO_UNOBSERVED_MASS
-    regularization: float = 0.015
+    regularization: float | str = "auto"
     regularization_exponent: float = 1.0
     row_weights: float = 1.0
     col_weights: float = 1.0
@@ -231,8 +232,11 @@ class TrainConfig:
             raise bad("unobserved_mass", "a finite number > 0")
         if self.alpha != "auto" and not (is_num(self.alpha) and self.alpha > 0):
             raise bad("alpha", "'auto' or a finite number > 0")
+        if self.regularization != "auto" and not (
+            is_num(self.regularization) and self.regularization >= 0
+        ):
+            raise bad("regularization", "'auto' or a finite number >= 0")
         for name in (
-            "regularization",
             "regularization_exponent",
             "row_weights",
             "col_weights",
@@ -371,6 +375,11 @@ def wals_params(
     if defaults is None:
         defaults = TrainConfig().to_dict()
     out = {name: settings.get(name, defaults[name]) for name in _wals_settings()}
+    if out["regularization"] == "auto":
+        raise InvalidParameterError(
+            "regularization = auto is chosen by validation: resolve it first with "
+            "walsrec.training.regularization.choose_regularization (walsrec.train does)."
+        )
     autos = [name for name in ("alpha", "unobserved_weight") if out[name] == "auto"]
     if not autos:
         return out

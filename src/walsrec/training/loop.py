@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from walsrec._files import atomic_write_text
-from walsrec.errors import InvalidParameterError
+from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.training.checkpoints import (
     latest_checkpoint,
     read_checkpoint,
@@ -55,6 +55,7 @@ _MODEL_DIR_ENTRIES = (
     "metrics.jsonl",
     "training_curve.png",
     "config.json",
+    "regularization.json",
 )
 
 
@@ -191,10 +192,13 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
         from walsrec.distributed.wals import DaskWALS
 
         backend = {"client": client}
+    settings = cfg.to_dict()
+    if cfg.regularization == "auto":
+        settings["regularization"] = _auto_regularization(cfg, model_dir, ui, say, show_progress)
     model = (DaskWALS if client is not None else WALS)(
         **backend,
-        **wals_params(cfg.to_dict(), ui),
-        col_weights=column_weights(cfg.to_dict(), ui),  # the course's make_wts
+        **wals_params(settings, ui),
+        col_weights=column_weights(settings, ui),  # the course's make_wts
         n_jobs=cfg.threads,
         random_state=cfg.seed,
     )
@@ -406,6 +410,7 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
         # the numbers the model was trained with ("auto" resolved), which fold-in needs
         hyper["unobserved_weight"] = float(model.unobserved_weight)
         hyper["alpha"] = float(model.alpha)
+        hyper["regularization"] = float(model.regularization)
         export_path = write_export(
             model_dir,
             user_factors=user_f,
@@ -429,6 +434,58 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
     return TrainResult(
         model_dir, export_path, model, evaluations, baseline, state["stopped_early"], resumed, step
     )
+
+
+def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> float:
+    """λ for ``regularization = "auto"``: the one MODEL_DIR/regularization.json recorded
+    (a resumed run keeps it), else chosen by validation inside the training data
+    (:mod:`walsrec.training.regularization`) and recorded there."""
+    from walsrec.training.regularization import choose_regularization
+
+    path = model_dir / "regularization.json"
+    if path.exists() and (model_dir / "config.json").exists():
+        try:
+            value = float(json.loads(path.read_text())["regularization"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DataFormatError(
+                f"{path}: not a record of the chosen regularization ({exc}); use --overwrite "
+                "to start over."
+            ) from None
+        say(f"regularization auto: {value:g}, as chosen before ({path.name})")
+        return value
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="choose regularization", unit="lambda", dynamic_ncols=True)
+
+    def progress(lam: float, score: float) -> None:
+        if bar is not None:
+            bar.set_postfix(regularization=f"{lam:g}", ndcg=f"{score:.4f}")
+            bar.update(1)
+
+    try:
+        # on Dask too, the path runs here, on the memory-mapped training matrix
+        choice = choose_regularization(
+            ui, cfg.to_dict(), k=cfg.k, seed=cfg.seed, n_jobs=cfg.threads, progress=progress
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    atomic_write_text(path, json.dumps(choice.to_dict(), indent=2) + "\n")
+    if choice.validated_users == 0:
+        say(
+            f"regularization auto: {choice.value:g} (no user has a training entry to hold "
+            "out for validation)"
+        )
+    else:
+        tried = ", ".join(f"{lam:g} {score:.4f}" for lam, score in choice.scores.items())
+        say(
+            f"regularization auto: {choice.value:g}, the best {choice.metric} on "
+            f"{choice.folds} validation split(s) of the training data ({tried}; "
+            f"{choice.seconds:.1f} s)"
+        )
+    return choice.value
 
 
 def _dask_source(cfg, model_dir: Path, ui: sp.csr_matrix):

@@ -183,9 +183,15 @@ class SearchSpace:
 
 
 def _train_default(name: str) -> Any:
+    """Train's default of a setting; for regularization "auto", the fixed λ it falls back
+    to (a trial needs a number: choosing λ inside every trial would multiply its cost)."""
     from walsrec.training.config import TrainConfig
+    from walsrec.training.regularization import FALLBACK_REGULARIZATION
 
-    return getattr(TrainConfig(), name)
+    value = getattr(TrainConfig(), name)
+    if name == "regularization" and value == "auto":
+        return FALLBACK_REGULARIZATION
+    return value
 
 
 COURSE_SPACE = SearchSpace(

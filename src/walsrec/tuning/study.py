@@ -544,8 +544,18 @@ class _Objective:
         import optuna
 
         from walsrec.model.wals import WALS
-        from walsrec.training.config import column_weights, wals_params
+        from walsrec.training.config import TrainConfig, column_weights, wals_params
 
+        if settings.get("regularization", TrainConfig.regularization) == "auto":
+            # a space without λ: the trial gets what train would choose on this fit part
+            from walsrec.model._threads import kernel_threads
+            from walsrec.training.regularization import choose_regularization
+
+            with kernel_threads(self.threads):
+                chosen = choose_regularization(
+                    fit, settings, k=self.k, seed=self.seed, n_jobs=self.threads
+                ).value
+            settings = {**settings, "regularization": chosen}
         model = WALS(
             **wals_params(settings, fit),
             # counts of the fit part: the model is fitted on it, as train() weighs by train
