@@ -188,6 +188,18 @@ def test_train_alpha_takes_auto_and_unobserved_mass_a_positive_number(capsys):
     assert "must be a number > 0, got 0.0" in capsys.readouterr().err
 
 
+def test_train_regularization_takes_auto_or_a_number(capsys):
+    parser = build_parser()
+    common = ["train", "--data", "d", "--model-dir", "m"]
+    assert parser.parse_args(common).regularization is None  # the config's default: auto
+    assert parser.parse_args([*common, "--regularization", "auto"]).regularization == "auto"
+    assert parser.parse_args([*common, "--regularization", "0.02"]).regularization == 0.02
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([*common, "--regularization", "some"])
+    assert exc.value.code == 2
+    assert "expected a number or 'auto', got 'some'" in capsys.readouterr().err
+
+
 def test_train_default_bm25_on_negative_values_says_which_setting(tmp_path, capsys):
     csv = tmp_path / "signed.csv"
     rows = [f"u{u},i{i},{(-1) ** (u + i) * 0.5}" for u in range(6) for i in range(5)]

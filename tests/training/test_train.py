@@ -564,3 +564,58 @@ def test_the_readme_recipe_for_tf_contribs_model_is_the_estimators_defaults(data
     want.fit(ui)
     np.testing.assert_allclose(res.model.user_factors_, want.user_factors_, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(res.model.item_factors_, want.item_factors_, rtol=1e-4, atol=1e-6)
+
+
+def test_regularization_auto_is_chosen_once_recorded_exported_and_kept_on_resume(
+    data_dir, tmp_path, monkeypatch
+):
+    import walsrec.training.regularization as regularization
+
+    md = tmp_path / "m"
+    said = []
+    res = train(data=str(data_dir), model_dir=str(md), sweeps=1, log=said.append, **KW)
+    record = json.loads((md / "regularization.json").read_text())
+    lam = res.model.regularization
+    assert record["regularization"] == lam and lam in AUTO_GRID
+    assert record["folds"] >= 1 and record["validated_users"] > 0
+    assert [x for x, _ in record["scores"]] == list(AUTO_GRID[: len(record["scores"])])
+    best = max(record["scores"], key=lambda pair: pair[1])
+    assert best[0] == lam
+    assert any(m.startswith(f"regularization auto: {lam:g}, the best ndcg@10") for m in said)
+    assert read_export(md).meta["hyperparameters"]["regularization"] == lam
+    assert json.loads((md / "config.json").read_text())["regularization"] == "auto"
+
+    # a resume keeps the recorded λ without searching again
+    def refuse(*args, **kwargs):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(regularization, "choose_regularization", refuse)
+    said.clear()
+    again = train(data=str(data_dir), model_dir=str(md), sweeps=2, log=said.append, **KW)
+    assert again.resumed_from_step is not None and again.model.regularization == lam
+    assert f"regularization auto: {lam:g}, as chosen before (regularization.json)" in said
+    # a number instead of auto is another model
+    with pytest.raises(
+        InvalidParameterError, match=r"other settings \(regularization: 'auto' -> 0.02\)"
+    ):
+        train(data=str(data_dir), model_dir=str(md), sweeps=2, regularization=0.02, **KW)
+    # a damaged record is named, not silently replaced
+    (md / "regularization.json").write_text("{")
+    with pytest.raises(DataFormatError, match=r"regularization.json: not a record of the chosen"):
+        train(data=str(data_dir), model_dir=str(md), sweeps=3, **KW)
+    # --overwrite starts over: the record goes with the rest
+    monkeypatch.undo()
+    train(data=str(data_dir), model_dir=str(md), sweeps=1, overwrite=True, **KW)
+    assert json.loads((md / "regularization.json").read_text())["regularization"] == lam
+
+
+def test_a_fixed_regularization_runs_no_search(data_dir, tmp_path, monkeypatch):
+    import walsrec.training.regularization as regularization
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("searched")
+
+    monkeypatch.setattr(regularization, "choose_regularization", refuse)
+    md = tmp_path / "m"
+    res = train(data=str(data_dir), model_dir=str(md), sweeps=1, regularization=0.02, **KW)
+    assert res.model.regularization == 0.02 and not (md / "regularization.json").exists()

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from walsrec.data.prepare import load_prepared
 from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.tuning import (
     COURSE_SPACE,
@@ -353,6 +354,21 @@ def test_a_new_study_starts_from_train_defaults(data_dir):
     # epsilon acts only with confidence "log": train's bm25 does not sample it
     assert first == {k: v for k, v in start.items() if k != "epsilon"}
     assert res.study.trials[1].user_attrs["settings"] != first
+
+
+def test_a_space_without_regularization_gets_what_train_would_choose(data_dir, tmp_path):
+    """λ is train's "auto": chosen on each trial's fit part, as train chooses on train."""
+    from walsrec.training.regularization import choose_regularization
+
+    path = tmp_path / "space.toml"
+    path.write_text("replace = true\n[space]\nembedding_dim = { low = 4, high = 8 }\n")
+    res = tune(data_dir, trials=1, sweeps=2, folds=1, pruner="none", space=path)
+    (trial,) = res.study.trials
+    assert trial.state.name == "COMPLETE" and "regularization" not in trial.params
+    assert np.isfinite(trial.value)
+    fit, _ = validation_split(load_prepared(data_dir).train.user_items, 0.1, 0)
+    lam = choose_regularization(fit, trial.params, seed=0).value
+    assert trial.user_attrs["regularization_by_fold"] == [lam]
 
 
 def test_a_killed_runs_trial_is_marked_failed_by_the_next_run(

@@ -176,6 +176,14 @@ def choose_regularization(
             f"an int >= {low}",
             value,
         )
+    _check(
+        "validation_fraction",
+        isinstance(validation_fraction, float | int)
+        and not isinstance(validation_fraction, bool)
+        and 0 < validation_fraction < 1,
+        "a float in (0, 1)",
+        validation_fraction,
+    )
     started = time.perf_counter()
     metric = f"ndcg@{k}"
     x = sp.csr_matrix(user_items)

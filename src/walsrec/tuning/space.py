@@ -322,7 +322,8 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
 
     By default the file narrows or fixes parameters of :data:`DEFAULT_SPACE` and keeps the
     others; with ``replace = true`` it is the whole space (settings it does not name keep
-    TrainConfig's defaults).
+    TrainConfig's defaults; without ``regularization``, each trial's λ is train's "auto",
+    chosen on each validation split's fit part, at several fits' cost).
 
     Parameters
     ----------

@@ -556,6 +556,8 @@ class _Objective:
                     fit, settings, k=self.k, seed=self.seed, n_jobs=self.threads
                 ).value
             settings = {**settings, "regularization": chosen}
+            by_fold = [*trial.user_attrs.get("regularization_by_fold", []), chosen]
+            trial.set_user_attr("regularization_by_fold", by_fold)
         model = WALS(
             **wals_params(settings, fit),
             # counts of the fit part: the model is fitted on it, as train() weighs by train
