@@ -40,66 +40,71 @@ def planted(n_users=300, n_items=120, rank=4, per_user=24, seed=0) -> sp.csr_mat
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_users, n_items))
 
 
-def test_the_choice_is_the_best_score_of_a_path_that_stops_after_patience():
+GRID = [1e-4, 1e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+
+
+def brute_force(x, grid, sweeps=10, seed=0, k=10):
+    """Every λ of the grid fitted and scored on the first split, as the search does."""
+    fit, val = validation_split(x, 0.1, seed)
+    out = {}
+    for lam in grid:
+        settings = {**SETTINGS, "regularization": lam}
+        model = WALS(
+            **wals_params(settings, fit),
+            col_weights=column_weights(settings, fit),
+            sweeps=sweeps,
+            n_jobs=1,
+            random_state=seed,
+        ).fit(fit)
+        out[lam] = evaluate(model.user_factors_, model.item_factors_, fit, val, k=k)[f"ndcg@{k}"]
+    return out
+
+
+@pytest.mark.parametrize("start", [1e-3, 0.01, 0.1])
+def test_the_search_finds_the_grids_best_from_any_start(start):
+    """The oracle: every λ of the grid fitted; planted data where memorising (tiny λ) and
+    shrinking to popularity (large λ) both lose, so the best is inside the grid."""
     x = planted()
-    grid = [1e-4, 1e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+    oracle = brute_force(x, GRID)
+    want = max(oracle, key=oracle.get)
+    assert 0 < GRID.index(want) < len(GRID) - 1
     seen = []
     choice = choose_regularization(
-        x, SETTINGS, grid=grid, patience=2, n_jobs=1, progress=lambda *a: seen.append(a)
-    )
-    lams = list(choice.scores)
-    assert lams == grid[: len(lams)]
-    assert seen == list(choice.scores.items())
-    assert choice.value == max(choice.scores, key=choice.scores.get)
-    # an interior optimum: memorising (1e-4) and shrinking to popularity (10) both lose
-    best = grid.index(choice.value)
-    assert 0 < best < len(grid) - 1
-    assert choice.scores[grid[0]] < choice.scores[choice.value]
-    # stopped two λ after the best, so the tail of the grid was never fitted
-    assert len(lams) == min(best + 3, len(grid))
-    assert all(choice.scores[lam] < choice.scores[choice.value] for lam in lams[best + 1 :])
-    assert choice.metric == "ndcg@10" and choice.sweeps == choice.folds * (10 + 3 * (len(lams) - 1))
-
-
-def test_one_lambda_scores_what_a_fit_at_that_lambda_scores_on_the_split():
-    """The oracle: WALS.fit on the fit part at λ, evaluated on the held-out part."""
-    x = planted(seed=1)
-    choice = choose_regularization(x, SETTINGS, grid=[0.05], seed=4, min_validated=1, k=5, n_jobs=1)
-    fit, val = validation_split(x, 0.1, 4)
-    settings = {**SETTINGS, "regularization": 0.05}
-    model = WALS(
-        **wals_params(settings, fit),
-        col_weights=column_weights(settings, fit),
-        sweeps=10,
+        x,
+        SETTINGS,
+        grid=GRID,
+        start=start,
+        min_validated=1,
         n_jobs=1,
-        random_state=4,
-    ).fit(fit)
-    want = evaluate(model.user_factors_, model.item_factors_, fit, val, k=5)["ndcg@5"]
-    assert choice.folds == 1 and choice.metric == "ndcg@5"
-    assert choice.scores == {0.05: pytest.approx(want)}
-    assert choice.validated_users == np.count_nonzero(np.diff(val.indptr))
+        progress=lambda *a: seen.append(a),
+    )
+    assert choice.value == want and choice.folds == 1
+    assert choice.scores == {lam: pytest.approx(oracle[lam]) for lam in choice.scores}
+    assert seen == list(choice.scores.items()) and choice.fits == len(seen)
+    # it walks, rather than fitting the whole grid
+    assert len(seen) < len(GRID)
+    assert next(iter(choice.scores)) == start
 
 
-def test_a_later_lambda_continues_from_the_previous_factors():
-    x = planted(seed=2)
+def test_the_start_is_the_grids_nearest_on_a_log_scale():
     choice = choose_regularization(
-        x, SETTINGS, grid=[0.01, 0.1], warm_sweeps=2, patience=5, min_validated=1, n_jobs=1
+        planted(seed=1), SETTINGS, grid=GRID, start=0.02, min_validated=1, n_jobs=1
     )
-    fit, val = validation_split(x, 0.1, 0)
-    settings = {**SETTINGS, "regularization": 0.01}
-    model = WALS(
-        **wals_params(settings, fit),
-        col_weights=column_weights(settings, fit),
-        sweeps=10,
-        n_jobs=1,
-        random_state=0,
-    ).fit(fit)
-    model.set_params(regularization=0.1)
-    for _ in range(2):
-        model.update_rows(fit)
-        model.update_cols(fit)
-    want = evaluate(model.user_factors_, model.item_factors_, fit, val, k=10)["ndcg@10"]
-    assert choice.scores[0.1] == pytest.approx(want)
+    assert next(iter(choice.scores)) == 0.03  # 0.02 is 1.5x from 0.03, 2x from 0.01
+
+
+def test_a_plateau_ends_a_walk_unless_patience_is_wider():
+    """From λ 10 every model ranks by popularity: 3 scores the same, which ends a walk of
+    patience 1 (documented); patience 3 walks across it to the best."""
+    x = planted()
+    oracle = brute_force(x, GRID)
+    assert oracle[10.0] == oracle[3.0]
+    stuck = choose_regularization(x, SETTINGS, grid=GRID, start=10.0, min_validated=1, n_jobs=1)
+    assert stuck.value == 10.0 and list(stuck.scores) == [10.0, 3.0]
+    patient = choose_regularization(
+        x, SETTINGS, grid=GRID, start=10.0, patience=3, min_validated=1, n_jobs=1
+    )
+    assert patient.value == max(oracle, key=oracle.get)
 
 
 def test_small_data_is_scored_on_more_splits_up_to_three():
@@ -132,6 +137,8 @@ def test_without_a_user_to_validate_the_fallback_is_chosen():
         ({"grid": []}, r"'grid' parameter .* Got \[\]"),
         ({"k": 0}, r"'k' parameter of choose_regularization must be an int >= 1. Got 0"),
         ({"patience": 1.5}, r"'patience' parameter .* an int >= 1. Got 1.5"),
+        ({"start": 0}, r"'start' parameter of choose_regularization must be a number > 0. Got 0"),
+        ({"sweeps": 0}, r"'sweeps' parameter .* an int >= 1. Got 0"),
         (
             {"validation_fraction": 1.0},
             r"'validation_fraction' parameter of choose_regularization must be a float in "

@@ -465,9 +465,18 @@ def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> 
             bar.update(1)
 
     try:
-        # on Dask too, the path runs here, on the memory-mapped training matrix
+        # on Dask too, the search runs here, on the memory-mapped training matrix
         choice = choose_regularization(
-            ui, cfg.to_dict(), k=cfg.k, seed=cfg.seed, n_jobs=cfg.threads, progress=progress
+            ui,
+            cfg.to_dict(),
+            k=cfg.k,
+            # each λ is scored after train's default length, whatever this run's: the
+            # length is not part of the model's identity (a resumed run may add sweeps),
+            # so neither may λ depend on it
+            sweeps=cfg.DEFAULT_SWEEPS,
+            seed=cfg.seed,
+            n_jobs=cfg.threads,
+            progress=progress,
         )
     finally:
         if bar is not None:

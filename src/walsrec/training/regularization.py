@@ -6,12 +6,11 @@ twice too large or too small loses a fifth of nDCG@10), and no statistic of the 
 tried predicts it. So train measures it, as scikit-learn's ``RidgeCV`` or glmnet's
 ``cv.glmnet`` do: hold out about ``validation_fraction`` of each user's training entries
 (:func:`walsrec.tuning.study.validation_split`, the split ``walsrec tune`` scores on), fit
-the rest along an increasing path of λ, each λ warm-started from the previous one's factors,
-score nDCG@k on the held-out entries, stop once ``patience`` λ in a row score below the best,
-and return the best λ. The eval split is never read.
+the rest with λ from a grid, starting at 0.015 and walking down and up while nDCG@k on the
+held-out entries improves, and return the best λ. The eval split is never read.
 
-The path costs about two to three training runs (the first λ a full fit, each later one a
-few sweeps); train then fits the whole training matrix with the chosen λ.
+It costs about 3–7 fits per validation split (1–3 splits, more on small data); train then
+fits the whole training matrix with the chosen λ.
 """
 
 from __future__ import annotations
@@ -36,8 +35,8 @@ __all__ = [
 
 # Ascending; steps of 1.25–1.4×, finer where the three datasets' optima lie (0.01–0.03).
 AUTO_GRID = (0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.07)
-# λ when no user can be validated (every user has a single training entry): the best fixed
-# λ on MovieLens (benchmarks/README.md), the previous default.
+# Where the search starts, and λ when no user can be validated (every user has a single
+# training entry): the best fixed λ on MovieLens (benchmarks/README.md), the previous default.
 FALLBACK_REGULARIZATION = 0.015
 MAX_FOLDS = 3
 
@@ -59,8 +58,8 @@ class RegularizationChoice:
     validated_users : int
         Users scored, all splits together (0: no user could be validated and ``value`` is
         the fallback).
-    sweeps : int
-        Sweeps run over the fit part, all λ together.
+    fits : int
+        Fits run, all λ and splits together.
     seconds : float
     """
 
@@ -69,7 +68,7 @@ class RegularizationChoice:
     metric: str = "ndcg@10"
     folds: int = 0
     validated_users: int = 0
-    sweeps: int = 0
+    fits: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,7 +81,7 @@ class RegularizationChoice:
             ],
             "folds": self.folds,
             "validated_users": self.validated_users,
-            "sweeps": self.sweeps,
+            "fits": self.fits,
             "seconds": round(self.seconds, 3),
         }
 
@@ -101,10 +100,10 @@ def choose_regularization(
     *,
     k: int = 10,
     grid: Sequence[float] = AUTO_GRID,
+    start: float = FALLBACK_REGULARIZATION,
+    sweeps: int = 10,
+    patience: int = 1,
     validation_fraction: float = 0.1,
-    first_sweeps: int = 10,
-    warm_sweeps: int = 3,
-    patience: int = 2,
     max_users: int = 10_000,
     min_validated: int = 5_000,
     seed: int = 0,
@@ -112,6 +111,15 @@ def choose_regularization(
     progress: Callable[[float, float], None] | None = None,
 ) -> RegularizationChoice:
     """Choose λ for ``settings`` by validation on ``user_items`` (the training matrix).
+
+    Each λ tried is a fit from the random start, ``sweeps`` sweeps, as the final training
+    does: the score is what training with that λ would give (a path warm-started from the
+    previous λ's factors, tried first, favoured larger λ than cold fits of the same length
+    reach). The search starts at ``start`` and walks the grid down, then up, each walk
+    stopping after ``patience`` λ in a row without a better score than the best so far: it
+    assumes the score rises towards one best λ and falls after it, as on every dataset we
+    measured; a plateau ``patience`` λ wide (all λ ranking by popularity alone, say) ends a
+    walk.
 
     Parameters
     ----------
@@ -123,24 +131,23 @@ def choose_regularization(
     k : int, default 10
         nDCG@k is the validation metric.
     grid : sequence of float, default AUTO_GRID
-        The λ tried, ascending, each > 0.
+        The λ that may be tried, ascending, each > 0.
+    start : float, default FALLBACK_REGULARIZATION
+        The first λ tried (the grid's nearest on a log scale).
+    sweeps : int, default 10
+        Sweeps of each fit (train passes its own length).
+    patience : int, default 1
+        λ in a row without a better score before a walk stops.
     validation_fraction : float in (0, 1), default 0.1
         About this share of each user's entries is held out (never all of a user's).
-    first_sweeps, warm_sweeps : int, default 10 and 3
-        Sweeps of the first λ (from the random start) and of each later one (from the
-        previous λ's factors).
-    patience : int, default 2
-        Stop after this many λ in a row score below the best.
     max_users : int, default 10000
         At most this many users (drawn at random) are scored per split; all are fitted.
     min_validated : int, default 5000
         Splits (seeded ``seed``, ``seed + 1``, ...) are added, up to three, until this many
-        users are scored in all: the score of a split of a small dataset is noisy (on
-        MovieLens' 943 users, one split chose λ 0.02 for one seed where three chose 0.015,
-        the best on test). Each split's path runs in lockstep; the score of a λ is the
-        splits' mean.
+        users are scored in all: the score of one split of a small dataset is noisy. The
+        score of a λ is the splits' mean.
     seed : int, default 0
-        Seeds the split, the user sample and the factors' start.
+        Seeds the splits, the user sample and the factors' start.
     n_jobs : int or None
         Threads (None: all cores).
     progress : callable, optional
@@ -162,18 +169,23 @@ def choose_regularization(
         "a non-empty ascending sequence of finite floats > 0",
         grid,
     )
-    for name, value, low in (
-        ("k", k, 1),
-        ("first_sweeps", first_sweeps, 1),
-        ("warm_sweeps", warm_sweeps, 1),
-        ("patience", patience, 1),
-        ("max_users", max_users, 1),
-        ("min_validated", min_validated, 1),
+    _check(
+        "start",
+        isinstance(start, float | int) and not isinstance(start, bool) and start > 0,
+        "a number > 0",
+        start,
+    )
+    for name, value in (
+        ("k", k),
+        ("sweeps", sweeps),
+        ("patience", patience),
+        ("max_users", max_users),
+        ("min_validated", min_validated),
     ):
         _check(
             name,
-            isinstance(value, int) and not isinstance(value, bool) and value >= low,
-            f"an int >= {low}",
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "an int >= 1",
             value,
         )
     _check(
@@ -187,7 +199,7 @@ def choose_regularization(
     started = time.perf_counter()
     metric = f"ndcg@{k}"
     x = sp.csr_matrix(user_items)
-    folds_run = []  # (model, fit, val) per split, run in lockstep along the path
+    splits = []  # (WALS params with λ to set, fit, val) per split
     validated = 0
     for fold in range(MAX_FOLDS):
         fit, val = validation_split(x, validation_fraction, seed + fold)
@@ -196,32 +208,27 @@ def choose_regularization(
         if n == 0:
             break
         base = {**settings, "regularization": grid[0]}
-        model = WALS(
+        params = {
             **wals_params(base, fit),
-            col_weights=column_weights(base, fit),
-            sweeps=first_sweeps,
-            n_jobs=n_jobs,
-            random_state=seed,
-        )
-        folds_run.append((model, fit, val))
+            "col_weights": column_weights(base, fit),
+            "sweeps": sweeps,
+            "n_jobs": n_jobs,
+            "random_state": seed,
+        }
+        splits.append((params, fit, val))
         validated += n
         if validated >= min_validated:
             break
-    if not folds_run:
+    if not splits:
         return RegularizationChoice(FALLBACK_REGULARIZATION, metric=metric)
 
     scores: dict[float, float] = {}
-    best, behind, sweeps = -math.inf, 0, 0
-    for i, lam in enumerate(grid):
+
+    def score(i: int) -> float:
+        lam = grid[i]
         values = []
-        for model, fit, val in folds_run:
-            if i == 0:
-                model.fit(fit)
-            else:
-                model.set_params(regularization=lam)
-                for _ in range(warm_sweeps):
-                    model.update_rows(fit)
-                    model.update_cols(fit)
+        for params, fit, val in splits:
+            model = WALS(**{**params, "regularization": lam}).fit(fit)
             values.append(
                 evaluate(
                     model.user_factors_,
@@ -233,27 +240,34 @@ def choose_regularization(
                     n_jobs=n_jobs,
                 )[metric]
             )
-        sweeps += len(folds_run) * (first_sweeps if i == 0 else warm_sweeps)
-        value = float(np.nanmean(values)) if not np.all(np.isnan(values)) else math.nan
+        value = math.nan if np.all(np.isnan(values)) else float(np.nanmean(values))
         scores[lam] = value
         if progress is not None:
             progress(lam, value)
-        if value > best:
-            best, behind = value, 0
-        else:
-            behind += 1
-            if behind >= patience:
-                break
-    defined = {lam: s for lam, s in scores.items() if not math.isnan(s)}
-    # the best score; a tie goes to the smaller λ (tried first)
-    chosen = max(defined, key=defined.__getitem__) if defined else FALLBACK_REGULARIZATION
+        return value
+
+    def better(a: float, b: float) -> bool:
+        return not math.isnan(a) and (math.isnan(b) or a > b)
+
+    first = int(np.argmin([abs(math.log(lam / start)) for lam in grid]))
+    best_i, best = first, score(first)
+    for step in (-1, 1):
+        i, behind = first + step, 0
+        while 0 <= i < len(grid) and behind < patience:
+            value = score(i)
+            if better(value, best):
+                best_i, best, behind = i, value, 0
+            else:
+                behind += 1
+            i += step
+    chosen = FALLBACK_REGULARIZATION if math.isnan(best) else grid[best_i]
     return RegularizationChoice(
         value=chosen,
         scores=scores,
         metric=metric,
-        folds=len(folds_run),
+        folds=len(splits),
         validated_users=validated,
-        sweeps=sweeps,
+        fits=len(scores) * len(splits),
         seconds=time.perf_counter() - started,
     )
 
