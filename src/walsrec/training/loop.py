@@ -464,6 +464,12 @@ def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> 
             bar.set_postfix(regularization=f"{lam:g}", ndcg=f"{score:.4f}")
             bar.update(1)
 
+    if cfg.dask is not None:
+        say(
+            "regularization auto: choosing lambda on this machine (5-15 fits on validation "
+            "splits of the training data), not on the Dask workers; pass --regularization "
+            "to skip it"
+        )
     try:
         # on Dask too, the search runs here, on the memory-mapped training matrix
         choice = choose_regularization(
