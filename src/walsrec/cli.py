@@ -199,7 +199,7 @@ def _add_train(sub) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML file of settings")
     p.add_argument("--overwrite", action="store_true", help="start over in MODEL_DIR")
     g = p.add_argument_group("model")
-    g.add_argument("--embedding-dim", type=int, help="latent factors k (default 64)")
+    g.add_argument("--embedding-dim", type=int, help="latent factors k (default 128)")
     g.add_argument(
         "--unobserved-weight",
         type=float_or_auto,
@@ -215,8 +215,9 @@ def _add_train(sub) -> None:
     g.add_argument(
         "--regularization",
         type=float_or_auto,
-        help="lambda: a number (tf.contrib had 0) or auto (default): the best of a path of "
-        "lambdas on validation splits of the training data, about 5-10 training runs",
+        help="lambda: a number (tf.contrib had 0) or auto (default): chosen before training "
+        "as the best of a few lambdas fitted on most of each user's training entries and "
+        "scored on the rest (5-15 training runs' time; kept in MODEL_DIR/regularization.json)",
     )
     g.add_argument(
         "--regularization-exponent",
