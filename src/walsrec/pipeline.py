@@ -101,7 +101,14 @@ _EVALUATE_KEYS = {"k", "ease", "ease_regularization"}
 _EXPORT_KEYS = {"to", "min_metrics"}
 _PREDICT_KEYS = {"out", "k", "format", "exclude_seen", "users_file", "chunk_size"}
 # files the train step clears before a fresh run; export/ stays for running services
-_TRAIN_STATE = ("checkpoints", "cache", "metrics.jsonl", "config.json", "training_curve.png")
+_TRAIN_STATE = (
+    "checkpoints",
+    "cache",
+    "metrics.jsonl",
+    "config.json",
+    "regularization.json",
+    "training_curve.png",
+)
 
 
 @dataclass

@@ -79,7 +79,9 @@ def test_the_search_finds_the_grids_best_from_any_start(start):
         progress=lambda *a: seen.append(a),
     )
     assert choice.value == want and choice.folds == 1
-    assert choice.scores == {lam: pytest.approx(oracle[lam]) for lam in choice.scores}
+    # the walk may pass the grid's ends (ten more λ in steps of 1.5 each way)
+    tried = brute_force(x, list(choice.scores))
+    assert choice.scores == {lam: pytest.approx(tried[lam]) for lam in choice.scores}
     assert seen == list(choice.scores.items()) and choice.fits == len(seen)
     # it walks, rather than fitting the whole grid
     assert len(seen) < len(GRID)
@@ -100,7 +102,8 @@ def test_a_plateau_ends_a_walk_unless_patience_is_wider():
     oracle = brute_force(x, GRID)
     assert oracle[10.0] == oracle[3.0]
     stuck = choose_regularization(x, SETTINGS, grid=GRID, start=10.0, min_validated=1, n_jobs=1)
-    assert stuck.value == 10.0 and list(stuck.scores) == [10.0, 3.0]
+    # down to 3 (the same), up to 15 (past the grid's end, the same): both walks end
+    assert stuck.value == 10.0 and list(stuck.scores) == [10.0, 3.0, 15.0]
     patient = choose_regularization(
         x, SETTINGS, grid=GRID, start=10.0, patience=3, min_validated=1, n_jobs=1
     )
@@ -131,10 +134,12 @@ def test_without_a_user_to_validate_the_fallback_is_chosen():
     [
         (
             {"grid": [0.1, 0.01]},
-            r"'grid' parameter of choose_regularization must be a non-empty ascending "
-            r"sequence of finite floats > 0. Got \[0.1, 0.01\]",
+            r"'grid' parameter of choose_regularization must be a non-empty, strictly "
+            r"ascending sequence of finite floats > 0. Got \[0.1, 0.01\]",
         ),
         ({"grid": []}, r"'grid' parameter .* Got \[\]"),
+        ({"grid": [0.01, 0.01]}, r"'grid' parameter .* Got \[0.01, 0.01\]"),
+        ({"seed": -1}, r"'seed' parameter of choose_regularization must be an int >= 0. Got -1"),
         ({"k": 0}, r"'k' parameter of choose_regularization must be an int >= 1. Got 0"),
         ({"patience": 1.5}, r"'patience' parameter .* an int >= 1. Got 1.5"),
         ({"start": 0}, r"'start' parameter of choose_regularization must be a number > 0. Got 0"),
@@ -156,3 +161,63 @@ def test_to_dict_is_plain_json_with_undefined_scores_as_null():
     data = json.loads(json.dumps(choice.to_dict(), allow_nan=False))
     assert data["scores"] == [[0.005, None], [0.01, 0.25]]
     assert data["regularization"] == 0.01 and data["folds"] == 1
+
+
+def test_at_another_nu_the_grid_is_scaled_to_a_typical_users_regularization():
+    """λ_i = λ·(count + w0·n)^ν: at ν = 0 the search starts at 0.015 × the geometric mean of
+    count + w0·n over users, and lands near the best of a wide brute-force grid."""
+    x = planted(seed=3)
+    settings = {**SETTINGS, "regularization_exponent": 0.0}
+    w0 = wals_params({**settings, "regularization": 1.0}, x)["unobserved_weight"]
+    typical = math.exp(np.mean(np.log(np.diff(x.indptr) + w0 * x.shape[1])))
+    choice = choose_regularization(x, settings, min_validated=1, n_jobs=1)
+    assert next(iter(choice.scores)) == pytest.approx(0.015 * typical, rel=0.25)
+    wide = [0.01 * 2.0**j for j in range(16)]  # 0.01 to 328
+    fit, val = validation_split(x, 0.1, 0)
+    oracle = {}
+    for lam in wide:
+        s = {**settings, "regularization": lam}
+        model = WALS(
+            **wals_params(s, fit), col_weights=column_weights(s, fit), sweeps=10, n_jobs=1
+        ).fit(fit)
+        oracle[lam] = evaluate(model.user_factors_, model.item_factors_, fit, val)["ndcg@10"]
+    assert choice.scores[choice.value] >= max(oracle.values()) - 0.01
+    # at ν = 1 nothing is scaled
+    assert next(iter(choose_regularization(x, SETTINGS, min_validated=1, n_jobs=1).scores)) == (
+        FALLBACK_REGULARIZATION
+    )
+
+
+def test_a_walk_that_reaches_the_grids_end_still_improving_goes_on():
+    x = planted()
+    choice = choose_regularization(
+        x, SETTINGS, grid=[1e-3, 3e-3, 0.01], start=0.01, min_validated=1, n_jobs=1
+    )
+    # the best lies near 0.03 (the oracle test above): past 0.01 by steps of 1.5
+    steps = round(math.log(choice.value / 0.01, 1.5))
+    assert steps >= 2 and choice.value == pytest.approx(0.01 * 1.5**steps)
+
+
+def test_a_split_without_held_out_entries_is_skipped_not_the_end():
+    # users with two entries: each split holds out about a fifth of them, at random
+    x = sp.csr_matrix(np.kron(np.eye(6), np.ones((1, 2))))
+    seed = next(
+        s
+        for s in range(200)
+        if validation_split(x, 0.1, s)[1].nnz == 0 and validation_split(x, 0.1, s + 1)[1].nnz
+    )
+    choice = choose_regularization(
+        x, {**SETTINGS, "embedding_dim": 2}, grid=[0.05], seed=seed, n_jobs=1
+    )
+    assert choice.folds >= 1 and choice.validated_users >= 1
+
+
+def test_a_split_whose_fit_is_singular_scores_nan_and_the_fallback_is_kept():
+    """w0 = 0 and every item seen once: holding an entry out leaves its item empty, which
+    nothing regularises; the whole matrix trains (each item has its entry)."""
+    x = sp.csr_matrix(np.kron(np.eye(40), np.ones((1, 3))))  # 40 users, 120 items
+    settings = {**SETTINGS, "unobserved_weight": 0.0, "embedding_dim": 2}
+    choice = choose_regularization(x, settings, n_jobs=1)
+    assert choice.folds == 3 and choice.scores
+    assert all(math.isnan(v) for v in choice.scores.values())
+    assert choice.value == FALLBACK_REGULARIZATION

@@ -580,7 +580,7 @@ def test_regularization_auto_is_chosen_once_recorded_exported_and_kept_on_resume
     assert record["folds"] >= 1 and record["validated_users"] > 0
     tried = [x for x, _ in record["scores"]]
     assert tried[0] == 0.015 and set(tried) <= set(AUTO_GRID)
-    best = max(record["scores"], key=lambda pair: pair[1])
+    best = max((pair for pair in record["scores"] if pair[1] is not None), key=lambda p: p[1])
     assert best[0] == lam
     assert any(m.startswith(f"regularization auto: {lam:g}, the best ndcg@10") for m in said)
     assert read_export(md).meta["hyperparameters"]["regularization"] == lam
@@ -620,3 +620,54 @@ def test_a_fixed_regularization_runs_no_search(data_dir, tmp_path, monkeypatch):
     md = tmp_path / "m"
     res = train(data=str(data_dir), model_dir=str(md), sweeps=1, regularization=0.02, **KW)
     assert res.model.regularization == 0.02 and not (md / "regularization.json").exists()
+
+
+def test_the_search_scores_at_trains_default_length_whatever_the_runs(
+    data_dir, tmp_path, monkeypatch
+):
+    """λ must not depend on the run's length: a resumed run may add sweeps."""
+    import walsrec.training.regularization as regularization
+    from walsrec.training.config import TrainConfig
+
+    seen = {}
+
+    def record(user_items, settings, **kwargs):
+        seen.update(kwargs)
+        return regularization.RegularizationChoice(0.02, {0.02: 0.5}, "ndcg@10", 1, 10, 1, 0.1)
+
+    monkeypatch.setattr(regularization, "choose_regularization", record)
+    res = train(data=str(data_dir), model_dir=str(tmp_path / "m"), sweeps=3, **KW)
+    assert seen["sweeps"] == TrainConfig.DEFAULT_SWEEPS != 3
+    assert (seen["seed"], seen["k"], seen["n_jobs"]) == (3, 10, 1)
+    assert res.model.regularization == 0.02
+
+
+def test_without_users_to_validate_train_says_it_fell_back(tmp_path):
+    from walsrec.data.prepare import prepare
+    from walsrec.training.regularization import FALLBACK_REGULARIZATION
+
+    csv = tmp_path / "one_each.csv"
+    csv.write_text("user,item\n" + "".join(f"u{u},i{u % 7}\n" for u in range(30)))
+    prepare(str(csv), tmp_path / "data", eval_fraction=0.0)
+    said = []
+    res = train(
+        data=str(tmp_path / "data"),
+        model_dir=str(tmp_path / "m"),
+        sweeps=1,
+        log=said.append,
+        embedding_dim=2,
+        threads=1,
+    )
+    assert res.model.regularization == FALLBACK_REGULARIZATION
+    assert any("the fallback: no validation split held out any entry" in m for m in said)
+
+
+@pytest.mark.parametrize("value", ["-1", "NaN", "true", '"0.01"'])
+def test_a_recorded_regularization_that_is_not_a_number_is_named(data_dir, tmp_path, value):
+    md = tmp_path / "m"
+    train(data=str(data_dir), model_dir=str(md), sweeps=1, **KW)
+    (md / "regularization.json").write_text('{"regularization": ' + value + "}")
+    with pytest.raises(
+        DataFormatError, match=r"regularization.json: 'regularization' must be a finite number"
+    ):
+        train(data=str(data_dir), model_dir=str(md), sweeps=2, **KW)

@@ -445,12 +445,22 @@ def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> 
     path = model_dir / "regularization.json"
     if path.exists() and (model_dir / "config.json").exists():
         try:
-            value = float(json.loads(path.read_text())["regularization"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            value = json.loads(path.read_text())["regularization"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise DataFormatError(
                 f"{path}: not a record of the chosen regularization ({exc}); use --overwrite "
                 "to start over."
             ) from None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (math.isfinite(value) and value >= 0)
+        ):
+            raise DataFormatError(
+                f"{path}: 'regularization' must be a finite number >= 0. Got {value!r} "
+                "instead; use --overwrite to start over."
+            )
+        value = float(value)
         say(f"regularization auto: {value:g}, as chosen before ({path.name})")
         return value
     bar = None
@@ -466,7 +476,7 @@ def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> 
 
     if cfg.dask is not None:
         say(
-            "regularization auto: choosing lambda on this machine (5-15 fits on validation "
+            "regularization auto: choosing lambda on this machine (several fits on validation "
             "splits of the training data), not on the Dask workers; pass --regularization "
             "to skip it"
         )
@@ -490,15 +500,15 @@ def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> 
     atomic_write_text(path, json.dumps(choice.to_dict(), indent=2) + "\n")
     if choice.validated_users == 0:
         say(
-            f"regularization auto: {choice.value:g} (no user has a training entry to hold "
-            "out for validation)"
+            f"regularization auto: {choice.value:g}, the fallback: no validation split held "
+            "out any entry (users need two or more training entries)"
         )
     else:
         tried = ", ".join(f"{lam:g} {score:.4f}" for lam, score in choice.scores.items())
         say(
             f"regularization auto: {choice.value:g}, the best {choice.metric} on "
-            f"{choice.folds} validation split(s) of the training data ({tried}; "
-            f"{choice.seconds:.1f} s)"
+            f"{choice.folds} validation split(s) of the training data, "
+            f"{choice.validated_users:,} users scored ({tried}; {choice.seconds:.1f} s)"
         )
     return choice.value
 

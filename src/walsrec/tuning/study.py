@@ -548,13 +548,11 @@ class _Objective:
 
         if settings.get("regularization", TrainConfig.regularization) == "auto":
             # a space without λ: the trial gets what train would choose on this fit part
-            from walsrec.model._threads import kernel_threads
             from walsrec.training.regularization import choose_regularization
 
-            with kernel_threads(self.threads):
-                chosen = choose_regularization(
-                    fit, settings, k=self.k, seed=self.seed, n_jobs=self.threads
-                ).value
+            chosen = choose_regularization(
+                fit, settings, k=self.k, seed=self.seed, n_jobs=self.threads
+            ).value
             settings = {**settings, "regularization": chosen}
             by_fold = [*trial.user_attrs.get("regularization_by_fold", []), chosen]
             trial.set_user_attr("regularization_by_fold", by_fold)
