@@ -217,8 +217,8 @@ def _add_train(sub) -> None:
         type=float_or_auto,
         help="lambda: a number (tf.contrib had 0) or auto (default): chosen before training "
         "as the best of a few lambdas fitted on most of each user's training entries and "
-        "scored on the rest (7-14 training runs' time on the datasets measured; kept in "
-        "MODEL_DIR/regularization.json)",
+        "scored on the rest (about as long as the training itself on the datasets "
+        "measured; kept in MODEL_DIR/regularization.json)",
     )
     g.add_argument(
         "--regularization-exponent",

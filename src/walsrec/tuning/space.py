@@ -7,11 +7,12 @@ found to matter, in units that mean the same on every dataset: the embedding dim
 (BM25, linear, log, constant; with K1 and B, or ε). α stays ``"auto"`` (the mean confidence
 is 1; with w0 "auto" any other α scales every weight alike, which λ nearly offsets) and ν
 stays train's 1 (with ν = 1 λ is relative to each row's weight, so its good values lie
-within 0.01–0.075 on MovieLens, epinions and the generated visits alike, while ν < 1 moves
-them by decades). A TOML file can add ν, α, w0 or targets. Targets are not searched:
-binary targets won every ranking study of those experiments, so ranking metrics keep train's
-default (binary), and :func:`~walsrec.tuning.tune` fixes ``targets = "values"`` when the
-metric is rmse (which measures predicted values) and the space does not name targets.
+within 0.01–0.075 on MovieLens, epinions and the generated visits alike at unobserved masses
+near 30, while ν < 1 moves them by decades). A TOML file can add ν, α, w0 or targets.
+Targets are not searched: binary targets won every ranking study of those experiments, so
+ranking metrics keep train's default (binary), and :func:`~walsrec.tuning.tune` fixes
+``targets = "values"`` when the metric is rmse (which measures predicted values) and the
+space does not name targets.
 A new study's first trial is train's defaults (:meth:`SearchSpace.train_defaults`).
 :data:`COURSE_SPACE` is the space Google's course tuned with Cloud ML Engine:
 regularization 0.001–10, latent factors 5–256 (the course stopped at 50), unobserved weight
