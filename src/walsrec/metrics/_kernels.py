@@ -20,6 +20,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from walsrec._topk_heap import sift_down, sift_up
+
 # Columns of the per-user ``stats`` output.
 STAT_PRECISION = 0
 STAT_RECALL = 1
@@ -82,41 +84,6 @@ def _upper_bound(a, lo, hi, x):
         else:
             hi = mid
     return lo
-
-
-@njit(cache=True)
-def _worse(sa, ja, sb, jb):
-    """Whether (score sa, item ja) ranks below (sb, jb): lower score, ties by higher index."""
-    return sa < sb or (sa == sb and ja > jb)
-
-
-@njit(cache=True)
-def _sift_down(hs, hi, n, pos):
-    """Restore the heap below ``pos``; the root of hs/hi[:n] is the worst kept item."""
-    while True:
-        child = 2 * pos + 1
-        if child >= n:
-            return
-        right = child + 1
-        if right < n and _worse(hs[right], hi[right], hs[child], hi[child]):
-            child = right
-        if not _worse(hs[child], hi[child], hs[pos], hi[pos]):
-            return
-        hs[pos], hs[child] = hs[child], hs[pos]
-        hi[pos], hi[child] = hi[child], hi[pos]
-        pos = child
-
-
-@njit(cache=True)
-def _sift_up(hs, hi, pos):
-    """Move the item at ``pos`` up while it is worse than its parent."""
-    while pos > 0:
-        parent = (pos - 1) >> 1
-        if not _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
-            return
-        hs[pos], hs[parent] = hs[parent], hs[pos]
-        hi[pos], hi[parent] = hi[parent], hi[pos]
-        pos = parent
 
 
 @njit(cache=True)
@@ -312,14 +279,14 @@ def _rank_user(
             if n_heap < k:
                 hs[n_heap] = s
                 hi[n_heap] = j
-                _sift_up(hs, hi, n_heap)
+                sift_up(hs, hi, n_heap)
                 n_heap += 1
                 if n_heap == k:
                     threshold = hs[0]
             elif s > threshold:
                 hs[0] = s
                 hi[0] = j
-                _sift_down(hs, hi, n_heap, 0)
+                sift_down(hs, hi, n_heap, 0)
                 threshold = hs[0]
         if tp >= te:
             break
@@ -342,7 +309,7 @@ def _rank_user(
     for end in range(n_heap - 1, 0, -1):
         hs[0], hs[end] = hs[end], hs[0]
         hi[0], hi[end] = hi[end], hi[0]
-        _sift_down(hs, hi, end, 0)
+        sift_down(hs, hi, end, 0)
     _list_stats(
         hi,
         n_heap,

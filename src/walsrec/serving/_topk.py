@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from walsrec._topk_heap import sift_down, sift_up
+
 __all__ = [
     "topk_by_norm",
     "topk_by_norm_numpy",
@@ -26,41 +28,6 @@ __all__ = [
 # A computed float32 dot product may exceed the exact ‖u‖·‖v‖ bound by rounding (relative
 # error below d·eps ≈ 64 · 6e-8 for d = 64): the early stop keeps this much slack.
 _BOUND_SLACK = 1e-3
-
-
-@njit(cache=True, inline="always")
-def _worse(sa, ja, sb, jb):
-    """(sa, ja) ranks below (sb, jb): lower score, or the same score and a larger index."""
-    return sa < sb or (sa == sb and ja > jb)
-
-
-@njit(cache=True)
-def _sift_down(hs, hi, n, pos):
-    """Restore the heap (worst at the root) below ``pos`` over the first n entries."""
-    while True:
-        c = 2 * pos + 1
-        if c >= n:
-            return
-        if c + 1 < n and _worse(hs[c + 1], hi[c + 1], hs[c], hi[c]):
-            c += 1
-        if _worse(hs[c], hi[c], hs[pos], hi[pos]):
-            hs[c], hs[pos] = hs[pos], hs[c]
-            hi[c], hi[pos] = hi[pos], hi[c]
-            pos = c
-        else:
-            return
-
-
-@njit(cache=True)
-def _sift_up(hs, hi, pos):
-    while pos > 0:
-        parent = (pos - 1) // 2
-        if _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
-            hs[pos], hs[parent] = hs[parent], hs[pos]
-            hi[pos], hi[parent] = hi[parent], hi[pos]
-            pos = parent
-        else:
-            return
 
 
 @njit(cache=True)
@@ -88,7 +55,7 @@ def _select(row, excluded, banned, k, out_items, out_scores):
             if s == s and not (use_banned and banned[j]):  # NaN never ranks
                 out_scores[n] = s
                 out_items[n] = j
-                _sift_up(out_scores, out_items, n)
+                sift_up(out_scores, out_items, n)
                 n += 1
                 if n == k:
                     threshold = out_scores[0]
@@ -101,7 +68,7 @@ def _select(row, excluded, banned, k, out_items, out_scores):
                     continue
                 out_scores[0] = row[i]
                 out_items[0] = i
-                _sift_down(out_scores, out_items, k, 0)
+                sift_down(out_scores, out_items, k, 0)
                 threshold = out_scores[0]
         start = stop + 1
     # heap sort: pop the worst to the back, leaving best first
@@ -110,7 +77,7 @@ def _select(row, excluded, banned, k, out_items, out_scores):
         m -= 1
         out_scores[0], out_scores[m] = out_scores[m], out_scores[0]
         out_items[0], out_items[m] = out_items[m], out_items[0]
-        _sift_down(out_scores, out_items, m, 0)
+        sift_down(out_scores, out_items, m, 0)
     for c in range(n, out_items.shape[0]):
         out_items[c] = -1
         out_scores[c] = -np.inf
@@ -192,7 +159,7 @@ def _by_norm(
                 continue
             out_scores[n] = s
             out_items[n] = j
-            _sift_up(out_scores, out_items, n)
+            sift_up(out_scores, out_items, n)
             n += 1
             if n == k:
                 threshold = out_scores[0]
@@ -201,14 +168,14 @@ def _by_norm(
                 continue
             out_scores[0] = s
             out_items[0] = j
-            _sift_down(out_scores, out_items, k, 0)
+            sift_down(out_scores, out_items, k, 0)
             threshold = out_scores[0]
     m = n
     while m > 1:
         m -= 1
         out_scores[0], out_scores[m] = out_scores[m], out_scores[0]
         out_items[0], out_items[m] = out_items[m], out_items[0]
-        _sift_down(out_scores, out_items, m, 0)
+        sift_down(out_scores, out_items, m, 0)
     for c in range(n, out_items.shape[0]):
         out_items[c] = -1
         out_scores[c] = -np.inf
