@@ -230,3 +230,17 @@ def test_evaluate_scores_ease_unless_the_table_says_no(project):
     (project / "pipeline.toml").write_text(text.replace("k = 5\n", "k = 5\nease = false\n", 1))
     again = run(project)
     assert again.ran() == ["evaluate"] and "ease" not in again.evaluation
+
+
+def test_a_fresh_training_run_clears_the_previous_runs_state_but_not_its_exports(project):
+    run(project)
+    model = project / "model"
+    assert (model / "regularization.json").exists()  # train's default λ "auto" chose one
+    exports = sorted(p.name for p in (model / "export").iterdir())
+    text = (project / "pipeline.toml").read_text()
+    fixed = text.replace("sweeps = 2\n", "sweeps = 2\nregularization = 0.02\n", 1)
+    (project / "pipeline.toml").write_text(fixed)
+    assert "train" in run(project).ran()
+    # a fixed λ: the former run's record of its choice is gone with its checkpoints
+    assert not (model / "regularization.json").exists()
+    assert set(exports) < {p.name for p in (model / "export").iterdir()}

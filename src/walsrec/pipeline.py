@@ -100,15 +100,6 @@ _PREPARE_KEYS = {
 _EVALUATE_KEYS = {"k", "ease", "ease_regularization"}
 _EXPORT_KEYS = {"to", "min_metrics"}
 _PREDICT_KEYS = {"out", "k", "format", "exclude_seen", "users_file", "chunk_size"}
-# files the train step clears before a fresh run; export/ stays for running services
-_TRAIN_STATE = (
-    "checkpoints",
-    "cache",
-    "metrics.jsonl",
-    "config.json",
-    "regularization.json",
-    "training_curve.png",
-)
 
 
 @dataclass
@@ -456,7 +447,9 @@ def run_pipeline(
         fresh = state.get("train_attempt") != fp
         if fresh:
             # new settings or data: start over, but keep the exports for running services
-            _clear_training_state(model_dir)
+            from walsrec.training.loop import clear_model_dir
+
+            clear_model_dir(model_dir, keep_exports=True)
             state["train_attempt"] = fp
             _write_state(state_path, state)
         # else: the last attempt with these settings was interrupted: resume it.
@@ -566,15 +559,6 @@ def _show(path: str | os.PathLike) -> str:
 
 def _meta_token(data_dir: Path) -> str:
     return hashlib.sha256((data_dir / "meta.json").read_bytes()).hexdigest()[:16]
-
-
-def _clear_training_state(model_dir: Path) -> None:
-    for name in _TRAIN_STATE:
-        p = model_dir / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
 
 
 def _check_gate(minimums: dict, evaluation: dict | None, config_path: Path) -> None:

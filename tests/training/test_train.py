@@ -608,6 +608,11 @@ def test_regularization_auto_is_chosen_once_recorded_exported_and_kept_on_resume
     monkeypatch.undo()
     train(data=str(data_dir), model_dir=str(md), sweeps=1, overwrite=True, **KW)
     assert json.loads((md / "regularization.json").read_text())["regularization"] == lam
+    # (a fresh search rewrites it anyway: a fixed λ shows that none is left behind)
+    train(
+        data=str(data_dir), model_dir=str(md), sweeps=1, overwrite=True, regularization=0.02, **KW
+    )
+    assert not (md / "regularization.json").exists()
 
 
 def test_a_fixed_regularization_runs_no_search(data_dir, tmp_path, monkeypatch):

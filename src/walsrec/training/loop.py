@@ -46,11 +46,11 @@ from walsrec.training.config import (
 )
 from walsrec.training.inputs import load_training_data
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "clear_model_dir", "train"]
 
-_MODEL_DIR_ENTRIES = (
+# What a run writes in MODEL_DIR besides export/ (see clear_model_dir).
+_TRAINING_STATE = (
     "checkpoints",
-    "export",
     "cache",
     "metrics.jsonl",
     "training_curve.png",
@@ -73,8 +73,10 @@ class TrainResult:
     steps: int
 
 
-def _clear_model_dir(model_dir: Path) -> None:
-    for name in _MODEL_DIR_ENTRIES:
+def clear_model_dir(model_dir: Path, *, keep_exports: bool = False) -> None:
+    """Remove what train wrote in ``model_dir`` (``--overwrite``); with ``keep_exports``
+    leave export/ for running services (the pipeline's retraining)."""
+    for name in _TRAINING_STATE if keep_exports else ("export", *_TRAINING_STATE):
         p = model_dir / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -163,7 +165,7 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
     say = log or (lambda message: None)
     model_dir = Path(cfg.model_dir)
     if overwrite and model_dir.exists():
-        _clear_model_dir(model_dir)
+        clear_model_dir(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     ckpt_root = model_dir / "checkpoints"
     saved = read_saved_config(model_dir)
