@@ -3,10 +3,7 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="session")
-def client():
-    """Two real worker processes, one thread each (not the synchronous scheduler), shared
-    by every test of tests/distributed."""
+def _two_workers():
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(
         n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
@@ -17,3 +14,18 @@ def client():
     finally:
         c.close()
         cluster.close()
+
+
+@pytest.fixture(scope="session")
+def client():
+    """Two real worker processes, one thread each (not the synchronous scheduler), shared
+    by every test of tests/distributed."""
+    yield from _two_workers()
+
+
+@pytest.fixture
+def own_client():
+    """Two worker processes of the test's own, for a test that kills one: the shared
+    cluster then never depends on a nanny bringing a killed worker back (once in CI the
+    restarted worker was closed again and the session's cluster stayed at one worker)."""
+    yield from _two_workers()

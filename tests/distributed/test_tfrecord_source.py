@@ -48,13 +48,15 @@ def test_fit_from_shards_equals_one_machine(client, records, user_items):
     np.testing.assert_allclose(model.loss_, ref.loss_, rtol=1e-6)
 
 
-def test_worker_killed_while_fitting_from_shards(client, records, user_items):
+def test_worker_killed_while_fitting_from_shards(own_client, records, user_items):
     """The partitions assembled from shards (and BM25's statistics) depend on parsing tasks
     whose results were dropped after loading: a killed worker's partitions are rebuilt
     from the files, and the result is still the one machine's."""
     import os
     import signal
     import threading
+
+    client = own_client  # see the fixture: this test kills a worker
 
     src = tfrecord_source(records / "items_for_user-*", records / "users_for_item-*",
                           *user_items.shape)  # fmt: skip
@@ -73,7 +75,6 @@ def test_worker_killed_while_fitting_from_shards(client, records, user_items):
     assert killed and killed[0] not in client.run(os.getpid).values()
     assert _rel(ref.user_factors_, model.user_factors_) < 1e-6
     np.testing.assert_allclose(model.loss_, ref.loss_, rtol=1e-6)
-    client.wait_for_workers(2, timeout=60)
 
 
 def test_shard_errors_name_the_file_and_record(client, records, user_items, tmp_path):
