@@ -1,41 +1,206 @@
 """File idioms shared by every writer and reader of walsrec's on-disk formats.
 
 Writers never leave half a file or half a directory behind: they write under a hidden
-temporary name beside the target and rename it into place. Readers of versioned JSON
-metadata turn every problem into a :class:`~walsrec.errors.DataFormatError` naming the file.
+temporary name beside the target (``.NAME.tmp-PID-RANDOM``) and rename it into place.
+A directory that already exists is swapped with its replacement in one step where the
+platform can (Linux's ``renameat2(RENAME_EXCHANGE)``); elsewhere the old one is renamed
+aside first (``.NAME.old-PID-RANDOM/old``) and a run killed between the two renames is
+mended by the next writer or reader of that path (:func:`recover_dir`). Files and
+directories are created with the permissions the umask allows, as other tools create
+them, so that a serving account can read what a training account wrote.
+
+Readers of versioned JSON metadata turn every problem into a
+:class:`~walsrec.errors.DataFormatError` naming the file; :func:`check_schema` validates
+what they read against a declared schema.
+
+:class:`DirectoryLock` is the exclusive lock that training, updating and pipeline runs
+hold on their MODEL_DIR, and :func:`check_output_dir` is the rule for what ``--overwrite``
+may replace.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
-from collections.abc import Callable
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, ClassVar
 
-from walsrec.errors import DataFormatError
+from walsrec.errors import DataFormatError, InvalidParameterError, LockedError
 
-__all__ = ["atomic_write_text", "read_versioned_json", "replace_dir", "write_dir_atomically"]
+__all__ = [
+    "DirectoryLock",
+    "atomic_write_text",
+    "check_output_dir",
+    "check_schema",
+    "make_temp_dir",
+    "read_versioned_json",
+    "recover_dir",
+    "remove_dead_temporaries",
+    "replace_dir",
+    "write_dir_atomically",
+]
+
+
+def _temp_name(final: Path, kind: str) -> Path:
+    # the pid lets a later run tell a dead run's leftovers from a live run's work
+    return final.with_name(f".{final.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def make_temp_dir(final: Path, kind: str = "tmp") -> Path:
+    """A new, empty hidden directory beside ``final``, created with the umask's permissions.
+
+    (``tempfile.mkdtemp`` creates 0700 directories, which a serving account cannot read
+    once they are renamed into place.)
+    """
+    while True:
+        path = _temp_name(final, kind)
+        try:
+            path.mkdir()
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+        return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a hidden temporary file beside ``path``, then rename it to ``path``."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = _temp_name(path, "tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- swapping
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+_renameat2: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2``); False where unsupported."""
+    global _renameat2
+    if not sys.platform.startswith("linux"):
+        return False
+    if _renameat2 is None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = getattr(libc, "renameat2", None)  # glibc 2.28 and newer
+        if fn is not None:
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+            fn.argtypes += [ctypes.c_uint]
+            fn.restype = ctypes.c_int
+        _renameat2 = fn or False
+    if _renameat2 is False:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # the file system cannot exchange: rename aside instead
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another account's live process
+        return True
+    return True
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
+
+
+def _leftovers(directory: Path, final: str | None = None, kind: str | None = None) -> list[Path]:
+    """Temporary entries (``.NAME.tmp-PID-RANDOM``, ``.NAME.old-...``) of dead processes
+    in ``directory``; only those of ``final`` and ``kind`` when given."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return []
+    dead = []
+    for p in entries:
+        m = _TEMP_NAME.match(p.name)
+        if (
+            m
+            and (final is None or m["final"] == final)
+            and (kind is None or m["kind"] == kind)
+            and not _pid_alive(int(m["pid"]))
+        ):
+            dead.append(p)
+    return dead
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for p in paths:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def remove_dead_temporaries(directory: str | os.PathLike) -> None:
+    """Remove the temporary files and directories that killed walsrec runs left in
+    ``directory`` (those of live runs stay)."""
+    _remove(_leftovers(Path(directory)))
+
+
+def recover_dir(final: str | os.PathLike) -> None:
+    """Mend what a killed writer of the directory ``final`` left behind.
+
+    A run killed between renaming the old ``final`` aside and the new one in leaves no
+    ``final`` at all: the old one is put back. Temporary directories of dead runs are
+    removed. Called by every writer before it writes, and by readers of DATA_DIRs.
+    """
+    final = Path(final)
+    olds = _leftovers(final.parent, final.name, "old")
+    if not final.exists():
+        for trash in sorted(olds, key=lambda p: p.stat().st_mtime, reverse=True):
+            if (trash / "old").exists():
+                with contextlib.suppress(OSError):
+                    os.rename(trash / "old", final)
+                    break
+    _remove(olds + _leftovers(final.parent, final.name, "tmp"))
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
-    """Rename the complete directory ``tmp`` to ``final``, replacing what ``final`` held."""
-    if final.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        os.replace(final, trash / "old")
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    """Rename the complete directory ``tmp`` to ``final``, replacing what ``final`` held.
+
+    At no moment is there nothing at ``final``: the two are exchanged in one step where
+    the file system allows it; otherwise a kill between the two renames is mended by the
+    next :func:`recover_dir`.
+    """
+    if not final.exists():
+        os.rename(tmp, final)
+        return
+    if _exchange(tmp, final):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old directory
+        return
+    trash = make_temp_dir(final, "old")
+    os.rename(final, trash / "old")
+    os.rename(tmp, final)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> None:
@@ -44,7 +209,8 @@ def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> None:
     On any error the temporary directory is removed and ``final`` is left as it was.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    recover_dir(final)
+    tmp = make_temp_dir(final)
     try:
         write(tmp)
         replace_dir(tmp, final)
@@ -53,21 +219,195 @@ def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+# ----------------------------------------------------------------------------- outputs
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def check_output_dir(
+    out: str | os.PathLike,
+    *,
+    markers: tuple[str, ...],
+    what: str,
+    inputs: Iterable[str | os.PathLike] = (),
+    parameter: str = "out",
+) -> None:
+    """Refuse to replace ``out`` unless it is walsrec's own kind of output or empty.
+
+    ``--overwrite`` deletes what ``out`` holds, so ``out`` must not exist, or be an empty
+    directory (a lock file aside), or a directory holding one of ``markers``
+    (``meta.json`` for a DATA_DIR, say); and it may neither equal nor contain any of
+    ``inputs`` (local paths or globs; URLs are skipped).
+    """
+    out = Path(out)
+    resolved = out.resolve()
+    for inp in inputs:
+        text = os.fspath(inp)
+        if "://" in text:
+            continue
+        # a glob's fixed prefix: the directory the pattern's files would lie in
+        fixed = re.split(r"[*?\[]", text, maxsplit=1)[0]
+        if _inside(Path(fixed or ".").resolve(), resolved):
+            raise InvalidParameterError(
+                f"The '{parameter}' directory {str(out)!r} contains or is the input "
+                f"{text!r}; writing there would destroy it. Choose another {what} path."
+            )
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise InvalidParameterError(
+            f"The '{parameter}' path {str(out)!r} exists and is not a directory; walsrec "
+            f"replaces only a {what} it wrote, or an empty directory."
+        )
+    if not out.is_dir() or any((out / m).exists() for m in markers):
+        return
+    if any(p.name != ".lock" for p in out.iterdir()):
+        raise InvalidParameterError(
+            f"The '{parameter}' directory {str(out)!r} is not empty and is not a {what} (it "
+            f"has no {' or '.join(markers)}); walsrec replaces only a {what} it wrote, or an "
+            "empty directory. Choose another path, or empty it yourself."
+        )
+
+
+# ----------------------------------------------------------------------------- locking
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory (``DIR/.lock``, ``flock``), for one writer at a time.
+
+    The lock file records who holds it (pid, host, purpose, since), so that a second run
+    can say so; the operating system releases the lock when its holder exits, even when
+    killed, so a stale lock file never blocks anybody. Within one process the lock is
+    re-entrant (a pipeline holds it and calls train, which takes it again).
+
+    >>> with DirectoryLock(model_dir, "train"):  # doctest: +SKIP
+    ...     ...
+    """
+
+    def __init__(self, directory: str | os.PathLike, purpose: str) -> None:
+        self.directory = Path(directory)
+        self.purpose = purpose
+        self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.directory / ".lock"
+
+    # realpath of a held lock file -> [fd, depth], for re-entry within this process
+    _held: ClassVar[dict[str, list[int]]] = {}
+    _guard = threading.Lock()
+
+    def acquire(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(self.path)
+        with self._guard:
+            if key in self._held:
+                self._held[key][1] += 1
+                self._fd = -1  # a nested hold: release() only counts down
+                return
+            self._acquire(key)
+
+    def _acquire(self, key: str) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LockedError(
+                f"{self.directory}: in use by another walsrec run ({holder}); wait for it "
+                "to finish or stop it. Two runs on one directory would overwrite each other."
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "purpose": self.purpose,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self._fd = fd
+        self._held[key] = [fd, 1]
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self._fd = None
+        key = os.path.realpath(self.path)
+        with self._guard:
+            held = self._held.get(key)
+            if held is None:
+                return
+            held[1] -= 1
+            if held[1] > 0:
+                return
+            del self._held[key]
+            with contextlib.suppress(OSError):
+                os.ftruncate(held[0], 0)
+            os.close(held[0])  # closing releases the flock
+
+    def __enter__(self) -> DirectoryLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+        return f"{info['purpose']}, pid {int(info['pid'])} on {info['host']}, since {info['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
 def read_versioned_json(path: Path, format_version: int, missing: str) -> dict:
     """JSON metadata whose ``format_version`` must be ``format_version``.
 
     ``missing`` completes the message when the file does not exist ("<path>: missing; ...").
     """
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataFormatError(f"{path}: missing; {missing}") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise DataFormatError(f"{path}: not valid JSON ({exc}).") from None
+    except OSError as exc:
+        raise DataFormatError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     if not isinstance(meta, dict) or meta.get("format_version") != format_version:
         got = meta.get("format_version") if isinstance(meta, dict) else None
         raise DataFormatError(
-            f"{path}: format_version {got!r} is not supported (this walsrec reads "
-            f"{format_version})."
+            f"{path}: format_version {got!r} is not supported (this "
+            f"walsrec reads {format_version})."
         )
     return meta
+
+
+def check_schema(schema: type, data: Any, path: str | os.PathLike) -> Any:
+    """Validate ``data`` (parsed JSON) against a pydantic model; errors name the file.
+
+    Returns the validated model. The message lists each problem as the key path, the
+    rule and the value received, e.g. ``model.json: counts.n_users: Input should be a
+    valid integer (got 'abc')``.
+    """
+    import pydantic
+
+    try:
+        return schema.model_validate(data, strict=True)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False)[:5]:
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            got = repr(err.get("input"))
+            got = got if len(got) <= 60 else got[:57] + "..."
+            problems.append(f"{where}: {err['msg']} (got {got})")
+        more = exc.error_count() - len(problems)
+        tail = f"; and {more} more" if more > 0 else ""
+        raise DataFormatError(f"{path}: {'; '.join(problems)}{tail}.") from None

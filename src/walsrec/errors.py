@@ -1,7 +1,8 @@
 """Exceptions raised by walsrec.
 
 Every exception subclasses :class:`WalsrecError` and a built-in (``ValueError`` or
-``TypeError``), so existing ``except ValueError`` clauses keep working. The library never
+``TypeError``; ``RuntimeError`` for a directory another run holds), so existing
+``except ValueError`` clauses keep working. The library never
 prints or exits; the command line turns these into one line on stderr and exit code 2.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "DataFormatError",
     "InvalidParameterError",
+    "LockedError",
     "NotFittedError",
     "SingularSystemError",
     "UnknownIdError",
@@ -27,6 +29,10 @@ class InvalidParameterError(WalsrecError, ValueError):
 
 class DataFormatError(WalsrecError, ValueError):
     """Input data is malformed; the message names the file, the line or record and the value."""
+
+
+class LockedError(WalsrecError, RuntimeError):
+    """Another walsrec run holds the directory's lock (the message says who)."""
 
 
 class SingularSystemError(WalsrecError, ValueError):

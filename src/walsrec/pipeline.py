@@ -338,6 +338,17 @@ def run_pipeline(
             f"The 'only' parameter of run_pipeline must name steps of {list(STEPS)}. "
             f"Got {sorted(only - set(STEPS))[0]!r} instead."
         )
+    if dry_run:
+        return _run_steps(config, config_path, force, only, dry_run, show_progress, log)
+    from walsrec.training.loop import model_dir_lock
+
+    # one pipeline (or train) at a time on a MODEL_DIR: a second one says who holds it
+    with model_dir_lock(config["train"]["model_dir"], "walsrec pipeline"):
+        return _run_steps(config, config_path, force, only, dry_run, show_progress, log)
+
+
+def _run_steps(config, config_path, force, only, dry_run, show_progress, log) -> PipelineResult:
+    """:func:`run_pipeline` after its arguments are checked."""
     say = log or (lambda message: None)
     custom_state = config.pop("state", None)
     state_path = Path(custom_state["path"]) if custom_state else _state_path(config_path)

@@ -290,8 +290,14 @@ class Interactions:
         obj.user_items = user_items
         obj.users = users
         obj.items = items
-        try:
-            obj.__dict__["item_users"] = load_csr(directory, "item_users", mmap=mmap)
-        except DataFormatError:
-            pass  # computed on first use instead
+        if (Path(directory) / "item_users.json").is_file():
+            item_users = load_csr(directory, "item_users", mmap=mmap)
+            if item_users.shape != user_items.shape[::-1] or item_users.nnz != user_items.nnz:
+                raise DataFormatError(
+                    f"{directory}/item_users.json: shape {item_users.shape} with "
+                    f"{item_users.nnz} entries is not the transpose of user_items "
+                    f"({user_items.shape}, {user_items.nnz} entries)."
+                )
+            obj.__dict__["item_users"] = item_users
+        # else: computed on first use
         return obj

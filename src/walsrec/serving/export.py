@@ -20,16 +20,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from walsrec import __version__
-from walsrec._files import read_versioned_json
+from walsrec._files import (
+    check_schema,
+    make_temp_dir,
+    read_versioned_json,
+    remove_dead_temporaries,
+)
 from walsrec.data.native import load_csr, save_csr
 from walsrec.data.vocabulary import Vocabulary
 from walsrec.errors import DataFormatError, InvalidParameterError
@@ -39,11 +44,53 @@ __all__ = [
     "Export",
     "list_exports",
     "read_export",
+    "read_model_json",
     "resolve_export",
     "write_export",
 ]
 
 FORMAT_VERSION = 1
+
+
+def _model_json_schema():
+    """model.json's schema (a pydantic model; built on first use, pydantic loads slowly)."""
+    global _MODEL_JSON
+    if _MODEL_JSON is None:
+        from pydantic import BaseModel, ConfigDict, Field
+
+        count = Annotated[int, Field(ge=0)]
+
+        class Counts(BaseModel):
+            model_config = ConfigDict(extra="allow")
+            n_users: count
+            n_items: count
+            embedding_dim: Annotated[int, Field(ge=1)]
+            train_interactions: count
+
+        class ModelJson(BaseModel):
+            model_config = ConfigDict(extra="allow")
+            format_version: Literal[1]
+            version: count
+            created: str
+            walsrec_version: str
+            hyperparameters: dict[str, Any]
+            counts: Counts
+            metrics: dict[str, Any]
+            training: dict[str, Any]
+
+        _MODEL_JSON = ModelJson
+    return _MODEL_JSON
+
+
+_MODEL_JSON = None
+
+
+def read_model_json(path: str | os.PathLike) -> dict:
+    """An export's model.json, checked against its schema (types, ranges, required keys)."""
+    path = Path(path)
+    meta = read_versioned_json(path, FORMAT_VERSION, "not a walsrec export.")
+    check_schema(_model_json_schema(), meta, path)
+    return meta
 
 
 @dataclass
@@ -96,9 +143,10 @@ def write_export(
         )
     root = Path(model_dir) / "export"
     root.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(root)  # what killed exports left
     existing = list_exports(root)
     version = max(int(time.time()), int(existing[-1].name) + 1 if existing else 0)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=root))
+    tmp = make_temp_dir(root / str(version))
     try:
         np.save(tmp / "user_factors.npy", np.ascontiguousarray(user_factors), allow_pickle=False)
         np.save(tmp / "item_factors.npy", np.ascontiguousarray(item_factors), allow_pickle=False)
@@ -155,7 +203,7 @@ def resolve_export(path: str | os.PathLike) -> Path:
 def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
     """Load an export (or a model directory's newest export), checking its consistency."""
     root = resolve_export(path)
-    meta = read_versioned_json(root / "model.json", FORMAT_VERSION, "not a walsrec export.")
+    meta = read_model_json(root / "model.json")
     arrays = {}
     for name in ("user_factors", "item_factors"):
         file = root / f"{name}.npy"
@@ -166,7 +214,7 @@ def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
     users = Vocabulary.load(root / "vocab" / "users.txt", "users")
     items = Vocabulary.load(root / "vocab" / "items.txt", "items")
     user_items = load_csr(root / "train", "user_items", mmap=mmap)
-    counts = meta.get("counts", {})
+    counts = meta["counts"]
     u, v = arrays["user_factors"], arrays["item_factors"]
     expected = {
         "user_factors.npy": (u.shape, (counts.get("n_users"), counts.get("embedding_dim"))),
@@ -180,6 +228,12 @@ def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
             raise DataFormatError(
                 f"{root / file}: shape {tuple(got)} does not match model.json "
                 f"(expected {tuple(want)}); the export is inconsistent."
+            )
+    for file, arr in (("user_factors.npy", u), ("item_factors.npy", v)):
+        if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
+            raise DataFormatError(
+                f"{root / file}: dtype {arr.dtype} is not float32 or float64; the export is "
+                "corrupt."
             )
     if not (np.isfinite(u).all() and np.isfinite(v).all()):
         raise DataFormatError(f"{root}: the factors contain NaN or infinity.")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from walsrec._files import write_dir_atomically
+from walsrec._files import check_schema, write_dir_atomically
 from walsrec.errors import DataFormatError
 
 __all__ = ["Checkpoint", "latest_checkpoint", "read_checkpoint", "write_checkpoint"]
@@ -72,14 +72,74 @@ def write_best(root: str | os.PathLike, user_factors, item_factors, state: dict)
     return final
 
 
+_SCHEMAS: dict[str, type] = {}
+
+
+def _schema(kind: str) -> type:
+    """state.json's schema for a step checkpoint or ``best`` (pydantic; built on first use)."""
+    if not _SCHEMAS:
+        from typing import Annotated
+
+        from pydantic import BaseModel, ConfigDict, Field
+
+        count = Annotated[int, Field(ge=0)]
+
+        class StepState(BaseModel):
+            model_config = ConfigDict(extra="allow")
+            step: count
+            loss_history: list[float]
+            best: float | None
+            best_step: count | None
+            bad_evals: count
+            stopped_early: bool
+
+        class Record(BaseModel):
+            model_config = ConfigDict(extra="allow")
+            step: count
+
+        class BestState(BaseModel):
+            model_config = ConfigDict(extra="allow")
+            step: count
+            record: Record
+
+        _SCHEMAS.update(step=StepState, best=BestState)
+    return _SCHEMAS[kind]
+
+
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and check a checkpoint directory written by :func:`write_checkpoint` or
+    :func:`write_best`: state.json against its schema (a step checkpoint's step must be
+    the one its name gives), the factors 2-d, floating point, finite, of one width."""
     path = Path(path)
+    state_path = path / "state.json"
     try:
-        state = json.loads((path / "state.json").read_text())
+        state = json.loads(state_path.read_text(encoding="utf-8"))
         u = np.load(path / "user_factors.npy", allow_pickle=False)
         v = np.load(path / "item_factors.npy", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, RecursionError) as exc:
         raise DataFormatError(f"{path}: the checkpoint cannot be read ({exc}).") from None
+    is_step = path.name.startswith(_PREFIX)
+    check_schema(_schema("step" if is_step else "best"), state, state_path)
+    if is_step and state["step"] != int(path.name[len(_PREFIX) :]):
+        raise DataFormatError(
+            f"{state_path}: step {state['step']} is not the step of its checkpoint "
+            f"({path.name}); the checkpoint is corrupt. Delete it to resume from an older one."
+        )
+    for name, arr in (("user_factors.npy", u), ("item_factors.npy", v)):
+        if arr.ndim != 2 or arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
+            raise DataFormatError(
+                f"{path / name}: expected a 2-d float32 or float64 array, got {arr.dtype} "
+                f"with shape {arr.shape}; the checkpoint is corrupt."
+            )
+        if not np.isfinite(arr).all():
+            raise DataFormatError(
+                f"{path / name}: the factors contain NaN or infinity; the checkpoint is corrupt."
+            )
+    if u.shape[1] != v.shape[1]:
+        raise DataFormatError(
+            f"{path}: user factors {u.shape} and item factors {v.shape} differ in width; the "
+            "checkpoint is corrupt."
+        )
     return Checkpoint(path, state, u, v)
 
 

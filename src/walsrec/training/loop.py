@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec._files import atomic_write_text
+from walsrec._files import DirectoryLock, atomic_write_text, check_output_dir
 from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.training.checkpoints import (
     latest_checkpoint,
@@ -46,7 +46,13 @@ from walsrec.training.config import (
 )
 from walsrec.training.inputs import load_training_data
 
-__all__ = ["TrainResult", "clear_model_dir", "train"]
+__all__ = [
+    "TrainResult",
+    "check_model_dir_replaceable",
+    "clear_model_dir",
+    "model_dir_lock",
+    "train",
+]
 
 # What a run writes in MODEL_DIR besides export/ (see clear_model_dir).
 _TRAINING_STATE = (
@@ -73,9 +79,36 @@ class TrainResult:
     steps: int
 
 
-def clear_model_dir(model_dir: Path, *, keep_exports: bool = False) -> None:
+# Names only a walsrec run writes: a directory holding one of them is a MODEL_DIR.
+_MODEL_DIR_MARKERS = ("config.json", "checkpoints", "metrics.jsonl", "regularization.json")
+
+
+def model_dir_lock(model_dir: str | os.PathLike, purpose: str) -> DirectoryLock:
+    """The exclusive lock that train, update and pipeline runs hold on ``model_dir``."""
+    return DirectoryLock(model_dir, purpose)
+
+
+def check_model_dir_replaceable(
+    model_dir: str | os.PathLike, inputs=(), parameter: str = "model_dir"
+) -> None:
+    """Refuse to start ``model_dir`` over unless it is a MODEL_DIR, empty or absent, and
+    contains none of ``inputs`` (the rule of ``--overwrite``)."""
+    check_output_dir(
+        model_dir,
+        markers=_MODEL_DIR_MARKERS,
+        what="MODEL_DIR",
+        inputs=[i for i in inputs if i],
+        parameter=parameter,
+    )
+
+
+def clear_model_dir(model_dir: Path, *, keep_exports: bool = False, inputs=()) -> None:
     """Remove what train wrote in ``model_dir`` (``--overwrite``); with ``keep_exports``
-    leave export/ for running services (the pipeline's retraining)."""
+    leave export/ for running services (the pipeline's retraining).
+
+    Refuses (:func:`check_model_dir_replaceable`) a directory that is not a MODEL_DIR.
+    """
+    check_model_dir_replaceable(model_dir, inputs)
     for name in _TRAINING_STATE if keep_exports else ("export", *_TRAINING_STATE):
         p = model_dir / name
         if p.is_dir():
@@ -143,17 +176,18 @@ def train(
     PosixPath('model/export/1796000000')
     """
     cfg = config.validate() if config is not None else load_config(config_file, **settings)
-    if cfg.dask is None:
-        return _train(cfg, overwrite, show_progress, log)
-    from walsrec.distributed.cluster import connect
+    with model_dir_lock(cfg.model_dir, "walsrec train"):
+        if cfg.dask is None:
+            return _train(cfg, overwrite, show_progress, log)
+        from walsrec.distributed.cluster import connect
 
-    client, cluster = connect(cfg.dask)
-    try:
-        return _train(cfg, overwrite, show_progress, log, client)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        client, cluster = connect(cfg.dask)
+        try:
+            return _train(cfg, overwrite, show_progress, log, client)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
@@ -164,8 +198,9 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
 
     say = log or (lambda message: None)
     model_dir = Path(cfg.model_dir)
+    inputs = [cfg.data, cfg.train_rows, cfg.train_cols, cfg.eval_rows, cfg.eval_cols]
     if overwrite and model_dir.exists():
-        clear_model_dir(model_dir)
+        clear_model_dir(model_dir, inputs=inputs)
     model_dir.mkdir(parents=True, exist_ok=True)
     ckpt_root = model_dir / "checkpoints"
     saved = read_saved_config(model_dir)
@@ -245,6 +280,12 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
             model.item_factors_ = ckpt.item_factors.astype(model.item_factors_.dtype)
         state.update(ckpt.state)
         resumed = state["step"]
+        if len(state["loss_history"]) != resumed // per_sweep:
+            raise DataFormatError(
+                f"{ckpt.path / 'state.json'}: {len(state['loss_history'])} losses recorded at "
+                f"step {resumed}, where {per_sweep} steps make a sweep and one loss is recorded "
+                "per sweep; the checkpoint is corrupt. Delete it to resume from an older one."
+            )
         # evaluations after the checkpoint belong to the interrupted run: drop them
         records = [r for r in records if r.get("model") != "wals" or r["step"] <= resumed]
         _write_metrics(metrics_path, records)
