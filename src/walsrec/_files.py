@@ -26,6 +26,7 @@ import ctypes.util
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import secrets
@@ -38,6 +39,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from walsrec.errors import DataFormatError, InvalidParameterError, LockedError
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "atomic_write_text",
     "check_output_dir",
     "check_schema",
+    "load_npy",
     "make_temp_dir",
     "read_versioned_json",
     "recover_dir",
@@ -363,6 +367,43 @@ def _read_holder(fd: int) -> str:
         return f"{info['purpose']}, pid {int(info['pid'])} on {info['host']}, since {info['since']}"
     except (ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+# ----------------------------------------------------------------------------- arrays
+
+
+def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """An ``.npy`` file's array (memory-mapped with ``mmap``), checked before it is read.
+
+    The header must describe a plain (no objects) array whose bytes are exactly what the
+    file holds, so a tampered header can neither make numpy allocate more than the file's
+    size nor read past its end. Any problem is a
+    :class:`~walsrec.errors.DataFormatError` naming the file.
+    """
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"format version {version} is not supported")
+            if dtype.hasobject:
+                raise ValueError(f"dtype {dtype} holds Python objects")
+            need = dtype.itemsize * math.prod(shape)
+            have = os.fstat(f.fileno()).st_size - f.tell()
+            if need != have:
+                raise ValueError(
+                    f"the header describes {need:,} bytes of data ({dtype}, shape {shape}) "
+                    f"but the file holds {have:,}; it is truncated or tampered with"
+                )
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: missing.") from None
+    except Exception as exc:  # numpy's header parser raises many types (SyntaxError, ...)
+        raise DataFormatError(f"{path}: not a readable .npy array ({exc}).") from None
 
 
 # ----------------------------------------------------------------------------- JSON

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec._files import atomic_write_text, read_versioned_json
+from walsrec._files import atomic_write_text, load_npy, read_versioned_json
 from walsrec.errors import DataFormatError
 
 __all__ = ["check_csr", "load_csr", "save_csr"]
@@ -178,10 +178,7 @@ def load_csr(directory: str | os.PathLike, name: str, mmap: bool = True) -> sp.c
     paths = {part: str(directory / f"{name}.{part}.npy") for part in _PARTS}
     for part in _PARTS:
         path = paths[part]
-        try:
-            arrays[part] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataFormatError(f"{path}: cannot be read ({exc}).") from None
+        arrays[part] = load_npy(path, mmap=mmap)
     if (
         arrays["indptr"].shape != (n_rows + 1,)
         or arrays["indices"].shape != (nnz,)

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from walsrec import __version__
 from walsrec._files import (
     check_schema,
+    load_npy,
     make_temp_dir,
     read_versioned_json,
     remove_dead_temporaries,
@@ -206,11 +207,7 @@ def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
     meta = read_model_json(root / "model.json")
     arrays = {}
     for name in ("user_factors", "item_factors"):
-        file = root / f"{name}.npy"
-        try:
-            arrays[name] = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataFormatError(f"{file}: cannot be read ({exc}).") from None
+        arrays[name] = load_npy(root / f"{name}.npy", mmap=mmap)
     users = Vocabulary.load(root / "vocab" / "users.txt", "users")
     items = Vocabulary.load(root / "vocab" / "items.txt", "items")
     user_items = load_csr(root / "train", "user_items", mmap=mmap)

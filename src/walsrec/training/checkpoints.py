@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from walsrec._files import check_schema, write_dir_atomically
+from walsrec._files import check_schema, load_npy, write_dir_atomically
 from walsrec.errors import DataFormatError
 
 __all__ = ["Checkpoint", "latest_checkpoint", "read_checkpoint", "write_checkpoint"]
@@ -114,10 +114,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     state_path = path / "state.json"
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))
-        u = np.load(path / "user_factors.npy", allow_pickle=False)
-        v = np.load(path / "item_factors.npy", allow_pickle=False)
-    except (OSError, ValueError, EOFError, RecursionError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DataFormatError(f"{path}: the checkpoint cannot be read ({exc}).") from None
+    u = load_npy(path / "user_factors.npy")
+    v = load_npy(path / "item_factors.npy")
     is_step = path.name.startswith(_PREFIX)
     check_schema(_schema("step" if is_step else "best"), state, state_path)
     if is_step and state["step"] != int(path.name[len(_PREFIX) :]):
