@@ -84,6 +84,124 @@ BAD_INPUTS = [
 ]
 
 
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("walsrec prepare: error: ")
+    return lines[0]
+
+
+# issue 15: each was a traceback (exit 1) or an error naming the wrong place
+BAD_BYTES = [
+    (
+        "in.csv",
+        b"user,item,rating\na,x,1\n\xff1,y,2\n",
+        r"in.csv, line 3, column 'user': the value b'\xff1' is not UTF-8 text; convert the "
+        "file to UTF-8.",
+    ),
+    (
+        "in.csv.gz",
+        b"user,item,rating\na,x,1\n",
+        r"in.csv.gz: the name says gzip, but the file does not start as a gzip file does (its "
+        "first bytes are b'user'); rename it without the compression suffix if it is not "
+        "compressed.",
+    ),
+    (
+        "in.csv",
+        b"user,item,rating\na,x,1\nb,y,9007199254740993\n",
+        r"in.csv, line 3, column 'rating': the rating '9007199254740993' is an integer beyond "
+        "2**53, which float64 cannot hold exactly; give it as a floating-point number (such "
+        "as 1.5e16) to have it rounded.",
+    ),
+    (
+        "in.csv",
+        b'user,item,rating,note\na,x,1,"two\nlines"\n\nb,y,1e39,\n',
+        r"in.csv, line 5, column 'rating': the rating '1e39' is beyond float32's range "
+        "(magnitudes up to 3.4e38), in which ratings are stored.",
+    ),
+    (
+        "in.csv",
+        b"user,item,rating\na,x,3e38\na,x,3e38\n",
+        r"User 'a', item 'x': its 2 rows combine (duplicates='sum', rating transform 'none') "
+        "to 6e+38, beyond float32's range (magnitudes up to 3.4e38), in which ratings are "
+        "stored.",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,data,message", BAD_BYTES)
+def test_bad_files_exit_2_with_one_line(tmp_path, capsys, name, data, message):
+    src = tmp_path / name
+    src.write_bytes(data)
+    out = str(tmp_path / "o")
+    code, _out, err = _run(
+        capsys, "prepare", str(src), "--out", out, "--quiet", "--rating-col", "rating"
+    )
+    assert code == 2
+    assert _one_error_line(err).endswith(message)
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+def test_ratings_beyond_float32_are_skipped_with_on_bad_rows_skip(tmp_path, capsys):
+    src = _csv(tmp_path, "user,item,rating\na,x,1\nb,y,1e39\nc,y,-1e308\n")
+    args = ["prepare", src, "--out", str(tmp_path / "o"), "--quiet", "--rating-col", "rating"]
+    code, out, err = _run(capsys, *args, "--on-bad-rows", "skip")
+    assert code == 0, err
+    assert "bad rows skipped                2  (rating beyond float32 range: 2)" in out
+
+
+def test_os_errors_exit_2_with_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
+    src = _csv(tmp_path, "user,item\na,x\n")
+    # DATA_DIR under a file: the operating system refuses to create it
+    code, _out, err = _run(capsys, "prepare", src, "--out", f"{src}/o", "--quiet")
+    assert code == 2
+    assert _one_error_line(err).endswith(
+        f"{src}/o: cannot write the prepared data ([Errno 17] File exists: '{src}')"
+    )
+    # an input that cannot be read (simulated: root reads every file)
+    import walsrec.data.readers as readers
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    with monkeypatch.context() as m:
+        m.setattr(readers, "_open_raw", refuse)
+        code, _out, err = _run(capsys, "prepare", src, "--out", str(tmp_path / "o"), "--quiet")
+    assert code == 2
+    assert _one_error_line(err).endswith(f"error: {src}: Permission denied")
+    # a full file system (simulated: numpy's short write names no file)
+    import walsrec.data.prepare as prepare_module
+
+    def short_write(*args):
+        raise OSError("89990 requested and 26592 written")
+
+    monkeypatch.setattr(prepare_module, "_write", short_write)
+    code, _out, err = _run(capsys, "prepare", src, "--out", str(tmp_path / "o"), "--quiet")
+    assert code == 2
+    assert _one_error_line(err).endswith(
+        f"error: {tmp_path / 'o'}: cannot write the prepared data (89990 requested and 26592 "
+        "written: a short write, is the file system full?)"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["in.csv"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may read and write anything")
+def test_unreadable_input_and_read_only_parent_exit_2(tmp_path, capsys):
+    src = _csv(tmp_path, "user,item\na,x\n")
+    os.chmod(src, 0)
+    code, _out, err = _run(capsys, "prepare", src, "--out", str(tmp_path / "o"), "--quiet")
+    assert code == 2
+    assert src in _one_error_line(err) and "Permission denied" in err
+    os.chmod(src, 0o644)
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    code, _out, err = _run(capsys, "prepare", src, "--out", str(parent / "o"), "--quiet")
+    assert code == 2
+    assert f"{parent / 'o'}: cannot write the prepared data" in _one_error_line(err)
+    assert "Permission denied" in err
+
+
 @pytest.mark.parametrize("text,extra,message", BAD_INPUTS)
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, text, extra, message):
     src = _csv(tmp_path, text)

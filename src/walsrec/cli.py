@@ -1,8 +1,9 @@
 """The ``walsrec`` command line: parses arguments, calls the library, maps its errors.
 
 Thin on purpose: every command is a library call. A :class:`walsrec.errors.WalsrecError`
-(bad input, bad parameter) becomes one line on stderr and exit code 2. Library modules are
-imported inside the command functions so that ``walsrec --help`` stays fast.
+(bad input, bad parameter) or an :class:`OSError` (a file that cannot be read or written,
+a full disk) becomes one line on stderr and exit code 2. Library modules are imported
+inside the command functions so that ``walsrec --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ EXIT_BAD_INPUT = 2
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _os_error_text(exc: OSError) -> str:
+    """One line for an OSError: the path(s) first, then what went wrong."""
+    if exc.filename is None:  # pyarrow's put the path in the message
+        return str(exc)
+    paths = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{paths}: {exc.strerror or exc}"
 
 
 # ---------------------------------------------------------------------------- prepare
@@ -101,7 +110,12 @@ def _add_prepare(sub) -> None:
         default="error",
         help="skip and count bad rows instead of stopping at the first",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing DATA_DIR")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing DATA_DIR (only a DATA_DIR or an empty directory, never one "
+        "holding an input)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=_cmd_prepare)
 
@@ -197,7 +211,11 @@ def _add_train(sub) -> None:
     g.add_argument("--num-cols", type=int, help="number of items (default: from the data)")
     p.add_argument("--model-dir", required=True, metavar="MODEL_DIR")
     p.add_argument("--config", metavar="FILE", help="TOML file of settings")
-    p.add_argument("--overwrite", action="store_true", help="start over in MODEL_DIR")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in MODEL_DIR (only a MODEL_DIR or an empty directory)",
+    )
     g = p.add_argument_group("model")
     g.add_argument("--embedding-dim", type=int, help="latent factors k (default 128)")
     g.add_argument(
@@ -643,6 +661,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
         return 141
+    except OSError as exc:  # after BrokenPipeError, one of its subclasses
+        _stderr(f"walsrec {args.command}: error: {_os_error_text(exc)}")
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

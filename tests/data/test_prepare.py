@@ -224,8 +224,13 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path):
     ):
         prepare(src, out)
     assert (out / "keep.txt").read_text() == "precious"
+    # not a DATA_DIR: even --overwrite leaves it alone
+    with pytest.raises(InvalidParameterError, match=r"is not empty and is not a DATA_DIR"):
+        prepare(src, out, overwrite=True)
+    assert (out / "keep.txt").read_text() == "precious"
+    (out / "keep.txt").unlink()
+    prepare(src, out)
     prepare(src, out, overwrite=True)
-    assert not (out / "keep.txt").exists()
     assert (out / "meta.json").is_file()
     assert sorted(os.listdir(tmp_path)) == ["in.csv", "o"]
 
@@ -303,3 +308,97 @@ def test_ml100k_matches_the_tensorflow_written_records(shared_data, tmp_path):
     tf_rows = read_tfrecords(str(tf_dir / "items_for_user-*-of-00003.tfrecord"), vocab_size=1682)
     assert (tf_rows != data.train.user_items).nnz == 0
     assert data.train.nnz == 100_000
+
+
+# ------------------------------------------------ issue 15: hardening (items 7 and 9)
+def test_sum_of_duplicates_beyond_float32_names_user_and_item(tmp_path):
+    # each rating fits float32, their sum did not: it was written as inf and refused as
+    # "matrix row 0, column 0"
+    src = _csv(tmp_path, "user,item,rating\nb,y,1\na,x,3e38\na,x,2e38\n")
+    with pytest.raises(
+        DataFormatError,
+        match=r"User 'a', item 'x': its 2 rows combine \(duplicates='sum', rating transform "
+        r"'none'\) to 5e\+38, beyond float32's range \(magnitudes up to 3\.4e38\)",
+    ):
+        prepare(src, tmp_path / "o", rating_col="rating")
+    assert sorted(os.listdir(tmp_path)) == ["in.csv"]
+    prepare(src, tmp_path / "o", rating_col="rating", duplicates="max")  # 3e38 fits
+
+
+def test_rating_beyond_float32_is_skipped_with_on_bad_rows_skip(tmp_path):
+    src = _csv(tmp_path, "user,item,rating\na,x,1\nb,y,1e39\nc,y,-1e308\n")
+    meta = prepare(src, tmp_path / "o", rating_col="rating", on_bad_rows="skip")
+    assert meta["counts"]["bad_rows_by_reason"] == {"rating beyond float32 range": 2}
+    assert load_prepared(tmp_path / "o").train.users.to_list() == ["a"]
+
+
+def test_a_failed_write_names_the_output_directory(tmp_path, monkeypatch):
+    import walsrec.data.prepare as prepare_module
+
+    def short_write(*args):  # what numpy raises on a full file system: no errno, no path
+        raise OSError("89990 requested and 26592 written")
+
+    monkeypatch.setattr(prepare_module, "_write", short_write)
+    src = _csv(tmp_path, "user,item\na,x\n")
+    with pytest.raises(
+        OSError,
+        match=r"cannot write the prepared data \(89990 requested and 26592 written: a short "
+        r"write, is the file system full\?\)",
+    ) as e:
+        prepare(src, tmp_path / "o")
+    assert e.value.filename == str(tmp_path / "o")
+    assert sorted(os.listdir(tmp_path)) == ["in.csv"]
+
+
+def test_ids_with_a_plus_sign(tmp_path):
+    src = _csv(tmp_path, "user,item\n+1,x\n2,x\n1,y\n")
+    prepare(src, tmp_path / "o")
+    # numeric order, ties in the number broken by the text
+    assert load_prepared(tmp_path / "o").train.users.to_list() == ["+1", "1", "2"]
+
+
+def test_overwrite_never_deletes_an_input(tmp_path, monkeypatch):
+    """The issue's reproduction: `prepare in/r.csv --out in --overwrite` deleted r.csv."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "r.csv").write_text("user,item\n1,a\n2,b\n")
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'out' directory 'in' contains or is the input 'in/r\.csv'; writing there "
+        r"would destroy it",
+    ):
+        prepare("in/r.csv", "in", overwrite=True)
+    with pytest.raises(InvalidParameterError, match=r"contains or is the input 'in/\*\.csv'"):
+        prepare(["in/*.csv"], ".", overwrite=True)
+    assert (tmp_path / "in" / "r.csv").read_text() == "user,item\n1,a\n2,b\n"
+
+
+def test_overwrite_replaces_only_a_data_dir_or_an_empty_directory(tmp_path):
+    src = _csv(tmp_path, "user,item\n1,a\n2,b\n")
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'out' directory '.*photos' is not empty and is not a DATA_DIR \(it has no "
+        r"meta\.json\)",
+    ):
+        prepare(src, other, overwrite=True)
+    assert (other / "cat.jpg").exists()
+    (tmp_path / "empty").mkdir()
+    prepare(src, tmp_path / "empty", overwrite=True)
+    prepare(src, tmp_path / "empty", overwrite=True)  # now a DATA_DIR: replaced
+    assert load_prepared(tmp_path / "empty").train.users.to_list() == ["1", "2"]
+
+
+def test_a_data_dir_left_renamed_aside_by_a_killed_run_is_put_back(tmp_path):
+    src = _csv(tmp_path, "user,item\n1,a\n2,b\n")
+    out = tmp_path / "d"
+    prepare(src, out)
+    # what a run killed between its two renames leaves: no DATA_DIR, the old one aside
+    # under a dead process's name
+    aside = tmp_path / ".d.old-999999999-0a0b0c0d"
+    aside.mkdir()
+    out.rename(aside / "old")
+    assert load_prepared(out).train.users.to_list() == ["1", "2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "in.csv"]

@@ -51,9 +51,11 @@ def array_mutation(draw, arr: np.ndarray) -> np.ndarray:
     if kind == "value" and arr.size:
         i = draw(st.integers(0, arr.size - 1))
         flat = arr.reshape(-1)
-        if arr.dtype.kind == "f":
-            with np.errstate(over="ignore"):
+        if arr.dtype.kind in "fc":
+            with np.errstate(over="ignore", invalid="ignore"):
                 flat[i] = draw(floats)
+        elif arr.dtype.kind in "bU":
+            flat[i] = not flat[i] if arr.dtype.kind == "b" else draw(st.text(max_size=3))
         else:
             flat[i] = np.clip(draw(ints), np.iinfo(arr.dtype).min, np.iinfo(arr.dtype).max)
         return arr

@@ -157,3 +157,22 @@ def test_overwrite_starts_a_model_dir_over(data_dir, tmp_path):
     train(data=str(data_dir), model_dir=str(md), sweeps=1, **KW)
     res = train(data=str(data_dir), model_dir=str(md), sweeps=1, overwrite=True, **KW)
     assert res.resumed_from_step is None
+
+
+def test_train_on_a_data_dir_with_an_index_out_of_range_is_an_error(data_dir, tmp_path):
+    """The issue's reproduction: an item index >= n_items died with heap corruption."""
+    import shutil
+
+    d = tmp_path / "d"
+    shutil.copytree(data_dir, d)
+    path = d / "train" / "native" / "user_items.indices.npy"
+    a = np.load(path)
+    n_items = int(json.loads((d / "meta.json").read_text())["counts"]["n_items"])
+    a[5] = n_items
+    np.save(path, a)
+    with pytest.raises(
+        DataFormatError,
+        match=rf"user_items\.indices\.npy: index {n_items} at position 5 is outside "
+        rf"\[0, {n_items}\); the matrix is corrupt",
+    ):
+        train(data=str(d), model_dir=str(tmp_path / "m"), sweeps=1, **KW)

@@ -31,7 +31,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from walsrec._files import read_versioned_json, write_dir_atomically
+from walsrec._files import (
+    check_output_dir,
+    read_versioned_json,
+    recover_dir,
+    write_dir_atomically,
+)
 from walsrec.data.interactions import DUPLICATE_POLICIES, Interactions, aggregate_duplicates
 from walsrec.data.readers import read_table
 from walsrec.data.vocabulary import Vocabulary
@@ -237,6 +242,8 @@ def prepare(
         TFRecord compression, as TensorFlow's ``options="GZIP"``.
     on_bad_rows : {"error", "skip"}, default "error"
     overwrite : bool, default False
+        Replace ``out`` when it exists: only a DATA_DIR (a directory with meta.json) or
+        an empty directory is replaced, and never one that is or contains an input.
     progress : callable, optional
         Called with a short message at each stage (the CLI prints them).
 
@@ -244,12 +251,27 @@ def prepare(
     -------
     dict
         The content of ``meta.json``: counts, sources, settings and what was dropped.
+
+    Raises
+    ------
+    DataFormatError
+        A bad row (see :func:`~walsrec.data.readers.read_table`), or a combined rating
+        beyond float32's range (naming the user and item).
+    InvalidParameterError
+        A parameter breaks its rule.
+    OSError
+        Reading an input or writing DATA_DIR failed; the message names the path.
     """
     params = dict(locals())
     _check_params(params)
     out = Path(out)
     note = progress or (lambda message: None)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    recover_dir(out)  # a DATA_DIR a killed run left renamed aside is put back first
+    if overwrite:
+        # only a DATA_DIR or an empty directory is replaced, never one holding an input
+        listed = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+        check_output_dir(out, markers=("meta.json",), what="DATA_DIR", inputs=listed)
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidParameterError(
             f"The output directory {str(out)!r} exists and is not empty; pass overwrite=True "
             "(--overwrite) to replace it."
@@ -285,6 +307,7 @@ def prepare(
     pair_times = agg[4] if times is not None else None
     n_pairs = len(rows)
     values, transform_info = transform_ratings(values, rating_transform, scale, cap)
+    _check_float32(values, rows, cols, agg[3], users_dict, items_dict, duplicates, transform_info)
 
     keep = _filter_counts(rows, cols, min_user_interactions, min_item_interactions)
     n_filtered = int(n_pairs - keep.sum())
@@ -345,10 +368,41 @@ def prepare(
         "tfrecords": {"shards": shards, "compression": compression or "none"},
     }
     note("writing TFRecords and native arrays")
-    # an existing DATA_DIR was refused above unless overwrite: replacing it is wanted
-    write_dir_atomically(out, lambda tmp: _write(tmp, meta, train, evaluation, shards, compression))
+    try:
+        # an existing DATA_DIR was refused above unless overwrite: replacing it is wanted
+        write_dir_atomically(
+            out, lambda tmp: _write(tmp, meta, train, evaluation, shards, compression)
+        )
+    except OSError as exc:
+        raise _write_error(exc, out) from exc
     meta["seconds"] = round(time.perf_counter() - started, 3)
     return meta
+
+
+def _check_float32(values, rows, cols, counts, users, items, duplicates, transform) -> None:
+    """Refuse a combined value that float32, the stored type, cannot hold.
+
+    The reader refuses single ratings beyond float32's range; a sum of repeated pairs can
+    still get there, and would be written as inf.
+    """
+    with np.errstate(invalid="ignore"):
+        beyond = np.abs(values) > np.finfo(np.float32).max
+    if beyond.any():
+        pos = int(np.flatnonzero(beyond)[0])
+        raise DataFormatError(
+            f"User {users[int(rows[pos])].as_py()!r}, item {items[int(cols[pos])].as_py()!r}: "
+            f"its {int(counts[pos])} rows combine (duplicates={duplicates!r}, rating "
+            f"transform {transform['name']!r}) to {float(values[pos]):.6g}, beyond float32's "
+            "range (magnitudes up to 3.4e38), in which ratings are stored."
+        )
+
+
+def _write_error(exc: OSError, out: Path) -> OSError:
+    """The OSError of a failed write, naming DATA_DIR (numpy's short write names no file)."""
+    detail = str(exc)
+    if exc.errno is None and "written" in detail:  # "89990 requested and 26592 written"
+        detail += ": a short write, is the file system full?"
+    return OSError(exc.errno, f"cannot write the prepared data ({detail})", str(out))
 
 
 def _encode(column) -> tuple[pa.Array, np.ndarray]:
@@ -407,8 +461,13 @@ def _mkdir(path: Path) -> Path:
 
 
 def load_prepared(data_dir: str | os.PathLike, mmap: bool = True) -> PreparedData:
-    """Load a DATA_DIR written by :func:`prepare` (native arrays, memory-mapped)."""
+    """Load a DATA_DIR written by :func:`prepare` (native arrays, memory-mapped).
+
+    Every file is checked before use; a corrupt one is a
+    :class:`~walsrec.errors.DataFormatError` naming it.
+    """
     path = Path(data_dir)
+    recover_dir(path)  # put back a DATA_DIR that a killed prepare left renamed aside
     meta = read_versioned_json(
         path / "meta.json",
         FORMAT_VERSION,

@@ -27,7 +27,8 @@ def sorted_id_order(ids: pa.Array) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     as_int = None
     if pc.all(pc.match_substring_regex(ids, r"^[+-]?[0-9]{1,18}$")).as_py():
-        as_int = pc.cast(ids, pa.int64())
+        # pyarrow's cast refuses a leading '+' (ArrowInvalid); the number is the same
+        as_int = pc.cast(pc.replace_substring_regex(ids, r"^\+", ""), pa.int64())
     if as_int is not None:
         table = pa.table({"n": as_int, "s": ids})
         order = pc.sort_indices(table, sort_keys=[("n", "ascending"), ("s", "ascending")])
