@@ -426,7 +426,7 @@ def _kernel_inputs(rng, n_users, n_items, k, dtype, ties, held_density=0.3):
             n_rel=np.empty(m, dtype=np.int64),
             n_list=np.empty(m, dtype=np.int64),
             stats=np.empty((m, _kernels.N_STATS)),
-            nan_count=np.empty(m, dtype=np.int64),
+            bad_count=np.empty(m, dtype=np.int64),
         )
 
     return scores[users], users, train, held, seg, outputs
@@ -451,12 +451,13 @@ def test_rank_block_matches_numpy_twin(dtype, ties, raw_gain, seed, n_users, n_i
         kernel(
             block, users, train.indptr, train.indices, held.indptr, held.indices, held.data,
             k, raw_gain, True, seg, out["pos_scores"], out["gains"], out["top_items"],
-            out["top_scores"], out["n_rel"], out["n_list"], out["stats"], out["nan_count"],
+            out["top_scores"], out["n_rel"], out["n_list"], out["stats"], out["bad_count"],
+            False,
         )  # fmt: skip
         results.append(out)
     fast, slow = results
     evaluated = slow["n_rel"] > 0
-    for name in ("n_rel", "nan_count"):
+    for name in ("n_rel", "bad_count"):
         np.testing.assert_array_equal(fast[name], slow[name], err_msg=name)
     np.testing.assert_array_equal(fast["n_list"][evaluated], slow["n_list"][evaluated])
     np.testing.assert_array_equal(fast["top_items"][evaluated], slow["top_items"][evaluated])
@@ -484,35 +485,79 @@ def test_ranking_pass_with_numpy_twin_matches_numba():
     assert results[0] == pytest.approx(oracle(scores, train, heldout, 4), rel=1e-12)
 
 
-def test_overflowing_factors_give_nan_scores_error():
-    # finite factors whose product is inf - inf = NaN
-    U = np.array([[1e300, 1e300]])
-    V = np.array([[1e300, -1e300], [1.0, 1.0]])
+_NOT_FINITE = r"must be finite\. Got 1 score\(s\) that are not finite \(NaN or infinity\)"
+
+
+@pytest.mark.parametrize(
+    ("user_factors", "item_factors"),
+    [
+        # every product and every partial sum overflows the same way, FMA or not
+        ([[1e300, 1e300]], [[1e300, 1e300], [1.0, 1.0]]),  # +inf
+        ([[1e300, 1e300]], [[-1e300, -1e300], [1.0, 1.0]]),  # -inf
+        # inf − inf: NaN without FMA (OpenBLAS Haswell), ±inf with it (SkylakeX)
+        ([[1e300, 1e300]], [[1e300, -1e300], [1.0, 1.0]]),
+        # float32 factors score in float32: 2·(1e20)² overflows at 3.4e38
+        (np.float32([[1e20, 1e20]]), np.float32([[1e20, 1e20], [1.0, 1.0]])),
+    ],
+    ids=["+inf", "-inf", "inf-inf", "float32"],
+)
+def test_overflowing_factors_give_not_finite_scores_error(user_factors, item_factors):
+    # Regression: the check counted only NaN, so this passed or failed with the BLAS kernel
+    # (OPENBLAS_CORETYPE=SkylakeX gives +inf for the inf − inf case, and nothing was refused).
     heldout = sp.csr_matrix(np.array([[0.0, 1.0]]))
-    msg = r"The scores of the factors \(U·Vᵀ\) must not be NaN\. Got 1 NaN score\(s\), the first"
+    msg = r"The scores of the factors \(U·Vᵀ\) " + _NOT_FINITE + r", the first for user 0"
     with pytest.raises(InvalidParameterError, match=msg):
-        evaluate(U, V, sp.csr_matrix((1, 2)), heldout, k=1, metrics=["ndcg@1"])
+        evaluate(user_factors, item_factors, sp.csr_matrix((1, 2)), heldout, k=1, metrics=["auc"])
 
 
-def test_rank_block_counts_nan_scores():
+def test_nan_factor_is_refused_before_scoring():
+    U = np.array([[np.nan, 1.0]])
+    msg = r"The 'user_factors' argument of evaluate must be finite\. Got 1 NaN or infinite"
+    with pytest.raises(InvalidParameterError, match=msg):
+        evaluate(U, np.ones((2, 2)), sp.csr_matrix((1, 2)), sp.csr_matrix(np.eye(1, 2)), k=1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_scorer_nan_or_positive_infinity_is_refused(bad):
+    scores = np.array([[0.0, bad, 1.0], [1.0, 0.0, 2.0]])
+    heldout = sp.csr_matrix(np.array([[0, 0, 1], [1, 0, 0]], dtype=float))
+    msg = (
+        r"The scores of the scorer must be finite or -inf\. Got 1 score\(s\) that are NaN or "
+        r"\+inf, the first for user 0, instead\."
+    )
+    with pytest.raises(InvalidParameterError, match=msg):
+        evaluate_scorer(lambda users: scores[users], sp.csr_matrix((2, 3)), heldout, k=2)
+
+
+@pytest.mark.parametrize(
+    ("bad", "neg_inf_ok", "counted"),
+    [(np.nan, False, True), (np.inf, False, True), (-np.inf, False, True), (-np.inf, True, False)],
+)
+def test_rank_block_counts_scores_that_are_not_finite(bad, neg_inf_ok, counted):
     rng = np.random.default_rng(5)
     block, users, train, held, seg, outputs = _kernel_inputs(rng, 8, 10, 3, np.float64, False)
-    block[2, :] = np.nan
+    block[2, :] = bad
     results = []
     for kernel in (_kernels.rank_block, _kernels.rank_block_numpy):
         out = outputs()
         kernel(
             block, users, train.indptr, train.indices, held.indptr, held.indices, held.data,
             3, False, True, seg, out["pos_scores"], out["gains"], out["top_items"],
-            out["top_scores"], out["n_rel"], out["n_list"], out["stats"], out["nan_count"],
+            out["top_scores"], out["n_rel"], out["n_list"], out["stats"], out["bad_count"],
+            neg_inf_ok,
         )  # fmt: skip
         results.append(out)
     np.testing.assert_array_equal(results[0]["n_rel"], results[1]["n_rel"])
-    np.testing.assert_array_equal(results[0]["nan_count"], results[1]["nan_count"])
+    np.testing.assert_array_equal(results[0]["bad_count"], results[1]["bad_count"])
     u = users[2]
     n_candidates = 10 - (train.indptr[u + 1] - train.indptr[u])
-    assert results[0]["n_rel"][2] > 0  # the planted user is evaluated, so its NaNs count
-    assert results[0]["nan_count"].tolist() == [0, 0, n_candidates] + [0] * (users.size - 3)
+    assert results[0]["n_rel"][2] > 0  # the planted user is evaluated, so its scores count
+    planted = n_candidates if counted else 0
+    assert results[0]["bad_count"].tolist() == [0, 0, planted] + [0] * (users.size - 3)
+    if not counted:  # an allowed -inf ranks like any other score (all tied: by index)
+        fast, slow = results
+        np.testing.assert_array_equal(fast["top_items"][2], slow["top_items"][2])
+        np.testing.assert_allclose(fast["stats"][2], slow["stats"][2], equal_nan=True)
 
 
 @pytest.mark.parametrize("raw_gain", [False, True])
@@ -760,8 +805,8 @@ def test_scorer_errors():
     with raises(msg):
         evaluate_scorer(np.zeros(5), train, heldout, k=2)
     msg = (
-        r"The scores of the scorer must not be NaN\. "
-        r"Got 6 NaN score\(s\), the first for user 0, instead"
+        r"The scores of the scorer must be finite or -inf\. "
+        r"Got 6 score\(s\) that are NaN or \+inf, the first for user 0, instead"
     )
     with raises(msg):
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import shutil
 import socket
@@ -12,10 +13,13 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from walsrec.data.vocabulary import Vocabulary
 from walsrec.serving.export import list_exports, read_export, write_export
@@ -26,6 +30,7 @@ fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from walsrec.serving.app import ModelWatcher, ServiceSettings, create_app  # noqa: E402
+from walsrec.serving.model import load_model  # noqa: E402
 
 
 def brute_top(export_path: Path, user_index: int, k: int) -> list[str]:
@@ -137,6 +142,274 @@ def test_service_starts_on_the_previous_export_when_the_newest_is_broken(tmp_pat
     w = ModelWatcher(str(tmp_path), poll_interval=0)
     w.load_initial()
     assert w.current.path == good and broken.name in w.skipped
+
+
+# ids: any text, "/" included
+
+
+TRICKY_IDS = [
+    "a/b",
+    "a%2Fb",
+    "a",
+    "x/recommendations",
+    "/lead",
+    "trail/",
+    "q?x=1#f",
+    "sp ace",
+    "é/ü",
+]
+
+
+def _export_with_ids(model_dir, ids, seed=0):
+    rng = np.random.default_rng(seed)
+    n = len(ids)
+    return write_export(
+        model_dir,
+        user_factors=rng.standard_normal((n, 3)).astype(np.float32),
+        item_factors=rng.standard_normal((n, 3)).astype(np.float32),
+        users=Vocabulary(ids, "users"),
+        items=Vocabulary(ids, "items"),
+        user_items=sp.csr_matrix((n, n)),
+        hyperparameters={"embedding_dim": 3, "unobserved_weight": 0.1, "regularization": 0.1},
+    )
+
+
+def test_ids_with_slashes_and_reserved_characters_are_answered(tmp_path):
+    # Regression: "/recommendations/{user_id}" did not match an id holding "/" (sent as
+    # %2F, which the server decodes before routing): 404 Not Found for a known user.
+    path = _export_with_ids(tmp_path, [i for i in TRICKY_IDS if "%" not in i])
+    m = load_model(path)
+    with TestClient(create_app(ServiceSettings(str(tmp_path), poll_interval=0))) as c:
+        for i in m.users.to_list():
+            r = c.get(f"/recommendations/{quote(i, safe='')}", params={"k": 3})
+            assert r.status_code == 200, (i, r.text)
+            assert r.json()["user"] == i
+            assert [x["item"] for x in r.json()["items"]] == m.recommend(i, k=3).items
+            r = c.get(f"/similar/{quote(i, safe='')}", params={"k": 2, "metric": "dot"})
+            assert r.status_code == 200, (i, r.text)
+            assert r.json()["item"] == i
+            assert [x["item"] for x in r.json()["items"]] == m.similar_items(
+                i, 2, metric="dot"
+            ).items
+        # "/" is part of the id: a prefix or a longer path is another (unknown) id
+        for unknown in ("a/b/c", "a/", "x"):
+            r = c.get(f"/recommendations/{quote(unknown, safe='')}")
+            assert (r.status_code, r.json()) == (404, {"detail": f"Unknown user id {unknown!r}."})
+        r = c.get("/recommendations/a/b", params={"k": 1})  # an unencoded "/" works as well
+        assert r.status_code == 200 and r.json()["user"] == "a/b"
+        assert (
+            c.post("/recommendations", json={"interactions": [{"item": "a/b"}]}).status_code == 200
+        )
+
+
+@contextmanager
+def _uvicorn(app):
+    """``app`` served by uvicorn on a free port, in a thread (its real path decoding)."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert _wait_for(lambda: server.started, 60), "uvicorn did not start"
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_server_decodes_an_encoded_slash_once(tmp_path):
+    # Two users "a/b" and "a%2Fb": %2F is a slash, %252F a literal "%2F". Starlette's test
+    # client decodes twice, so this runs under uvicorn.
+    _export_with_ids(tmp_path, TRICKY_IDS)
+    with _uvicorn(create_app(ServiceSettings(str(tmp_path), poll_interval=0))) as port:
+        for raw, want in (
+            ("a%2Fb", "a/b"),
+            ("a%252Fb", "a%2Fb"),
+            ("x%2Frecommendations", "x/recommendations"),
+            ("%2Flead", "/lead"),
+            ("trail%2F", "trail/"),
+        ):
+            status, body = _get(port, f"/recommendations/{raw}?k=2")
+            assert (status, body["user"]) == (200, want), raw
+            status, body = _get(port, f"/similar/{raw}?k=2")
+            assert (status, body["item"]) == (200, want), raw
+
+
+# --------------------------------------------------------------------------- broken exports
+
+
+def _break_json(path):
+    (path / "model.json").write_text('{"format_version": 1, "version": ')
+
+
+def _break_version(path):
+    meta = json.loads((path / "model.json").read_text())
+    meta["version"] = "abc"
+    (path / "model.json").write_text(json.dumps(meta))
+
+
+def _break_factors(path):
+    f = path / "item_factors.npy"
+    f.write_bytes(f.read_bytes()[:-20])
+
+
+def _overflow_factors(path):
+    for name in ("user_factors.npy", "item_factors.npy"):  # finite, but u·v overflows float32
+        np.save(path / name, np.load(path / name) * np.float32(1e20))
+
+
+BREAKAGES = {
+    # name: (how, words the public reason must contain)
+    "invalid-json": (_break_json, "model.json: not valid JSON"),
+    # refused by read_export's schema check of model.json; before it, the service swapped
+    # it in and then failed every request on its version (int("abc"))
+    "version-abc": (_break_version, "model.json: version: Input should be a valid integer"),
+    "truncated-factors": (_break_factors, "item_factors.npy: "),
+    "overflowing-factors": (_overflow_factors, "too large to score in float32"),
+}
+
+
+def _newer_copy(good: Path, offset: int) -> Path:
+    path = good.parent / str(int(good.name) + offset)
+    shutil.copytree(good, path)
+    return path
+
+
+def _every_endpoint_answers_with(c, version):
+    assert c.get("/health").json() == {"status": "ok", "version": version}
+    for method, url, body in (
+        ("GET", "/model", None),
+        ("GET", "/recommendations/u1?k=3", None),
+        ("GET", "/similar/i1?k=3", None),
+        ("POST", "/recommendations", {"interactions": [{"item": "i2"}], "k": 3}),
+    ):
+        r = c.request(method, url, json=body)
+        assert r.status_code == 200, (url, r.text)
+        assert r.json()["version"] == version, url
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
+def test_a_broken_newer_export_is_refused_and_every_endpoint_keeps_the_old_model(
+    tmp_path, monkeypatch, caplog, breakage
+):
+    how, reason_words = BREAKAGES[breakage]
+    good = make_export(tmp_path, seed=1)
+    loads = []
+    real_load = load_model
+    monkeypatch.setattr(
+        "walsrec.serving.model.load_model", lambda p: loads.append(Path(p).name) or real_load(p)
+    )
+    with TestClient(create_app(ServiceSettings(str(tmp_path), poll_interval=0))) as c:
+        w = c.app.state.watcher
+        version = w.current.version
+        broken = _newer_copy(good, 7)
+        how(broken)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="walsrec.serving"):
+            assert w.check_once() is False
+        assert w.current.path == good
+        _every_endpoint_answers_with(c, version)
+        # one line naming the export; the public reason has file names but no server paths
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and str(broken) in lines[0] and "\n" not in lines[0], lines
+        reason = c.get("/model").json()["skipped_exports"][broken.name]
+        assert reason_words in reason and str(tmp_path) not in reason, reason
+        # remembered: the same files are not loaded again on the next polls
+        n = len(loads)
+        assert w.check_once() is False and w.check_once() is False
+        assert len(loads) == n
+        # tried again once its files change, and a good newer export is then taken
+        newest = make_export(tmp_path, seed=2)
+        assert w.check_once() is True and w.current.path == newest
+        _every_endpoint_answers_with(c, w.current.version)
+        assert c.get("/model").json()["skipped_exports"] == {broken.name: reason}
+
+
+def test_an_unexpected_error_while_loading_is_logged_with_traceback_and_kept_private(
+    tmp_path, monkeypatch, caplog
+):
+    good = make_export(tmp_path, seed=1)
+    real_load = load_model
+
+    def load(path):
+        if Path(path).name != good.name:
+            raise RuntimeError(f"internal detail about {path}")
+        return real_load(path)
+
+    monkeypatch.setattr("walsrec.serving.model.load_model", load)
+    with TestClient(create_app(ServiceSettings(str(tmp_path), poll_interval=0))) as c:
+        w = c.app.state.watcher
+        broken = _newer_copy(good, 3)
+        with caplog.at_level(logging.WARNING, logger="walsrec.serving"):
+            assert w.check_once() is False
+        _every_endpoint_answers_with(c, w.current.version)
+        [record] = caplog.records
+        assert str(broken) in record.getMessage() and "RuntimeError" in record.getMessage()
+        assert record.exc_info is not None and "internal detail" in caplog.text  # traceback
+        reason = c.get("/model").json()["skipped_exports"][broken.name]
+        assert reason == "unexpected RuntimeError while loading (see the service log)."
+        assert w.check_once() is False and len(caplog.records) == 1  # not retried
+
+
+def test_the_service_starts_on_the_previous_export_when_the_newest_has_a_bad_version(tmp_path):
+    good = make_export(tmp_path, seed=1)
+    _break_version(_newer_copy(good, 2))
+    with TestClient(create_app(ServiceSettings(str(tmp_path), poll_interval=0))) as c:
+        _every_endpoint_answers_with(c, c.app.state.watcher.current.version)
+        assert c.app.state.watcher.current.path == good
+
+
+def test_model_info_names_the_export_without_server_paths(tmp_path):
+    good = make_export(tmp_path, seed=1)
+    _break_factors(_newer_copy(good, 1))
+    with TestClient(create_app(ServiceSettings(str(tmp_path), poll_interval=0))) as c:
+        c.app.state.watcher.check_once()
+        r = c.get("/model")
+        info = r.json()
+        assert info["export"] == good.name and info["version"] == int(good.name)
+        assert info["watching"] is True and "path" not in info
+        assert str(tmp_path) not in r.text and "/tmp" not in r.text
+
+
+def test_model_info_shows_metrics_that_are_not_finite_as_null(tmp_path):
+    # json.dumps(allow_nan=False) refused a NaN metric in model.json: /model was a bare 500
+    path = make_export(tmp_path, seed=1)
+    meta = json.loads((path / "model.json").read_text())
+    meta["metrics"] = {"auc": float("nan"), "ndcg@10": 0.5}
+    (path / "model.json").write_text(json.dumps(meta))
+    with TestClient(create_app(ServiceSettings(str(path), poll_interval=0))) as c:
+        r = c.get("/model")
+        assert r.status_code == 200 and r.json()["metrics"] == {"auc": None, "ndcg@10": 0.5}
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_scores_that_are_not_finite_are_a_short_500_not_garbage(tmp_path, caplog):
+    # load_model refuses such an export; a model built directly shows the service's last guard
+    from walsrec.serving.export import read_export
+    from walsrec.serving.model import Recommender
+
+    path = make_export(tmp_path, seed=1)
+    _overflow_factors(path)
+    w = ModelWatcher(str(path), poll_interval=0)
+    w.current, w.loaded_at = Recommender(read_export(path)), time.time()
+    detail = (
+        f"The model (version {w.current.version}) gives scores that are not finite (NaN or "
+        "infinity) for this request: its factors overflow float32."
+    )
+    with TestClient(create_app(ServiceSettings(str(path), poll_interval=0), watcher=w)) as c:
+        with caplog.at_level(logging.ERROR, logger="walsrec.serving"):
+            for _ in range(2):
+                for url in ("/recommendations/u1?k=30", "/similar/i1?k=29&metric=dot"):
+                    r = c.get(url)
+                    assert (r.status_code, r.json()) == (500, {"detail": detail}), url
+        assert len(caplog.records) == 2  # once per model and endpoint, not per request
+        assert c.get("/health").status_code == 200
 
 
 # --------------------------------------------------------------------------- real server
@@ -337,7 +610,7 @@ def test_an_export_given_directly_is_served_without_watching(tmp_path):
     path = make_export(tmp_path, seed=3)
     with TestClient(create_app(ServiceSettings(str(path), poll_interval=0.1))) as c:
         info = c.get("/model").json()
-        assert info["watching"] is None and info["path"] == str(path)
+        assert info["watching"] is False and info["export"] == path.name
         make_export(tmp_path, seed=4)
         assert c.app.state.watcher.check_once() is False
 

@@ -71,6 +71,19 @@ def test_a_broken_export_is_one_line_and_exit_2(capsys, tmp_path):
     assert len(err.strip().splitlines()) == 1 and "item_factors.npy" in err
 
 
+def test_serve_without_a_loadable_export_is_one_line_and_exit_2(capsys, tmp_path):
+    # Regression: the export was first loaded in uvicorn's lifespan, whose failure was a
+    # traceback and exit code 3
+    from .conftest import make_export
+
+    path = make_export(tmp_path)
+    (path / "item_factors.npy").write_bytes(b"\x93NUMPY garbage")
+    code, _, err = _run(capsys, "serve", "--model", tmp_path, "--port", "1")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("walsrec serve: error: ") and "item_factors.npy" in err
+
+
 # --------------------------------------------------------------------------- predict
 
 

@@ -106,3 +106,13 @@ def test_a_killed_exports_temporary_directory_is_removed_by_the_next(tmp_path):
     shutil.copytree(first, leftover)
     make_export(tmp_path / "m", seed=1)
     assert not leftover.exists()
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e39])
+def test_factors_whose_scores_overflow_float32_are_refused(export, scale):
+    # 1e20: finite in float32 but u·v overflows; 1e39: finite in float64, inf in float32
+    v = np.load(export / "item_factors.npy").astype(np.float64)
+    v[3] *= scale
+    np.save(export / "item_factors.npy", v)
+    with pytest.raises(DataFormatError, match=r"the factors are too large to score in float32"):
+        load_model(export)

@@ -105,7 +105,11 @@ def test_truncated_factors_name_the_file(tmp_path):
     path = make_export(tmp_path)
     f = path / "user_factors.npy"
     f.write_bytes(f.read_bytes()[:-40])
-    with pytest.raises(DataFormatError, match=r"user_factors\.npy: cannot be read"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"user_factors\.npy: not a readable \.npy array \(the header describes 640 "
+        r"bytes of data \(float32, shape \(40, 4\)\) but the file holds 600",
+    ):
         load_model(path)
 
 

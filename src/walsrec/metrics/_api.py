@@ -281,8 +281,15 @@ def _ranking_pass(
     raw_gain: bool,
     who: str,
     kernel: Callable[..., None] = _kernels.rank_block,
+    *,
+    neg_inf_ok: bool = False,
 ) -> dict[str, float]:
-    """Score the users with a held-out item chunk by chunk and average their metrics."""
+    """Score the users with a held-out item chunk by chunk and average their metrics.
+
+    A candidate score that is not finite is refused (NaN or ±inf: an overflowing product
+    has no meaningful rank, and which of them it gives depends on the BLAS kernel's use of
+    FMA); with ``neg_inf_ok`` a -inf is allowed and ranks last.
+    """
     n_items = train.shape[1]
     h_counts = np.diff(heldout.indptr)
     users = np.flatnonzero(h_counts).astype(np.int64)
@@ -300,18 +307,22 @@ def _ranking_pass(
         top_items = np.empty((chunk.size, k), dtype=np.int64)
         top_scores = np.empty((chunk.size, k), dtype=block.dtype)
         n_list = np.empty(chunk.size, dtype=np.int64)
-        nan_count = np.empty(chunk.size, dtype=np.int64)
+        bad_count = np.empty(chunk.size, dtype=np.int64)
         rows = slice(start, start + chunk.size)
         kernel(
             block, chunk, train.indptr, train.indices, heldout.indptr, heldout.indices,
             h_data, k, raw_gain, want_auc, seg, pos_scores, gains, top_items, top_scores,
-            n_rel[rows], n_list, stats[rows], nan_count,
+            n_rel[rows], n_list, stats[rows], bad_count, neg_inf_ok,
         )  # fmt: skip
-        if nan_count.any():
-            first = int(chunk[np.flatnonzero(nan_count)[0]])
+        if bad_count.any():
+            first = int(chunk[np.flatnonzero(bad_count)[0]])
+            if neg_inf_ok:
+                rule, got = "finite or -inf", "score(s) that are NaN or +inf"
+            else:
+                rule, got = "finite", "score(s) that are not finite (NaN or infinity)"
             raise InvalidParameterError(
-                f"The scores of {who} must not be NaN. Got {int(nan_count.sum())} NaN "
-                f"score(s), the first for user {first}, instead."
+                f"The scores of {who} must be {rule}. Got {int(bad_count.sum())} {got}, the "
+                f"first for user {first}, instead."
             )
         listed = top_items[n_rel[rows] > 0]
         covered[listed[listed >= 0]] = True
@@ -431,7 +442,8 @@ def evaluate(
     ------
     InvalidParameterError
         Shapes that do not match, k < 1, non-finite factors or values, unknown metric names,
-        a heldout matrix without stored entries.
+        a heldout matrix without stored entries; scores U[u]·V[i] that are not finite
+        (finite factors so large that their products overflow, to ±inf or NaN).
 
     Examples
     --------
@@ -457,7 +469,8 @@ def evaluate(
     items_t = np.ascontiguousarray(items.T)
 
     def block_fn(chunk_users: np.ndarray) -> np.ndarray:
-        # overflow to ±inf ranks fine; inf − inf = NaN is caught by the kernel with a clear error
+        # finite factors can still overflow (to ±inf, or NaN where inf − inf meets, which
+        # one depending on the BLAS kernel): the kernel counts them and they are refused below
         with np.errstate(over="ignore", invalid="ignore"):
             return users[chunk_users] @ items_t
 
@@ -489,9 +502,10 @@ def evaluate_scorer(
     ----------
     scorer : callable or ndarray of shape (n_items,)
         ``scorer(user_indices)`` gets an int64 array of m user indices and returns their
-        scores as an array of shape (m, n_items) (float32 or float64, no NaN; -inf is
-        allowed and ranks last). A 1-D array gives every user the same item scores, e.g.
-        ``popularity_baseline(train)`` for the most-popular baseline.
+        scores as an array of shape (m, n_items) (float32 or float64, finite; -inf is
+        allowed and ranks last, NaN and +inf are refused). A 1-D array gives every user
+        the same item scores, e.g. ``popularity_baseline(train)`` for the most-popular
+        baseline.
     train, heldout, k, chunk_size, n_jobs, ndcg_gain
         As in :func:`evaluate`.
     metrics : list of str or None, default None
@@ -561,7 +575,9 @@ def evaluate_scorer(
             return tile[: chunk_users.size]
 
     with _threads(n_jobs):
-        return _ranking_pass(block_fn, train, heldout, k, names, chunk, raw_gain, "the scorer")
+        return _ranking_pass(
+            block_fn, train, heldout, k, names, chunk, raw_gain, "the scorer", neg_inf_ok=True
+        )
 
 
 def evaluate_topk(

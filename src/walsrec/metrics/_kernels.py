@@ -7,7 +7,9 @@ CSR): membership tests are binary searches and the candidate scan runs over the 
 consecutive training items. ``prange`` runs over the users of the chunk; a user's outputs are
 written only by the thread that ranks it and no reduction crosses users, so results are
 bitwise identical for any thread count and any chunking. Kernels never validate, log or
-raise: orchestration (``_api.py``) does that, and reads ``nan_count`` to reject NaN scores.
+raise: orchestration (``_api.py``) does that, and reads ``bad_count`` to reject scores that
+are not finite (NaN or ±inf; -inf only where the caller allows it, as a deliberate "rank
+last").
 
 Per-user statistics are written to ``stats[i]`` in the column order of ``STAT_*`` below.
 No ``fastmath``: the kernels must see NaN and compare ties exactly.
@@ -44,6 +46,29 @@ def _lower_bound(a, lo, hi, x):
         else:
             hi = mid
     return lo
+
+
+@njit(cache=True)
+def _not_finite(x, neg_inf_ok):
+    """x is NaN or ±inf (-inf allowed when ``neg_inf_ok``)."""
+    return not (x < np.inf if neg_inf_ok else abs(x) < np.inf)
+
+
+@njit(cache=True)
+def _count_not_finite(row, neg_inf_ok):
+    """Entries of ``row`` that are NaN or ±inf (-inf not counted when ``neg_inf_ok``).
+
+    Branch-free loops, which LLVM vectorises: cheaper than a test per candidate in the
+    scan (measured on 50,000 items: 4.5 µs a row, against 60 µs for the scan).
+    """
+    acc = 0
+    if neg_inf_ok:
+        for j in range(row.shape[0]):
+            acc += not row[j] < np.inf
+    else:
+        for j in range(row.shape[0]):
+            acc += not abs(row[j]) < np.inf
+    return acc
 
 
 @njit(cache=True)
@@ -203,10 +228,12 @@ def _rank_user(
     hi,
     hs,
     stats_row,
+    neg_inf_ok,
 ):
     """Rank user u (scores ``row``) into hi/hs and write its statistics; see ``rank_block``.
 
-    Returns (n_rel, list length, NaN candidate scores).
+    Returns (n_rel, list length, candidate scores that are not finite; -inf not counted
+    when ``neg_inf_ok``).
     """
     n_items = row.shape[0]
     for c in range(k):
@@ -220,6 +247,14 @@ def _rank_user(
         return 0, 0, 0
     ts = t_indptr[u]
     te = t_indptr[u + 1]
+    # Scores that are not finite: counted first, over the row less its training items; the
+    # caller refuses the chunk, so the user is not ranked and the scan needs no test
+    n_bad = _count_not_finite(row, neg_inf_ok)
+    if n_bad:
+        for t in range(ts, te):
+            n_bad -= _not_finite(row[t_indices[t]], neg_inf_ok)
+        if n_bad:
+            return p, 0, n_bad
     h0 = h_indptr[u]
     h1 = h_indptr[u + 1]
     # positive scores, ascending, for the AUC counts
@@ -249,7 +284,6 @@ def _rank_user(
     n_heap = 0
     threshold = -np.inf  # score of the heap's worst item once the heap is full
     twice = 0  # Σ_c 2·f(s_c)
-    n_nan = 0
     n_cand = 0
     lowest = pos_scores[base]
     highest = pos_scores[base + p - 1]
@@ -259,10 +293,7 @@ def _rank_user(
         stop = t_indices[tp] if tp < te else n_items
         n_cand += stop - start
         for j in range(start, stop):
-            s = row[j]
-            if s != s:
-                n_nan += 1
-                continue
+            s = row[j]  # finite, or an allowed -inf (which ranks last)
             if in_scan:
                 # a trained model puts most candidates below every positive
                 if s < lowest:
@@ -292,7 +323,7 @@ def _rank_user(
             break
         start = stop + 1
         tp += 1
-    n_neg = n_cand - n_nan - p
+    n_neg = n_cand - p
     if want_auc and by_columns:
         # float64 comparisons vectorise twice as fast here as float32 ones (measured), so
         # widen the row once when there are several positives
@@ -328,7 +359,7 @@ def _rank_user(
     )
     if want_auc and n_neg > 0:
         stats_row[STAT_AUC] = (twice - p * p) / (2.0 * p * n_neg)
-    return p, n_heap, n_nan
+    return p, n_heap, 0
 
 
 @njit(cache=True, parallel=True)
@@ -351,7 +382,8 @@ def rank_block(
     n_rel,
     n_list,
     stats,
-    nan_count,
+    bad_count,
+    neg_inf_ok,
 ):
     """Rank one chunk of users from a dense score block and compute their metrics.
 
@@ -368,18 +400,21 @@ def rank_block(
     ``seg[i]`` is the offset of user i's slice in the scratch arrays ``pos_scores`` and
     ``gains`` (sized by held-out row lengths). Writes ``top_items[i]`` (−1 padded),
     ``top_scores[i]``, ``n_rel[i]`` (0: user not evaluated), ``n_list[i]``, ``stats[i]``
-    (AUC is NaN when the user has no negative candidate) and ``nan_count[i]``.
+    (AUC is NaN when the user has no negative candidate) and ``bad_count[i]``: the user's
+    candidate scores that are not finite (NaN, +inf, and -inf unless ``neg_inf_ok``), which
+    the caller must refuse (the user's outputs are then meaningless). An allowed -inf ranks
+    last, ties by index as any other score.
     """
     m = scores.shape[0]
     for i in prange(m):
-        p, n, n_nan = _rank_user(
+        p, n, n_bad = _rank_user(
             scores[i], users[i], seg[i], k, raw_gain, want_auc, t_indptr, t_indices,
             h_indptr, h_indices, h_data, pos_scores, gains, top_items[i], top_scores[i],
-            stats[i],
+            stats[i], neg_inf_ok,
         )  # fmt: skip
         n_rel[i] = p
         n_list[i] = n
-        nan_count[i] = n_nan
+        bad_count[i] = n_bad
 
 
 @njit(cache=True, parallel=True)
@@ -506,7 +541,8 @@ def rank_block_numpy(
     n_rel,
     n_list,
     stats,
-    nan_count,
+    bad_count,
+    neg_inf_ok,
 ):
     """Twin of ``rank_block``: a stable full sort per user and a dense AUC pair count."""
     del seg, pos_scores, gains  # the twin needs no scratch
@@ -520,11 +556,15 @@ def rank_block_numpy(
         )
         row = scores[i]
         n_rel[i] = int(relevant.sum())
-        nan_count[i] = 0
+        bad_count[i] = 0
         if n_rel[i] == 0:
             continue
-        nan_count[i] = int(np.isnan(row[candidate]).sum())
-        if nan_count[i]:
+        cand_scores = row[candidate]
+        bad = ~np.isfinite(cand_scores)
+        if neg_inf_ok:
+            bad &= cand_scores != -np.inf
+        bad_count[i] = int(bad.sum())
+        if bad_count[i]:
             continue  # the caller rejects the block
         gain_of = np.zeros(n_items)
         hrow = slice(h_indptr[u], h_indptr[u + 1])

@@ -8,7 +8,10 @@ the first request. Given a model directory, a :class:`ModelWatcher` thread polls
 MODEL_DIR/export; a newer export is loaded and warmed up in that thread, then swapped in
 by replacing one reference. Each request reads that reference once and uses its local copy
 throughout, so requests in flight finish on the model they started with. A broken export
-is logged and skipped (and retried only if its files change) while the old model serves.
+(any error while loading, checking or warming it up) is logged in one line and skipped, and
+retried only if its files change, while the old model serves; ``GET /model`` lists it with
+the reason, without server paths. An export whose factors are so large that scores could
+overflow float32 is refused in the same way.
 
 Requests are computed inline on the event loop: a recommendation takes a few tens of
 microseconds (a sequential top-k kernel that scores items by decreasing norm and stops
@@ -20,13 +23,18 @@ under numba's "workqueue" layer (not safe to enter from two threads at once), so
 reload thread's warm-up of a new export is safe as well.
 
 Client mistakes are never a 500: an unknown user or item is 404, a bad parameter 422, a
-body over the limit 413, each with a short ``detail``.
+body over the limit 413, each with a short ``detail``. Ids may contain any character,
+``/`` included (sent as ``%2F``: the last path parameter takes the rest of the path).
+Answers never show server paths or exception texts; the log has them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import re
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -34,12 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from walsrec.errors import InvalidParameterError, UnknownIdError
+from walsrec.errors import InvalidParameterError, UnknownIdError, WalsrecError
 
 __all__ = ["ModelWatcher", "ServiceSettings", "create_app", "run"]
 
@@ -97,12 +106,35 @@ def _signature(path: Path) -> tuple:
     return tuple(out)
 
 
+# an absolute path left in a message after the export's own prefix is removed
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s'\"()\[\]:,;/]+/)+([^\s'\"()\[\]:,;/]*)")
+
+
+def _public_reason(exc: BaseException, path: Path) -> str:
+    """Why an export was refused, fit for clients: one line, file names but no server paths.
+
+    A walsrec error names the file and the rule broken; paths inside the export become
+    relative to it ("model.json: ..."), any other absolute path keeps only its last part.
+    Anything else is an internal failure: only its type is shown (the log has the rest).
+    """
+    if not isinstance(exc, WalsrecError):
+        return f"unexpected {type(exc).__name__} while loading (see the service log)."
+    text = str(exc)
+    for root in dict.fromkeys((str(path), str(path.resolve()), os.path.realpath(path))):
+        text = text.replace(root + os.sep, "").replace(root, path.name)
+    text = _ABSOLUTE_PATH.sub(r"\1", text)
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
 class ModelWatcher:
     """Holds the active model and swaps in newer exports from MODEL_DIR/export.
 
     ``current`` is the active :class:`~walsrec.serving.model.Recommender`; it is replaced
     by a single assignment, never modified, so a reader that took a reference keeps a
-    consistent model.
+    consistent model. ``skipped`` maps the name of each export that was refused to the
+    reason (one line, no server paths); such an export is tried again only when its files
+    change (names, sizes or modification times).
     """
 
     def __init__(self, source: str, poll_interval: float = 2.0) -> None:
@@ -126,6 +158,15 @@ class ModelWatcher:
     def _number(path: Path) -> int:
         return int(path.name) if path.name.isdigit() else -1
 
+    @staticmethod
+    def _load(path: Path):
+        """Load, check and warm up one export; raises whatever goes wrong."""
+        from walsrec.serving.model import load_model
+
+        model = load_model(path)
+        model.warm_up()
+        return model
+
     def load_initial(self) -> None:
         """Load (and warm up) the newest complete export; raise if there is none.
 
@@ -133,7 +174,6 @@ class ModelWatcher:
         newest export does not keep the service from starting on the previous one.
         """
         from walsrec.serving.export import list_exports, resolve_export
-        from walsrec.serving.model import load_model
 
         if self.export_root is None:
             candidates = [self.source]
@@ -144,21 +184,18 @@ class ModelWatcher:
         error = None
         for path in candidates:
             try:
-                model = load_model(path)
-                model.warm_up()
+                self._activate(self._load(path))
             except Exception as exc:
                 if self.export_root is None:
                     raise
                 self._skip(path, exc)
                 error = error or exc
                 continue
-            self._activate(model)
             return
         raise error
 
     def _activate(self, model) -> None:
-        self.current = model
-        self.loaded_at = time.time()
+        # everything that may fail comes before the swap (e.g. an unusable version)
         log.info(
             "serving export %s (version %s): %d users, %d items, embedding_dim %d",
             model.path,
@@ -167,18 +204,32 @@ class ModelWatcher:
             model.n_items,
             model.embedding_dim,
         )
+        self.loaded_at = time.time()
+        self.current = model
 
     def _skip(self, path: Path, exc: Exception) -> None:
         self._failed[path.name] = _signature(path)
-        self.skipped[path.name] = f"{type(exc).__name__}: {exc}"
-        log.warning("skipping export %s, which cannot be loaded: %s", path, exc)
+        self.skipped[path.name] = _public_reason(exc, path)
+        active = self.current.version if self.current is not None else None
+        keeping = f"keeping version {active}" if active is not None else "nothing loaded yet"
+        if isinstance(exc, WalsrecError):
+            # one line: the export, what the service keeps, and why (with the full path)
+            why = " ".join(str(exc).split())
+            log.warning("refused export %s (%s): %s", path, keeping, why)
+        else:
+            log.error(
+                "refused export %s (%s): unexpected %s",
+                path,
+                keeping,
+                type(exc).__name__,
+                exc_info=exc,
+            )
 
     def check_once(self) -> bool:
         """Load the newest export newer than the active one, if any; True when swapped."""
         if self.export_root is None:
             return False
         from walsrec.serving.export import list_exports
-        from walsrec.serving.model import load_model
 
         with self._lock:
             active = self._number(self.current.path) if self.current is not None else -1
@@ -192,14 +243,12 @@ class ModelWatcher:
                 if failed is not None and failed == _signature(path):
                     continue  # still the same broken files
                 try:
-                    model = load_model(path)
-                    model.warm_up()
+                    self._activate(self._load(path))
                 except Exception as exc:  # a broken export must never stop the service
                     self._skip(path, exc)
                     continue
                 self._failed.pop(path.name, None)
                 self.skipped.pop(path.name, None)
-                self._activate(model)
                 return True
         return False
 
@@ -256,6 +305,26 @@ class SimilarOut(BaseModel):
     version: int
     metric: str
     items: list[ItemScore]
+
+
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+class _ScoresNotFinite(Exception):
+    """A model answered with a score that is not finite (its factors overflow float32)."""
+
+    def __init__(self, model, what: str) -> None:
+        super().__init__(what)
+        self.model = model
+        self.what = what
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -393,6 +462,12 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
     def current(request: Request):
         return request.app.state.watcher.current
 
+    def finite(result, m, what: str):
+        # a few values: cheaper than letting json.dumps fail into a bare 500
+        if not np.isfinite(result.scores).all():
+            raise _ScoresNotFinite(m, what)
+        return result
+
     def check_k(k: int) -> None:
         if k > max_k:
             raise InvalidParameterError(
@@ -424,6 +499,26 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
     async def _validation(request: Request, exc: RequestValidationError):
         return _json({"detail": _short_validation_detail(exc)}, 422)
 
+    reported: set[tuple[int, str]] = set()
+
+    @app.exception_handler(_ScoresNotFinite)
+    async def _not_finite(request: Request, exc: _ScoresNotFinite):
+        version = exc.model.version
+        if (version, exc.what) not in reported:  # once per model and endpoint, not per request
+            reported.add((version, exc.what))
+            log.error(
+                "export %s (version %s) gives scores that are not finite for %s: its factors "
+                "overflow float32",
+                exc.model.path,
+                version,
+                exc.what,
+            )
+        detail = (
+            f"The model (version {version}) gives scores that are not finite (NaN or infinity) "
+            "for this request: its factors overflow float32."
+        )
+        return _json({"detail": detail}, 500)
+
     @app.get("/health", summary="Liveness and the active model version")
     async def health(request: Request):
         return _json({"status": "ok", "version": current(request).version})
@@ -433,17 +528,19 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
         w = request.app.state.watcher
         m = w.current
         info = m.describe()
+        info.pop("path", None)  # names only: no server paths in answers
+        info["export"] = m.path.name
         info["loaded_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(w.loaded_at))
-        info["watching"] = str(w.export_root) if w.export_root is not None else None
+        info["watching"] = w.export_root is not None
         info["skipped_exports"] = dict(w.skipped)
-        return _json(info)
+        return _json(_finite_or_none(info))
 
     # The GET endpoints parse their few query parameters themselves: FastAPI's generic
     # parameter validation cost more than the recommendation itself (0.4 ms a request).
     # The parameters are declared for the OpenAPI page below.
 
     @app.get(
-        "/recommendations/{user_id}",
+        "/recommendations/{user_id:path}",
         response_model=RecommendationsOut,
         summary="Top-k items for a known user",
         responses={404: {"description": "Unknown user id"}, 422: {"description": "Bad k"}},
@@ -471,6 +568,7 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
             )
         m = current(request)
         result = m.recommend(user_id, k=k, exclude_seen=exclude_seen, fallback=fallback)
+        finite(result, m, "recommendations")
         return _json(
             {
                 "user": user_id,
@@ -496,10 +594,11 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
         m = current(request)
         pairs = [(str(x.item), x.value) for x in body.interactions]
         result = m.recommend_for_interactions(pairs, k=body.k, exclude_seen=body.exclude_seen)
+        finite(result, m, "fold-in")
         return _json({"version": m.version, "ignored": result.ignored, "items": result.to_list()})
 
     @app.get(
-        "/similar/{item_id}",
+        "/similar/{item_id:path}",
         response_model=SimilarOut,
         summary="Items most similar to an item",
         responses={404: {"description": "Unknown item id"}, 422: {"description": "Bad k"}},
@@ -520,6 +619,7 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
         metric = q.get("metric", "cosine")
         m = current(request)
         result = m.similar_items(item_id, k=k, metric=metric)
+        finite(result, m, "similar items")
         return _json(
             {"item": item_id, "version": m.version, "metric": metric, "items": result.to_list()}
         )
@@ -545,8 +645,11 @@ def run(
         level=getattr(logging, log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # no loadable export is one clear error too (exit 2), not a failed lifespan's traceback
+    watcher = ModelWatcher(settings.model, settings.poll_interval)
+    watcher.load_initial()
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, watcher=watcher),
         host=host,
         port=port,
         log_level=log_level,

@@ -113,8 +113,9 @@ class Recommender:
     def __init__(self, export) -> None:
         self.path = Path(export.path)
         self.meta = dict(export.meta)
-        self.user_factors = np.ascontiguousarray(export.user_factors, dtype=np.float32)
-        self.item_factors = np.ascontiguousarray(export.item_factors, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused by load_model
+            self.user_factors = np.ascontiguousarray(export.user_factors, dtype=np.float32)
+            self.item_factors = np.ascontiguousarray(export.item_factors, dtype=np.float32)
         self.users = export.users
         self.items = export.items
         self._item_ids = export.items.to_list()  # list indexing beats an Arrow take per query
@@ -128,8 +129,9 @@ class Recommender:
         idx_dt = np.int32 if ui.shape[1] < 2**31 - 1 else np.int64
         self._indices = np.ascontiguousarray(ui.indices, dtype=idx_dt)
         self.item_popularity = np.bincount(self._indices, minlength=ui.shape[1]).astype(np.float64)
-        self.item_norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
-        self.user_norms = np.linalg.norm(self.user_factors, axis=1).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflowing norms: refused
+            self.item_norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
+            self.user_norms = np.linalg.norm(self.user_factors, axis=1).astype(np.float32)
         # The item factors again, by decreasing norm, for the single-query top-k that stops
         # early (see _topk.topk_by_norm). Costs one more copy of the item factors.
         self._norm_order = np.argsort(-self.item_norms, kind="stable").astype(np.int64)
@@ -710,4 +712,22 @@ def load_model(path: str | os.PathLike) -> Recommender:
             f"{export.path / 'train'}: the training matrix has item indices outside "
             f"[0, {export.item_factors.shape[0]})."
         )
-    return Recommender(export)
+    model = Recommender(export)
+    _check_scores_fit(model)
+    return model
+
+
+def _check_scores_fit(model: Recommender) -> None:
+    """Refuse factors whose scores could overflow float32 (or that overflowed becoming it)."""
+    u = float(np.max(model.user_norms, initial=0.0))
+    v = float(np.max(model.item_norms, initial=0.0))
+    # Scores are u·v accumulated in float32. Cauchy–Schwarz: |u·v| <= ‖u‖·‖v‖ for every
+    # score, partial sums and similar items too (half of float32's largest value leaves room
+    # for rounding); NaN or inf norms (float64 factors beyond float32's range) fail the
+    # comparison as well. A trained model's norms are many orders of magnitude below this.
+    if not max(u, v) * v < float(np.finfo(np.float32).max) / 2.0:
+        raise DataFormatError(
+            f"{model.path}: the factors are too large to score in float32 (largest norms: "
+            f"users {u:.3g}, items {v:.3g}; their products overflow). Retrain with more "
+            "regularization."
+        )
