@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.fuzz._mutations import example, frame
 from walsrec.data.prepare import load_prepared
 from walsrec.data.tfrecord import read_tfrecords, write_tfrecords
 from walsrec.distributed.sources import tfrecord_source
@@ -197,3 +198,25 @@ def test_cache_for_train_written_by_the_workers(client, data_dir, tmp_path, monk
     ref = evaluate(model.user_factors_, model.item_factors_, loaded.train.user_items,
                    loaded.eval, k=5)  # fmt: skip
     assert got == pytest.approx(ref, rel=1e-9)
+
+
+def test_one_huge_key_without_sizes_is_an_error_before_any_allocation(client, tmp_path):
+    """Issue 15 item 3 on the cluster: the shape inferred from the shards is bounded by the
+    reader's rule, so a 74-byte shard with key 10**9 cannot make the workers allocate."""
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix(([1.0], ([0], [3])), shape=(1, 5))
+    write_tfrecords(m, tmp_path / "items_for_user")
+    write_tfrecords(m.T.tocsr(), tmp_path / "users_for_item")
+    shard = next(tmp_path.glob("items_for_user-*"))
+    shard.write_bytes(frame([example(10**9, [3], [1.0])]))  # the same record, key 10**9
+    model = DaskWALS(2, client=client, partitions=2)
+    with pytest.raises(
+        DataFormatError,
+        match=r"items_for_user-00000-of-00001\.tfrecord \(its largest key\): key 1000000000 is "
+        r"too large for n_rows to be taken from the records: without n_rows, keys must be < "
+        r"1048592",
+    ):
+        model.open(
+            tfrecord_source(tmp_path / "items_for_user-*", str(tmp_path / "users_for_item-*"))
+        )

@@ -21,6 +21,10 @@ lists, map entries sorted by name: ``indices``, ``key``, ``values``). TensorFlow
 writer keeps insertion order instead; both are the same message to any protobuf parser, and
 apart from that order walsrec's bytes are TensorFlow's (see tests/README.md).
 
+Records are parsed as TensorFlow's ``tf.io.parse_single_example`` parses them, so every
+file reads here as it reads in TensorFlow, including odd encodings where TensorFlow departs
+from protobuf's rules (the comment above the decoding kernels lists them).
+
 Decoding and encoding are numba kernels over one byte buffer per file; Python only loops
 over records to compute CRC32C with ``google_crc32c`` (about 0.25 µs per call), never over
 non-zeros. TensorFlow is not needed, and files stay byte-compatible with it both ways.
@@ -47,12 +51,27 @@ from numba import njit
 
 from walsrec.errors import DataFormatError, InvalidParameterError
 
-__all__ = ["iter_records", "read_tfrecords", "write_tfrecords"]
+__all__ = [
+    "InferredSizeError",
+    "inferred_size",
+    "iter_records",
+    "read_tfrecords",
+    "write_tfrecords",
+]
 
 _MASK_DELTA = 0xA282EAD8
 _GZIP_MAGIC = b"\x1f\x8b"
 _COMPRESSIONS = {None: None, "none": None, "gzip": "gzip"}
 _MAX_THREADS = 8  # files read or written at once
+
+# A size left to be inferred from the records is at most _INFER_BASE + _INFER_PER_ITEM per
+# record (rows) or per stored value (columns), and columns also at most 2**31 - 1, so that
+# one bad key or index cannot make the reader (or training after it) allocate gigabytes:
+# the arrays sized by it cost 16 bytes a row, while each record already costs more than
+# 100 bytes to parse. A larger size has to be given.
+_INFER_BASE = 2**20
+_INFER_PER_ITEM = 16
+_INFER_MAX_COLUMNS = 2**31 - 1
 
 # Feature slots, in the order protobuf's deterministic map serialization sorts the keys.
 _INDICES, _KEY, _VALUES = 0, 1, 2
@@ -77,10 +96,45 @@ _E_LENGTH_MISMATCH = 11
 _E_INDEX_RANGE = 12
 _E_NOT_FINITE = 13
 _E_DUPLICATE_INDEX = 14
+_E_FEATURES_FIELD = 15
+_E_ENTRY = 16
+_E_FEATURE_TAG = 17
+_E_LIST = 18
 
 
 # --------------------------------------------------------------------------------------
 # Decoding kernels
+#
+# Records are parsed as TensorFlow parses them (tf.io.parse_single_example and
+# tf.io.parse_example: tensorflow/core/util/example_proto_fast_parsing.cc), so that every
+# file reads here exactly as it does in TensorFlow. For the encodings that writers produce
+# this is protobuf's parsing; for odd ones TensorFlow's parser departs from protobuf's
+# rules, and TensorFlow wins (each rule below was checked against TensorFlow 2.21, see
+# test_tensorflow_parser_cases in tests/data/test_tfrecord.py):
+#
+# - Example: a field is Features only when its tag is the one byte 0x0a; other fields are
+#   skipped (groups and wire types 6 and 7 are errors; a length running past the record
+#   just ends it). The entries of several Features fields add up to one map, as in
+#   protobuf.
+# - Features: map entries only; another field is an error (protobuf skips it).
+# - Map entry: exactly two fields, the name and the Feature, in either order; a repeated
+#   one counts as one of the two, the later wins, and a third field is an error. So an
+#   entry repeating its Feature (value) field is an error, where protobuf merges the two
+#   Features (two Int64Lists [1, 2] and [3] would read [1, 2, 3]).
+# - The same name in several entries: the last non-empty Feature wins, as protobuf's "last
+#   entry wins" for maps except that an empty Feature counts as absent. Every non-empty
+#   one must begin with a list tag (the others are not read further).
+# - Feature: its first byte names its list (0x0a bytes, 0x12 float, 0x1a int64; anything
+#   else is an error) and only that first list is read: the rest of the Feature is ignored.
+#   Protobuf treats the kind as a oneof (a later list of another kind replaces the first,
+#   one of the same kind merges into it).
+# - Int64List / FloatList: one packed run (tag 0x0a), after which the rest of the list is
+#   ignored, or unpacked values only (each tagged 0x08 / 0x0d; another field is an error).
+#   Protobuf concatenates packed and unpacked runs and skips unknown fields.
+# - Lengths are protobuf's 32-bit varints (the low 32 bits of up to 10 bytes). A message
+#   or packed run longer than what encloses it is cut at the enclosing end
+#   (CodedInputStream::PushLimit), except that a packed FloatList must hold
+#   4 * (length // 4) bytes (a remainder is ignored); names and Features must fit.
 # --------------------------------------------------------------------------------------
 
 
@@ -101,20 +155,39 @@ def _read_varint(buf, p, end):
 
 
 @njit(cache=True, nogil=True)
-def _skip_field(buf, p, end, wire_type):
-    """Position after a field's payload of the given wire type, or -1 if malformed."""
-    if wire_type == 0:
-        _, p = _read_varint(buf, p, end)
-        return p
-    if wire_type == 1:
-        return p + 8 if p + 8 <= end else -1
-    if wire_type == 5:
-        return p + 4 if p + 4 <= end else -1
-    if wire_type == 2:
-        n, p = _read_varint(buf, p, end)
-        if p < 0 or n > np.uint64(end - p):
-            return -1
-        return p + np.int64(n)
+def _read_len(buf, p, end):
+    """A length or tag as protobuf's ReadVarint32 reads it, the low 32 bits of a varint:
+    (value as int64, next position, or -1 if malformed)."""
+    v, q = _read_varint(buf, p, end)
+    return np.int64(v & np.uint64(0xFFFFFFFF)), q
+
+
+@njit(cache=True, nogil=True)
+def _limit(q, n, end):
+    """End of ``n`` bytes at ``q``, cut at ``end`` (a limit beyond the enclosing one is ignored)."""
+    return q + n if n <= end - q else end
+
+
+@njit(cache=True, nogil=True)
+def _skip_unknown(buf, p, end):
+    """Position after a field of an Example other than Features, or -1 if TensorFlow
+    fails on it."""
+    tag, q = _read_len(buf, p, end)
+    if q < 0:
+        return -1
+    wire = tag & 7
+    if wire == 0:
+        _, q = _read_len(buf, q, end)
+        return q
+    if wire == 1:
+        return q + 8 if q + 8 <= end else -1
+    if wire == 5:
+        return q + 4 if q + 4 <= end else -1
+    if wire == 2:
+        n, q = _read_len(buf, q, end)
+        if q < 0 or n >= 2**31:  # Skip() refuses a negative int count and stays put
+            return q
+        return _limit(q, n, end)
     return -1  # groups (3, 4) and the undefined wire types 6, 7
 
 
@@ -194,184 +267,151 @@ def _feature_slot(buf, s, n):
 
 @njit(cache=True, nogil=True)
 def _parse_features_map(buf, p, end, spans, r):
-    """Record the Feature spans of our three map entries (last entry wins, as for any
-    protobuf map) in ``spans[r]``; returns -1, or the offset where parsing failed."""
+    """Note in ``spans[r, slot]`` the Feature of each of our three names: (start, end, 1)
+    of the last non-empty one, (x, x, 0) for a name seen with empty Features only.
+    Returns (0, 0) or (error code, offset)."""
     while p < end:
-        tag, q = _read_varint(buf, p, end)
-        if q < 0 or (tag >> np.uint64(3)) == 0:
-            return p
-        field = np.int64(tag >> np.uint64(3))
-        wire = np.int64(tag & np.uint64(7))
-        if field == 1 and wire == 2:
-            n, q = _read_varint(buf, q, end)
-            if q < 0 or n > np.uint64(end - q):
-                return p
-            entry_end = q + np.int64(n)
-            name_s = -1
-            name_n = 0
-            val_s = -1
-            val_e = -1
-            while q < entry_end:
-                tag2, q2 = _read_varint(buf, q, entry_end)
-                if q2 < 0 or (tag2 >> np.uint64(3)) == 0:
-                    return q
-                f2 = np.int64(tag2 >> np.uint64(3))
-                w2 = np.int64(tag2 & np.uint64(7))
-                if (f2 == 1 or f2 == 2) and w2 == 2:
-                    m, q3 = _read_varint(buf, q2, entry_end)
-                    if q3 < 0 or m > np.uint64(entry_end - q3):
-                        return q
-                    if f2 == 1:
-                        name_s = q3
-                        name_n = np.int64(m)
-                    else:
-                        val_s = q3
-                        val_e = q3 + np.int64(m)
-                    q = q3 + np.int64(m)
-                else:
-                    q3 = _skip_field(buf, q2, entry_end, w2)
-                    if q3 < 0:
-                        return q
-                    q = q3
-            slot = _feature_slot(buf, name_s, name_n) if name_s >= 0 else -1
-            if slot >= 0:
-                if val_s < 0:  # an entry without a value holds an empty Feature
-                    val_s = entry_end
-                    val_e = entry_end
+        if buf[p] != 0x0A:
+            return _E_FEATURES_FIELD, p
+        n, q = _read_len(buf, p + 1, end)
+        if q < 0:
+            return _E_CORRUPT, p
+        entry_end = _limit(q, n, end)
+        name_s = -1
+        name_n = 0
+        val_s = entry_end  # no value field: an empty Feature
+        val_e = entry_end
+        for _ in range(2):  # the name and the value, in either order
+            if q >= entry_end:
+                return _E_ENTRY, p
+            tag, q2 = _read_len(buf, q, entry_end)
+            if q2 < 0 or (tag != 10 and tag != 18):
+                return _E_ENTRY, q
+            m, q3 = _read_len(buf, q2, entry_end)
+            if q3 < 0 or m > entry_end - q3:
+                return _E_CORRUPT, q
+            if tag == 10:
+                name_s = q3
+                name_n = m
+            else:
+                val_s = q3
+                val_e = q3 + m
+            q = q3 + m
+        if q != entry_end:
+            return _E_ENTRY, q
+        slot = _feature_slot(buf, name_s, name_n) if name_s >= 0 else -1
+        if slot >= 0:
+            if val_e > val_s:
+                b = buf[val_s]
+                if b != 0x0A and b != 0x12 and b != 0x1A:
+                    return _E_FEATURE_TAG, val_s
                 spans[r, slot, 0] = val_s
                 spans[r, slot, 1] = val_e
-            p = entry_end
-        else:
-            q2 = _skip_field(buf, q, end, wire)
-            if q2 < 0:
-                return p
-            p = q2
-    return -1
+                spans[r, slot, 2] = 1
+            elif spans[r, slot, 2] == 0:
+                spans[r, slot, 0] = val_s
+                spans[r, slot, 1] = val_s
+        p = entry_end
+    return 0, 0
 
 
 @njit(cache=True, nogil=True)
-def _count_list(buf, p, end, kind):
-    """Number of values in an Int64List/FloatList message (packed or not), or -1 if corrupt."""
+def _first_list(buf, s, e, want):
+    """The first list of a non-empty Feature at ``buf[s:e]``, the only one TensorFlow reads:
+    (kind, count, start, end, packed, error code, offset). The values lie in
+    ``buf[start:end]``, one packed run, or unpacked fields when ``packed`` is 0. A list of
+    a kind other than ``want`` is not read (the caller reports the kind)."""
+    kind = np.int64(buf[s] >> 3)
+    if kind != want:
+        return kind, 0, s, s, 1, 0, 0
+    n, q = _read_len(buf, s + 1, e)
+    if q < 0:
+        return kind, 0, s, s, 1, _E_CORRUPT, s
+    list_end = _limit(q, n, e)
+    if q == list_end:
+        return kind, 0, q, q, 1, 0, 0
+    b = buf[q]
+    if b == 0x0A:  # a packed run: the rest of the list is ignored
+        m, q2 = _read_len(buf, q + 1, list_end)
+        if q2 < 0:
+            return kind, 0, s, s, 1, _E_CORRUPT, q
+        if kind == _KIND_FLOAT:
+            count = m // 4
+            if 4 * count > list_end - q2:
+                return kind, 0, s, s, 1, _E_CORRUPT, q
+            return kind, count, q2, q2 + 4 * count, 1, 0, 0
+        run_end = _limit(q2, m, list_end)
+        if run_end > q2 and buf[run_end - 1] >= 0x80:  # a varint cut by the run's end
+            return kind, 0, s, s, 1, _E_CORRUPT, run_end - 1
+        count = 0
+        for j in range(q2, run_end):
+            if buf[j] < 0x80:
+                count += 1
+        return kind, count, q2, run_end, 1, 0, 0
+    tag = 0x08 if kind == _KIND_INT64 else 0x0D
     count = 0
-    while p < end:
-        tag, q = _read_varint(buf, p, end)
-        if q < 0 or (tag >> np.uint64(3)) == 0:
-            return -1
-        field = np.int64(tag >> np.uint64(3))
-        wire = np.int64(tag & np.uint64(7))
-        if field == 1 and kind == 3 and wire == 2:
-            n, q = _read_varint(buf, q, end)
-            if q < 0 or n > np.uint64(end - q):
-                return -1
-            e = q + np.int64(n)
-            if e > q and buf[e - 1] >= 0x80:
-                return -1
-            for j in range(q, e):
-                if buf[j] < 0x80:
-                    count += 1
-            p = e
-        elif field == 1 and kind == 3 and wire == 0:
-            _, q = _read_varint(buf, q, end)
-            if q < 0:
-                return -1
-            count += 1
-            p = q
-        elif field == 1 and kind == 2 and wire == 2:
-            n, q = _read_varint(buf, q, end)
-            if q < 0 or n > np.uint64(end - q) or n % np.uint64(4) != 0:
-                return -1
-            count += np.int64(n) // 4
-            p = q + np.int64(n)
-        elif field == 1 and kind == 2 and wire == 5:
-            if q + 4 > end:
-                return -1
-            count += 1
-            p = q + 4
+    p = q
+    while p < list_end:
+        if buf[p] != tag:
+            return kind, 0, s, s, 1, _E_LIST, p
+        if kind == _KIND_INT64:
+            _, p2 = _read_varint(buf, p + 1, list_end)
+            if p2 < 0:
+                return kind, 0, s, s, 1, _E_CORRUPT, p
+            p = p2
         else:
-            q2 = _skip_field(buf, q, end, wire)
-            if q2 < 0:
-                return -1
-            p = q2
-    return count
-
-
-@njit(cache=True, nogil=True)
-def _count_feature(buf, p, end):
-    """(kind, number of values, -1 or offset of corruption) of a Feature message.
-
-    ``kind`` is a oneof: a later list of another kind replaces the earlier one, a later
-    list of the same kind is merged into it (protobuf's parsing rules)."""
-    kind = 0
-    count = 0
-    while p < end:
-        tag, q = _read_varint(buf, p, end)
-        if q < 0 or (tag >> np.uint64(3)) == 0:
-            return kind, count, p
-        field = np.int64(tag >> np.uint64(3))
-        wire = np.int64(tag & np.uint64(7))
-        if 1 <= field <= 3 and wire == 2:
-            n, q2 = _read_varint(buf, q, end)
-            if q2 < 0 or n > np.uint64(end - q2):
-                return kind, count, p
-            e = q2 + np.int64(n)
-            if field != kind:
-                kind = field
-                count = 0
-            if field != _KIND_BYTES:
-                c = _count_list(buf, q2, e, field)
-                if c < 0:
-                    return kind, count, p
-                count += c
-            p = e
-        else:
-            q2 = _skip_field(buf, q, end, wire)
-            if q2 < 0:
-                return kind, count, p
-            p = q2
-    return kind, count, -1
+            if p + 5 > list_end:
+                return kind, 0, s, s, 1, _E_CORRUPT, p
+            p += 5
+        count += 1
+    return kind, count, q, list_end, 0, 0, 0
 
 
 @njit(cache=True, nogil=True)
 def _scan_examples(buf, starts, lengths, spans, kinds, counts):
-    """First pass over all Examples: locate the three features and count their values.
+    """First pass over all Examples: locate the values of the three features and count them.
 
-    Returns (error code, record, detail); detail is a byte offset for corrupt records,
-    the offending kind or count otherwise."""
+    Leaves in ``spans[r, slot]`` (start, end, packed) of the values, -1 for a missing
+    feature. Returns (error code, record, detail); detail is a byte offset for corrupt
+    records, the offending kind or count otherwise."""
+    wanted = np.array([_KIND_INT64, _KIND_INT64, _KIND_FLOAT])
     for r in range(starts.shape[0]):
         s = starts[r] + 12
         e = s + lengths[r]
         for k in range(3):
             spans[r, k, 0] = -1
             spans[r, k, 1] = -1
+            spans[r, k, 2] = 0
             kinds[r, k] = 0
             counts[r, k] = 0
         p = s
         while p < e:
-            tag, q = _read_varint(buf, p, e)
-            if q < 0 or (tag >> np.uint64(3)) == 0:
-                return _E_CORRUPT, r, p
-            field = np.int64(tag >> np.uint64(3))
-            wire = np.int64(tag & np.uint64(7))
-            if field == 1 and wire == 2:
-                n, q2 = _read_varint(buf, q, e)
-                if q2 < 0 or n > np.uint64(e - q2):
+            if buf[p] == 0x0A:  # Example.features
+                n, q = _read_len(buf, p + 1, e)
+                if q < 0:
                     return _E_CORRUPT, r, p
-                bad = _parse_features_map(buf, q2, q2 + np.int64(n), spans, r)
-                if bad >= 0:
-                    return _E_CORRUPT, r, bad
-                p = q2 + np.int64(n)
+                sub_end = _limit(q, n, e)
+                code, where = _parse_features_map(buf, q, sub_end, spans, r)
+                if code:
+                    return code, r, where
+                p = sub_end
             else:
-                q2 = _skip_field(buf, q, e, wire)
-                if q2 < 0:
+                q = _skip_unknown(buf, p, e)
+                if q < 0:
                     return _E_CORRUPT, r, p
-                p = q2
+                p = q
         for k in range(3):
-            if spans[r, k, 0] >= 0:
-                kind, count, bad = _count_feature(buf, spans[r, k, 0], spans[r, k, 1])
-                if bad >= 0:
-                    return _E_CORRUPT, r, bad
+            if spans[r, k, 2] == 1:
+                kind, count, a, b, packed, code, where = _first_list(
+                    buf, spans[r, k, 0], spans[r, k, 1], wanted[k]
+                )
+                if code:
+                    return code, r, where
                 kinds[r, k] = kind
                 counts[r, k] = count
+                spans[r, k, 0] = a
+                spans[r, k, 1] = b
+                spans[r, k, 2] = packed
         if spans[r, _KEY, 0] < 0:
             return _E_KEY_MISSING, r, 0
         if kinds[r, _KEY] != _KIND_INT64:
@@ -392,114 +432,62 @@ def _scan_examples(buf, starts, lengths, spans, kinds, counts):
 
 
 @njit(cache=True, nogil=True)
-def _fill_int64(buf, p, end, out, base, n, lo, hi):
-    """Write the Int64List values of a Feature at ``out[base:base + n]``.
+def _fill_int64(buf, s, e, packed, out, base, n, lo, hi):
+    """Write the int64 values at ``buf[s:e]`` (a packed run, or unpacked fields) at
+    ``out[base:base + n]``.
 
     Returns (0, 0), (1, offset) if a varint is malformed, or (2, value) for a value
     outside [lo, hi]."""
-    kind = 0
     c = 0
-    while p < end:
-        tag, q = _read_varint(buf, p, end)
-        field = np.int64(tag >> np.uint64(3))
-        wire = np.int64(tag & np.uint64(7))
-        if 1 <= field <= 3 and wire == 2:
-            m, q = _read_varint(buf, q, end)
-            e = q + np.int64(m)
-            if field != kind:
-                kind = field
-                c = 0
-            if field == _KIND_INT64:
-                while q < e:
-                    tag2, q2 = _read_varint(buf, q, e)
-                    wire2 = np.int64(tag2 & np.uint64(7))
-                    if (tag2 >> np.uint64(3)) == np.uint64(1) and (wire2 == 0 or wire2 == 2):
-                        if wire2 == 2:
-                            m2, q2 = _read_varint(buf, q2, e)
-                            e2 = q2 + np.int64(m2)
-                            single = False
-                        else:
-                            e2 = e
-                            single = True
-                        # The packed run: the hot loop of decoding, varints inline.
-                        while q2 < e2:
-                            start = q2
-                            b = buf[q2]
-                            q2 += 1
-                            v = np.uint64(b & 0x7F)
-                            shift = np.uint64(7)
-                            while b >= 0x80:
-                                if q2 >= e2 or shift > np.uint64(63):
-                                    return 1, start
-                                b = buf[q2]
-                                q2 += 1
-                                v |= np.uint64(b & 0x7F) << shift
-                                shift += np.uint64(7)
-                            value = np.int64(v)
-                            if value < lo or value > hi:
-                                return 2, value
-                            if c < n:
-                                out[base + c] = value
-                            c += 1
-                            if single:
-                                break
-                        q = q2
-                    else:
-                        q = _skip_field(buf, q2, e, wire2)
-            p = e
-        else:
-            p = _skip_field(buf, q, end, wire)
+    q = s
+    # The hot loop of decoding, varints inline.
+    while q < e:
+        if not packed:
+            q += 1  # the field's tag, 0x08
+        start = q
+        b = buf[q]
+        q += 1
+        v = np.uint64(b & 0x7F)
+        shift = np.uint64(7)
+        while b >= 0x80:
+            if q >= e or shift > np.uint64(63):
+                return 1, start
+            b = buf[q]
+            q += 1
+            v |= np.uint64(b & 0x7F) << shift
+            shift += np.uint64(7)
+        value = np.int64(v)
+        if value < lo or value > hi:
+            return 2, value
+        if c < n:
+            out[base + c] = value
+        c += 1
     return 0, 0
 
 
 @njit(cache=True, nogil=True)
-def _fill_float(buf, p, end, out, base, n):
-    """Write the FloatList values of a Feature, as raw float32 bits, at ``out[base:base + n]``;
-    returns -1, or the index into ``out`` of the first NaN or infinity."""
-    kind = 0
+def _fill_float(buf, s, e, packed, out, base, n):
+    """Write the float32 values at ``buf[s:e]`` (a packed run, or unpacked fields), as raw
+    bits, at ``out[base:base + n]``; returns -1, or the index into ``out`` of the first NaN
+    or infinity."""
     c = 0
     bad = -1
-    while p < end:
-        tag, q = _read_varint(buf, p, end)
-        field = np.int64(tag >> np.uint64(3))
-        wire = np.int64(tag & np.uint64(7))
-        if 1 <= field <= 3 and wire == 2:
-            m, q = _read_varint(buf, q, end)
-            e = q + np.int64(m)
-            if field != kind:
-                kind = field
-                c = 0
-                bad = -1
-            if field == _KIND_FLOAT:
-                while q < e:
-                    tag2, q2 = _read_varint(buf, q, e)
-                    wire2 = np.int64(tag2 & np.uint64(7))
-                    if (tag2 >> np.uint64(3)) == np.uint64(1) and (wire2 == 2 or wire2 == 5):
-                        if wire2 == 2:
-                            m2, q2 = _read_varint(buf, q2, e)
-                            e2 = q2 + np.int64(m2)
-                        else:
-                            e2 = q2 + 4
-                        while q2 < e2:
-                            bits = (
-                                np.uint32(buf[q2])
-                                | (np.uint32(buf[q2 + 1]) << np.uint32(8))
-                                | (np.uint32(buf[q2 + 2]) << np.uint32(16))
-                                | (np.uint32(buf[q2 + 3]) << np.uint32(24))
-                            )
-                            if c < n:
-                                out[base + c] = bits
-                                if (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000):
-                                    if bad < 0:
-                                        bad = base + c
-                            c += 1
-                            q2 += 4
-                        q = e2
-                    else:
-                        q = _skip_field(buf, q2, e, wire2)
-            p = e
-        else:
-            p = _skip_field(buf, q, end, wire)
+    q = s
+    while q < e:
+        if not packed:
+            q += 1  # the field's tag, 0x0d
+        bits = (
+            np.uint32(buf[q])
+            | (np.uint32(buf[q + 1]) << np.uint32(8))
+            | (np.uint32(buf[q + 2]) << np.uint32(16))
+            | (np.uint32(buf[q + 3]) << np.uint32(24))
+        )
+        if c < n:
+            out[base + c] = bits
+            if (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000) and bad < 0:
+                bad = base + c
+        c += 1
+        q += 4
     return bad
 
 
@@ -511,7 +499,9 @@ def _fill_examples(buf, spans, kinds, counts, offsets, vocab_size, keys, out_idx
     lo = np.int64(-9223372036854775808)
     hi = np.int64(9223372036854775807)
     for r in range(spans.shape[0]):
-        status, detail = _fill_int64(buf, spans[r, 1, 0], spans[r, 1, 1], one, 0, 1, lo, hi)
+        status, detail = _fill_int64(
+            buf, spans[r, 1, 0], spans[r, 1, 1], spans[r, 1, 2], one, 0, 1, lo, hi
+        )
         if status == 1:
             return _E_CORRUPT, r, detail
         keys[r] = one[0]
@@ -520,13 +510,13 @@ def _fill_examples(buf, spans, kinds, counts, offsets, vocab_size, keys, out_idx
         if n == 0:
             continue
         status, detail = _fill_int64(
-            buf, spans[r, 0, 0], spans[r, 0, 1], out_idx, base, n, 0, vocab_size - 1
+            buf, spans[r, 0, 0], spans[r, 0, 1], spans[r, 0, 2], out_idx, base, n, 0, vocab_size - 1
         )
         if status == 1:
             return _E_CORRUPT, r, detail
         if status == 2:
             return _E_INDEX_RANGE, r, detail
-        bad = _fill_float(buf, spans[r, 2, 0], spans[r, 2, 1], out_bits, base, n)
+        bad = _fill_float(buf, spans[r, 2, 0], spans[r, 2, 1], spans[r, 2, 2], out_bits, base, n)
         if bad >= 0:
             return _E_NOT_FINITE, r, bad
         seg = out_idx[base : base + n]
@@ -871,6 +861,27 @@ def _parse_error(name, code, r, detail, vocab_size, counts, bits):
     where = f"{name}: record {r} (0-based)"
     if code == _E_CORRUPT:
         return f"{where}: corrupt tf.train.Example protobuf at byte {detail} of the file"
+    if code == _E_FEATURES_FIELD:
+        return (
+            f"{where}: the Example's Features message holds a field other than map entries "
+            f"at byte {detail} of the file, which TensorFlow's parser rejects"
+        )
+    if code == _E_ENTRY:
+        return (
+            f"{where}: malformed Features map entry at byte {detail} of the file: "
+            "TensorFlow's parser takes exactly two fields, the feature's name and its "
+            "Feature (a third field, such as a repeated Feature, is an error)"
+        )
+    if code == _E_FEATURE_TAG:
+        return (
+            f"{where}: a Feature at byte {detail} of the file does not begin with its "
+            "bytes_list, float_list or int64_list, which TensorFlow's parser rejects"
+        )
+    if code == _E_LIST:
+        return (
+            f"{where}: unsupported Int64List/FloatList encoding at byte {detail} of the "
+            "file: TensorFlow's parser takes one packed run, or unpacked values only"
+        )
     if code == _E_KEY_MISSING:
         return f"{where}: the Example has no 'key' feature"
     if code == _E_KEY_TYPE:
@@ -915,12 +926,16 @@ class _Parsed:
     bits: np.ndarray  # (nnz,) uint32, float32 bits
 
 
-def _parse_file(source: _Source, vocab_size: int, index_dtype) -> _Parsed:
+def _parse_file(
+    source: _Source, vocab_size: int, index_dtype, infer_vocab: bool = False
+) -> _Parsed:
+    """Parse one file; column indices must be < ``vocab_size`` (with ``infer_vocab``, the
+    cap on indices when no vocabulary size was given)."""
     data = _load(source)
     buf = np.frombuffer(data, dtype=np.uint8)
     starts, lengths = _check_framing(source.name, data, buf)
     n = len(starts)
-    spans = np.empty((n, 3, 2), dtype=np.int64)
+    spans = np.empty((n, 3, 3), dtype=np.int64)
     kinds = np.empty((n, 3), dtype=np.int64)
     counts = np.empty((n, 3), dtype=np.int64)
     code, r, detail = _scan_examples(buf, starts, lengths, spans, kinds, counts)
@@ -935,33 +950,98 @@ def _parse_file(source: _Source, vocab_size: int, index_dtype) -> _Parsed:
     code, r, detail = _fill_examples(
         buf, spans, kinds, counts, offsets, vocab_size, keys, idx, bits
     )
+    if code == _E_INDEX_RANGE and infer_vocab and detail >= 0:
+        where = f"{source.name}: record {r} (0-based)"
+        raise _size_error(where, "column index", detail, "vocab_size", vocab_size, None)
     if code:
         raise DataFormatError(_parse_error(source.name, code, r, detail, vocab_size, counts, bits))
     return _Parsed(source.name, keys, nnz_per, idx, bits)
 
 
-def _parse_files(sources: list[_Source], vocab_size: int, index_dtype) -> list[_Parsed]:
+def _parse_files(
+    sources: list[_Source], vocab_size: int, index_dtype, infer_vocab: bool = False
+) -> list[_Parsed]:
     """Parse files in a few threads (reading, GZIP and the kernels release the GIL),
     keeping at most ``workers`` files in flight; errors surface in file order."""
     workers = min(len(sources), os.cpu_count() or 1, _MAX_THREADS)
     if workers <= 1:
-        return [_parse_file(s, vocab_size, index_dtype) for s in sources]
+        return [_parse_file(s, vocab_size, index_dtype, infer_vocab) for s in sources]
     parsed = []
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
         queue = iter(sources)
         try:
             for source in itertools.islice(queue, workers):
-                pending.append(pool.submit(_parse_file, source, vocab_size, index_dtype))
+                pending.append(
+                    pool.submit(_parse_file, source, vocab_size, index_dtype, infer_vocab)
+                )
             while pending:
                 parsed.append(pending.popleft().result())
                 source = next(queue, None)
                 if source is not None:
-                    pending.append(pool.submit(_parse_file, source, vocab_size, index_dtype))
+                    pending.append(
+                        pool.submit(_parse_file, source, vocab_size, index_dtype, infer_vocab)
+                    )
         finally:
             for future in pending:
                 future.cancel()
     return parsed
+
+
+class InferredSizeError(DataFormatError):
+    """A key or index too large for the number of rows or columns to be inferred from it.
+
+    ``parameter`` names the size to give instead ("n_rows" or "vocab_size"); ``reason`` is
+    the message without the advice to give it, for callers with their own names for it."""
+
+    def __init__(self, reason: str, parameter: str, advice: str):
+        super().__init__(f"{reason}. {advice}")
+        self.reason = reason
+        self.parameter = parameter
+        self.advice = advice
+
+    def __reduce__(self):  # pickles across processes (Dask) with its three arguments
+        return type(self), (self.reason, self.parameter, self.advice)
+
+
+def _size_error(where: str, what: str, value: int, parameter: str, limit: int, read):
+    """The InferredSizeError of a key (``parameter`` "n_rows") or a column index
+    ("vocab_size") >= ``limit``; ``read`` is the number of records or values it counted."""
+    per = "record" if parameter == "n_rows" else "stored value"
+    rule = f"{_INFER_BASE} + {_INFER_PER_ITEM} per {per}"
+    if parameter == "vocab_size":
+        rule += f", at most {_INFER_MAX_COLUMNS}"
+    if read is not None:
+        rule += f"; {read} {per}s read"
+    dimension = "n_rows" if parameter == "n_rows" else "the number of columns"
+    plural = "keys" if parameter == "n_rows" else "column indices"
+    reason = (
+        f"{where}: {what} {value} is too large for {dimension} to be taken from the "
+        f"records: without {parameter}, {plural} must be < {limit} ({rule}), so that one "
+        "bad record cannot exhaust memory"
+    )
+    size = "rows" if parameter == "n_rows" else "columns"
+    advice = f"If the data really has more than {value} {size}, pass {parameter}=<the {size}>."
+    return InferredSizeError(reason, parameter, advice)
+
+
+def _inference_limit(count: int) -> int:
+    """Largest number of rows (columns) inferred from ``count`` records (stored values), + 1."""
+    return _INFER_BASE + _INFER_PER_ITEM * count
+
+
+def inferred_size(largest: int, count: int, parameter: str, where: str) -> int:
+    """The number of rows (``parameter`` "n_rows": ``largest`` key, ``count`` records) or
+    columns ("vocab_size": ``largest`` index, ``count`` stored values) that records imply,
+    under :func:`read_tfrecords`' limit on inferred sizes; :class:`InferredSizeError`
+    naming ``where`` beyond it. For readers that gather keys from several places (Dask)."""
+    limit = _inference_limit(count)
+    if parameter == "vocab_size":
+        limit = min(limit, _INFER_MAX_COLUMNS)
+    if largest >= limit:
+        what = "key" if parameter == "n_rows" else "column index"
+        raise _size_error(where, what, int(largest), parameter, limit, count)
+    return int(largest) + 1
 
 
 def _place(parsed: list[_Parsed], g: int) -> tuple[str, int]:
@@ -1021,7 +1101,7 @@ def iter_records(path: str | os.PathLike) -> Iterator[bytes]:
 
 def read_tfrecords(
     pattern: str | os.PathLike | Sequence[str | os.PathLike],
-    vocab_size: int,
+    vocab_size: int | None,
     n_rows: int | None = None,
     *,
     dtype=np.float32,
@@ -1039,12 +1119,12 @@ def read_tfrecords(
         A local path, a glob (its matches are read in sorted order), an fsspec URL or URL
         glob (``file://``, ``memory://``, ``gs://``...), or a list of any of these (read in
         the given order). Every pattern must match at least one file.
-    vocab_size : int
+    vocab_size : int or None
         Number of columns, >= 1: the vocabulary the column indices refer to. For
         ``items_for_user`` files this is the number of items, for ``users_for_item`` the
-        number of users.
+        number of users. None means the largest column index + 1, within the limit below.
     n_rows : int or None, default None
-        Number of rows (>= 0); None means the largest key + 1.
+        Number of rows (>= 0); None means the largest key + 1, within the limit below.
     dtype : numpy float dtype, default np.float32
         ``np.float32`` or ``np.float64``; the values are stored as float32 in the files.
 
@@ -1054,6 +1134,17 @@ def read_tfrecords(
         Row ``key`` holds the record's values at its indices, with sorted column indices
         (int32 when they fit, else int64); rows without a record are empty.
 
+    Notes
+    -----
+    A size inferred from the records is checked before anything of that size is
+    allocated, so that one bad record (a key of 10**9 in a 74-byte file) is an error and
+    not a 7 GiB allocation: without ``n_rows`` keys must be < 2**20 + 16 x the number of
+    records read, and without ``vocab_size`` column indices must be < 2**20 + 16 x the
+    number of values read (and < 2**31 - 1). Larger data sets with mostly empty rows or
+    columns pass the size. Files are parsed exactly as TensorFlow's
+    ``tf.io.parse_single_example`` parses them, also where that departs from protobuf's
+    rules for odd encodings (see the comment above the decoding kernels).
+
     Raises
     ------
     DataFormatError
@@ -1062,7 +1153,8 @@ def read_tfrecords(
         feature is missing or of the wrong type or length, ``indices`` and ``values``
         differ in length, a column index is negative or >= ``vocab_size`` (usually rows
         read with the wrong vocabulary), a record repeats a column index, a value is NaN
-        or infinite, a key is negative or >= ``n_rows``, or two records share a key.
+        or infinite, a key is negative or >= ``n_rows``, two records share a key, or a key
+        or column index is beyond the limit on inferred sizes (Notes).
     InvalidParameterError
         If ``vocab_size``, ``n_rows`` or ``dtype`` break their rules.
 
@@ -1077,7 +1169,11 @@ def read_tfrecords(
     0
     """
     func = "read_tfrecords"
-    vocab_size = _check_int(vocab_size, "vocab_size", func, 1)
+    infer_vocab = vocab_size is None
+    if infer_vocab:
+        vocab_size = _INFER_MAX_COLUMNS  # first a cap per file, then the limit below
+    else:
+        vocab_size = _check_int(vocab_size, "vocab_size", func, 1)
     if n_rows is not None:
         n_rows = _check_int(n_rows, "n_rows", func, 0)
     try:
@@ -1090,7 +1186,7 @@ def read_tfrecords(
             f"Got {dtype!r} instead."
         )
     index_dtype = np.int32 if vocab_size <= np.iinfo(np.int32).max else np.int64
-    parsed = _parse_files(_expand(pattern), vocab_size, index_dtype)
+    parsed = _parse_files(_expand(pattern), vocab_size, index_dtype, infer_vocab)
 
     keys = np.concatenate([p.keys for p in parsed])
     counts = np.concatenate([p.counts for p in parsed])
@@ -1099,6 +1195,12 @@ def read_tfrecords(
         name, r = _place(parsed, g)
         raise DataFormatError(f"{name}: record {r} (0-based): negative key {int(keys[g])}")
     if n_rows is None:
+        limit = _inference_limit(len(keys))
+        if keys.size and keys.max() >= limit:
+            g = int(np.flatnonzero(keys >= limit)[0])
+            name, r = _place(parsed, g)
+            where = f"{name}: record {r} (0-based)"
+            raise _size_error(where, "key", int(keys[g]), "n_rows", limit, len(keys))
         n_rows = int(keys.max()) + 1 if keys.size else 0
     elif keys.size and keys.max() >= n_rows:
         g = int(np.flatnonzero(keys >= n_rows)[0])
@@ -1122,14 +1224,24 @@ def read_tfrecords(
                 f"already the key of record {r1} (0-based) of {name1}"
             )
 
+    nnz = int(counts.sum())
+    idx = parsed[0].indices if len(parsed) == 1 else np.concatenate([p.indices for p in parsed])
+    bits = parsed[0].bits if len(parsed) == 1 else np.concatenate([p.bits for p in parsed])
+    if infer_vocab:
+        limit = min(_inference_limit(nnz), _INFER_MAX_COLUMNS)
+        vocab_size = int(idx.max()) + 1 if nnz else 0
+        if vocab_size > limit:
+            j = int(np.flatnonzero(idx >= limit)[0])  # still in record order
+            g = int(np.searchsorted(np.cumsum(counts), j, side="right"))
+            name, r = _place(parsed, g)
+            where = f"{name}: record {r} (0-based)"
+            raise _size_error(where, "column index", int(idx[j]), "vocab_size", limit, nnz)
+
     row_nnz = np.zeros(n_rows, dtype=np.int64)
     row_nnz[keys] = counts
-    nnz = int(counts.sum())
     ptr_dtype = np.int32 if nnz <= np.iinfo(np.int32).max and index_dtype == np.int32 else np.int64
     indptr = np.zeros(n_rows + 1, dtype=ptr_dtype)
     np.cumsum(row_nnz, out=indptr[1:])
-    idx = parsed[0].indices if len(parsed) == 1 else np.concatenate([p.indices for p in parsed])
-    bits = parsed[0].bits if len(parsed) == 1 else np.concatenate([p.bits for p in parsed])
     if not increasing:
         offsets = np.zeros(len(keys), dtype=np.int64)
         np.cumsum(counts[:-1], out=offsets[1:])

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from walsrec.data.tfrecord import inferred_size
 from walsrec.distributed import _storage, _tasks
 from walsrec.errors import DataFormatError, InvalidParameterError, NotFittedError
 from walsrec.model import weighting
@@ -472,17 +473,30 @@ class DaskWALS(WALS):
             for which in shards
         }
         self._count("bytes_from_workers", *info.values())
-        if n_rows is None:
-            n_rows = int(
-                max(info["user"][:, 2].max(initial=-1), info["item"][:, 3].max(initial=-1))
-            )
-            n_rows += 1
-        if n_cols is None:
-            n_cols = int(
-                max(info["user"][:, 3].max(initial=-1), info["item"][:, 2].max(initial=-1))
-            )
-            n_cols += 1
         nnz = int(info["user"][:, 1].sum())
+        # the shape the records imply, within the reader's limit on inferred sizes (one
+        # bad key must not make every worker allocate gigabytes): the keys of one side's
+        # records (counted per record) and the indices in the other side's (per value)
+        files = {"user": source.rows_files, "item": source.cols_files}
+
+        def implied(keys_side: str, index_side: str) -> int:
+            size = 0
+            for side, c, count, parameter in (
+                (keys_side, 2, int(info[keys_side][:, 0].sum()), "n_rows"),
+                (index_side, 3, int(info[index_side][:, 1].sum()), "vocab_size"),
+            ):
+                if len(info[side]):
+                    shard = int(np.argmax(info[side][:, c]))
+                    where = f"{files[side][shard]} (its largest {'key' if c == 2 else 'index'})"
+                    size = max(
+                        size, inferred_size(int(info[side][shard, c]), count, parameter, where)
+                    )
+            return size
+
+        if n_rows is None:
+            n_rows = implied("user", "item")
+        if n_cols is None:
+            n_cols = implied("item", "user")
         return shards, dataclasses.replace(source, shape=(n_rows, n_cols), nnz=nnz)
 
     def _assemble_parts(self, shards) -> dict:

@@ -5,6 +5,11 @@ are parsed once and cached in ``MODEL_DIR/cache`` as native arrays, keyed by the
 names, sizes and modification times; later runs load the cache memory-mapped. The rows and
 columns records must hold the same matrix (one transposed): a swapped pair, or a
 vocabulary size that does not fit, is a clear error rather than a silently wrong model.
+
+The number of users and items is ``num_rows``/``num_cols``, else the size of the
+vocabularies found beside the records, else inferred from the records within
+:func:`walsrec.read_tfrecords`' limit, so that one bad key or index is an error naming
+it rather than gigabytes of allocation.
 """
 
 from __future__ import annotations
@@ -23,8 +28,6 @@ from walsrec.data.vocabulary import Vocabulary
 from walsrec.errors import DataFormatError
 
 __all__ = ["TrainingData", "load_training_data"]
-
-_UNBOUNDED = 2**62  # vocabulary size used only to infer the shape from the records
 
 
 @dataclass
@@ -76,22 +79,33 @@ def _find_vocab(pattern: str, which: str) -> Vocabulary | None:
     return None
 
 
-def _read(pattern, vocab_size, n_rows) -> sp.csr_matrix:
-    """Read records; without a vocabulary size the width is the largest index + 1."""
-    from walsrec.data.tfrecord import read_tfrecords
+# The settings of train that give the number of users (rows) and of items (columns).
+_USERS = ("users", "'num_rows' (--num-rows)")
+_ITEMS = ("items", "'num_cols' (--num-cols)")
 
-    m = read_tfrecords(pattern, vocab_size=vocab_size or _UNBOUNDED, n_rows=n_rows)
-    if vocab_size is None:
-        width = int(m.indices.max()) + 1 if m.nnz else 0
-        m = sp.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], width))
-    return m
+
+def _read(pattern, vocab_size, n_rows, sizes) -> sp.csr_matrix:
+    """Read records; a size not given (None) is inferred from them, within the reader's
+    limit. ``sizes`` is (_USERS, _ITEMS) or (_ITEMS, _USERS): what n_rows and vocab_size
+    count."""
+    from walsrec.data.tfrecord import InferredSizeError, read_tfrecords
+
+    try:
+        return read_tfrecords(pattern, vocab_size=vocab_size, n_rows=n_rows)
+    except InferredSizeError as exc:
+        noun, setting = sizes[0] if exc.parameter == "n_rows" else sizes[1]
+        raise DataFormatError(
+            f"{exc.reason}. If the data really has that many {noun}, give train {setting} "
+            f"= the number of {noun}, or put the {noun} vocabulary beside the records "
+            f"(DIR/{noun[:-1]}_ids.txt or DIR/../vocab/{noun}.txt, one id per line)."
+        ) from None
 
 
 def _read_pair(rows_pattern, cols_pattern, n_rows, n_cols, what: str) -> sp.csr_matrix:
-    rows = _read(rows_pattern, n_cols, n_rows)
+    rows = _read(rows_pattern, n_cols, n_rows, (_USERS, _ITEMS))
     if cols_pattern is None:
         return rows
-    cols = _read(cols_pattern, n_rows, n_cols)
+    cols = _read(cols_pattern, n_rows, n_cols, (_ITEMS, _USERS))
     shape = (max(rows.shape[0], cols.shape[1]), max(rows.shape[1], cols.shape[0]))
     rows.resize(shape)
     cols.resize((shape[1], shape[0]))
