@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from walsrec._files import atomic_write_text
 from walsrec.errors import DataFormatError, UnknownIdError
 
 __all__ = ["Vocabulary", "sorted_id_order"]
@@ -106,12 +107,8 @@ class Vocabulary:
         """Write one id per line (UTF-8, ``\\n``), via a temporary file renamed into place."""
         path = Path(path)
         check_ids_text(self.ids, source=f"{self.name} vocabulary")
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            if len(self.ids):
-                f.write("\n".join(self.ids.to_pylist()).encode("utf-8"))
-                f.write(b"\n")
-        os.replace(tmp, path)
+        text = "\n".join(self.ids.to_pylist()) + "\n" if len(self.ids) else ""
+        atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike, name: str = "ids") -> Vocabulary:
