@@ -352,3 +352,88 @@ def test_train_default_bm25_on_negative_values_says_which_setting(tmp_path, caps
     assert not (tmp_path / "m" / "config.json").exists()
     code = main(["train", "--data", str(data), "--model-dir", str(tmp_path / "m"), *constant])
     assert code == 0
+
+
+# ------------------------------------------ issue 15: the probe's and review's findings
+TIME_ARGS = ["--time-col", "ts", "--split", "time", "--eval-fraction", "0.5"]
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (  # named line 2 ('100'), "neither a number nor a timestamp"
+            "user,item,rating,ts\n1,10,3,100\n2,11,5,2020-13-45\n",
+            r"in.csv, line 3, column 'ts': the time '2020-13-45' is neither a number (Unix "
+            "seconds) nor a timestamp such as 2026-01-02T15:04:05.",
+        ),
+        (  # accepted
+            "user,item,rating,ts\n1,10,3,100\n2,11,5,nan\n",
+            r"in.csv, line 3, column 'ts': the time nan is not a finite number.",
+        ),
+    ],
+)
+def test_bad_times_exit_2_with_one_line(tmp_path, capsys, text, message):
+    src = _csv(tmp_path, text)
+    out = str(tmp_path / "o")
+    code, _out, err = _run(
+        capsys, "prepare", src, "--out", out, "--quiet", "--rating-col", "rating", *TIME_ARGS
+    )
+    assert code == 2
+    assert _one_error_line(err).endswith(message)
+
+
+@pytest.mark.parametrize("split", ["time", "random"])
+def test_a_date_time_column_prepares(tmp_path, capsys, split):
+    # was a traceback: "Unsupported cast from date32[day] to int64", exit 1
+    src = _csv(
+        tmp_path, "user,item,rating,ts\n1,10,3,2020-01-01\n1,11,3,2020-01-03\n2,11,5,2020-01-02\n"
+    )
+    args = ["--rating-col", "rating", *TIME_ARGS[:2], "--split", split, "--eval-fraction", "0.5"]
+    code, out, err = _run(capsys, "prepare", src, "--out", str(tmp_path / "o"), "--quiet", *args)
+    assert code == 0, err
+    assert "rows read                       3" in out
+
+
+def test_uint64_rating_beyond_2_63_exits_2_or_is_skipped(tmp_path, capsys):
+    # was ArrowInvalid "Integer value 9223372036854775808 not in range", exit 1
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = str(tmp_path / "u.parquet")
+    table = pa.table(
+        {"user": [1, 2], "item": [10, 11], "rating": pa.array([1, 2**63], pa.uint64())}
+    )
+    pq.write_table(table, src)
+    args = ["prepare", src, "--out", str(tmp_path / "o"), "--quiet", "--rating-col", "rating"]
+    code, _out, err = _run(capsys, *args)
+    assert code == 2
+    assert _one_error_line(err).endswith(
+        "u.parquet, row 2, column 'rating': the rating 9223372036854775808 is an integer "
+        "beyond 2**53, which float64 cannot hold exactly; give it as a floating-point number "
+        "(such as 1.5e16) to have it rounded."
+    )
+    code, out, err = _run(capsys, *args, "--on-bad-rows", "skip")
+    assert code == 0, err
+    assert "bad rows skipped                1  (integer rating beyond 2**53: 1)" in out
+
+
+def test_combined_rating_beyond_float32_is_skipped_with_on_bad_rows_skip(tmp_path, capsys):
+    # exited 2 with "User '2', item '11': its 2 rows combine ... to 6e+38" even with skip
+    src = _csv(tmp_path, "user,item,rating\n1,10,3\n2,11,3e38\n2,11,3e38\n2,12,1\n")
+    args = ["prepare", src, "--out", str(tmp_path / "o"), "--quiet", "--rating-col", "rating"]
+    code, out, err = _run(capsys, *args, "--on-bad-rows", "skip")
+    assert code == 0, err
+    assert "bad rows skipped                2  (combined rating beyond float32 range: 2)" in out
+
+
+def test_deeply_nested_json_line_exits_2_with_one_line(tmp_path, capsys):
+    # 200,000 levels, unbalanced: a RecursionError traceback; balanced: a segmentation fault
+    for i, tail in enumerate(["", "]" * 200_000]):
+        src = tmp_path / f"in{i}.jsonl"
+        src.write_text('{"user":' + "[" * 200_000 + tail + ',"item":1}\n')
+        code, _out, err = _run(capsys, "prepare", str(src), "--out", str(tmp_path / "o"), "--quiet")
+        assert code == 2
+        assert _one_error_line(err).endswith(
+            f"in{i}.jsonl, line 1: JSON nested deeper than 256 levels (arrays and objects "
+            "within each other); a line of interactions is one object of plain fields."
+        )

@@ -5,6 +5,8 @@ import re
 import stat
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -111,26 +113,57 @@ def test_a_kill_between_the_two_renames_is_mended_by_the_next_run(tmp_path, monk
         write_dir_atomically(final, lambda d: (d / "meta.json").write_text("new"))
     monkeypatch.setattr(_files.os, "rename", real_rename)
     assert not final.exists()  # the window the issue describes
-    # the killed run's leftovers carry its pid; make them a dead process's
-    dead = _dead_pid()
     for p in tmp_path.iterdir():
-        real_rename(p, tmp_path / re.sub(r"-\d+-", f"-{dead}-", p.name))
+        _age(p)  # past the grace period that a new temporary gets
     recover_dir(final)
     assert (final / "meta.json").read_text() == "old"
     assert sorted(os.listdir(tmp_path)) == ["data"]
 
 
-def test_leftovers_of_live_runs_are_kept_and_of_dead_runs_removed(tmp_path):
+def _age(path, seconds=60):
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+_HOLD_TEMP = """
+import sys, time
+from pathlib import Path
+from walsrec._files import make_temp_dir
+print(make_temp_dir(Path(sys.argv[1])), flush=True)
+time.sleep(60)
+"""
+
+
+def test_only_temporaries_nobody_holds_are_removed(tmp_path):
+    """Liveness is the writer's flock, not its pid: a writer on another host or in another
+    PID namespace (its pid means nothing here) keeps its temporary."""
     final = tmp_path / "data"
-    live = tmp_path / f".data.tmp-{os.getpid()}-0a0b0c0d"
-    dead = tmp_path / f".data.tmp-{_dead_pid()}-0a0b0c0d"
-    other = tmp_path / f".other.tmp-{_dead_pid()}-0a0b0c0d"
-    for d in (live, dead, other):
-        d.mkdir()
-    write_dir_atomically(final, lambda d: (d / "x").write_text("x"))
-    assert live.exists() and not dead.exists() and other.exists()
-    remove_dead_temporaries(tmp_path)
-    assert live.exists() and not other.exists()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_TEMP, str(final)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        held = Path(proc.stdout.readline().strip())
+        # as another namespace's writer would look: a pid no process here has
+        foreign = held.with_name(re.sub(r"-\d+-", f"-{_dead_pid()}-", held.name))
+        held.rename(foreign)
+        abandoned = tmp_path / f".data.tmp-{os.getpid()}-0a0b0c0d"
+        young = tmp_path / f".data.old-{os.getpid()}-0e0f0a0b"
+        other = tmp_path / f".other.tmp-{os.getpid()}-01020304.png"
+        abandoned.mkdir()
+        young.mkdir()
+        other.write_bytes(b"")
+        for p in (foreign, abandoned, other):
+            _age(p)
+        write_dir_atomically(final, lambda d: (d / "x").write_text("x"))
+        assert foreign.exists() and young.exists() and not abandoned.exists()
+        assert other.exists()  # another name's: left to its own writer's next run
+        remove_dead_temporaries(tmp_path)
+        assert foreign.exists() and young.exists() and not other.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    remove_dead_temporaries(tmp_path)  # its writer is gone now
+    assert not foreign.exists()
 
 
 def test_written_directories_follow_the_umask(tmp_path):
@@ -146,7 +179,7 @@ def test_written_directories_follow_the_umask(tmp_path):
 
 
 def test_concurrent_atomic_writes_use_distinct_temporaries(tmp_path):
-    names = {_files._temp_name(tmp_path / "curve.png", "tmp").name for _ in range(50)}
+    names = {_files.temp_name(tmp_path / "curve.png", "tmp").name for _ in range(50)}
     assert len(names) == 50
     assert all(n.startswith(f".curve.png.tmp-{os.getpid()}-") for n in names)
 
@@ -155,12 +188,16 @@ def test_concurrent_atomic_writes_use_distinct_temporaries(tmp_path):
 
 
 def test_check_output_dir_replaces_only_its_own_kind_or_empty(tmp_path):
-    kw = dict(markers=("meta.json",), what="DATA_DIR")
+    kw = dict(
+        owned=lambda d: _files.json_has_keys(d / "meta.json", ["counts"]),
+        marker="walsrec's meta.json",
+        what="DATA_DIR",
+    )
     check_output_dir(tmp_path / "absent", **kw)
     (tmp_path / "empty").mkdir()
     check_output_dir(tmp_path / "empty", **kw)
     (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "meta.json").write_text("{}")
+    (tmp_path / "mine" / "meta.json").write_text('{"counts": {}}')
     (tmp_path / "mine" / "other.txt").write_text("")
     check_output_dir(tmp_path / "mine", **kw)
     (tmp_path / "docs").mkdir()
@@ -168,7 +205,7 @@ def test_check_output_dir_replaces_only_its_own_kind_or_empty(tmp_path):
     with pytest.raises(
         InvalidParameterError,
         match=r"The 'out' directory '.*docs' is not empty and is not a DATA_DIR \(it has no "
-        r"meta\.json\); walsrec replaces only",
+        r"walsrec's meta\.json\); walsrec replaces only",
     ):
         check_output_dir(tmp_path / "docs", **kw)
     (tmp_path / "file").write_text("")
@@ -176,20 +213,40 @@ def test_check_output_dir_replaces_only_its_own_kind_or_empty(tmp_path):
         check_output_dir(tmp_path / "file", **kw)
 
 
+_DATA_DIR = dict(owned=lambda d: True, marker="walsrec's meta.json", what="DATA_DIR")
+
+
 @pytest.mark.parametrize(
-    "inp", ["in/r.csv", "in", "in/sub/*.csv", "./in/../in/r.csv", "in/r-*.csv"]
+    "inp",
+    [
+        "in/r.csv",
+        "in",
+        "in/sub/*.csv",
+        "./in/../in/r.csv",
+        "in/r-*.csv",
+        "i?/r.csv",  # a glob whose fixed part is not a directory: its matches count
+        "[i]n/r.csv",
+        "file://{root}/in/r.csv",
+        "file://{root}/in/*.csv",
+    ],
 )
 def test_an_output_that_contains_or_is_an_input_is_refused(tmp_path, monkeypatch, inp):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "meta.json").write_text("{}")
+    (tmp_path / "in" / "r.csv").write_text("user,item\n")
+    inp = inp.format(root=tmp_path)
     with pytest.raises(
         InvalidParameterError, match=r"The 'out' directory 'in' contains or is the input"
     ):
-        check_output_dir("in", markers=("meta.json",), what="DATA_DIR", inputs=[inp])
-    check_output_dir(
-        "in/out", markers=("meta.json",), what="DATA_DIR", inputs=[inp, "s3://b/in/x.csv"]
-    )
+        check_output_dir("in", **_DATA_DIR, inputs=[inp])
+    check_output_dir("in/out", **_DATA_DIR, inputs=[inp, "s3://b/in/x.csv"])
+
+
+def test_a_symlinked_output_is_named_as_such(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(InvalidParameterError, match=r"'.*link' is a symbolic link; walsrec"):
+        check_output_dir(tmp_path / "link", **_DATA_DIR)
 
 
 # ------------------------------------------------------------------- the directory lock
@@ -241,3 +298,31 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
         text=True,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "held"
+
+
+def test_the_lock_never_writes_through_a_symbolic_link(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / ".lock").symlink_to(victim)
+    with pytest.raises(LockedError, match=r"\.lock: cannot be opened as the directory's lock"):
+        DirectoryLock(tmp_path / "m", "walsrec train").acquire()
+    assert victim.read_text() == "precious"
+
+
+def test_another_thread_of_the_process_does_not_share_the_lock(tmp_path):
+    import threading
+
+    errors = []
+
+    def second():
+        try:
+            DirectoryLock(tmp_path, "walsrec train").acquire()
+        except LockedError as exc:
+            errors.append(str(exc))
+
+    with DirectoryLock(tmp_path, "walsrec train"):
+        t = threading.Thread(target=second)
+        t.start()
+        t.join()
+    assert len(errors) == 1 and "in use by another thread of this process" in errors[0]

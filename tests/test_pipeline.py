@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -244,3 +245,83 @@ def test_a_fresh_training_run_clears_the_previous_runs_state_but_not_its_exports
     # a fixed λ: the former run's record of its choice is gone with its checkpoints
     assert not (model / "regularization.json").exists()
     assert set(exports) < {p.name for p in (model / "export").iterdir()}
+
+
+def _with(project, old, new, text=None):
+    path = project / "pipeline.toml"
+    text = text or CONFIG.format(dim=4, k=3)
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("out", "extra", "what"),
+    [
+        ("visits.csv", "", "visits.csv"),  # the [prepare] input
+        ("pipeline.toml", "", "pipeline.toml"),  # the configuration itself
+        ("pipeline.state.json", "", "pipeline.state.json"),
+        ("data/meta.json", "", "data"),  # inside the DATA_DIR
+        ("data", "", "data"),
+        ("model/export/top.csv", "", "model"),  # train's MODEL_DIR
+        ("model/config.json", "", "model"),
+        ("serving/export/top.csv", "", "serving/export"),  # the deployed exports
+        ("ids.txt", 'users_file = "ids.txt"\n', "ids.txt"),
+    ],
+)
+def test_predict_out_may_not_overwrite_what_the_pipeline_reads(project, out, extra, what):
+    # Regression: [predict] out was never checked: "in/r.csv" overwrote the ratings, "p.toml"
+    # the configuration, "data/meta.json" corrupted the DATA_DIR
+    (project / "ids.txt").write_text("1\n")
+    path = _with(project, 'out = "predictions.csv"\n', f'out = "{out}"\n{extra}')
+    message = (
+        rf"{re.escape(str(path))}: The '\[predict\] out' file {re.escape(repr(str(project / out)))}"
+        rf" is or lies inside the input {re.escape(repr(str(project / what)))}; writing it would"
+    )
+    with pytest.raises(InvalidParameterError, match=message):
+        load_pipeline_config(path)
+
+
+def test_a_refused_predict_out_stops_the_pipeline_before_any_step(project):
+    visits = (project / "visits.csv").read_bytes()
+    _with(project, 'out = "predictions.csv"', 'out = "visits.csv"')
+    with pytest.raises(InvalidParameterError, match=r"The '\[predict\] out' file .*visits\.csv"):
+        run(project)
+    assert (project / "visits.csv").read_bytes() == visits
+    assert sorted(p.name for p in project.iterdir()) == ["pipeline.toml", "visits.csv"]
+
+
+def test_predict_out_may_not_match_an_input_glob(project):
+    (project / "in").mkdir()
+    (project / "visits.csv").rename(project / "in" / "r.csv")
+    text = CONFIG.format(dim=4, k=3).replace('["visits.csv"]', '["in/*.csv"]')
+    path = _with(project, 'out = "predictions.csv"', 'out = "in/r.csv"', text)
+    with pytest.raises(InvalidParameterError, match=r"The '\[predict\] out' file .*in/r\.csv' is"):
+        load_pipeline_config(path)
+    path = _with(project, 'out = "predictions.csv"', 'out = "in/top.csv"', text)
+    with pytest.raises(InvalidParameterError, match=r"out '.*/in/top\.csv' matches the input"):
+        load_pipeline_config(path)
+    _with(project, 'out = "predictions.csv"', 'out = "in/top.txt"', text)
+    load_pipeline_config(path)  # a name the pattern does not match
+
+
+@pytest.mark.parametrize(
+    ("to", "message"),
+    [
+        ("data", r"\[export\] to '.*/data' would deploy exports into '.*/data/export', which "),
+        ("visits.csv", r"\[export\] to '.*/visits\.csv' would deploy exports into .*the input"),
+        ("model/serving", r"\[export\] to '.*/model/serving' lies inside the MODEL_DIR '.*/model'"),
+        ("model/checkpoints", r"\[export\] to '.*/model/checkpoints' lies inside the MODEL_DIR"),
+    ],
+)
+def test_export_to_may_not_deploy_into_the_inputs(project, to, message):
+    # Regression: [export] to = the DATA_DIR deployed into data/export, which the next prepare
+    # (replacing the DATA_DIR whole) deleted under a running service
+    path = _with(project, 'to = "serving"', f'to = "{to}"')
+    with pytest.raises(InvalidParameterError, match=message):
+        load_pipeline_config(path)
+
+
+@pytest.mark.parametrize("to", ["model", ".", "serving"])
+def test_export_to_may_be_the_model_dir_or_a_folder_holding_the_inputs(project, to):
+    load_pipeline_config(_with(project, 'to = "serving"', f'to = "{to}"'))

@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import glob
 import json
 import math
 import os
@@ -32,9 +33,11 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,47 +50,119 @@ __all__ = [
     "DirectoryLock",
     "atomic_write_text",
     "check_output_dir",
+    "check_output_file",
     "check_schema",
+    "json_has_keys",
     "load_npy",
     "make_temp_dir",
+    "open_regular",
+    "read_bytes",
     "read_versioned_json",
     "recover_dir",
+    "release_temp",
     "remove_dead_temporaries",
     "replace_dir",
+    "save_npy",
+    "temp_name",
     "write_dir_atomically",
+    "write_error",
 ]
 
 
-def _temp_name(final: Path, kind: str) -> Path:
-    # the pid lets a later run tell a dead run's leftovers from a live run's work
-    return final.with_name(f".{final.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+def write_error(exc: OSError, path: str | os.PathLike, what: str) -> OSError:
+    """The OSError of a failed write, naming ``path`` and saying ``what`` failed ("cannot
+    write the export"); numpy's short write on a full disk names no file nor errno."""
+    detail = str(exc)
+    if exc.errno is None and "written" in detail:  # "89990 requested and 26592 written"
+        detail += ": a short write, is the file system full?"
+    return OSError(exc.errno, f"{what} ({detail})", os.fspath(path))
+
+
+def temp_name(final: Path, kind: str = "tmp", suffix: str = "") -> Path:
+    """A hidden name beside ``final`` for this process to write under (``.NAME.KIND-PID-
+    RANDOM[SUFFIX]``): concurrent writers never share one, and later runs recognise it."""
+    # the pid and random part keep concurrent writers apart (and tell a person whose it is)
+    name = f".{final.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+    return final.with_name(name)
+
+
+# Temporaries this process is writing: path -> the descriptor holding its flock. A writer
+# holds an exclusive flock on each of its temporaries while it lives (the system drops it
+# when the process dies, even killed), so a later run removes exactly the temporaries
+# nobody holds, whichever host or PID namespace wrote them.
+_HELD: dict[str, int] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _hold(path: Path, fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with _HELD_GUARD:
+        _HELD[os.fspath(path)] = fd
+
+
+def release_temp(path: str | os.PathLike) -> None:
+    """Let go of a temporary made by :func:`make_temp_dir` (after renaming or removing it)."""
+    with _HELD_GUARD:
+        fd = _HELD.pop(os.fspath(path), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def make_temp_dir(final: Path, kind: str = "tmp") -> Path:
-    """A new, empty hidden directory beside ``final``, created with the umask's permissions.
+    """A new, empty hidden directory beside ``final``, created with the umask's permissions
+    and held (flock) by this process until :func:`release_temp`.
 
     (``tempfile.mkdtemp`` creates 0700 directories, which a serving account cannot read
     once they are renamed into place.)
     """
     while True:
-        path = _temp_name(final, kind)
+        path = temp_name(final, kind)
         try:
             path.mkdir()
         except FileExistsError:  # pragma: no cover - 32 random bits collided
             continue
+        _hold(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY))
         return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a hidden temporary file beside ``path``, then rename it to ``path``."""
     path = Path(path)
-    tmp = _temp_name(path, "tmp")
+    tmp = temp_name(path, "tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with os.fdopen(os.dup(fd), "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(exc, path, "cannot write the file") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
+
+
+def save_npy(path: str | os.PathLike, array) -> None:
+    """``np.save`` under a temporary name of this process's own, then renamed to ``path``."""
+    path = Path(path)
+    tmp = temp_name(path, "tmp", ".npy")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with os.fdopen(os.dup(fd), "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(exc, path, "cannot write the array") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- swapping
@@ -120,24 +195,31 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+_TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.(?P<kind>tmp|old)-\d+-[0-9a-f]+(\.[a-z]+)?$")
+# A temporary younger than this is left alone: its writer may not hold its flock yet.
+_GRACE_S = 10.0
+
+
+def _abandoned(path: Path) -> bool:
+    """True when nobody holds ``path``'s flock and it is older than the grace period."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        if time.time() - path.lstat().st_mtime < _GRACE_S or path.is_symlink():
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         return False
-    except PermissionError:  # another account's live process
-        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held by a live writer (BlockingIOError), or cannot be locked
+        return False
+    finally:
+        os.close(fd)
     return True
 
 
-_TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
-
-
 def _leftovers(directory: Path, final: str | None = None, kind: str | None = None) -> list[Path]:
-    """Temporary entries (``.NAME.tmp-PID-RANDOM``, ``.NAME.old-...``) of dead processes
-    in ``directory``; only those of ``final`` and ``kind`` when given."""
+    """Temporary entries (``.NAME.tmp-PID-RANDOM``, ``.NAME.old-...``) that no live
+    writer holds, in ``directory``; only those of ``final`` and ``kind`` when given."""
     try:
         entries = list(directory.iterdir())
     except OSError:
@@ -149,7 +231,7 @@ def _leftovers(directory: Path, final: str | None = None, kind: str | None = Non
             m
             and (final is None or m["final"] == final)
             and (kind is None or m["kind"] == kind)
-            and not _pid_alive(int(m["pid"]))
+            and _abandoned(p)
         ):
             dead.append(p)
     return dead
@@ -170,6 +252,13 @@ def remove_dead_temporaries(directory: str | os.PathLike) -> None:
     _remove(_leftovers(Path(directory)))
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # another run mended it first
+        return 0.0
+
+
 def recover_dir(final: str | os.PathLike) -> None:
     """Mend what a killed writer of the directory ``final`` left behind.
 
@@ -180,7 +269,7 @@ def recover_dir(final: str | os.PathLike) -> None:
     final = Path(final)
     olds = _leftovers(final.parent, final.name, "old")
     if not final.exists():
-        for trash in sorted(olds, key=lambda p: p.stat().st_mtime, reverse=True):
+        for trash in sorted(olds, key=_mtime, reverse=True):
             if (trash / "old").exists():
                 with contextlib.suppress(OSError):
                     os.rename(trash / "old", final)
@@ -202,9 +291,12 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old directory
         return
     trash = make_temp_dir(final, "old")
-    os.rename(final, trash / "old")
-    os.rename(tmp, final)
-    shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.rename(final, trash / "old")
+        os.rename(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        release_temp(trash)
 
 
 def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> None:
@@ -221,6 +313,8 @@ def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        release_temp(tmp)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -233,7 +327,8 @@ def _inside(path: Path, directory: Path) -> bool:
 def check_output_dir(
     out: str | os.PathLike,
     *,
-    markers: tuple[str, ...],
+    owned: Callable[[Path], bool],
+    marker: str,
     what: str,
     inputs: Iterable[str | os.PathLike] = (),
     parameter: str = "out",
@@ -241,35 +336,80 @@ def check_output_dir(
     """Refuse to replace ``out`` unless it is walsrec's own kind of output or empty.
 
     ``--overwrite`` deletes what ``out`` holds, so ``out`` must not exist, or be an empty
-    directory (a lock file aside), or a directory holding one of ``markers``
-    (``meta.json`` for a DATA_DIR, say); and it may neither equal nor contain any of
-    ``inputs`` (local paths or globs; URLs are skipped).
+    directory (a lock file aside), or a directory that ``owned`` recognises as walsrec's
+    (``marker`` says how, for the message: "walsrec's meta.json"); and it may neither
+    equal nor contain any of ``inputs`` (local paths, globs and ``file://`` URLs).
     """
     out = Path(out)
     resolved = out.resolve()
     for inp in inputs:
         text = os.fspath(inp)
-        if "://" in text:
-            continue
-        # a glob's fixed prefix: the directory the pattern's files would lie in
-        fixed = re.split(r"[*?\[]", text, maxsplit=1)[0]
-        if _inside(Path(fixed or ".").resolve(), resolved):
+        if text.startswith("file://"):
+            local = urllib.parse.unquote(urllib.parse.urlsplit(text).path)
+        elif "://" in text:
+            continue  # not on this machine's file system
+        else:
+            local = text
+        # a glob: every file it matches now, and the directory of its fixed prefix
+        fixed = re.split(r"[*?\[]", local, maxsplit=1)[0]
+        candidates = [local] if fixed == local else [*glob.glob(local), os.path.dirname(fixed)]
+        if any(_inside(Path(c or ".").resolve(), resolved) for c in candidates):
             raise InvalidParameterError(
                 f"The '{parameter}' directory {str(out)!r} contains or is the input "
                 f"{text!r}; writing there would destroy it. Choose another {what} path."
             )
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
+    if out.is_symlink():
+        raise InvalidParameterError(
+            f"The '{parameter}' path {str(out)!r} is a symbolic link; walsrec replaces only "
+            f"a {what} it wrote, or an empty directory. Give the directory's own path."
+        )
+    if out.exists() and not out.is_dir():
         raise InvalidParameterError(
             f"The '{parameter}' path {str(out)!r} exists and is not a directory; walsrec "
             f"replaces only a {what} it wrote, or an empty directory."
         )
-    if not out.is_dir() or any((out / m).exists() for m in markers):
+    if not out.is_dir() or owned(out):
         return
     if any(p.name != ".lock" for p in out.iterdir()):
         raise InvalidParameterError(
             f"The '{parameter}' directory {str(out)!r} is not empty and is not a {what} (it "
-            f"has no {' or '.join(markers)}); walsrec replaces only a {what} it wrote, or an "
-            "empty directory. Choose another path, or empty it yourself."
+            f"has no {marker}); walsrec replaces only a {what} it wrote, or an empty "
+            "directory. Choose another path, or empty it yourself."
+        )
+
+
+def json_has_keys(path: Path, keys: Iterable[str]) -> bool:
+    """True when ``path`` is a regular file holding a JSON object with all ``keys`` (how a
+    walsrec output is told from somebody else's file of the same name)."""
+    try:
+        doc = json.loads(read_bytes(path).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and all(k in doc for k in keys)
+
+
+def check_output_file(
+    out: str | os.PathLike,
+    *,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    parameter: str = "out",
+) -> None:
+    """Refuse an output file that is, or lies inside, one of ``inputs`` (files or
+    directories: an export, a DATA_DIR, a users file, a configuration), or that is a
+    directory. URLs and None among ``inputs`` are skipped."""
+    out = Path(out)
+    resolved = out.resolve()
+    for inp in inputs:
+        if inp is None or "://" in os.fspath(inp):
+            continue
+        if _inside(resolved, Path(inp).resolve()):
+            raise InvalidParameterError(
+                f"The '{parameter}' file {str(out)!r} is or lies inside the input "
+                f"{os.fspath(inp)!r}; writing it would destroy that input. Choose another path."
+            )
+    if out.is_dir():
+        raise InvalidParameterError(
+            f"The '{parameter}' path {str(out)!r} is a directory; give a file name."
         )
 
 
@@ -297,7 +437,7 @@ class DirectoryLock:
     def path(self) -> Path:
         return self.directory / ".lock"
 
-    # realpath of a held lock file -> [fd, depth], for re-entry within this process
+    # realpath of a held lock file -> [fd, depth, owning thread], for re-entry
     _held: ClassVar[dict[str, list[int]]] = {}
     _guard = threading.Lock()
 
@@ -305,15 +445,30 @@ class DirectoryLock:
         self.directory.mkdir(parents=True, exist_ok=True)
         key = os.path.realpath(self.path)
         with self._guard:
-            if key in self._held:
-                self._held[key][1] += 1
+            held = self._held.get(key)
+            if held is not None:
+                if held[2] != threading.get_ident():
+                    raise LockedError(
+                        f"{self.directory}: in use by another thread of this process; two "
+                        "runs on one directory would overwrite each other."
+                    )
+                held[1] += 1
                 self._fd = -1  # a nested hold: release() only counts down
                 return
             self._acquire(key)
 
     def _acquire(self, key: str) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
+            # never through a symbolic link: the holder's record would overwrite its target
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            raise LockedError(
+                f"{self.path}: cannot be opened as the directory's lock file "
+                f"({exc.strerror or exc}); it must be a regular file (or absent)."
+            ) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise LockedError(f"{self.path}: not a regular file; cannot lock {self.directory}.")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
@@ -334,7 +489,7 @@ class DirectoryLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         self._fd = fd
-        self._held[key] = [fd, 1]
+        self._held[key] = [fd, 1, threading.get_ident()]
 
     def release(self) -> None:
         if self._fd is None:
@@ -372,6 +527,27 @@ def _read_holder(fd: int) -> str:
 # ----------------------------------------------------------------------------- arrays
 
 
+def open_regular(path: str | os.PathLike) -> int:
+    """A read-only descriptor of ``path``, which must be a regular file: a FIFO or device
+    planted among a model's files would block the reader (or never end), so it is a
+    :class:`~walsrec.errors.DataFormatError` naming it (FileNotFoundError when missing)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens without waiting
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataFormatError(f"{path}: not a regular file.")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        return f.read()
+
+
 def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     """An ``.npy`` file's array (memory-mapped with ``mmap``), checked before it is read.
 
@@ -382,7 +558,7 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     """
     fmt = np.lib.format
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_regular(path), "rb") as f:
             version = fmt.read_magic(f)
             if version == (1, 0):
                 shape, _, dtype = fmt.read_array_header_1_0(f)
@@ -402,6 +578,8 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise DataFormatError(f"{path}: missing.") from None
+    except DataFormatError:
+        raise
     except Exception as exc:  # numpy's header parser raises many types (SyntaxError, ...)
         raise DataFormatError(f"{path}: not a readable .npy array ({exc}).") from None
 
@@ -415,7 +593,7 @@ def read_versioned_json(path: Path, format_version: int, missing: str) -> dict:
     ``missing`` completes the message when the file does not exist ("<path>: missing; ...").
     """
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(read_bytes(path).decode("utf-8"))
     except FileNotFoundError:
         raise DataFormatError(f"{path}: missing; {missing}") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:

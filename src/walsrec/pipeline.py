@@ -38,6 +38,15 @@ still exist; the fingerprints are kept in a state file beside the configuration
 says. A retrained model gets a new export version in ``MODEL_DIR/export/``, which a running
 ``walsrec serve --model MODEL_DIR`` picks up by itself; the previous exports stay (up to
 ``keep_exports``), so that a service never loses its model.
+
+No step may overwrite what the pipeline reads or owns, and this is checked when the
+configuration is loaded, before any step runs: ``[predict] out`` may not be, or lie inside,
+the configuration, the state file, a ``[prepare]`` input (or a file its glob matches now or
+would match), the DATA_DIR, the MODEL_DIR (train's own directory, export/ included), a
+TFRecord input of ``[train]``, the users file or the deployed ``[export] to``/export; and
+``[export] to``/export, where deployed exports go, may neither lie inside nor contain any of
+those inputs (so ``to`` cannot be the DATA_DIR, which prepare replaces whole), and ``to``
+may be the MODEL_DIR itself but not a folder inside it (training clears its contents).
 """
 
 from __future__ import annotations
@@ -46,14 +55,17 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from walsrec._files import check_output_file
 from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = [
@@ -211,7 +223,99 @@ def load_pipeline_config(path: str | os.PathLike) -> dict[str, dict]:
     if "export" in config and "min_metrics" in config["export"]:
         if not isinstance(config["export"]["min_metrics"], dict):
             raise _bad(path, "[export] min_metrics must be a table of metric = minimum.")
+    state_path = Path(config["state"]["path"]) if state_file is not None else _state_path(path)
+    _check_outputs(config, path, state_path)
     return config
+
+
+def _local(text: str) -> str | None:
+    """The local path of an input (a path, a glob or a ``file://`` URL); None for a URL."""
+    if text.startswith("file://"):
+        return urllib.parse.unquote(urllib.parse.urlsplit(text).path)
+    return None if "://" in text else text
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def _pipeline_inputs(config: dict, config_path: Path, state_path: Path):
+    """(paths, patterns): the files and directories the pipeline reads (its configuration,
+    its state, the prepare and TFRecord inputs, the files their globs match, the DATA_DIR),
+    resolved; and the globs among the inputs, which may match files written later."""
+    prep = config.get("prepare") or {}
+    train = config["train"]
+    named = [*prep.get("inputs", ()), prep.get("out")]
+    named += [train.get(k) for k in ("data", "train_rows", "train_cols", "eval_rows", "eval_cols")]
+    paths = [config_path, state_path]
+    patterns: list[str] = []
+    for text in named:
+        local = _local(text) if isinstance(text, str) else None
+        if not local:
+            continue
+        if glob.has_magic(local):
+            patterns.append(os.path.abspath(local))
+            paths += [Path(p) for p in glob.glob(local)]
+        else:
+            paths.append(Path(local))
+    return [p.resolve() for p in paths], patterns
+
+
+def _check_outputs(config: dict, config_path: Path, state_path: Path) -> None:
+    """Refuse a ``[predict] out`` or an ``[export] to`` that would overwrite what the
+    pipeline reads or owns (the rules of the module docstring), before anything runs."""
+    paths, patterns = _pipeline_inputs(config, config_path, state_path)
+    model_dir = config["train"]["model_dir"]
+    model_dir = Path(model_dir).resolve() if isinstance(model_dir, str) else None
+    to = (config.get("export") or {}).get("to")
+    deployed = Path(to).resolve() / "export" if isinstance(to, str) and to else None
+    if deployed is not None:
+        for p in paths:
+            if _inside(deployed, p) or _inside(p, deployed):
+                raise _bad(
+                    config_path,
+                    f"[export] to {to!r} would deploy exports into {str(deployed)!r}, which "
+                    f"is, lies inside or contains the input {str(p)!r}; choose a directory "
+                    "apart from the pipeline's inputs, its DATA_DIR, configuration and state.",
+                )
+        for pattern in patterns:
+            # the directory of the pattern's fixed part: where it may match files
+            fixed = os.path.dirname(re.split(r"[*?\[]", pattern, maxsplit=1)[0])
+            if _inside(Path(fixed).resolve(), deployed):
+                raise _bad(
+                    config_path,
+                    f"[export] to {to!r} would deploy exports where the input pattern "
+                    f"{pattern!r} looks for files; choose another directory.",
+                )
+        to_dir = deployed.parent
+        if model_dir is not None and to_dir != model_dir and _inside(to_dir, model_dir):
+            raise _bad(
+                config_path,
+                f"[export] to {to!r} lies inside the MODEL_DIR {str(model_dir)!r}, whose "
+                "contents training clears and rewrites; deploy to a directory of its own (or "
+                "to the MODEL_DIR itself).",
+            )
+    predict = config.get("predict") or {}
+    out = predict.get("out")
+    if not isinstance(out, str):
+        return
+    users = predict.get("users_file")
+    try:
+        check_output_file(
+            out,
+            inputs=[*paths, model_dir, deployed, users if isinstance(users, str) else None],
+            parameter="[predict] out",
+        )
+    except InvalidParameterError as exc:
+        raise _bad(config_path, str(exc)) from None
+    where = {os.path.abspath(out), str(Path(out).resolve())}
+    for pattern in patterns:
+        if any(Path(w).match(pattern) for w in where):
+            raise _bad(
+                config_path,
+                f"[predict] out {out!r} matches the input pattern {pattern!r}: the next "
+                "prepare would read the predictions as input. Choose another path.",
+            )
 
 
 def _resolve(base: Path, value: str) -> str:

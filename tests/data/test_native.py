@@ -125,3 +125,19 @@ def test_check_csr_accepts_empty_matrices():
         np.zeros(4, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32), (3, 0), "empty"
     )
     check_csr(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), (0, 7), "empty")
+
+
+def test_save_csr_writes_only_what_load_csr_accepts(tmp_path):
+    # duplicates (summed), int data (as float64), unsorted indices; the caller's matrix kept
+    m = sp.csr_matrix((np.array([1, 2, 3]), np.array([3, 1, 1]), np.array([0, 3])), shape=(1, 4))
+    before = (m.data.copy(), m.indices.copy())
+    save_csr(tmp_path, "m", m)
+    back = load_csr(tmp_path, "m")
+    assert back.dtype == np.float64
+    np.testing.assert_array_equal(back.toarray(), [[0, 5, 0, 1]])
+    np.testing.assert_array_equal(m.data, before[0])
+    np.testing.assert_array_equal(m.indices, before[1])
+    bad = sp.csr_matrix(np.array([[1.0, np.nan]], dtype=np.float32))
+    with pytest.raises(ValueError, match=r"The 'matrix' argument of save_csr must hold finite"):
+        save_csr(tmp_path, "bad", bad)
+    assert not (tmp_path / "bad.json").exists()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -381,7 +382,7 @@ def test_overwrite_replaces_only_a_data_dir_or_an_empty_directory(tmp_path):
     with pytest.raises(
         InvalidParameterError,
         match=r"The 'out' directory '.*photos' is not empty and is not a DATA_DIR \(it has no "
-        r"meta\.json\)",
+        r"walsrec's meta\.json\)",
     ):
         prepare(src, other, overwrite=True)
     assert (other / "cat.jpg").exists()
@@ -400,5 +401,37 @@ def test_a_data_dir_left_renamed_aside_by_a_killed_run_is_put_back(tmp_path):
     aside = tmp_path / ".d.old-999999999-0a0b0c0d"
     aside.mkdir()
     out.rename(aside / "old")
+    t = time.time() - 60  # older than the grace period a new temporary gets
+    os.utime(aside, (t, t))
     assert load_prepared(out).train.users.to_list() == ["1", "2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "in.csv"]
+
+
+# ------------------------------------------ issue 15: the probe's and review's findings
+def test_combined_rating_beyond_float32_is_skipped_with_on_bad_rows_skip(tmp_path):
+    # was the error naming the user and item, even with on_bad_rows="skip"
+    src = _csv(tmp_path, "user,item,rating\na,x,1\nb,y,3e38\nb,x,2\nb,y,3e38\nb,y,1\n")
+    meta = prepare(src, tmp_path / "o", rating_col="rating", on_bad_rows="skip")
+    assert meta["counts"]["bad_rows_skipped"] == 3
+    assert meta["counts"]["bad_rows_by_reason"] == {"combined rating beyond float32 range": 3}
+    assert meta["counts"]["rows_read"] == 5
+    assert meta["counts"]["distinct_pairs"] == 2
+    data = load_prepared(tmp_path / "o")
+    assert data.train.users.to_list() == ["a", "b"] and data.train.items.to_list() == ["x"]
+    np.testing.assert_array_equal(_dense(data.train), [[1], [2]])
+    with pytest.raises(DataFormatError, match=r"User 'b', item 'y': its 3 rows combine"):
+        prepare(src, tmp_path / "o2", rating_col="rating")
+
+
+@pytest.mark.parametrize("split", ["time", "random"])
+def test_date_times_split_by_time(tmp_path, split):
+    # was "Unsupported cast from date32[day] to int64"
+    text = "user,item,rating,ts\n1,10,3,2020-01-01\n1,11,3,2020-01-03\n2,11,5,2020-01-02\n"
+    src = _csv(tmp_path, text)
+    kw = dict(rating_col="rating", time_col="ts", split=split, eval_fraction=0.5)
+    meta = prepare(src, tmp_path / "o", **kw)
+    assert meta["counts"]["rows_read"] == 3
+    if split == "time":  # user 1's latest, 2020-01-03 (item 11), is held out
+        data = load_prepared(tmp_path / "o")
+        np.testing.assert_array_equal(_dense(data.train), [[3, 0], [0, 5]])
+        np.testing.assert_array_equal(_dense(data.eval), [[0, 3], [0, 0]])

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import bz2
+import concurrent.futures
+import datetime
+import decimal
 import gzip
 import json
+import types
 
 import numpy as np
 import pyarrow as pa
@@ -429,7 +433,7 @@ LINES = 'user,item,rating,ts,note\na,x,1,10,\n\nb,y,2,20,"two\n\nlines"\nd,z,{ra
         ("abc", "30", r"x\.csv, line 7, column 'rating': the rating 'abc' is not a number"),
         ("nan", "30", r"x\.csv, line 7, column 'rating': the rating nan is not a finite"),
         ("1e39", "30", r"x\.csv, line 7, column 'rating': the rating '1e39' is beyond"),
-        ("3", "soon", r"x\.csv, line 7, column 'ts': the time 'soon' is not a number, as the"),
+        ("3", "soon", r"x\.csv, line 7, column 'ts': the time 'soon' is neither a number"),
         ("3", "30,40", r"x\.csv, line 7: expected 5 fields separated by ',', found 6: "),
     ],
 )
@@ -448,12 +452,14 @@ def test_lines_after_skipped_rows_and_in_headerless_files(tmp_path):
 
 
 def test_bad_timestamp_names_its_line(tmp_path):
-    # was "line 2: column 't' is neither numbers nor timestamps (first value '2026-01-01')"
+    # was "line 2: column 't' is neither numbers nor timestamps (first value '2026-01-01')",
+    # then "the time '3' is neither a number nor a timestamp" (it is a number)
     p = _write(tmp_path / "x.csv", b"user,item,t\na,x,2026-01-01\n\nb,y,2026-01-02\nc,z,3\n")
     with pytest.raises(
         DataFormatError,
-        match=r"x\.csv, line 5, column 't': the time '3' is neither a number nor a timestamp "
-        r"such as 2026-01-02T15:04:05\.",
+        match=r"x\.csv, line 5, column 't': the time '3' is a number, but the column's times "
+        r"are timestamps, as most of its values are \(a time column holds either numbers "
+        r"\(Unix seconds\) or timestamps such as 2026-01-02T15:04:05, not both\)\.",
     ):
         read_table(p, time_col="t")
 
@@ -492,3 +498,306 @@ def test_utf8_byte_order_mark_before_the_header(tmp_path, compress):
         "item": ["i1"],
         "rating": [1.5],
     }
+
+
+# ------------------------------------------ issue 15: the probe's and review's findings
+def test_dates_and_timestamps_are_unix_seconds(tmp_path):
+    # a CSV of dates (read as date32) and Parquet dates crashed: "Unsupported cast from
+    # date32[day] to int64"; timestamps in ms/us/ns came out as ms/us/ns counts
+    p = _write(tmp_path / "x.csv", b"user,item,ts\na,x,2020-01-01\nb,y,2020-01-02\n")
+    assert read_table(p, time_col="ts").table.column("time").to_pylist() == [
+        1577836800,
+        1577923200,
+    ]
+    day = 1577836800
+    columns = {
+        "date32": pa.array([datetime.date(2020, 1, 1)], pa.date32()),
+        "date64": pa.array([datetime.date(2020, 1, 1)], pa.date64()),
+        "ns": pa.array([day * 10**9], pa.timestamp("ns")),
+        "ms_fraction": pa.array([day * 1000 + 250], pa.timestamp("ms")),
+        "utc": pa.array([day * 10**6], pa.timestamp("us", tz="Europe/Paris")),
+        "decimal": pa.array([decimal.Decimal(day)], pa.decimal128(12, 0)),
+    }
+    pq.write_table(pa.table({"user": ["a"], "item": ["x"], **columns}), tmp_path / "x.parquet")
+    for name in columns:
+        got = read_table(str(tmp_path / "x.parquet"), time_col=name).table.column("time")
+        assert got.to_pylist() == [day + 0.25 if name == "ms_fraction" else day], name
+
+
+@pytest.mark.parametrize(
+    "column,data_type",
+    [
+        (pa.array([1], pa.time64("us")), r"time64\[us\]"),
+        (pa.array([1], pa.duration("s")), r"duration\[s\]"),
+        (pa.array([[1]]), r"list<element: int64>"),
+    ],
+)
+def test_time_of_day_and_duration_columns_are_refused(tmp_path, column, data_type):
+    pq.write_table(pa.table({"user": ["a"], "item": ["x"], "t": column}), tmp_path / "x.parquet")
+    with pytest.raises(
+        DataFormatError,
+        match=rf"x\.parquet: column 't' holds {data_type} values; times must be numbers or "
+        r"timestamps\.",
+    ):
+        read_table(str(tmp_path / "x.parquet"), time_col="t")
+
+
+def test_uint64_rating_of_2_63_or_more_is_a_bad_row(tmp_path):
+    # was ArrowInvalid "Integer value 9223372036854775808 not in range"
+    table = pa.table(
+        {"user": ["a", "b"], "item": ["x", "y"], "rating": pa.array([1, 2**63], pa.uint64())}
+    )
+    pq.write_table(table, tmp_path / "x.parquet")
+    path = str(tmp_path / "x.parquet")
+    with pytest.raises(
+        DataFormatError,
+        match=r"x\.parquet, row 2, column 'rating': the rating 9223372036854775808 is an "
+        r"integer beyond 2\*\*53",
+    ):
+        read_table(path, rating_col="rating")
+    res = read_table(path, rating_col="rating", on_bad_rows="skip")
+    assert res.table.column("rating").to_pylist() == [1.0]
+    assert res.bad_reasons == {"integer rating beyond 2**53": 1}
+
+
+@pytest.mark.parametrize(
+    "times,match",
+    [
+        # was "line 2 ... '100' is neither a number nor a timestamp"
+        (
+            ["100", "2020-13-45"],
+            r"line 3, column 'ts': the time '2020-13-45' is neither a number \(Unix seconds\) "
+            r"nor a timestamp such as 2026-01-02T15:04:05\.",
+        ),
+        # was "'100' is neither a number nor a timestamp"
+        (
+            ["2020-01-01", "2020-01-02", "100"],
+            r"line 4, column 'ts': the time '100' is a number, but the column's times are "
+            r"timestamps, as most of its values are",
+        ),
+        (
+            ["100", "2020-01-01"],
+            r"line 3, column 'ts': the time '2020-01-01' is a timestamp, but the column's "
+            r"times are numbers, as its first value is",
+        ),
+        (
+            ["2020-01-01", "100"],
+            r"line 3, column 'ts': the time '100' is a number, but the column's times are "
+            r"timestamps, as its first value is",
+        ),
+        (
+            ["1", "2", "2020-01-01T00:00:00Z", "3"],
+            r"line 4, column 'ts': the time '2020-01-01T00:00:00Z' is a timestamp, but the "
+            r"column's times are numbers, as most of its values are",
+        ),
+        (
+            ["2020-01-01T00:00:00Z", "2020-01-01T00:00:01"],
+            r"line 3, column 'ts': the timestamp '2020-01-01T00:00:01' cannot be read with "
+            r"the column's earlier ones: some have a time zone",
+        ),
+    ],
+)
+def test_a_time_column_holds_numbers_or_timestamps(tmp_path, times, match):
+    rows = "".join(f"u{i},i{i},{t}\n" for i, t in enumerate(times))
+    p = _write(tmp_path / "x.csv", ("user,item,ts\n" + rows).encode())
+    with pytest.raises(DataFormatError, match=r"x\.csv, " + match):
+        read_table(p, time_col="ts", on_bad_rows="skip")  # not skippable: a guessed kind
+
+
+def test_iso_timestamps_with_a_zone_or_fractions_are_read(tmp_path):
+    # were "neither a number nor a timestamp"
+    text = "user,item,ts\na,x,2020-01-01T00:00:00.5Z\nb,y,2020-01-01T02:00:01+02:00\nc,z,x\n"
+    p = _write(tmp_path / "x.csv", text.replace("c,z,x\n", "").encode())
+    assert read_table(p, time_col="ts").table.column("time").to_pylist() == [
+        1577836800.5,
+        1577836801.0,
+    ]
+    p = _write(tmp_path / "y.csv", text.replace("00:00:00.5Z", "00:00:00").encode())
+    with pytest.raises(DataFormatError, match=r"y\.csv, line 3, column 'ts': the timestamp"):
+        read_table(p, time_col="ts")
+
+
+@pytest.mark.parametrize("bad,shown", [("nan", "nan"), ("-inf", "-inf"), ("1e400", "inf")])
+def test_non_finite_times_are_bad_rows(tmp_path, bad, shown):
+    # were accepted, and sorted as the latest (or earliest) interactions
+    p = _write(tmp_path / "x.csv", f"user,item,ts\na,x,100\n\nb,y,{bad}\nc,z,5\n".encode())
+    with pytest.raises(
+        DataFormatError,
+        match=rf"x\.csv, line 4, column 'ts': the time {shown} is not a finite number\.",
+    ):
+        read_table(p, time_col="ts")
+    res = read_table(p, time_col="ts", on_bad_rows="skip")
+    assert res.table.column("time").to_pylist() == [100.0, 5.0]
+    assert res.bad_reasons == {"time not finite": 1}
+    pq.write_table(
+        pa.table({"user": ["a", "b"], "item": ["x", "y"], "t": [1.0, float(bad)]}),
+        tmp_path / "x.parquet",
+    )
+    with pytest.raises(DataFormatError, match=r"x\.parquet, row 2, column 't': the time "):
+        read_table(str(tmp_path / "x.parquet"), time_col="t")
+
+
+@pytest.mark.parametrize("depth", [300, 20_000])
+@pytest.mark.parametrize("balanced", [True, False])
+@pytest.mark.parametrize("scan_bytes", [None, 7])
+def test_deeply_nested_json_lines_are_refused(tmp_path, monkeypatch, depth, balanced, scan_bytes):
+    import walsrec.data.readers as readers
+
+    # 20,000 levels balanced crashed pyarrow's JSON reader (segmentation fault); unbalanced,
+    # json.loads raised RecursionError (at 200,000 levels: a traceback)
+    if scan_bytes:  # lines across the depth check's chunks
+        monkeypatch.setattr(readers, "_JSON_SCAN_BYTES", scan_bytes)
+    value = "[" * depth + ("]" * depth if balanced else "")
+    text = f'{{"user":"a","item":"x"}}\n\n{{"user":{value},"item":"y"}}\n'
+    p = _write(tmp_path / "x.jsonl", text.encode())
+    with pytest.raises(
+        DataFormatError, match=r"x\.jsonl, line 3: JSON nested deeper than 256 levels"
+    ):
+        read_table(p)
+
+
+def test_json_lines_with_many_brackets_but_little_nesting_are_read(tmp_path, monkeypatch):
+    import walsrec.data.readers as readers
+
+    monkeypatch.setattr(readers, "_JSON_SCAN_BYTES", 64)  # lines across scan chunks
+    many = json.dumps({"user": "[" * 1000 + "{", "item": "x", "tags": [{}] * 300})
+    lines = [json.dumps({"user": "a", "item": "y"})] * 5 + [many, "", many]
+    assert read_table(_write(tmp_path / "x.jsonl", "\n".join(lines).encode())).table.num_rows == 7
+
+
+def test_invalid_json_nested_beyond_pythons_recursion_limit(tmp_path, monkeypatch):
+    import walsrec.data.readers as readers
+
+    # with the depth check off, json.loads on the error path raised RecursionError
+    monkeypatch.setattr(readers, "_MAX_JSON_DEPTH", 10**9)
+    text = '{"user":"a","item":"x"}\n{"user":' + "[" * 200_000 + "\n"
+    with pytest.raises(
+        DataFormatError, match=r"x\.jsonl, line 2: not valid JSON \(nested too deeply"
+    ):
+        read_table(_write(tmp_path / "x.jsonl", text.encode()))
+
+
+@pytest.mark.parametrize(
+    "second,match",
+    [
+        (
+            '{"user":"b","item":"y","rating":"x"}',
+            r"line 4, column 'rating': the value \"x\" is a JSON string, where the values "
+            r"before it are numbers \(line 1: 3\); a column holds one kind of value\.",
+        ),
+        (
+            '{"user":"b","item":"y","rating":{"a":"x"}}',
+            r"line 4, column 'rating': the value \{\"a\": \"x\"\} is a JSON object, where",
+        ),
+        (
+            "[1, 2]",
+            r"line 4: the line is a JSON array \(\[1, 2\]\), where line 1 is a JSON object; "
+            r"every line must be an object of fields",
+        ),
+    ],
+)
+def test_jsonl_kind_changes_name_the_line(tmp_path, second, match):
+    # named pyarrow's "row 1" (of a parse block, blank lines not counted)
+    text = '{"user":"a","item":"x","rating":3}\n\n\n' + second + "\n"
+    with pytest.raises(DataFormatError, match=r"x\.jsonl, " + match):
+        read_table(_write(tmp_path / "x.jsonl", text.encode()), rating_col="rating")
+
+
+def _parse_option_spy(monkeypatch):
+    import pyarrow.csv as pcsv
+
+    seen = []
+    real = pcsv.ParseOptions
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("newlines_in_values"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pcsv, "ParseOptions", spy)
+    return seen
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_slow_quoted_line_break_parsing_only_when_a_quote_follows_the_first_line(
+    tmp_path, monkeypatch, size
+):
+    import walsrec.data.readers as readers
+
+    # newlines_in_values was always on: about 15% of the parse time
+    monkeypatch.setattr(readers, "_CSV_BLOCK_SIZE", 1000)
+    seen = _parse_option_spy(monkeypatch)
+    n = 20 if size == "small" else 5000  # the large files do not fit in the 64 KiB peek
+    plain = "".join(f"u{i},i{i},{i}\n" for i in range(n))
+    p = _write(tmp_path / "plain.csv", ('"user","item","note"\n' + plain).encode())
+    assert read_table(p).table.num_rows == n
+    assert seen == [False]
+    quoted = ("user,item,note\n" + "".join(f'u{i},i{i},"a\nb"\n' for i in range(n))).encode()
+    for name, data in [("q.csv", quoted), ("q.csv.gz", gzip.compress(quoted))]:
+        seen.clear()
+        p = _write(tmp_path / name, data)
+        assert read_table(p).table.num_rows == n
+        assert seen == [True]
+    seen.clear()
+    p = _write(tmp_path / "plain.csv.gz", gzip.compress(("user,item,note\n" + plain).encode()))
+    read_table(p)
+    assert seen == [size == "large"]  # a compressed file is searched only when it is small
+
+
+def test_unraisable_hook_is_restored_when_readers_overlap():
+    import sys
+
+    import walsrec.data.readers as readers
+
+    # A in, B in, A out, B out: B put back A's hook, and during B the hook was not B's
+    original = sys.unraisablehook
+    first, second = (lambda row: None), (lambda row: None)
+    caught_first, caught_second = [], []
+    a = readers._catch_unraisable(first, caught_first)
+    b = readers._catch_unraisable(second, caught_second)
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    sys.unraisablehook(types.SimpleNamespace(object=second, exc_value=ValueError("b")))
+    b.__exit__(None, None, None)
+    assert sys.unraisablehook is original
+    assert [str(e) for e in caught_second] == ["b"] and caught_first == []
+
+
+def test_readers_in_threads_report_bad_utf8_and_restore_the_hook(tmp_path):
+    import sys
+
+    original = sys.unraisablehook
+    data = b"user,item,rating\na,x,1\n\xff,y\n"
+    paths = [_write(tmp_path / f"x{i}.csv", data) for i in range(8)]
+
+    def read(path):
+        with pytest.raises(DataFormatError, match=r"line 3: not UTF-8 text"):
+            read_table(path, rating_col="rating")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(read, paths * 4))
+    assert sys.unraisablehook is original
+
+
+def test_ids_with_control_characters(tmp_path):
+    # the newline check now runs its regex only when some byte is below 0x0E
+    p = _write(tmp_path / "x.csv", b'user,item\n"a\tb",x\n"c\rd",y\n')
+    with pytest.raises(
+        DataFormatError, match=r"x\.csv, line 3, column 'user': the id 'c\\rd' contains a newline"
+    ):
+        read_table(p)
+    assert read_table(p, on_bad_rows="skip").table.column("user").to_pylist() == ["a\tb"]
+    pq.write_table(pa.table({"user": ["a", "b"], "item": ["x", "y\x00"]}), tmp_path / "x.parquet")
+    with pytest.raises(DataFormatError, match=r"x\.parquet, row 2, column 'item': the id 'y\\x00'"):
+        read_table(str(tmp_path / "x.parquet"))
+
+
+def test_json_number_beyond_float64_names_its_line(tmp_path):
+    # was "invalid JSON lines (JSON parse error: Number too big to be stored in double. in
+    # row 0)"
+    text = '{"user":"a","item":"x","ts":5}\n\n{"user":"b","item":"y","ts":1e400}\n'
+    with pytest.raises(
+        DataFormatError,
+        match=r"x\.jsonl, line 3: not valid JSON \(the number 1e400 is too large for a float64\)",
+    ):
+        read_table(_write(tmp_path / "x.jsonl", text.encode()), time_col="ts")

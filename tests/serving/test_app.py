@@ -7,6 +7,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -410,6 +411,94 @@ def test_scores_that_are_not_finite_are_a_short_500_not_garbage(tmp_path, caplog
                     assert (r.status_code, r.json()) == (500, {"detail": detail}), url
         assert len(caplog.records) == 2  # once per model and endpoint, not per request
         assert c.get("/health").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def linear_values_model_dir(data_dir, tmp_path_factory):
+    """MODEL_DIR of a model trained with confidence "linear" and targets "values"."""
+    from walsrec.training import train
+
+    model_dir = tmp_path_factory.mktemp("linear") / "model"
+    train(
+        data=str(data_dir),
+        model_dir=str(model_dir),
+        confidence="linear",
+        targets="values",
+        sweeps=2,
+        embedding_dim=8,
+        threads=1,
+    )
+    return model_dir
+
+
+TOO_LARGE = (
+    r"The interactions' values are too large to fold in \(largest {}, repeated items added "
+    r"up\): the new user's {}\. Send values on the scale of the training data\."
+)
+
+
+def test_fold_in_values_too_large_for_float32_are_a_422_naming_them(linear_values_model_dir):
+    # Regression: a value of 3.16e16 or more made the fold-in's solve raise
+    # SingularSystemError, unhandled: a bare 500
+    settings = ServiceSettings(str(linear_values_model_dir), poll_interval=0)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        m = c.app.state.watcher.current
+        item = m.items.id(0)
+        ok = c.post("/recommendations", json={"interactions": [{"item": item, "value": 2.0}]})
+        assert ok.status_code == 200
+        unsolvable = TOO_LARGE.format(r"{}", "least-squares system cannot be solved in float32")
+        for values, shown in (
+            ([3.16e16], "3.16e\\+16"),
+            ([1e38], "1e\\+38"),
+            ([1e39], "1e\\+39"),  # beyond float32 itself
+            ([3e38, 3e38], "6e\\+38"),  # repeated items add up beyond float32
+        ):
+            payload = {"interactions": [{"item": item, "value": v} for v in values]}
+            r = c.post("/recommendations", json=payload)
+            assert r.status_code == 422, values
+            assert re.fullmatch(unsolvable.format(shown), r.json()["detail"]), r.json()
+        # an unknown item's value is ignored, as the item is
+        payload = {"interactions": [{"item": item, "value": 1.0}, {"item": "?", "value": 1e39}]}
+        r = c.post("/recommendations", json=payload)
+        assert r.status_code == 200 and r.json()["ignored"] == ["?"]
+        r = c.post("/recommendations", json={"interactions": [{"item": item, "value": -1.0}]})
+        assert r.status_code == 422
+        assert r.json()["detail"] == (
+            "The interactions' values must be non-negative for this model (it weighs "
+            "interactions by their values). Got -1 instead."
+        )
+        assert c.get("/health").status_code == 200
+
+
+def test_fold_in_scores_that_overflow_are_a_422_naming_the_values(tmp_path):
+    # Regression: a fold-in whose factor is finite but whose scores overflow float32 was
+    # the _ScoresNotFinite 500 that blames the model's factors; here they are sound (item
+    # i0's factor is short, so a large value on it makes a long user factor)
+    item_factors = np.zeros((6, 2), dtype=np.float32)
+    item_factors[0] = [1e-2, 0.0]
+    item_factors[1:] = [100.0, 1.0]
+    path = write_export(
+        tmp_path,
+        user_factors=np.ones((3, 2), dtype=np.float32),
+        item_factors=item_factors,
+        users=Vocabulary(["u0", "u1", "u2"], "users"),
+        items=Vocabulary([f"i{j}" for j in range(6)], "items"),
+        user_items=sp.csr_matrix(np.eye(3, 6)),
+        hyperparameters={
+            "embedding_dim": 2,
+            "unobserved_weight": 0.0,
+            "regularization": 1e-6,
+            "confidence": "constant",
+            "targets": "values",
+        },
+    )
+    with TestClient(create_app(ServiceSettings(str(path), poll_interval=0))) as c:
+        r = c.post("/recommendations", json={"interactions": [{"item": "i0", "value": 1e34}]})
+        assert r.status_code == 200  # scores near 1e38: still finite
+        r = c.post("/recommendations", json={"interactions": [{"item": "i0", "value": 1e35}]})
+        assert r.status_code == 422
+        detail = TOO_LARGE.format("1e\\+35", "scores overflow float32")
+        assert re.fullmatch(detail, r.json()["detail"]), r.json()
 
 
 # --------------------------------------------------------------------------- real server

@@ -173,3 +173,61 @@ def test_predict_keeps_the_old_file_when_interrupted(tmp_path, model):
         predict(model, out, chunk_size=100, progress=stop)
     assert out.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]
+
+
+def _copy_export(trained_export, root):
+    import shutil
+
+    export = root / "exp"
+    shutil.copytree(trained_export, export)
+    return export
+
+
+def test_predict_out_may_not_overwrite_its_inputs(capsys, tmp_path, trained_export, model):
+    # Regression: --out inside the export destroyed it, --out = --users overwrote the users
+    # list, and --out naming a directory failed on a temporary name ('.exp.tmp-PID -> exp')
+    export = _copy_export(trained_export, tmp_path)
+    users = tmp_path / "users.txt"
+    users.write_text(f"{model.users.id(0)}\n")
+    before = {p: p.read_bytes() for p in [users, *export.rglob("*")] if p.is_file()}
+    cases = [
+        (export / "model.json", "is or lies inside the input"),
+        (export, "is or lies inside the input"),
+        (users, "is or lies inside the input"),
+        (tmp_path, "is a directory; give a file name"),
+    ]
+    for out, message in cases:
+        code, stdout, err = _run(
+            capsys, "predict", "--model", export, "--users", users, "--out", out, "--quiet"
+        )
+        assert code == 2 and stdout == "", out
+        assert err.startswith(f"walsrec predict: error: The 'out' file {str(out)!r} ") or (
+            err.startswith(f"walsrec predict: error: The 'out' path {str(out)!r} ")
+        ), err
+        assert message in err and ".tmp-" not in err and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "users.txt"]
+
+
+def test_predict_refuses_out_inside_the_export_or_its_data_dir(tmp_path, trained_export):
+    from walsrec.serving.model import load_model
+
+    export = _copy_export(trained_export, tmp_path)  # copies: a regression harms no fixture
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "meta.json").write_text("{}\n")
+    meta = json.loads((export / "model.json").read_text())
+    meta["training"]["data"] = str(data_dir)
+    (export / "model.json").write_text(json.dumps(meta))
+    model_json = (export / "model.json").read_bytes()
+    with pytest.raises(InvalidParameterError, match=r"The 'out' file .*model\.json' is or lies"):
+        predict(export, export / "model.json")
+    model = load_model(export)
+    with pytest.raises(InvalidParameterError, match=r"The 'out' file .* is or lies inside the inp"):
+        predict(model, export / "vocab" / "users.txt")
+    with pytest.raises(InvalidParameterError, match=r"The 'out' file .*meta\.json' is or lies"):
+        predict(model, data_dir / "meta.json")
+    with pytest.raises(InvalidParameterError, match=r"The 'out' path .* is a directory; give a"):
+        predict(model, tmp_path)
+    assert (export / "model.json").read_bytes() == model_json
+    assert (data_dir / "meta.json").read_text() == "{}\n"

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import stat
+import time
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ def _edit_meta(export, change):
         (lambda m: m.update(version=None), r"version: Input should be a valid integer \(got None"),
         (lambda m: m.update(version=-3), r"version: Input should be greater than or equal to 0"),
         (lambda m: m.update(version=1.5), r"version: Input should be a valid integer"),
+        (lambda m: m.update(version=10**30), r"version: Input should be less than or equal"),
         (lambda m: m.update(counts=[40, 30]), r"counts: Input should be a valid dictionary"),
         (lambda m: m["counts"].pop("n_items"), r"counts\.n_items: Field required"),
         (lambda m: m["counts"].update(n_users=True), r"counts\.n_users: Input should be a valid"),
@@ -104,6 +106,8 @@ def test_a_killed_exports_temporary_directory_is_removed_by_the_next(tmp_path):
     first = make_export(tmp_path / "m")
     leftover = first.parent / f".{first.name}.tmp-999999999-00ff00ff"
     shutil.copytree(first, leftover)
+    t = time.time() - 60  # older than the grace period a new temporary gets
+    os.utime(leftover, (t, t))
     make_export(tmp_path / "m", seed=1)
     assert not leftover.exists()
 
@@ -116,3 +120,31 @@ def test_factors_whose_scores_overflow_float32_are_refused(export, scale):
     np.save(export / "item_factors.npy", v)
     with pytest.raises(DataFormatError, match=r"the factors are too large to score in float32"):
         load_model(export)
+
+
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("user_factors.npy", r"user_factors\.npy: not a regular file"),
+        ("vocab/items.txt", r"items\.txt: not a regular file"),
+        ("model.json", r"is neither an export \(no model\.json\)"),
+    ],
+)
+def test_a_fifo_among_an_exports_files_is_refused_not_waited_on(export, name, match):
+    """A FIFO planted in a new export blocked the service's reload thread for good."""
+    import signal
+
+    (export / name).unlink()
+    os.mkfifo(export / name)
+
+    def hung(signum, frame):
+        raise AssertionError(f"load_model blocked on the FIFO {name}")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(DataFormatError, match=match):
+            load_model(export)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -51,6 +51,7 @@ def test_a_checkpoint_reads_back(ckpt):
         (_state(loss_history=["x"]), r"loss_history\.0: Input should be a valid number"),
         (_state(stopped_early=0), r"stopped_early: Input should be a valid boolean"),
         (_state(bad_evals=-1), r"bad_evals: Input should be greater than or equal to 0"),
+        (_state(best=0.5, best_step=6), r"best_step 6 is after step 4"),
         ({"step": 4}, r"loss_history: Field required .*; best: Field required"),
         # the reproduction: step-8 factors would have been exported as finished
         (_state(step=100), r"step 100 is not the step of its checkpoint \(step-000000004\)"),
@@ -138,7 +139,12 @@ def test_overwrite_refuses_a_directory_that_is_not_a_model_dir(data_dir, tmp_pat
         match=r"The 'model_dir' directory '.*home' is not empty and is not a MODEL_DIR",
     ):
         train(data=str(data_dir), model_dir=str(home), sweeps=1, overwrite=True, **KW)
-    assert sorted(p.name for p in home.iterdir()) == [".lock", "export", "notes.txt"]
+    assert sorted(p.name for p in home.iterdir()) == ["export", "notes.txt"]  # no .lock
+    # a config.json of somebody else's does not make it a MODEL_DIR either
+    (home / "config.json").write_text('{"theme": "dark"}')
+    with pytest.raises(InvalidParameterError, match=r"is not empty and is not a MODEL_DIR"):
+        train(data=str(data_dir), model_dir=str(home), sweeps=1, overwrite=True, **KW)
+    assert (home / "config.json").read_text() == '{"theme": "dark"}'
 
 
 def test_overwrite_refuses_a_model_dir_that_holds_the_data(data_dir, tmp_path):
@@ -176,3 +182,42 @@ def test_train_on_a_data_dir_with_an_index_out_of_range_is_an_error(data_dir, tm
         rf"\[0, {n_items}\); the matrix is corrupt",
     ):
         train(data=str(d), model_dir=str(tmp_path / "m"), sweeps=1, **KW)
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        (
+            "metrics.jsonl",
+            b'{"model": "wals"}\ngarbage\n',
+            r"metrics\.jsonl, line 2: not a metrics",
+        ),
+        ("metrics.jsonl", b"\xff\xfe", r"metrics\.jsonl: not UTF-8 text"),
+        ("config.json", b"\xff\xfe", r"config\.json: not valid JSON"),
+        ("config.json", b"[1, 2]", r"config\.json: not a JSON object of settings"),
+    ],
+)
+def test_damaged_training_records_are_named(data_dir, tmp_path, name, content, match):
+    md = tmp_path / "m"
+    train(data=str(data_dir), model_dir=str(md), sweeps=1, **KW)
+    (md / name).write_bytes(content)
+    with pytest.raises(DataFormatError, match=match):
+        train(data=str(data_dir), model_dir=str(md), sweeps=2, **KW)
+
+
+def test_a_full_disk_while_checkpointing_names_the_checkpoint(data_dir, tmp_path, monkeypatch):
+    import walsrec._files as files
+
+    def short_write(f, array, allow_pickle=False):
+        raise OSError("106688 requested and 76768 written")
+
+    monkeypatch.setattr(files.np, "save", short_write)
+    with pytest.raises(
+        OSError,
+        match=r"cannot write the checkpoint \(106688 requested and 76768 "
+        r"written: a short write, is the file system full\?\)",
+    ) as info:
+        from walsrec.training.checkpoints import write_checkpoint
+
+        write_checkpoint(tmp_path, 2, np.ones((2, 2)), np.ones((2, 2)), {"step": 2}, keep=1)
+    assert info.value.filename == str(tmp_path / "step-000000002")

@@ -81,3 +81,51 @@ def test_bad_input_is_one_line_and_exit_2(data_dir, tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert err.startswith("walsrec tune: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def _tune_best(data_dir, *extra):
+    argv = ["tune", "--data", str(data_dir), "--trials", "2", "--sweeps", "1", "--out", "out"]
+    return main([*argv, "--train-best", "--model-dir", "model", *extra])
+
+
+def test_train_best_refuses_a_locked_model_dir_before_the_study(
+    data_dir, tmp_path, capsys, monkeypatch
+):
+    # Regression: the whole study ran, then train refused the MODEL_DIR another run held
+    import fcntl
+    import json
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    holder = {"pid": 4242, "host": "elsewhere", "purpose": "walsrec train", "since": "today"}
+    fd = os.open(tmp_path / "model" / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: another run
+        os.write(fd, json.dumps(holder).encode())
+        code = _tune_best(data_dir)
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        "walsrec tune: error: model: in use by another walsrec run (walsrec train, pid 4242 "
+        "on elsewhere, since today); wait for it to finish or stop it. Two runs on one "
+        "directory would overwrite each other.\n"
+    )
+    assert not (tmp_path / "out").exists()  # no trial ran
+
+
+def test_train_best_overwrite_refuses_a_directory_that_is_not_a_model_dir_first(
+    data_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "notes.txt").write_text("mine\n")
+    assert _tune_best(data_dir, "--overwrite") == 2
+    err = capsys.readouterr().err
+    refused = "The 'model_dir' directory 'model' is not empty and is not a MODEL_DIR"
+    assert err.startswith(f"walsrec tune: error: {refused}")
+    assert err.count("\n") == 1 and "tune: trial" not in err
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["notes.txt"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec._files import atomic_write_text, load_npy, read_versioned_json
-from walsrec.errors import DataFormatError
+from walsrec._files import atomic_write_text, load_npy, read_versioned_json, save_npy
+from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = ["check_csr", "load_csr", "save_csr"]
 
@@ -29,26 +29,39 @@ def _index_dtype(matrix: sp.csr_matrix) -> type:
 
 
 def save_csr(directory: str | os.PathLike, name: str, matrix: sp.csr_matrix) -> None:
-    """Write ``matrix`` (CSR, sorted indices) as plain arrays; each file renamed into place."""
+    """Write ``matrix`` as plain arrays, each file renamed into place.
+
+    What is written is what :func:`load_csr` accepts: canonical CSR (sorted indices,
+    duplicates summed; the caller's matrix is not changed) with float data (float32 and
+    float64 kept, other types as float64); non-finite values are refused.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     matrix = sp.csr_matrix(matrix)
-    matrix.sort_indices()
+    if not matrix.has_canonical_format:
+        matrix = matrix.copy()
+        matrix.sum_duplicates()
+    data = np.asarray(matrix.data)
+    if data.dtype not in (np.float32, np.float64):
+        data = data.astype(np.float64)
+    if not np.isfinite(data).all():
+        raise InvalidParameterError(
+            f"The 'matrix' argument of save_csr must hold finite values. Got "
+            f"{float(data[~np.isfinite(data)][0])!r} instead."
+        )
+    directory.mkdir(parents=True, exist_ok=True)
     idx = _index_dtype(matrix)
     arrays = {
         "indptr": np.asarray(matrix.indptr, dtype=idx),
         "indices": np.asarray(matrix.indices, dtype=idx),
-        "data": np.asarray(matrix.data),
+        "data": data,
     }
     for part, arr in arrays.items():
-        tmp = directory / f".{name}.{part}.tmp.npy"
-        np.save(tmp, arr, allow_pickle=False)
-        os.replace(tmp, directory / f"{name}.{part}.npy")
+        save_npy(directory / f"{name}.{part}.npy", arr)
     meta = {
         "format_version": FORMAT_VERSION,
         "shape": list(matrix.shape),
         "nnz": int(matrix.nnz),
-        "dtype": str(matrix.dtype),
+        "dtype": str(data.dtype),
         "index_dtype": np.dtype(idx).name,
     }
     atomic_write_text(directory / f"{name}.json", json.dumps(meta, indent=2) + "\n")
@@ -89,7 +102,10 @@ def check_csr(
     Checks dtypes (integer indices, real float data), ``indptr`` (length rows + 1,
     starting at 0, non-decreasing, ending at nnz), every index in ``[0, n_cols)``,
     indices strictly increasing within each row (sorted, no duplicates) and every value
-    finite. One vectorised pass in chunks, so a memory-mapped matrix is not copied.
+    finite. Vectorised, in chunks: besides chunk-sized temporaries it allocates one byte
+    per stored entry and one int64 per row, never a copy of a memory-mapped matrix (but
+    it reads every page of it, so the first load of a file not in the page cache reads
+    the whole file).
     A failure is a :class:`~walsrec.errors.DataFormatError` naming ``where`` (or the
     file of ``parts``: ``{"indptr": path, ...}``) and the first bad position.
     """

@@ -33,9 +33,11 @@ import scipy.sparse as sp
 
 from walsrec._files import (
     check_output_dir,
+    json_has_keys,
     read_versioned_json,
     recover_dir,
     write_dir_atomically,
+    write_error,
 )
 from walsrec.data.interactions import DUPLICATE_POLICIES, Interactions, aggregate_duplicates
 from walsrec.data.readers import read_table
@@ -241,6 +243,8 @@ def prepare(
     compression : {None, "gzip"}
         TFRecord compression, as TensorFlow's ``options="GZIP"``.
     on_bad_rows : {"error", "skip"}, default "error"
+        See :func:`~walsrec.data.readers.read_table`. With "skip", a (user, item) pair
+        whose rows combine beyond float32's range is dropped too, its rows counted as bad.
     overwrite : bool, default False
         Replace ``out`` when it exists: only a DATA_DIR (a directory with meta.json) or
         an empty directory is replaced, and never one that is or contains an input.
@@ -256,7 +260,8 @@ def prepare(
     ------
     DataFormatError
         A bad row (see :func:`~walsrec.data.readers.read_table`), or a combined rating
-        beyond float32's range (naming the user and item).
+        beyond float32's range (naming the user and item; with ``on_bad_rows="skip"``,
+        the pair's rows are dropped and counted as bad rows instead).
     InvalidParameterError
         A parameter breaks its rule.
     OSError
@@ -270,7 +275,13 @@ def prepare(
     if overwrite:
         # only a DATA_DIR or an empty directory is replaced, never one holding an input
         listed = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
-        check_output_dir(out, markers=("meta.json",), what="DATA_DIR", inputs=listed)
+        check_output_dir(
+            out,
+            owned=lambda d: json_has_keys(d / "meta.json", ("format_version", "counts")),
+            marker="walsrec's meta.json",
+            what="DATA_DIR",
+            inputs=listed,
+        )
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidParameterError(
             f"The output directory {str(out)!r} exists and is not empty; pass overwrite=True "
@@ -303,11 +314,27 @@ def prepare(
     times = table.column("time").to_numpy() if "time" in table.column_names else None
     del table
     agg = aggregate_duplicates(user_codes, item_codes, values, len(items_dict), duplicates, times)
-    rows, cols, values = agg[0], agg[1], agg[2]
+    rows, cols, values, counts = agg[0], agg[1], agg[2], agg[3]
     pair_times = agg[4] if times is not None else None
-    n_pairs = len(rows)
     values, transform_info = transform_ratings(values, rating_transform, scale, cap)
-    _check_float32(values, rows, cols, agg[3], users_dict, items_dict, duplicates, transform_info)
+    beyond = _beyond_float32(values)
+    if beyond.any():
+        if on_bad_rows == "error":
+            pos = int(np.flatnonzero(beyond)[0])
+            user, item = users_dict[int(rows[pos])].as_py(), items_dict[int(cols[pos])].as_py()
+            raise DataFormatError(
+                f"User {user!r}, item {item!r}: its {int(counts[pos])} rows combine "
+                f"(duplicates={duplicates!r}, rating transform {transform_info['name']!r}) to "
+                f"{float(values[pos]):.6g}, beyond float32's range (magnitudes up to 3.4e38), "
+                "in which ratings are stored."
+            )
+        # with on_bad_rows="skip", all the pair's rows go, counted as bad rows
+        n_rows = int(counts[beyond].sum())
+        read.bad_reasons["combined rating beyond float32 range"] += n_rows
+        read.n_bad_rows += n_rows
+        rows, cols, values = rows[~beyond], cols[~beyond], values[~beyond]
+        pair_times = pair_times[~beyond] if pair_times is not None else None
+    n_pairs = len(rows)
 
     keep = _filter_counts(rows, cols, min_user_interactions, min_item_interactions)
     n_filtered = int(n_pairs - keep.sum())
@@ -379,30 +406,19 @@ def prepare(
     return meta
 
 
-def _check_float32(values, rows, cols, counts, users, items, duplicates, transform) -> None:
-    """Refuse a combined value that float32, the stored type, cannot hold.
+def _beyond_float32(values: np.ndarray) -> np.ndarray:
+    """Mask of combined values that float32, the stored type, cannot hold.
 
     The reader refuses single ratings beyond float32's range; a sum of repeated pairs can
     still get there, and would be written as inf.
     """
     with np.errstate(invalid="ignore"):
-        beyond = np.abs(values) > np.finfo(np.float32).max
-    if beyond.any():
-        pos = int(np.flatnonzero(beyond)[0])
-        raise DataFormatError(
-            f"User {users[int(rows[pos])].as_py()!r}, item {items[int(cols[pos])].as_py()!r}: "
-            f"its {int(counts[pos])} rows combine (duplicates={duplicates!r}, rating "
-            f"transform {transform['name']!r}) to {float(values[pos]):.6g}, beyond float32's "
-            "range (magnitudes up to 3.4e38), in which ratings are stored."
-        )
+        return np.abs(values) > np.finfo(np.float32).max
 
 
 def _write_error(exc: OSError, out: Path) -> OSError:
     """The OSError of a failed write, naming DATA_DIR (numpy's short write names no file)."""
-    detail = str(exc)
-    if exc.errno is None and "written" in detail:  # "89990 requested and 26592 written"
-        detail += ": a short write, is the file system full?"
-    return OSError(exc.errno, f"cannot write the prepared data ({detail})", str(out))
+    return write_error(exc, out, "cannot write the prepared data")
 
 
 def _encode(column) -> tuple[pa.Array, np.ndarray]:

@@ -7,8 +7,8 @@ counting the header, blank lines and the lines inside quoted fields; Parquet: th
 the column and the value, or skipped and counted with ``on_bad_rows="skip"``.
 
 The result has standard column names: ``user`` and ``item`` (text), ``rating``
-(float64, when a rating column is named) and ``time`` (int64 or float64, when a time
-column is named).
+(float64, when a rating column is named) and ``time`` (Unix seconds, int64 or float64
+where a value has a fraction of a second, when a time column is named).
 
 Rules for values, beyond "a number" and "an id":
 
@@ -22,6 +22,18 @@ Rules for values, beyond "a number" and "an id":
   it is read, rounded.
 - Ids are text or integers; a column of floats, lists, objects or other types is refused
   as a whole.
+- Times are Unix seconds. A column of numbers is read as seconds; a column of timestamps
+  (Parquet timestamps of any unit or time zone, dates, or ISO 8601 text such as
+  ``2026-01-02``, ``2026-01-02T15:04:05``, ``2026-01-02 15:04:05.25`` or
+  ``2026-01-02T15:04:05Z``; text without a time zone is UTC, a date is midnight UTC) is
+  converted to seconds. A text column holds one kind or the other, never both: its kind is
+  the kind of most of its values (numbers against the rest; on a tie, the kind of its
+  first value), and its first value of another kind is an error naming the line, the value
+  and the kind expected -- not skippable, since the kind was inferred. A time that is not
+  a finite number (``nan``, ``inf``, ``1e400``) is a bad row. Time-of-day, duration,
+  boolean and nested columns are refused as a whole.
+- A JSON line nested deeper than 256 levels is refused (pyarrow's JSON reader crashes on
+  deep nesting; interaction data never comes close).
 """
 
 from __future__ import annotations
@@ -30,8 +42,12 @@ import csv
 import glob as globlib
 import io
 import json
+import math
+import mmap
 import os
+import re
 import sys
+import threading
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -154,12 +170,38 @@ def _detect_codec(path: str, from_suffix: str | None) -> str | None:
     return None
 
 
-def _peek_text(path: str, codec: str | None, n: int = 65536) -> str:
+_PEEK_BYTES = 65536
+
+
+def _peek(path: str, codec: str | None, n: int = _PEEK_BYTES) -> bytes:
     with _open(path, codec) as f:
-        data = f.read(n)
-    # pyarrow skips a byte order mark (Excel and Notepad write one) before the header, so
-    # the header read here must skip it too
-    return data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+        return f.read(n)
+
+
+def _line_breaks_in_quotes_possible(path: str, codec: str | None, head: bytes) -> bool:
+    """Whether a quoted CSV field could hold a line break.
+
+    pyarrow parses such files about 15% slower (``newlines_in_values``). A quoted field
+    with a line break has its closing quote after a line break, so a file with no ``"``
+    after its first line break has none. The search is a byte search where the bytes are
+    cheap to get: the whole file when ``head`` holds it, or a local uncompressed file
+    memory-mapped (``mmap.find``, memchr speed, stopping at the first quote). A compressed
+    or remote file would have to be decompressed or fetched once more for it, which costs
+    more than the slower parse: it is assumed to have one.
+    """
+    breaks = [i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0]
+    if not breaks:  # no line break (one line), or a first line longer than the peek
+        return len(head) == _PEEK_BYTES
+    start = min(breaks)
+    if len(head) < _PEEK_BYTES:  # the whole file
+        return head.find(b'"', start) >= 0
+    if codec is not None or _is_url(path):
+        return True
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return m.find(b'"', start) >= 0
+    except (OSError, ValueError):  # a file that cannot be memory-mapped
+        return True
 
 
 def _text_lines(path: str, codec: str | None, newline: str | None):
@@ -277,10 +319,11 @@ def read_table(
         Overrides the format implied by the file suffix.
     on_bad_rows : {"error", "skip"}, default "error"
         With "skip", rows with a wrong number of fields, a missing or multi-line id, a
-        missing time or a rating that is not a finite number, beyond float32's range or an
-        integer beyond 2**53 (negative, when ``nonnegative_rating``) are dropped and
-        counted instead of raising. Text that is not UTF-8 and times that are neither
-        numbers nor timestamps are errors either way.
+        time that is missing or not finite, or a rating that is not a finite number,
+        beyond float32's range or an integer beyond 2**53 (negative, when
+        ``nonnegative_rating``) are dropped and counted instead of raising. Text that is
+        not UTF-8, times of another kind than their column's (see the module docstring)
+        and JSON nested too deeply are errors either way.
     nonnegative_rating : bool, default False
         Treat a negative rating as bad (for transforms that cannot take one).
 
@@ -288,7 +331,8 @@ def read_table(
     -------
     ReadResult
         ``table`` with columns ``user``, ``item`` and, when named, ``rating`` (float64) and
-        ``time``; plus the expanded ``sources`` and bad-row counts.
+        ``time`` (Unix seconds, int64 or float64); plus the expanded ``sources`` and
+        bad-row counts.
 
     Raises
     ------
@@ -389,6 +433,7 @@ def _read_parquet(path, wanted):
 def _read_json(path, codec, wanted):
     import pyarrow.json as pj
 
+    _check_json_depth(path, codec)
     try:
         with _open(path, codec) as f:
             table = pj.read_json(f)
@@ -397,6 +442,10 @@ def _read_json(path, codec, wanted):
         bad = _first_invalid_json_line(path, codec)
         if bad is not None:
             raise DataFormatError(f"{path}, line {bad[0]}: not valid JSON ({bad[1]}).") from None
+        changed = _JSON_KIND_CHANGE.search(str(exc))
+        found = _first_kind_change(path, codec, *changed.groups()) if changed else None
+        if found is not None:
+            raise DataFormatError(f"{path}, {found}") from None
         raise DataFormatError(f"{path}: invalid JSON lines ({exc}).") from None
     try:
         names = table.column_names
@@ -412,10 +461,140 @@ def _first_invalid_json_line(path, codec) -> tuple[int, str] | None:
         for number, line in enumerate(text, 1):
             if line.strip():
                 try:
-                    json.loads(line)
+                    json.loads(line, parse_float=_json_float)
                 except ValueError as exc:
                     return number, exc.args[0] if exc.args else str(exc)
+                except RecursionError:
+                    return number, "nested too deeply to be read"
     return None
+
+
+def _json_float(text: str) -> float:
+    """A JSON number, refused where pyarrow refuses it: beyond float64 ("1e400")."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:50]} is too large for a float64")
+    return value
+
+
+# pyarrow's message when a field's JSON kind differs from the one its block started with
+_JSON_KIND_CHANGE = re.compile(r"Column\(([^)]*)\) changed from (\w+) to (\w+)")
+
+
+def _json_kind(value) -> str:
+    """pyarrow's name for the JSON kind of a parsed value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _first_kind_change(path, codec, field_path, before, after) -> str | None:
+    """'line L, column C: ...' for pyarrow's "Column(/a/b) changed from X to Y in row N".
+
+    Its row counts from the start of a parse block: the line is found by reading the file
+    again, on the error path, for the first value of kind Y after one of kind X.
+    """
+    keys = field_path.split("/")[1:]
+    first = None  # (line, value) of the first value of the kind `before`
+    with _text_lines(path, codec, "\n") as text:
+        for number, line in enumerate(text, 1):
+            if not line.strip():
+                continue
+            value = json.loads(line)  # the caller found every line valid
+            for key in keys:
+                value = value.get(key) if isinstance(value, dict) else None
+            kind = _json_kind(value)
+            if first is None and kind == before:
+                first = number, value
+            elif first is not None and kind == after:
+                shown = json.dumps(value)[:200]
+                if not keys:
+                    return (
+                        f"line {number}: the line is a JSON {after} ({shown}), where line "
+                        f"{first[0]} is a JSON {before}; every line must be an object of "
+                        'fields, such as {"user": 1, "item": 2}.'
+                    )
+                where = f"column {keys[0]!r}" + (
+                    f" (its field {'/'.join(keys[1:])!r})" if len(keys) > 1 else ""
+                )
+                return (
+                    f"line {number}, {where}: the value {shown} is a JSON {after}, "
+                    f"where the values before it are {before}s (line {first[0]}: "
+                    f"{json.dumps(first[1])[:200]}); a column holds one kind of value."
+                )
+    return None
+
+
+# pyarrow's JSON reader crashes (stack overflow) on deeply nested lines: near 10,000 levels
+# with 8 MiB stacks; interaction data has two or three
+_MAX_JSON_DEPTH = 256
+_JSON_SCAN_BYTES = 1 << 24
+_JSON_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def _check_json_depth(path, codec) -> None:
+    """Refuse a line nested deeper than ``_MAX_JSON_DEPTH``, before pyarrow reads the file.
+
+    A line's depth is at most its number of ``[`` and ``{`` bytes, which is at most its
+    length: brackets are counted only in chunks with a line longer than the limit, and
+    lines with too many are measured exactly. About 7 ms per 16 MiB of short lines
+    (pyarrow's parse: about 55 ms).
+    """
+    suspects = []  # lines with more opening brackets than the limit
+    number = 1  # the line that the next chunk goes on with
+    carry_len = carry_opens = 0  # its bytes and opening brackets in earlier chunks
+    with _open(path, codec) as f:
+        while chunk := f.read(_JSON_SCAN_BYTES):
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            ends = np.flatnonzero(data == ord("\n"))
+            tail = int(ends[-1]) + 1 if ends.size else 0  # where the unfinished line starts
+            lengths = np.diff(ends, prepend=-1) if ends.size else ends
+            if ends.size:
+                lengths[0] += carry_len
+            unfinished = (0 if ends.size else carry_len) + data.size - tail
+            if max(lengths.max(initial=0), unfinished) > _MAX_JSON_DEPTH:
+                # "[" and "{" are the bytes that are "{" with bit 0x20 set
+                line = np.searchsorted(ends, np.flatnonzero((data | 0x20) == ord("{")))
+                counts = np.bincount(line, minlength=ends.size + 1)
+                counts[0] += carry_opens
+                too_many = np.flatnonzero(counts[: ends.size] > _MAX_JSON_DEPTH)
+                suspects.extend((number + too_many).tolist())
+                carry_opens = int(counts[ends.size])
+            else:  # the unfinished line's bytes here are few
+                opens = int(np.count_nonzero((data[tail:] | 0x20) == ord("{")))
+                carry_opens = (0 if ends.size else carry_opens) + opens
+            carry_len = unfinished
+            number += ends.size
+    if carry_opens > _MAX_JSON_DEPTH:
+        suspects.append(number)
+    if not suspects:
+        return
+    wanted = set(suspects)
+    with _text_lines(path, codec, "\n") as text:
+        for number, line in enumerate(text, 1):
+            if number in wanted and _json_depth(line) > _MAX_JSON_DEPTH:
+                raise DataFormatError(
+                    f"{path}, line {number}: JSON nested deeper than {_MAX_JSON_DEPTH} levels "
+                    "(arrays and objects within each other); a line of interactions is one "
+                    "object of plain fields."
+                )
+            if number >= suspects[-1]:
+                return
+
+
+def _json_depth(line: str) -> int:
+    """How deeply a JSON text nests arrays and objects (brackets inside strings ignored)."""
+    stripped = _JSON_STRING_RE.sub('""', line).encode()
+    data = np.frombuffer(stripped, dtype=np.uint8)
+    step = ((data == ord("[")) | (data == ord("{"))).astype(np.int64)
+    step -= (data == ord("]")) | (data == ord("}"))
+    return int(np.cumsum(step).max()) if step.size else 0
 
 
 def _detect_delimiter(first_line: str, path: str) -> str:
@@ -429,7 +608,11 @@ def _detect_delimiter(first_line: str, path: str) -> str:
 def _read_csv(path, codec, roles, delimiter, columns, on_bad_rows, result):
     import pyarrow.csv as pcsv
 
-    text = _peek_text(path, codec)
+    head = _peek(path, codec)
+    # pyarrow skips a byte order mark (Excel and Notepad write one) before the header, so
+    # the header read here must skip it too
+    text = head.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    newlines_in_values = _line_breaks_in_quotes_possible(path, codec, head)
     # pyarrow skips blank lines before the header as well
     first_line = next((ln for ln in text.split("\n") if ln.rstrip("\r")), "").rstrip("\r")
     if delimiter is None:
@@ -464,9 +647,11 @@ def _read_csv(path, codec, roles, delimiter, columns, on_bad_rows, result):
                 block_size=_CSV_BLOCK_SIZE,
             ),
             # newlines_in_values: without it a quoted field with a line break that
-            # straddles two blocks breaks the parse (about 30% slower reading)
+            # straddles two blocks breaks the parse (about 15% slower reading)
             parse_options=pcsv.ParseOptions(
-                delimiter=delimiter, invalid_row_handler=handler, newlines_in_values=True
+                delimiter=delimiter,
+                invalid_row_handler=handler,
+                newlines_in_values=newlines_in_values,
             ),
             convert_options=pcsv.ConvertOptions(
                 column_types=types,
@@ -519,6 +704,21 @@ def _read_csv(path, codec, roles, delimiter, columns, on_bad_rows, result):
     return _standardise(table, roles, path), locate
 
 
+# Readers active in any thread, by id of their handler: one process-wide hook serves them
+# all, so that threads reading at once never restore each other's hook.
+_unraisable_lock = threading.Lock()
+_unraisable_sinks: dict[int, tuple[object, list]] = {}
+_hook_replaced = [None]  # the hook that was there before ours
+
+
+def _route_unraisable(unraisable) -> None:
+    sink = _unraisable_sinks.get(id(unraisable.object))
+    if sink is not None and sink[0] is unraisable.object:
+        sink[1].append(unraisable.exc_value)
+    else:
+        (_hook_replaced[0] or sys.__unraisablehook__)(unraisable)
+
+
 @contextmanager
 def _catch_unraisable(handler, caught: list):
     """Collect, instead of printing, what pyarrow reports as unraisable from ``handler``.
@@ -526,20 +726,23 @@ def _catch_unraisable(handler, caught: list):
     pyarrow decodes a bad row's text before calling the handler; when the row is not
     UTF-8 that raises inside pyarrow, which prints "Exception ignored in ..." with a
     traceback on stderr and fails the read. The caller reports the failure, in one message.
+    Thread-safe: ``sys.unraisablehook`` is set while any reader is active, and put back
+    by the last one out (unless someone replaced it meanwhile).
     """
-    previous = sys.unraisablehook
-
-    def hook(unraisable):
-        if unraisable.object is handler:
-            caught.append(unraisable.exc_value)
-        else:
-            previous(unraisable)
-
-    sys.unraisablehook = hook
+    with _unraisable_lock:
+        if not _unraisable_sinks:
+            _hook_replaced[0] = sys.unraisablehook
+            sys.unraisablehook = _route_unraisable
+        _unraisable_sinks[id(handler)] = (handler, caught)
     try:
         yield
     finally:
-        sys.unraisablehook = previous
+        with _unraisable_lock:
+            del _unraisable_sinks[id(handler)]
+            if not _unraisable_sinks:
+                if sys.unraisablehook is _route_unraisable:
+                    sys.unraisablehook = _hook_replaced[0]
+                _hook_replaced[0] = None
 
 
 def _any_beyond_exact_ints(col) -> bool:
@@ -606,20 +809,19 @@ def _standardise(table: pa.Table, roles: dict, path: str) -> pa.Table:
     return pa.table(cols)
 
 
-def _utf8_errors(col) -> int | None:
-    """Row of the first value of a text or bytes column that is not UTF-8 (None: all are).
+def _as_utf8(col) -> tuple[pa.ChunkedArray | None, int | None]:
+    """A text or bytes column as strings, or the row of its first value that is not UTF-8.
 
     pyarrow's JSON and Parquet readers do not check text, and CSV ids are read as bytes;
-    a cast to string checks. The first bad row is found by halving: O(n) work in
+    the cast to string checks (once). The first bad row is found by halving: O(n) work in
     O(log n) casts.
     """
     as_bytes = col.cast(pa.large_binary() if _is_large(col.type) else pa.binary())
     target = pa.large_string() if _is_large(col.type) else pa.string()
     try:
-        as_bytes.cast(target)
-        return None
+        return as_bytes.cast(target), None
     except pa.ArrowInvalid:
-        return _first_failure(as_bytes, lambda part: part.cast(target))
+        return None, _first_failure(as_bytes, lambda part: part.cast(target))
 
 
 def _is_large(data_type) -> bool:
@@ -637,6 +839,20 @@ def _first_failure(values, convert) -> int:
         except pa.ArrowInvalid:
             hi = mid
     return lo
+
+
+def _may_hold_control_bytes(col) -> bool:
+    """Whether a text column may hold a byte below 0x0E (newlines and NUL among them).
+
+    numpy's minimum over the chunks' data buffers, without a copy: 1.4 ms for 5M ids,
+    where a regex over the values takes 0.2 s. A buffer may hold bytes outside the values
+    (of a slice, or under a null), so True means maybe.
+    """
+    for chunk in col.chunks if isinstance(col, pa.ChunkedArray) else [col]:
+        data = chunk.buffers()[2]
+        if data is not None and data.size and np.frombuffer(data, np.uint8).min() < 0x0E:
+            return True
+    return False
 
 
 def _first(mask: np.ndarray) -> int:
@@ -672,11 +888,11 @@ def _validate(table, roles, locate, on_bad_rows, nonnegative, result) -> pa.Tabl
     def as_text(role):
         """The role's text or bytes column as strings; text that is not UTF-8 is an error."""
         col = table.column(role)
-        bad = _utf8_errors(col)
+        text, bad = _as_utf8(col)
         if bad is not None:  # shown as bytes: as text it could not be shown at all
             replace(role, col.cast(pa.large_binary() if _is_large(col.type) else pa.binary()))
             error(bad, role, "the value {value} is not UTF-8 text; convert the file to UTF-8.")
-        return replace(role, col.cast(pa.string()))
+        return replace(role, text.cast(pa.string()))
 
     for role in ("user", "item"):
         col = table.column(role)
@@ -690,15 +906,16 @@ def _validate(table, roles, locate, on_bad_rows, nonnegative, result) -> pa.Tabl
                 "the id is missing.",
             )
         col = pc.fill_null(col, "")
-        empty = pc.equal(pc.utf8_length(col), 0).to_numpy(zero_copy_only=False)
+        empty = pc.equal(pc.binary_length(col), 0).to_numpy(zero_copy_only=False)
         problem(empty, "missing id", role, "the id is empty.")
-        multiline = pc.match_substring_regex(col, "[\n\r\x00]").to_numpy(zero_copy_only=False)
-        problem(
-            multiline,
-            "id with a newline or NUL",
-            role,
-            "the id {value} contains a newline or NUL character; ids must be one line.",
-        )
+        if _may_hold_control_bytes(col):  # else the regex is skipped: 0.2 s per 5M ids
+            multiline = pc.match_substring_regex(col, "[\n\r\x00]")
+            problem(
+                multiline.to_numpy(zero_copy_only=False),
+                "id with a newline or NUL",
+                role,
+                "the id {value} contains a newline or NUL character; ids must be one line.",
+            )
     if "rating" in roles:
         col = table.column("rating")
         kind = _kind(col.type)
@@ -716,8 +933,12 @@ def _validate(table, roles, locate, on_bad_rows, nonnegative, result) -> pa.Tabl
             )
             col = pc.if_else(pa.array(numeric), text, "nan").cast(pa.float64())
         elif kind == "integer":
-            beyond = pc.greater(col, _MAX_EXACT_INT)
-            if pa.types.is_signed_integer(col.type):
+            # a uint64 scalar for unsigned columns: compared with an int64 one, pyarrow
+            # casts the column to int64 and fails on values of 2**63 and more
+            signed = pa.types.is_signed_integer(col.type)
+            limit = pa.scalar(_MAX_EXACT_INT, pa.int64() if signed else pa.uint64())
+            beyond = pc.greater(col, limit)
+            if signed:
                 beyond = pc.or_(beyond, pc.less(col, -_MAX_EXACT_INT))
             beyond = pc.fill_null(beyond, False)
             problem(
@@ -726,7 +947,8 @@ def _validate(table, roles, locate, on_bad_rows, nonnegative, result) -> pa.Tabl
                 "rating",
                 _BEYOND_EXACT,
             )
-            col = pc.if_else(beyond, 0, col)  # dropped rows: keeps the cast below exact
+            # dropped rows: keeps the cast below exact
+            col = pc.if_else(beyond, pa.scalar(0, col.type), col)
         values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
         if col.null_count:
             problem(
@@ -764,8 +986,7 @@ def _validate(table, roles, locate, on_bad_rows, nonnegative, result) -> pa.Tabl
         col = table.column("time")
         if _kind(col.type) in ("text", "bytes"):
             col = _parse_times(as_text("time"), lambda pos, msg: error(pos, "time", msg))
-        if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
-            col = pc.cast(col, pa.int64())
+        col = _unix_seconds(col)
         if col.null_count:
             problem(
                 pc.is_null(col).to_numpy(zero_copy_only=False),
@@ -773,6 +994,10 @@ def _validate(table, roles, locate, on_bad_rows, nonnegative, result) -> pa.Tabl
                 "time",
                 "the time is missing.",
             )
+        if pa.types.is_floating(col.type):  # the value shown is the text, unless pyarrow's
+            # CSV reader took the column for floats (1e400 is then shown as inf)
+            finite = pc.fill_null(pc.is_finite(col), True).to_numpy(zero_copy_only=False)
+            problem(~finite, "time not finite", "time", "the time {value} is not a finite number.")
         replace("time", col)
     if not keep.all():
         table = table.filter(pa.array(keep))
@@ -799,29 +1024,111 @@ def _integer_text_beyond_exact(text) -> np.ndarray:
     return pc.and_(is_int, beyond).to_numpy(zero_copy_only=False)
 
 
-def _parse_times(col, error):
-    """Text times as numbers or timestamps (int64 seconds); ``error(row, message)`` raises.
+# How text times are parsed, in order: the first that reads every timestamp of a column
+# wins (whole seconds, fractions, with a time zone or offset, both)
+_TIMESTAMP_TYPES = (
+    pa.timestamp("s"),
+    pa.timestamp("ns"),
+    pa.timestamp("s", tz="UTC"),
+    pa.timestamp("ns", tz="UTC"),
+)
+_TIME_RULE = (
+    "a time column holds either numbers (Unix seconds) or timestamps such as "
+    f"{_TIME_EXAMPLE}, not both"
+)
+_NEITHER = (
+    f"the time {{value}} is neither a number (Unix seconds) nor a timestamp such as "
+    f"{_TIME_EXAMPLE}."
+)
 
-    A column is numbers when most of its values are, and timestamps otherwise; the first
-    value of the other sort is the error (not skippable: the column's sort is a guess).
+
+def _parse_times(col, error):
+    """Text times as numbers or timestamps; ``error(row, message)`` raises.
+
+    The column's kind is the kind of most of its values, numbers against the rest (on a
+    tie, of its first value); its first value of another kind is the error (not
+    skippable: the kind is a guess). The module docstring states the rule.
     """
     text = pc.utf8_trim_whitespace(col)
     numeric = pc.fill_null(pc.match_substring_regex(text, _NUMBER_RE), False)
     numeric = numeric.to_numpy(zero_copy_only=False)
     present = pc.is_valid(text).to_numpy(zero_copy_only=False)
-    if 2 * int(numeric.sum()) > int(present.sum()):
+    n_numbers, n_present = int(numeric.sum()), int(present.sum())
+    tie = 2 * n_numbers == n_present
+    by = "as its first value is" if tie else "as most of its values are"
+    if 2 * n_numbers > n_present or (tie and n_present and numeric[_first(present)]):
         bad = present & ~numeric
         if bad.any():
-            error(_first(bad), "the time {value} is not a number, as the column's others are.")
+            pos = _first(bad)
+            if _timestamps(text.slice(pos, 1)) is None:
+                error(pos, _NEITHER)
+            error(
+                pos,
+                f"the time {{value}} is a timestamp, but the column's times are numbers, "
+                f"{by} ({_TIME_RULE}).",
+            )
         try:
             return pc.cast(text, pa.int64())
-        except pa.ArrowInvalid:
+        except pa.ArrowInvalid:  # decimals, exponents, a + sign, beyond int64
             return pc.cast(text, pa.float64())
-    try:
-        return pc.cast(text, pa.timestamp("s"))
-    except pa.ArrowInvalid:
-        pos = _first_failure(text, lambda part: pc.cast(part, pa.timestamp("s")))
+    parsed = _timestamps(text)
+    if parsed is not None:
+        return parsed
+    # the first value that no way of parsing reads with the values before it
+    pos = max(_first_failure(text, lambda part, t=t: pc.cast(part, t)) for t in _TIMESTAMP_TYPES)
+    if numeric[pos]:
         error(
             pos,
-            f"the time {{value}} is neither a number nor a timestamp such as {_TIME_EXAMPLE}.",
+            f"the time {{value}} is a number, but the column's times are timestamps, "
+            f"{by} ({_TIME_RULE}).",
         )
+    if _timestamps(text.slice(pos, 1)) is not None:
+        error(
+            pos,
+            "the timestamp {value} cannot be read with the column's earlier ones: some have "
+            "a time zone or offset and some not (or some have fractions of a second and "
+            "some are outside 1678-2261); give all of them a time zone, or none.",
+        )
+    error(pos, _NEITHER)
+
+
+def _timestamps(text):
+    """Text as timestamps, in the first of ``_TIMESTAMP_TYPES`` that reads all; else None."""
+    for data_type in _TIMESTAMP_TYPES:
+        try:
+            return pc.cast(text, data_type)
+        except pa.ArrowInvalid:
+            continue
+    return None
+
+
+_SUBSECOND = {"ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
+def _unix_seconds(col):
+    """A time column as Unix seconds: int64, or float64 for fractions and floats.
+
+    Timestamps of any unit and time zone and dates (midnight UTC) become seconds; integers
+    int64 (a uint64 beyond int64, float64); floats and decimals float64; nulls stay.
+    """
+    data_type = col.type
+    if pa.types.is_date(data_type):
+        col = pc.cast(col, pa.timestamp("ms"))
+        data_type = col.type
+    if pa.types.is_timestamp(data_type):
+        if data_type.unit == "s":
+            return pc.cast(col, pa.int64())
+        try:  # a safe cast refuses to drop fractions of a second
+            return pc.cast(col, pa.timestamp("s", tz=data_type.tz)).cast(pa.int64())
+        except pa.ArrowInvalid:
+            # float64 rounds ticks beyond 2**53 (to 1 us or less in ns, near today)
+            ticks = pc.cast(pc.cast(col, pa.int64()), pa.float64(), safe=False)
+            return pc.divide(ticks, _SUBSECOND[data_type.unit])
+    if pa.types.is_integer(data_type):
+        if pa.types.is_uint64(data_type) and len(col) > col.null_count:
+            if pc.max(col).as_py() > np.iinfo(np.int64).max:
+                return pc.cast(col, pa.float64(), safe=False)
+        return pc.cast(col, pa.int64())
+    if pa.types.is_floating(data_type) or pa.types.is_decimal(data_type):
+        return pc.cast(col, pa.float64())
+    return col

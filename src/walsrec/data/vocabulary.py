@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from walsrec._files import atomic_write_text
+from walsrec._files import atomic_write_text, read_bytes
 from walsrec.errors import DataFormatError, UnknownIdError
 
 __all__ = ["Vocabulary", "sorted_id_order"]
@@ -114,7 +114,7 @@ class Vocabulary:
     def load(cls, path: str | os.PathLike, name: str = "ids") -> Vocabulary:
         """Read a vocabulary written by :meth:`save` (or the course's vocabulary files)."""
         try:
-            text = Path(path).read_bytes().decode("utf-8")
+            text = read_bytes(path).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataFormatError(f"{path}: not UTF-8 text ({exc}).") from None
         lines = text.split("\n")

@@ -16,6 +16,7 @@ import struct
 
 import numpy as np
 
+from walsrec._files import load_npy
 from walsrec.errors import DataFormatError
 
 __all__ = ["is_url", "join", "npy_rows", "npy_shape", "read_json"]
@@ -94,7 +95,7 @@ def npy_shape(location: str) -> tuple[int, ...]:
     fs, path, local = _fs(location)
     try:
         if local:
-            return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+            return tuple(load_npy(path, mmap=True).shape)
         return _header(fs, path, location)[1]
     except FileNotFoundError:
         raise DataFormatError(f"{location}: missing.") from None
@@ -112,7 +113,7 @@ def npy_rows(location: str, lo: int, hi: int, expect_len: int | None = None) -> 
     fs, path, local = _fs(location)
     try:
         if local:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            arr = load_npy(path, mmap=True)
             shape = arr.shape
         else:
             offset, shape, dtype = _header(fs, path, location)

@@ -23,9 +23,15 @@ under numba's "workqueue" layer (not safe to enter from two threads at once), so
 reload thread's warm-up of a new export is safe as well.
 
 Client mistakes are never a 500: an unknown user or item is 404, a bad parameter 422, a
-body over the limit 413, each with a short ``detail``. Ids may contain any character,
-``/`` included (sent as ``%2F``: the last path parameter takes the rest of the path).
-Answers never show server paths or exception texts; the log has them.
+body over the limit 413, each with a short ``detail``. Ids may contain any character, ``/``
+included (sent as ``%2F``: the last path parameter takes the rest of the path). Answers
+never show server paths or exception texts; the log has them.
+
+A fold-in that fails because of the interactions' values is a 422 naming the values: values
+so large that the new user's system cannot be solved in float32 or that its scores
+overflow, negative values for a model that weighs entries by their values. (The loaded model
+itself is sound: load_model bounds its factors and its warm-up folds a user in.) Scores that
+are not finite for a stored user or item are the model's fault: a 500.
 """
 
 from __future__ import annotations
@@ -48,7 +54,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from walsrec.errors import InvalidParameterError, UnknownIdError, WalsrecError
+from walsrec.errors import (
+    InvalidParameterError,
+    SingularSystemError,
+    UnknownIdError,
+    WalsrecError,
+)
 
 __all__ = ["ModelWatcher", "ServiceSettings", "create_app", "run"]
 
@@ -327,6 +338,46 @@ class _ScoresNotFinite(Exception):
         self.what = what
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _fold_in_refusal(model, pairs: list[tuple[str, float]], exc: Exception | None) -> str:
+    """The 422 detail for a fold-in that failed because of the interactions' values.
+
+    ``exc`` is the walsrec error the fold-in raised, or None when it answered scores that
+    are not finite. Computed only when a fold-in failed, so it costs nothing otherwise.
+    """
+    totals: dict[str, float] = {}
+    for item, value in pairs:  # repeated items add up, as in the fold-in
+        totals[item] = totals.get(item, 0.0) + value
+    ids = list(totals)
+    known = model.items.indices(ids) >= 0 if ids else np.zeros(0, dtype=bool)
+    values = np.array([totals[i] for i in ids], dtype=np.float64)[known]
+    largest = float(np.max(np.abs(values), initial=0.0))
+    if exc is None:
+        why = "the new user's scores overflow float32"
+    elif isinstance(exc, SingularSystemError) or not largest < _FLOAT32_MAX:
+        why = "the new user's least-squares system cannot be solved in float32"
+    elif isinstance(exc, InvalidParameterError) and values.size and values.min() < 0:
+        return (
+            "The interactions' values must be non-negative for this model (it weighs "
+            f"interactions by their values). Got {float(values.min()):.6g} instead."
+        )
+    else:  # no other cause is known: the library's reason, on one line
+        return f"The interactions cannot be folded in: {' '.join(str(exc).split())}"
+    return (
+        f"The interactions' values are too large to fold in (largest {largest:.3g}, repeated "
+        f"items added up): {why}. Send values on the scale of the training data."
+    )
+
+
+def _item_scores_fit(model) -> bool:
+    """True when the model's own item factors cannot overflow a float32 score (load_model's
+    bound), so that a fold-in's overflowing scores come from the folded-in factor."""
+    v = float(np.max(model.item_norms, initial=0.0))
+    return bool(v * v < _FLOAT32_MAX / 2.0)
+
+
 def _json(payload: Any, status: int = 200) -> Response:
     # json.dumps of plain lists and dicts: FastAPI's encoder would walk every value again
     return Response(
@@ -582,7 +633,10 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
         "/recommendations",
         response_model=RecommendationsOut,
         summary="Top-k items for a new user from their interactions (fold-in)",
-        responses={413: {"description": "Too many interactions"}},
+        responses={
+            413: {"description": "Too many interactions"},
+            422: {"description": "Bad k, or values that cannot be folded in"},
+        },
     )
     async def recommend_new_user(request: Request, body: FoldInRequest):
         check_k(body.k)
@@ -593,8 +647,18 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
             )
         m = current(request)
         pairs = [(str(x.item), x.value) for x in body.interactions]
-        result = m.recommend_for_interactions(pairs, k=body.k, exclude_seen=body.exclude_seen)
-        finite(result, m, "fold-in")
+        try:
+            # values too large overflow on the way (warnings); the outcome is checked below
+            with np.errstate(over="ignore", invalid="ignore"):
+                result = m.recommend_for_interactions(
+                    pairs, k=body.k, exclude_seen=body.exclude_seen
+                )
+        except WalsrecError as exc:  # the model is sound (it folded in at warm-up): the values
+            raise InvalidParameterError(_fold_in_refusal(m, pairs, exc)) from None
+        if not np.isfinite(result.scores).all():
+            if _item_scores_fit(m):  # the model's own scores fit: the client's values did it
+                raise InvalidParameterError(_fold_in_refusal(m, pairs, None))
+            raise _ScoresNotFinite(m, "fold-in")
         return _json({"version": m.version, "ignored": result.ignored, "items": result.to_list()})
 
     @app.get(

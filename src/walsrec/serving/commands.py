@@ -149,9 +149,13 @@ def _add_predict(sub) -> None:
 
 
 def _cmd_predict(args) -> int:
+    from walsrec._files import check_output_file
     from walsrec.serving.model import load_model
-    from walsrec.serving.predict import predict, read_user_ids
+    from walsrec.serving.predict import model_inputs, predict, read_user_ids
 
+    # before anything is loaded: --out may overwrite none of the inputs (predict checks
+    # the export and its DATA_DIR again once loaded)
+    check_output_file(args.out, inputs=[*model_inputs(args.model), args.users], parameter="out")
     model = load_model(args.model)
     users = read_user_ids(args.users) if args.users else None
     info = predict(

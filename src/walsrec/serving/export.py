@@ -34,7 +34,9 @@ from walsrec._files import (
     load_npy,
     make_temp_dir,
     read_versioned_json,
+    release_temp,
     remove_dead_temporaries,
+    write_error,
 )
 from walsrec.data.native import load_csr, save_csr
 from walsrec.data.vocabulary import Vocabulary
@@ -59,7 +61,7 @@ def _model_json_schema():
     if _MODEL_JSON is None:
         from pydantic import BaseModel, ConfigDict, Field
 
-        count = Annotated[int, Field(ge=0)]
+        count = Annotated[int, Field(ge=0, le=2**63 - 1)]  # an int64, as everywhere else
 
         class Counts(BaseModel):
             model_config = ConfigDict(extra="allow")
@@ -178,9 +180,14 @@ def write_export(
             (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
             final = root / str(version)
         os.replace(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(exc, root / str(version), "cannot write the export") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        release_temp(tmp)
     if keep is not None:
         for old in list_exports(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -10,7 +10,8 @@ other formats carry the original ids and the scores:
 
 Users are processed in chunks (one GEMM and one parallel top-k per chunk), so memory stays
 bounded whatever the number of users. The file is written under a temporary name beside
-the target and renamed when complete.
+the target and renamed when complete. It may be neither a directory nor inside the export
+it is predicted from, nor inside the DATA_DIR that export was trained on.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from walsrec._files import check_output_file
 from walsrec.errors import DataFormatError, InvalidParameterError, UnknownIdError
 
-__all__ = ["FORMATS", "predict", "read_user_ids"]
+__all__ = ["FORMATS", "model_inputs", "predict", "read_user_ids"]
 
 FORMATS = ("csv", "jsonl", "parquet", "course")
 
@@ -39,6 +41,22 @@ def read_user_ids(path: str | os.PathLike) -> list[str]:
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{path}: not UTF-8 text ({exc}).") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def model_inputs(model) -> list[str]:
+    """What a prediction file must not overwrite: the export directory of ``model`` (a
+    loaded model, or an export or model directory), and the DATA_DIR it was trained on when
+    its model.json records one that exists here."""
+    from walsrec.serving.export import resolve_export
+    from walsrec.serving.model import Recommender
+
+    if not isinstance(model, Recommender):
+        return [str(resolve_export(model))]
+    found = [str(model.path)]
+    data = (model.meta.get("training") or {}).get("data")
+    if isinstance(data, str) and "://" not in data and Path(data).is_dir():
+        found.append(data)
+    return found
 
 
 class _Writer:
@@ -136,7 +154,8 @@ def predict(
     model : Recommender or path
         A loaded model, or an export / model directory to load.
     out : path
-        The file to write (replaced atomically).
+        The file to write (replaced atomically). Neither a directory nor inside the export
+        or the DATA_DIR it was trained on (:class:`~walsrec.errors.InvalidParameterError`).
     k : int, default=10
     format : {"csv", "jsonl", "parquet", "course"}, default="csv"
         See the module docstring. ``course`` writes item indices, one line per user, in
@@ -171,7 +190,9 @@ def predict(
             f"Got {format!r} instead."
         )
     if not isinstance(model, Recommender):
+        check_output_file(out, inputs=model_inputs(model), parameter="out")  # before loading
         model = load_model(model)
+    check_output_file(out, inputs=model_inputs(model), parameter="out")
     if users is None:
         user_idx = np.arange(model.n_users, dtype=np.int64)
     else:

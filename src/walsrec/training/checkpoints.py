@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from walsrec._files import check_schema, load_npy, write_dir_atomically
+from walsrec._files import (
+    check_schema,
+    load_npy,
+    read_bytes,
+    write_dir_atomically,
+    write_error,
+)
 from walsrec.errors import DataFormatError
 
 __all__ = ["Checkpoint", "latest_checkpoint", "read_checkpoint", "write_checkpoint"]
@@ -39,7 +45,10 @@ def _write_dir(final: Path, user_factors, item_factors, state: dict) -> None:
         np.save(tmp / "item_factors.npy", item_factors, allow_pickle=False)
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
 
-    write_dir_atomically(final, write)
+    try:
+        write_dir_atomically(final, write)
+    except OSError as exc:
+        raise write_error(exc, final, "cannot write the checkpoint") from None
 
 
 def _steps(root: Path) -> list[Path]:
@@ -113,13 +122,18 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     state_path = path / "state.json"
     try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state = json.loads(read_bytes(state_path).decode("utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
         raise DataFormatError(f"{path}: the checkpoint cannot be read ({exc}).") from None
     u = load_npy(path / "user_factors.npy")
     v = load_npy(path / "item_factors.npy")
     is_step = path.name.startswith(_PREFIX)
     check_schema(_schema("step" if is_step else "best"), state, state_path)
+    if is_step and (state["best_step"] or 0) > state["step"]:
+        raise DataFormatError(
+            f"{state_path}: best_step {state['best_step']} is after step {state['step']}; "
+            "the checkpoint is corrupt. Delete it to resume from an older one."
+        )
     if is_step and state["step"] != int(path.name[len(_PREFIX) :]):
         raise DataFormatError(
             f"{state_path}: step {state['step']} is not the step of its checkpoint "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from walsrec._files import read_bytes
 from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.model import weighting
 
@@ -467,6 +468,13 @@ def read_saved_config(model_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}: not valid JSON ({exc}).") from None
+        saved = json.loads(read_bytes(path).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSON or UTF-8
+        raise DataFormatError(
+            f"{path}: not valid JSON ({exc}); use --overwrite to start over."
+        ) from None
+    if not isinstance(saved, dict):
+        raise DataFormatError(
+            f"{path}: not a JSON object of settings; use --overwrite to start over."
+        )
+    return saved

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
+
+from walsrec._files import temp_name
 
 __all__ = ["plot_training_curve"]
 
@@ -55,8 +56,7 @@ def plot_training_curve(records: list[dict], path: str | os.PathLike, k: int = 1
         # below the axes, so it never hides a curve
         ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     fig.tight_layout()
-    # a name of this process's own (matplotlib takes the format from the suffix)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}.png")
+    tmp = temp_name(path, "tmp", ".png")  # matplotlib takes the format from the suffix
     try:
         fig.savefig(tmp, dpi=100)
         os.replace(tmp, path)

@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec._files import DirectoryLock, atomic_write_text, check_output_dir
+from walsrec._files import (
+    DirectoryLock,
+    atomic_write_text,
+    check_output_dir,
+    json_has_keys,
+    read_bytes,
+    remove_dead_temporaries,
+)
 from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.training.checkpoints import (
     latest_checkpoint,
@@ -79,8 +86,13 @@ class TrainResult:
     steps: int
 
 
-# Names only a walsrec run writes: a directory holding one of them is a MODEL_DIR.
-_MODEL_DIR_MARKERS = ("config.json", "checkpoints", "metrics.jsonl", "regularization.json")
+def _is_model_dir(path: Path) -> bool:
+    """A directory train wrote: its config.json or regularization.json, or a checkpoint."""
+    return (
+        json_has_keys(path / "config.json", ("model_dir", "embedding_dim"))
+        or json_has_keys(path / "regularization.json", ("regularization", "scores"))
+        or any((path / "checkpoints").glob("step-*/state.json"))
+    )
 
 
 def model_dir_lock(model_dir: str | os.PathLike, purpose: str) -> DirectoryLock:
@@ -95,11 +107,16 @@ def check_model_dir_replaceable(
     contains none of ``inputs`` (the rule of ``--overwrite``)."""
     check_output_dir(
         model_dir,
-        markers=_MODEL_DIR_MARKERS,
+        owned=_is_model_dir,
+        marker="walsrec's config.json, regularization.json or checkpoints",
         what="MODEL_DIR",
         inputs=[i for i in inputs if i],
         parameter=parameter,
     )
+
+
+def _inputs(cfg) -> list:
+    return [cfg.data, cfg.train_rows, cfg.train_cols, cfg.eval_rows, cfg.eval_cols]
 
 
 def clear_model_dir(model_dir: Path, *, keep_exports: bool = False, inputs=()) -> None:
@@ -120,7 +137,25 @@ def clear_model_dir(model_dir: Path, *, keep_exports: bool = False, inputs=()) -
 def _read_metrics(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = read_bytes(path).decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not UTF-8 text ({exc}).") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            record = exc
+        if not isinstance(record, dict):
+            raise DataFormatError(
+                f"{path}, line {n}: not a metrics record (a JSON object); use --overwrite to "
+                "start over."
+            )
+        records.append(record)
+    return records
 
 
 def json_safe(record: dict) -> dict:
@@ -176,6 +211,8 @@ def train(
     PosixPath('model/export/1796000000')
     """
     cfg = config.validate() if config is not None else load_config(config_file, **settings)
+    if overwrite:  # before the lock file is made in a directory that is not train's
+        check_model_dir_replaceable(cfg.model_dir, _inputs(cfg))
     with model_dir_lock(cfg.model_dir, "walsrec train"):
         if cfg.dask is None:
             return _train(cfg, overwrite, show_progress, log)
@@ -198,10 +235,11 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
 
     say = log or (lambda message: None)
     model_dir = Path(cfg.model_dir)
-    inputs = [cfg.data, cfg.train_rows, cfg.train_cols, cfg.eval_rows, cfg.eval_cols]
     if overwrite and model_dir.exists():
-        clear_model_dir(model_dir, inputs=inputs)
+        clear_model_dir(model_dir, inputs=_inputs(cfg))
     model_dir.mkdir(parents=True, exist_ok=True)
+    for d in (model_dir, model_dir / "checkpoints", model_dir / "cache"):
+        remove_dead_temporaries(d)  # what killed runs left (their writers held none)
     ckpt_root = model_dir / "checkpoints"
     saved = read_saved_config(model_dir)
     if saved is not None:

@@ -133,13 +133,28 @@ def _stderr(message: str) -> None:
 
 def _cmd_tune(args) -> int:
     from walsrec.errors import InvalidParameterError
-    from walsrec.tuning import train_best, tune
-    from walsrec.tuning.study import trials_table
 
     if args.train_best and not args.model_dir:
         raise InvalidParameterError("--train-best needs --model-dir MODEL_DIR.")
     if args.trials is None and args.timeout is None:
         raise InvalidParameterError("tune needs --trials N or --timeout S (or both).")
+    if not args.train_best:
+        return _tune(args)
+    from walsrec.training.loop import check_model_dir_replaceable, model_dir_lock
+
+    # MODEL_DIR is checked and locked before the study, not after hours of trials: another
+    # run holding it, or --overwrite of a directory that is not a MODEL_DIR, is refused now
+    if args.overwrite:  # before the lock file is made in a directory that is not train's
+        check_model_dir_replaceable(args.model_dir, [args.data], parameter="model_dir")
+    with model_dir_lock(args.model_dir, "walsrec tune --train-best"):
+        return _tune(args)
+
+
+def _tune(args) -> int:
+    """``walsrec tune`` once its arguments are checked (and MODEL_DIR locked)."""
+    from walsrec.errors import InvalidParameterError
+    from walsrec.tuning import train_best, tune
+    from walsrec.tuning.study import trials_table
 
     def progress(t) -> None:
         value = "-" if t.value is None else f"{t.value:.4f}"
