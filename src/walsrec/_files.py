@@ -125,44 +125,36 @@ def make_temp_dir(final: Path, kind: str = "tmp") -> Path:
         return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a hidden temporary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
-    tmp = temp_name(path, "tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with os.fdopen(os.dup(fd), "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise write_error(exc, path, "cannot write the file") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(fd)
-
-
-def save_npy(path: str | os.PathLike, array) -> None:
-    """``np.save`` under a temporary name of this process's own, then renamed to ``path``."""
-    path = Path(path)
-    tmp = temp_name(path, "tmp", ".npy")
+def _write_file_atomically(path: Path, suffix: str, what: str, write: Callable) -> None:
+    """``write(binary file)`` into a held temporary beside ``path``, then rename it there."""
+    tmp = temp_name(path, "tmp", suffix)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with os.fdopen(os.dup(fd), "wb") as f:
-            np.save(f, array, allow_pickle=False)
+            write(f)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise write_error(exc, path, "cannot write the array") from None
+        raise write_error(exc, path, f"cannot write the {what}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     finally:
         os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a hidden temporary file beside ``path``, then rename it to ``path``."""
+    data = text.encode("utf-8")
+    _write_file_atomically(Path(path), "", "file", lambda f: f.write(data))
+
+
+def save_npy(path: str | os.PathLike, array) -> None:
+    """``np.save`` under a temporary name of this process's own, then renamed to ``path``."""
+    _write_file_atomically(
+        Path(path), ".npy", "array", lambda f: np.save(f, array, allow_pickle=False)
+    )
 
 
 # ----------------------------------------------------------------------------- swapping
