@@ -164,9 +164,8 @@ def test_cache_for_train_written_by_the_workers(client, data_dir, tmp_path, monk
     load_training_data accepts: the client then parses no record."""
     import walsrec.data.tfrecord as tfr
     from walsrec.data.prepare import load_prepared
-    from walsrec.distributed.sources import cache_tfrecords_dask
     from walsrec.training.config import load_config
-    from walsrec.training.inputs import load_training_data
+    from walsrec.training.inputs import cache_tfrecords_dask, load_training_data
 
     d = data_dir / "train"
     cfg = load_config(
@@ -220,3 +219,11 @@ def test_one_huge_key_without_sizes_is_an_error_before_any_allocation(client, tm
         model.open(
             tfrecord_source(tmp_path / "items_for_user-*", str(tmp_path / "users_for_item-*"))
         )
+
+
+def test_the_old_name_of_the_train_cache_still_works_with_a_warning():
+    import walsrec.distributed.sources as sources
+    from walsrec.training.inputs import cache_tfrecords_dask
+
+    with pytest.warns(DeprecationWarning, match=r"moved to walsrec\.training\.inputs"):
+        assert sources.cache_tfrecords_dask is cache_tfrecords_dask

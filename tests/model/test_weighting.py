@@ -234,3 +234,19 @@ def test_batches_alternating_csr_and_csc_compute_the_statistics_once(monkeypatch
         model.update_rows(x, rows=np.arange(start, start + 20))
         model.update_cols(xc, cols=np.arange(start // 2, start // 2 + 10))
     assert len(calls) == 2  # one per matrix object
+
+
+def test_the_settings_mapping_matches_the_estimator_and_train():
+    """model.params names WALS's settings once; train's configuration and the estimator
+    must agree with it (a new WALS argument or TrainConfig field shows up here)."""
+    import dataclasses
+
+    from walsrec.model.params import COLUMN_WEIGHT_DEFAULTS, SETTINGS
+    from walsrec.model.wals import WALS
+    from walsrec.training.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    shared = [n for n in WALS().get_params() if n in fields and n not in ("col_weights", "sweeps")]
+    assert tuple(shared) == SETTINGS
+    defaults = TrainConfig().to_dict()
+    assert {k: defaults[k] for k in COLUMN_WEIGHT_DEFAULTS} == COLUMN_WEIGHT_DEFAULTS

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from walsrec.errors import InvalidParameterError
 
-__all__ = ["TFRecordSource", "cache_tfrecords_dask", "tfrecord_source", "write_native_dask"]
+__all__ = ["TFRecordSource", "tfrecord_source", "write_native_dask"]
 
 
 @dataclass(frozen=True)
@@ -255,63 +255,20 @@ def _finish_native(folder, name: str, tmp: dict, shape, nnz: int, index: str) ->
     atomic_write_text(folder / f"{name}.json", json.dumps(meta, indent=2) + "\n")
 
 
-def cache_tfrecords_dask(client, config, model_dir: str | os.PathLike) -> bool:
-    """``walsrec train``'s MODEL_DIR/cache of TFRecord inputs, written by the workers.
+def __getattr__(name: str):
+    # cache_tfrecords_dask moved to walsrec.training.inputs (train's cache belongs beside
+    # the single machine's, and distributed/ sits below training/). The old name works, with
+    # a warning, for one release; the import is by name so the layers stay one way.
+    if name == "cache_tfrecords_dask":
+        import importlib
+        import warnings
 
-    What :func:`walsrec.training.inputs.load_training_data` would parse on the client and
-    cache (``train``, ``eval``, under the same ``key.json``), the workers parse and write
-    instead (:func:`write_native_dask`), with the transposes (``train_t``, and ``eval_t``
-    when columns records are given) that the Dask back end reads. Afterwards
-    ``load_training_data`` finds a valid cache and only memory-maps it. Nothing is done
-    when the cache is already valid.
-
-    Parameters
-    ----------
-    client : distributed.Client
-    config : TrainConfig
-        With ``train_rows``/``train_cols`` (and optionally ``eval_rows``/``eval_cols``,
-        ``num_rows``/``num_cols``).
-    model_dir : path
-        On storage the workers write to at the same path.
-
-    Returns
-    -------
-    bool
-        True when the cache was (re)written.
-    """
-    import json
-    from pathlib import Path
-
-    from walsrec._files import atomic_write_text
-    from walsrec.training.inputs import _find_vocab, _fingerprint
-
-    cache = Path(model_dir) / "cache"
-    patterns = [config.train_rows, config.train_cols, config.eval_rows, config.eval_cols]
-    # the key walsrec.training.inputs writes and checks
-    key = {
-        "patterns": patterns,
-        "files": _fingerprint(patterns),
-        "num_rows": config.num_rows,
-        "num_cols": config.num_cols,
-    }
-    try:
-        fresh = json.loads((cache / "key.json").read_text()) == key
-    except (OSError, json.JSONDecodeError):
-        fresh = False
-    if fresh and (cache / "train.json").is_file() and (cache / "train_t.json").is_file():
-        return False
-    users = _find_vocab(config.train_rows, "users")
-    items = _find_vocab(config.train_rows, "items")
-    n_rows = config.num_rows or (len(users) if users is not None else None)
-    n_cols = config.num_cols or (len(items) if items is not None else None)
-    (cache / "key.json").unlink(missing_ok=True)  # invalid until everything is written
-    for name in ("eval", "eval_t"):
-        for stale in cache.glob(f"{name}.*"):
-            stale.unlink()
-    src = tfrecord_source(config.train_rows, config.train_cols, n_rows, n_cols)
-    train = write_native_dask(client, src, cache, "train", "train_t")
-    if config.eval_rows is not None:
-        ev = tfrecord_source(config.eval_rows, config.eval_cols, *train.shape)
-        write_native_dask(client, ev, cache, "eval", "eval_t")
-    atomic_write_text(cache / "key.json", json.dumps(key, indent=2) + "\n")
-    return True
+        warnings.warn(
+            "walsrec.distributed.sources.cache_tfrecords_dask moved to "
+            "walsrec.training.inputs.cache_tfrecords_dask; the old name goes in the next "
+            "release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module("walsrec.training.inputs").cache_tfrecords_dask
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

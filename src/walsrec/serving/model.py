@@ -644,8 +644,8 @@ def _split_interactions(interactions) -> tuple[list[str], np.ndarray]:
 def _rebuild_estimator(hyper: dict, model: Recommender):
     """A WALS with the export's weights and regularisation, holding its factors."""
     from walsrec.model import weighting
+    from walsrec.model.params import column_weights, wals_params
     from walsrec.model.wals import WALS
-    from walsrec.training.config import column_weights, wals_params
 
     col_weights = column_weights(hyper, model.user_items)
     try:

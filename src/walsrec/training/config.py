@@ -11,7 +11,6 @@ resumes and continues).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import tomllib
@@ -21,7 +20,12 @@ from typing import Any
 
 from walsrec._files import read_bytes
 from walsrec.errors import DataFormatError, InvalidParameterError
-from walsrec.model import weighting
+from walsrec.model import params, weighting
+from walsrec.model.params import (
+    AUTO_UNOBSERVED_MASS,
+    LEGACY_UNOBSERVED_MASS,
+    resolve_unobserved_weight,
+)
 
 __all__ = [
     "AUTO_UNOBSERVED_MASS",
@@ -63,18 +67,6 @@ IDENTITY_KEYS = (
 )
 
 HIGHER_IS_BETTER_PREFIXES = ("precision@", "recall@", "map@", "ndcg@", "auc", "coverage")
-
-
-# unobserved_weight = "auto": w0 = unobserved_mass × density × mean confidence, so that a
-# row's unobserved entries weigh, together, about unobserved_mass times its observed entries
-# (w0 · n_items = unobserved_mass × the mean row count × the mean c(r)). A fixed w0 cannot
-# suit both MovieLens (density 0.047) and epinions (0.0015): the experiments in
-# benchmarks/README.md ("quality") found the best w0 about proportional to the density.
-# alpha = "auto": α = 1 / the mean of c(r) with α = 1, so that the mean confidence is 1
-# whatever the units of the values (seconds, plays, stars).
-AUTO_UNOBSERVED_MASS = 30.0
-# What "auto" meant before unobserved_mass existed (a config.json saved then lacks it).
-LEGACY_UNOBSERVED_MASS = 20.0
 
 
 @dataclass
@@ -305,7 +297,9 @@ class TrainConfig:
         A configuration saved before the weighting settings existed was trained with
         tf.contrib's weighting, the WALS estimator's defaults: resuming it must keep that,
         not take today's train defaults (serving reads old exports the same way)."""
-        estimator = _estimator_defaults()
+        from walsrec.model.wals import WALS
+
+        estimator = WALS().get_params()
         legacy = {name: estimator[name] for name in weighting.PARAMS}
         legacy["unobserved_mass"] = LEGACY_UNOBSERVED_MASS
 
@@ -329,98 +323,20 @@ class TrainConfig:
         return out
 
 
-def _estimator_defaults() -> dict[str, Any]:
-    from walsrec.model.wals import WALS
-
-    return WALS().get_params()
-
-
-@functools.cache
-def _wals_settings() -> tuple[str, ...]:
-    """The settings that become WALS constructor arguments as they are: those named alike,
-    less ``col_weights`` (the callers derive it, see
-    walsrec.model.weighting.column_weights_from_counts) and ``sweeps`` (train counts them)."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return tuple(
-        name
-        for name in _estimator_defaults()
-        if name in fields and name not in ("col_weights", "sweeps")
-    )
-
-
-def resolve_unobserved_weight(
-    value: float | str,
-    user_items,
-    mass: float = AUTO_UNOBSERVED_MASS,
-    mean_confidence: float = 1.0,
-) -> float:
-    """``value``, or for "auto" ``mass`` × nnz / (n_users × n_items) × ``mean_confidence``."""
-    if value != "auto":
-        return float(value)
-    n_users, n_items = user_items.shape
-    if n_users == 0 or n_items == 0 or user_items.nnz == 0:
-        return 1.0
-    return float(mass) * user_items.nnz / (n_users * n_items) * float(mean_confidence)
-
-
 def wals_params(
     settings: dict[str, Any], user_items=None, *, defaults: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """WALS keyword arguments (embedding_dim first) from settings, ``defaults`` (by default
-    TrainConfig's) filling what ``settings`` lacks — one mapping for train, tune and
-    serving's fold-in.
-
-    ``alpha = "auto"`` and ``unobserved_weight = "auto"`` are resolved against
-    ``user_items`` (the training matrix), which is then required: α first (the mean
-    confidence becomes 1), then w0 (``unobserved_mass`` × density × the mean confidence)."""
+    """:func:`walsrec.model.params.wals_params` with TrainConfig's defaults unless given."""
     if defaults is None:
         defaults = TrainConfig().to_dict()
-    out = {name: settings.get(name, defaults[name]) for name in _wals_settings()}
-    if out["regularization"] == "auto":
-        raise InvalidParameterError(
-            "regularization = auto is chosen by validation: resolve it first with "
-            "walsrec.training.regularization.choose_regularization (walsrec.train does)."
-        )
-    autos = [name for name in ("alpha", "unobserved_weight") if out[name] == "auto"]
-    if not autos:
-        return out
-    if user_items is None:
-        raise InvalidParameterError(
-            f"{' and '.join(f'{n} = auto' for n in autos)} needs the training matrix to be "
-            "resolved."
-        )
-    scheme = {name: out[name] for name in ("confidence", "epsilon", "bm25_k1", "bm25_b")}
-    # c(r) is proportional to α in every scheme: one pass at α = 1 serves both "auto"s
-    unit_mean = weighting.mean_confidence(user_items, **scheme, alpha=1.0)
-    if out["alpha"] == "auto":
-        out["alpha"] = 1.0 / unit_mean if unit_mean > 0 else 1.0
-    if out["unobserved_weight"] == "auto":
-        mass = settings.get("unobserved_mass", defaults.get("unobserved_mass"))
-        if mass is None:  # an export's defaults (the estimator's) know no unobserved_mass
-            mass = LEGACY_UNOBSERVED_MASS
-        mean = 1.0 if out["confidence"] == "constant" else out["alpha"] * unit_mean
-        # all-zero confidences (every stored value 0) would give w0 = 0: weigh as constant
-        mean = mean if mean > 0 else 1.0
-        out["unobserved_weight"] = resolve_unobserved_weight("auto", user_items, mass, mean)
-    return out
+    return params.wals_params(settings, user_items, defaults=defaults)
 
 
 def column_weights(settings: dict[str, Any], user_items, *, defaults: dict[str, Any] | None = None):
-    """WALS's ``col_weights`` from settings (``defaults``, by default TrainConfig's, filling
-    what they lack): the scalar ``col_weights``, or with ``col_weights_from_counts`` the
-    course's weights from the item counts of ``user_items`` (the training matrix)."""
+    """:func:`walsrec.model.params.column_weights` with TrainConfig's defaults unless given."""
     if defaults is None:
         defaults = TrainConfig().to_dict()
-
-    def get(name):
-        return settings.get(name, defaults.get(name))
-
-    how = get("col_weights_from_counts")
-    if how is None:
-        return get("col_weights")
-    return weighting.column_weights_from_counts(
-        user_items, how, float(get("col_weight_factor")), float(get("col_weight_exponent"))
-    )
+    return params.column_weights(settings, user_items, defaults=defaults)
 
 
 def _fields() -> dict[str, dataclasses.Field]:

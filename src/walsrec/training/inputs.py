@@ -27,7 +27,7 @@ from walsrec.data.native import load_csr, save_csr
 from walsrec.data.vocabulary import Vocabulary
 from walsrec.errors import DataFormatError
 
-__all__ = ["TrainingData", "load_training_data"]
+__all__ = ["TrainingData", "cache_tfrecords_dask", "load_training_data"]
 
 
 @dataclass
@@ -119,16 +119,21 @@ def _read_pair(rows_pattern, cols_pattern, n_rows, n_cols, what: str) -> sp.csr_
     return rows
 
 
-def _from_tfrecords(config, model_dir: Path) -> TrainingData:
-    cache = model_dir / "cache"
-    key = {
-        "patterns": [config.train_rows, config.train_cols, config.eval_rows, config.eval_cols],
-        "files": _fingerprint(
-            [config.train_rows, config.train_cols, config.eval_rows, config.eval_cols]
-        ),
+def _cache_key(config) -> dict:
+    """What MODEL_DIR/cache/key.json records: the patterns, their files' names, sizes and
+    modification times, and the sizes given. A cache is valid while its key is equal."""
+    patterns = [config.train_rows, config.train_cols, config.eval_rows, config.eval_cols]
+    return {
+        "patterns": patterns,
+        "files": _fingerprint(patterns),
         "num_rows": config.num_rows,
         "num_cols": config.num_cols,
     }
+
+
+def _from_tfrecords(config, model_dir: Path) -> TrainingData:
+    cache = model_dir / "cache"
+    key = _cache_key(config)
     users = _find_vocab(config.train_rows, "users")
     items = _find_vocab(config.train_rows, "items")
     n_rows = config.num_rows or (len(users) if users is not None else None)
@@ -163,3 +168,55 @@ def _from_tfrecords(config, model_dir: Path) -> TrainingData:
     if items is None or len(items) != n_items:
         items = Vocabulary([str(i) for i in range(n_items)], "items")
     return TrainingData(Interactions(train, users, items), evaluation, config.train_rows)
+
+
+def cache_tfrecords_dask(client, config, model_dir: str | os.PathLike) -> bool:
+    """``walsrec train``'s MODEL_DIR/cache of TFRecord inputs, written by the workers.
+
+    What :func:`load_training_data` would parse on the client and cache (``train``,
+    ``eval``, under the same ``key.json``), the workers parse and write instead
+    (:func:`walsrec.distributed.sources.write_native_dask`), with the transposes
+    (``train_t``, and ``eval_t`` when columns records are given) that the Dask back end
+    reads. Afterwards
+    ``load_training_data`` finds a valid cache and only memory-maps it. Nothing is done
+    when the cache is already valid.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    config : TrainConfig
+        With ``train_rows``/``train_cols`` (and optionally ``eval_rows``/``eval_cols``,
+        ``num_rows``/``num_cols``).
+    model_dir : path
+        On storage the workers write to at the same path.
+
+    Returns
+    -------
+    bool
+        True when the cache was (re)written.
+    """
+    from walsrec.distributed.sources import tfrecord_source, write_native_dask
+
+    cache = Path(model_dir) / "cache"
+    key = _cache_key(config)
+    try:
+        fresh = json.loads((cache / "key.json").read_text()) == key
+    except (OSError, json.JSONDecodeError):
+        fresh = False
+    if fresh and (cache / "train.json").is_file() and (cache / "train_t.json").is_file():
+        return False
+    users = _find_vocab(config.train_rows, "users")
+    items = _find_vocab(config.train_rows, "items")
+    n_rows = config.num_rows or (len(users) if users is not None else None)
+    n_cols = config.num_cols or (len(items) if items is not None else None)
+    (cache / "key.json").unlink(missing_ok=True)  # invalid until everything is written
+    for name in ("eval", "eval_t"):
+        for stale in cache.glob(f"{name}.*"):
+            stale.unlink()
+    src = tfrecord_source(config.train_rows, config.train_cols, n_rows, n_cols)
+    train = write_native_dask(client, src, cache, "train", "train_t")
+    if config.eval_rows is not None:
+        ev = tfrecord_source(config.eval_rows, config.eval_cols, *train.shape)
+        write_native_dask(client, ev, cache, "eval", "eval_t")
+    atomic_write_text(cache / "key.json", json.dumps(key, indent=2) + "\n")
+    return True

@@ -254,7 +254,7 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
     if client is not None and cfg.data is None:
         # the workers parse the TFRecords into MODEL_DIR/cache (train, train_t, eval):
         # load_training_data then only memory-maps the cache
-        from walsrec.distributed.sources import cache_tfrecords_dask
+        from walsrec.training.inputs import cache_tfrecords_dask
 
         cache_tfrecords_dask(client, cfg, model_dir)
     data = load_training_data(cfg, model_dir)

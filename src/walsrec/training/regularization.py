@@ -6,7 +6,7 @@ and a λ twice too large or too small loses 11–17% of nDCG@10), and the one st
 the matrix we tried (n_users/n_items) did not predict it. So train measures it, as
 scikit-learn's ``RidgeCV`` or glmnet's ``cv.glmnet`` do: hold out about
 ``validation_fraction`` of each user's training entries
-(:func:`walsrec.tuning.study.validation_split`, the split ``walsrec tune`` scores on), fit
+(:func:`walsrec.data.split.validation_split`, the split ``walsrec tune`` scores on), fit
 the rest with λ from a grid, starting at 0.015 and walking down and up while nDCG@k on the
 held-out entries improves, and return the best λ. The eval split is never read.
 
@@ -168,10 +168,10 @@ def choose_regularization(
     -------
     RegularizationChoice
     """
+    from walsrec.data.split import validation_split
     from walsrec.metrics import evaluate
     from walsrec.model.wals import WALS
     from walsrec.training.config import column_weights, wals_params
-    from walsrec.tuning.study import validation_split
 
     grid = [float(x) for x in grid]
     _check(

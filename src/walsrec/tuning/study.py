@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec.data.split import validation_split
 from walsrec.errors import InvalidParameterError, SingularSystemError
 from walsrec.tuning.space import DEFAULT_SPACE, Param, SearchSpace, load_space
 
@@ -121,61 +122,6 @@ def metric_direction(metric: str) -> tuple[str, int]:
         "The 'metric' parameter of tune must be rmse, auc, coverage or one of precision@k, "
         f"recall@k, map@k, ndcg@k with an int k >= 1 (e.g. ndcg@10). Got {metric!r} instead."
     )
-
-
-def validation_split(
-    user_items: sp.csr_matrix, fraction: float = 0.1, seed: int = 0
-) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """Carve a per-user validation part out of a training matrix.
-
-    About ``fraction`` of each user's interactions (stochastic rounding, as ``walsrec
-    prepare --split user``), chosen at random, never all of them: a user with one
-    interaction keeps it for fitting.
-
-    Parameters
-    ----------
-    user_items : scipy.sparse.csr_matrix, shape (n_users, n_items)
-    fraction : float in (0, 1), default 0.1
-    seed : int, default 0
-
-    Returns
-    -------
-    fit, validation : scipy.sparse.csr_matrix, same shape and dtype as ``user_items``
-        Disjoint; together they hold exactly the entries of ``user_items``.
-    """
-    if not (isinstance(fraction, float | int) and 0 < fraction < 1):
-        raise InvalidParameterError(
-            "The 'validation_fraction' parameter of tune must be a float in (0, 1). "
-            f"Got {fraction!r} instead."
-        )
-    x = user_items.tocsr()
-    if not x.has_canonical_format:
-        x = x.copy()
-        x.sum_duplicates()
-    n_users = x.shape[0]
-    counts = np.diff(x.indptr)
-    rows = np.repeat(np.arange(n_users, dtype=np.int64), counts)
-    rng = np.random.default_rng(seed)
-    n_val = np.floor(fraction * counts + rng.random(n_users)).astype(np.int64)
-    n_val = np.minimum(n_val, np.maximum(counts - 1, 0))
-    # A random order within each row, rows kept contiguous: one int64 key per entry, the row
-    # in the high bits and a random tie-break below (exact, unlike row + U[0, 1) in float64,
-    # which can round up into the next row for large row numbers).
-    key = rows << np.int64(31)
-    key |= rng.integers(0, 2**31, size=rows.size, dtype=np.int64)
-    order = np.argsort(key, kind="stable")
-    rank = np.empty(rows.size, dtype=np.int64)
-    rank[order] = np.arange(rows.size) - x.indptr[rows[order]]
-    is_val = rank < n_val[rows]
-
-    def part(mask: np.ndarray) -> sp.csr_matrix:
-        indptr = np.zeros(n_users + 1, dtype=x.indptr.dtype)
-        np.cumsum(np.bincount(rows[mask], minlength=n_users), out=indptr[1:])
-        return sp.csr_matrix(
-            (np.asarray(x.data)[mask], np.asarray(x.indices)[mask], indptr), shape=x.shape
-        )
-
-    return part(~is_val), part(is_val)
 
 
 def _total_threads(threads: int | None) -> int:

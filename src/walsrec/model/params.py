@@ -1,0 +1,137 @@
+"""Settings to estimator: the one mapping from walsrec's settings (``walsrec train``'s, an
+export's ``hyperparameters``) to :class:`~walsrec.model.wals.WALS` arguments.
+
+Train, tune, λ auto's search and serving's fold-in all build their estimator through
+:func:`wals_params` and :func:`column_weights`, each passing the defaults that fill what
+its settings lack (``walsrec train``'s for new runs, the estimator's own for an export
+written before a setting existed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from walsrec.errors import InvalidParameterError
+from walsrec.model import weighting
+
+__all__ = [
+    "AUTO_UNOBSERVED_MASS",
+    "COLUMN_WEIGHT_DEFAULTS",
+    "LEGACY_UNOBSERVED_MASS",
+    "SETTINGS",
+    "column_weights",
+    "resolve_unobserved_weight",
+    "wals_params",
+]
+
+# unobserved_weight = "auto": w0 = unobserved_mass × density × mean confidence, so that a
+# row's unobserved entries weigh, together, about unobserved_mass times its observed entries
+# (w0 · n_items = unobserved_mass × the mean row count × the mean c(r)). A fixed w0 cannot
+# suit both MovieLens (density 0.047) and epinions (0.0015): the experiments in
+# benchmarks/README.md ("quality") found the best w0 about proportional to the density.
+# alpha = "auto": α = 1 / the mean of c(r) with α = 1, so that the mean confidence is 1
+# whatever the units of the values (seconds, plays, stars).
+AUTO_UNOBSERVED_MASS = 30.0
+# What "auto" meant before unobserved_mass existed (a config.json saved then lacks it).
+LEGACY_UNOBSERVED_MASS = 20.0
+
+# The settings that become WALS constructor arguments as they are: every argument but
+# ``col_weights`` (derived, see column_weights), ``sweeps`` (train counts them) and the
+# run's own (thread count, seed, tolerance, callback, progress bar).
+SETTINGS = (
+    "embedding_dim",
+    "unobserved_weight",
+    "regularization",
+    "regularization_exponent",
+    "row_weights",
+    "confidence",
+    "alpha",
+    "epsilon",
+    "bm25_k1",
+    "bm25_b",
+    "targets",
+    "solver",
+    "cg_steps",
+    "init_std",
+    "dtype",
+)
+
+# What column_weights takes when its settings lack a key (walsrec train's defaults).
+COLUMN_WEIGHT_DEFAULTS = {
+    "col_weights": 1.0,
+    "col_weights_from_counts": None,
+    "col_weight_factor": 1.0,
+    "col_weight_exponent": 1.0,
+}
+
+
+def resolve_unobserved_weight(
+    value: float | str,
+    user_items,
+    mass: float = AUTO_UNOBSERVED_MASS,
+    mean_confidence: float = 1.0,
+) -> float:
+    """``value``, or for "auto" ``mass`` × nnz / (n_users × n_items) × ``mean_confidence``."""
+    if value != "auto":
+        return float(value)
+    n_users, n_items = user_items.shape
+    if n_users == 0 or n_items == 0 or user_items.nnz == 0:
+        return 1.0
+    return float(mass) * user_items.nnz / (n_users * n_items) * float(mean_confidence)
+
+
+def wals_params(
+    settings: dict[str, Any], user_items=None, *, defaults: dict[str, Any]
+) -> dict[str, Any]:
+    """WALS keyword arguments (embedding_dim first) from settings, ``defaults`` filling
+    what ``settings`` lacks.
+
+    ``alpha = "auto"`` and ``unobserved_weight = "auto"`` are resolved against
+    ``user_items`` (the training matrix), which is then required: α first (the mean
+    confidence becomes 1), then w0 (``unobserved_mass`` × density × the mean confidence)."""
+    out = {name: settings.get(name, defaults[name]) for name in SETTINGS}
+    if out["regularization"] == "auto":
+        raise InvalidParameterError(
+            "regularization = auto is chosen by validation: resolve it first with "
+            "walsrec.training.regularization.choose_regularization (walsrec.train does)."
+        )
+    autos = [name for name in ("alpha", "unobserved_weight") if out[name] == "auto"]
+    if not autos:
+        return out
+    if user_items is None:
+        raise InvalidParameterError(
+            f"{' and '.join(f'{n} = auto' for n in autos)} needs the training matrix to be "
+            "resolved."
+        )
+    scheme = {name: out[name] for name in ("confidence", "epsilon", "bm25_k1", "bm25_b")}
+    # c(r) is proportional to α in every scheme: one pass at α = 1 serves both "auto"s
+    unit_mean = weighting.mean_confidence(user_items, **scheme, alpha=1.0)
+    if out["alpha"] == "auto":
+        out["alpha"] = 1.0 / unit_mean if unit_mean > 0 else 1.0
+    if out["unobserved_weight"] == "auto":
+        mass = settings.get("unobserved_mass", defaults.get("unobserved_mass"))
+        if mass is None:  # an export's defaults (the estimator's) know no unobserved_mass
+            mass = LEGACY_UNOBSERVED_MASS
+        mean = 1.0 if out["confidence"] == "constant" else out["alpha"] * unit_mean
+        # all-zero confidences (every stored value 0) would give w0 = 0: weigh as constant
+        mean = mean if mean > 0 else 1.0
+        out["unobserved_weight"] = resolve_unobserved_weight("auto", user_items, mass, mean)
+    return out
+
+
+def column_weights(
+    settings: dict[str, Any], user_items, *, defaults: dict[str, Any] = COLUMN_WEIGHT_DEFAULTS
+):
+    """WALS's ``col_weights`` from settings (``defaults`` filling what they lack): the
+    scalar ``col_weights``, or with ``col_weights_from_counts`` the course's weights from
+    the item counts of ``user_items`` (the training matrix)."""
+
+    def get(name):
+        return settings.get(name, defaults.get(name))
+
+    how = get("col_weights_from_counts")
+    if how is None:
+        return get("col_weights")
+    return weighting.column_weights_from_counts(
+        user_items, how, float(get("col_weight_factor")), float(get("col_weight_exponent"))
+    )
