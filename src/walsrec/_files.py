@@ -63,6 +63,7 @@ __all__ = [
     "remove_dead_temporaries",
     "replace_dir",
     "save_npy",
+    "show_path",
     "temp_name",
     "write_dir_atomically",
     "write_error",
@@ -155,6 +156,12 @@ def save_npy(path: str | os.PathLike, array) -> None:
     _write_file_atomically(
         Path(path), ".npy", "array", lambda f: np.save(f, array, allow_pickle=False)
     )
+
+
+def show_path(path: str | os.PathLike) -> str:
+    """A path for messages: relative to the working directory when it lies below it."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 # ----------------------------------------------------------------------------- swapping

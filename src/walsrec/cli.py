@@ -446,11 +446,11 @@ def _cmd_pipeline(args) -> int:
             f"{len(result.skipped())} unchanged and skipped"
         )
     print(describe(result))
-    from walsrec.pipeline import _show
+    from walsrec._files import show_path
 
     if result.evaluation is not None:
         print(
-            f"Held-out metrics of {_show(result.evaluation['export'])} "
+            f"Held-out metrics of {show_path(result.evaluation['export'])} "
             f"({result.evaluation['users_evaluated']:,} users):"
         )
         print(
@@ -461,8 +461,8 @@ def _cmd_pipeline(args) -> int:
             )
         )
     if result.export_path is not None:
-        print(f"Export: {_show(result.export_path)}")
-    print(f"State: {_show(result.state_path)}")
+        print(f"Export: {show_path(result.export_path)}")
+    print(f"State: {show_path(result.state_path)}")
     return 0
 
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from walsrec.errors import DataFormatError
-from walsrec.metrics._baselines import EASE_REGULARIZATION
+from walsrec.metrics import EASE_REGULARIZATION
 
 __all__ = ["evaluate_export"]
 

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from walsrec._files import check_output_file
+from walsrec._files import check_output_file, show_path
 from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = [
@@ -634,7 +634,7 @@ def _run_steps(config, config_path, force, only, dry_run, show_progress, log) ->
                 tmp = target_root / f".{source.name}.tmp-{os.getpid()}"
                 shutil.copytree(source, tmp)
                 os.replace(tmp, final)  # a watching service never sees half of it
-            return str(final), f"deployed {_show(final)}"
+            return str(final), f"deployed {show_path(final)}"
 
         outputs["export"] = run_step(
             "export", fp, bool(deployed) and Path(deployed).is_dir(), do_export
@@ -657,19 +657,14 @@ def _run_steps(config, config_path, force, only, dry_run, show_progress, log) ->
             settings = {k: v for k, v in pr_cfg.items() if k not in ("out", "users_file")}
             users = read_user_ids(users_file) if users_file else None
             info = predict(export, out_file, users=users, progress=show_progress, **settings)
-            return str(out_file), f"{info['users']:,} users, top {info['k']} to {_show(out_file)}"
+            shown = show_path(out_file)
+            return str(out_file), f"{info['users']:,} users, top {info['k']} to {shown}"
 
         outputs["predict"] = run_step("predict", fp, out_file.is_file(), do_predict)
     else:
         result.steps.append(StepOutcome("predict", "off"))
     result.outputs = outputs
     return result
-
-
-def _show(path: str | os.PathLike) -> str:
-    """A path for messages: relative to the working directory when it lies below it."""
-    rel = os.path.relpath(path)
-    return str(path) if rel.startswith("..") else rel
 
 
 def _meta_token(data_dir: Path) -> str:

@@ -138,7 +138,7 @@ def _blas_threads() -> list[int]:
 
 
 def test_thread_settings_are_restored_even_on_error_inside_the_launch():
-    from walsrec.model._threads import _controller, kernel_threads
+    from walsrec._threads import _controller, kernel_threads
 
     _controller()  # loads scipy's BLAS too, so both libraries are counted before and after
     before = (numba.get_num_threads(), numba.get_parallel_chunksize(), _blas_threads())
@@ -157,7 +157,7 @@ def test_thread_settings_are_restored_even_on_error_inside_the_launch():
 def test_blas_cap_is_lifted_by_the_last_thread_to_leave():
     """The BLAS thread count is process-wide: overlapping callers must not undo each
     other's cap, and the original count comes back when the last one leaves."""
-    from walsrec.model._threads import _controller, single_blas_thread
+    from walsrec._threads import _controller, single_blas_thread
 
     _controller()
     original = _blas_threads()

@@ -450,7 +450,7 @@ def test_jobs_2_runs_trials_in_parallel_threads(data_dir, small_space):
 
 def test_jobs_2_under_numba_workqueue_layer(data_dir, small_space):
     # workqueue aborts the process when two threads launch kernels at once: the launches
-    # must be serialised (tune scores through walsrec.model._threads.kernel_threads).
+    # must be serialised (tune scores through walsrec._threads.kernel_threads).
     import subprocess
     import sys
 

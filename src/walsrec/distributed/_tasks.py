@@ -348,7 +348,7 @@ def load_block(path: str, lo: int, hi: int, dtype: str):
 
 def gram(block) -> np.ndarray:
     """BᵀB of a factor block, in its dtype (as the single machine), returned as float64."""
-    from walsrec.model._threads import blas_threads
+    from walsrec._threads import blas_threads
 
     with blas_threads(1):
         return (block.T @ block).astype(np.float64)
@@ -411,8 +411,8 @@ def summary(result: dict) -> np.ndarray:
 def observed_loss(side, block, params: dict[str, Any], *pieces) -> float:
     """Σ over the partition's stored entries of W (A − p)² − w0 p² (the kernels' loss);
     ``pieces`` are the other side's factor rows the partition reads (see :func:`solve`)."""
+    from walsrec._threads import kernel_threads
     from walsrec.model._kernels import observed_loss as kernel
-    from walsrec.model._threads import kernel_threads
 
     model = _model(params)
     right = _fixed(pieces, block.shape[1], block.dtype)

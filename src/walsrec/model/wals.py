@@ -54,9 +54,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._threads import blas_threads, kernel_threads, resolve_n_jobs
 from walsrec.errors import InvalidParameterError, NotFittedError, SingularSystemError
 from walsrec.model import weighting
-from walsrec.model._threads import blas_threads, kernel_threads, resolve_n_jobs
 
 __all__ = ["WALS"]
 

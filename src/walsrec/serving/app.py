@@ -18,7 +18,7 @@ microseconds (a sequential top-k kernel that scores items by decreasing norm and
 early), less than a hop to a worker thread would cost, and every request's kernels then
 run on one thread. The top-k kernels are sequential and release the GIL, so they are safe
 from any thread under any numba threading layer. The fold-in's solve is a parallel kernel
-launched through :func:`walsrec.model._threads.kernel_threads`, which serialises launches
+launched through :func:`walsrec._threads.kernel_threads`, which serialises launches
 under numba's "workqueue" layer (not safe to enter from two threads at once), so the
 reload thread's warm-up of a new export is safe as well.
 

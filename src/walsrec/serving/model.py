@@ -385,7 +385,7 @@ class Recommender:
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from walsrec.model._threads import resolve_n_jobs, single_blas_thread
+        from walsrec._threads import resolve_n_jobs, single_blas_thread
 
         k = _check_k(k, "recommend_indices")
         if method not in ("auto", "norm", "gemm"):

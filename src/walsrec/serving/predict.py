@@ -257,7 +257,7 @@ def write_top_k(
     try:
         done = 0
         # a few chunks per thread at a time: parallel, and memory stays bounded
-        from walsrec.model._threads import resolve_n_jobs
+        from walsrec._threads import resolve_n_jobs
 
         bounds = model.chunks(user_idx.size, chunk_size)
         step = bounds[0][1] * 4 * resolve_n_jobs(n_jobs) if bounds else 1

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._threads import kernel_threads, resolve_n_jobs
 from walsrec.errors import InvalidParameterError, SingularSystemError
-from walsrec.model._threads import kernel_threads, resolve_n_jobs
 
 __all__ = [
     "AUTO_GRID",

@@ -125,7 +125,7 @@ def metric_direction(metric: str) -> tuple[str, int]:
 
 
 def _total_threads(threads: int | None) -> int:
-    from walsrec.model._threads import resolve_n_jobs
+    from walsrec._threads import resolve_n_jobs
 
     return resolve_n_jobs(threads)
 
@@ -458,8 +458,8 @@ class _Objective:
         self.seed = seed
 
     def score(self, model, fit, val) -> float:
+        from walsrec._threads import kernel_threads
         from walsrec.metrics import evaluate
-        from walsrec.model._threads import kernel_threads
 
         # kernel_threads serialises launches under numba's "workqueue" layer, which the
         # metrics' parallel kernel would otherwise enter from several trial threads at once.
