@@ -9,17 +9,12 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "walsrec"
 
 # The private imports that remain, all in distributed/: the Dask back end reaches into the
-# single-machine estimator, the TFRecord reader and the metrics. Issue 16 removes them (a
-# public half-step in model/, a public shards API in data/, public chunk scoring in
-# metrics/); this list may only shrink.
+# single-machine estimator and the metrics. Issue 16 removes them (a public half-step in
+# model/, public chunk scoring in metrics/); this list may only shrink.
 DEBT = {
     ("distributed/wals.py", "walsrec.model.wals", "_check_weight_vector"),
     ("distributed/wals.py", "walsrec.model.wals", "_is_int"),
     ("distributed/wals.py", "walsrec.model.wals", "_is_real"),
-    ("distributed/sources.py", "walsrec.data.tfrecord", "_expand"),
-    ("distributed/_tasks.py", "walsrec.data.tfrecord", "_parse_file"),
-    ("distributed/_tasks.py", "walsrec.data.tfrecord", "_Source"),
-    ("distributed/_tasks.py", "walsrec.data.tfrecord", "_scatter_rows"),
     ("distributed/_tasks.py", "walsrec.model.wals", "_Side"),
     ("distributed/_tasks.py", "walsrec.model._kernels", "observed_loss"),
     ("distributed/_tasks.py", "walsrec.metrics", "_api"),

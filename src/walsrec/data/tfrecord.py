@@ -53,9 +53,14 @@ from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = [
     "InferredSizeError",
+    "ParsedShard",
+    "ShardFile",
     "inferred_size",
     "iter_records",
+    "list_shards",
+    "parse_shard",
     "read_tfrecords",
+    "scatter_rows",
     "write_tfrecords",
 ]
 
@@ -537,7 +542,7 @@ def _fill_examples(buf, spans, kinds, counts, offsets, vocab_size, keys, out_idx
 
 
 @njit(cache=True, nogil=True)
-def _scatter_rows(keys, offsets, counts, idx, bits, indptr, out_idx, out_bits):
+def scatter_rows(keys, offsets, counts, idx, bits, indptr, out_idx, out_bits):
     """Copy each record's segment to its row's place in the CSR arrays."""
     for r in range(keys.shape[0]):
         d = indptr[keys[r]]
@@ -744,7 +749,13 @@ def _data_crcs(data: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.ndarr
 
 
 @dataclass
-class _Source:
+class ShardFile:
+    """One TFRecord file to read: a local path, or an fsspec URL (``url`` True).
+
+    With :func:`list_shards`, :func:`parse_shard` and :func:`scatter_rows`, the shards API
+    that the Dask back end uses to parse each file on a worker.
+    """
+
     name: str
     url: bool  # an fsspec URL rather than a local path
 
@@ -758,7 +769,9 @@ class _Source:
             return f.read()
 
 
-def _expand(pattern: str | os.PathLike | Sequence) -> list[_Source]:
+def list_shards(pattern: str | os.PathLike | Sequence) -> list[ShardFile]:
+    """The files a pattern (a path, glob, fsspec URL or URL glob, or a list of them) names,
+    as :func:`read_tfrecords` reads them; a pattern matching nothing is a DataFormatError."""
     if isinstance(pattern, (str, os.PathLike)):
         patterns = [os.fspath(pattern)]
     else:
@@ -768,7 +781,7 @@ def _expand(pattern: str | os.PathLike | Sequence) -> list[_Source]:
                 "The 'pattern' argument of read_tfrecords must name at least one file. "
                 "Got an empty list instead."
             )
-    sources: list[_Source] = []
+    sources: list[ShardFile] = []
     for pat in patterns:
         if "://" in pat:
             import fsspec
@@ -776,13 +789,13 @@ def _expand(pattern: str | os.PathLike | Sequence) -> list[_Source]:
             files = fsspec.open_files(pat, mode="rb")
             found = [f for f in files if _glob.has_magic(pat) or f.fs.isfile(f.path)]
             names = sorted(getattr(f, "full_name", f.path) for f in found)
-            sources.extend(_Source(n, True) for n in names)
+            sources.extend(ShardFile(n, True) for n in names)
         elif _glob.has_magic(pat):
             names = sorted(p for p in _glob.glob(pat) if os.path.isfile(p))
-            sources.extend(_Source(n, False) for n in names)
+            sources.extend(ShardFile(n, False) for n in names)
         else:
             names = [pat] if os.path.isfile(pat) else []
-            sources.extend(_Source(n, False) for n in names)
+            sources.extend(ShardFile(n, False) for n in names)
         if not names:
             raise DataFormatError(f"no files match pattern {pat!r}")
     return sources
@@ -800,7 +813,7 @@ def _is_gzip(raw: bytes) -> bool:
     return True
 
 
-def _load(source: _Source) -> bytes:
+def _load(source: ShardFile) -> bytes:
     raw = source.read()
     if not _is_gzip(raw):
         return raw
@@ -918,7 +931,9 @@ def _parse_error(name, code, r, detail, vocab_size, counts, bits):
 
 
 @dataclass
-class _Parsed:
+class ParsedShard:
+    """One file's records as :func:`parse_shard` returns them, in file order."""
+
     name: str
     keys: np.ndarray  # (n_records,) int64
     counts: np.ndarray  # (n_records,) int64
@@ -926,9 +941,9 @@ class _Parsed:
     bits: np.ndarray  # (nnz,) uint32, float32 bits
 
 
-def _parse_file(
-    source: _Source, vocab_size: int, index_dtype, infer_vocab: bool = False
-) -> _Parsed:
+def parse_shard(
+    source: ShardFile, vocab_size: int, index_dtype, infer_vocab: bool = False
+) -> ParsedShard:
     """Parse one file; column indices must be < ``vocab_size`` (with ``infer_vocab``, the
     cap on indices when no vocabulary size was given)."""
     data = _load(source)
@@ -955,17 +970,17 @@ def _parse_file(
         raise _size_error(where, "column index", detail, "vocab_size", vocab_size, None)
     if code:
         raise DataFormatError(_parse_error(source.name, code, r, detail, vocab_size, counts, bits))
-    return _Parsed(source.name, keys, nnz_per, idx, bits)
+    return ParsedShard(source.name, keys, nnz_per, idx, bits)
 
 
 def _parse_files(
-    sources: list[_Source], vocab_size: int, index_dtype, infer_vocab: bool = False
-) -> list[_Parsed]:
+    sources: list[ShardFile], vocab_size: int, index_dtype, infer_vocab: bool = False
+) -> list[ParsedShard]:
     """Parse files in a few threads (reading, GZIP and the kernels release the GIL),
     keeping at most ``workers`` files in flight; errors surface in file order."""
     workers = min(len(sources), os.cpu_count() or 1, _MAX_THREADS)
     if workers <= 1:
-        return [_parse_file(s, vocab_size, index_dtype, infer_vocab) for s in sources]
+        return [parse_shard(s, vocab_size, index_dtype, infer_vocab) for s in sources]
     parsed = []
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
@@ -973,14 +988,14 @@ def _parse_files(
         try:
             for source in itertools.islice(queue, workers):
                 pending.append(
-                    pool.submit(_parse_file, source, vocab_size, index_dtype, infer_vocab)
+                    pool.submit(parse_shard, source, vocab_size, index_dtype, infer_vocab)
                 )
             while pending:
                 parsed.append(pending.popleft().result())
                 source = next(queue, None)
                 if source is not None:
                     pending.append(
-                        pool.submit(_parse_file, source, vocab_size, index_dtype, infer_vocab)
+                        pool.submit(parse_shard, source, vocab_size, index_dtype, infer_vocab)
                     )
         finally:
             for future in pending:
@@ -1044,7 +1059,7 @@ def inferred_size(largest: int, count: int, parameter: str, where: str) -> int:
     return int(largest) + 1
 
 
-def _place(parsed: list[_Parsed], g: int) -> tuple[str, int]:
+def _place(parsed: list[ParsedShard], g: int) -> tuple[str, int]:
     """(file name, record number) of the g-th record over all files."""
     for p in parsed:
         if g < len(p.keys):
@@ -1090,7 +1105,7 @@ def iter_records(path: str | os.PathLike) -> Iterator[bytes]:
         whole file is checked before the first record is yielded.
     """
     name = os.fspath(path)
-    source = _Source(name, "://" in name)
+    source = ShardFile(name, "://" in name)
     if not ("://" in name or os.path.isfile(name)):
         raise DataFormatError(f"no files match pattern {name!r}")
     data = _load(source)
@@ -1186,7 +1201,7 @@ def read_tfrecords(
             f"Got {dtype!r} instead."
         )
     index_dtype = np.int32 if vocab_size <= np.iinfo(np.int32).max else np.int64
-    parsed = _parse_files(_expand(pattern), vocab_size, index_dtype, infer_vocab)
+    parsed = _parse_files(list_shards(pattern), vocab_size, index_dtype, infer_vocab)
 
     keys = np.concatenate([p.keys for p in parsed])
     counts = np.concatenate([p.counts for p in parsed])
@@ -1247,7 +1262,7 @@ def read_tfrecords(
         np.cumsum(counts[:-1], out=offsets[1:])
         out_idx = np.empty_like(idx)
         out_bits = np.empty_like(bits)
-        _scatter_rows(keys, offsets, counts, idx, bits, indptr, out_idx, out_bits)
+        scatter_rows(keys, offsets, counts, idx, bits, indptr, out_idx, out_bits)
         idx, bits = out_idx, out_bits
     values = bits.view(np.float32)
     if out_dtype != np.float32:

@@ -148,10 +148,10 @@ def parse_shard(name: str, url: bool, vocab_size: int, n_rows: int | None):
     Raises the reader's DataFormatError (file, record, value) for a bad record, and its
     messages for a negative key or one >= ``n_rows``.
     """
-    from walsrec.data.tfrecord import _parse_file, _Source
+    from walsrec.data import tfrecord
 
     index_dtype = np.int32 if vocab_size <= np.iinfo(np.int32).max else np.int64
-    parsed = _parse_file(_Source(name, url), vocab_size, index_dtype)
+    parsed = tfrecord.parse_shard(tfrecord.ShardFile(name, url), vocab_size, index_dtype)
     keys = parsed.keys
     if keys.size and keys.min() < 0:
         r = int(np.flatnonzero(keys < 0)[0])
@@ -258,12 +258,12 @@ def assemble_part(lo: int, hi: int, by_rows: bool, full_shape: tuple[int, int], 
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(row_nnz, out=indptr[1:])
     if not np.all(keys[1:] > keys[:-1]):
-        from walsrec.data.tfrecord import _scatter_rows
+        from walsrec.data.tfrecord import scatter_rows
 
         offsets = np.zeros(keys.shape[0], dtype=np.int64)
         np.cumsum(counts[:-1], out=offsets[1:])
         out_idx, out_bits = np.empty_like(idx), np.empty_like(bits)
-        _scatter_rows(keys - lo, offsets, counts, idx, bits, indptr, out_idx, out_bits)
+        scatter_rows(keys - lo, offsets, counts, idx, bits, indptr, out_idx, out_bits)
         idx, bits = out_idx, out_bits
     part = sp.csr_matrix((bits.view(np.float32), idx, indptr), shape=(n, n_cols), copy=False)
     part.has_sorted_indices = True

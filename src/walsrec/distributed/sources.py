@@ -35,11 +35,11 @@ class TFRecordSource:
 def _files(pattern, name: str) -> tuple[list[str], list[bool]]:
     from pathlib import Path
 
-    from walsrec.data.tfrecord import _expand
+    from walsrec.data.tfrecord import list_shards
     from walsrec.errors import DataFormatError
 
     try:
-        sources = _expand(pattern)
+        sources = list_shards(pattern)
     except InvalidParameterError:
         raise InvalidParameterError(
             f"The {name!r} argument of tfrecord_source must name at least one file. Got an "
