@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from walsrec._checks import check_int
 from walsrec.errors import InvalidParameterError
 
 __all__ = ["VISITS_PREPARE", "generate_visits"]
@@ -34,12 +35,7 @@ _EPOCH_START = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InvalidParameterError(
-            f"The {name!r} parameter of generate_visits must be an int >= {minimum}. "
-            f"Got {value!r} instead."
-        )
-    return int(value)
+    return check_int(value, name, "parameter of generate_visits", minimum)
 
 
 def _power_law_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import glob as _glob
 import gzip
 import itertools
-import operator
 import os
 import uuid
 import zlib
@@ -49,6 +48,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
+from walsrec._checks import check_int
 from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = [
@@ -1069,19 +1069,7 @@ def _place(parsed: list[ParsedShard], g: int) -> tuple[str, int]:
 
 
 def _check_int(value, name: str, func: str, minimum: int) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise InvalidParameterError(
-            f"The '{name}' parameter of {func} must be an int >= {minimum}. Got {value!r} instead."
-        ) from None
-    if value < minimum:
-        raise InvalidParameterError(
-            f"The '{name}' parameter of {func} must be an int >= {minimum}. Got {value} instead."
-        )
-    return value
+    return check_int(value, name, f"parameter of {func}", minimum)
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[bytes]:

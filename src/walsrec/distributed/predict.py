@@ -53,12 +53,12 @@ def predict_dask(
     dict
         ``out_dir``, ``shards`` (paths), ``users``, ``k``, ``format``, ``seconds``.
     """
+    from walsrec._checks import check_k
     from walsrec.serving.export import read_export, resolve_export
-    from walsrec.serving.model import _check_k
     from walsrec.serving.predict import FORMATS
 
     started = time.perf_counter()
-    k = _check_k(k, "predict_dask")
+    k = check_k(k, "predict_dask")
     if format not in FORMATS:
         raise InvalidParameterError(
             f"The 'format' parameter of predict_dask must be one of {list(FORMATS)}. "

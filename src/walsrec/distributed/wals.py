@@ -41,11 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from walsrec._checks import check_weight_vector, is_int, is_real
 from walsrec.data.tfrecord import inferred_size
 from walsrec.distributed import _storage, _tasks
 from walsrec.errors import DataFormatError, InvalidParameterError, NotFittedError
 from walsrec.model import weighting
-from walsrec.model.wals import WALS, _check_weight_vector, _is_int, _is_real
+from walsrec.model.wals import WALS
 
 __all__ = ["DaskWALS", "NativeSource", "native_source"]
 
@@ -258,13 +259,13 @@ class DaskWALS(WALS):
                 "The 'client' parameter of DaskWALS must be a distributed.Client. Got None instead."
             )
         p = self.partitions
-        if not (p is None or (_is_int(p) and p >= 1)):
+        if not (p is None or (is_int(p) and p >= 1)):
             raise InvalidParameterError(
                 f"The 'partitions' parameter of DaskWALS must be None or an int >= 1. Got {p!r} "
                 "instead."
             )
         whole = self.ship_whole_above
-        if not (_is_real(whole) and whole >= 0.0):
+        if not (is_real(whole) and whole >= 0.0):
             raise InvalidParameterError(
                 "The 'ship_whole_above' parameter of DaskWALS must be a float >= 0 (or inf). "
                 f"Got {whole!r} instead."
@@ -280,8 +281,8 @@ class DaskWALS(WALS):
         shards = self._layout(source)
         source = self.source_
         n_users, n_items = source.shape
-        rw = _check_weight_vector(self.row_weights, "row_weights", n_users)
-        cw = _check_weight_vector(self.col_weights, "col_weights", n_items)
+        rw = check_weight_vector(self.row_weights, "row_weights", n_users)
+        cw = check_weight_vector(self.col_weights, "col_weights", n_items)
         weights = []
         for w in (rw, cw):
             if np.ndim(w) == 1:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._checks import check_int
 from walsrec.errors import InvalidParameterError
 from walsrec.metrics import _kernels
 
@@ -75,15 +76,9 @@ def _describe(value: Any) -> str:
 
 
 def _check_int(value: Any, name: str, owner: str, low: int, *, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return None
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
-    if not ok:
-        rule = f"an int >= {low}" + (" or None" if allow_none else "")
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {owner} must be {rule}. Got {_describe(value)} instead."
-        )
-    return int(value)
+    return check_int(
+        value, name, f"parameter of {owner}", low, allow_none=allow_none, show=_describe
+    )
 
 
 def _check_n_jobs(n_jobs: Any, owner: str) -> int | None:

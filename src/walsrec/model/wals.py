@@ -47,13 +47,16 @@ How a half-step is solved (``_kernels.py`` has the details):
 from __future__ import annotations
 
 import inspect
-import numbers
 import weakref
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._checks import check_weight_vector as _check_weight_vector
+from walsrec._checks import is_int as _is_int
+from walsrec._checks import is_real as _is_real
+from walsrec._checks import param_error
 from walsrec._threads import blas_threads, kernel_threads, resolve_n_jobs
 from walsrec.errors import InvalidParameterError, NotFittedError, SingularSystemError
 from walsrec.model import weighting
@@ -83,41 +86,7 @@ def _kernels():
 
 
 def _param_error(name: str, rule: str, value: Any, owner: str = "parameter of WALS") -> str:
-    return f"The {name!r} {owner} must be {rule}. Got {value!r} instead."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_weight_vector(
-    value: Any, name: str, length: int, owner: str = "parameter of WALS"
-) -> float | np.ndarray:
-    """A scalar or a vector of ``length`` non-negative finite weights."""
-    if _is_real(value):
-        if not (np.isfinite(value) and value >= 0):
-            raise InvalidParameterError(
-                _param_error(name, "a non-negative finite float or 1-D array", value, owner)
-            )
-        return float(value)
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim != 1 or arr.shape[0] != length:
-        raise InvalidParameterError(
-            f"The {name!r} {owner} must be a scalar or a 1-D array of length {length}. "
-            f"Got an array of shape {arr.shape} instead."
-        )
-    bad = ~(np.isfinite(arr) & (arr >= 0))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InvalidParameterError(
-            f"The {name!r} {owner} must contain non-negative finite weights. "
-            f"Got {float(arr[i])!r} at index {i} instead."
-        )
-    return arr
+    return param_error(name, rule, value, owner)
 
 
 def _check_sparse(

@@ -13,7 +13,6 @@ at once; the HTTP service swaps whole instances when a newer export appears.
 
 from __future__ import annotations
 
-import numbers
 import os
 import threading
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._checks import check_k
 from walsrec.errors import DataFormatError, InvalidParameterError, UnknownIdError
 
 __all__ = ["Recommendations", "Recommender", "load_model"]
@@ -39,18 +39,6 @@ def _kernels():
     from walsrec.serving import _topk
 
     return _topk
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_k(k: Any, method: str) -> int:
-    if not (_is_int(k) and k >= 1):
-        raise InvalidParameterError(
-            f"The 'k' parameter of {method} must be an int >= 1. Got {k!r} instead."
-        )
-    return int(k)
 
 
 @dataclass
@@ -290,7 +278,7 @@ class Recommender:
         >>> model.recommend("u42", k=3).items  # doctest: +SKIP
         ['i7', 'i3', 'i19']
         """
-        k = _check_k(k, "recommend")
+        k = check_k(k, "recommend")
         if fallback not in _FALLBACKS:
             raise InvalidParameterError(
                 f"The 'fallback' parameter of recommend must be None or 'popular'. "
@@ -312,7 +300,7 @@ class Recommender:
 
         Scores are the numbers of training users.
         """
-        k = _check_k(k, "popular")
+        k = check_k(k, "popular")
         order = self._popular_order
         if filter_items is not None:
             banned = self._banned(filter_items, "popular")
@@ -349,7 +337,7 @@ class Recommender:
         scores : ndarray of float32, shape (n, min(k, n_items))
             Padded with -inf.
         """
-        k = _check_k(k, "recommend_many")
+        k = check_k(k, "recommend_many")
         ids = list(user_ids)
         idx = self.users.indices([str(u) for u in ids])
         if (idx < 0).any():
@@ -387,7 +375,7 @@ class Recommender:
 
         from walsrec._threads import resolve_n_jobs, single_blas_thread
 
-        k = _check_k(k, "recommend_indices")
+        k = check_k(k, "recommend_indices")
         if method not in ("auto", "norm", "gemm"):
             raise InvalidParameterError(
                 "The 'method' parameter of recommend_indices must be one of ['auto', 'norm', "
@@ -550,7 +538,7 @@ class Recommender:
         --------
         >>> model.recommend_for_interactions([("i3", 1.0), ("i7", 0.5)], k=5)  # doctest: +SKIP
         """
-        k = _check_k(k, "recommend_for_interactions")
+        k = check_k(k, "recommend_for_interactions")
         banned = self._banned(filter_items, "recommend_for_interactions")
         factor, ignored, seen = self._fold_in(interactions)
         excluded = seen.astype(self._indices.dtype) if exclude_seen else self._no_items
@@ -583,7 +571,7 @@ class Recommender:
         Recommendations
             ``scores`` are the similarities.
         """
-        k = _check_k(k, "similar_items")
+        k = check_k(k, "similar_items")
         if metric not in _METRICS:
             raise InvalidParameterError(
                 f"The 'metric' parameter of similar_items must be one of {list(_METRICS)}. "

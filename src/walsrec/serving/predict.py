@@ -180,10 +180,11 @@ def predict(
     """
     import time
 
-    from walsrec.serving.model import Recommender, _check_k, load_model
+    from walsrec._checks import check_k
+    from walsrec.serving.model import Recommender, load_model
 
     started = time.perf_counter()
-    k = _check_k(k, "predict")
+    k = check_k(k, "predict")
     if format not in FORMATS:
         raise InvalidParameterError(
             f"The 'format' parameter of predict must be one of {list(FORMATS)}. "

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._checks import check_int
 from walsrec.data.split import validation_split
 from walsrec.errors import InvalidParameterError, SingularSystemError
 from walsrec.tuning.space import DEFAULT_SPACE, Param, SearchSpace, load_space
@@ -145,13 +146,7 @@ def _load_train_matrix(data) -> tuple[sp.csr_matrix, Path | None]:
 
 
 def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        rule = f"an int >= {low}" + (" or None" if allow_none else "")
-        raise InvalidParameterError(
-            f"The {name!r} parameter of tune must be {rule}. Got {value!r} instead."
-        )
+    check_int(value, name, "parameter of tune", low, allow_none=allow_none)
 
 
 def tune(
