@@ -8,11 +8,11 @@ line and exits with code 2.
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 
 from walsrec._argtypes import positive_float, positive_int
 from walsrec._tables import metrics_table
+from walsrec.cli._common import _stderr
 
 
 def add_commands(sub) -> None:
@@ -125,10 +125,6 @@ def add_commands(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="start MODEL_DIR over")
     p.add_argument("--quiet", action="store_true", help="no line per trial on stderr")
     p.set_defaults(func=_cmd_tune)
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _cmd_tune(args) -> int:
