@@ -53,6 +53,7 @@ __all__ = [
     "check_output_file",
     "check_schema",
     "json_has_keys",
+    "json_safe",
     "load_npy",
     "make_temp_dir",
     "open_regular",
@@ -584,6 +585,11 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- JSON
+
+
+def json_safe(record: dict) -> dict:
+    """NaN (a metric no user qualified for) becomes null: metrics.jsonl is strict JSON."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
 
 
 def read_versioned_json(path: Path, format_version: int, missing: str) -> dict:

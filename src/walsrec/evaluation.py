@@ -45,6 +45,7 @@ def evaluate_export(
         ``export`` and ``data`` (paths), ``users_evaluated``, and the metric dictionaries
         ``model``, ``most-popular`` and, when computed, ``ease`` (rmse is the model's only).
     """
+    from walsrec._files import json_safe
     from walsrec.data.prepare import load_prepared
     from walsrec.metrics import (
         EASE_MAX_ITEMS,
@@ -55,7 +56,6 @@ def evaluate_export(
         popularity_baseline,
     )
     from walsrec.serving.export import read_export
-    from walsrec.training.loop import json_safe
 
     export = read_export(model, mmap=True)
     data = load_prepared(data_dir)

@@ -33,6 +33,7 @@ from walsrec._files import (
     atomic_write_text,
     check_output_dir,
     json_has_keys,
+    json_safe,
     read_bytes,
     remove_dead_temporaries,
 )
@@ -156,11 +157,6 @@ def _read_metrics(path: Path) -> list[dict]:
             )
         records.append(record)
     return records
-
-
-def json_safe(record: dict) -> dict:
-    """NaN (a metric no user qualified for) becomes null: metrics.jsonl is strict JSON."""
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
 
 
 def _write_metrics(path: Path, records: list[dict]) -> None:
