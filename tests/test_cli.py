@@ -200,6 +200,26 @@ def _run_without_file_privileges(*argv) -> tuple[int, str]:
     return proc.returncode, proc.stderr
 
 
+def test_an_input_in_an_unsearchable_folder_or_a_folder_as_input_is_named(tmp_path):
+    folder = tmp_path / "undir"
+    folder.mkdir()
+    src = _csv(folder, "user,item\na,x\n")
+    folder.chmod(0)
+    try:
+        code, err = _run_without_file_privileges(
+            "prepare", src, "--out", str(tmp_path / "o"), "--quiet"
+        )
+    finally:
+        folder.chmod(0o755)
+    assert code == 2
+    assert _one_error_line(err).endswith(f"error: {src}: Permission denied")
+    code, err = _run_without_file_privileges(
+        "prepare", str(folder), "--out", str(tmp_path / "o"), "--quiet"
+    )
+    assert code == 2
+    assert f"Input {str(folder)!r} is a directory; give its files, or a glob" in err
+
+
 def test_unreadable_input_and_read_only_parent_exit_2(tmp_path):
     src = _csv(tmp_path, "user,item\na,x\n")
     os.chmod(src, 0)

@@ -46,6 +46,7 @@ import math
 import mmap
 import os
 import re
+import stat
 import sys
 import threading
 from collections import Counter
@@ -121,7 +122,18 @@ def expand_inputs(inputs) -> list[str]:
         elif has_magic:
             matches = sorted(p for p in globlib.glob(item) if os.path.isfile(p))
         else:
-            matches = [item] if os.path.isfile(item) else []
+            try:
+                mode = os.stat(item).st_mode
+            except PermissionError as exc:  # a folder on the way cannot be searched
+                raise OSError(exc.errno, exc.strerror, item) from None
+            except OSError:
+                mode = 0
+            if stat.S_ISDIR(mode):
+                raise DataFormatError(
+                    f"Input {item!r} is a directory; give its files, or a glob such as "
+                    f"'{item.rstrip('/')}/*.csv'."
+                )
+            matches = [item] if stat.S_ISREG(mode) else []
         if not matches:
             what = "no files match the pattern" if has_magic else "file not found:"
             raise DataFormatError(f"Input {what} {item!r}.")
