@@ -14,7 +14,7 @@ The peer is ``make_tfrecords.py`` from ../shared/data/tensorflow-written/ (Tenso
 epinions in the same run when ``--tf-python`` names a Python with TensorFlow installed
 (TensorFlow is not a walsrec dependency); the ratio walsrec / TensorFlow is printed.
 
-    python benchmarks/prepare.py [--sizes 1000000,10000000] [--tf-python /tmp/tfenv/bin/python]
+    python benchmarks/prepare.py [--sizes 1000000,10000000] [--tf-python PYTHON_WITH_TENSORFLOW]
 """
 
 from __future__ import annotations
