@@ -401,7 +401,7 @@ def prepare(
             out, lambda tmp: _write(tmp, meta, train, evaluation, shards, compression)
         )
     except OSError as exc:
-        raise _write_error(exc, out) from exc
+        raise write_error(exc, out, "cannot write the prepared data") from exc
     meta["seconds"] = round(time.perf_counter() - started, 3)
     return meta
 
@@ -414,11 +414,6 @@ def _beyond_float32(values: np.ndarray) -> np.ndarray:
     """
     with np.errstate(invalid="ignore"):
         return np.abs(values) > np.finfo(np.float32).max
-
-
-def _write_error(exc: OSError, out: Path) -> OSError:
-    """The OSError of a failed write, naming DATA_DIR (numpy's short write names no file)."""
-    return write_error(exc, out, "cannot write the prepared data")
 
 
 def _encode(column) -> tuple[pa.Array, np.ndarray]:

@@ -1040,9 +1040,11 @@ def _size_error(where: str, what: str, value: int, parameter: str, limit: int, r
     return InferredSizeError(reason, parameter, advice)
 
 
-def _inference_limit(count: int) -> int:
-    """Largest number of rows (columns) inferred from ``count`` records (stored values), + 1."""
-    return _INFER_BASE + _INFER_PER_ITEM * count
+def _inference_limit(count: int, parameter: str = "n_rows") -> int:
+    """Largest number of rows ("n_rows": from ``count`` records) or columns ("vocab_size":
+    from ``count`` stored values) that may be inferred, + 1."""
+    limit = _INFER_BASE + _INFER_PER_ITEM * count
+    return min(limit, _INFER_MAX_COLUMNS) if parameter == "vocab_size" else limit
 
 
 def inferred_size(largest: int, count: int, parameter: str, where: str) -> int:
@@ -1050,9 +1052,7 @@ def inferred_size(largest: int, count: int, parameter: str, where: str) -> int:
     columns ("vocab_size": ``largest`` index, ``count`` stored values) that records imply,
     under :func:`read_tfrecords`' limit on inferred sizes; :class:`InferredSizeError`
     naming ``where`` beyond it. For readers that gather keys from several places (Dask)."""
-    limit = _inference_limit(count)
-    if parameter == "vocab_size":
-        limit = min(limit, _INFER_MAX_COLUMNS)
+    limit = _inference_limit(count, parameter)
     if largest >= limit:
         what = "key" if parameter == "n_rows" else "column index"
         raise _size_error(where, what, int(largest), parameter, limit, count)
@@ -1231,7 +1231,7 @@ def read_tfrecords(
     idx = parsed[0].indices if len(parsed) == 1 else np.concatenate([p.indices for p in parsed])
     bits = parsed[0].bits if len(parsed) == 1 else np.concatenate([p.bits for p in parsed])
     if infer_vocab:
-        limit = min(_inference_limit(nnz), _INFER_MAX_COLUMNS)
+        limit = _inference_limit(nnz, "vocab_size")
         vocab_size = int(idx.max()) + 1 if nnz else 0
         if vocab_size > limit:
             j = int(np.flatnonzero(idx >= limit)[0])  # still in record order

@@ -371,13 +371,6 @@ def _fold_in_refusal(model, pairs: list[tuple[str, float]], exc: Exception | Non
     )
 
 
-def _item_scores_fit(model) -> bool:
-    """True when the model's own item factors cannot overflow a float32 score (load_model's
-    bound), so that a fold-in's overflowing scores come from the folded-in factor."""
-    v = float(np.max(model.item_norms, initial=0.0))
-    return bool(v * v < _FLOAT32_MAX / 2.0)
-
-
 def _json(payload: Any, status: int = 200) -> Response:
     # json.dumps of plain lists and dicts: FastAPI's encoder would walk every value again
     return Response(
@@ -656,9 +649,8 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
         except WalsrecError as exc:  # the model is sound (it folded in at warm-up): the values
             raise InvalidParameterError(_fold_in_refusal(m, pairs, exc)) from None
         if not np.isfinite(result.scores).all():
-            if _item_scores_fit(m):  # the model's own scores fit: the client's values did it
-                raise InvalidParameterError(_fold_in_refusal(m, pairs, None))
-            raise _ScoresNotFinite(m, "fold-in")
+            # load_model bounds the served factors' scores: the client's values did it
+            raise InvalidParameterError(_fold_in_refusal(m, pairs, None))
         return _json({"version": m.version, "ignored": result.ignored, "items": result.to_list()})
 
     @app.get(

@@ -17,6 +17,7 @@ hidden temporary directory beside its final name and renamed when complete, so a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -55,37 +56,32 @@ __all__ = [
 FORMAT_VERSION = 1
 
 
-def _model_json_schema():
+@functools.cache
+def _model_json_schema() -> type:
     """model.json's schema (a pydantic model; built on first use, pydantic loads slowly)."""
-    global _MODEL_JSON
-    if _MODEL_JSON is None:
-        from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field
 
-        count = Annotated[int, Field(ge=0, le=2**63 - 1)]  # an int64, as everywhere else
+    count = Annotated[int, Field(ge=0, le=2**63 - 1)]  # an int64, as everywhere else
 
-        class Counts(BaseModel):
-            model_config = ConfigDict(extra="allow")
-            n_users: count
-            n_items: count
-            embedding_dim: Annotated[int, Field(ge=1)]
-            train_interactions: count
+    class Counts(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        n_users: count
+        n_items: count
+        embedding_dim: Annotated[int, Field(ge=1)]
+        train_interactions: count
 
-        class ModelJson(BaseModel):
-            model_config = ConfigDict(extra="allow")
-            format_version: Literal[1]
-            version: count
-            created: str
-            walsrec_version: str
-            hyperparameters: dict[str, Any]
-            counts: Counts
-            metrics: dict[str, Any]
-            training: dict[str, Any]
+    class ModelJson(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        format_version: Literal[1]
+        version: count
+        created: str
+        walsrec_version: str
+        hyperparameters: dict[str, Any]
+        counts: Counts
+        metrics: dict[str, Any]
+        training: dict[str, Any]
 
-        _MODEL_JSON = ModelJson
-    return _MODEL_JSON
-
-
-_MODEL_JSON = None
+    return ModelJson
 
 
 def read_model_json(path: str | os.PathLike) -> dict:

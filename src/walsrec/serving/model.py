@@ -687,19 +687,7 @@ def load_model(path: str | os.PathLike) -> Recommender:
     except (EOFError, OSError) as exc:
         name = getattr(exc, "filename", None) or path
         raise DataFormatError(f"{name}: cannot be read ({exc}).") from None
-    if export.user_items.shape != (export.user_factors.shape[0], export.item_factors.shape[0]):
-        raise DataFormatError(
-            f"{export.path / 'train'}: the training matrix's shape {export.user_items.shape} "
-            "does not match the factors."
-        )
-    if export.user_items.nnz and (
-        export.user_items.indices.min() < 0
-        or export.user_items.indices.max() >= export.item_factors.shape[0]
-    ):
-        raise DataFormatError(
-            f"{export.path / 'train'}: the training matrix has item indices outside "
-            f"[0, {export.item_factors.shape[0]})."
-        )
+    # read_export checked every shape against model.json and every index against them
     model = Recommender(export)
     _check_scores_fit(model)
     return model

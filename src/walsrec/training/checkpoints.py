@@ -9,6 +9,7 @@ checkpoints; training resumes from the newest.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -81,38 +82,34 @@ def write_best(root: str | os.PathLike, user_factors, item_factors, state: dict)
     return final
 
 
-_SCHEMAS: dict[str, type] = {}
-
-
+@functools.cache
 def _schema(kind: str) -> type:
     """state.json's schema for a step checkpoint or ``best`` (pydantic; built on first use)."""
-    if not _SCHEMAS:
-        from typing import Annotated
+    from typing import Annotated
 
-        from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field
 
-        count = Annotated[int, Field(ge=0)]
+    count = Annotated[int, Field(ge=0)]
 
-        class StepState(BaseModel):
-            model_config = ConfigDict(extra="allow")
-            step: count
-            loss_history: list[float]
-            best: float | None
-            best_step: count | None
-            bad_evals: count
-            stopped_early: bool
+    class StepState(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        step: count
+        loss_history: list[float]
+        best: float | None
+        best_step: count | None
+        bad_evals: count
+        stopped_early: bool
 
-        class Record(BaseModel):
-            model_config = ConfigDict(extra="allow")
-            step: count
+    class Record(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        step: count
 
-        class BestState(BaseModel):
-            model_config = ConfigDict(extra="allow")
-            step: count
-            record: Record
+    class BestState(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        step: count
+        record: Record
 
-        _SCHEMAS.update(step=StepState, best=BestState)
-    return _SCHEMAS[kind]
+    return {"step": StepState, "best": BestState}[kind]
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
