@@ -12,6 +12,7 @@ __all__ = [
     "DataFormatError",
     "InvalidParameterError",
     "LockedError",
+    "NoWorkersError",
     "NotFittedError",
     "SingularSystemError",
     "UnknownIdError",
@@ -33,6 +34,10 @@ class DataFormatError(WalsrecError, ValueError):
 
 class LockedError(WalsrecError, RuntimeError):
     """Another walsrec run holds the directory's lock (the message says who)."""
+
+
+class NoWorkersError(WalsrecError, RuntimeError):
+    """The Dask cluster has no worker to run on (the message names the scheduler)."""
 
 
 class SingularSystemError(WalsrecError, ValueError):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from walsrec.errors import InvalidParameterError
+from walsrec.errors import InvalidParameterError, NoWorkersError
 
-__all__ = ["connect", "parse_dask"]
+__all__ = ["connect", "parse_dask", "workers"]
+
+#: How long :func:`workers` waits for a cluster that has none yet (one still starting, an
+#: adaptive one scaled to zero) before it raises.
+WORKER_WAIT_S = 30.0
 
 
 def parse_dask(spec: str) -> int | str:
@@ -55,3 +59,29 @@ def connect(spec: str, threads_per_worker: int | None = None):
         )
         return Client(cluster), cluster
     return Client(target), None
+
+
+def workers(client) -> list[str]:
+    """The addresses of the cluster's workers, sorted; waits up to :data:`WORKER_WAIT_S`
+    seconds for a first one.
+
+    Asks the scheduler directly (``Client.nthreads``): ``Client.scheduler_info()`` returns
+    a cache that the client's own periodic refresh overwrites with an identity listing no
+    workers, so reading it can find none on a healthy cluster.
+
+    Raises :class:`~walsrec.errors.NoWorkersError` naming the scheduler when none joined.
+    """
+    found = sorted(client.nthreads())
+    if found:
+        return found
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except TimeoutError:
+        pass
+    found = sorted(client.nthreads())
+    if not found:
+        raise NoWorkersError(
+            f"The Dask cluster at {client.scheduler.address} has no workers (waited "
+            f"{WORKER_WAIT_S:g} s for one); start workers or connect to another scheduler."
+        )
+    return found

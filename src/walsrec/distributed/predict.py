@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from walsrec.distributed import _tasks
+from walsrec.distributed import _tasks, cluster
 from walsrec.errors import InvalidParameterError
 
 __all__ = ["predict_dask"]
@@ -66,7 +66,7 @@ def predict_dask(
         )
     path = resolve_export(model)
     n_users = read_export(path, mmap=True).user_factors.shape[0]
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    workers = cluster.workers(client)
     parts = partitions or 2 * max(1, len(workers))
     if not (isinstance(parts, int) and parts >= 1):
         raise InvalidParameterError(

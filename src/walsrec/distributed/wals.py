@@ -237,7 +237,9 @@ class DaskWALS(WALS):
         return self.client.gather(futures)
 
     def _workers(self) -> list[str]:
-        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        from walsrec.distributed.cluster import workers
+
+        return workers(self.client)
 
     def open(self, source: NativeSource | str | os.PathLike) -> DaskWALS:
         """Have the workers load the partitions of ``source`` (both orientations).
