@@ -2,30 +2,36 @@
 
 Every task reads its inputs from shared storage or from other tasks' results, so that the
 scheduler can recompute any lost result from its lineage (a scattered array could not be).
-The arithmetic is the single-machine estimator's: a worker builds a
-:class:`~walsrec.model.wals.WALS` with the same parameters and calls its half-step helpers
-(``_side``, ``_solve``, ``_matmul``) and kernels on its own partition.
+The arithmetic is the single-machine estimator's: a worker calls the public half-step of
+:mod:`walsrec.model.halfstep` (``build_side``, ``solve_rows``, ``observed_loss``, ...) with
+the estimator's :class:`~walsrec.model.halfstep.Settings` on its own partition.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from walsrec.errors import DataFormatError
+from walsrec.model import halfstep
+from walsrec.model.halfstep import FixedSide, Settings, Side
 
 
-def _model(params: dict[str, Any], row_weights=None, col_weights=None):
-    from walsrec.model.wals import WALS
+@dataclass(frozen=True, eq=False)
+class Part:
+    """One partition of a side as its worker keeps it: the half-step's :class:`Side`, the
+    sorted other-side indices it touches, and whether ``side.indices`` are renumbered into
+    them (positions in ``touched``; see :func:`renumber`)."""
 
-    model = WALS(**params)
-    if row_weights is not None:
-        model.row_weights = row_weights
-    if col_weights is not None:
-        model.col_weights = col_weights
-    return model
+    side: Side
+    touched: np.ndarray
+    renumbered: bool = False
+
+    def other_indices(self) -> np.ndarray:
+        """The other side's index of every stored entry (undoing a renumbering)."""
+        return self.touched[self.side.indices] if self.renumbered else self.side.indices
 
 
 def const(value):
@@ -107,23 +113,26 @@ def make_side(
     hi: int,
     by_rows: bool,
     full_shape: tuple[int, int],
-    params: dict[str, Any],
+    settings: Settings,
     row_weights,
     col_weights,
     stats: dict | None = None,
-):
-    """A partition as the kernels' ``_Side``: weights and targets by ``WALS._side`` itself.
+) -> Part:
+    """A partition as a :class:`Part`: weights and targets by ``halfstep.build_side``.
 
-    ``stats`` (BM25/TF-IDF only): ``n_users``, ``mean_user_sum``, ``item_counts`` (all
-    items), and ``user_sums`` (all users; item partitions under BM25) or ``own_sums`` (this
-    user partition's). The side keeps the sorted set of other-side indices it touches
-    (``side.touched``; see :func:`renumber`).
+    ``row_weights``/``col_weights`` replace the settings' (a vector is shipped once, as a
+    task result). ``stats`` (BM25/TF-IDF only): ``n_users``, ``mean_user_sum``,
+    ``item_counts`` (all items), and ``user_sums`` (all users; item partitions under BM25)
+    or ``own_sums`` (this user partition's).
     """
-    model = _model(params, row_weights, col_weights)
+    import dataclasses
+
+    settings = dataclasses.replace(settings, row_weights=row_weights, col_weights=col_weights)
+    weighting_stats = None
     if stats is not None:
         n_users, n_items = full_shape
         sums = stats.get("user_sums")
-        if sums is None and params["confidence"] != "bm25":
+        if sums is None and settings.confidence != "bm25":
             sums = np.zeros(0)  # TF-IDF reads no s_i
         elif sums is None:
             # a user partition reads only its own s_i, at its users' global indices
@@ -131,15 +140,12 @@ def make_side(
             sums[lo:hi] = stats["own_sums"]
         counts = stats.get("item_counts")
         counts = np.zeros(n_items, np.int64) if counts is None else counts
-        model.weighting_stats_ = _Stats(n_users, counts, sums, stats["mean_user_sum"])
+        weighting_stats = _Stats(n_users, counts, sums, stats["mean_user_sum"])
     subset = np.arange(lo, hi, dtype=np.int64)
-    side = model._side(part, None, by_rows, tuple(full_shape), subset)
-    side.touched = np.unique(side.indices)
-    side.renumbered = False
-    return side
-
-
-# --------------------------------------------------------------------------- TFRecord shards
+    side = halfstep.build_side(
+        settings, part, None, by_rows, tuple(full_shape), subset, weighting_stats
+    )
+    return Part(side, np.unique(side.indices))
 
 
 def parse_shard(name: str, url: bool, vocab_size: int, n_rows: int | None):
@@ -276,29 +282,25 @@ def part_fingerprint(part, lo: int, by_rows: bool) -> tuple[int, int]:
     return int(part.nnz), fingerprint(part.indptr, part.indices, bits, lo, by_rows)
 
 
-def renumber(side):
+def renumber(part: Part) -> Part:
     """The partition with its column indices renumbered into its touched set.
 
-    ``indices[p]`` becomes the position of the original index in ``side.touched``, so that
+    ``indices[p]`` becomes the position of the original index in ``part.touched``, so that
     the half-steps read a compact matrix of only the fixed rows it touches (in ``touched``
     order). The kernels see the same rows in the same order: the results are identical.
-    The other arrays are shared with ``side`` (same worker), not copied.
+    The other arrays are shared with ``part`` (same worker), not copied.
     """
-    from walsrec.model.wals import _Side
-
-    local = np.searchsorted(side.touched, side.indices).astype(side.indices.dtype)
-    out = _Side(side.indptr, local, side.wdata, side.adata, side.lam, side.n_other)
-    out._sum_w = side._sum_w
-    out.touched = side.touched
-    out.renumbered = True
-    return out
+    side = part.side
+    local = np.searchsorted(part.touched, side.indices).astype(side.indices.dtype)
+    return Part(side.with_indices(local), part.touched, renumbered=True)
 
 
-def side_stats(side, w0: float, fixed_edges: np.ndarray) -> np.ndarray:
+def side_stats(part: Part, w0: float, fixed_edges: np.ndarray) -> np.ndarray:
     """One partition at a glance, float64: [Σ_obs (W − w0), stored entries, itemsize of its
     indices, then per fixed block (``fixed_edges`` bounds them) the number of that block's
     rows it touches]."""
-    counts = np.diff(np.searchsorted(side.touched, fixed_edges))
+    side = part.side
+    counts = np.diff(np.searchsorted(part.touched, fixed_edges))
     head = [
         side.sum_w_excess(w0),
         float(side.indices.shape[0]),
@@ -307,9 +309,9 @@ def side_stats(side, w0: float, fixed_edges: np.ndarray) -> np.ndarray:
     return np.concatenate([head, counts]).astype(np.float64)
 
 
-def touched_of(side):
+def touched_of(part: Part) -> np.ndarray:
     """The partition's touched other-side indices (sorted), to send to the blocks' owners."""
-    return side.touched
+    return part.touched
 
 
 def rows_in(touched: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -348,20 +350,17 @@ def load_block(path: str, lo: int, hi: int, dtype: str):
 
 def gram(block) -> np.ndarray:
     """BᵀB of a factor block, in its dtype (as the single machine), returned as float64."""
-    from walsrec._threads import blas_threads
-
-    with blas_threads(1):
-        return (block.T @ block).astype(np.float64)
+    return halfstep.gramian(block)
 
 
-def reg(side, block) -> float:
+def reg(part: Part, block) -> float:
     """Σ_i λ_i ‖b_i‖² of a partition."""
-    return float(side.lam @ np.einsum("ij,ij->i", block, block).astype(np.float64))
+    return halfstep.regularization_term(part.side.lam, block)
 
 
-def rotate(block, q, params: dict[str, Any]):
+def rotate(block, q, settings: Settings):
     """block @ Q: the fixed factors in the eigenbasis of their Gramian."""
-    return _model(params)._matmul(block, q)
+    return halfstep.matmul(block, q, settings.n_threads)
 
 
 def concat(*blocks):
@@ -377,25 +376,21 @@ def _fixed(pieces, k: int, dtype) -> np.ndarray:
     return concat(*pieces)
 
 
-def solve(side, start, g, q, params: dict[str, Any], lo: int, which: str, *pieces) -> dict:
+def solve(part: Part, start, g, q, settings: Settings, lo: int, which: str, *pieces) -> dict:
     """One partition's half-step: new factors, summed loss terms and the new Gramian part.
 
     ``pieces``, concatenated, are the fixed factors rotated by ``q`` (eigenvectors of their
     Gramian, eigenvalues ``g``): all of them, or only the rows the partition touches
-    (``side.touched``, which its indices were renumbered into: :func:`renumber`). The
-    kernels read row ``side.indices[p]`` of it: exactly the rows ``WALS._fixed_state``'s Ṽ
-    would give.
+    (``part.touched``, which its indices were renumbered into: :func:`renumber`). The
+    kernels read row ``side.indices[p]`` of it: exactly the rows of the single machine's
+    rotated factors.
     """
-    model = _model(params)
-    fixed_which = "item" if which == "user" else "user"
     axis = "row" if which == "user" else "column"
-    rot = _fixed(pieces, q.shape[0], q.dtype)
-    # the estimator's cache entry for the fixed side, built from what was shipped
-    setattr(model, f"{fixed_which}_factors_", rot)
-    model._cache = {fixed_which: {"array": rot, "gram": None, "rot": rot, "g": g, "q": q}}
-    rows = np.arange(side.n_rows, dtype=np.int64)
-    labels = rows + lo
-    new, row_loss = model._solve(side, rows, fixed_which, start, axis, labels=labels)
+    fixed = FixedSide.from_rotation(_fixed(pieces, q.shape[0], q.dtype), g, q)
+    rows = np.arange(part.side.n_rows, dtype=np.int64)
+    new, row_loss = halfstep.solve_rows(
+        settings, part.side, rows, fixed, start, axis, labels=rows + lo
+    )
     return {"factors": new, "terms": row_loss.sum(axis=0), "gram": gram(new)}
 
 
@@ -408,30 +403,11 @@ def summary(result: dict) -> np.ndarray:
     return np.concatenate([result["terms"], result["gram"].ravel()])
 
 
-def observed_loss(side, block, params: dict[str, Any], *pieces) -> float:
+def observed_loss(part: Part, block, settings: Settings, *pieces) -> float:
     """Σ over the partition's stored entries of W (A − p)² − w0 p² (the kernels' loss);
     ``pieces`` are the other side's factor rows the partition reads (see :func:`solve`)."""
-    from walsrec._threads import kernel_threads
-    from walsrec.model._kernels import observed_loss as kernel
-
-    model = _model(params)
     right = _fixed(pieces, block.shape[1], block.dtype)
-    rows = np.arange(side.n_rows)
-    _, bounds = model._partition(side, rows, "loss")
-    out = np.empty(side.n_rows, dtype=np.float64)
-    with kernel_threads(model._n_threads()):
-        kernel(
-            side.indptr,
-            side.indices,
-            side.wdata,
-            side.adata,
-            bounds,
-            block,
-            right,
-            float(params["unobserved_weight"]),
-            out,
-        )
-    return float(out.sum())
+    return float(halfstep.observed_loss(settings, part.side, block, right).sum())
 
 
 def predict_shard(
@@ -466,7 +442,7 @@ def nnz_of(part) -> int:
 
 
 def evaluate_part(
-    side,
+    part: Part,
     user_block,
     heldout,
     lo: int,
@@ -479,7 +455,7 @@ def evaluate_part(
 ) -> dict:
     """One user partition's share of :func:`walsrec.metrics.evaluate`: sums, not means.
 
-    The partition's training rows (``side``, its indices mapped back to item indices) are
+    The partition's training rows (``part``, its indices mapped back to item indices) are
     excluded from its users' rankings, exactly as ``evaluate`` does on one machine with the
     same kernels (``_ranking_pass`` with a kernel that also keeps each chunk's per-user
     statistics). Returns the squared error sum and entry count (rmse), per-statistic sums
@@ -491,10 +467,10 @@ def evaluate_part(
 
     items = _fixed(item_blocks, user_block.shape[1], user_block.dtype)
     n_items = items.shape[0]
-    indices = side.touched[side.indices] if side.renumbered else side.indices
+    indices = part.other_indices()
     train = sp.csr_matrix(
-        (np.ones(indices.shape[0], np.float32), indices, side.indptr),
-        shape=(side.n_rows, n_items),
+        (np.ones(indices.shape[0], np.float32), indices, part.side.indptr),
+        shape=(part.side.n_rows, n_items),
     )
     train, heldout = _api._check_pair(train, heldout, "evaluate_dask")
     raw_gain = _api._check_gain(ndcg_gain, heldout, "evaluate_dask")

@@ -45,7 +45,7 @@ from walsrec._checks import check_weight_vector, is_int, is_real
 from walsrec.data.tfrecord import inferred_size
 from walsrec.distributed import _storage, _tasks
 from walsrec.errors import DataFormatError, InvalidParameterError, NotFittedError
-from walsrec.model import weighting
+from walsrec.model import halfstep
 from walsrec.model.wals import WALS
 
 __all__ = ["DaskWALS", "NativeSource", "native_source"]
@@ -199,20 +199,9 @@ class DaskWALS(WALS):
 
     # ------------------------------------------------------------------ setup
 
-    def _worker_params(self) -> dict[str, Any]:
-        names = [
-            "embedding_dim",
-            "unobserved_weight",
-            "regularization",
-            "regularization_exponent",
-            *weighting.PARAMS,
-            "solver",
-            "cg_steps",
-            "init_std",
-            "dtype",
-            "n_jobs",
-        ]
-        return {name: getattr(self, name) for name in names}
+    def _worker_params(self) -> halfstep.Settings:
+        """The half-step's settings the tasks run with (``n_jobs``: each task's threads)."""
+        return halfstep.Settings.of(self.get_params())
 
     def _count(self, key: str, *arrays) -> None:
         for a in arrays:
@@ -813,9 +802,7 @@ class DaskWALS(WALS):
         fixed = "item" if which == "user" else "user"
         dt = np.dtype(self.dtype)
         with_threads = self._worker_params()
-        g, q = np.linalg.eigh(self._grams[fixed])
-        g = np.clip(g, 0.0, None)  # G is PSD; eigh may return -1e-17
-        qd = q.astype(dt)
+        g, qd = halfstep.eigenbasis(self._grams[fixed], dt)
         rot = [
             self._submit(_tasks.rotate, b, qd, with_threads, worker=w)
             for b, w in zip(self._blocks[fixed], self._placement[fixed], strict=True)
@@ -863,12 +850,17 @@ class DaskWALS(WALS):
         return float(sum(parts))
 
     def _assemble(self, observed: float, reg: float) -> tuple[float, float, float]:
-        """(L, data term, Σ_all W) as ``WALS._assemble_loss``, from the Gramians."""
-        w0 = float(self.unobserved_weight)
-        data = observed + w0 * float(np.sum(self._grams["user"] * self._grams["item"]))
+        """(L, data term, Σ_all W) by ``halfstep.assemble_loss``, from the Gramians."""
         n_users, n_items = self.source_.shape
-        sum_w = w0 * n_users * n_items + self._sum_w_excess
-        return data + reg, max(data, 0.0), sum_w
+        return halfstep.assemble_loss(
+            observed,
+            reg,
+            float(self.unobserved_weight),
+            self._grams["user"],
+            self._grams["item"],
+            n_users * n_items,
+            self._sum_w_excess,
+        )
 
     def _check_data_arg(self, user_items, method: str) -> None:
         if user_items is not None and tuple(user_items.shape) != tuple(self.source_.shape):

@@ -57,29 +57,14 @@ from walsrec._checks import check_weight_vector as _check_weight_vector
 from walsrec._checks import is_int as _is_int
 from walsrec._checks import is_real as _is_real
 from walsrec._checks import param_error
-from walsrec._threads import blas_threads, kernel_threads, resolve_n_jobs
-from walsrec.errors import InvalidParameterError, NotFittedError, SingularSystemError
-from walsrec.model import weighting
+from walsrec._threads import resolve_n_jobs
+from walsrec.errors import InvalidParameterError, NotFittedError
+from walsrec.model import halfstep, weighting
+from walsrec.model.halfstep import FixedSide, Side
 
 __all__ = ["WALS"]
 
 _SOLVERS = ("cholesky", "cg")
-# The orchestration's own BLAS products (Gramians, rotations) never use threaded BLAS: right
-# after a kernel launch it competes with numba's still-spinning OpenMP workers, and a CG
-# sweep on epinions (k = 128, n_jobs = 2, busy machine) took 2.35 s with 2 BLAS threads
-# against 0.90 s with one. Rotations of many rows instead run as row blocks on numba's
-# threads, one single-threaded BLAS call per block (36165 × 128 rows: 8.7 ms against 19 ms;
-# the Gramian gained nothing that way and stays one BLAS call).
-# Parts per thread in a kernel launch: each part has about equal estimated cost, and parts
-# go to threads dynamically, so a busy core only delays its current part.
-_PARTS_PER_THREAD = 16
-
-
-def _kernels():
-    # Imported lazily: numba compiles (or loads from its cache) only when a model is fitted.
-    from walsrec.model import _kernels
-
-    return _kernels
 
 
 # --------------------------------------------------------------------------- validation
@@ -127,35 +112,6 @@ def _check_sparse(
             "instead."
         )
     return m
-
-
-class _Side:
-    """One orientation of the training data, as the kernels read it.
-
-    ``indptr``/``indices`` are the CSR of the rows being solved (users for the row half-step,
-    items for the column half-step), ``wdata``/``adata`` the observed weight W and target A
-    of each stored entry, ``lam`` the per-row λ_i and ``n_other`` the other dimension.
-    """
-
-    def __init__(self, indptr, indices, wdata, adata, lam, n_other):
-        self.indptr = indptr
-        self.indices = indices
-        self.wdata = wdata
-        self.adata = adata
-        self.lam = lam
-        self.n_other = n_other
-        self.counts = np.diff(indptr)
-        self._sum_w = None
-
-    def sum_w_excess(self, w0: float) -> float:
-        """Σ_obs (W − w0), float64, computed once."""
-        if self._sum_w is None:
-            self._sum_w = float(np.sum(self.wdata, dtype=np.float64)) - w0 * self.wdata.shape[0]
-        return self._sum_w
-
-    @property
-    def n_rows(self) -> int:
-        return self.indptr.shape[0] - 1
 
 
 # --------------------------------------------------------------------------- the estimator
@@ -432,19 +388,12 @@ class WALS:
         self._cache = {}
         return self
 
+    def _settings(self) -> halfstep.Settings:
+        """What a half-step reads of the parameters (the public half-step's settings)."""
+        return halfstep.Settings.of(self.get_params())
+
     def _n_threads(self) -> int:
         return resolve_n_jobs(self.n_jobs)
-
-    def _matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """a @ b for (n × k)·(k × k) in ``a``'s dtype: blocks of rows on numba's threads."""
-        b = np.ascontiguousarray(b, dtype=a.dtype)
-        if a.shape[0] < 2 * _kernels().BLOCK_ROWS:
-            with blas_threads(1):
-                return np.ascontiguousarray(a @ b)
-        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-        with kernel_threads(self._n_threads()):
-            _kernels().parallel_matmul(np.ascontiguousarray(a), b, out)
-        return out
 
     def _side(
         self,
@@ -454,49 +403,10 @@ class WALS:
         full_shape: tuple[int, int],
         subset: np.ndarray | None = None,
         stats: weighting.WeightingStats | None = None,
-    ) -> _Side:
-        """Kernel arrays for the row half-step (m CSR) or the column half-step (m CSC).
-
-        ``m`` holds the rows (or columns) ``subset`` of a matrix of ``full_shape``; None: all.
-        """
-        dt = self._np_dtype
-        w0 = float(self.unobserved_weight)
-        n_users, n_items = full_shape
-        n_other = n_items if by_rows else n_users
-        indptr = m.indptr.astype(np.int64, copy=False)
-        idx_dt = np.int32 if max(m.shape) < 2**31 - 1 else np.int64
-        indices = np.ascontiguousarray(m.indices, dtype=idx_dt)
-        adata = self._targets(m.data)
-        counts = np.diff(indptr)
-        if weights is None:
-            rw = _check_weight_vector(self.row_weights, "row_weights", n_users)
-            cw = _check_weight_vector(self.col_weights, "col_weights", n_items)
-            own, other = (rw, cw) if by_rows else (cw, rw)
-            if subset is not None and np.ndim(own) == 1:
-                own = own[subset]
-            conf = None
-            if self.confidence != "constant":
-                outer = np.arange(counts.shape[0]) if subset is None else np.asarray(subset)
-                outer = np.repeat(outer, counts)
-                users, items = (outer, indices) if by_rows else (indices, outer)
-                conf = self._confidence(m.data, users, items, stats=stats)
-            if np.ndim(own) == 0 and np.ndim(other) == 0 and conf is None:
-                wdata = np.full(indices.shape[0], w0 + own * other, dtype=dt)
-            else:
-                own_e = own if np.ndim(own) == 0 else np.repeat(own, counts)
-                other_e = other if np.ndim(other) == 0 else other[indices]
-                rc = own_e * other_e if conf is None else own_e * other_e * conf
-                wdata = np.ascontiguousarray(w0 + rc, dtype=dt)
-        else:
-            wdata = np.ascontiguousarray(weights.data, dtype=dt)
-        lam = self._lambdas(counts, n_other)
-        return _Side(indptr, indices, wdata, adata, lam, n_other)
-
-    def _targets(self, values: np.ndarray) -> np.ndarray:
-        """A of the stored entries: their values, or 1 with targets="binary"."""
-        if self.targets == "binary":
-            return np.ones(values.shape[0], dtype=self._np_dtype)
-        return np.ascontiguousarray(values, dtype=self._np_dtype)
+    ) -> Side:
+        """Kernel arrays for the row half-step (m CSR) or the column half-step (m CSC); see
+        :func:`walsrec.model.halfstep.build_side`."""
+        return halfstep.build_side(self._settings(), m, weights, by_rows, full_shape, subset, stats)
 
     def _confidence(self, values, users, items, stats=None, **overrides) -> np.ndarray | None:
         """c(r) per stored entry (None for confidence="constant"); see ``weighting``.
@@ -508,18 +418,7 @@ class WALS:
                     f"confidence={self.confidence!r} weighs entries with statistics of the "
                     "training matrix: call 'fit', 'update_rows' or 'update_cols' first."
                 )
-        return weighting.confidence_values(
-            values,
-            users,
-            items,
-            confidence=self.confidence,
-            alpha=float(self.alpha),
-            epsilon=float(self.epsilon),
-            bm25_k1=float(self.bm25_k1),
-            bm25_b=float(self.bm25_b),
-            stats=stats,
-            **overrides,
-        )
+        return halfstep.confidence(self._settings(), values, users, items, stats=stats, **overrides)
 
     def _stats_for(self, user_items) -> weighting.WeightingStats | None:
         """BM25/TF-IDF's statistics of ``user_items`` (None when the confidence reads none).
@@ -546,18 +445,9 @@ class WALS:
         state.pop("_stats_cache", None)
         return state
 
-    def _lambdas(self, counts: np.ndarray, n_other: int) -> np.ndarray:
-        """λ_i = λ·(count_i + w0·n_other)^ν for every row, float64."""
-        lam = float(self.regularization)
-        nu = float(self.regularization_exponent)
-        if nu == 0.0:
-            return np.full(counts.shape[0], lam)
-        base = counts + float(self.unobserved_weight) * n_other
-        return lam * np.power(base.astype(np.float64), nu)
-
     def _prepare(
         self, user_items, weights, method: str, by_rows: bool, subset: np.ndarray | None = None
-    ) -> _Side:
+    ) -> Side:
         """Validate ``user_items`` (and ``weights``) and build the kernels' arrays for the
         row half-step (``by_rows``) or the column half-step, of the rows or columns
         ``subset`` only (sliced before validation, so a batch costs O(its entries))."""
@@ -619,28 +509,15 @@ class WALS:
 
     # ------------------------------------------------------------------ Gramians (cached)
 
-    def _fixed_state(self, which: str, need_rotation: bool) -> dict:
-        """Gramian (float64) of the user or item factors, its eigendecomposition, Ṽ = VQ."""
+    def _fixed_state(self, which: str, need_rotation: bool) -> FixedSide:
+        """The Gramian (float64) of the user or item factors, its eigendecomposition and
+        Ṽ = VQ, cached per side until its factors are replaced."""
         factors = self.user_factors_ if which == "user" else self.item_factors_
         # Factors assigned by hand (without initialize) get a cache too. Entries are built
         # whole and published with one assignment, so a concurrent reader never sees half.
         cache = self.__dict__.setdefault("_cache", {})
-        entry = cache.get(which)
-        if entry is None or entry["array"] is not factors:
-            # In the factors' dtype: a float64 copy of a float32 matrix costs more than the
-            # product; the k×k result is then used in float64 (eigh, loss).
-            with blas_threads(1):
-                gram = (factors.T @ factors).astype(np.float64)
-            entry = {"array": factors, "gram": gram}
-            cache[which] = entry
-        if need_rotation and "rot" not in entry:
-            with blas_threads(1):
-                g, q = np.linalg.eigh(entry["gram"])
-            qd = q.astype(factors.dtype)
-            rot = self._matmul(factors, qd)
-            g = np.clip(g, 0.0, None)  # G is PSD; eigh may return -1e-17
-            entry = {**entry, "rot": rot, "g": g, "q": qd}
-            cache[which] = entry
+        entry = halfstep.fixed_side(factors, need_rotation, self._n_threads(), cache.get(which))
+        cache[which] = entry
         return entry
 
     def _set_factors(self, which: str, factors: np.ndarray) -> None:
@@ -653,62 +530,9 @@ class WALS:
 
     # ------------------------------------------------------------------ half-steps
 
-    def _partition(self, side: _Side, rows: np.ndarray, kind: str) -> tuple:
-        """Per-row paths and part bounds of about equal estimated cost."""
-        k = self.embedding_dim
-        n = side.counts[rows].astype(np.float64)
-        if kind == "cholesky":
-            # FMA counts of the two exact paths; Woodbury's short dot products run at about
-            # 2/3 of the direct path's FMA rate (measured crossover: n ≈ 0.75·k at k = 32,
-            # 64, 128), hence its factor 1.5.
-            direct = n * (k * k / 2.0) + k**3 / 6.0 + k * k
-            wood = 1.5 * (2 * n * k + n * n * (k / 2.0) + n**3 / 6.0 + 2 * k)
-            paths = (wood < direct).astype(np.int8)
-            cost = np.minimum(direct, wood)
-        elif kind == "cg":
-            paths = None
-            cost = (self.cg_steps + 1) * (k * k + 2.0 * n * k)
-        else:  # loss
-            paths = None
-            cost = n * k + 8.0
-        n_threads = self._n_threads()
-        n_parts = max(1, min(rows.shape[0], n_threads * _PARTS_PER_THREAD))
-        cum = np.cumsum(cost + 16.0)
-        targets = cum[-1] * np.arange(1, n_parts) / n_parts if cum.size else np.empty(0)
-        inner = np.searchsorted(cum, targets, side="right")
-        bounds = np.concatenate([[0], inner, [rows.shape[0]]]).astype(np.int64)
-        return paths, bounds
-
-    def _presolve_check(self, side: _Side, rows: np.ndarray, axis: str, labels) -> None:
-        """Systems that are singular by rank, before any arithmetic: raise with the fix."""
-        k = self.embedding_dim
-        lam = side.lam[rows]
-        w0 = float(self.unobserved_weight)
-        if w0 == 0:
-            bad = (lam == 0) & (side.counts[rows] < k)
-        elif side.n_other < k:
-            bad = lam == 0
-        else:
-            return
-        if bad.any():
-            self._raise_singular(axis, rows[bad], side, labels)
-
-    def _raise_singular(self, axis: str, bad_rows: np.ndarray, side: _Side, labels) -> None:
-        first = int(bad_rows[0])
-        raise SingularSystemError(
-            f"The {axis} half-step is singular for {bad_rows.shape[0]} {axis}(s) (first: "
-            f"{axis} {int(labels[first])}, with {int(side.counts[first])} interactions, "
-            f"embedding_dim="
-            f"{self.embedding_dim}, unobserved_weight={self.unobserved_weight}, "
-            f"regularization={self.regularization}, "
-            f"regularization_exponent={self.regularization_exponent}, so its λ_i = "
-            f"{float(side.lam[first]):.6g}): its normal equations have no unique solution. Set "
-            f"'regularization' > 0 (e.g. 0.1) or 'unobserved_weight' > 0."
-        )
-
     def _solve(
         self,
-        side: _Side,
+        side: Side,
         rows: np.ndarray,
         fixed_which: str,
         start: np.ndarray,
@@ -717,81 +541,12 @@ class WALS:
         path: str = "auto",
         labels: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """New factors for ``rows`` of one side (not yet stored), and for each row (float64)
-        its observed loss terms Σ_{j∈S_i} [W_ij (A_ij − u_i·v_j)² − w0 (u_i·v_j)²] and its
-        regularisation term λ_i‖u_i‖² with them, shape (len(rows), 2). ``start`` holds the
-        current factors of ``rows`` (CG's warm start); ``labels`` the rows' indices for
-        error messages (default: ``rows``)."""
-        kern = _kernels()
-        solver = solver or self.solver
-        dt = self._np_dtype
-        k = self.embedding_dim
-        w0 = float(self.unobserved_weight)
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        labels = rows if labels is None else labels
-        self._presolve_check(side, rows, axis, labels)
-        lam = np.ascontiguousarray(side.lam[rows])
-        paths, bounds = self._partition(side, rows, solver)
-        n_threads = self._n_threads()
-        row_loss = np.empty((rows.shape[0], 2), dtype=np.float64)
-        if solver == "cholesky":
-            state = self._fixed_state(fixed_which, need_rotation=True)
-            if path == "direct":
-                paths[:] = kern.PATH_DIRECT
-            elif path == "woodbury":
-                paths[:] = kern.PATH_WOODBURY
-            out_rot = np.empty((rows.shape[0], k), dtype=dt)
-            flags = np.empty(rows.shape[0], dtype=np.int8)
-            # A pivot below eps × the largest diagonal entry means a condition number past
-            # what the dtype resolves: report it as singular rather than return noise.
-            diag_tol = dt.type(np.finfo(dt).eps)
-            with kernel_threads(n_threads):
-                kern.solve_exact(
-                    side.indptr,
-                    side.indices,
-                    side.wdata,
-                    side.adata,
-                    rows,
-                    bounds,
-                    paths,
-                    state["rot"],
-                    w0 * state["g"],
-                    lam,
-                    dt.type(w0),
-                    diag_tol,
-                    out_rot,
-                    flags,
-                    row_loss,
-                )
-            if flags.any():
-                self._raise_singular(axis, rows[flags != 0], side, labels)
-            new = self._matmul(out_rot, state["q"].T)
-        else:
-            state = self._fixed_state(fixed_which, need_rotation=True)
-            x_rot = self._matmul(np.asarray(start, dtype=dt), state["q"])
-            with kernel_threads(n_threads):
-                kern.solve_cg(
-                    side.indptr,
-                    side.indices,
-                    side.wdata,
-                    side.adata,
-                    rows,
-                    bounds,
-                    state["rot"],
-                    w0 * state["g"],
-                    lam,
-                    dt.type(w0),
-                    int(self.cg_steps),
-                    x_rot,
-                    row_loss,
-                )
-            new = self._matmul(x_rot, state["q"].T)
-        if not np.isfinite(new).all():
-            raise SingularSystemError(
-                f"The {axis} half-step produced non-finite factors (an ill-conditioned system "
-                f"or overflowing data). Increase 'regularization' (now {self.regularization})."
-            )
-        return new, row_loss
+        """New factors for ``rows`` of one side (not yet stored) and their loss terms; see
+        :func:`walsrec.model.halfstep.solve_rows`."""
+        fixed = self._fixed_state(fixed_which, need_rotation=True)
+        return halfstep.solve_rows(
+            self._settings(), side, rows, fixed, start, axis, solver, path, labels
+        )
 
     def _rows_arg(self, rows, n: int, name: str, method: str) -> np.ndarray:
         if rows is None:
@@ -864,7 +619,7 @@ class WALS:
         return self
 
     def _update(
-        self, side: _Side, which: str, target: np.ndarray | None = None, path: str = "auto"
+        self, side: Side, which: str, target: np.ndarray | None = None, path: str = "auto"
     ) -> np.ndarray:
         """Solve every row of ``side`` and store it as factor row ``target[t]`` (None: row t
         of a side covering all rows); returns the kernels' per-row loss terms."""
@@ -883,44 +638,28 @@ class WALS:
 
     # ------------------------------------------------------------------ loss
 
-    def _loss_parts(
-        self, side_rows: _Side, side_cols_lam: np.ndarray
-    ) -> tuple[float, float, float]:
+    def _loss_parts(self, side_rows: Side, side_cols_lam: np.ndarray) -> tuple[float, float, float]:
         """(L, data term, Σ_all W) for the current factors; ``side_rows`` is the row orientation."""
-        kern = _kernels()
-        n_users = self.user_factors_.shape[0]
-        _, bounds = self._partition(side_rows, np.arange(n_users), "loss")
-        per_row = np.empty(n_users, dtype=np.float64)
-        with kernel_threads(self._n_threads()):
-            kern.observed_loss(
-                side_rows.indptr,
-                side_rows.indices,
-                side_rows.wdata,
-                side_rows.adata,
-                bounds,
-                self.user_factors_,
-                self.item_factors_,
-                float(self.unobserved_weight),
-                per_row,
-            )
         u, v = self.user_factors_, self.item_factors_
-        reg_u = float(side_rows.lam @ np.einsum("ij,ij->i", u, u).astype(np.float64))
-        reg_v = float(side_cols_lam @ np.einsum("ij,ij->i", v, v).astype(np.float64))
-        return self._assemble_loss(float(per_row.sum()), reg_u + reg_v, side_rows)
+        observed = halfstep.observed_loss(self._settings(), side_rows, u, v).sum()
+        reg = halfstep.regularization_term(side_rows.lam, u)
+        reg += halfstep.regularization_term(side_cols_lam, v)
+        return self._assemble_loss(float(observed), reg, side_rows)
 
     def _assemble_loss(
-        self, observed: float, reg: float, side_rows: _Side
+        self, observed: float, reg: float, side_rows: Side
     ) -> tuple[float, float, float]:
-        """(L, data term, Σ_all W) from Σ_obs [W (A − p)² − w0 p²], the regularisation terms
-        and the Gramians: the unobserved part Σ_all w0 (u_i·v_j)² = w0·trace(UᵀU VᵀV) is
-        never densified."""
+        """(L, data term, Σ_all W); see :func:`walsrec.model.halfstep.assemble_loss`."""
         w0 = float(self.unobserved_weight)
-        gu = self._fixed_state("user", need_rotation=False)["gram"]
-        gv = self._fixed_state("item", need_rotation=False)["gram"]
-        data = observed + w0 * float(np.sum(gu * gv))
-        n_all = self.user_factors_.shape[0] * self.item_factors_.shape[0]
-        sum_w = w0 * n_all + side_rows.sum_w_excess(w0)
-        return data + reg, max(data, 0.0), sum_w
+        return halfstep.assemble_loss(
+            observed,
+            reg,
+            w0,
+            self._fixed_state("user", need_rotation=False).gram,
+            self._fixed_state("item", need_rotation=False).gram,
+            self.user_factors_.shape[0] * self.item_factors_.shape[0],
+            side_rows.sum_w_excess(w0),
+        )
 
     def _eval(self, user_items, weights, method: str) -> tuple[float, float, float]:
         self._check_initialized(method)
@@ -928,7 +667,7 @@ class WALS:
         self._check_shape(user_items, method)
         side = self._prepare(user_items, weights, method, by_rows=True)
         counts_cols = np.bincount(side.indices, minlength=self.item_factors_.shape[0])
-        lam_cols = self._lambdas(counts_cols, side.n_rows)
+        lam_cols = halfstep.lambdas(self._settings(), counts_cols, side.n_rows)
         return self._loss_parts(side, lam_cols)
 
     def loss(self, user_items, weights=None) -> float:
@@ -984,8 +723,7 @@ class WALS:
         cols_side = self._prepare(user_items, weights, "fit", by_rows=False)
         n_users, n_items = user_items.shape
         self.initialize(n_users, n_items)
-        v = self.item_factors_
-        reg = {"v": float(cols_side.lam @ np.einsum("ij,ij->i", v, v).astype(np.float64))}
+        reg = {"v": halfstep.regularization_term(cols_side.lam, self.item_factors_)}
 
         def sweep() -> tuple[float, tuple[float, float, float]]:
             # the kernels return each row's observed loss and regularisation terms with its
@@ -1078,7 +816,7 @@ class WALS:
         other_name = "col_weights" if by_rows else "row_weights"
         other = _check_weight_vector(getattr(self, other_name), other_name, fixed.shape[0])
         dt = self._np_dtype
-        w0 = float(self.unobserved_weight)
+        settings = self._settings()
         indptr = m.indptr.astype(np.int64, copy=False)
         indices = np.ascontiguousarray(m.indices, dtype=np.int32)
         counts = np.diff(indptr)
@@ -1095,20 +833,15 @@ class WALS:
                     conf = self._confidence(
                         m.data, indices, outer, item_counts=counts, where=name, transposed=True
                     )
-            if np.ndim(other) == 0 and conf is None:
-                wdata = np.full(indices.shape[0], w0 + scalar_weight * other, dtype=dt)
-            else:
-                other_e = other if np.ndim(other) == 0 else other[indices]
-                rc = scalar_weight * other_e if conf is None else scalar_weight * other_e * conf
-                wdata = np.ascontiguousarray(w0 + rc, dtype=dt)
+            wdata = halfstep.observed_weights(settings, scalar_weight, other, counts, indices, conf)
         else:
             wdata = np.ascontiguousarray(w.data, dtype=dt)
-        side = _Side(
+        side = Side(
             indptr,
             indices,
             wdata,
-            self._targets(m.data),
-            self._lambdas(counts, fixed.shape[0]),
+            halfstep.targets(settings, m.data),
+            halfstep.lambdas(settings, counts, fixed.shape[0]),
             fixed.shape[0],
         )
         rows = np.arange(m.shape[0], dtype=np.int64)
