@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from walsrec._files import (
     DirectoryLock,
@@ -52,7 +51,6 @@ from walsrec.training.config import (
     read_saved_config,
     wals_params,
 )
-from walsrec.training.inputs import load_training_data
 
 __all__ = [
     "TrainResult",
@@ -224,19 +222,32 @@ def train(
 
 
 def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
-    """:func:`train` with a validated configuration; ``client``: run on that Dask cluster."""
-    from walsrec.metrics import evaluate, evaluate_scorer, popularity_baseline
-    from walsrec.model.wals import WALS
-    from walsrec.serving.export import list_exports, read_export, write_export
+    """:func:`train` with a validated configuration; ``client``: run on that Dask cluster.
+
+    The phases, in order: open MODEL_DIR, load the data, build the model, restore the
+    latest checkpoint, run the steps, export. The back end is chosen here, once."""
+    from walsrec.training.backends import backend_for
 
     say = log or (lambda message: None)
+    model_dir = _open_model_dir(cfg, overwrite)
+    backend = backend_for(client)
+    data = backend.load_data(cfg, model_dir)
+    model = _build_model(cfg, backend, model_dir, say, show_progress)
+    run = _Run(cfg, backend, model, model_dir, say)
+    run.restore()
+    run.steps(show_progress)
+    return run.export(data)
+
+
+def _open_model_dir(cfg, overwrite: bool) -> Path:
+    """MODEL_DIR made ready: cleared under ``overwrite``, dead temporaries removed, and
+    refused when it holds a model trained with other settings."""
     model_dir = Path(cfg.model_dir)
     if overwrite and model_dir.exists():
         clear_model_dir(model_dir, inputs=_inputs(cfg))
     model_dir.mkdir(parents=True, exist_ok=True)
     for d in (model_dir, model_dir / "checkpoints", model_dir / "cache"):
         remove_dead_temporaries(d)  # what killed runs left (their writers held none)
-    ckpt_root = model_dir / "checkpoints"
     saved = read_saved_config(model_dir)
     if saved is not None:
         conflicts = cfg.conflicts_with(saved)
@@ -246,132 +257,212 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
                 f"({'; '.join(conflicts)}). Use another --model-dir, or --overwrite to start "
                 "over (more sweeps or steps are allowed)."
             )
+    return model_dir
 
-    if client is not None and cfg.data is None:
-        # the workers parse the TFRecords into MODEL_DIR/cache (train, train_t, eval):
-        # load_training_data then only memory-maps the cache
-        from walsrec.training.inputs import cache_tfrecords_dask
 
-        cache_tfrecords_dask(client, cfg, model_dir)
-    data = load_training_data(cfg, model_dir)
-    ui = data.train.user_items
-    ui_csc = ui.tocsc() if client is None else None
-    heldout = data.eval
-    n_users, n_items = ui.shape
-    backend = {}
-    if client is not None:
-        from walsrec.distributed.wals import DaskWALS
-
-        backend = {"client": client}
+def _build_model(cfg, backend, model_dir: Path, say, show_progress: bool):
+    """The estimator of ``cfg`` on ``backend`` ("auto" regularization chosen), and
+    MODEL_DIR/config.json written."""
+    ui = backend.user_items
     settings = cfg.to_dict()
     if cfg.regularization == "auto":
         settings["regularization"] = _auto_regularization(cfg, model_dir, ui, say, show_progress)
-    model = (DaskWALS if client is not None else WALS)(
-        **backend,
-        **wals_params(settings, ui),
-        col_weights=column_weights(settings, ui),  # the course's make_wts
-        n_jobs=cfg.threads,
-        random_state=cfg.seed,
+    model = backend.build(
+        dict(
+            **wals_params(settings, ui),
+            col_weights=column_weights(settings, ui),  # the course's make_wts
+            n_jobs=cfg.threads,
+            random_state=cfg.seed,
+        )
     )
     # only now: settings the data refuses (BM25 on negative values, say) leave no
     # config.json behind that would block the corrected command as a "resume"
     atomic_write_text(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-    batch = cfg.batch_size or max(n_users, n_items, 1)
-    row_batches = max(1, math.ceil(n_users / batch))
-    col_batches = max(1, math.ceil(n_items / batch))
-    per_sweep = row_batches + col_batches
-    total = cfg.train_steps if cfg.step_mode else cfg.total_sweeps * per_sweep
+    return model
 
-    if client is not None:
-        # the workers read the partitions from shared storage, never through this process
-        model.open(_dask_source(cfg, model_dir, ui))
-    model.initialize(n_users, n_items)
-    metrics_path = model_dir / "metrics.jsonl"
-    records = _read_metrics(metrics_path)
-    state = {
-        "step": 0,
-        "loss_history": [],
-        "best": None,
-        "best_step": None,
-        "bad_evals": 0,
-        "stopped_early": False,
-    }
-    resumed = None
-    ckpt = latest_checkpoint(ckpt_root)
-    if ckpt is not None:
+
+class _Run:
+    """One training run's steps, evaluations, checkpoints and export, on a back end."""
+
+    def __init__(self, cfg, backend, model, model_dir: Path, say) -> None:
+        self.cfg, self.backend, self.model, self.say = cfg, backend, model, say
+        self.model_dir = model_dir
+        self.ckpt_root = model_dir / "checkpoints"
+        self.metrics_path = model_dir / "metrics.jsonl"
+        n_users, n_items = backend.user_items.shape
+        self.n_users, self.n_items = n_users, n_items
+        self.batch = cfg.batch_size or max(n_users, n_items, 1)
+        self.row_batches = max(1, math.ceil(n_users / self.batch))
+        self.col_batches = max(1, math.ceil(n_items / self.batch))
+        self.per_sweep = self.row_batches + self.col_batches
+        self.total = cfg.train_steps if cfg.step_mode else cfg.total_sweeps * self.per_sweep
+        self.state = {
+            "step": 0,
+            "loss_history": [],
+            "best": None,
+            "best_step": None,
+            "bad_evals": 0,
+            "stopped_early": False,
+        }
+        self.resumed = None
+        self.records: list[dict] = []
+        self.evaluations: list[dict] = []
+        self.baseline = None
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------ restore
+
+    def restore(self) -> None:
+        """Initial factors, then the latest checkpoint's (if any) with its state; the
+        metrics of an interrupted run dropped; the most-popular baseline evaluated once."""
+        cfg, model = self.cfg, self.model
+        self.backend.start(model, cfg, self.model_dir)
+        self.records = _read_metrics(self.metrics_path)
+        ckpt = latest_checkpoint(self.ckpt_root)
+        if ckpt is not None:
+            self._resume_from(ckpt)
+        model.loss_ = list(self.state["loss_history"])
+        self.baseline = next((r for r in self.records if r.get("model") == "most-popular"), None)
+        heldout = self.backend.data.eval
+        if heldout is not None and self.baseline is None:
+            from walsrec.metrics import evaluate_scorer, popularity_baseline
+
+            ui = self.backend.user_items
+            scores = evaluate_scorer(
+                popularity_baseline(ui), ui, heldout, k=cfg.k, n_jobs=cfg.threads
+            )
+            self.baseline = {"model": "most-popular", "k": cfg.k, **scores}
+            self.records.insert(0, self.baseline)
+            _write_metrics(self.metrics_path, self.records)
+        self.evaluations = [r for r in self.records if r.get("model") == "wals"]
+
+    def _resume_from(self, ckpt) -> None:
+        model = self.model
         if ckpt.user_factors.shape != model.user_factors_.shape or (
             ckpt.item_factors.shape != model.item_factors_.shape
         ):
             raise InvalidParameterError(
                 f"{ckpt.path}: factors of shape {ckpt.user_factors.shape} and "
-                f"{ckpt.item_factors.shape} do not fit the data ({n_users} users, {n_items} "
-                f"items, embedding_dim {cfg.embedding_dim}); use --overwrite to start over."
+                f"{ckpt.item_factors.shape} do not fit the data ({self.n_users} users, "
+                f"{self.n_items} items, embedding_dim {self.cfg.embedding_dim}); use "
+                "--overwrite to start over."
             )
-        if client is not None:
-            model.load_factors(ckpt.path / "user_factors.npy", ckpt.path / "item_factors.npy")
-        else:
-            model.user_factors_ = ckpt.user_factors.astype(model.user_factors_.dtype)
-            model.item_factors_ = ckpt.item_factors.astype(model.item_factors_.dtype)
-        state.update(ckpt.state)
-        resumed = state["step"]
-        if len(state["loss_history"]) != resumed // per_sweep:
+        self.backend.restore(model, ckpt)
+        self.state.update(ckpt.state)
+        resumed = self.resumed = self.state["step"]
+        if len(self.state["loss_history"]) != resumed // self.per_sweep:
             raise DataFormatError(
-                f"{ckpt.path / 'state.json'}: {len(state['loss_history'])} losses recorded at "
-                f"step {resumed}, where {per_sweep} steps make a sweep and one loss is recorded "
-                "per sweep; the checkpoint is corrupt. Delete it to resume from an older one."
+                f"{ckpt.path / 'state.json'}: {len(self.state['loss_history'])} losses "
+                f"recorded at step {resumed}, where {self.per_sweep} steps make a sweep and "
+                "one loss is recorded per sweep; the checkpoint is corrupt. Delete it to "
+                "resume from an older one."
             )
         # evaluations after the checkpoint belong to the interrupted run: drop them
-        records = [r for r in records if r.get("model") != "wals" or r["step"] <= resumed]
-        _write_metrics(metrics_path, records)
-        say(f"resuming from step {resumed} ({ckpt.path.name})")
-    model.loss_ = list(state["loss_history"])
+        self.records = [r for r in self.records if r.get("model") != "wals" or r["step"] <= resumed]
+        _write_metrics(self.metrics_path, self.records)
+        self.say(f"resuming from step {resumed} ({ckpt.path.name})")
 
-    baseline = next((r for r in records if r.get("model") == "most-popular"), None)
-    if heldout is not None and baseline is None:
-        scores = evaluate_scorer(popularity_baseline(ui), ui, heldout, k=cfg.k, n_jobs=cfg.threads)
-        baseline = {"model": "most-popular", "k": cfg.k, **scores}
-        records.insert(0, baseline)
-        _write_metrics(metrics_path, records)
+    # ------------------------------------------------------------------ steps
 
-    higher = cfg.metric_is_higher_better()
-    started = time.perf_counter()
-    evaluations = [r for r in records if r.get("model") == "wals"]
+    def steps(self, show_progress: bool) -> None:
+        """Run the steps left, evaluating, checkpointing and stopping early as configured."""
+        step = self.state["step"]
+        bar = None
+        if show_progress and step < self.total and not self.state["stopped_early"]:
+            from tqdm.auto import tqdm
 
-    def evaluate_now(step: int) -> dict:
+            bar = tqdm(
+                total=self.total, initial=step, desc="train", unit="step", dynamic_ncols=True
+            )
+        try:
+            while step < self.total and not self.state["stopped_early"]:
+                self._half_step(step % self.per_sweep)
+                step += 1
+                self._after_step(step, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.state["step"] = step
+        if not self.evaluations:  # resumed a finished run that had no evaluation yet
+            self._evaluate(step)
+
+    def _half_step(self, pos: int) -> None:
+        """Step ``pos`` of a sweep: a batch of rows, then (from ``row_batches`` on) of
+        columns; one batch is the whole side."""
+        b = self.batch
+        if pos < self.row_batches:
+            rows = None
+            if self.row_batches > 1:
+                rows = np.arange(pos * b, min((pos + 1) * b, self.n_users))
+            self.backend.update_rows(self.model, rows)
+        else:
+            c = pos - self.row_batches
+            cols = None
+            if self.col_batches > 1:
+                cols = np.arange(c * b, min((c + 1) * b, self.n_items))
+            self.backend.update_cols(self.model, cols)
+
+    def _after_step(self, step: int, bar) -> None:
+        cfg, model, state = self.cfg, self.model, self.state
+        end_of_sweep = step % self.per_sweep == 0
+        if end_of_sweep:
+            model.loss_.append(self.backend.loss(model))
+            if bar is not None:
+                bar.set_postfix(sweep=step // self.per_sweep, loss=f"{model.loss_[-1]:.5g}")
+        if bar is not None:
+            bar.update(1)
+        due = (
+            (step % cfg.eval_every == 0)
+            if cfg.step_mode
+            else (end_of_sweep and (step // self.per_sweep) % cfg.eval_every == 0)
+        )
+        last = step == self.total
+        if due or last:
+            rec = self._evaluate(step)
+            if cfg.early_stopping_metric is not None:
+                self._early_stopping(step, rec)
+        sweep_ckpt = end_of_sweep and (step // self.per_sweep) % cfg.checkpoint_every == 0
+        if sweep_ckpt or last or state["stopped_early"]:
+            self._checkpoint(step)
+
+    def _early_stopping(self, step: int, rec: dict) -> None:
+        """Keep the best model so far; stop after ``patience`` evaluations without one."""
+        cfg, state, model = self.cfg, self.state, self.model
+        value = rec.get(cfg.early_stopping_metric)
+        if _is_better(value, state["best"], cfg.metric_is_higher_better()):
+            state.update(best=value, best_step=step, bad_evals=0)
+            write_best(
+                self.ckpt_root,
+                model.user_factors_,
+                model.item_factors_,
+                {"step": step, "record": rec},
+            )
+            return
+        state["bad_evals"] += 1
+        if state["bad_evals"] >= cfg.patience:
+            state["stopped_early"] = True
+            self.say(
+                f"early stopping at step {step}: {cfg.early_stopping_metric} has not improved "
+                f"on {state['best']:.4g} (step {state['best_step']}) for {cfg.patience} "
+                "evaluations"
+            )
+
+    def _evaluate(self, step: int) -> dict:
+        model, backend = self.model, self.backend
         rec = {
             "model": "wals",
             "step": step,
-            "sweep": round(step / per_sweep, 4),
-            "seconds": round(time.perf_counter() - started, 3),
-            "loss": model.loss(ui),
-            "rwse": model.rwse(ui),
+            "sweep": round(step / self.per_sweep, 4),
+            "seconds": round(time.perf_counter() - self.started, 3),
+            "loss": backend.loss(model),
+            "rwse": backend.rwse(model),
         }
-        if heldout is not None and client is not None:
-            # on the workers: no factor matrix comes to this process
-            from walsrec.distributed.evaluate import evaluate_dask
-
-            where = (
-                {"data": cfg.data}
-                if cfg.data is not None
-                else {"data": str(model_dir / "cache"), "name": "eval"}
-            )
-            rec.update(evaluate_dask(model, **where, k=cfg.k, n_jobs=cfg.threads))
-        elif heldout is not None:
-            rec.update(
-                evaluate(
-                    model.user_factors_,
-                    model.item_factors_,
-                    ui,
-                    heldout,
-                    k=cfg.k,
-                    n_jobs=cfg.threads,
-                )
-            )
-        records.append(rec)
-        evaluations.append(rec)
-        _write_metrics(metrics_path, records)
-        _redraw_curve(model_dir, records, cfg.k)
-        say(
+        rec.update(backend.evaluate(model, self.cfg, self.model_dir))
+        self.records.append(rec)
+        self.evaluations.append(rec)
+        _write_metrics(self.metrics_path, self.records)
+        _redraw_curve(self.model_dir, self.records, self.cfg.k)
+        self.say(
             "step {step} (sweep {sweep:g}): ".format(**rec)
             + ", ".join(
                 f"{k} {v:.4g}"
@@ -381,104 +472,59 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
         )
         return rec
 
-    def checkpoint(step: int) -> None:
-        state["step"] = step
-        state["loss_history"] = [float(x) for x in model.loss_]
+    def _checkpoint(self, step: int) -> None:
+        self.state["step"] = step
+        self.state["loss_history"] = [float(x) for x in self.model.loss_]
         path = write_checkpoint(
-            ckpt_root,
+            self.ckpt_root,
             step,
-            model.user_factors_,
-            model.item_factors_,
-            dict(state),
-            keep=cfg.keep_checkpoints,
+            self.model.user_factors_,
+            self.model.item_factors_,
+            dict(self.state),
+            keep=self.cfg.keep_checkpoints,
         )
-        if client is not None:
-            # restart the factors' lineage at the checkpoint: a worker lost later is
-            # recovered from these files, not by recomputing every sweep since the start
-            model.load_factors(path / "user_factors.npy", path / "item_factors.npy", unchanged=True)
+        self.backend.checkpointed(self.model, path)
 
-    step = state["step"]
-    bar = None
-    if show_progress and step < total and not state["stopped_early"]:
-        from tqdm.auto import tqdm
+    # ------------------------------------------------------------------ export
 
-        bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
-    try:
-        while step < total and not state["stopped_early"]:
-            pos = step % per_sweep
-            if pos < row_batches:
-                rows = (
-                    None
-                    if row_batches == 1
-                    else np.arange(pos * batch, min((pos + 1) * batch, n_users))
-                )
-                model.update_rows(ui, rows=rows)
-            else:
-                c = pos - row_batches
-                cols = (
-                    None
-                    if col_batches == 1
-                    else np.arange(c * batch, min((c + 1) * batch, n_items))
-                )
-                model.update_cols(ui_csc, cols=cols)
-            step += 1
-            end_of_sweep = step % per_sweep == 0
-            if end_of_sweep:
-                model.loss_.append(model.loss(ui))
-                if bar is not None:
-                    bar.set_postfix(sweep=step // per_sweep, loss=f"{model.loss_[-1]:.5g}")
-            if bar is not None:
-                bar.update(1)
-            due = (
-                (step % cfg.eval_every == 0)
-                if cfg.step_mode
-                else (end_of_sweep and (step // per_sweep) % cfg.eval_every == 0)
-            )
-            last = step == total
-            if due or last:
-                rec = evaluate_now(step)
-                if cfg.early_stopping_metric is not None:
-                    value = rec.get(cfg.early_stopping_metric)
-                    if _is_better(value, state["best"], higher):
-                        state.update(best=value, best_step=step, bad_evals=0)
-                        write_best(
-                            ckpt_root,
-                            model.user_factors_,
-                            model.item_factors_,
-                            {"step": step, "record": rec},
-                        )
-                    else:
-                        state["bad_evals"] += 1
-                        if state["bad_evals"] >= cfg.patience:
-                            state["stopped_early"] = True
-                            say(
-                                f"early stopping at step {step}: {cfg.early_stopping_metric} "
-                                f"has not improved on {state['best']:.4g} (step "
-                                f"{state['best_step']}) for {cfg.patience} evaluations"
-                            )
-            sweep_ckpt = end_of_sweep and (step // per_sweep) % cfg.checkpoint_every == 0
-            if sweep_ckpt or last or state["stopped_early"]:
-                checkpoint(step)
-    finally:
-        if bar is not None:
-            bar.close()
+    def export(self, data) -> TrainResult:
+        """Export the final model (the best one under early stopping) unless the newest
+        export holds exactly its factors; the run's result."""
+        from walsrec.serving.export import list_exports, read_export
 
-    if not evaluations:  # resumed a finished run that had no evaluation yet
-        evaluate_now(step)
-    user_f, item_f, final = model.user_factors_, model.item_factors_, evaluations[-1]
-    if cfg.early_stopping_metric is not None and state["best_step"] is not None:
-        best = read_checkpoint(ckpt_root / "best")
-        user_f, item_f, final = best.user_factors, best.item_factors, best.state["record"]
-    exports = list_exports(model_dir / "export")
-    export_path = None
-    if exports:
-        newest = read_export(exports[-1], mmap=True)
-        # this exact model (the same factors, not merely the same step count) is exported
-        if np.array_equal(newest.user_factors, user_f) and np.array_equal(
-            newest.item_factors, item_f
-        ):
-            export_path = exports[-1]
-    if export_path is None:
+        cfg, model, state = self.cfg, self.model, self.state
+        step = state["step"]
+        user_f, item_f, final = model.user_factors_, model.item_factors_, self.evaluations[-1]
+        if cfg.early_stopping_metric is not None and state["best_step"] is not None:
+            best = read_checkpoint(self.ckpt_root / "best")
+            user_f, item_f, final = best.user_factors, best.item_factors, best.state["record"]
+        exports = list_exports(self.model_dir / "export")
+        export_path = None
+        if exports:
+            newest = read_export(exports[-1], mmap=True)
+            # this exact model (the same factors, not merely the same step count) is exported
+            if np.array_equal(newest.user_factors, user_f) and np.array_equal(
+                newest.item_factors, item_f
+            ):
+                export_path = exports[-1]
+        if export_path is None:
+            export_path = self._write_export(data, user_f, item_f, final)
+            self.say(f"exported {export_path}")
+        return TrainResult(
+            self.model_dir,
+            export_path,
+            model,
+            self.evaluations,
+            self.baseline,
+            state["stopped_early"],
+            self.resumed,
+            step,
+        )
+
+    def _write_export(self, data, user_f, item_f, final: dict) -> Path:
+        from walsrec.serving.export import write_export
+
+        cfg, model, step = self.cfg, self.model, self.state["step"]
         hyper = {
             k: cfg.to_dict()[k]
             for k in IDENTITY_KEYS
@@ -488,29 +534,25 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
         hyper["unobserved_weight"] = float(model.unobserved_weight)
         hyper["alpha"] = float(model.alpha)
         hyper["regularization"] = float(model.regularization)
-        export_path = write_export(
-            model_dir,
+        return write_export(
+            self.model_dir,
             user_factors=user_f,
             item_factors=item_f,
             users=data.train.users,
             items=data.train.items,
-            user_items=ui,
+            user_items=data.train.user_items,
             hyperparameters=hyper,
             metrics={k: v for k, v in final.items() if k not in ("model",)},
             training={
                 "step": step,
                 "exported_step": final["step"],
-                "sweeps": step / per_sweep,
-                "stopped_early": state["stopped_early"],
+                "sweeps": step / self.per_sweep,
+                "stopped_early": self.state["stopped_early"],
                 "data": data.source,
-                "baseline": baseline,
+                "baseline": self.baseline,
             },
             keep=cfg.keep_exports,
         )
-        say(f"exported {export_path}")
-    return TrainResult(
-        model_dir, export_path, model, evaluations, baseline, state["stopped_early"], resumed, step
-    )
 
 
 def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> float:
@@ -588,17 +630,6 @@ def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> 
             f"{choice.validated_users:,} users scored ({tried}; {choice.seconds:.1f} s)"
         )
     return choice.value
-
-
-def _dask_source(cfg, model_dir: Path, ui: sp.csr_matrix):
-    """The native matrices the Dask workers read: DATA_DIR/train/native, or for TFRecord
-    inputs MODEL_DIR/cache and its transpose (written by the workers)."""
-    from walsrec.distributed.wals import native_source
-
-    if cfg.data is not None:
-        return native_source(cfg.data)
-    # written by the workers (cache_tfrecords_dask), transpose included
-    return native_source(model_dir / "cache", "train", "train_t")
 
 
 def _redraw_curve(model_dir: Path, records: list[dict], k: int) -> None:

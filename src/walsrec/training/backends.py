@@ -1,0 +1,187 @@
+"""Where :func:`walsrec.train` runs its model: on this machine or on a Dask cluster.
+
+The training loop picks a back end once (:func:`backend_for`) and then only calls the
+methods of :class:`Backend`: load the data, build the estimator, start it (initial factors,
+or a checkpoint's), run half-steps, report the loss and the held-out metrics, and hear of
+each checkpoint written. Everything that differs between the two lives here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from walsrec.training.inputs import TrainingData, load_training_data
+
+__all__ = ["Backend", "DaskBackend", "LocalBackend", "backend_for"]
+
+
+class Backend(Protocol):
+    """The operations the training loop needs of a back end.
+
+    A back end is built for one run: :meth:`load_data` binds it to the run's data, and
+    the other methods act on the estimator :meth:`build` returned.
+    """
+
+    name: str
+    data: TrainingData | None
+
+    def load_data(self, cfg, model_dir: Path) -> TrainingData: ...
+    @property
+    def user_items(self): ...
+    def build(self, params: dict[str, Any]): ...
+    def start(self, model, cfg, model_dir: Path) -> None: ...
+    def restore(self, model, checkpoint) -> None: ...
+    def update_rows(self, model, rows: np.ndarray | None) -> None: ...
+    def update_cols(self, model, cols: np.ndarray | None) -> None: ...
+    def loss(self, model) -> float: ...
+    def rwse(self, model) -> float: ...
+    def evaluate(self, model, cfg, model_dir: Path) -> dict: ...
+    def checkpointed(self, model, path: Path) -> None: ...
+
+
+class LocalBackend:
+    """This machine: the estimator is :class:`~walsrec.model.wals.WALS` on the
+    memory-mapped training matrix."""
+
+    #: shown in messages
+    name = "this machine"
+
+    def __init__(self) -> None:
+        self.data: TrainingData | None = None
+        self._csc = None
+
+    def load_data(self, cfg, model_dir: Path) -> TrainingData:
+        """The run's training (and eval) data, kept for the other methods."""
+        self.data = load_training_data(cfg, model_dir)
+        return self.data
+
+    @property
+    def user_items(self):
+        return self.data.train.user_items
+
+    def build(self, params: dict[str, Any]):
+        """The estimator for ``params`` (keyword arguments of WALS)."""
+        from walsrec.model.wals import WALS
+
+        return WALS(**params)
+
+    def start(self, model, cfg, model_dir: Path) -> None:
+        """Initial factors for the data's shape (the seed's draws)."""
+        model.initialize(*self.user_items.shape)
+
+    def restore(self, model, checkpoint) -> None:
+        """Continue from a checkpoint's factors."""
+        model.user_factors_ = checkpoint.user_factors.astype(model.user_factors_.dtype)
+        model.item_factors_ = checkpoint.item_factors.astype(model.item_factors_.dtype)
+
+    def update_rows(self, model, rows: np.ndarray | None) -> None:
+        """The row half-step for ``rows`` (None: all users)."""
+        model.update_rows(self.user_items, rows=rows)
+
+    def update_cols(self, model, cols: np.ndarray | None) -> None:
+        """The column half-step for ``cols`` (None: all items)."""
+        if self._csc is None:
+            self._csc = self.user_items.tocsc()
+        model.update_cols(self._csc, cols=cols)
+
+    def loss(self, model) -> float:
+        return model.loss(self.user_items)
+
+    def rwse(self, model) -> float:
+        return model.rwse(self.user_items)
+
+    def evaluate(self, model, cfg, model_dir: Path) -> dict:
+        """The held-out metrics at ``cfg.k`` (training items excluded); {} without eval
+        data."""
+        from walsrec.metrics import evaluate
+
+        if self.data.eval is None:
+            return {}
+        return evaluate(
+            model.user_factors_,
+            model.item_factors_,
+            self.user_items,
+            self.data.eval,
+            k=cfg.k,
+            n_jobs=cfg.threads,
+        )
+
+    def checkpointed(self, model, path: Path) -> None:
+        """A checkpoint of the current factors was written at ``path``."""
+
+
+class DaskBackend(LocalBackend):
+    """The half-steps, the loss and the evaluation on a Dask cluster's workers, which read
+    the training matrix from shared storage; this process keeps the matrix memory-mapped
+    (for its shape, the baseline and the export) and never holds a factor matrix but to
+    checkpoint and export."""
+
+    name = "dask"
+
+    def __init__(self, client) -> None:
+        super().__init__()
+        self.client = client
+
+    def load_data(self, cfg, model_dir: Path) -> TrainingData:
+        if cfg.data is None:
+            # the workers parse the TFRecords into MODEL_DIR/cache (train, train_t, eval):
+            # load_training_data then only memory-maps the cache
+            from walsrec.training.inputs import cache_tfrecords_dask
+
+            cache_tfrecords_dask(self.client, cfg, model_dir)
+        return super().load_data(cfg, model_dir)
+
+    def build(self, params: dict[str, Any]):
+        from walsrec.distributed.wals import DaskWALS
+
+        return DaskWALS(client=self.client, **params)
+
+    def start(self, model, cfg, model_dir: Path) -> None:
+        # the workers read the partitions from shared storage, never through this process
+        model.open(_dask_source(cfg, model_dir))
+        super().start(model, cfg, model_dir)
+
+    def restore(self, model, checkpoint) -> None:
+        model.load_factors(
+            checkpoint.path / "user_factors.npy", checkpoint.path / "item_factors.npy"
+        )
+
+    def update_cols(self, model, cols: np.ndarray | None) -> None:
+        model.update_cols(self.user_items, cols=cols)
+
+    def evaluate(self, model, cfg, model_dir: Path) -> dict:
+        """On the workers: no factor matrix comes to this process."""
+        from walsrec.distributed.evaluate import evaluate_dask
+
+        if self.data.eval is None:
+            return {}
+        where = (
+            {"data": cfg.data}
+            if cfg.data is not None
+            else {"data": str(model_dir / "cache"), "name": "eval"}
+        )
+        return evaluate_dask(model, **where, k=cfg.k, n_jobs=cfg.threads)
+
+    def checkpointed(self, model, path: Path) -> None:
+        # restart the factors' lineage at the checkpoint: a worker lost later is recovered
+        # from these files, not by recomputing every sweep since the start
+        model.load_factors(path / "user_factors.npy", path / "item_factors.npy", unchanged=True)
+
+
+def _dask_source(cfg, model_dir: Path):
+    """The native matrices the Dask workers read: DATA_DIR/train/native, or for TFRecord
+    inputs MODEL_DIR/cache and its transpose (written by the workers)."""
+    from walsrec.distributed.wals import native_source
+
+    if cfg.data is not None:
+        return native_source(cfg.data)
+    # written by the workers (cache_tfrecords_dask), transpose included
+    return native_source(model_dir / "cache", "train", "train_t")
+
+
+def backend_for(client=None) -> Backend:
+    """The Dask back end on ``client``'s cluster, or this machine's (None)."""
+    return LocalBackend() if client is None else DaskBackend(client)
