@@ -15,6 +15,8 @@ the one in Google's recommendation course (visitor id, article id, session durat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from walsrec._checks import check_int
@@ -92,8 +94,34 @@ def generate_visits(
     >>> table.num_rows, table.column_names
     (1000, ['visitor_id', 'article_id', 'session_duration', 'timestamp'])
     """
-    import pyarrow as pa
+    sizes = _checked_params(
+        n_interactions,
+        n_users,
+        n_items,
+        n_topics,
+        chunk_size,
+        taste_concentration,
+        popularity_share,
+    )
+    n_interactions, n_users, n_items, n_topics, chunk_size = sizes
+    rng = np.random.default_rng(seed)
+    site = _plant_site(n_users, n_items, n_topics, taste_concentration, rng)
+    chunks = [
+        _draw_visits(site, min(chunk_size, n_interactions - start), popularity_share, rng)
+        for start in range(0, n_interactions, chunk_size)
+    ]
+    users = np.concatenate([u for u, _, _ in chunks])
+    items = np.concatenate([item for _, item, _ in chunks])
+    durations = np.concatenate([d for _, _, d in chunks])
+    timestamps = _EPOCH_START + np.sort(rng.integers(0, 30 * 86_400, size=n_interactions))
+    return _visits_table(users, items, durations, timestamps, n_users, n_items)
 
+
+def _checked_params(
+    n_interactions, n_users, n_items, n_topics, chunk_size, taste_concentration, popularity_share
+) -> tuple[int, int, int, int, int]:
+    """(n_interactions, n_users, n_items, n_topics, chunk_size) as :func:`generate_visits`
+    takes them, defaults filled in, after checking every parameter's rule."""
     n_interactions = _check_int("n_interactions", n_interactions, 1)
     n_users = _check_int("n_users", n_users, 1) if n_users is not None else None
     n_items = _check_int("n_items", n_items, 1) if n_items is not None else None
@@ -112,8 +140,30 @@ def generate_visits(
     n_users = n_users if n_users is not None else max(10, n_interactions // 20)
     n_items = n_items if n_items is not None else max(20, n_interactions // 50)
     n_topics = min(n_topics, n_items)
+    return n_interactions, n_users, n_items, n_topics, chunk_size
 
-    rng = np.random.default_rng(seed)
+
+@dataclass
+class _Site:
+    """The planted world visits are drawn from: cumulative visitor activity, the articles
+    of each topic with their cumulative popularity, and each visitor's topic tastes."""
+
+    user_cum: np.ndarray  # (n_users,) cumulative activity
+    global_cum: np.ndarray  # (n_items,) cumulative popularity
+    item_topic: np.ndarray  # (n_items,) the topic of each article
+    topic_order: np.ndarray  # (n_items,) articles grouped by topic
+    starts: np.ndarray  # (n_topics + 1,) topic t owns topic_order[starts[t]:starts[t + 1]]
+    within: np.ndarray  # (n_items,) cumulative popularity in topic_order
+    lo: np.ndarray  # (n_topics,) where each topic's span of ``within`` begins
+    hi: np.ndarray  # (n_topics,) and ends
+    tastes: np.ndarray  # (n_users, n_topics) each visitor's topic preferences
+    taste_cum: np.ndarray  # (n_users, n_topics) their cumulative sums
+
+
+def _plant_site(
+    n_users: int, n_items: int, n_topics: int, taste_concentration: float, rng
+) -> _Site:
+    """Draw activity, popularity, the topic of each article and each visitor's tastes."""
     activity = _power_law_weights(n_users, 0.9, rng)
     popularity = _power_law_weights(n_items, 0.8, rng)
     # Articles grouped by topic: topic t owns items topic_order[starts[t]:starts[t+1]].
@@ -124,41 +174,52 @@ def generate_visits(
     within = np.cumsum(popularity[topic_order])
     lo = np.concatenate(([0.0], within))[starts[:-1]]
     hi = within[starts[1:] - 1]
-    global_cum = np.cumsum(popularity)
     tastes = rng.dirichlet(np.full(n_topics, taste_concentration), size=n_users)
-    taste_cum = np.cumsum(tastes, axis=1)
+    return _Site(
+        user_cum=np.cumsum(activity),
+        global_cum=np.cumsum(popularity),
+        item_topic=item_topic,
+        topic_order=topic_order,
+        starts=starts,
+        within=within,
+        lo=lo,
+        hi=hi,
+        tastes=tastes,
+        taste_cum=np.cumsum(tastes, axis=1),
+    )
 
-    users_out = []
-    items_out = []
-    durations_out = []
-    user_cum = np.cumsum(activity)
-    for start in range(0, n_interactions, chunk_size):
-        m = min(chunk_size, n_interactions - start)
-        u = np.minimum(np.searchsorted(user_cum, rng.random(m) * user_cum[-1]), n_users - 1)
-        # Topic from the visitor's taste (inverse CDF per row), then an article of that topic
-        # by popularity; a share of visits follows global popularity instead.
-        r = rng.random(m)[:, None]
-        topic = np.minimum((taste_cum[u] < r).sum(axis=1), n_topics - 1)
-        pos = lo[topic] + rng.random(m) * (hi[topic] - lo[topic])
-        idx = np.clip(
-            np.searchsorted(within, pos, side="right"), starts[topic], starts[topic + 1] - 1
-        )
-        item = topic_order[idx]
-        popular = rng.random(m) < popularity_share
-        n_pop = int(popular.sum())
-        item[popular] = np.minimum(
-            np.searchsorted(global_cum, rng.random(n_pop) * global_cum[-1]), n_items - 1
-        )
-        # Longer sessions on articles that match the visitor's taste.
-        affinity = tastes[u, item_topic[item]]
-        duration = np.exp(rng.normal(3.5 + 1.5 * affinity, 0.8, size=m))
-        users_out.append(u)
-        items_out.append(item)
-        durations_out.append(np.round(duration, 1) + 1.0)
 
-    users = np.concatenate(users_out)
-    items = np.concatenate(items_out)
-    timestamps = _EPOCH_START + np.sort(rng.integers(0, 30 * 86_400, size=n_interactions))
+def _draw_visits(site: _Site, m: int, popularity_share: float, rng):
+    """``m`` visits: (visitor, article, session duration) arrays."""
+    n_users, n_topics = site.tastes.shape
+    n_items = len(site.item_topic)
+    u = np.minimum(np.searchsorted(site.user_cum, rng.random(m) * site.user_cum[-1]), n_users - 1)
+    # Topic from the visitor's taste (inverse CDF per row), then an article of that topic
+    # by popularity; a share of visits follows global popularity instead.
+    r = rng.random(m)[:, None]
+    topic = np.minimum((site.taste_cum[u] < r).sum(axis=1), n_topics - 1)
+    pos = site.lo[topic] + rng.random(m) * (site.hi[topic] - site.lo[topic])
+    idx = np.clip(
+        np.searchsorted(site.within, pos, side="right"),
+        site.starts[topic],
+        site.starts[topic + 1] - 1,
+    )
+    item = site.topic_order[idx]
+    popular = rng.random(m) < popularity_share
+    n_pop = int(popular.sum())
+    item[popular] = np.minimum(
+        np.searchsorted(site.global_cum, rng.random(n_pop) * site.global_cum[-1]), n_items - 1
+    )
+    # Longer sessions on articles that match the visitor's taste.
+    affinity = site.tastes[u, site.item_topic[item]]
+    duration = np.exp(rng.normal(3.5 + 1.5 * affinity, 0.8, size=m))
+    return u, item, np.round(duration, 1) + 1.0
+
+
+def _visits_table(users, items, durations, timestamps, n_users: int, n_items: int):
+    """The pyarrow table of the visits, ids as zero-padded names ("v042", "a007")."""
+    import pyarrow as pa
+
     uwidth = len(str(n_users - 1))
     iwidth = len(str(n_items - 1))
     user_names = pa.array([f"v{i:0{uwidth}d}" for i in range(n_users)], pa.string())
@@ -167,7 +228,7 @@ def generate_visits(
         {
             "visitor_id": user_names.take(pa.array(users)),
             "article_id": item_names.take(pa.array(items)),
-            "session_duration": pa.array(np.concatenate(durations_out)),
+            "session_duration": pa.array(durations),
             "timestamp": pa.array(timestamps.astype(np.int64)),
         }
     )

@@ -24,8 +24,10 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from walsrec.data import tfrecord
 from walsrec.data.tfrecord import iter_records, read_tfrecords, write_tfrecords
+from walsrec.data.tfrecord.encode import _encode
+from walsrec.data.tfrecord.framing import _length_crcs
+from walsrec.data.tfrecord.layout import _SORTED_ORDER
 from walsrec.errors import DataFormatError, InvalidParameterError
 
 # --------------------------------------------------------------------------------------
@@ -309,7 +311,7 @@ def test_golden_record_written(tmp_path):
 def test_tensorflows_length_crc_of_a_real_file():
     # The first header of TF's items_for_user-00000-of-00003.tfrecord: length 0x61a.
     header = bytes.fromhex("1a06000000000000")
-    assert tfrecord._length_crcs(np.array([0x61A]))[0] == 0x565A46CF
+    assert _length_crcs(np.array([0x61A]))[0] == 0x565A46CF
     assert masked_crc(header) == 0x565A46CF
 
 
@@ -380,9 +382,7 @@ def test_encoder_matches_the_independent_encoder(m, tf_order, keep_empty):
         frame(row_example(int(i), m[i].indices.tolist(), m[i].data.tolist(), order)) for i in rows
     )
     slots = np.array([{"indices": 0, "key": 1, "values": 2}[name] for name in order])
-    got = tfrecord._encode(
-        m.indptr.astype(np.int64), m.indices, m.data.view(np.uint32), rows, slots
-    )
+    got = _encode(m.indptr.astype(np.int64), m.indices, m.data.view(np.uint32), rows, slots)
     assert bytes(got) == expected
 
 
@@ -1330,11 +1330,11 @@ def test_encoder_reproduces_tensorflows_bytes(ml100k):
         bits = matrix.data.view(np.uint32)
         rows = np.arange(matrix.shape[0])
         for s in range(3):
-            blob = bytes(tfrecord._encode(indptr, matrix.indices, bits, rows[s::3], tf_order))
+            blob = bytes(_encode(indptr, matrix.indices, bits, rows[s::3], tf_order))
             assert blob == (tf_dir / f"{name}-{s:05d}-of-00003.tfrecord").read_bytes()
         tf_blob = gzip.decompress((tf_dir / f"{name}.tfrecord.gz").read_bytes())
-        assert bytes(tfrecord._encode(indptr, matrix.indices, bits, rows, tf_order)) == tf_blob
-        ours = bytes(tfrecord._encode(indptr, matrix.indices, bits, rows, tfrecord._SORTED_ORDER))
+        assert bytes(_encode(indptr, matrix.indices, bits, rows, tf_order)) == tf_blob
+        ours = bytes(_encode(indptr, matrix.indices, bits, rows, _SORTED_ORDER))
         assert len(ours) == len(tf_blob)
         assert [decode_example(r) for r in unframe(ours)] == [
             decode_example(r) for r in unframe(tf_blob)

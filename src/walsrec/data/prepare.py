@@ -40,7 +40,7 @@ from walsrec._files import (
     write_error,
 )
 from walsrec.data.interactions import DUPLICATE_POLICIES, Interactions, aggregate_duplicates
-from walsrec.data.readers import read_table
+from walsrec.data.readers import ReadResult, read_table
 from walsrec.data.vocabulary import Vocabulary
 from walsrec.errors import DataFormatError, InvalidParameterError
 
@@ -271,6 +271,50 @@ def prepare(
     _check_params(params)
     out = Path(out)
     note = progress or (lambda message: None)
+    _check_output_dir(out, inputs, overwrite)
+    started = time.perf_counter()
+    read = _read_inputs(params, note)
+    pairs, transform_info = _combined_pairs(read, params)
+    kept = _filtered_pairs(pairs, min_user_interactions, min_item_interactions)
+    train, evaluation, n_eval_dropped = _split_pairs(kept, eval_fraction, split, seed, note)
+    counts = _counts(read, len(pairs.rows), len(kept.rows), train, evaluation, n_eval_dropped)
+    meta = _meta(params, read.sources, transform_info, counts)
+    _write_data_dir(out, meta, train, evaluation, shards, compression, note)
+    meta["seconds"] = round(time.perf_counter() - started, 3)
+    return meta
+
+
+@dataclass
+class _Pairs:
+    """Distinct (user, item) pairs: codes into the distinct ids ``users`` and ``items``,
+    the combined value, the number of rows combined and (with a time column) the time of
+    each pair."""
+
+    users: pa.Array
+    items: pa.Array
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    counts: np.ndarray
+    times: np.ndarray | None
+
+    def take(self, mask: np.ndarray) -> _Pairs:
+        """The pairs of ``mask``."""
+        times = self.times[mask] if self.times is not None else None
+        return _Pairs(
+            self.users,
+            self.items,
+            self.rows[mask],
+            self.cols[mask],
+            self.values[mask],
+            self.counts[mask],
+            times,
+        )
+
+
+def _check_output_dir(out: Path, inputs, overwrite: bool) -> None:
+    """Refuse an ``out`` that exists and is not empty, unless ``overwrite`` and it is a
+    DATA_DIR or an empty directory that holds no input."""
     recover_dir(out)  # a DATA_DIR a killed run left renamed aside is put back first
     if overwrite:
         # only a DATA_DIR or an empty directory is replaced, never one holding an input
@@ -287,23 +331,35 @@ def prepare(
             f"The output directory {str(out)!r} exists and is not empty; pass overwrite=True "
             "(--overwrite) to replace it."
         )
-    started = time.perf_counter()
+
+
+def _read_inputs(p: dict, note: Callable[[str], None]) -> ReadResult:
+    """The interaction rows of ``p["inputs"]``, read with :func:`prepare`'s settings ``p``."""
     note("reading inputs")
     read = read_table(
-        inputs,
-        user_col=user_col,
-        item_col=item_col,
-        rating_col=rating_col,
-        time_col=time_col,
-        delimiter=delimiter,
-        columns=columns,
-        format=format,
-        on_bad_rows=on_bad_rows,
-        nonnegative_rating=rating_transform in ("log1p", "scaled-median"),
+        p["inputs"],
+        user_col=p["user_col"],
+        item_col=p["item_col"],
+        rating_col=p["rating_col"],
+        time_col=p["time_col"],
+        delimiter=p["delimiter"],
+        columns=p["columns"],
+        format=p["format"],
+        on_bad_rows=p["on_bad_rows"],
+        nonnegative_rating=p["rating_transform"] in ("log1p", "scaled-median"),
     )
-    table = read.table
     note(f"read {read.n_rows_read:,} rows from {len(read.sources)} file(s)")
+    return read
 
+
+def _combined_pairs(read: ReadResult, p: dict) -> tuple[_Pairs, dict]:
+    """The rows read, combined into distinct pairs (``p["duplicates"]``) and their rating
+    transformed; returns the pairs and the transform's info for meta.json.
+
+    A pair whose combined rating is beyond float32's range is an error, or with
+    ``on_bad_rows="skip"`` dropped, its rows counted as bad rows in ``read``.
+    """
+    table = read.table
     users_dict, user_codes = _encode(table.column("user"))
     items_dict, item_codes = _encode(table.column("item"))
     values = (
@@ -313,13 +369,15 @@ def prepare(
     )
     times = table.column("time").to_numpy() if "time" in table.column_names else None
     del table
+    duplicates = p["duplicates"]
     agg = aggregate_duplicates(user_codes, item_codes, values, len(items_dict), duplicates, times)
     rows, cols, values, counts = agg[0], agg[1], agg[2], agg[3]
     pair_times = agg[4] if times is not None else None
-    values, transform_info = transform_ratings(values, rating_transform, scale, cap)
+    values, transform_info = transform_ratings(values, p["rating_transform"], p["scale"], p["cap"])
+    pairs = _Pairs(users_dict, items_dict, rows, cols, values, counts, pair_times)
     beyond = _beyond_float32(values)
     if beyond.any():
-        if on_bad_rows == "error":
+        if p["on_bad_rows"] == "error":
             pos = int(np.flatnonzero(beyond)[0])
             user, item = users_dict[int(rows[pos])].as_py(), items_dict[int(cols[pos])].as_py()
             raise DataFormatError(
@@ -332,28 +390,36 @@ def prepare(
         n_rows = int(counts[beyond].sum())
         read.bad_reasons["combined rating beyond float32 range"] += n_rows
         read.n_bad_rows += n_rows
-        rows, cols, values = rows[~beyond], cols[~beyond], values[~beyond]
-        pair_times = pair_times[~beyond] if pair_times is not None else None
-    n_pairs = len(rows)
+        pairs = pairs.take(~beyond)
+    return pairs, transform_info
 
-    keep = _filter_counts(rows, cols, min_user_interactions, min_item_interactions)
-    n_filtered = int(n_pairs - keep.sum())
-    rows, cols, values = rows[keep], cols[keep], values[keep]
-    pair_times = pair_times[keep] if pair_times is not None else None
-    if len(rows) == 0:
+
+def _filtered_pairs(pairs: _Pairs, min_user: int, min_item: int) -> _Pairs:
+    """The pairs left after dropping users and items with too few interactions (repeated
+    until stable); none left is a DataFormatError."""
+    kept = pairs.take(_filter_counts(pairs.rows, pairs.cols, min_user, min_item))
+    if len(kept.rows) == 0:
         raise DataFormatError(
-            f"No interactions are left after filtering ({n_pairs:,} distinct pairs read; "
-            f"min_user_interactions={min_user_interactions}, "
-            f"min_item_interactions={min_item_interactions})."
+            f"No interactions are left after filtering ({len(pairs.rows):,} distinct pairs "
+            f"read; min_user_interactions={min_user}, min_item_interactions={min_item})."
         )
+    return kept
 
+
+def _split_pairs(
+    pairs: _Pairs, eval_fraction: float, split: str, seed: int, note: Callable[[str], None]
+) -> tuple[Interactions, Interactions | None, int]:
+    """Train and eval interactions (None when ``eval_fraction`` is 0), indexed by the
+    vocabularies of train, and the number of eval pairs dropped for a user or item that
+    train lacks."""
+    rows, cols, values = pairs.rows, pairs.cols, pairs.values
     rng = np.random.default_rng(seed)
-    is_eval = _split(rows, pair_times, eval_fraction, split, rng)
+    is_eval = _split(rows, pairs.times, eval_fraction, split, rng)
     train_rows, train_cols = rows[~is_eval], cols[~is_eval]
-    users = Vocabulary.from_values(users_dict.take(pa.array(np.unique(train_rows))), "users")
-    items = Vocabulary.from_values(items_dict.take(pa.array(np.unique(train_cols))), "items")
-    user_map = users.indices(users_dict)
-    item_map = items.indices(items_dict)
+    users = Vocabulary.from_values(pairs.users.take(pa.array(np.unique(train_rows))), "users")
+    items = Vocabulary.from_values(pairs.items.take(pa.array(np.unique(train_cols))), "items")
+    user_map = users.indices(pairs.users)
+    item_map = items.indices(pairs.items)
     train = _matrix(user_map[train_rows], item_map[train_cols], values[~is_eval], users, items)
     er, ec = user_map[rows[is_eval]], item_map[cols[is_eval]]
     known = (er >= 0) & (ec >= 0)
@@ -367,33 +433,52 @@ def prepare(
         f"{len(users):,} users, {len(items):,} items, {train.nnz:,} train and "
         f"{evaluation.nnz if evaluation is not None else 0:,} eval interactions"
     )
+    return train, evaluation, n_eval_dropped
 
-    meta = {
+
+def _counts(read, n_pairs, n_kept, train, evaluation, n_eval_dropped) -> dict:
+    """meta.json's counts: rows read and skipped, pairs, users, items and interactions."""
+    return {
+        "rows_read": read.n_rows_read,
+        "bad_rows_skipped": read.n_bad_rows,
+        "bad_rows_by_reason": dict(read.bad_reasons),
+        "distinct_pairs": n_pairs,
+        "pairs_removed_by_filters": int(n_pairs - n_kept),
+        "n_users": len(train.users),
+        "n_items": len(train.items),
+        "train_interactions": train.nnz,
+        "eval_interactions": evaluation.nnz if evaluation is not None else 0,
+        "eval_dropped_not_in_train": n_eval_dropped,
+    }
+
+
+def _meta(p: dict, sources: list[str], transform_info: dict, counts: dict) -> dict:
+    """The content of meta.json, for :func:`prepare`'s settings ``p``."""
+    return {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "sources": read.sources,
-        "columns": {"user": user_col, "item": item_col, "rating": rating_col, "time": time_col},
+        "sources": sources,
+        "columns": {
+            "user": p["user_col"],
+            "item": p["item_col"],
+            "rating": p["rating_col"],
+            "time": p["time_col"],
+        },
         "rating_transform": transform_info,
-        "duplicates": duplicates,
+        "duplicates": p["duplicates"],
         "filters": {
-            "min_user_interactions": min_user_interactions,
-            "min_item_interactions": min_item_interactions,
+            "min_user_interactions": p["min_user_interactions"],
+            "min_item_interactions": p["min_item_interactions"],
         },
-        "split": {"method": split, "eval_fraction": eval_fraction, "seed": seed},
-        "counts": {
-            "rows_read": read.n_rows_read,
-            "bad_rows_skipped": read.n_bad_rows,
-            "bad_rows_by_reason": dict(read.bad_reasons),
-            "distinct_pairs": n_pairs,
-            "pairs_removed_by_filters": n_filtered,
-            "n_users": len(users),
-            "n_items": len(items),
-            "train_interactions": train.nnz,
-            "eval_interactions": evaluation.nnz if evaluation is not None else 0,
-            "eval_dropped_not_in_train": n_eval_dropped,
-        },
-        "tfrecords": {"shards": shards, "compression": compression or "none"},
+        "split": {"method": p["split"], "eval_fraction": p["eval_fraction"], "seed": p["seed"]},
+        "counts": counts,
+        "tfrecords": {"shards": p["shards"], "compression": p["compression"] or "none"},
     }
+
+
+def _write_data_dir(out: Path, meta, train, evaluation, shards, compression, note) -> None:
+    """Write the DATA_DIR into a temporary directory beside ``out``, renamed into place
+    when complete; an OSError names ``out``."""
     note("writing TFRecords and native arrays")
     try:
         # an existing DATA_DIR was refused above unless overwrite: replacing it is wanted
@@ -402,8 +487,6 @@ def prepare(
         )
     except OSError as exc:
         raise write_error(exc, out, "cannot write the prepared data") from exc
-    meta["seconds"] = round(time.perf_counter() - started, 3)
-    return meta
 
 
 def _beyond_float32(values: np.ndarray) -> np.ndarray:

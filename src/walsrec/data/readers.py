@@ -873,147 +873,190 @@ def _first(mask: np.ndarray) -> int:
 
 def _validate(table, roles, locate, on_bad_rows, nonnegative, result) -> pa.Table:
     """Check ids, ratings and times; raise on the first problem or drop and count."""
-    n = table.num_rows
-    keep = np.ones(n, dtype=bool)
+    checks = _RowChecks(table, roles, locate, on_bad_rows, result)
+    for role in ("user", "item"):
+        _check_ids(checks, role)
+    if "rating" in roles:
+        _check_ratings(checks, nonnegative)
+    if "time" in roles:
+        _check_times(checks)
+    return checks.kept_rows()
 
-    def error(pos, role, message):
-        value = table.column(role)[pos].as_py()
+
+class _RowChecks:
+    """What :func:`_validate`'s checks share: the table, its columns replaced as they are
+    converted, the rows kept so far, and what a problem does (raise, or drop and count)."""
+
+    def __init__(self, table: pa.Table, roles: dict, locate, on_bad_rows: str, result):
+        self.table = table
+        self.roles = roles
+        self.locate = locate
+        self.on_bad_rows = on_bad_rows
+        self.result = result
+        self.keep = np.ones(table.num_rows, dtype=bool)
+
+    def error(self, pos, role, message):
+        """Raise the DataFormatError of row ``pos``'s value of ``role``."""
+        value = self.table.column(role)[pos].as_py()
         raise DataFormatError(
-            f"{locate(pos)}, column {roles[role]!r}: {message.format(value=repr(value))}"
+            f"{self.locate(pos)}, column {self.roles[role]!r}: {message.format(value=repr(value))}"
         )
 
-    def problem(mask, reason, role, message):
-        mask = mask & keep
+    def problem(self, mask, reason, role, message):
+        """Rows of ``mask`` (among those kept) are bad: raise on the first, or drop them
+        and count them under ``reason``."""
+        mask = mask & self.keep
         if not mask.any():
             return
-        if on_bad_rows == "error":
-            error(_first(mask), role, message)
-        result.bad_reasons[reason] += int(mask.sum())
-        result.n_bad_rows += int(mask.sum())
-        keep[mask] = False
+        if self.on_bad_rows == "error":
+            self.error(_first(mask), role, message)
+        self.result.bad_reasons[reason] += int(mask.sum())
+        self.result.n_bad_rows += int(mask.sum())
+        self.keep[mask] = False
 
-    def replace(role, col):
-        nonlocal table
-        table = table.set_column(table.column_names.index(role), role, col)
+    def replace(self, role, col):
+        """Put ``col`` in place of the role's column; returns it."""
+        self.table = self.table.set_column(self.table.column_names.index(role), role, col)
         return col
 
-    def as_text(role):
+    def as_text(self, role):
         """The role's text or bytes column as strings; text that is not UTF-8 is an error."""
-        col = table.column(role)
+        col = self.table.column(role)
         text, bad = _as_utf8(col)
         if bad is not None:  # shown as bytes: as text it could not be shown at all
-            replace(role, col.cast(pa.large_binary() if _is_large(col.type) else pa.binary()))
-            error(bad, role, "the value {value} is not UTF-8 text; convert the file to UTF-8.")
-        return replace(role, text.cast(pa.string()))
+            self.replace(role, col.cast(pa.large_binary() if _is_large(col.type) else pa.binary()))
+            self.error(bad, role, "the value {value} is not UTF-8 text; convert the file to UTF-8.")
+        return self.replace(role, text.cast(pa.string()))
 
-    for role in ("user", "item"):
-        col = table.column(role)
-        if _kind(col.type) in ("text", "bytes", "null"):
-            col = as_text(role)
-        if col.null_count:
-            problem(
-                pc.is_null(col).to_numpy(zero_copy_only=False),
-                "missing id",
-                role,
-                "the id is missing.",
-            )
-        col = pc.fill_null(col, "")
-        empty = pc.equal(pc.binary_length(col), 0).to_numpy(zero_copy_only=False)
-        problem(empty, "missing id", role, "the id is empty.")
-        if _may_hold_control_bytes(col):  # else the regex is skipped: 0.2 s per 5M ids
-            multiline = pc.match_substring_regex(col, "[\n\r\x00]")
-            problem(
-                multiline.to_numpy(zero_copy_only=False),
-                "id with a newline or NUL",
-                role,
-                "the id {value} contains a newline or NUL character; ids must be one line.",
-            )
-    if "rating" in roles:
-        col = table.column("rating")
-        kind = _kind(col.type)
-        if kind in ("text", "bytes"):
-            text = pc.utf8_trim_whitespace(pc.fill_null(as_text("rating"), ""))
-            numeric = pc.match_substring_regex(text, _NUMBER_RE).to_numpy(zero_copy_only=False)
-            problem(
-                ~numeric, "rating not a number", "rating", "the rating {value} is not a number."
-            )
-            problem(
-                numeric & _integer_text_beyond_exact(text),
-                "integer rating beyond 2**53",
-                "rating",
-                _BEYOND_EXACT,
-            )
-            col = pc.if_else(pa.array(numeric), text, "nan").cast(pa.float64())
-        elif kind == "integer":
-            # a uint64 scalar for unsigned columns: compared with an int64 one, pyarrow
-            # casts the column to int64 and fails on values of 2**63 and more
-            signed = pa.types.is_signed_integer(col.type)
-            limit = pa.scalar(_MAX_EXACT_INT, pa.int64() if signed else pa.uint64())
-            beyond = pc.greater(col, limit)
-            if signed:
-                beyond = pc.or_(beyond, pc.less(col, -_MAX_EXACT_INT))
-            beyond = pc.fill_null(beyond, False)
-            problem(
-                beyond.to_numpy(zero_copy_only=False),
-                "integer rating beyond 2**53",
-                "rating",
-                _BEYOND_EXACT,
-            )
-            # dropped rows: keeps the cast below exact
-            col = pc.if_else(beyond, pa.scalar(0, col.type), col)
-        values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        if col.null_count:
-            problem(
-                pc.is_null(col).to_numpy(zero_copy_only=False),
-                "rating missing",
-                "rating",
-                "the rating is missing.",
-            )
-            values = np.where(np.isnan(values), 0.0, values)
-        problem(
-            ~np.isfinite(values),
-            "rating not finite",
-            "rating",
-            "the rating {value} is not a finite number.",
+    def kept_rows(self) -> pa.Table:
+        """The table without the rows dropped."""
+        if not self.keep.all():
+            return self.table.filter(pa.array(self.keep))
+        return self.table
+
+
+def _check_ids(checks: _RowChecks, role: str) -> None:
+    """User or item ids (``role``): present, not empty, on one line."""
+    col = checks.table.column(role)
+    if _kind(col.type) in ("text", "bytes", "null"):
+        col = checks.as_text(role)
+    if col.null_count:
+        checks.problem(
+            pc.is_null(col).to_numpy(zero_copy_only=False),
+            "missing id",
+            role,
+            "the id is missing.",
         )
-        # Ratings are stored as float32 (the TFRecords' float lists), where these are inf.
+    col = pc.fill_null(col, "")
+    empty = pc.equal(pc.binary_length(col), 0).to_numpy(zero_copy_only=False)
+    checks.problem(empty, "missing id", role, "the id is empty.")
+    if _may_hold_control_bytes(col):  # else the regex is skipped: 0.2 s per 5M ids
+        multiline = pc.match_substring_regex(col, "[\n\r\x00]")
+        checks.problem(
+            multiline.to_numpy(zero_copy_only=False),
+            "id with a newline or NUL",
+            role,
+            "the id {value} contains a newline or NUL character; ids must be one line.",
+        )
+
+
+def _check_ratings(checks: _RowChecks, nonnegative: bool) -> None:
+    """Ratings as float64: numbers, present, finite, within float32's range (and not
+    negative with ``nonnegative``)."""
+    col = _numeric_ratings(checks)
+    values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if col.null_count:
+        checks.problem(
+            pc.is_null(col).to_numpy(zero_copy_only=False),
+            "rating missing",
+            "rating",
+            "the rating is missing.",
+        )
+        values = np.where(np.isnan(values), 0.0, values)
+    checks.problem(
+        ~np.isfinite(values),
+        "rating not finite",
+        "rating",
+        "the rating {value} is not a finite number.",
+    )
+    # Ratings are stored as float32 (the TFRecords' float lists), where these are inf.
+    with np.errstate(invalid="ignore"):
+        checks.problem(
+            np.abs(values) > _FLOAT32_MAX,
+            "rating beyond float32 range",
+            "rating",
+            "the rating {value} is beyond float32's range (magnitudes up to 3.4e38), "
+            "in which ratings are stored.",
+        )
+    if nonnegative:
         with np.errstate(invalid="ignore"):
-            problem(
-                np.abs(values) > _FLOAT32_MAX,
-                "rating beyond float32 range",
+            checks.problem(
+                values < 0,
+                "negative rating",
                 "rating",
-                "the rating {value} is beyond float32's range (magnitudes up to 3.4e38), "
-                "in which ratings are stored.",
+                "the rating {value} is negative, which the rating transform cannot take.",
             )
-        if nonnegative:
-            with np.errstate(invalid="ignore"):
-                problem(
-                    values < 0,
-                    "negative rating",
-                    "rating",
-                    "the rating {value} is negative, which the rating transform cannot take.",
-                )
-        replace("rating", col.cast(pa.float64()))
-    if "time" in roles:
-        col = table.column("time")
-        if _kind(col.type) in ("text", "bytes"):
-            col = _parse_times(as_text("time"), lambda pos, msg: error(pos, "time", msg))
-        col = _unix_seconds(col)
-        if col.null_count:
-            problem(
-                pc.is_null(col).to_numpy(zero_copy_only=False),
-                "time missing",
-                "time",
-                "the time is missing.",
-            )
-        if pa.types.is_floating(col.type):  # the value shown is the text, unless pyarrow's
-            # CSV reader took the column for floats (1e400 is then shown as inf)
-            finite = pc.fill_null(pc.is_finite(col), True).to_numpy(zero_copy_only=False)
-            problem(~finite, "time not finite", "time", "the time {value} is not a finite number.")
-        replace("time", col)
-    if not keep.all():
-        table = table.filter(pa.array(keep))
-    return table
+    checks.replace("rating", col.cast(pa.float64()))
+
+
+def _numeric_ratings(checks: _RowChecks):
+    """The rating column as numbers: text that is not a number, or an integer beyond 2**53
+    (as text or in an integer column), is a problem, its rating NaN or 0 from here on."""
+    col = checks.table.column("rating")
+    kind = _kind(col.type)
+    if kind in ("text", "bytes"):
+        text = pc.utf8_trim_whitespace(pc.fill_null(checks.as_text("rating"), ""))
+        numeric = pc.match_substring_regex(text, _NUMBER_RE).to_numpy(zero_copy_only=False)
+        checks.problem(
+            ~numeric, "rating not a number", "rating", "the rating {value} is not a number."
+        )
+        checks.problem(
+            numeric & _integer_text_beyond_exact(text),
+            "integer rating beyond 2**53",
+            "rating",
+            _BEYOND_EXACT,
+        )
+        col = pc.if_else(pa.array(numeric), text, "nan").cast(pa.float64())
+    elif kind == "integer":
+        # a uint64 scalar for unsigned columns: compared with an int64 one, pyarrow
+        # casts the column to int64 and fails on values of 2**63 and more
+        signed = pa.types.is_signed_integer(col.type)
+        limit = pa.scalar(_MAX_EXACT_INT, pa.int64() if signed else pa.uint64())
+        beyond = pc.greater(col, limit)
+        if signed:
+            beyond = pc.or_(beyond, pc.less(col, -_MAX_EXACT_INT))
+        beyond = pc.fill_null(beyond, False)
+        checks.problem(
+            beyond.to_numpy(zero_copy_only=False),
+            "integer rating beyond 2**53",
+            "rating",
+            _BEYOND_EXACT,
+        )
+        # dropped rows: keeps the cast below exact
+        col = pc.if_else(beyond, pa.scalar(0, col.type), col)
+    return col
+
+
+def _check_times(checks: _RowChecks) -> None:
+    """Times as Unix seconds (text parsed as numbers or timestamps): present and finite."""
+    col = checks.table.column("time")
+    if _kind(col.type) in ("text", "bytes"):
+        col = _parse_times(checks.as_text("time"), lambda pos, msg: checks.error(pos, "time", msg))
+    col = _unix_seconds(col)
+    if col.null_count:
+        checks.problem(
+            pc.is_null(col).to_numpy(zero_copy_only=False),
+            "time missing",
+            "time",
+            "the time is missing.",
+        )
+    if pa.types.is_floating(col.type):  # the value shown is the text, unless pyarrow's
+        # CSV reader took the column for floats (1e400 is then shown as inf)
+        finite = pc.fill_null(pc.is_finite(col), True).to_numpy(zero_copy_only=False)
+        checks.problem(
+            ~finite, "time not finite", "time", "the time {value} is not a finite number."
+        )
+    checks.replace("time", col)
 
 
 _BEYOND_EXACT = (
