@@ -1244,6 +1244,10 @@ def test_missing_files(tmp_path):
             {"vocab_size": 3, "dtype": np.int32},
             "'dtype' parameter of read_tfrecords must be np.float32",
         ),
+        (  # not a dtype at all: np.dtype("nope") fails, and None == np.dtype(float) holds
+            {"vocab_size": 3, "dtype": "nope"},
+            "'dtype' parameter of read_tfrecords must be np.float32 or np.float64. Got 'nope'",
+        ),
     ],
 )
 def test_read_parameter_errors(tmp_path, kwargs, message):

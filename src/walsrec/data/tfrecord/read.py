@@ -209,7 +209,7 @@ def _checked_params(vocab_size, n_rows, dtype) -> tuple[int, int | None, np.dtyp
         out_dtype = np.dtype(dtype)
     except TypeError:
         out_dtype = None
-    if out_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if out_dtype is None or out_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise InvalidParameterError(
             "The 'dtype' parameter of read_tfrecords must be np.float32 or np.float64. "
             f"Got {dtype!r} instead."
