@@ -46,7 +46,7 @@ from walsrec.data.tfrecord import inferred_size
 from walsrec.distributed import _storage, _tasks
 from walsrec.errors import DataFormatError, InvalidParameterError, NotFittedError
 from walsrec.model import halfstep
-from walsrec.model.wals import WALS
+from walsrec.model.wals import WALS, check_params, run_sweeps
 
 __all__ = ["DaskWALS", "NativeSource", "native_source"]
 
@@ -129,13 +129,16 @@ def native_source(
     return NativeSource(directory, rows_name, cdir, cols_name, shape, int(rows["nnz"]))
 
 
+_WALS_DEFAULTS = WALS().get_params()
+
+
 def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
     parts = max(1, min(parts, n)) if n else 1
     edges = np.linspace(0, n, parts + 1).round().astype(np.int64)
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
 
-class DaskWALS(WALS):
+class DaskWALS:
     """WALS whose half-steps run on a Dask cluster; same parameters, same factors.
 
     With the same seed and data, the factors equal :class:`~walsrec.model.wals.WALS`'s to
@@ -164,7 +167,7 @@ class DaskWALS(WALS):
     ----------
     user_factors_, item_factors_ : ndarray
         Gathered from the workers on access (cached until the factors change).
-    loss_, rwse_, n_iter_ : as WALS.
+    loss_, rwse_, n_iter_, weighting_stats_ : as WALS.
     stats_ : dict
         Counted traffic: ``bytes_to_workers`` (arrays in task arguments, client → cluster),
         ``bytes_from_workers`` (results gathered), ``bytes_between_workers`` (fixed factor
@@ -183,19 +186,44 @@ class DaskWALS(WALS):
     def __init__(
         self, embedding_dim=32, *, client=None, partitions=None, ship_whole_above=0.5, **params
     ):
-        super().__init__(embedding_dim, **params)
+        unknown = sorted(set(params) - set(_WALS_DEFAULTS) - {"embedding_dim"})
+        if unknown:
+            raise TypeError(
+                f"DaskWALS.__init__() got an unexpected keyword argument {unknown[0]!r}"
+            )
+        for name, default in _WALS_DEFAULTS.items():
+            setattr(self, name, params.get(name, default))
+        self.embedding_dim = embedding_dim
         self.client = client
         self.partitions = partitions
         self.ship_whole_above = ship_whole_above
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        out = super().get_params(deep)
-        out.update(
-            client=self.client,
-            partitions=self.partitions,
-            ship_whole_above=self.ship_whole_above,
-        )
-        return out
+        """The constructor's parameters: WALS's, then ``client``, ``partitions`` and
+        ``ship_whole_above``."""
+        return {
+            **self._wals_params(),
+            "client": self.client,
+            "partitions": self.partitions,
+            "ship_whole_above": self.ship_whole_above,
+        }
+
+    def set_params(self, **params: Any) -> DaskWALS:
+        """Set constructor parameters, as scikit-learn's ``set_params``."""
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise InvalidParameterError(
+                    f"Invalid parameter {name!r} for DaskWALS. Valid parameters: {sorted(valid)}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def _wals_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _WALS_DEFAULTS}
+
+    def _validate_params(self) -> None:
+        check_params(self._wals_params())
 
     # ------------------------------------------------------------------ setup
 
@@ -980,4 +1008,51 @@ class DaskWALS(WALS):
             self.update_cols()
             return after_rows, self._loss_state
 
-        return self._run_sweeps(sweep, "WALS (dask)")
+        return run_sweeps(self, sweep, "WALS (dask)")
+
+    # ------------------------------------------------------------------ on this machine
+
+    def to_local(self, method: str = "to_local") -> WALS:
+        """A :class:`~walsrec.model.wals.WALS` on this machine with this model's parameters,
+        factors (gathered from the workers; cached until they change), fit history and
+        weighting statistics. Fold-in and recommendations run on it: they read every
+        factor row."""
+        self._check_initialized(method)
+        users, items = self.user_factors_, self.item_factors_
+        local = self.__dict__.get("_local")
+        if local is None or local.user_factors_ is not users or local.item_factors_ is not items:
+            local = WALS(**self._wals_params())
+            local.user_factors_, local.item_factors_ = users, items
+            self._local = local
+        else:
+            local.set_params(**self._wals_params())
+        local.loss_ = list(getattr(self, "loss_", []))
+        local.rwse_, local.n_iter_ = getattr(self, "rwse_", None), getattr(self, "n_iter_", 0)
+        stats = self.weighting_stats_
+        if stats is not None:
+            local.weighting_stats_ = stats
+        return local
+
+    def project_rows(self, new_user_items, weights=None, row_weights=None) -> np.ndarray:
+        """Fold in unseen users on this machine: :meth:`WALS.project_rows
+        <walsrec.model.wals.WALS.project_rows>` against the gathered item factors."""
+        local = self.to_local("project_rows")
+        return local.project_rows(new_user_items, weights, row_weights)
+
+    def project_cols(self, new_item_users, weights=None, col_weights=None) -> np.ndarray:
+        """Fold in unseen items on this machine: :meth:`WALS.project_cols
+        <walsrec.model.wals.WALS.project_cols>` against the gathered user factors."""
+        local = self.to_local("project_cols")
+        return local.project_cols(new_item_users, weights, col_weights)
+
+    def recommend(
+        self, user_index, user_items, k=10, exclude_seen=True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`WALS.recommend <walsrec.model.wals.WALS.recommend>` on the gathered
+        factors."""
+        return self.to_local("recommend").recommend(user_index, user_items, k, exclude_seen)
+
+    def similar_items(self, item_index, k=10) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`WALS.similar_items <walsrec.model.wals.WALS.similar_items>` on the
+        gathered item factors."""
+        return self.to_local("similar_items").similar_items(item_index, k)

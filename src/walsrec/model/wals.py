@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,7 @@ from walsrec.errors import InvalidParameterError, NotFittedError
 from walsrec.model import halfstep, weighting
 from walsrec.model.halfstep import FixedSide, Side
 
-__all__ = ["WALS"]
+__all__ = ["WALS", "check_params", "run_sweeps"]
 
 _SOLVERS = ("cholesky", "cg")
 
@@ -289,55 +290,7 @@ class WALS:
         return self
 
     def _validate_params(self) -> None:
-        def need(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                raise InvalidParameterError(_param_error(name, rule, getattr(self, name)))
-
-        def nonneg_real(name: str) -> None:
-            v = getattr(self, name)
-            need(_is_real(v) and np.isfinite(v) and v >= 0, name, "a finite float >= 0")
-
-        need(
-            _is_int(self.embedding_dim) and self.embedding_dim >= 1, "embedding_dim", "an int >= 1"
-        )
-        nonneg_real("unobserved_weight")
-        nonneg_real("regularization")
-        nonneg_real("regularization_exponent")
-        need(
-            isinstance(self.solver, str) and self.solver in _SOLVERS,
-            "solver",
-            f"one of {list(_SOLVERS)}",
-        )
-        need(_is_int(self.cg_steps) and self.cg_steps >= 1, "cg_steps", "an int >= 1")
-        need(_is_int(self.sweeps) and self.sweeps >= 1, "sweeps", "an int >= 1")
-        nonneg_real("tol")
-        v = self.init_std
-        need(_is_real(v) and np.isfinite(v) and v > 0, "init_std", "a finite float > 0")
-        try:
-            ok = np.dtype(self.dtype) in (np.float32, np.float64)
-        except TypeError:
-            ok = False
-        need(ok, "dtype", "one of ['float32', 'float64']")
-        need(
-            self.n_jobs is None or (_is_int(self.n_jobs) and self.n_jobs != 0),
-            "n_jobs",
-            "None or a non-zero int (-1: all cores)",
-        )
-        rs = self.random_state
-        need(
-            rs is None
-            or _is_int(rs)
-            or isinstance(rs, np.random.Generator | np.random.RandomState),
-            "random_state",
-            "None, an int, a numpy Generator or a RandomState",
-        )
-        need(self.callback is None or callable(self.callback), "callback", "None or a callable")
-        need(isinstance(self.show_progress, bool | np.bool_), "show_progress", "a bool")
-        for name in ("row_weights", "col_weights"):
-            v = getattr(self, name)
-            if _is_real(v):
-                need(np.isfinite(v) and v >= 0, name, "a finite float >= 0 or a 1-D array")
-        weighting.check_params(self.get_params())
+        check_params(self.get_params())
 
     @property
     def _np_dtype(self) -> np.dtype:
@@ -738,39 +691,7 @@ class WALS:
         return self._run_sweeps(sweep, "WALS")
 
     def _run_sweeps(self, sweep, desc: str) -> WALS:
-        """Run ``sweep()`` up to ``sweeps`` times with the bookkeeping every back end shares.
-
-        ``sweep()`` does a row then a column half-step and returns (loss after the rows,
-        (loss, data term, Σ W) after the columns). Records ``loss_``, ``rwse_``, ``n_iter_``;
-        shows progress; stops when ``callback`` returns True or the loss changes by less
-        than ``tol`` relative.
-        """
-        progress = None
-        if self.show_progress:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=self.sweeps, desc=desc, unit="sweep")
-        try:
-            previous = None
-            for n in range(1, self.sweeps + 1):
-                after_rows, (current, data, sum_w) = sweep()
-                self.loss_.append(after_rows)
-                self.loss_.append(current)
-                self.n_iter_ = n
-                self.rwse_ = float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{current:.6g}")
-                if self.callback is not None and self.callback(n, self) is True:
-                    break
-                if previous is not None and self.tol > 0:
-                    if abs(previous - current) <= self.tol * abs(previous):
-                        break
-                previous = current
-        finally:
-            if progress is not None:
-                progress.close()
-        return self
+        return run_sweeps(self, sweep, desc)
 
     # ------------------------------------------------------------------ fold-in
 
@@ -974,6 +895,64 @@ class WALS:
         return _top_k(sims, candidates, k)
 
 
+def check_params(params: Mapping[str, Any]) -> None:
+    """Raise :class:`~walsrec.errors.InvalidParameterError` naming the first of WALS's
+    parameters in ``params`` (all of them, as ``WALS.get_params()``) that breaks its rule;
+    what ``fit`` and the other methods check first. Shared by every back end."""
+
+    def need(ok: bool, name: str, rule: str) -> None:
+        if not ok:
+            raise InvalidParameterError(_param_error(name, rule, params[name]))
+
+    def nonneg_real(name: str) -> None:
+        v = params[name]
+        need(_is_real(v) and np.isfinite(v) and v >= 0, name, "a finite float >= 0")
+
+    need(
+        _is_int(params["embedding_dim"]) and params["embedding_dim"] >= 1,
+        "embedding_dim",
+        "an int >= 1",
+    )
+    nonneg_real("unobserved_weight")
+    nonneg_real("regularization")
+    nonneg_real("regularization_exponent")
+    need(
+        isinstance(params["solver"], str) and params["solver"] in _SOLVERS,
+        "solver",
+        f"one of {list(_SOLVERS)}",
+    )
+    need(_is_int(params["cg_steps"]) and params["cg_steps"] >= 1, "cg_steps", "an int >= 1")
+    need(_is_int(params["sweeps"]) and params["sweeps"] >= 1, "sweeps", "an int >= 1")
+    nonneg_real("tol")
+    v = params["init_std"]
+    need(_is_real(v) and np.isfinite(v) and v > 0, "init_std", "a finite float > 0")
+    try:
+        ok = np.dtype(params["dtype"]) in (np.float32, np.float64)
+    except TypeError:
+        ok = False
+    need(ok, "dtype", "one of ['float32', 'float64']")
+    need(
+        params["n_jobs"] is None or (_is_int(params["n_jobs"]) and params["n_jobs"] != 0),
+        "n_jobs",
+        "None or a non-zero int (-1: all cores)",
+    )
+    rs = params["random_state"]
+    need(
+        rs is None or _is_int(rs) or isinstance(rs, np.random.Generator | np.random.RandomState),
+        "random_state",
+        "None, an int, a numpy Generator or a RandomState",
+    )
+    need(
+        params["callback"] is None or callable(params["callback"]), "callback", "None or a callable"
+    )
+    need(isinstance(params["show_progress"], bool | np.bool_), "show_progress", "a bool")
+    for name in ("row_weights", "col_weights"):
+        v = params[name]
+        if _is_real(v):
+            need(np.isfinite(v) and v >= 0, name, "a finite float >= 0 or a 1-D array")
+    weighting.check_params(params)
+
+
 _PARAM_NAMES = tuple(
     p.name
     for p in inspect.signature(WALS.__init__).parameters.values()
@@ -999,3 +978,40 @@ def _top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarr
         idx, s = idx[keep], s[keep]
     order = np.lexsort((idx, -s))[:k]
     return idx[order].astype(np.int64), s[order]
+
+
+def run_sweeps(model, sweep, desc: str):
+    """Run ``sweep()`` up to ``model.sweeps`` times with the bookkeeping every back end
+    shares (WALS and DaskWALS).
+
+    ``sweep()`` does a row then a column half-step and returns (loss after the rows,
+    (loss, data term, Σ W) after the columns). Records ``loss_``, ``rwse_``, ``n_iter_``;
+    shows progress; stops when ``callback`` returns True or the loss changes by less
+    than ``tol`` relative.
+    """
+    progress = None
+    if model.show_progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=model.sweeps, desc=desc, unit="sweep")
+    try:
+        previous = None
+        for n in range(1, model.sweeps + 1):
+            after_rows, (current, data, sum_w) = sweep()
+            model.loss_.append(after_rows)
+            model.loss_.append(current)
+            model.n_iter_ = n
+            model.rwse_ = float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{current:.6g}")
+            if model.callback is not None and model.callback(n, model) is True:
+                break
+            if previous is not None and model.tol > 0:
+                if abs(previous - current) <= model.tol * abs(previous):
+                    break
+            previous = current
+    finally:
+        if progress is not None:
+            progress.close()
+    return model
