@@ -325,3 +325,38 @@ def test_export_to_may_not_deploy_into_the_inputs(project, to, message):
 @pytest.mark.parametrize("to", ["model", ".", "serving"])
 def test_export_to_may_be_the_model_dir_or_a_folder_holding_the_inputs(project, to):
     load_pipeline_config(_with(project, 'to = "serving"', f'to = "{to}"'))
+
+
+def test_the_plan_builds_the_steps_in_order_and_a_step_is_current_only_with_its_outputs(
+    tmp_path,
+):
+    from walsrec.pipeline import _PLAN, STEPS, Step
+
+    assert [plan.__name__.lstrip("_") for plan in _PLAN] == list(STEPS)
+
+    def nothing():
+        return None, ""
+
+    file, folder = tmp_path / "out.csv", tmp_path / "export"
+    assert not Step("predict", "f", None, nothing).outputs_exist()
+    assert not Step("predict", "f", file, nothing).outputs_exist()
+    file.write_text("")
+    folder.mkdir()
+    assert Step("predict", "f", file, nothing).outputs_exist()
+    assert Step("train", "f", folder, nothing, directory=True).outputs_exist()
+    # the wrong kind is not the step's output
+    assert not Step("predict", "f", folder, nothing).outputs_exist()
+    assert not Step("train", "f", file, nothing, directory=True).outputs_exist()
+
+
+def test_a_dry_run_reports_each_step_once_in_order_with_the_tables_off(project):
+    path = project / "pipeline.toml"
+    path.write_text(path.read_text().split("[evaluate]")[0])  # prepare and train only
+    steps = run(project, dry_run=True).steps
+    assert [(s.name, s.status) for s in steps] == [
+        ("prepare", "would run"),
+        ("train", "would run"),
+        ("evaluate", "off"),
+        ("export", "off"),
+        ("predict", "off"),
+    ]

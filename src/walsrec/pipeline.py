@@ -51,6 +51,7 @@ may be the MODEL_DIR itself but not a folder inside it (training clears its cont
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -451,100 +452,149 @@ def run_pipeline(
         return _run_steps(config, config_path, force, only, dry_run, show_progress, log)
 
 
-def _run_steps(config, config_path, force, only, dry_run, show_progress, log) -> PipelineResult:
-    """:func:`run_pipeline` after its arguments are checked."""
-    say = log or (lambda message: None)
-    custom_state = config.pop("state", None)
-    state_path = Path(custom_state["path"]) if custom_state else _state_path(config_path)
-    state = _read_state(state_path)
-    result = PipelineResult(steps=[], state_path=state_path)
-    outputs: dict[str, Any] = {}  # each step's output token, which later steps depend on
+@dataclass(frozen=True)
+class Step:
+    """One step of the pipeline, as the runner (:func:`_run_steps`) sees it.
 
-    def decide(step: str, fingerprint: str, outputs_exist: bool) -> bool:
-        previous = state.get(step, {})
-        if step in force:
-            return True
-        return previous.get("fingerprint") != fingerprint or not outputs_exist
+    Attributes
+    ----------
+    name : str
+        One of :data:`STEPS`.
+    fingerprint : str
+        The digest of what decides whether the step's outputs are current: its settings,
+        the sizes and modification times of its input files, the outputs of the steps it
+        depends on. The step is skipped while it equals that of its last successful run
+        and ``outputs`` still exists.
+    outputs : Path or None
+        The file (or with ``directory`` the directory) the step leaves; None when there is
+        none yet.
+    run : callable
+        ``run()`` does the step and returns its output (the token that the later steps
+        depend on, kept in the state file) and a one-line detail.
+    directory : bool, default False
+        ``outputs`` is a directory, not a file.
+    """
 
-    def record(step: str, fingerprint: str, output: Any, detail: str, seconds: float) -> None:
-        state[step] = {
-            "fingerprint": fingerprint,
+    name: str
+    fingerprint: str
+    outputs: Path | None
+    run: Callable[[], tuple[Any, str]]
+    directory: bool = False
+
+    def outputs_exist(self) -> bool:
+        """Whether ``outputs`` is there, as a file (or a directory with ``directory``)."""
+        if self.outputs is None:
+            return False
+        return self.outputs.is_dir() if self.directory else self.outputs.is_file()
+
+
+@dataclass
+class _Run:
+    """One run of the pipeline: its arguments, its state file and what the steps left."""
+
+    config: dict
+    config_path: Path
+    force: set[str]
+    only: set[str] | None
+    dry_run: bool
+    show_progress: bool
+    log: Callable[[str], None] | None
+    state_path: Path
+    state: dict
+    result: PipelineResult
+    outputs: dict[str, Any] = field(default_factory=dict)  # each step's output token
+
+    def say(self, message: str) -> None:
+        if self.log is not None:
+            self.log(message)
+
+    def progress(self, step: str) -> Callable[[str], None] | None:
+        """A step's progress messages, prefixed with its name (None without ``log``)."""
+        return (lambda message: self.say(f"{step}: {message}")) if self.log else None
+
+    @functools.cached_property
+    def evaluation(self) -> dict | None:
+        """The scores of this run's evaluate step (None without one, or in a dry run)."""
+        path = Path(self.config["train"]["model_dir"]) / "evaluation.json"
+        if "evaluate" not in self.outputs or self.dry_run or not path.is_file():
+            return None
+        return json.loads(path.read_text())
+
+    def take(self, step: Step) -> Any:
+        """Skip, run or (``dry_run``) judge ``step``; its output, for the steps after it."""
+        previous = self.state.get(step.name, {})
+        if self.only is not None and step.name not in self.only:
+            if not previous:
+                raise InvalidParameterError(
+                    f"The {step.name} step of {self.config_path} has not run yet; run it (or "
+                    "the whole pipeline) before the steps after it."
+                )
+            self.result.steps.append(StepOutcome(step.name, "not run", previous.get("detail", "")))
+            return previous.get("output")
+        changed = previous.get("fingerprint") != step.fingerprint
+        if step.name not in self.force and not changed and step.outputs_exist():
+            self.say(f"{step.name}: unchanged, skipped ({previous.get('detail', '')})")
+            self.result.steps.append(StepOutcome(step.name, "skipped", previous.get("detail", "")))
+            return previous.get("output")
+        if self.dry_run:
+            why = (
+                "forced"
+                if step.name in self.force
+                else "never ran"
+                if not previous
+                else "changed"
+                if changed
+                else "outputs missing"
+            )
+            self.result.steps.append(StepOutcome(step.name, "would run", why))
+            return previous.get("output") or f"dry-run:{step.name}"
+        self.say(f"{step.name}: running")
+        started = time.perf_counter()
+        output, detail = step.run()
+        seconds = time.perf_counter() - started
+        self.state[step.name] = {
+            "fingerprint": step.fingerprint,
             "output": output,
             "detail": detail,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(seconds, 3),
         }
-        _write_state(state_path, state)
-
-    def run_step(step: str, fingerprint: str, outputs_exist: bool, action) -> Any:
-        previous = state.get(step, {})
-        if only is not None and step not in only:
-            if not previous:
-                raise InvalidParameterError(
-                    f"The {step} step of {config_path} has not run yet; run it (or the whole "
-                    "pipeline) before the steps after it."
-                )
-            result.steps.append(StepOutcome(step, "not run", previous.get("detail", "")))
-            return previous.get("output")
-        if not decide(step, fingerprint, outputs_exist):
-            say(f"{step}: unchanged, skipped ({previous.get('detail', '')})")
-            result.steps.append(StepOutcome(step, "skipped", previous.get("detail", "")))
-            return previous.get("output")
-        if dry_run:
-            why = (
-                "forced"
-                if step in force
-                else (
-                    "never ran"
-                    if not previous
-                    else "changed"
-                    if previous.get("fingerprint") != fingerprint
-                    else "outputs missing"
-                )
-            )
-            result.steps.append(StepOutcome(step, "would run", why))
-            return previous.get("output") or f"dry-run:{step}"
-        say(f"{step}: running")
-        started = time.perf_counter()
-        output, detail = action()
-        seconds = time.perf_counter() - started
-        record(step, fingerprint, output, detail, seconds)
-        say(f"{step}: done in {seconds:.1f} s ({detail})")
-        result.steps.append(StepOutcome(step, "ran", detail, seconds))
+        _write_state(self.state_path, self.state)
+        self.say(f"{step.name}: done in {seconds:.1f} s ({detail})")
+        self.result.steps.append(StepOutcome(step.name, "ran", detail, seconds))
         return output
 
-    # ------------------------------------------------------------------ prepare
-    prep = config.get("prepare")
-    if prep is not None:
-        out_dir = Path(prep["out"])
-        fp = _digest({"settings": prep, "files": _file_facts(prep["inputs"])})
 
-        def do_prepare():
-            from walsrec.data.prepare import prepare
+def _prepare(run: _Run) -> Step | StepOutcome:
+    """``[prepare]``: ``walsrec.prepare`` into the DATA_DIR; its output is meta.json's digest."""
+    prep = run.config.get("prepare")
+    if prep is None:
+        return StepOutcome("prepare", "off")
+    out_dir = Path(prep["out"])
 
-            settings = {k: v for k, v in prep.items() if k not in ("inputs", "out")}
-            meta = prepare(
-                prep["inputs"],
-                out_dir,
-                overwrite=True,
-                progress=(lambda m: say(f"prepare: {m}")) if log else None,
-                **settings,
-            )
-            c = meta["counts"]
-            detail = (
-                f"{c['n_users']:,} users, {c['n_items']:,} items, "
-                f"{c['train_interactions']:,} train / {c['eval_interactions']:,} eval"
-            )
-            return _meta_token(out_dir), detail
+    def do_prepare():
+        from walsrec.data.prepare import prepare
 
-        outputs["prepare"] = run_step("prepare", fp, (out_dir / "meta.json").is_file(), do_prepare)
-    else:
-        result.steps.append(StepOutcome("prepare", "off"))
+        settings = {k: v for k, v in prep.items() if k not in ("inputs", "out")}
+        meta = prepare(
+            prep["inputs"], out_dir, overwrite=True, progress=run.progress("prepare"), **settings
+        )
+        c = meta["counts"]
+        detail = (
+            f"{c['n_users']:,} users, {c['n_items']:,} items, "
+            f"{c['train_interactions']:,} train / {c['eval_interactions']:,} eval"
+        )
+        return _meta_token(out_dir), detail
 
-    # ------------------------------------------------------------------ train
-    train_cfg = config["train"]
+    fingerprint = _digest({"settings": prep, "files": _file_facts(prep["inputs"])})
+    return Step("prepare", fingerprint, out_dir / "meta.json", do_prepare)
+
+
+def _train(run: _Run) -> Step:
+    """``[train]``: ``walsrec.train`` into the MODEL_DIR; its output is the new export."""
+    train_cfg = run.config["train"]
     model_dir = Path(train_cfg["model_dir"])
-    upstream = outputs.get("prepare")
+    upstream = run.outputs.get("prepare")
     if upstream is None:  # inputs given directly: watch the files
         upstream = _file_facts(
             [
@@ -552,29 +602,23 @@ def _run_steps(config, config_path, force, only, dry_run, show_progress, log) ->
                 for k in ("data", "train_rows", "train_cols", "eval_rows", "eval_cols")
             ]
         )
-    fp = _digest({"settings": train_cfg, "upstream": upstream})
-    previous_export = state.get("train", {}).get("output")
-    export_exists = bool(previous_export) and Path(previous_export).is_dir()
+    fingerprint = _digest({"settings": train_cfg, "upstream": upstream})
+    previous_export = run.state.get("train", {}).get("output")
 
     def do_train():
         from walsrec.training import train
 
-        fresh = state.get("train_attempt") != fp
-        if fresh:
+        if run.state.get("train_attempt") != fingerprint:
             # new settings or data: start over, but keep the exports for running services
             from walsrec.training.loop import clear_model_dir
 
             clear_model_dir(model_dir, keep_exports=True)
-            state["train_attempt"] = fp
-            _write_state(state_path, state)
+            run.state["train_attempt"] = fingerprint
+            _write_state(run.state_path, run.state)
         # else: the last attempt with these settings was interrupted: resume it.
         # Earlier exports stay for running services; train() writes a new one with a higher
         # version whenever its factors differ from the newest, and applies keep_exports.
-        res = train(
-            show_progress=show_progress,
-            log=(lambda m: say(f"train: {m}")) if log else None,
-            **train_cfg,
-        )
+        res = train(show_progress=run.show_progress, log=run.progress("train"), **train_cfg)
         last = res.evaluations[-1] if res.evaluations else {}
         shown = {k: v for k, v in last.items() if k.startswith("ndcg@") or k == "loss"}
         detail = f"{res.steps} steps, export {res.export_path.name}" + "".join(
@@ -582,88 +626,134 @@ def _run_steps(config, config_path, force, only, dry_run, show_progress, log) ->
         )
         return str(res.export_path), detail
 
-    export = run_step("train", fp, export_exists, do_train)
-    outputs["train"] = export
-    result.export_path = Path(export) if export and not dry_run else None
+    outputs = Path(previous_export) if previous_export else None
+    return Step("train", fingerprint, outputs, do_train, directory=True)
 
-    # ------------------------------------------------------------------ evaluate
-    evaluation = None
-    ev_cfg = config.get("evaluate")
-    data_dir = train_cfg.get("data")
-    if ev_cfg is not None and data_dir:
-        k = int(ev_cfg.get("k", 10))
-        ev_path = model_dir / "evaluation.json"
-        fp = _digest({"settings": ev_cfg, "export": export, "data": outputs.get("prepare")})
 
-        def do_evaluate():
-            from walsrec.evaluation import evaluate_export
-
-            extra = {key: ev_cfg[key] for key in ("ease", "ease_regularization") if key in ev_cfg}
-            scores = evaluate_export(export, data_dir, k=k, **extra)
-            tmp = ev_path.with_name(f".{ev_path.name}.tmp")
-            tmp.write_text(json.dumps(scores, indent=2, default=str) + "\n")
-            os.replace(tmp, ev_path)
-            m, b = scores["model"], scores["most-popular"]
-            key = f"ndcg@{k}"
-            return str(ev_path), f"{key} {m.get(key, float('nan')):.4f} vs most-popular " + (
-                f"{b.get(key, float('nan')):.4f}"
-            )
-
-        out = run_step("evaluate", fp, ev_path.is_file(), do_evaluate)
-        outputs["evaluate"] = out
-        if not dry_run and ev_path.is_file():
-            evaluation = json.loads(ev_path.read_text())
-    else:
+def _evaluate(run: _Run) -> Step | StepOutcome:
+    """``[evaluate]``: ``walsrec.evaluate_export`` of the new export into evaluation.json."""
+    ev_cfg = run.config.get("evaluate")
+    data_dir = run.config["train"].get("data")
+    if ev_cfg is None or not data_dir:
         why = "" if ev_cfg is None else "needs a DATA_DIR ([prepare] or [train] data)"
-        result.steps.append(StepOutcome("evaluate", "off", why))
-    result.evaluation = evaluation
+        return StepOutcome("evaluate", "off", why)
+    k = int(ev_cfg.get("k", 10))
+    ev_path = Path(run.config["train"]["model_dir"]) / "evaluation.json"
+    export = run.outputs["train"]
 
-    # ------------------------------------------------------------------ export (deploy)
-    ex_cfg = config.get("export")
-    if ex_cfg is not None and ex_cfg.get("to"):
-        target_root = Path(ex_cfg["to"]) / "export"
-        fp = _digest({"settings": ex_cfg, "export": export})
-        deployed = state.get("export", {}).get("output")
+    def do_evaluate():
+        from walsrec.evaluation import evaluate_export
 
-        def do_export():
-            _check_gate(ex_cfg.get("min_metrics") or {}, evaluation, config_path)
-            source = Path(export)
-            target_root.mkdir(parents=True, exist_ok=True)
-            final = target_root / source.name
-            if not final.exists():
-                tmp = target_root / f".{source.name}.tmp-{os.getpid()}"
-                shutil.copytree(source, tmp)
-                os.replace(tmp, final)  # a watching service never sees half of it
-            return str(final), f"deployed {show_path(final)}"
-
-        outputs["export"] = run_step(
-            "export", fp, bool(deployed) and Path(deployed).is_dir(), do_export
+        extra = {key: ev_cfg[key] for key in ("ease", "ease_regularization") if key in ev_cfg}
+        scores = evaluate_export(export, data_dir, k=k, **extra)
+        tmp = ev_path.with_name(f".{ev_path.name}.tmp")
+        tmp.write_text(json.dumps(scores, indent=2, default=str) + "\n")
+        os.replace(tmp, ev_path)
+        m, b = scores["model"], scores["most-popular"]
+        key = f"ndcg@{k}"
+        return str(ev_path), f"{key} {m.get(key, float('nan')):.4f} vs most-popular " + (
+            f"{b.get(key, float('nan')):.4f}"
         )
-    else:
-        if ex_cfg is not None and ex_cfg.get("min_metrics") and not dry_run:
-            _check_gate(ex_cfg["min_metrics"], evaluation, config_path)
-        result.steps.append(StepOutcome("export", "off", f"served from {model_dir}"))
 
-    # ------------------------------------------------------------------ predict
-    pr_cfg = config.get("predict")
-    if pr_cfg is not None:
-        out_file = Path(pr_cfg["out"])
-        users_file = pr_cfg.get("users_file")
-        fp = _digest({"settings": pr_cfg, "export": export, "users": _file_facts([users_file])})
+    fingerprint = _digest(
+        {"settings": ev_cfg, "export": export, "data": run.outputs.get("prepare")}
+    )
+    return Step("evaluate", fingerprint, ev_path, do_evaluate)
 
-        def do_predict():
-            from walsrec.serving.predict import predict, read_user_ids
 
-            settings = {k: v for k, v in pr_cfg.items() if k not in ("out", "users_file")}
-            users = read_user_ids(users_file) if users_file else None
-            info = predict(export, out_file, users=users, progress=show_progress, **settings)
-            shown = show_path(out_file)
-            return str(out_file), f"{info['users']:,} users, top {info['k']} to {shown}"
+def _export(run: _Run) -> Step | StepOutcome:
+    """``[export] to``: deploy the new export into TO/export, once ``min_metrics`` are met.
 
-        outputs["predict"] = run_step("predict", fp, out_file.is_file(), do_predict)
-    else:
-        result.steps.append(StepOutcome("predict", "off"))
-    result.outputs = outputs
+    Without ``to`` the step is off, but ``min_metrics`` still gate the run (not in a dry run).
+    """
+    ex_cfg = run.config.get("export")
+    if ex_cfg is None or not ex_cfg.get("to"):
+        if ex_cfg is not None and ex_cfg.get("min_metrics") and not run.dry_run:
+            _check_gate(ex_cfg["min_metrics"], run.evaluation, run.config_path)
+        return StepOutcome("export", "off", f"served from {Path(run.config['train']['model_dir'])}")
+    target_root = Path(ex_cfg["to"]) / "export"
+    export = run.outputs["train"]
+    deployed = run.state.get("export", {}).get("output")
+
+    def do_export():
+        _check_gate(ex_cfg.get("min_metrics") or {}, run.evaluation, run.config_path)
+        source = Path(export)
+        target_root.mkdir(parents=True, exist_ok=True)
+        final = target_root / source.name
+        if not final.exists():
+            tmp = target_root / f".{source.name}.tmp-{os.getpid()}"
+            shutil.copytree(source, tmp)
+            os.replace(tmp, final)  # a watching service never sees half of it
+        return str(final), f"deployed {show_path(final)}"
+
+    fingerprint = _digest({"settings": ex_cfg, "export": export})
+    outputs = Path(deployed) if deployed else None
+    return Step("export", fingerprint, outputs, do_export, directory=True)
+
+
+def _predict(run: _Run) -> Step | StepOutcome:
+    """``[predict]``: ``walsrec.predict`` of the new export into ``out``."""
+    pr_cfg = run.config.get("predict")
+    if pr_cfg is None:
+        return StepOutcome("predict", "off")
+    out_file = Path(pr_cfg["out"])
+    users_file = pr_cfg.get("users_file")
+    export = run.outputs["train"]
+
+    def do_predict():
+        from walsrec.serving.predict import predict, read_user_ids
+
+        settings = {k: v for k, v in pr_cfg.items() if k not in ("out", "users_file")}
+        users = read_user_ids(users_file) if users_file else None
+        info = predict(export, out_file, users=users, progress=run.show_progress, **settings)
+        shown = show_path(out_file)
+        return str(out_file), f"{info['users']:,} users, top {info['k']} to {shown}"
+
+    fingerprint = _digest(
+        {"settings": pr_cfg, "export": export, "users": _file_facts([users_file])}
+    )
+    return Step("predict", fingerprint, out_file, do_predict)
+
+
+# The pipeline, in order: each builds its step from the run so far (or says it is off).
+_PLAN: tuple[Callable[[_Run], Step | StepOutcome], ...] = (
+    _prepare,
+    _train,
+    _evaluate,
+    _export,
+    _predict,
+)
+
+
+def _run_steps(config, config_path, force, only, dry_run, show_progress, log) -> PipelineResult:
+    """:func:`run_pipeline` after its arguments are checked: each step of :data:`_PLAN` in
+    turn, built when its turn comes (its fingerprint holds the outputs of the steps before
+    it), then skipped, run or reported (:meth:`_Run.take`)."""
+    custom_state = config.pop("state", None)
+    state_path = Path(custom_state["path"]) if custom_state else _state_path(config_path)
+    run = _Run(
+        config=config,
+        config_path=config_path,
+        force=force,
+        only=only,
+        dry_run=dry_run,
+        show_progress=show_progress,
+        log=log,
+        state_path=state_path,
+        state=_read_state(state_path),
+        result=PipelineResult(steps=[], state_path=state_path),
+    )
+    for plan in _PLAN:
+        step = plan(run)
+        if isinstance(step, StepOutcome):  # the step is off
+            run.result.steps.append(step)
+        else:
+            run.outputs[step.name] = run.take(step)
+    result = run.result
+    export = run.outputs["train"]
+    result.export_path = Path(export) if export and not dry_run else None
+    result.evaluation = run.evaluation
+    result.outputs = run.outputs
     return result
 
 

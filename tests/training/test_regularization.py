@@ -17,6 +17,7 @@ from walsrec.training.regularization import (
     FALLBACK_REGULARIZATION,
     RegularizationChoice,
     choose_regularization,
+    fit_and_score,
 )
 from walsrec.tuning.study import validation_split
 
@@ -221,3 +222,40 @@ def test_a_split_whose_fit_is_singular_scores_nan_and_the_fallback_is_kept():
     assert choice.folds == 3 and choice.scores
     assert all(math.isnan(v) for v in choice.scores.values())
     assert choice.value == FALLBACK_REGULARIZATION
+
+
+def wals(sweeps, seed):
+    return WALS(embedding_dim=4, regularization=0.05, sweeps=sweeps, n_jobs=1, random_state=seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_and_score_is_fit_then_evaluate(seed):
+    fit, val = validation_split(planted(seed=seed), 0.1, seed)
+    ref = wals(4, seed).fit(fit)
+    want = evaluate(ref.user_factors_, ref.item_factors_, fit, val, k=5)["ndcg@5"]
+    model = wals(4, seed)
+    assert fit_and_score(model, fit, val, metric="ndcg@5", k=5, n_jobs=1) == want
+    np.testing.assert_array_equal(model.user_factors_, ref.user_factors_)  # fitted in place
+    assert model.callback is None  # restored
+
+
+def test_fit_and_score_scores_every_sweeps_and_after_the_last_and_may_be_stopped():
+    fit, val = validation_split(planted(), 0.1, 0)
+    seen = []
+    value = fit_and_score(
+        wals(5, 0), fit, val, metric="ndcg@10", k=10, every=2, on_score=lambda *a: seen.append(a)
+    )
+    assert [sweep for sweep, _ in seen] == [2, 4, 5] and seen[-1][1] == value
+
+    class Stop(Exception):
+        pass
+
+    def stop(sweep, value):
+        raise Stop(sweep)
+
+    model = wals(5, 0)
+    with pytest.raises(Stop):
+        fit_and_score(model, fit, val, metric="ndcg@10", k=10, every=2, on_score=stop)
+    assert model.n_iter_ == 2 and model.callback is None
+    # no validation user qualifies (every held-out item is a fitted one): NaN, not an error
+    assert math.isnan(fit_and_score(wals(1, 0), fit, fit, metric="ndcg@10", k=10))

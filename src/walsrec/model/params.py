@@ -1,18 +1,23 @@
 """Settings to estimator: the one mapping from walsrec's settings (``walsrec train``'s, an
 export's ``hyperparameters``) to :class:`~walsrec.model.wals.WALS` arguments.
 
-Train, tune, λ auto's search and serving's fold-in all build their estimator through
-:func:`wals_params` and :func:`column_weights`, each passing the defaults that fill what
-its settings lack (``walsrec train``'s for new runs, the estimator's own for an export
-written before a setting existed).
+Train, tune, λ auto's search and serving's fold-in all build their estimator with
+:func:`estimator_from_settings` (:func:`wals_params` and :func:`column_weights`, then the
+run's own arguments), each passing the defaults that fill what its settings lack
+(``walsrec train``'s for new runs, the estimator's own for an export written before a
+setting existed).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from walsrec.errors import InvalidParameterError
 from walsrec.model import weighting
+
+if TYPE_CHECKING:
+    from walsrec.model.wals import WALS
 
 __all__ = [
     "AUTO_UNOBSERVED_MASS",
@@ -20,6 +25,7 @@ __all__ = [
     "LEGACY_UNOBSERVED_MASS",
     "SETTINGS",
     "column_weights",
+    "estimator_from_settings",
     "resolve_unobserved_weight",
     "wals_params",
 ]
@@ -81,7 +87,7 @@ def resolve_unobserved_weight(
 
 
 def wals_params(
-    settings: dict[str, Any], user_items=None, *, defaults: dict[str, Any]
+    settings: Mapping[str, Any], user_items=None, *, defaults: Mapping[str, Any]
 ) -> dict[str, Any]:
     """WALS keyword arguments (embedding_dim first) from settings, ``defaults`` filling
     what ``settings`` lacks.
@@ -120,7 +126,10 @@ def wals_params(
 
 
 def column_weights(
-    settings: dict[str, Any], user_items, *, defaults: dict[str, Any] = COLUMN_WEIGHT_DEFAULTS
+    settings: Mapping[str, Any],
+    user_items,
+    *,
+    defaults: Mapping[str, Any] = COLUMN_WEIGHT_DEFAULTS,
 ):
     """WALS's ``col_weights`` from settings (``defaults`` filling what they lack): the
     scalar ``col_weights``, or with ``col_weights_from_counts`` the course's weights from
@@ -135,3 +144,70 @@ def column_weights(
     return weighting.column_weights_from_counts(
         user_items, how, float(get("col_weight_factor")), float(get("col_weight_exponent"))
     )
+
+
+def estimator_from_settings(
+    settings: Mapping[str, Any],
+    user_items=None,
+    *,
+    defaults: Mapping[str, Any],
+    estimator_class: type[WALS] | None = None,
+    validate: bool = False,
+    **params: Any,
+) -> WALS:
+    """A WALS estimator (not fitted) from walsrec's settings.
+
+    Its arguments are :func:`wals_params` and ``col_weights`` from :func:`column_weights`
+    (both with ``defaults`` filling what ``settings`` lacks), then ``params``, which add the
+    run's own arguments (``sweeps``, ``n_jobs``, ``random_state``, a Dask ``client``) or
+    replace settings (``dtype``, say); a ``col_weights`` among them is used as it is, and
+    :func:`column_weights` is not called.
+
+    Parameters
+    ----------
+    settings : mapping
+        Settings named as :data:`SETTINGS` and :data:`COLUMN_WEIGHT_DEFAULTS` (others,
+        ``sweeps`` say, are ignored: pass them in ``params``).
+    user_items : scipy.sparse matrix of shape (n_users, n_items), optional
+        The training matrix: needed for ``alpha``/``unobserved_weight`` = "auto" and for
+        ``col_weights_from_counts``.
+    defaults : mapping
+        What fills the settings ``settings`` lacks (``TrainConfig().to_dict()`` for a run
+        of ``walsrec train``, ``WALS().get_params()`` for an export).
+    estimator_class : type, optional
+        WALS or a subclass of it (:class:`~walsrec.distributed.wals.DaskWALS`); default
+        WALS.
+    validate : bool, default False
+        Check the arguments now (as ``fit`` would), raising ``InvalidParameterError``.
+    **params
+        More WALS arguments, applied last.
+
+    Returns
+    -------
+    WALS
+
+    Examples
+    --------
+    >>> from walsrec.model.params import estimator_from_settings
+    >>> from walsrec.model.wals import WALS
+    >>> model = estimator_from_settings(
+    ...     {"embedding_dim": 8, "regularization": 0.02},
+    ...     defaults=WALS().get_params(),
+    ...     sweeps=5,
+    ...     random_state=0,
+    ... )
+    >>> model.embedding_dim, model.regularization, model.sweeps
+    (8, 0.02, 5)
+    """
+    # here, not at the top: training.config imports this module at its top, and reading
+    # settings needs no estimator
+    from walsrec.model.wals import WALS
+
+    arguments = wals_params(settings, user_items, defaults=defaults)
+    if "col_weights" not in params:
+        arguments["col_weights"] = column_weights(settings, user_items, defaults=defaults)
+    arguments.update(params)
+    model = (estimator_class or WALS)(**arguments)
+    if validate:
+        model._validate_params()
+    return model

@@ -500,36 +500,51 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
         lifespan=lifespan,
     )
     app.add_middleware(_BodyLimit, limit=settings.body_limit)
-    max_k = settings.max_k
-    max_n = settings.max_interactions
+    _add_error_handlers(app)
+    _add_status_routes(app)
+    # The GET endpoints parse their few query parameters themselves: FastAPI's generic
+    # parameter validation cost more than the recommendation itself (0.4 ms a request).
+    # The parameters are declared for the OpenAPI page.
+    _add_recommendation_routes(app, settings)
+    _add_similar_routes(app, settings)
+    return app
 
-    def current(request: Request):
-        return request.app.state.watcher.current
 
-    def finite(result, m, what: str):
-        # a few values: cheaper than letting json.dumps fail into a bare 500
-        if not np.isfinite(result.scores).all():
-            raise _ScoresNotFinite(m, what)
-        return result
+def _current(request: Request):
+    """The active model: read once per request, which uses it throughout."""
+    return request.app.state.watcher.current
 
-    def check_k(k: int) -> None:
-        if k > max_k:
-            raise InvalidParameterError(
-                f"The 'k' parameter must be an int in [1, {max_k}]. Got {k} instead."
-            )
 
-    def parse_k(text: str | None) -> int:
-        if text is None:
-            return 10
-        try:
-            k = int(text)
-        except ValueError:
-            k = None
-        if k is None or not 1 <= k <= max_k:
-            raise InvalidParameterError(
-                f"The 'k' parameter must be an int in [1, {max_k}]. Got {text!r} instead."
-            )
-        return k
+def _finite(result, m, what: str):
+    # a few values: cheaper than letting json.dumps fail into a bare 500
+    if not np.isfinite(result.scores).all():
+        raise _ScoresNotFinite(m, what)
+    return result
+
+
+def _check_k(k: int, max_k: int) -> None:
+    if k > max_k:
+        raise InvalidParameterError(
+            f"The 'k' parameter must be an int in [1, {max_k}]. Got {k} instead."
+        )
+
+
+def _parse_k(text: str | None, max_k: int) -> int:
+    if text is None:
+        return 10
+    try:
+        k = int(text)
+    except ValueError:
+        k = None
+    if k is None or not 1 <= k <= max_k:
+        raise InvalidParameterError(
+            f"The 'k' parameter must be an int in [1, {max_k}]. Got {text!r} instead."
+        )
+    return k
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Client mistakes as 404 or 422 with a short detail; scores that are not finite as 500."""
 
     @app.exception_handler(UnknownIdError)
     async def _unknown(request: Request, exc: UnknownIdError):
@@ -563,9 +578,13 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
         )
         return _json({"detail": detail}, 500)
 
+
+def _add_status_routes(app: FastAPI) -> None:
+    """``GET /health`` and ``GET /model``."""
+
     @app.get("/health", summary="Liveness and the active model version")
     async def health(request: Request):
-        return _json({"status": "ok", "version": current(request).version})
+        return _json({"status": "ok", "version": _current(request).version})
 
     @app.get("/model", summary="The active model: version, creation time, counts, metrics")
     async def model_info(request: Request):
@@ -579,9 +598,12 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
         info["skipped_exports"] = dict(w.skipped)
         return _json(_finite_or_none(info))
 
-    # The GET endpoints parse their few query parameters themselves: FastAPI's generic
-    # parameter validation cost more than the recommendation itself (0.4 ms a request).
-    # The parameters are declared for the OpenAPI page below.
+
+def _add_recommendation_routes(app: FastAPI, settings: ServiceSettings) -> None:
+    """``GET /recommendations/{user_id}`` (known users) and ``POST /recommendations``
+    (fold-in of a new user)."""
+    max_k = settings.max_k
+    max_n = settings.max_interactions
 
     @app.get(
         "/recommendations/{user_id:path}",
@@ -603,16 +625,16 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
     async def recommend(request: Request):
         user_id = request.path_params["user_id"]
         q = request.query_params
-        k = parse_k(q.get("k"))
+        k = _parse_k(q.get("k"), max_k)
         exclude_seen = _parse_bool(q.get("exclude_seen"), "exclude_seen")
         fallback = q.get("fallback", settings.fallback)
         if fallback not in (None, "popular"):
             raise InvalidParameterError(
                 f"The 'fallback' parameter must be 'popular'. Got {fallback!r} instead."
             )
-        m = current(request)
+        m = _current(request)
         result = m.recommend(user_id, k=k, exclude_seen=exclude_seen, fallback=fallback)
-        finite(result, m, "recommendations")
+        _finite(result, m, "recommendations")
         return _json(
             {
                 "user": user_id,
@@ -632,13 +654,13 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
         },
     )
     async def recommend_new_user(request: Request, body: FoldInRequest):
-        check_k(body.k)
+        _check_k(body.k, max_k)
         if len(body.interactions) > max_n:
             return _json(
                 {"detail": f"Too many interactions: {len(body.interactions)} (at most {max_n})."},
                 413,
             )
-        m = current(request)
+        m = _current(request)
         pairs = [(str(x.item), x.value) for x in body.interactions]
         try:
             # values too large overflow on the way (warnings); the outcome is checked below
@@ -652,6 +674,11 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
             # load_model bounds the served factors' scores: the client's values did it
             raise InvalidParameterError(_fold_in_refusal(m, pairs, None))
         return _json({"version": m.version, "ignored": result.ignored, "items": result.to_list()})
+
+
+def _add_similar_routes(app: FastAPI, settings: ServiceSettings) -> None:
+    """``GET /similar/{item_id}``."""
+    max_k = settings.max_k
 
     @app.get(
         "/similar/{item_id:path}",
@@ -671,16 +698,14 @@ def create_app(settings: ServiceSettings, watcher: ModelWatcher | None = None) -
     async def similar(request: Request):
         item_id = request.path_params["item_id"]
         q = request.query_params
-        k = parse_k(q.get("k"))
+        k = _parse_k(q.get("k"), max_k)
         metric = q.get("metric", "cosine")
-        m = current(request)
+        m = _current(request)
         result = m.similar_items(item_id, k=k, metric=metric)
-        finite(result, m, "similar items")
+        _finite(result, m, "similar items")
         return _json(
             {"item": item_id, "version": m.version, "metric": metric, "items": result.to_list()}
         )
-
-    return app
 
 
 def run(

@@ -632,18 +632,24 @@ def _split_interactions(interactions) -> tuple[list[str], np.ndarray]:
 def _rebuild_estimator(hyper: dict, model: Recommender):
     """A WALS with the export's weights and regularisation, holding its factors."""
     from walsrec.model import weighting
-    from walsrec.model.params import column_weights, wals_params
+    from walsrec.model.params import column_weights, estimator_from_settings
     from walsrec.model.wals import WALS
 
     col_weights = column_weights(hyper, model.user_items)
     try:
         # an export lists every setting; one written before a setting existed was trained
         # with the estimator's default for it (tf.contrib's), not train's current one
-        params = wals_params(hyper, model.user_items, defaults=WALS().get_params())
-        params.update(embedding_dim=model.embedding_dim, col_weights=col_weights)
-        params.update(dtype="float32", n_jobs=1, solver="cholesky")
-        wals = WALS(**params)
-        wals._validate_params()
+        wals = estimator_from_settings(
+            hyper,
+            model.user_items,
+            defaults=WALS().get_params(),
+            validate=True,
+            embedding_dim=model.embedding_dim,
+            col_weights=col_weights,
+            dtype="float32",
+            n_jobs=1,
+            solver="cholesky",
+        )
     except (TypeError, ValueError) as exc:
         raise DataFormatError(
             f"{model.path / 'model.json'}: its hyperparameters do not make a WALS model ({exc})."

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,11 +30,15 @@ import scipy.sparse as sp
 from walsrec._threads import kernel_threads, resolve_n_jobs
 from walsrec.errors import InvalidParameterError, SingularSystemError
 
+if TYPE_CHECKING:
+    from walsrec.model.wals import WALS
+
 __all__ = [
     "AUTO_GRID",
     "FALLBACK_REGULARIZATION",
     "RegularizationChoice",
     "choose_regularization",
+    "fit_and_score",
 ]
 
 # Ascending; steps of 1.2–1.5×, finer where the three datasets' optima lie (0.01–0.03).
@@ -168,11 +172,115 @@ def choose_regularization(
     -------
     RegularizationChoice
     """
-    from walsrec.data.split import validation_split
-    from walsrec.metrics import evaluate
-    from walsrec.model.wals import WALS
-    from walsrec.training.config import column_weights, wals_params
+    grid = _checked_arguments(
+        grid, start, k, sweeps, patience, max_users, min_validated, seed, validation_fraction
+    )
+    started = time.perf_counter()
+    x = sp.csr_matrix(user_items)
+    # the grid is for ν = 1; other ν move the good λ by the typical (count + w0·n)^(1 - ν)
+    scale = _nu_scale(settings, x)
+    lams = [lam * scale for lam in _extended(grid)]
+    splits, validated = _validation_splits(x, validation_fraction, max_users, min_validated, seed)
+    if not splits:
+        return RegularizationChoice(FALLBACK_REGULARIZATION * scale, metric=f"ndcg@{k}")
+    search = _Search(lams, splits, settings, k, sweeps, seed, n_jobs, progress)
+    target = start * scale
+    first = int(np.argmin([abs(math.log(lam / target)) for lam in lams]))
+    best_i, best = search.walk(first, patience)
+    return RegularizationChoice(
+        value=FALLBACK_REGULARIZATION * scale if math.isnan(best) else lams[best_i],
+        scores=search.scores,
+        metric=search.metric,
+        folds=len(splits),
+        validated_users=validated,
+        fits=len(search.scores) * len(splits),
+        seconds=time.perf_counter() - started,
+    )
 
+
+def fit_and_score(
+    model: WALS,
+    fit: sp.csr_matrix,
+    val: sp.csr_matrix,
+    *,
+    metric: str,
+    k: int,
+    n_jobs: int | None = None,
+    every: int | None = None,
+    on_score: Callable[[int, float], None] | None = None,
+) -> float:
+    """Fit ``model`` on ``fit`` and score its factors on ``val``: what λ auto's search and
+    each trial of ``walsrec tune`` measure.
+
+    The score is taken after the last sweep and, with ``every``, after every ``every``
+    sweeps too (``model.callback`` is replaced while fitting).
+
+    Parameters
+    ----------
+    model : WALS
+        Not fitted; fitted in place.
+    fit, val : scipy.sparse.csr_matrix of shape (n_users, n_items)
+        The entries fitted and the held-out ones (:func:`walsrec.data.split.validation_split`).
+    metric : str
+        A name of :func:`walsrec.metrics.evaluate` (``ndcg@10``, say).
+    k : int
+        Length of the top-k lists.
+    n_jobs : int or None, default None
+        Threads of the scoring kernels (None: all cores).
+    every : int, optional
+        Also score after every this many sweeps.
+    on_score : callable, optional
+        ``on_score(sweep, value)`` after each score; it may raise to stop the fit (an
+        Optuna pruner does).
+
+    Returns
+    -------
+    float
+        The last score: NaN when no validation user qualifies for ``metric``.
+
+    Raises
+    ------
+    SingularSystemError
+        From the fit (an empty row or column with nothing else to weigh it).
+    """
+    from walsrec.metrics import evaluate
+
+    threads = resolve_n_jobs(n_jobs)
+    last = math.nan
+
+    def per_sweep(sweep: int, fitted: WALS) -> bool:
+        nonlocal last
+        if sweep != fitted.sweeps and (every is None or sweep % every):
+            return False
+        # kernel_threads serialises launches under numba's "workqueue" layer, which the
+        # metrics' parallel kernel would otherwise enter from several tune trials at once
+        with kernel_threads(threads):
+            values = evaluate(
+                fitted.user_factors_,
+                fitted.item_factors_,
+                fit,
+                val,
+                k=k,
+                metrics=[metric],
+                n_jobs=n_jobs,
+            )
+        last = float(values[metric])
+        if on_score is not None:
+            on_score(sweep, last)
+        return False
+
+    previous, model.callback = model.callback, per_sweep
+    try:
+        model.fit(fit)
+    finally:
+        model.callback = previous
+    return last
+
+
+def _checked_arguments(
+    grid, start, k, sweeps, patience, max_users, min_validated, seed, validation_fraction
+) -> list[float]:
+    """``grid`` as floats, once :func:`choose_regularization`'s arguments are checked."""
     grid = [float(x) for x in grid]
     _check(
         "grid",
@@ -215,13 +323,17 @@ def choose_regularization(
         "a float in (0, 1)",
         validation_fraction,
     )
-    started = time.perf_counter()
-    metric = f"ndcg@{k}"
-    x = sp.csr_matrix(user_items)
-    # the grid is for ν = 1; other ν move the good λ by the typical (count + w0·n)^(1 - ν)
-    scale = _nu_scale(settings, x)
-    lams = [lam * scale for lam in _extended(grid)]
-    splits = []  # (WALS params with λ to set, fit, val) per split
+    return grid
+
+
+def _validation_splits(
+    x: sp.csr_matrix, validation_fraction: float, max_users: int, min_validated: int, seed: int
+) -> tuple[list[tuple[sp.csr_matrix, sp.csr_matrix]], int]:
+    """(fit, val) of each validation split drawn (seeded ``seed``, ``seed + 1``, ..., up to
+    MAX_FOLDS, until ``min_validated`` users are scored), and the users scored in all."""
+    from walsrec.data.split import validation_split
+
+    splits = []
     validated = 0
     for fold in range(MAX_FOLDS):
         fit, val = validation_split(x, validation_fraction, seed + fold)
@@ -229,78 +341,79 @@ def choose_regularization(
         n = int(np.count_nonzero(np.diff(val.indptr)))
         if n == 0:
             continue  # another draw may hold entries out
-        base = {**settings, "regularization": lams[0]}
-        params = {
-            **wals_params(base, fit),
-            "col_weights": column_weights(base, fit),
-            "sweeps": sweeps,
-            "n_jobs": n_jobs,
-            "random_state": seed,
-        }
-        splits.append((params, fit, val))
+        splits.append((fit, val))
         validated += n
         if validated >= min_validated:
             break
-    if not splits:
-        return RegularizationChoice(FALLBACK_REGULARIZATION * scale, metric=metric)
+    return splits, validated
 
-    scores: dict[float, float] = {}
-    threads = resolve_n_jobs(n_jobs)
 
-    def score(i: int) -> float:
-        lam = lams[i]
+class _Search:
+    """The fits of λ auto's search: a λ is scored by fitting it on every validation split."""
+
+    def __init__(self, lams, splits, settings, k, sweeps, seed, n_jobs, progress) -> None:
+        from walsrec.model.params import estimator_from_settings
+        from walsrec.training.config import TrainConfig
+
+        defaults = TrainConfig().to_dict()
+        base = {**settings, "regularization": lams[0]}
+        # one estimator per split, weighted by its fit part; each λ fits a copy of it
+        self.splits = [
+            (
+                estimator_from_settings(
+                    base, fit, defaults=defaults, sweeps=sweeps, n_jobs=n_jobs, random_state=seed
+                ),
+                fit,
+                val,
+            )
+            for fit, val in splits
+        ]
+        self.lams = lams
+        self.metric = f"ndcg@{k}"
+        self.k = k
+        self.n_jobs = n_jobs
+        self.progress = progress
+        self.scores: dict[float, float] = {}  # λ -> validation score, in the order tried
+
+    def score(self, i: int) -> float:
+        """The mean score of ``lams[i]`` over the splits (NaN where no split scores it)."""
+        lam = self.lams[i]
         values = []
-        for params, fit, val in splits:
+        for estimator, fit, val in self.splits:
+            model = type(estimator)(**estimator.get_params()).set_params(regularization=lam)
             try:
-                model = WALS(**{**params, "regularization": lam}).fit(fit)
+                values.append(
+                    fit_and_score(model, fit, val, metric=self.metric, k=self.k, n_jobs=self.n_jobs)
+                )
             except SingularSystemError:
                 # a row or column the split left empty, with nothing else to weigh it
                 # (w0 = 0 and λ = 0, say): this λ cannot be scored on this split
                 values.append(math.nan)
-                continue
-            # kernel_threads: several tune trials may score at once (see tuning.study)
-            with kernel_threads(threads):
-                result = evaluate(
-                    model.user_factors_,
-                    model.item_factors_,
-                    fit,
-                    val,
-                    k=k,
-                    metrics=[metric],
-                    n_jobs=n_jobs,
-                )
-            values.append(result[metric])
         value = math.nan if np.all(np.isnan(values)) else float(np.nanmean(values))
-        scores[lam] = value
-        if progress is not None:
-            progress(lam, value)
+        self.scores[lam] = value
+        if self.progress is not None:
+            self.progress(lam, value)
         return value
 
-    def better(a: float, b: float) -> bool:
-        return not math.isnan(a) and (math.isnan(b) or a > b)
+    def walk(self, first: int, patience: int) -> tuple[int, float]:
+        """The index of the best λ found and its score: from ``first`` down, then up, each
+        walk stopping after ``patience`` λ in a row without a better score than the best
+        so far (NaN is never better)."""
 
-    target = start * scale
-    first = int(np.argmin([abs(math.log(lam / target)) for lam in lams]))
-    best_i, best = first, score(first)
-    for step in (-1, 1):
-        i, behind = first + step, 0
-        while 0 <= i < len(lams) and behind < patience:
-            value = score(i)
-            if better(value, best):
-                best_i, best, behind = i, value, 0
-            else:
-                behind += 1
-            i += step
-    chosen = FALLBACK_REGULARIZATION * scale if math.isnan(best) else lams[best_i]
-    return RegularizationChoice(
-        value=chosen,
-        scores=scores,
-        metric=metric,
-        folds=len(splits),
-        validated_users=validated,
-        fits=len(scores) * len(splits),
-        seconds=time.perf_counter() - started,
-    )
+        def better(a: float, b: float) -> bool:
+            return not math.isnan(a) and (math.isnan(b) or a > b)
+
+        best_i, best = first, self.score(first)
+        for step in (-1, 1):
+            i, behind = first + step, 0
+            while 0 <= i < len(self.lams) and behind < patience:
+                value = self.score(i)
+                if better(value, best):
+                    best_i, best, behind = i, value, 0
+                else:
+                    behind += 1
+                i += step
+        return best_i, best
 
 
 def _extended(grid: list[float]) -> list[float]:

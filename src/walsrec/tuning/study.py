@@ -235,7 +235,26 @@ def tune(
     """
     import optuna
 
-    direction, k = metric_direction(metric)
+    space, pruner = _checked_arguments(
+        metric, trials, sweeps, evaluate_every, jobs, folds, threads, seed, timeout, space, pruner
+    )
+    data_path, splits = _validation_splits(data, validation_fraction, seed, folds)
+    objective = _Objective(space, splits, metric, sweeps, evaluate_every, threads, jobs, seed)
+    identity = _identity(objective, data_path, validation_fraction)
+    study, n_before = _run_study(
+        optuna, objective, identity, storage, study_name, pruner, trials, timeout, jobs, progress
+    )
+    result = _tune_result(study, objective, data_path, validation_fraction, n_before)
+    if out is not None:
+        _write_outputs(result, Path(out))
+    return result
+
+
+def _checked_arguments(
+    metric, trials, sweeps, evaluate_every, jobs, folds, threads, seed, timeout, space, pruner
+) -> tuple[SearchSpace, Any]:
+    """:func:`tune`'s search space and Optuna pruner, once its arguments are checked."""
+    metric_direction(metric)
     _check_int("trials", trials, 1, allow_none=True)
     _check_int("sweeps", sweeps, 1)
     _check_int("evaluate_every", evaluate_every, 1)
@@ -265,8 +284,14 @@ def tune(
     if metric == "rmse" and "targets" not in space.params:
         # rmse scores predicted values: fit the values, not train's default binary targets
         space = SearchSpace({**space.params, "targets": Param("targets", "fixed", value="values")})
-    pruner = _make_pruner(pruner)
+    return space, _make_pruner(pruner)
 
+
+def _validation_splits(
+    data, validation_fraction: float, seed: int, folds: int
+) -> tuple[Path | None, list[tuple[sp.csr_matrix, sp.csr_matrix]]]:
+    """The DATA_DIR tuned on and ``folds`` (fit, validation) splits of its training split,
+    each with a user to score."""
     from walsrec.metrics import evaluated_users
 
     train_matrix, data_path = _load_train_matrix(data)
@@ -280,35 +305,37 @@ def tune(
                 f"{folds} from (fraction {validation_fraction:g}, seed {seed + fold}): no "
                 "user has a held-out interaction and a fitted one."
             )
-    threads_per_trial = max(1, _total_threads(threads) // jobs)
+    return data_path, splits
 
-    identity = {
-        "metric": metric,
+
+def _identity(objective: _Objective, data_path: Path | None, validation_fraction: float) -> dict:
+    """The study attributes (:data:`_IDENTITY`) that make its trial values comparable."""
+    return {
+        "metric": objective.metric,
         "data": str(data_path.resolve()) if data_path is not None else None,
         "validation_fraction": float(validation_fraction),
-        "split_seed": seed,
-        "sweeps": sweeps,
-        "folds": folds,
+        "split_seed": objective.seed,
+        "sweeps": objective.sweeps,
+        "folds": len(objective.splits),
     }
+
+
+def _run_study(
+    optuna, objective, identity, storage, study_name, pruner, trials, timeout, jobs, progress
+):
+    """Open (or resume) the study and run this call's trials; the study, and how many
+    trials it held before."""
     study_name = study_name or "walsrec"
     previous_level = optuna.logging.get_verbosity()
     # The library never prints: failed trials keep their reason in TrialSummary.error.
     optuna.logging.set_verbosity(optuna.logging.CRITICAL)
     try:
-        study = _open_study(optuna, storage, study_name, direction, pruner, seed, identity)
-        n_before = len(study.trials)
-        if n_before == 0 and (start := space.train_defaults()):
-            study.enqueue_trial(start)
-        objective = _Objective(
-            space=space,
-            splits=splits,
-            metric=metric,
-            k=k,
-            sweeps=sweeps,
-            evaluate_every=evaluate_every,
-            threads=threads_per_trial,
-            seed=seed,
+        study = _open_study(
+            optuna, storage, study_name, objective.direction, pruner, objective.seed, identity
         )
+        n_before = len(study.trials)
+        if n_before == 0 and (start := objective.space.train_defaults()):
+            study.enqueue_trial(start)
         callbacks = []
         if progress is not None:
             callbacks.append(lambda st, ft: progress(_summarise(st, ft)))
@@ -322,6 +349,14 @@ def tune(
         )
     finally:
         optuna.logging.set_verbosity(previous_level)
+    return study, n_before
+
+
+def _tune_result(
+    study, objective: _Objective, data_path: Path | None, validation_fraction: float, n_before: int
+) -> TuneResult:
+    """What :func:`tune` returns: the study's trials, the best of them, its terms."""
+    import optuna
 
     summaries = [_summarise(study, t, best=False) for t in study.trials]
     best_value, best_params, best_config = None, {}, {}
@@ -330,27 +365,24 @@ def tune(
         best = study.best_trial
         best_value = float(best.value)
         best_params = dict(best.user_attrs.get("settings", best.params))
-        best_config = {**best_params, "sweeps": sweeps, "seed": seed}
+        best_config = {**best_params, "sweeps": objective.sweeps, "seed": objective.seed}
         best_number = best.number
         for s in summaries:
             s.best_number, s.best_value = best_number, best_value
-    result = TuneResult(
+    return TuneResult(
         study=study,
-        metric=metric,
-        direction=direction,
+        metric=objective.metric,
+        direction=objective.direction,
         best_value=best_value,
         best_params=best_params,
         best_config=best_config,
         trials=summaries,
         data=data_path,
         validation_fraction=float(validation_fraction),
-        folds=folds,
-        threads_per_trial=threads_per_trial,
+        folds=len(objective.splits),
+        threads_per_trial=objective.threads,
         new_trials=len(study.trials) - n_before,
     )
-    if out is not None:
-        _write_outputs(result, Path(out))
-    return result
 
 
 def _make_pruner(pruner):
@@ -442,33 +474,16 @@ class _UndefinedMetric(Exception):
 class _Objective:
     """One trial: sample settings; on every (fit, validation) split, fit and score; the mean."""
 
-    def __init__(self, *, space, splits, metric, k, sweeps, evaluate_every, threads, seed):
+    def __init__(self, space, splits, metric, sweeps, evaluate_every, threads, jobs, seed):
         self.space = space
         self.splits = splits
         self.metric = metric
-        self.k = k
+        self.direction, self.k = metric_direction(metric)
         self.sweeps = sweeps
         self.evaluate_every = evaluate_every
-        self.threads = threads
+        # the kernel threads of each of the ``jobs`` trials run at once
+        self.threads = max(1, _total_threads(threads) // jobs)
         self.seed = seed
-
-    def score(self, model, fit, val) -> float:
-        from walsrec._threads import kernel_threads
-        from walsrec.metrics import evaluate
-
-        # kernel_threads serialises launches under numba's "workqueue" layer, which the
-        # metrics' parallel kernel would otherwise enter from several trial threads at once.
-        with kernel_threads(self.threads):
-            values = evaluate(
-                model.user_factors_,
-                model.item_factors_,
-                fit,
-                val,
-                k=self.k,
-                metrics=[self.metric],
-                n_jobs=self.threads,
-            )
-        return float(values[self.metric])
 
     def __call__(self, trial) -> float:
         settings = self.space.sample(trial)
@@ -484,54 +499,56 @@ class _Objective:
     def _fit_and_score(self, trial, settings, fold, fit, val, started) -> float:
         import optuna
 
-        from walsrec.model.wals import WALS
-        from walsrec.training.config import TrainConfig, column_weights, wals_params
+        from walsrec.model.params import estimator_from_settings
+        from walsrec.training.config import TrainConfig
+        from walsrec.training.regularization import choose_regularization, fit_and_score
 
         if settings.get("regularization", TrainConfig.regularization) == "auto":
             # a space without λ: the trial gets what train would choose on this fit part
-            from walsrec.training.regularization import choose_regularization
-
             chosen = choose_regularization(
                 fit, settings, k=self.k, seed=self.seed, n_jobs=self.threads
             ).value
             settings = {**settings, "regularization": chosen}
             by_fold = [*trial.user_attrs.get("regularization_by_fold", []), chosen]
             trial.set_user_attr("regularization_by_fold", by_fold)
-        model = WALS(
-            **wals_params(settings, fit),
-            # counts of the fit part: the model is fitted on it, as train() weighs by train
-            col_weights=column_weights(settings, fit),
+        # col_weights from the counts of the fit part: the model is fitted on it, as train()
+        # weighs by train
+        model = estimator_from_settings(
+            settings,
+            fit,
+            defaults=TrainConfig().to_dict(),
             sweeps=self.sweeps,
             n_jobs=self.threads,
             random_state=self.seed,
         )
-        last = {"value": math.nan}
 
-        def per_sweep(sweep: int, m) -> bool:
-            # the first split reports every evaluate_every sweeps (the pruner compares
-            # trials on it); the others are scored once, after the last sweep
-            due = sweep == self.sweeps or (fold == 0 and sweep % self.evaluate_every == 0)
-            if not due:
-                return False
-            value = self.score(m, fit, val)
-            last["value"] = value
+        def on_score(sweep: int, value: float) -> None:
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
             if fold == 0:
                 trial.report(value, sweep)
                 trial.set_user_attr("sweeps", sweep)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"{self.metric} {value:.4g} at sweep {sweep}")
-            return False
 
-        model.callback = per_sweep
         try:
-            model.fit(fit)
-            if math.isnan(last["value"]):
+            # the first split is scored every evaluate_every sweeps (the pruner compares
+            # trials on it); the others once, after the last sweep
+            value = fit_and_score(
+                model,
+                fit,
+                val,
+                metric=self.metric,
+                k=self.k,
+                n_jobs=self.threads,
+                every=self.evaluate_every if fold == 0 else None,
+                on_score=on_score,
+            )
+            if math.isnan(value):
                 raise _UndefinedMetric(f"{self.metric} is undefined on the validation split")
         except (SingularSystemError, _UndefinedMetric) as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
-        return last["value"]
+        return value
 
 
 def _summarise(study, frozen, best: bool = True) -> TrialSummary:
