@@ -151,7 +151,7 @@ def estimator_from_settings(
     user_items=None,
     *,
     defaults: Mapping[str, Any],
-    estimator_class: type[WALS] | None = None,
+    estimator_class: type | None = None,
     validate: bool = False,
     **params: Any,
 ) -> WALS:
@@ -175,8 +175,8 @@ def estimator_from_settings(
         What fills the settings ``settings`` lacks (``TrainConfig().to_dict()`` for a run
         of ``walsrec train``, ``WALS().get_params()`` for an export).
     estimator_class : type, optional
-        WALS or a subclass of it (:class:`~walsrec.distributed.wals.DaskWALS`); default
-        WALS.
+        WALS (the default) or another estimator taking WALS's parameters
+        (:class:`~walsrec.distributed.wals.DaskWALS`).
     validate : bool, default False
         Check the arguments now (as ``fit`` would), raising ``InvalidParameterError``.
     **params
@@ -209,5 +209,7 @@ def estimator_from_settings(
     arguments.update(params)
     model = (estimator_class or WALS)(**arguments)
     if validate:
-        model._validate_params()
+        from walsrec.model.wals import check_params
+
+        check_params({k: v for k, v in model.get_params().items() if k in WALS().get_params()})
     return model

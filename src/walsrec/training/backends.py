@@ -31,7 +31,7 @@ class Backend(Protocol):
     def load_data(self, cfg, model_dir: Path) -> TrainingData: ...
     @property
     def user_items(self): ...
-    def build(self, params: dict[str, Any]): ...
+    def build(self, settings: dict[str, Any], user_items, **params: Any): ...
     def start(self, model, cfg, model_dir: Path) -> None: ...
     def restore(self, model, checkpoint) -> None: ...
     def update_rows(self, model, rows: np.ndarray | None) -> None: ...
@@ -62,11 +62,15 @@ class LocalBackend:
     def user_items(self):
         return self.data.train.user_items
 
-    def build(self, params: dict[str, Any]):
-        """The estimator for ``params`` (keyword arguments of WALS)."""
-        from walsrec.model.wals import WALS
+    def build(self, settings: dict[str, Any], user_items, **params: Any):
+        """The estimator of ``settings`` (a TrainConfig's; col_weights from ``user_items``'
+        counts: the course's make_wts) with the run's ``params``."""
+        from walsrec.model.params import estimator_from_settings
+        from walsrec.training.config import TrainConfig
 
-        return WALS(**params)
+        return estimator_from_settings(
+            settings, user_items, defaults=TrainConfig().to_dict(), **params
+        )
 
     def start(self, model, cfg, model_dir: Path) -> None:
         """Initial factors for the data's shape (the seed's draws)."""
@@ -134,10 +138,12 @@ class DaskBackend(LocalBackend):
             cache_tfrecords_dask(self.client, cfg, model_dir)
         return super().load_data(cfg, model_dir)
 
-    def build(self, params: dict[str, Any]):
+    def build(self, settings: dict[str, Any], user_items, **params: Any):
         from walsrec.distributed.wals import DaskWALS
 
-        return DaskWALS(client=self.client, **params)
+        return super().build(
+            settings, user_items, estimator_class=DaskWALS, client=self.client, **params
+        )
 
     def start(self, model, cfg, model_dir: Path) -> None:
         # the workers read the partitions from shared storage, never through this process

@@ -1,4 +1,9 @@
-"""The training configuration: every setting of ``walsrec train``, validated in one place.
+"""The training configuration: every setting of ``walsrec train``, declared in one place.
+
+Each setting is a :class:`TrainConfig` field whose metadata declares its rule (checked by
+:meth:`TrainConfig.validate`), whether it shapes the model (:data:`IDENTITY_KEYS`), and the
+help, group and type of its ``walsrec train`` flag, which ``walsrec.cli.training`` makes
+from it (and ``docs/generate_cli.py`` documents).
 
 A configuration comes from keyword arguments, a TOML file (``--config``), or both (the
 arguments override the file). The effective configuration is saved in MODEL_DIR as
@@ -12,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from walsrec._argtypes import positive_float
+from walsrec._checks import IntRule, OptionRule, RealRule, check_option
 from walsrec._files import read_bytes
 from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.model import params, weighting
@@ -38,95 +44,272 @@ __all__ = [
     "wals_params",
 ]
 
-# Settings that define the model: a resumed run must not change them.
-IDENTITY_KEYS = (
-    "data",
-    "train_rows",
-    "train_cols",
-    "eval_rows",
-    "eval_cols",
-    "num_rows",
-    "num_cols",
-    "embedding_dim",
-    "unobserved_weight",
-    "unobserved_mass",
-    "regularization",
-    "regularization_exponent",
-    "row_weights",
-    "col_weights",
-    "col_weights_from_counts",
-    "col_weight_factor",
-    "col_weight_exponent",
-    *weighting.PARAMS,
-    "solver",
-    "cg_steps",
-    "dtype",
-    "seed",
-    "batch_size",
-    "init_std",
-)
-
 HIGHER_IS_BETTER_PREFIXES = ("precision@", "recall@", "map@", "ndcg@", "auc", "coverage")
+
+OWNER = "setting of train"  # completes the messages: "The 'k' setting of train must be ..."
+# the groups of ``walsrec train --help``; None: the command's own options
+INPUTS, MODEL, LENGTH = "inputs", "model", "length and evaluation"
+
+
+def option(name: str) -> str:
+    """The ``walsrec train`` flag of a setting: ``--embedding-dim`` for embedding_dim."""
+    return "--" + name.replace("_", "-")
+
+
+def _shown(default: Any) -> str:
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    rule: IntRule | RealRule | OptionRule | None = None,
+    group: str | None = MODEL,
+    identity: bool = False,
+    **flag: Any,
+) -> Any:
+    """A TrainConfig field whose metadata declares the setting once.
+
+    ``rule`` is checked by :meth:`TrainConfig.validate` (None, an optional setting's
+    default, always passes); ``help`` (where "{default}" becomes the default), ``group``
+    and ``flag`` (argparse's ``metavar``, ``type``, ``choices``, ``required`` where they do
+    not follow from the rule) make the ``walsrec train`` flag; ``identity``: the setting
+    shapes the model, and a resumed run must not change it (:data:`IDENTITY_KEYS`).
+    """
+    metadata = {
+        "help": help.replace("{default}", _shown(default)),
+        "rule": rule,
+        "group": group,
+        "identity": identity,
+        **flag,
+    }
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+_POSITIVE_INT = IntRule(1)
+_NON_NEGATIVE = RealRule(low=0)
+_POSITIVE = RealRule(low=0, low_open=True)
 
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run (see ``walsrec train --help`` for each)."""
+    """Settings of one training run (see ``walsrec train --help`` for each).
 
-    model_dir: str = ""
+    Each field's metadata declares the setting once: its rule, which :meth:`validate`
+    checks, and the help, group and type of its ``walsrec train`` flag (see ``_setting``).
+    """
+
+    DEFAULT_SWEEPS = 10
+
+    model_dir: str = _setting(
+        "",
+        "where the configuration, checkpoints, metrics and exports are written",
+        group=None,
+        metavar="MODEL_DIR",
+        required=True,
+    )
     # inputs: a prepared DATA_DIR, or the course's TFRecords directly
-    data: str | None = None
-    train_rows: str | None = None
-    train_cols: str | None = None
-    eval_rows: str | None = None
-    eval_cols: str | None = None
-    num_rows: int | None = None
-    num_cols: int | None = None
+    data: str | None = _setting(
+        None,
+        "a directory written by walsrec prepare",
+        group=INPUTS,
+        identity=True,
+        metavar="DATA_DIR",
+    )
+    train_rows: str | None = _setting(
+        None,
+        "items_for_user TFRecords (glob/URL)",
+        group=INPUTS,
+        identity=True,
+        metavar="PATTERN",
+    )
+    train_cols: str | None = _setting(
+        None, "users_for_item TFRecords", group=INPUTS, identity=True, metavar="PATTERN"
+    )
+    eval_rows: str | None = _setting(
+        None, "held-out items_for_user TFRecords", group=INPUTS, identity=True, metavar="PATTERN"
+    )
+    eval_cols: str | None = _setting(
+        None, "held-out users_for_item TFRecords", group=INPUTS, identity=True, metavar="PATTERN"
+    )
+    num_rows: int | None = _setting(
+        None,
+        "number of users (default: from the data)",
+        rule=_POSITIVE_INT,
+        group=INPUTS,
+        identity=True,
+    )
+    num_cols: int | None = _setting(
+        None,
+        "number of items (default: from the data)",
+        rule=_POSITIVE_INT,
+        group=INPUTS,
+        identity=True,
+    )
     # the model
     # Defaults for ranking quality, chosen by benchmarks/quality.py (benchmarks/README.md,
     # "quality"): binary targets, BM25 confidence normalised to mean 1 (α "auto"), w0
     # scaled with the data's density (unobserved mass 30), Rendle's ν = 1 with λ chosen by
     # validation inside the training data (walsrec.training.regularization), k 128.
-    embedding_dim: int = 128
-    unobserved_weight: float | str = "auto"
-    unobserved_mass: float = AUTO_UNOBSERVED_MASS
-    regularization: float | str = "auto"
-    regularization_exponent: float = 1.0
-    row_weights: float = 1.0
-    col_weights: float = 1.0
-    col_weights_from_counts: str | None = None
-    col_weight_factor: float = 1.0
-    col_weight_exponent: float = 1.0
-    confidence: str = "bm25"
-    alpha: float | str = "auto"
-    epsilon: float = 1.0
-    bm25_k1: float = 100.0
-    bm25_b: float = 0.8
-    targets: str = "binary"
-    solver: str = "cholesky"
-    cg_steps: int = 3
-    dtype: str = "float32"
-    seed: int = 0
-    init_std: float = 0.01
-    threads: int | None = None
+    embedding_dim: int = _setting(
+        128, "latent factors k (default {default})", rule=_POSITIVE_INT, identity=True
+    )
+    unobserved_weight: float | str = _setting(
+        "auto",
+        "w0: a number (tf.contrib's default was 0.1) or auto (default): --unobserved-mass x "
+        "the density nnz/(users x items) x the mean confidence",
+        rule=RealRule(low=0, options=("auto",)),
+        identity=True,
+    )
+    unobserved_mass: float = _setting(
+        AUTO_UNOBSERVED_MASS,
+        "with --unobserved-weight auto: how many times its observed entries a row's "
+        "unobserved entries weigh together (default {default})",
+        rule=_POSITIVE,
+        identity=True,
+        type=positive_float,  # refused when parsed, as before the rule was declared here
+    )
+    regularization: float | str = _setting(
+        "auto",
+        "lambda: a number (tf.contrib had 0) or auto (default): chosen before training as the "
+        "best of a few lambdas fitted on most of each user's training entries and scored on "
+        "the rest (about as long as the training itself on the datasets measured; kept in "
+        "MODEL_DIR/regularization.json)",
+        rule=RealRule(low=0, options=("auto",)),
+        identity=True,
+    )
+    regularization_exponent: float = _setting(
+        1.0,
+        "nu: lambda*(count + w0*n)^nu (default {default}; 0 is tf.contrib's plain lambda)",
+        rule=_NON_NEGATIVE,
+        identity=True,
+    )
+    row_weights: float = _setting(
+        1.0, "R, one scalar (default {default})", rule=_NON_NEGATIVE, identity=True
+    )
+    col_weights: float = _setting(
+        1.0, "C, one scalar (default {default})", rule=_NON_NEGATIVE, identity=True
+    )
+    col_weights_from_counts: str | None = _setting(
+        None,
+        "C_j = factor/n_j (linear) or (1/n_j)^exponent (log), as the course",
+        rule=OptionRule((None, "linear", "log")),
+        identity=True,
+    )
+    col_weight_factor: float = _setting(
+        1.0, "factor of linear column weights", rule=_POSITIVE, identity=True
+    )
+    col_weight_exponent: float = _setting(
+        1.0, "exponent of log column weights", rule=_POSITIVE, identity=True
+    )
+    # the weighting scheme: weighting.check_params checks it, as it does WALS's
+    confidence: str = _setting(
+        "bm25",
+        "c(r) of a stored value r in W = w0 + R*C*c(r): 1 (tf.contrib), alpha*r, "
+        "alpha*log(1 + r/eps), alpha*BM25 (default) or alpha*TF-IDF row weighting "
+        "(docs/weighting.md); all but constant need values >= 0",
+        identity=True,
+        choices=weighting.CONFIDENCES,
+    )
+    alpha: float | str = _setting(
+        "auto",
+        "scale of a non-constant confidence: a number or auto (default): the mean confidence "
+        "of the training entries becomes 1",
+        rule=RealRule(low=0, low_open=True, options=("auto",)),
+        identity=True,
+    )
+    epsilon: float = _setting(
+        1.0, "eps of --confidence log (default {default})", identity=True, type=float
+    )
+    bm25_k1: float = _setting(
+        100.0, "K1 of --confidence bm25 (default {default})", identity=True, type=float
+    )
+    bm25_b: float = _setting(
+        0.8, "B of --confidence bm25, in [0, 1] (default {default})", identity=True, type=float
+    )
+    targets: str = _setting(
+        "binary",
+        "fit 1 for every stored entry (binary preference, default) or the stored values "
+        "(tf.contrib; explicit ratings you want predicted)",
+        identity=True,
+        choices=weighting.TARGETS,
+    )
+    solver: str = _setting(
+        "cholesky",
+        "exact or conjugate gradient",
+        rule=OptionRule(("cholesky", "cg")),
+        identity=True,
+    )
+    cg_steps: int = _setting(
+        3, "CG iterations per row (default {default})", rule=_POSITIVE_INT, identity=True
+    )
+    dtype: str = _setting(
+        "float32",
+        "dtype of the factors and of the kernels' arithmetic (default {default})",
+        rule=OptionRule(("float32", "float64")),
+        identity=True,
+    )
+    seed: int = _setting(
+        0,
+        "random seed of the initial factors (default {default})",
+        rule=IntRule(),
+        identity=True,
+    )
+    init_std: float = _setting(
+        0.01,
+        "standard deviation of the random initial factors (default {default})",
+        rule=_NON_NEGATIVE,
+        identity=True,
+    )
+    threads: int | None = _setting(None, "kernel threads (default: all cores)", rule=_POSITIVE_INT)
     # the back end: None (this machine), a Dask scheduler address, or "local:N"
-    dask: str | None = None
-    # length: sweeps, or steps of batch_size rows/columns, or epochs (= sweeps)
-    sweeps: int | None = None
-    train_steps: int | None = None
-    batch_size: int | None = None
-    num_epochs: int | None = None
+    dask: str | None = _setting(
+        None,
+        "run the half-steps on a Dask cluster: a scheduler address (tcp://HOST:8786) or "
+        "local:N to start N local worker processes; DATA_DIR and MODEL_DIR must be on storage "
+        "every worker reads at the same path (not with --batch-size)",
+        metavar="ADDRESS|local:N",
+    )
+    # length: sweeps, or epochs (= sweeps), or steps of batch_size rows/columns
+    sweeps: int | None = _setting(
+        None, f"sweeps to run (default {DEFAULT_SWEEPS})", rule=_POSITIVE_INT, group=LENGTH
+    )
+    num_epochs: int | None = _setting(
+        None, "the same as --sweeps", rule=_POSITIVE_INT, group=LENGTH
+    )
+    train_steps: int | None = _setting(
+        None, "steps to run; a step solves one batch", rule=_POSITIVE_INT, group=LENGTH
+    )
+    batch_size: int | None = _setting(
+        None,
+        "rows or columns per step (default: all)",
+        rule=_POSITIVE_INT,
+        group=LENGTH,
+        identity=True,
+    )
     # evaluation
-    eval_every: int = 1
-    k: int = 10
-    early_stopping_metric: str | None = None
-    patience: int = 3
+    eval_every: int = _setting(
+        1, "evaluate every N sweeps (steps with --train-steps)", rule=_POSITIVE_INT, group=LENGTH
+    )
+    k: int = _setting(
+        10, "top-k of the ranking metrics (default {default})", rule=_POSITIVE_INT, group=LENGTH
+    )
+    early_stopping_metric: str | None = _setting(
+        None, "e.g. ndcg@10", group=LENGTH, metavar="METRIC"
+    )
+    patience: int = _setting(
+        3,
+        "evaluations without improvement (default {default})",
+        rule=_POSITIVE_INT,
+        group=LENGTH,
+    )
     # files
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 3
-    keep_exports: int = 5
-
-    DEFAULT_SWEEPS = 10
+    checkpoint_every: int = _setting(
+        1, "sweeps between checkpoints (default {default})", rule=_POSITIVE_INT, group=LENGTH
+    )
+    keep_checkpoints: int = _setting(3, "default {default}", rule=_POSITIVE_INT, group=LENGTH)
+    keep_exports: int = _setting(5, "default {default}", rule=_POSITIVE_INT, group=LENGTH)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,24 +334,33 @@ class TrainConfig:
         return m.startswith(HIGHER_IS_BETTER_PREFIXES)
 
     def validate(self) -> TrainConfig:
-        """Check every setting; raise :class:`InvalidParameterError` naming the first bad one."""
+        """Check every setting; raise :class:`InvalidParameterError` naming the first bad one.
 
-        def bad(name, rule):
-            value = getattr(self, name)
-            return InvalidParameterError(
-                f"The '{name}' setting of train must be {rule}. Got {value!r} instead."
-            )
+        The required settings and the inputs first, then each setting against the rule its
+        field declares (a NumPy number is stored as a Python int or float, which config.json
+        can hold),
+        then the rules between settings.
+        """
+        for f in dataclasses.fields(self):
+            if f.metadata.get("required") and not getattr(self, f.name):
+                raise InvalidParameterError(
+                    f"The {f.name!r} {OWNER} is required ({option(f.name)})."
+                )
+        self._check_inputs()
+        for f in dataclasses.fields(self):
+            value, rule = getattr(self, f.name), f.metadata["rule"]
+            if rule is not None and not (value is None and f.default is None):
+                setattr(self, f.name, rule.check(value, f.name, OWNER))
+        self._check_length()
+        weighting.check_params(
+            {**self.to_dict(), "alpha": 1.0 if self.alpha == "auto" else self.alpha}, owner=OWNER
+        )
+        self._check_dask()
+        self._check_early_stopping()
+        return self
 
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v):
-            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-        if not self.model_dir:
-            raise InvalidParameterError(
-                "The 'model_dir' setting of train is required (--model-dir)."
-            )
+    def _check_inputs(self) -> None:
+        """One input: a DATA_DIR or both TFRecord patterns; eval columns with eval rows."""
         has_records = self.train_rows is not None or self.train_cols is not None
         if self.data is None and not has_records:
             raise InvalidParameterError(
@@ -189,27 +381,8 @@ class TrainConfig:
             raise InvalidParameterError(
                 "The 'eval_cols' setting of train needs 'eval_rows' (--eval-rows) as well."
             )
-        for name in ("num_rows", "num_cols"):
-            v = getattr(self, name)
-            if v is not None and not (is_int(v) and v >= 1):
-                raise bad(name, "an int >= 1")
-        for name in (
-            "embedding_dim",
-            "cg_steps",
-            "eval_every",
-            "k",
-            "patience",
-            "checkpoint_every",
-            "keep_checkpoints",
-            "keep_exports",
-        ):
-            v = getattr(self, name)
-            if not (is_int(v) and v >= 1):
-                raise bad(name, "an int >= 1")
-        for name in ("sweeps", "train_steps", "batch_size", "num_epochs"):
-            v = getattr(self, name)
-            if v is not None and not (is_int(v) and v >= 1):
-                raise bad(name, "an int >= 1")
+
+    def _check_length(self) -> None:
         lengths = [
             n for n in ("sweeps", "train_steps", "num_epochs") if getattr(self, n) is not None
         ]
@@ -218,78 +391,33 @@ class TrainConfig:
                 f"The settings {' and '.join(repr(n) for n in lengths)} of train exclude each "
                 "other; give one length."
             )
-        w0 = self.unobserved_weight
-        if not (w0 == "auto" or (is_num(w0) and w0 >= 0)):
-            raise bad("unobserved_weight", "'auto' or a finite number >= 0")
-        if not (is_num(self.unobserved_mass) and self.unobserved_mass > 0):
-            raise bad("unobserved_mass", "a finite number > 0")
-        if self.alpha != "auto" and not (is_num(self.alpha) and self.alpha > 0):
-            raise bad("alpha", "'auto' or a finite number > 0")
-        if self.regularization != "auto" and not (
-            is_num(self.regularization) and self.regularization >= 0
-        ):
-            raise bad("regularization", "'auto' or a finite number >= 0")
-        for name in (
-            "regularization_exponent",
-            "row_weights",
-            "col_weights",
-            "init_std",
-        ):
-            v = getattr(self, name)
-            if not (is_num(v) and v >= 0):
-                raise bad(name, "a finite number >= 0")
-        for name in ("col_weight_factor", "col_weight_exponent"):
-            v = getattr(self, name)
-            if not (is_num(v) and v > 0):
-                raise bad(name, "a finite number > 0")
-        if self.col_weights_from_counts not in (None, "linear", "log"):
-            raise bad("col_weights_from_counts", "None, 'linear' or 'log'")
-        weighting.check_params(
-            {**self.to_dict(), "alpha": 1.0 if self.alpha == "auto" else self.alpha},
-            owner="setting of train",
-        )
-        if self.solver not in ("cholesky", "cg"):
-            raise bad("solver", "'cholesky' or 'cg'")
-        if self.dtype not in ("float32", "float64"):
-            raise bad("dtype", "'float32' or 'float64'")
-        if not is_int(self.seed):
-            raise bad("seed", "an int")
-        if self.threads is not None and not (is_int(self.threads) and self.threads >= 1):
-            raise bad("threads", "an int >= 1")
-        if self.dask is not None:
-            from walsrec.distributed.cluster import parse_dask
 
-            parse_dask(self.dask)
-            if self.batch_size is not None:
-                raise InvalidParameterError(
-                    "The 'batch_size' setting of train cannot be combined with 'dask': on Dask "
-                    f"a step is a whole half-step. Got batch_size={self.batch_size!r}."
-                )
-        if self.early_stopping_metric is not None:
-            allowed = (
-                f"precision@{self.k}",
-                f"recall@{self.k}",
-                f"map@{self.k}",
-                f"ndcg@{self.k}",
-                "auc",
-                "coverage",
-                "rmse",
-                "loss",
-                "rwse",
+    def _check_dask(self) -> None:
+        if self.dask is None:
+            return
+        from walsrec.distributed.cluster import parse_dask
+
+        parse_dask(self.dask)
+        if self.batch_size is not None:
+            raise InvalidParameterError(
+                "The 'batch_size' setting of train cannot be combined with 'dask': on Dask "
+                f"a step is a whole half-step. Got batch_size={self.batch_size!r}."
             )
-            if self.early_stopping_metric not in allowed:
-                raise bad("early_stopping_metric", f"one of {', '.join(allowed)}")
-            if (
-                self.early_stopping_metric not in ("loss", "rwse")
-                and self.data is None
-                and (self.eval_rows is None)
-            ):
-                raise InvalidParameterError(
-                    f"The 'early_stopping_metric' setting of train is "
-                    f"{self.early_stopping_metric!r}, a held-out metric, but there is no eval "
-                    "data (prepare with --eval-fraction, or give --eval-rows/--eval-cols)."
-                )
-        return self
+
+    def _check_early_stopping(self) -> None:
+        """A metric evaluation computes at k; a held-out one needs eval data."""
+        metric = self.early_stopping_metric
+        if metric is None:
+            return
+        at_k = [f"{name}@{self.k}" for name in ("precision", "recall", "map", "ndcg")]
+        allowed = (*at_k, "auc", "coverage", "rmse", "loss", "rwse")
+        check_option(metric, "early_stopping_metric", OWNER, allowed, one_of=True, show_option=str)
+        if metric not in ("loss", "rwse") and self.data is None and self.eval_rows is None:
+            raise InvalidParameterError(
+                f"The 'early_stopping_metric' setting of train is {metric!r}, a held-out "
+                "metric, but there is no eval data (prepare with --eval-fraction, or give "
+                "--eval-rows/--eval-cols)."
+            )
 
     def conflicts_with(self, saved: dict) -> list[str]:
         """Identity settings that differ from a saved configuration, as 'name: old -> new'.
@@ -321,6 +449,10 @@ class TrainConfig:
             if old != getattr(self, key):
                 out.append(f"{key}: {old!r} -> {getattr(self, key)!r}")
         return out
+
+
+# Settings that define the model: a resumed run must not change them.
+IDENTITY_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["identity"])
 
 
 def wals_params(

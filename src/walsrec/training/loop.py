@@ -46,10 +46,8 @@ from walsrec.training.checkpoints import (
 from walsrec.training.config import (
     IDENTITY_KEYS,
     TrainConfig,
-    column_weights,
     load_config,
     read_saved_config,
-    wals_params,
 )
 
 __all__ = [
@@ -267,14 +265,7 @@ def _build_model(cfg, backend, model_dir: Path, say, show_progress: bool):
     settings = cfg.to_dict()
     if cfg.regularization == "auto":
         settings["regularization"] = _auto_regularization(cfg, model_dir, ui, say, show_progress)
-    model = backend.build(
-        dict(
-            **wals_params(settings, ui),
-            col_weights=column_weights(settings, ui),  # the course's make_wts
-            n_jobs=cfg.threads,
-            random_state=cfg.seed,
-        )
-    )
+    model = backend.build(settings, ui, n_jobs=cfg.threads, random_state=cfg.seed)
     # only now: settings the data refuses (BM25 on negative values, say) leave no
     # config.json behind that would block the corrected command as a "resume"
     atomic_write_text(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
