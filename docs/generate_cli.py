@@ -4,8 +4,10 @@
 
 The pages are generated from the argparse parsers in walsrec.cli (help, description,
 usage, every option with its help text and default, the examples), so they cannot drift
-from `walsrec COMMAND --help`; tests/test_docs.py fails when a command or an option has no
-entry. Run this after adding a command or an option.
+from `walsrec COMMAND --help` (`walsrec train`'s settings come from TrainConfig's field
+metadata); tests/test_docs.py fails when a command or an option has no entry, and
+tests/training/test_config.py when a page is not what this script writes. Run this after
+adding or changing a command, an option or a TrainConfig setting.
 """
 
 from __future__ import annotations

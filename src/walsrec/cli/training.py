@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import textwrap
+from typing import Any
 
-from walsrec._argtypes import float_or_auto, positive_float
+from walsrec._argtypes import float_or_auto
+from walsrec._checks import IntRule, OptionRule, RealRule
 from walsrec._tables import metrics_table as _metrics_table
 from walsrec.cli._common import _stderr
-
+from walsrec.training import config
 
 # ---------------------------------------------------------------------------- train
+# options of the command itself, not settings of the run (TrainConfig's fields)
+CLI_ONLY = ("--config", "--overwrite", "--quiet")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -34,107 +41,43 @@ def _add_train(sub) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    g = p.add_argument_group("inputs")
-    g.add_argument("--data", metavar="DATA_DIR", help="a directory written by walsrec prepare")
-    g.add_argument("--train-rows", metavar="PATTERN", help="items_for_user TFRecords (glob/URL)")
-    g.add_argument("--train-cols", metavar="PATTERN", help="users_for_item TFRecords")
-    g.add_argument("--eval-rows", metavar="PATTERN", help="held-out items_for_user TFRecords")
-    g.add_argument("--eval-cols", metavar="PATTERN", help="held-out users_for_item TFRecords")
-    g.add_argument("--num-rows", type=int, help="number of users (default: from the data)")
-    g.add_argument("--num-cols", type=int, help="number of items (default: from the data)")
-    p.add_argument("--model-dir", required=True, metavar="MODEL_DIR")
+    _add_settings(p, config.INPUTS)
+    _add_settings(p, None)  # --model-dir
     p.add_argument("--config", metavar="FILE", help="TOML file of settings")
     p.add_argument(
         "--overwrite",
         action="store_true",
         help="start over in MODEL_DIR (only a MODEL_DIR or an empty directory)",
     )
-    g = p.add_argument_group("model")
-    g.add_argument("--embedding-dim", type=int, help="latent factors k (default 128)")
-    g.add_argument(
-        "--unobserved-weight",
-        type=float_or_auto,
-        help="w0: a number (tf.contrib's default was 0.1) or auto (default): "
-        "--unobserved-mass x the density nnz/(users x items) x the mean confidence",
-    )
-    g.add_argument(
-        "--unobserved-mass",
-        type=positive_float,
-        help="with --unobserved-weight auto: how many times its observed entries a row's "
-        "unobserved entries weigh together (default 30)",
-    )
-    g.add_argument(
-        "--regularization",
-        type=float_or_auto,
-        help="lambda: a number (tf.contrib had 0) or auto (default): chosen before training "
-        "as the best of a few lambdas fitted on most of each user's training entries and "
-        "scored on the rest (about as long as the training itself on the datasets "
-        "measured; kept in MODEL_DIR/regularization.json)",
-    )
-    g.add_argument(
-        "--regularization-exponent",
-        type=float,
-        help="nu: lambda*(count + w0*n)^nu (default 1; 0 is tf.contrib's plain lambda)",
-    )
-    g.add_argument("--row-weights", type=float, help="R, one scalar (default 1)")
-    g.add_argument("--col-weights", type=float, help="C, one scalar (default 1)")
-    g.add_argument(
-        "--col-weights-from-counts",
-        choices=["linear", "log"],
-        help="C_j = factor/n_j (linear) or (1/n_j)^exponent (log), as the course",
-    )
-    g.add_argument("--col-weight-factor", type=float, help="factor of linear column weights")
-    g.add_argument("--col-weight-exponent", type=float, help="exponent of log column weights")
-    g.add_argument(
-        "--confidence",
-        choices=["constant", "linear", "log", "bm25", "tfidf"],
-        help="c(r) of a stored value r in W = w0 + R*C*c(r): 1 (tf.contrib), alpha*r, "
-        "alpha*log(1 + r/eps), alpha*BM25 (default) or alpha*TF-IDF row weighting "
-        "(docs/weighting.md); all but constant need values >= 0",
-    )
-    g.add_argument(
-        "--alpha",
-        type=float_or_auto,
-        help="scale of a non-constant confidence: a number or auto (default): the mean "
-        "confidence of the training entries becomes 1",
-    )
-    g.add_argument("--epsilon", type=float, help="eps of --confidence log (default 1)")
-    g.add_argument("--bm25-k1", type=float, help="K1 of --confidence bm25 (default 100)")
-    g.add_argument("--bm25-b", type=float, help="B of --confidence bm25, in [0, 1] (default 0.8)")
-    g.add_argument(
-        "--targets",
-        choices=["values", "binary"],
-        help="fit 1 for every stored entry (binary preference, default) or the stored values "
-        "(tf.contrib; explicit ratings you want predicted)",
-    )
-    g.add_argument("--solver", choices=["cholesky", "cg"], help="exact or conjugate gradient")
-    g.add_argument("--cg-steps", type=int, help="CG iterations per row (default 3)")
-    g.add_argument("--dtype", choices=["float32", "float64"])
-    g.add_argument("--seed", type=int, help="random seed of the initial factors (default 0)")
-    g.add_argument("--threads", type=int, help="kernel threads (default: all cores)")
-    g.add_argument(
-        "--dask",
-        metavar="ADDRESS|local:N",
-        help="run the half-steps on a Dask cluster: a scheduler address (tcp://HOST:8786) or "
-        "local:N to start N local worker processes; DATA_DIR and MODEL_DIR must be on storage "
-        "every worker reads at the same path (not with --batch-size)",
-    )
-    g = p.add_argument_group("length and evaluation")
-    g.add_argument("--sweeps", type=int, help="sweeps to run (default 10)")
-    g.add_argument("--num-epochs", type=int, help="the same as --sweeps")
-    g.add_argument("--train-steps", type=int, help="steps to run; a step solves one batch")
-    g.add_argument("--batch-size", type=int, help="rows or columns per step (default: all)")
-    g.add_argument(
-        "--eval-every", type=int, help="evaluate every N sweeps (steps with --train-steps)"
-    )
-    g.add_argument("--k", type=int, help="top-k of the ranking metrics (default 10)")
-    g.add_argument("--early-stopping-metric", metavar="METRIC", help="e.g. ndcg@10")
-    g.add_argument("--patience", type=int, help="evaluations without improvement (default 3)")
-    g.add_argument("--checkpoint-every", type=int, help="sweeps between checkpoints (default 1)")
-    g.add_argument("--keep-checkpoints", type=int, help="default 3")
-    g.add_argument("--keep-exports", type=int, help="default 5")
+    _add_settings(p, config.MODEL)
+    _add_settings(p, config.LENGTH)
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(func=_cmd_train)
+
+
+def _add_settings(parser: argparse.ArgumentParser, group: str | None) -> None:
+    """A flag for each TrainConfig field of ``group`` (None: the parser's own options), made
+    from the field's metadata. Every flag defaults to None, "not given": the settings file's
+    value or the field's default then holds."""
+    target = parser if group is None else parser.add_argument_group(group)
+    for field in dataclasses.fields(config.TrainConfig):
+        if field.metadata["group"] == group:
+            target.add_argument(config.option(field.name), **_flag(field))
+
+
+def _flag(field: dataclasses.Field) -> dict[str, Any]:
+    """argparse's keywords for a setting: help and the rest of the metadata; the type and
+    choices follow from the rule where the metadata does not give them."""
+    meta = dict(field.metadata)
+    rule = meta.pop("rule")
+    del meta["group"], meta["identity"]
+    if isinstance(rule, IntRule):
+        meta.setdefault("type", int)
+    elif isinstance(rule, RealRule):
+        meta.setdefault("type", float_or_auto if "auto" in rule.options else float)
+    elif isinstance(rule, OptionRule):
+        meta.setdefault("choices", [o for o in rule.options if o is not None])
+    return meta
 
 
 def _cmd_train(args) -> int:

@@ -17,7 +17,16 @@ from walsrec.cli._common import _stderr
 
 def add_commands(sub) -> None:
     """Register ``walsrec tune`` on the ``walsrec`` parser's subparsers."""
-    p = sub.add_parser(
+    p = _add_parser(sub)
+    _add_study_arguments(p)
+    _add_trial_arguments(p)
+    _add_output_arguments(p)
+    p.set_defaults(func=_cmd_tune)
+
+
+def _add_parser(sub) -> argparse.ArgumentParser:
+    """The ``walsrec tune`` parser: its help, description and examples."""
+    return sub.add_parser(
         "tune",
         help="search WALS hyper-parameters with Optuna on validation splits",
         description=(
@@ -56,6 +65,10 @@ def add_commands(sub) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def _add_study_arguments(p: argparse.ArgumentParser) -> None:
+    """The data, the study's length, metric and search space."""
     p.add_argument("--data", required=True, metavar="DATA_DIR", help="from walsrec prepare")
     p.add_argument("--trials", type=positive_int, metavar="N", help="trials to add to the study")
     p.add_argument(
@@ -65,6 +78,10 @@ def add_commands(sub) -> None:
         "(minimised); default ndcg@10",
     )
     p.add_argument("--space", metavar="FILE", help="TOML search space (see below)")
+
+
+def _add_trial_arguments(p: argparse.ArgumentParser) -> None:
+    """How the trials run and are scored, and where the study is kept."""
     p.add_argument(
         "--sweeps",
         type=positive_int,
@@ -114,6 +131,10 @@ def add_commands(sub) -> None:
         "is too noisy to tell the best settings apart)",
     )
     p.add_argument("--no-prune", action="store_true", help="never stop a trial early")
+
+
+def _add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """What is written, and the training of the best configuration."""
     p.add_argument("--out", default="tuning", metavar="DIR", help="output directory (tuning)")
     p.add_argument(
         "--train-best",
@@ -124,7 +145,6 @@ def add_commands(sub) -> None:
     p.add_argument("--model-dir", metavar="MODEL_DIR", help="where --train-best trains")
     p.add_argument("--overwrite", action="store_true", help="start MODEL_DIR over")
     p.add_argument("--quiet", action="store_true", help="no line per trial on stderr")
-    p.set_defaults(func=_cmd_tune)
 
 
 def _cmd_tune(args) -> int:

@@ -453,69 +453,30 @@ def evaluate_part(
     n_jobs: int | None,
     *item_blocks,
 ) -> dict:
-    """One user partition's share of :func:`walsrec.metrics.evaluate`: sums, not means.
-
-    The partition's training rows (``part``, its indices mapped back to item indices) are
-    excluded from its users' rankings, exactly as ``evaluate`` does on one machine with the
-    same kernels (``_ranking_pass`` with a kernel that also keeps each chunk's per-user
-    statistics). Returns the squared error sum and entry count (rmse), per-statistic sums
-    over the evaluated users and their count, AUC's sum and count (users with a negative
-    candidate), and the items in some evaluated user's top k (packed bits).
-    """
-    from walsrec.metrics import _api
-    from walsrec.metrics import _kernels as mk
+    """One user partition's share of :func:`walsrec.metrics.evaluate`: sums, not means
+    (:func:`walsrec.metrics.partial.part_sums`). The partition's training rows (its
+    indices mapped back to item indices) are excluded from its users' rankings."""
+    from walsrec.metrics.partial import part_sums
 
     items = _fixed(item_blocks, user_block.shape[1], user_block.dtype)
-    n_items = items.shape[0]
     indices = part.other_indices()
     train = sp.csr_matrix(
         (np.ones(indices.shape[0], np.float32), indices, part.side.indptr),
-        shape=(part.side.n_rows, n_items),
+        shape=(part.side.n_rows, items.shape[0]),
     )
-    train, heldout = _api._check_pair(train, heldout, "evaluate_dask")
-    raw_gain = _api._check_gain(ndcg_gain, heldout, "evaluate_dask")
-    users, items = _api._check_factor_pair(user_block, items, train.shape, "evaluate_dask")
-    out = {"sse": 0.0, "n": int(heldout.nnz), "sums": np.zeros(mk.N_STATS), "n_eval": 0}
-    out.update(auc_sum=0.0, auc_n=0, covered=np.zeros(n_items, dtype=bool))
-    with _api._threads(n_jobs):
-        if "rmse" in names and heldout.nnz:
-            errs = np.empty(heldout.shape[0], dtype=np.float64)
-            h_data = heldout.data.astype(np.float64)
-            mk.row_squared_errors(users, items, heldout.indptr, heldout.indices, h_data, errs)
-            out["sse"] = float(np.sum(errs))
-        ranking = [name for name in names if name != "rmse"]
-        if not ranking or heldout.nnz == 0:
-            out["covered"] = np.packbits(out["covered"])
-            return out
-        chunks = []
-
-        def kernel(*args):
-            mk.rank_block(*args)
-            # args 13, 15, 17: the chunk's top items, n_rel rows and statistics rows
-            chunks.append((args[13], args[15], args[17]))
-
-        chunk = _api._chunk_rows(chunk_size, n_items, items.dtype.itemsize)
-        items_t = np.ascontiguousarray(items.T)
-
-        def block_fn(chunk_users):
-            with np.errstate(over="ignore", invalid="ignore"):
-                return users[chunk_users] @ items_t
-
-        who = f"the factors (U·Vᵀ; users numbered from {lo}, this partition's first)"
-        _api._ranking_pass(block_fn, train, heldout, k, ranking, chunk, raw_gain, who, kernel)
-    for top, n_rel, stats in chunks:
-        evaluated = n_rel > 0
-        out["n_eval"] += int(np.count_nonzero(evaluated))
-        out["sums"] += np.sum(stats[evaluated], axis=0)
-        auc = stats[evaluated, mk.STAT_AUC]
-        auc = auc[~np.isnan(auc)]
-        out["auc_sum"] += float(np.sum(auc))
-        out["auc_n"] += int(auc.size)
-        listed = top[evaluated]
-        out["covered"][listed[listed >= 0]] = True
-    out["sums"] = np.nan_to_num(out["sums"])  # AUC's column (NaN for some users) is unused
-    out["covered"] = np.packbits(out["covered"])
-    return out
+    return part_sums(
+        user_block,
+        items,
+        train,
+        heldout,
+        k=k,
+        names=names,
+        ndcg_gain=ndcg_gain,
+        chunk_size=chunk_size,
+        n_jobs=n_jobs,
+        owner="evaluate_dask",
+        first_user=lo,
+    )
 
 
 def write_part(part, paths: dict, lo: int, offset: int) -> int:

@@ -158,14 +158,11 @@ def evaluate_dask(
     >>> model = DaskWALS(32, client=client, sweeps=10).fit("/shared/DATA_DIR")  # doctest: +SKIP
     >>> evaluate_dask(model, "/shared/DATA_DIR", k=10)["ndcg@10"]  # doctest: +SKIP
     """
-    from walsrec.metrics import _api
-    from walsrec.metrics import _kernels as mk
+    from walsrec.metrics.partial import check_request, combine
 
     owner = "evaluate_dask"
     model._check_initialized(owner)
-    k = _api._check_int(k, "k", owner, 1)
-    names = _api._check_metrics(metrics, _api.metric_names(k), owner)
-    chunk_size = _api._check_int(chunk_size, "chunk_size", owner, 1, allow_none=True)
+    k, names, chunk_size = check_request(k, metrics, chunk_size, owner)
     parts = _heldout_parts(model, data, eval_rows, name)
     item_blocks = model._blocks["item"]
     results = model._gather(
@@ -194,31 +191,6 @@ def evaluate_dask(
             )
         ]
     )
-    n_items = model.source_.shape[1]
     for r in results:
         model._count("bytes_from_workers", r["sums"], r["covered"])
-    out: dict[str, float] = {}
-    n = sum(r["n"] for r in results)
-    n_eval = sum(r["n_eval"] for r in results)
-    sums = np.sum([r["sums"] for r in results], axis=0)
-    auc_n = sum(r["auc_n"] for r in results)
-    covered = np.zeros(n_items, dtype=bool)
-    for r in results:
-        covered |= np.unpackbits(r["covered"], count=n_items).astype(bool)
-    column = {
-        f"precision@{k}": mk.STAT_PRECISION,
-        f"recall@{k}": mk.STAT_RECALL,
-        f"map@{k}": mk.STAT_AP,
-        f"ndcg@{k}": mk.STAT_NDCG,
-    }
-    for name in names:
-        if name == "rmse":
-            out[name] = float(np.sqrt(sum(r["sse"] for r in results) / n))
-        elif name in column:
-            out[name] = float(sums[column[name]] / n_eval) if n_eval else float("nan")
-        elif name == "auc":
-            auc = sum(r["auc_sum"] for r in results)
-            out[name] = float(auc / auc_n) if auc_n else float("nan")
-        elif name == "coverage":
-            out[name] = float(np.count_nonzero(covered) / n_items) if n_items else 0.0
-    return out
+    return combine(results, names, k, model.source_.shape[1])

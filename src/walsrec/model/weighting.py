@@ -42,10 +42,13 @@ user or item weighs its entries exactly as training did.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:  # scipy.sparse is imported by whoever passes a matrix; the CLI's
+    # parser reads this module's settings without one
+    import scipy.sparse as sp
 
 from walsrec.errors import InvalidParameterError
 

@@ -259,7 +259,7 @@ class TrainConfig:
     init_std: float = _setting(
         0.01,
         "standard deviation of the random initial factors (default {default})",
-        rule=_NON_NEGATIVE,
+        rule=_POSITIVE,
         identity=True,
     )
     threads: int | None = _setting(None, "kernel threads (default: all cores)", rule=_POSITIVE_INT)
