@@ -136,7 +136,7 @@ def test_write_native_dask_equals_save_csr(client, records, user_items, tmp_path
     """The workers' native copy is byte for byte save_csr's of the single-machine reader's
     matrix, in both orientations; rows alone for held-out data."""
     from walsrec.data.native import save_csr
-    from walsrec.distributed.sources import write_native_dask
+    from walsrec.distributed.write_native import write_native_dask
 
     n_users, n_items = user_items.shape
     rows, cols = records / "items_for_user-*", records / "users_for_item-*"
@@ -227,3 +227,17 @@ def test_the_old_name_of_the_train_cache_still_works_with_a_warning():
 
     with pytest.warns(DeprecationWarning, match=r"moved to walsrec\.training\.inputs"):
         assert sources.cache_tfrecords_dask is cache_tfrecords_dask
+
+
+def test_the_old_places_of_moved_dask_names_still_work():
+    import walsrec.distributed as package
+    import walsrec.distributed.sources as sources
+    import walsrec.distributed.wals as wals
+    from walsrec.distributed.write_native import write_native_dask
+
+    with pytest.warns(DeprecationWarning, match=r"moved to walsrec\.distributed\.write_native"):
+        assert sources.write_native_dask is write_native_dask
+    assert package.write_native_dask is write_native_dask
+    # the native sources live in sources.py; the estimator's module still has them
+    assert wals.native_source is sources.native_source is package.native_source
+    assert wals.NativeSource is sources.NativeSource is package.NativeSource

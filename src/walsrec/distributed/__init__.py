@@ -25,11 +25,11 @@ __all__ = [
 
 _WHERE = {
     "DaskWALS": "walsrec.distributed.wals",
-    "NativeSource": "walsrec.distributed.wals",
-    "native_source": "walsrec.distributed.wals",
+    "NativeSource": "walsrec.distributed.sources",
+    "native_source": "walsrec.distributed.sources",
     "TFRecordSource": "walsrec.distributed.sources",
     "tfrecord_source": "walsrec.distributed.sources",
-    "write_native_dask": "walsrec.distributed.sources",
+    "write_native_dask": "walsrec.distributed.write_native",
     "predict_dask": "walsrec.distributed.predict",
     "connect": "walsrec.distributed.cluster",
     "evaluate_dask": "walsrec.distributed.evaluate",

@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 
-import numpy as np
-
-from walsrec.distributed import _storage, _tasks
+from walsrec.distributed import _storage, _tasks, layout
+from walsrec.distributed.sources import location, native_meta, tfrecord_source
 from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = ["evaluate_dask"]
@@ -23,9 +22,6 @@ __all__ = ["evaluate_dask"]
 
 def _heldout_parts(model, data, eval_rows, name: str = "user_items") -> list:
     """The held-out matrix in the model's user partitions, loaded (once) on their workers."""
-    from walsrec.distributed.sources import tfrecord_source
-    from walsrec.distributed.wals import _location, _meta
-
     if (data is None) == (eval_rows is None):
         raise InvalidParameterError(
             "evaluate_dask needs exactly one of 'data' (a DATA_DIR or a folder of native "
@@ -36,76 +32,30 @@ def _heldout_parts(model, data, eval_rows, name: str = "user_items") -> list:
     cache = getattr(model, "_heldout", None)
     if cache is not None and cache[0] == key and cache[1] is model._sides:
         return cache[2]
+    lay = layout.Layout(model.source_, model._bounds, model._placement)
+    cl = model._cluster
     n_users, n_items = model.source_.shape
-    bounds, placement = model._bounds["user"], model._placement["user"]
     if data is not None:
-        directory = _location(data)
+        directory = location(data)
         if _storage.isdir(_storage.join(directory, "eval", "native")):
             directory = _storage.join(directory, "eval", "native")
-        meta = _meta(directory, name)
+        meta = native_meta(directory, name)
         if tuple(meta["shape"]) != (n_users, n_items):
             raise DataFormatError(
                 f"{_storage.join(directory, name + '.json')}: shape {meta['shape']} is not "
                 f"the training matrix's {[n_users, n_items]}."
             )
-        parts = [
-            model._submit(
-                _tasks.load_part,
-                directory,
-                name,
-                lo,
-                hi,
-                True,
-                (n_users, n_items),
-                int(meta["nnz"]),
-                worker=w,
-                retries=2,
-            )
-            for (lo, hi), w in zip(bounds, placement, strict=True)
-        ]
+        parts = layout.load_native_parts(cl, lay, directory, name, "user", int(meta["nnz"]))
     else:
         src = tfrecord_source(eval_rows, eval_rows, n_users, n_items)
-        workers = model._workers()
+        workers = cl.workers()
         placed = [workers[i % len(workers)] for i in range(len(src.rows_files))]
         shards = [
-            model._submit(_tasks.parse_shard, f, u, n_items, n_users, worker=w, retries=2)
+            cl.submit(_tasks.parse_shard, f, u, n_items, n_users, worker=w, retries=2)
             for f, u, w in zip(src.rows_files, src.rows_url, placed, strict=True)
         ]
-        edges = np.array([lo for lo, _ in bounds] + [bounds[-1][1]])
-        counts = model._gather(
-            [
-                model._submit(_tasks.shard_counts, f, edges, worker=w)
-                for f, w in zip(shards, placed, strict=True)
-            ]
-        )
-        parts = []
-        for p, ((lo, hi), w_p) in enumerate(zip(bounds, placement, strict=True)):
-            pieces = [
-                model._submit(_tasks.shard_piece, f, lo, hi, worker=w_s)
-                for f, w_s, c in zip(shards, placed, counts, strict=True)
-                if c[0, p]
-            ]
-            parts.append(
-                model._submit(
-                    _tasks.assemble_part,
-                    lo,
-                    hi,
-                    True,
-                    (n_users, n_items),
-                    *pieces,
-                    worker=w_p,
-                    retries=2,
-                )
-            )
-    nnz = sum(
-        model._gather(
-            [
-                model._submit(_tasks.nnz_of, x, worker=w)
-                for x, w in zip(parts, placement, strict=True)
-            ]
-        )
-    )
-    if nnz == 0:
+        parts = layout.assemble_side(cl, (shards, placed), lay, "user")
+    if sum(layout.part_nnz(cl, parts, lay.placement["user"])) == 0:
         raise InvalidParameterError(
             "The held-out data of evaluate_dask must have at least one stored entry. Got 0 instead."
         )

@@ -1,15 +1,24 @@
-"""TFRecord shards as a Dask training source: read by the workers, never by the client."""
+"""Where the Dask workers read a matrix: native files (:class:`NativeSource`) or the course's
+TFRecord shards (:class:`TFRecordSource`), by path or fsspec URL on shared storage; the
+client only lists and describes them."""
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from walsrec.errors import InvalidParameterError
+from walsrec.distributed import _storage
+from walsrec.errors import DataFormatError, InvalidParameterError
 
-__all__ = ["TFRecordSource", "tfrecord_source", "write_native_dask"]
+__all__ = [
+    "NativeSource",
+    "TFRecordSource",
+    "location",
+    "native_meta",
+    "native_source",
+    "tfrecord_source",
+]
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,6 @@ def _files(pattern, name: str) -> tuple[list[str], list[bool]]:
     from pathlib import Path
 
     from walsrec.data.tfrecord import list_shards
-    from walsrec.errors import DataFormatError
 
     try:
         sources = list_shards(pattern)
@@ -114,161 +122,106 @@ def tfrecord_source(
     )
 
 
-def write_native_dask(
-    client,
-    source: TFRecordSource,
-    directory: str | os.PathLike,
+@dataclass(frozen=True)
+class NativeSource:
+    """Where the workers read the training matrix: native CSR files on shared storage.
+
+    ``rows_dir`` and ``cols_dir`` are absolute paths or fsspec URLs.
+    ``rows_dir/rows_name.*.npy`` is user_items (n_users × n_items, CSR) and
+    ``cols_dir/cols_name.*.npy`` its transpose item_users, as written by
+    :func:`walsrec.data.native.save_csr`.
+    """
+
+    rows_dir: str
+    rows_name: str
+    cols_dir: str
+    cols_name: str
+    shape: tuple[int, int]
+    nnz: int
+
+
+def location(where: str | os.PathLike) -> str:
+    """An fsspec URL as given; a plain path made absolute (the workers' cwd differs)."""
+    from pathlib import Path
+
+    return str(where).rstrip("/") if _storage.is_url(where) else str(Path(where).resolve())
+
+
+def native_meta(directory: str, name: str) -> dict:
+    """The description (``name.json``) of the native matrix ``directory/name``, checked."""
+    from walsrec.data.native import FORMAT_VERSION
+
+    meta = _storage.read_json(_storage.join(directory, f"{name}.json"))
+    if meta.get("format_version") != FORMAT_VERSION or "shape" not in meta:
+        raise DataFormatError(
+            f"{_storage.join(directory, f'{name}.json')}: format_version "
+            f"{meta.get('format_version')!r}, expected {FORMAT_VERSION} (not a walsrec native "
+            "matrix of this version)."
+        )
+    return meta
+
+
+def native_source(
+    data: str | os.PathLike,
     rows_name: str = "user_items",
     cols_name: str = "item_users",
-    *,
-    partitions: int | None = None,
-):
-    """Have the workers parse TFRecord shards and write them as native matrices.
-
-    The shards are parsed one task each and assembled into contiguous row partitions on
-    the workers, as :meth:`DaskWALS.open <walsrec.distributed.wals.DaskWALS.open>` does;
-    then every partition writes its rows straight into ``directory/rows_name.*.npy`` (and
-    the transposed records into ``cols_name``), files that this process only creates at
-    their final size and renames into place once all are written. The result is byte for
-    byte what :func:`walsrec.data.native.save_csr` writes for the matrix
-    :func:`walsrec.read_tfrecords` returns, so it can serve as ``walsrec train``'s
-    MODEL_DIR/cache (memory-mapped by the client, read by the workers), and no record is
-    parsed by the client.
+    cols_dir: str | os.PathLike | None = None,
+) -> NativeSource:
+    """The native matrices of a prepared DATA_DIR (``DATA_DIR/train/native``) or of a folder.
 
     Parameters
     ----------
-    client : distributed.Client
-    source : TFRecordSource
-        From :func:`tfrecord_source`; without columns records only ``rows_name`` is
-        written.
-    directory : path
-        A local or shared POSIX folder (or ``file://`` URL) that every worker writes to at
-        the same path: the partitions write disjoint byte ranges of the same files.
+    data : path or fsspec URL
+        A DATA_DIR from ``walsrec prepare``, or a folder holding the two native matrices.
+        It must be readable at the same path or URL by every worker (shared storage). A
+        local path or ``file://`` URL is memory-mapped by the workers; any other fsspec
+        protocol (``s3://``, ``gs://``, ``hdfs://``, ...) is read by byte ranges, each
+        worker fetching only its partitions' slices. Credentials come from the workers'
+        environment (fsspec's configuration).
     rows_name, cols_name : str, default "user_items", "item_users"
-    partitions : int, optional
-        Partitions per orientation (default two per worker).
+        Names of the user × item matrix and of its transpose.
+    cols_dir : path or fsspec URL, optional
+        Folder of the transpose when it is not beside the rows matrix.
 
     Returns
     -------
-    NativeSource or None
-        :func:`~walsrec.distributed.wals.native_source` of what was written (None when only
-        the rows were written).
-
-    Raises
-    ------
-    DataFormatError
-        The reader's errors (file, record, value), a key in two records, or rows and
-        columns records that do not hold the same matrix.
+    NativeSource
     """
-    from pathlib import Path
-
-    from walsrec.distributed import _storage, _tasks
-    from walsrec.distributed.wals import DaskWALS, native_source
-
-    where = str(directory)
-    if _storage.is_url(where):
-        if not where.startswith("file://"):
-            raise InvalidParameterError(
-                "The 'directory' argument of write_native_dask must be a local or shared POSIX "
-                f"path (the workers write byte ranges of the same files). Got {where!r} "
-                "instead."
-            )
-        where = where[len("file://") :]
-    folder = Path(where).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    model = DaskWALS(client=client, partitions=partitions)
-    if not (partitions is None or (isinstance(partitions, int) and partitions >= 1)):
-        raise InvalidParameterError(
-            "The 'partitions' argument of write_native_dask must be None or an int >= 1. Got "
-            f"{partitions!r} instead."
+    directory = location(data)
+    if _storage.isdir(_storage.join(directory, "train", "native")):
+        directory = _storage.join(directory, "train", "native")
+    rows = native_meta(directory, rows_name)
+    cdir = location(cols_dir) if cols_dir is not None else directory
+    cols = native_meta(cdir, cols_name)
+    shape = tuple(int(x) for x in rows["shape"])
+    if tuple(cols["shape"]) != (shape[1], shape[0]) or cols["nnz"] != rows["nnz"]:
+        raise DataFormatError(
+            f"{cdir}/{cols_name}.json: shape {cols['shape']} with {cols['nnz']} entries is not "
+            f"the transpose of {directory}/{rows_name} (shape {list(shape)}, {rows['nnz']} "
+            "entries). Are the matrices swapped or from different data?"
         )
-    shards = model._layout(source)
-    raw = model._assemble_parts(shards)
-    sides = ["user", "item"] if source.cols_files else ["user"]
-    if source.cols_files:
-        model._check_transpose(raw)
-    n_users, n_items = model.source_.shape
-    for which, name in zip(sides, (rows_name, cols_name), strict=False):
-        placement = model._placement[which]
-        nnzs = model._gather(
-            [
-                model._submit(_tasks.nnz_of, x, worker=w)
-                for x, w in zip(raw[which], placement, strict=True)
-            ]
-        )
-        shape = (n_users, n_items) if which == "user" else (n_items, n_users)
-        nnz = int(sum(nnzs))
-        index = "int32" if max(nnz, *shape) < 2**31 - 1 else "int64"
-        dtypes = {"indptr": index, "indices": index, "data": "float32"}
-        lengths = {"indptr": shape[0] + 1, "indices": nnz, "data": nnz}
-        tmp = {part: folder / f".{name}.{part}.tmp.npy" for part in dtypes}
-        for part, path in tmp.items():
-            _create_npy(path, dtypes[part], lengths[part])
-        offsets = [0, *list(itertools.accumulate(nnzs))]
-        model._gather(
-            [
-                model._submit(
-                    _tasks.write_part,
-                    x,
-                    {part: str(path) for part, path in tmp.items()},
-                    lo,
-                    offsets[i],
-                    worker=w,
-                )
-                for i, (x, (lo, _), w) in enumerate(
-                    zip(raw[which], model._bounds[which], placement, strict=True)
-                )
-            ]
-        )
-        _finish_native(folder, name, tmp, shape, nnz, index)
-    return native_source(folder, rows_name, cols_name) if source.cols_files else None
+    return NativeSource(directory, rows_name, cdir, cols_name, shape, int(rows["nnz"]))
 
 
-def _create_npy(path, dtype: str, length: int) -> None:
-    """An .npy file of ``length`` elements at its final size (sparse where the FS allows)."""
-    import numpy as np
-
-    if length == 0:  # numpy cannot memory-map an empty array
-        np.save(path, np.empty(0, dtype=np.dtype(dtype)), allow_pickle=False)
-        return
-    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(length,))
-    arr.flush()
-    del arr
-
-
-def _finish_native(folder, name: str, tmp: dict, shape, nnz: int, index: str) -> None:
-    """Rename the written arrays into place and write the metadata last (as save_csr)."""
-    import json
-
-    from walsrec._files import atomic_write_text
-    from walsrec.data.native import FORMAT_VERSION
-
-    for part, path in tmp.items():
-        os.replace(path, folder / f"{name}.{part}.npy")
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "shape": list(shape),
-        "nnz": int(nnz),
-        "dtype": "float32",
-        "index_dtype": index,
-    }
-    atomic_write_text(folder / f"{name}.json", json.dumps(meta, indent=2) + "\n")
+# Moved names: the old ones work, with a warning, for one release; imported by name so the
+# layers stay one way. cache_tfrecords_dask belongs beside the single machine's cache
+# (distributed/ sits below training/); write_native_dask is a job of its own.
+_MOVED = {
+    "cache_tfrecords_dask": "walsrec.training.inputs",
+    "write_native_dask": "walsrec.distributed.write_native",
+}
 
 
 def __getattr__(name: str):
-    # cache_tfrecords_dask moved to walsrec.training.inputs (train's cache belongs beside
-    # the single machine's, and distributed/ sits below training/). The old name works, with
-    # a warning, for one release; the import is by name so the layers stay one way.
-    if name == "cache_tfrecords_dask":
+    if name in _MOVED:
         import importlib
         import warnings
 
         warnings.warn(
-            "walsrec.distributed.sources.cache_tfrecords_dask moved to "
-            "walsrec.training.inputs.cache_tfrecords_dask; the old name goes in the next "
-            "release.",
+            f"walsrec.distributed.sources.{name} moved to {_MOVED[name]}.{name}; the old "
+            "name goes in the next release.",
             DeprecationWarning,
             stacklevel=2,
         )
-        return importlib.import_module("walsrec.training.inputs").cache_tfrecords_dask
+        return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,110 +32,23 @@ lineage from factors saved on shared storage (a checkpoint), which bounds that c
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from walsrec._checks import check_weight_vector, is_int, is_real
-from walsrec.data.tfrecord import inferred_size
-from walsrec.distributed import _storage, _tasks
-from walsrec.errors import DataFormatError, InvalidParameterError, NotFittedError
+from walsrec.distributed import _storage, _tasks, layout
+from walsrec.distributed.layout import Cluster
+from walsrec.distributed.sources import NativeSource, location, native_source
+from walsrec.errors import InvalidParameterError, NotFittedError
 from walsrec.model import halfstep
 from walsrec.model.wals import WALS, check_params, run_sweeps
 
 __all__ = ["DaskWALS", "NativeSource", "native_source"]
 
 
-@dataclass(frozen=True)
-class NativeSource:
-    """Where the workers read the training matrix: native CSR files on shared storage.
-
-    ``rows_dir`` and ``cols_dir`` are absolute paths or fsspec URLs.
-    ``rows_dir/rows_name.*.npy`` is user_items (n_users × n_items, CSR) and
-    ``cols_dir/cols_name.*.npy`` its transpose item_users, as written by
-    :func:`walsrec.data.native.save_csr`.
-    """
-
-    rows_dir: str
-    rows_name: str
-    cols_dir: str
-    cols_name: str
-    shape: tuple[int, int]
-    nnz: int
-
-
-def _location(where: str | os.PathLike) -> str:
-    """An fsspec URL as given; a plain path made absolute (the workers' cwd differs)."""
-    return str(where).rstrip("/") if _storage.is_url(where) else str(Path(where).resolve())
-
-
-def _meta(directory: str, name: str) -> dict:
-    from walsrec.data.native import FORMAT_VERSION
-
-    meta = _storage.read_json(_storage.join(directory, f"{name}.json"))
-    if meta.get("format_version") != FORMAT_VERSION or "shape" not in meta:
-        raise DataFormatError(
-            f"{_storage.join(directory, f'{name}.json')}: format_version "
-            f"{meta.get('format_version')!r}, expected {FORMAT_VERSION} (not a walsrec native "
-            "matrix of this version)."
-        )
-    return meta
-
-
-def native_source(
-    data: str | os.PathLike,
-    rows_name: str = "user_items",
-    cols_name: str = "item_users",
-    cols_dir: str | os.PathLike | None = None,
-) -> NativeSource:
-    """The native matrices of a prepared DATA_DIR (``DATA_DIR/train/native``) or of a folder.
-
-    Parameters
-    ----------
-    data : path or fsspec URL
-        A DATA_DIR from ``walsrec prepare``, or a folder holding the two native matrices.
-        It must be readable at the same path or URL by every worker (shared storage). A
-        local path or ``file://`` URL is memory-mapped by the workers; any other fsspec
-        protocol (``s3://``, ``gs://``, ``hdfs://``, ...) is read by byte ranges, each
-        worker fetching only its partitions' slices. Credentials come from the workers'
-        environment (fsspec's configuration).
-    rows_name, cols_name : str, default "user_items", "item_users"
-        Names of the user × item matrix and of its transpose.
-    cols_dir : path or fsspec URL, optional
-        Folder of the transpose when it is not beside the rows matrix.
-
-    Returns
-    -------
-    NativeSource
-    """
-    directory = _location(data)
-    if _storage.isdir(_storage.join(directory, "train", "native")):
-        directory = _storage.join(directory, "train", "native")
-    rows = _meta(directory, rows_name)
-    cdir = _location(cols_dir) if cols_dir is not None else directory
-    cols = _meta(cdir, cols_name)
-    shape = tuple(int(x) for x in rows["shape"])
-    if tuple(cols["shape"]) != (shape[1], shape[0]) or cols["nnz"] != rows["nnz"]:
-        raise DataFormatError(
-            f"{cdir}/{cols_name}.json: shape {cols['shape']} with {cols['nnz']} entries is not "
-            f"the transpose of {directory}/{rows_name} (shape {list(shape)}, {rows['nnz']} "
-            "entries). Are the matrices swapped or from different data?"
-        )
-    return NativeSource(directory, rows_name, cdir, cols_name, shape, int(rows["nnz"]))
-
-
 _WALS_DEFAULTS = WALS().get_params()
-
-
-def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
-    parts = max(1, min(parts, n)) if n else 1
-    edges = np.linspace(0, n, parts + 1).round().astype(np.int64)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
 
 class DaskWALS:
@@ -232,31 +145,16 @@ class DaskWALS:
         return halfstep.Settings.of(self.get_params())
 
     def _count(self, key: str, *arrays) -> None:
-        for a in arrays:
-            self.stats_[key] += int(np.asarray(a).nbytes)
+        self._cluster.count(key, *arrays)
 
     def _submit(self, fn, *args, worker=None, **kwargs):
-        extra = {}
-        if worker is not None:
-            extra = {"workers": [worker], "allow_other_workers": True}
-        return self.client.submit(fn, *args, pure=False, **extra, **kwargs)
+        return self._cluster.submit(fn, *args, worker=worker, **kwargs)
 
     def _gather(self, futures: list) -> list:
-        """The futures' results; a failed task raises its error, the first failure in list
-        order (partition or file order) rather than the first to happen: the same error as
-        the single-machine reader or solver reports."""
-        from distributed import wait
-
-        wait(futures)
-        for f in futures:
-            if f.status == "error":
-                f.result()
-        return self.client.gather(futures)
+        return self._cluster.gather(futures)
 
     def _workers(self) -> list[str]:
-        from walsrec.distributed.cluster import workers
-
-        return workers(self.client)
+        return Cluster(self.client).workers()
 
     def open(self, source: NativeSource | str | os.PathLike) -> DaskWALS:
         """Have the workers load the partitions of ``source`` (both orientations).
@@ -297,7 +195,7 @@ class DaskWALS:
                 "The TFRecordSource given to DaskWALS.open must name users_for_item files "
                 "(cols_pattern) too: the column half-steps read them. Got none."
             )
-        shards = self._layout(source)
+        raw = self._load(source)
         source = self.source_
         n_users, n_items = source.shape
         rw = check_weight_vector(self.row_weights, "row_weights", n_users)
@@ -308,33 +206,6 @@ class DaskWALS:
                 self._count("bytes_to_workers", w)
                 w = self._submit(_tasks.const, w)
             weights.append(w)
-        # the stored matrix, partition by partition (dropped once the sides are built; a
-        # lost side is recomputed from them, and they from storage)
-        if shards is not None:
-            raw = self._assemble_parts(shards)
-            self._check_transpose(raw)
-        else:
-            raw = {
-                which: [
-                    self._submit(
-                        _tasks.load_part,
-                        d,
-                        name,
-                        lo,
-                        hi,
-                        by_rows,
-                        (n_users, n_items),
-                        source.nnz,
-                        worker=w,
-                        retries=2,
-                    )
-                    for (lo, hi), w in zip(self._bounds[which], self._placement[which], strict=True)
-                ]
-                for which, by_rows, d, name in (
-                    ("user", True, source.rows_dir, source.rows_name),
-                    ("item", False, source.cols_dir, source.cols_name),
-                )
-            }
         stats = self._reduce_weighting_stats(raw)
         params = self._worker_params()
         self._sides = {}
@@ -442,144 +313,34 @@ class DaskWALS:
         else:
             self.__dict__["weighting_stats_"] = value
 
-    def _layout(self, source):
-        """Set ``source_``, the partitions' bounds and their workers; TFRecord shards are
-        parsed here (returned as futures; None for native files)."""
+    def _load(self, source) -> dict:
+        """Set ``source_``, the partitions' bounds and their workers, and have the workers
+        load the stored matrix partition by partition, both orientations (dropped once the
+        sides are built; a lost side is recomputed from them, and they from storage)."""
         from walsrec.distributed.sources import TFRecordSource
 
-        self.stats_ = {"bytes_to_workers": 0, "bytes_from_workers": 0, "bytes_between_workers": 0}
-        workers = self._workers()
+        self.stats_ = layout.new_stats()
+        self._cluster = cl = Cluster(self.client, self.stats_)
+        workers = cl.workers()
         shards = None
         if isinstance(source, TFRecordSource):
-            shards, source = self._parse_shards(source, workers)
+            shards, source = layout.parse_shards(cl, source, workers)
         elif not isinstance(source, NativeSource):
             source = native_source(source)
-        self.source_ = source
-        n_users, n_items = source.shape
-        parts = self.partitions or 2 * max(1, len(workers))
-        self._bounds = {"user": _bounds(n_users, parts), "item": _bounds(n_items, parts)}
-        self._placement = {
-            side: [workers[i % len(workers)] for i in range(len(b))]
-            for side, b in self._bounds.items()
+        lay = layout.plan(source, workers, self.partitions)
+        self.source_, self._bounds, self._placement = source, lay.bounds, lay.placement
+        if shards is not None:
+            raw = {side: layout.assemble_side(cl, shards[side], lay, side) for side in shards}
+            layout.check_transpose(cl, lay, raw)
+            return raw
+        return {
+            "user": layout.load_native_parts(
+                cl, lay, source.rows_dir, source.rows_name, "user", source.nnz
+            ),
+            "item": layout.load_native_parts(
+                cl, lay, source.cols_dir, source.cols_name, "item", source.nnz
+            ),
         }
-        return shards
-
-    def _parse_shards(self, source, workers: list[str]):
-        """Parse every TFRecord shard in its own task; infer the shape where not given."""
-        n_rows, n_cols = source.shape
-        unbounded = 2**62  # as walsrec.training.inputs: width from the records
-        shards = {}
-        for which, files, urls, vocab, keys in (
-            ("user", source.rows_files, source.rows_url, n_cols, n_rows),
-            ("item", source.cols_files, source.cols_url, n_rows, n_cols),
-        ):
-            placed = [workers[i % len(workers)] for i in range(len(files))]
-            futures = [
-                self._submit(
-                    _tasks.parse_shard, f, u, vocab or unbounded, keys, worker=w, retries=2
-                )
-                for f, u, w in zip(files, urls, placed, strict=True)
-            ]
-            shards[which] = (futures, placed)
-        info = {
-            which: np.array(
-                self._gather(
-                    [
-                        self._submit(_tasks.shard_info, f, worker=w)
-                        for f, w in zip(*shards[which], strict=True)
-                    ]
-                )
-            ).reshape(-1, 4)
-            for which in shards
-        }
-        self._count("bytes_from_workers", *info.values())
-        nnz = int(info["user"][:, 1].sum())
-        # the shape the records imply, within the reader's limit on inferred sizes (one
-        # bad key must not make every worker allocate gigabytes): the keys of one side's
-        # records (counted per record) and the indices in the other side's (per value)
-        files = {"user": source.rows_files, "item": source.cols_files}
-
-        def implied(keys_side: str, index_side: str) -> int:
-            size = 0
-            for side, c, count, parameter in (
-                (keys_side, 2, int(info[keys_side][:, 0].sum()), "n_rows"),
-                (index_side, 3, int(info[index_side][:, 1].sum()), "vocab_size"),
-            ):
-                if len(info[side]):
-                    shard = int(np.argmax(info[side][:, c]))
-                    where = f"{files[side][shard]} (its largest {'key' if c == 2 else 'index'})"
-                    size = max(
-                        size, inferred_size(int(info[side][shard, c]), count, parameter, where)
-                    )
-            return size
-
-        if n_rows is None:
-            n_rows = implied("user", "item")
-        if n_cols is None:
-            n_cols = implied("item", "user")
-        return shards, dataclasses.replace(source, shape=(n_rows, n_cols), nnz=nnz)
-
-    def _assemble_parts(self, shards) -> dict:
-        """Each partition built on its worker from the pieces of the shards it spans."""
-        full_shape = self.source_.shape
-        out = {}
-        for which, by_rows in (("user", True), ("item", False)):
-            futures, placed = shards[which]
-            bounds = self._bounds[which]
-            edges = np.array([lo for lo, _ in bounds] + [bounds[-1][1]])
-            counts = self._gather(
-                [
-                    self._submit(_tasks.shard_counts, f, edges, worker=w)
-                    for f, w in zip(futures, placed, strict=True)
-                ]
-            )
-            self._count("bytes_from_workers", *counts)
-            parts = []
-            for p, ((lo, hi), w_p) in enumerate(zip(bounds, self._placement[which], strict=True)):
-                pieces = []
-                for f, w_s, c in zip(futures, placed, counts, strict=True):
-                    if c[0, p] == 0:
-                        continue
-                    pieces.append(self._submit(_tasks.shard_piece, f, lo, hi, worker=w_s))
-                    if w_s != w_p:  # entries (index 8 B, value 4 B) and the record arrays
-                        self.stats_["bytes_between_workers"] += int(12 * c[1, p] + 24 * c[0, p])
-                parts.append(
-                    self._submit(
-                        _tasks.assemble_part,
-                        lo,
-                        hi,
-                        by_rows,
-                        full_shape,
-                        *pieces,
-                        worker=w_p,
-                        retries=2,
-                    )
-                )
-            out[which] = parts
-        return out
-
-    def _check_transpose(self, raw: dict) -> None:
-        """The rows and columns records must hold the same matrix (as on one machine)."""
-        sums = {}
-        for which in ("user", "item"):
-            parts = self._gather(
-                [
-                    self._submit(_tasks.part_fingerprint, part, lo, which == "user", worker=w)
-                    for part, (lo, _), w in zip(
-                        raw[which], self._bounds[which], self._placement[which], strict=True
-                    )
-                ]
-            )
-            sums[which] = (sum(n for n, _ in parts), sum(h for _, h in parts) % 2**64)
-        if sums["user"] != sums["item"]:
-            src = self.source_
-            raise DataFormatError(
-                f"The train rows records ({src.rows_pattern}) and columns records "
-                f"({src.cols_pattern}) do not hold the same matrix: {sums['user'][0]:,} entries "
-                f"against {sums['item'][0]:,} in the transposed records, in different places. "
-                "Are the items_for_user and users_for_item files swapped, or from different "
-                "data?"
-            )
 
     def _plan_fixed_rows(self) -> None:
         """Per worker: whole fixed factor or touched rows (``ship_whole_above``), and for
@@ -765,7 +526,7 @@ class DaskWALS:
         k = self.embedding_dim
         blocks = {}
         for which, path in (("user", user_path), ("item", item_path)):
-            path = _location(path)
+            path = location(path)
             shape = _storage.npy_shape(path)
             n = self.source_.shape[0 if which == "user" else 1]
             if shape != (n, k):

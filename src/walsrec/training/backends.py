@@ -180,7 +180,7 @@ class DaskBackend(LocalBackend):
 def _dask_source(cfg, model_dir: Path):
     """The native matrices the Dask workers read: DATA_DIR/train/native, or for TFRecord
     inputs MODEL_DIR/cache and its transpose (written by the workers)."""
-    from walsrec.distributed.wals import native_source
+    from walsrec.distributed.sources import native_source
 
     if cfg.data is not None:
         return native_source(cfg.data)

@@ -195,7 +195,8 @@ def cache_tfrecords_dask(client, config, model_dir: str | os.PathLike) -> bool:
     bool
         True when the cache was (re)written.
     """
-    from walsrec.distributed.sources import tfrecord_source, write_native_dask
+    from walsrec.distributed.sources import tfrecord_source
+    from walsrec.distributed.write_native import write_native_dask
 
     cache = Path(model_dir) / "cache"
     key = _cache_key(config)
