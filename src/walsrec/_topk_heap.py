@@ -1,4 +1,4 @@
-"""The bounded heap both top-k scans keep (serving's and the metrics'), as numba helpers.
+"""The bounded heap both top-k scans keep (walsrec.model.topk's and the metrics'), in numba.
 
 A heap of the best k (score, item) pairs seen so far, with the *worst* kept pair at the root,
 in two parallel arrays ``hs`` (scores) and ``hi`` (items). Order: score descending, ties by

@@ -141,6 +141,14 @@ def test_the_same_seed_gives_the_same_model(client, data_dir, user_items):
         np.testing.assert_array_equal(ids_a, ids_b)
         np.testing.assert_allclose(scores_a, scores_b, rtol=1e-6)
     np.testing.assert_array_equal(one.similar_items(3, k=4)[0], dask.similar_items(3, k=4)[0])
+    shared = dict(metric="dot", filter_items=[0], items=[0, 1, 2, 4, 5, 6])
+    np.testing.assert_array_equal(
+        one.similar_items(3, 4, **shared)[0], dask.similar_items(3, 4, **shared)[0]
+    )
+    np.testing.assert_array_equal(
+        one.recommend(7, user_items, 5, False, filter_items=[1], items=np.arange(20))[0],
+        dask.recommend(7, user_items, 5, False, filter_items=[1], items=np.arange(20))[0],
+    )
     local = dask.to_local()
     assert isinstance(local, WALS) and local.get_params() == {
         k: v for k, v in dask.get_params().items() if k in local.get_params()

@@ -1,4 +1,5 @@
-"""load_model, recommend, batch recommend, fold-in and similar items, held to brute force."""
+"""load_model, recommend, batch recommend, fold-in and similar items, held to brute force
+(the top-k kernels themselves: tests/model/test_topk.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from walsrec.errors import DataFormatError, InvalidParameterError, UnknownIdError
 from walsrec.model.weighting import confidence_values, weighting_stats
-from walsrec.serving import _topk
 from walsrec.serving.model import load_model
 
 from .conftest import make_export
@@ -36,56 +34,6 @@ def export_arrays(export_path):
 
     ui = load_csr(export_path / "train", "user_items", mmap=False)
     return u, v, users, items, ui
-
-
-# --------------------------------------------------------------------------- kernels
-
-
-@settings(deadline=None, max_examples=60)
-@given(
-    n_items=st.integers(1, 40),
-    k=st.integers(1, 50),
-    seed=st.integers(0, 2**31 - 1),
-    ties=st.booleans(),
-)
-def test_topk_one_matches_its_numpy_twin(n_items, k, seed, ties):
-    rng = np.random.default_rng(seed)
-    scores = rng.standard_normal(n_items).astype(np.float32)
-    if ties:  # few distinct values: order among ties must be by index
-        scores = np.round(scores).astype(np.float32)
-    excluded = np.unique(rng.integers(0, n_items, rng.integers(0, n_items + 1))).astype(np.int32)
-    banned = rng.random(n_items) < 0.2 if rng.random() < 0.5 else np.zeros(0, dtype=bool)
-    width = min(k, n_items)
-    got_i, got_s = np.empty(width, np.int64), np.empty(width, np.float32)
-    want_i, want_s = np.empty(width, np.int64), np.empty(width, np.float32)
-    n = _topk.topk_one(scores, excluded, banned, width, got_i, got_s)
-    m = _topk.topk_one_numpy(scores, excluded, banned, width, want_i, want_s)
-    assert n == m
-    np.testing.assert_array_equal(got_i, want_i)
-    np.testing.assert_array_equal(got_s, want_s)
-    assert got_i[:n].tolist() == brute_top(scores, excluded, width, np.flatnonzero(banned))
-
-
-@settings(deadline=None, max_examples=25)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 12), exclude_seen=st.booleans())
-def test_topk_rows_matches_its_numpy_twin(seed, k, exclude_seen):
-    import scipy.sparse as sp
-
-    rng = np.random.default_rng(seed)
-    n_users, n_items = 9, 11
-    ui = sp.random(n_users, n_items, density=0.4, format="csr", random_state=seed)
-    scores = np.round(rng.standard_normal((5, n_items)) * 2).astype(np.float32)
-    users = rng.integers(0, n_users, 5).astype(np.int64)
-    indptr = ui.indptr.astype(np.int64)
-    indices = ui.indices.astype(np.int32)
-    banned = np.zeros(0, dtype=bool)
-    width = min(k, n_items)
-    outs = [np.empty((5, width), np.int64), np.empty((5, width), np.float32)]
-    twin = [np.empty((5, width), np.int64), np.empty((5, width), np.float32)]
-    _topk.topk_rows(scores, users, indptr, indices, exclude_seen, banned, width, *outs)
-    _topk.topk_rows_numpy(scores, users, indptr, indices, exclude_seen, banned, width, *twin)
-    np.testing.assert_array_equal(outs[0], twin[0])
-    np.testing.assert_array_equal(outs[1], twin[1])
 
 
 # --------------------------------------------------------------------------- loading
@@ -189,6 +137,34 @@ def test_filter_items_are_never_recommended(model):
     assert got.items[:3] == [first.items[1], first.items[3], first.items[4]]
     with pytest.raises(InvalidParameterError, match="not a single string"):
         model.recommend(user, filter_items="a001")
+
+
+def test_an_allow_list_restricts_every_query_to_its_items(model, trained_export):
+    u, v, users, items, ui = export_arrays(trained_export)
+    allowed = [0, 3, 7, 42, 99, 100, 101, 150]
+    ids = [items[j] for j in allowed] + ["not-an-item"]  # unknown ids are ignored
+    user = 2
+    got = model.recommend(users[user], k=5, items=ids, filter_items=[items[42]])
+    want = brute_top(v @ u[user], [*ui[user].indices, 42], 5, set(range(len(items))) - set(allowed))
+    assert got.indices.tolist() == want
+    many, _ = model.recommend_many([users[user]], k=5, items=ids, filter_items=[items[42]])
+    assert many[0][: len(want)].tolist() == want
+    # the popular fallback keeps to the allow list as well
+    counts = np.bincount(ui.indices, minlength=len(items))
+    fallback = model.recommend("nobody", k=3, items=ids, fallback="popular")
+    assert fallback.fallback
+    assert fallback.indices.tolist() == sorted(allowed, key=lambda j: (-counts[j], j))[:3]
+    new_user = model.recommend_for_interactions([(items[3], 1.0)], k=4, items=ids)
+    assert set(new_user.indices.tolist()) <= set(allowed) - {3} and len(new_user) == 4
+    similar = model.similar_items(items[3], k=20, items=ids)
+    assert sorted(similar.indices.tolist()) == sorted(set(allowed) - {3})
+    assert model.recommend(users[user], k=5, items=[]).items == []
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'items' parameter of similar_items must be an iterable of item ids, not a "
+        r"single string\. Got 'i3' instead\.",
+    ):
+        model.similar_items(items[0], items="i3")
 
 
 @pytest.mark.parametrize("method", ["auto", "norm", "gemm"])
@@ -424,35 +400,6 @@ def test_a_copied_export_loads_the_same(model, trained_export, tmp_path):
     other = load_model(tmp_path)
     uid = model.users.id(3)
     assert other.recommend(uid).items == model.recommend(uid).items
-
-
-@settings(deadline=None, max_examples=60)
-@given(
-    n_items=st.integers(1, 60),
-    k=st.integers(1, 70),
-    seed=st.integers(0, 2**31 - 1),
-    spread=st.sampled_from([1, 3, 20]),
-)
-def test_topk_by_norm_matches_scoring_everything(n_items, k, seed, spread):
-    # small integer factors: every dot product is exact in float32, and ties are common
-    rng = np.random.default_rng(seed)
-    v = rng.integers(-spread, spread + 1, (n_items, 4)).astype(np.float32)
-    v *= rng.integers(0, 4, (n_items, 1)).astype(np.float32)  # varied norms, some zero
-    u = rng.integers(-3, 4, 4).astype(np.float32)
-    norms = np.linalg.norm(v, axis=1).astype(np.float32)
-    order = np.argsort(-norms, kind="stable").astype(np.int64)
-    excluded = np.unique(rng.integers(0, n_items, rng.integers(0, n_items + 1))).astype(np.int32)
-    banned = rng.random(n_items) < 0.2 if rng.random() < 0.5 else np.zeros(0, dtype=bool)
-    width = min(k, n_items)
-    args = (np.ascontiguousarray(v[order]), order, norms[order], u, float(np.linalg.norm(u)))
-    got = np.empty(width, np.int64), np.empty(width, np.float32)
-    want = np.empty(width, np.int64), np.empty(width, np.float32)
-    n = _topk.topk_by_norm(*args, excluded, banned, width, *got)
-    m = _topk.topk_by_norm_numpy(*args, excluded, banned, width, *want)
-    assert n == m
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[1], want[1])
-    assert got[0][:n].tolist() == brute_top(v @ u, excluded, width, np.flatnonzero(banned))
 
 
 def test_concurrent_queries_from_threads_equal_sequential_answers(model):

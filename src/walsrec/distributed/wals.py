@@ -807,13 +807,19 @@ class DaskWALS:
         return local.project_cols(new_item_users, weights, col_weights)
 
     def recommend(
-        self, user_index, user_items, k=10, exclude_seen=True
+        self, user_index, user_items, k=10, exclude_seen=True, *, filter_items=None, items=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`WALS.recommend <walsrec.model.wals.WALS.recommend>` on the gathered
         factors."""
-        return self.to_local("recommend").recommend(user_index, user_items, k, exclude_seen)
+        return self.to_local("recommend").recommend(
+            user_index, user_items, k, exclude_seen, filter_items=filter_items, items=items
+        )
 
-    def similar_items(self, item_index, k=10) -> tuple[np.ndarray, np.ndarray]:
+    def similar_items(
+        self, item_index, k=10, *, metric="cosine", filter_items=None, items=None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`WALS.similar_items <walsrec.model.wals.WALS.similar_items>` on the
         gathered item factors."""
-        return self.to_local("similar_items").similar_items(item_index, k)
+        return self.to_local("similar_items").similar_items(
+            item_index, k, metric=metric, filter_items=filter_items, items=items
+        )

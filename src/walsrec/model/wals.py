@@ -826,33 +826,67 @@ class WALS:
             )
         return int(index)
 
+    def _items_arg(self, filter_items, items, n_items: int, method: str) -> np.ndarray:
+        """The top-k kernels' ``banned`` mask from the item indices ``filter_items`` and the
+        allow list ``items`` (each None or a 1-D array of indices in [0, n_items))."""
+        from walsrec.model import topk
+
+        if filter_items is not None:
+            filter_items = self._rows_arg(filter_items, n_items, "filter_items", method)
+        if items is not None:
+            items = self._rows_arg(items, n_items, "items", method)
+        return topk.banned_mask(n_items, filter_items, items)
+
     def recommend(
-        self, user_index, user_items, k=10, exclude_seen=True
+        self, user_index, user_items, k=10, exclude_seen=True, *, filter_items=None, items=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items for one training user by score u_i·v_j, best first.
+
+        Candidates, order and ties follow the ranking rules of :mod:`walsrec.model.topk`,
+        shared with :meth:`Recommender.recommend
+        <walsrec.serving.model.Recommender.recommend>` (which names items by id where
+        this names them by index): score descending, ties by item index ascending.
 
         Parameters
         ----------
         user_index : int
             The user's row.
         user_items : sparse matrix of shape (n_users, n_items) or (1, n_items)
-            The training matrix (or the user's row), for excluding seen items.
+            The training matrix (or the user's row), for excluding seen items; not read
+            (None will do) when ``exclude_seen`` is False.
         k : int, default=10
+            Number of items; more than the catalog returns every candidate, ranked.
         exclude_seen : bool, default=True
-            Leave out items the user has interacted with.
+            Leave out the items stored in the user's row of ``user_items``.
+        filter_items : array-like of int, optional
+            Item indices never to recommend.
+        items : array-like of int, optional
+            Allow list: only these item indices may be recommended.
 
         Returns
         -------
-        items : ndarray of int64, shape (≤ k,)
-        scores : ndarray of float, shape (≤ k,)
-            Fewer than k when fewer items are left to rank.
+        items : ndarray of int64, shape (n,)
+        scores : ndarray of the factors' dtype, shape (n,)
+            n = k, or fewer when fewer candidates remain.
+
+        Examples
+        --------
+        >>> import numpy as np, scipy.sparse as sp
+        >>> from walsrec import WALS
+        >>> x = sp.csr_matrix(np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]]))
+        >>> model = WALS(embedding_dim=2, random_state=0).fit(x)
+        >>> items, scores = model.recommend(0, x, k=2)  # items 2 and 3, best first
+        >>> model.recommend(0, x, k=2, filter_items=[3])[0].tolist()
+        [2]
         """
+        from walsrec.model import topk
+
         self._check_initialized("recommend")
         n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
         user = self._check_index(user_index, n_users, "user_index", "recommend")
         self._check_k(k, "recommend")
-        scores = self.item_factors_ @ self.user_factors_[user]
-        candidates = np.ones(n_items, dtype=bool)
+        banned = self._items_arg(filter_items, items, n_items, "recommend")
+        excluded = np.zeros(0, dtype=np.int64)
         if exclude_seen:
             if not sp.issparse(user_items):
                 raise TypeError(
@@ -864,35 +898,55 @@ class WALS:
                     f"The 'user_items' argument of WALS.recommend must have shape "
                     f"{(n_users, n_items)} or {(1, n_items)}. Got {user_items.shape} instead."
                 )
-            row = sp.csr_matrix(user_items)[0 if user_items.shape[0] == 1 else user]
-            candidates[row.indices] = False
-        return _top_k(scores, candidates, k)
+            rows = user_items.tocsr()
+            row = 0 if user_items.shape[0] == 1 else user
+            # sorted, as the kernels walk the gaps between seen items
+            excluded = np.unique(rows.indices[rows.indptr[row] : rows.indptr[row + 1]])
+        scores = self.item_factors_ @ self.user_factors_[user]
+        return topk.top_k(scores, excluded, banned, k)
 
-    def similar_items(self, item_index, k=10) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` items most cosine-similar to ``item_index`` (itself excluded), best first.
+    def similar_items(
+        self, item_index, k=10, *, metric="cosine", filter_items=None, items=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most similar to ``item_index`` (itself excluded), best first.
+
+        Candidates, order and ties follow the ranking rules of :mod:`walsrec.model.topk`,
+        shared with :meth:`Recommender.similar_items
+        <walsrec.serving.model.Recommender.similar_items>`.
 
         Parameters
         ----------
         item_index : int
         k : int, default=10
+        metric : {"cosine", "dot"}, default="cosine"
+            Cosine similarity of the item factors (0 against an all-zero factor) or their
+            dot product.
+        filter_items : array-like of int, optional
+            Item indices never to return.
+        items : array-like of int, optional
+            Allow list: only these item indices may be returned.
 
         Returns
         -------
-        items : ndarray of int64, shape (≤ k,)
-        similarities : ndarray of float, shape (≤ k,)
-            Cosine similarity of the item factors; 0 for an all-zero factor.
+        items : ndarray of int64, shape (n,)
+        similarities : ndarray of the factors' dtype, shape (n,)
+            n = k, or fewer when fewer candidates remain.
         """
+        from walsrec.model import topk
+
         self._check_initialized("similar_items")
         n_items = self.item_factors_.shape[0]
         item = self._check_index(item_index, n_items, "item_index", "similar_items")
         self._check_k(k, "similar_items")
-        v = self.item_factors_.astype(np.float64)
-        norms = np.linalg.norm(v, axis=1)
-        safe = np.where(norms > 0, norms, 1.0)
-        sims = (v @ v[item]) / (safe * safe[item])
-        candidates = np.ones(n_items, dtype=bool)
-        candidates[item] = False
-        return _top_k(sims, candidates, k)
+        if not (isinstance(metric, str) and metric in topk.METRICS):
+            rule = f"one of {list(topk.METRICS)}"
+            raise InvalidParameterError(
+                _param_error("metric", rule, metric, "argument of WALS.similar_items")
+            )
+        banned = self._items_arg(filter_items, items, n_items, "similar_items")
+        v = self.item_factors_
+        sims = topk.similarity_scores(v, np.linalg.norm(v, axis=1), item, metric)
+        return topk.top_k(sims, np.array([item]), banned, k)
 
 
 def check_params(params: Mapping[str, Any]) -> None:
@@ -965,19 +1019,6 @@ def _slice(x, subset: np.ndarray, fmt: str):
     if fmt == "csr":
         return x.tocsr()[subset]
     return x.tocsc()[:, subset]
-
-
-def _top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best candidates, best first, ties by item index (as serving's kernels)."""
-    idx = np.flatnonzero(candidates)
-    s = scores[idx]
-    if k < idx.shape[0]:
-        # keep every candidate tied with the k-th best, so the tie order below decides
-        kth = np.partition(-s, k - 1)[k - 1]
-        keep = -s <= kth
-        idx, s = idx[keep], s[keep]
-    order = np.lexsort((idx, -s))[:k]
-    return idx[order].astype(np.int64), s[order]
 
 
 def run_sweeps(model, sweep, desc: str):

@@ -28,17 +28,16 @@ from walsrec.errors import DataFormatError, InvalidParameterError, UnknownIdErro
 
 __all__ = ["Recommendations", "Recommender", "load_model"]
 
-_METRICS = ("cosine", "dot")
 _FALLBACKS = (None, "popular")
 # Scores of a chunk of users in batch recommendation: at most this many bytes at once.
 _BLOCK_BYTES = 32 * 2**20
 
 
-def _kernels():
+def _topk():
     # numba compiles (or loads from its cache) on first use, not at import
-    from walsrec.serving import _topk
+    from walsrec.model import topk
 
-    return _topk
+    return topk
 
 
 @dataclass
@@ -114,14 +113,14 @@ class Recommender:
             ui.sort_indices()
         self.user_items = ui
         self._indptr = np.ascontiguousarray(ui.indptr, dtype=np.int64)
-        idx_dt = np.int32 if ui.shape[1] < 2**31 - 1 else np.int64
+        idx_dt = _topk().index_dtype(ui.shape[1])
         self._indices = np.ascontiguousarray(ui.indices, dtype=idx_dt)
         self.item_popularity = np.bincount(self._indices, minlength=ui.shape[1]).astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):  # overflowing norms: refused
             self.item_norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
             self.user_norms = np.linalg.norm(self.user_factors, axis=1).astype(np.float32)
         # The item factors again, by decreasing norm, for the single-query top-k that stops
-        # early (see _topk.topk_by_norm). Costs one more copy of the item factors.
+        # early (see walsrec.model.topk.topk_by_norm). Costs one more copy of the item factors.
         self._norm_order = np.argsort(-self.item_norms, kind="stable").astype(np.int64)
         self._sorted_items = np.ascontiguousarray(self.item_factors[self._norm_order])
         self._sorted_norms = np.ascontiguousarray(self.item_norms[self._norm_order])
@@ -175,20 +174,30 @@ class Recommender:
 
     # ------------------------------------------------------------------ helpers
 
-    def _banned(self, filter_items: Iterable[str] | None, method: str) -> np.ndarray:
-        if filter_items is None:
+    def _banned(
+        self, filter_items: Iterable[str] | None, items: Iterable[str] | None, method: str
+    ) -> np.ndarray:
+        """The kernels' mask from ``filter_items`` and the allow list ``items`` (ids)."""
+        if filter_items is None and items is None:
             return self._no_ban
-        if isinstance(filter_items, str | bytes):
+        return _topk().banned_mask(
+            self.n_items,
+            self._known_items(filter_items, "filter_items", method),
+            self._known_items(items, "items", method),
+        )
+
+    def _known_items(self, ids: Iterable[str] | None, name: str, method: str):
+        """Indices of the ids the model knows (None stays None): an unknown id can never be
+        recommended, so leaving it out of a filter or an allow list changes nothing."""
+        if ids is None:
+            return None
+        if isinstance(ids, str | bytes):
             raise InvalidParameterError(
-                f"The 'filter_items' parameter of {method} must be an iterable of item ids, "
-                f"not a single string. Got {filter_items!r} instead."
+                f"The {name!r} parameter of {method} must be an iterable of item ids, "
+                f"not a single string. Got {ids!r} instead."
             )
-        ids = [str(i) for i in filter_items]
-        banned = np.zeros(self.n_items, dtype=np.bool_)
-        if ids:
-            idx = self._item_indices(ids)
-            banned[idx[idx >= 0]] = True  # ids the model does not know cannot be recommended
-        return banned
+        idx = self._item_indices([str(i) for i in ids])
+        return idx[idx >= 0]
 
     def _item_indices(self, ids: list[str]) -> np.ndarray:
         """Indices of item ids, -1 where unknown. A dict lookup: an Arrow ``index_in``
@@ -204,18 +213,15 @@ class Recommender:
         return Recommendations(ids, scores[:n].copy(), items, **extra)
 
     def _top(self, scores: np.ndarray, excluded: np.ndarray, banned: np.ndarray, k: int):
-        width = min(k, self.n_items)
-        out_items = np.empty(width, dtype=np.int64)
-        out_scores = np.empty(width, dtype=scores.dtype)
-        n = _kernels().topk_one(scores, excluded, banned, width, out_items, out_scores)
-        return out_items, out_scores, n
+        items, scores = _topk().top_k(scores, excluded, banned, k)
+        return items, scores, items.shape[0]
 
     def _top_query(self, query, query_norm, excluded, banned, k: int):
         """Top-k of ``item_factors @ query`` without scoring every item (exact)."""
         width = min(k, self.n_items)
         out_items = np.empty(width, dtype=np.int64)
         out_scores = np.empty(width, dtype=np.float32)
-        n = _kernels().topk_by_norm(
+        n = _topk().topk_by_norm(
             self._sorted_items,
             self._norm_order,
             self._sorted_norms,
@@ -249,9 +255,14 @@ class Recommender:
         *,
         exclude_seen: bool = True,
         filter_items: Iterable[str] | None = None,
+        items: Iterable[str] | None = None,
         fallback: str | None = None,
     ) -> Recommendations:
         """Top-``k`` items for a training user, by score u·v, best first.
+
+        Candidates, order and ties follow the ranking rules of :mod:`walsrec.model.topk`,
+        shared with :meth:`WALS.recommend <walsrec.model.wals.WALS.recommend>` (which
+        names items by index where this names them by id).
 
         Parameters
         ----------
@@ -263,9 +274,12 @@ class Recommender:
             Leave out the user's training items.
         filter_items : iterable of str, optional
             Item ids never to recommend (ids unknown to the model are ignored).
+        items : iterable of str, optional
+            Allow list: only these item ids may be recommended (unknown ids are ignored).
         fallback : {None, "popular"}, default=None
             For an unknown user: None raises :class:`~walsrec.errors.UnknownIdError`;
-            "popular" returns the most popular items (``fallback=True`` on the result).
+            "popular" returns the most popular items allowed by ``filter_items`` and
+            ``items`` (``fallback=True`` on the result).
 
         Returns
         -------
@@ -284,26 +298,33 @@ class Recommender:
                 f"The 'fallback' parameter of recommend must be None or 'popular'. "
                 f"Got {fallback!r} instead."
             )
-        banned = self._banned(filter_items, "recommend")
+        banned = self._banned(filter_items, items, "recommend")
         try:
             user = self.users.index(user_id)
         except UnknownIdError:
             if fallback is None:
                 raise
-            return self.popular(k, filter_items=filter_items)
+            return self.popular(k, filter_items=filter_items, items=items)
         excluded = self._seen(user) if exclude_seen else self._no_items
         query = self.user_factors[user]
         return self._result(*self._top_query(query, self.user_norms[user], excluded, banned, k))
 
-    def popular(self, k: int = 10, *, filter_items: Iterable[str] | None = None):
+    def popular(
+        self,
+        k: int = 10,
+        *,
+        filter_items: Iterable[str] | None = None,
+        items: Iterable[str] | None = None,
+    ) -> Recommendations:
         """The ``k`` items with the most training users (ties by index); ``fallback=True``.
 
-        Scores are the numbers of training users.
+        Scores are the numbers of training users; ``filter_items`` and the allow list
+        ``items`` as :meth:`recommend`.
         """
         k = check_k(k, "popular")
         order = self._popular_order
-        if filter_items is not None:
-            banned = self._banned(filter_items, "popular")
+        banned = self._banned(filter_items, items, "popular")
+        if banned.shape[0]:
             order = order[~banned[order]]
         top = order[:k]
         return self._result(
@@ -317,6 +338,7 @@ class Recommender:
         *,
         exclude_seen: bool = True,
         filter_items: Iterable[str] | None = None,
+        items: Iterable[str] | None = None,
         n_jobs: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item indices and scores for many users at once (batch form).
@@ -325,7 +347,7 @@ class Recommender:
         ----------
         user_ids : iterable of str
             Original ids; an unknown one raises :class:`~walsrec.errors.UnknownIdError`.
-        k, exclude_seen, filter_items
+        k, exclude_seen, filter_items, items
             As :meth:`recommend`.
         n_jobs : int or None, default=None
             Threads (None or -1: all cores).
@@ -343,7 +365,7 @@ class Recommender:
         if (idx < 0).any():
             bad = ids[int(np.flatnonzero(idx < 0)[0])]
             raise UnknownIdError(f"Unknown user id {str(bad)!r}.")
-        banned = self._banned(filter_items, "recommend_many")
+        banned = self._banned(filter_items, items, "recommend_many")
         return self.recommend_indices(
             idx, k, exclude_seen=exclude_seen, banned=banned, n_jobs=n_jobs
         )
@@ -441,7 +463,7 @@ class Recommender:
 
     def _rank_chunk(self, users, width, exclude_seen, banned, out_items, out_scores, how):
         """Top-``width`` of a chunk of users; returns the share of items scored."""
-        kern = _kernels()
+        kern = _topk()
         if how == "norm":
             scanned = np.empty(users.size, dtype=np.int64)
             kern.topk_by_norm_rows(
@@ -515,6 +537,7 @@ class Recommender:
         *,
         exclude_seen: bool = True,
         filter_items: Iterable[str] | None = None,
+        items: Iterable[str] | None = None,
     ) -> Recommendations:
         """Top-``k`` items for a user the model has never seen, from their interactions.
 
@@ -528,6 +551,8 @@ class Recommender:
             Leave out the items in ``interactions``.
         filter_items : iterable of str, optional
             Item ids never to recommend.
+        items : iterable of str, optional
+            Allow list: only these item ids may be recommended.
 
         Returns
         -------
@@ -539,7 +564,7 @@ class Recommender:
         >>> model.recommend_for_interactions([("i3", 1.0), ("i7", 0.5)], k=5)  # doctest: +SKIP
         """
         k = check_k(k, "recommend_for_interactions")
-        banned = self._banned(filter_items, "recommend_for_interactions")
+        banned = self._banned(filter_items, items, "recommend_for_interactions")
         factor, ignored, seen = self._fold_in(interactions)
         excluded = seen.astype(self._indices.dtype) if exclude_seen else self._no_items
         top = self._top_query(factor, np.linalg.norm(factor), excluded, banned, k)
@@ -554,8 +579,12 @@ class Recommender:
         *,
         metric: str = "cosine",
         filter_items: Iterable[str] | None = None,
+        items: Iterable[str] | None = None,
     ) -> Recommendations:
         """The ``k`` items most similar to ``item_id`` by their factors, itself excluded.
+
+        Candidates, order and ties follow the ranking rules of :mod:`walsrec.model.topk`,
+        shared with :meth:`WALS.similar_items <walsrec.model.wals.WALS.similar_items>`.
 
         Parameters
         ----------
@@ -565,27 +594,28 @@ class Recommender:
             Cosine similarity (0 against an all-zero factor) or the dot product.
         filter_items : iterable of str, optional
             Item ids never to return.
+        items : iterable of str, optional
+            Allow list: only these item ids may be returned.
 
         Returns
         -------
         Recommendations
             ``scores`` are the similarities.
         """
+        topk = _topk()
         k = check_k(k, "similar_items")
-        if metric not in _METRICS:
+        if metric not in topk.METRICS:
             raise InvalidParameterError(
-                f"The 'metric' parameter of similar_items must be one of {list(_METRICS)}. "
+                f"The 'metric' parameter of similar_items must be one of {list(topk.METRICS)}. "
                 f"Got {metric!r} instead."
             )
         item = self.items.index(item_id)
-        banned = self._banned(filter_items, "similar_items")
+        banned = self._banned(filter_items, items, "similar_items")
         excluded = np.array([item], dtype=self._indices.dtype)
         if metric == "dot":  # a dot product: the early-stopping kernel applies
             query = self.item_factors[item]
             return self._result(*self._top_query(query, self.item_norms[item], excluded, banned, k))
-        sims = self.item_factors @ self.item_factors[item]
-        norms = np.where(self.item_norms > 0, self.item_norms, np.float32(1.0))
-        sims /= norms * norms[item]
+        sims = topk.similarity_scores(self.item_factors, self.item_norms, item, metric)
         return self._result(*self._top(sims, excluded, banned, k))
 
     def warm_up(self) -> None:

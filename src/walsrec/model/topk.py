@@ -1,11 +1,57 @@
-"""Top-k selection kernels for serving, and their slow NumPy twins.
+"""Top-k: the ranking rules every recommend and similar_items call follows, and its kernels.
 
+Ranking rules
+-------------
+:meth:`WALS.recommend <walsrec.model.wals.WALS.recommend>` and :meth:`WALS.similar_items
+<walsrec.model.wals.WALS.similar_items>` (DaskWALS's call them), and
+:meth:`Recommender.recommend <walsrec.serving.model.Recommender.recommend>` and
+:meth:`Recommender.similar_items <walsrec.serving.model.Recommender.similar_items>` (the
+HTTP service, ``walsrec recommend`` and ``walsrec similar`` call these) take the same
+keyword arguments, with the same defaults and meaning:
+
+``k`` : int >= 1, default 10
+    The length of the list. Fewer items come back when fewer candidates remain, so a k
+    above the catalog's size returns every candidate, ranked.
+``exclude_seen`` : bool, default True (recommend)
+    Leave out the user's training items.
+``filter_items`` : default None
+    Items never to return.
+``items`` : default None
+    An allow list: when given, only these items may be returned.
+``metric`` : {"cosine", "dot"}, default "cosine" (similar_items)
+    Cosine similarity of the item factors (0 against an all-zero factor) or their dot
+    product. The query item itself is never returned.
+
+WALS names items by index (ints in [0, n_items), as an array-like; anything else is an
+error) and returns ``(items, scores)`` arrays; the Recommender names them by id
+(iterables of str, where an id the model does not know is ignored and a single string
+is an error) and returns ``Recommendations``. A candidate is an item that is allowed,
+not filtered, not seen (and not the query item) and whose score is not NaN. Candidates
+rank by score descending, ties by item index ascending. Scores are u·v for recommend and
+the similarity for similar_items, computed in the factors' dtype.
+
+The same factors give the same lists. WALS scores every item with one matrix-vector
+product and ranks them with :func:`topk_one`; the Recommender ranks u·v with
+:func:`topk_by_norm`, which scores items by decreasing norm and stops early (exact), and
+cosine with :func:`topk_one`. Where the two compute a score in a different order of
+summation it may differ in the last bit, and so may the order of two items whose scores
+are that close; with scores computed exactly (small integer factors) lists and scores are
+identical.
+
+Kernels
+-------
 Order everywhere: score descending, ties by item index ascending. A candidate is an item
 that is neither in the row's excluded (seen) indices nor marked in ``banned``. Each kernel
 walks the candidates once, gap by gap between the sorted excluded indices (no per-item
-membership test), keeping the best k in a heap whose root is the worst kept item.
+membership test), keeping the best k in a heap whose root is the worst kept item (the
+heap of :mod:`walsrec._topk_heap`, shared with the metrics' kernels). Each has a slow
+NumPy twin, its oracle in the tests.
 
-Outputs are padded with item -1 and score -inf when fewer than k candidates exist.
+Outputs are padded with item -1 and score -inf when fewer than k candidates exist. Scores
+are float32, or float64 for :func:`topk_one` (a float64 WALS); the :func:`topk_by_norm`
+kernels take the Recommender's float32 factors. Excluded indices are int32 (int64 from
+2**31 - 1 items on: :func:`index_dtype`), ``banned`` a bool mask, outputs int64 and the
+scores' dtype: every caller passes these, so each kernel compiles once per score dtype.
 """
 
 from __future__ import annotations
@@ -16,6 +62,11 @@ from numba import njit
 from walsrec._topk_heap import sift_down, sift_up
 
 __all__ = [
+    "METRICS",
+    "banned_mask",
+    "index_dtype",
+    "similarity_scores",
+    "top_k",
     "topk_by_norm",
     "topk_by_norm_numpy",
     "topk_by_norm_rows",
@@ -28,6 +79,8 @@ __all__ = [
 # A computed float32 dot product may exceed the exact ‖u‖·‖v‖ bound by rounding (relative
 # error below d·eps ≈ 64 · 6e-8 for d = 64): the early stop keeps this much slack.
 _BOUND_SLACK = 1e-3
+
+METRICS = ("cosine", "dot")
 
 
 @njit(cache=True)
@@ -215,6 +268,61 @@ def topk_by_norm_rows(
             sorted_factors, order, sorted_norms, user_factors[u], user_norms[u], ex, banned,
             k, out_items[i], out_scores[i],
         )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def index_dtype(n_items: int) -> np.dtype:
+    """The dtype of excluded item indices: int32 below 2**31 - 1 items, else int64."""
+    return np.dtype(np.int32 if n_items < 2**31 - 1 else np.int64)
+
+
+def banned_mask(n_items: int, filter_items=None, items=None) -> np.ndarray:
+    """The kernels' ``banned``: True for an item in ``filter_items`` or, when the allow
+    list ``items`` is given, outside it (both arrays of valid item indices); an empty mask
+    when both are None, which the kernels read as "nothing banned" at no cost."""
+    if filter_items is None and items is None:
+        return np.zeros(0, dtype=np.bool_)
+    if items is None:
+        banned = np.zeros(n_items, dtype=np.bool_)
+    else:
+        banned = np.ones(n_items, dtype=np.bool_)
+        banned[items] = False
+    if filter_items is not None:
+        banned[filter_items] = True
+    return banned
+
+
+def similarity_scores(item_factors, item_norms, item: int, metric: str) -> np.ndarray:
+    """Similarity of every item to ``item``, in the factors' dtype: the dot product
+    v_j·v_i, or for "cosine" v_j·v_i / (‖v_j‖·‖v_i‖) with a zero norm read as 1 (so an
+    all-zero factor has cosine 0 with everything). ``item_norms``: ‖v_j‖ per item."""
+    sims = item_factors @ item_factors[item]
+    if metric == "cosine":
+        norms = np.where(item_norms > 0, item_norms, item_norms.dtype.type(1.0))
+        sims /= norms * norms[item]
+    return sims
+
+
+def top_k(scores, excluded, banned, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` candidates of one score vector by :func:`topk_one`, best first.
+
+    ``scores``: shape (n_items,), ranked as float32 when they are, else as float64;
+    ``excluded``: sorted item indices to skip; ``banned``: as :func:`banned_mask`.
+    Returns ``(items, scores)``: int64 indices and their scores, as many as there are
+    candidates, at most k.
+    """
+    dtype = np.float32 if scores.dtype == np.float32 else np.float64
+    scores = np.ascontiguousarray(scores, dtype=dtype)
+    n_items = scores.shape[0]
+    excluded = np.ascontiguousarray(excluded, dtype=index_dtype(n_items))
+    width = min(k, n_items)
+    out_items = np.empty(width, dtype=np.int64)
+    out_scores = np.empty(width, dtype=dtype)
+    banned = np.ascontiguousarray(banned, dtype=np.bool_)
+    n = topk_one(scores, excluded, banned, width, out_items, out_scores)
+    return out_items[:n], out_scores[:n]
 
 
 # --------------------------------------------------------------------------- NumPy twins
