@@ -57,3 +57,69 @@ def test_the_scan_sees_a_private_import(tmp_path, monkeypatch):
     (pkg / "z.py").write_text("from walsrec._files import load_npy\n")
     monkeypatch.setitem(globals(), "SRC", pkg)
     assert _private_imports_across_packages() == {("serving/x.py", "walsrec.model.wals", "_Side")}
+
+
+def _private_names_defined(tree: ast.AST) -> set[str]:
+    """Underscore names a module gives its classes: methods and ``self._x = ...``."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for item in ast.walk(node):
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                    names.add(item.name)
+                elif isinstance(item, ast.Attribute) and isinstance(item.ctx, ast.Store):
+                    if isinstance(item.value, ast.Name) and item.value.id == "self":
+                        names.add(item.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def _private_model_attributes_used_outside() -> set[tuple[str, str]]:
+    """(module, name) where a module outside model/ reads or writes an underscore attribute
+    that model/'s classes define (on anything but ``self``), unless its own package defines
+    that name too (e.g. DaskWALS's own ``_check_initialized``)."""
+    trees = {
+        p.relative_to(SRC): ast.parse(p.read_text(encoding="utf-8")) for p in SRC.rglob("*.py")
+    }
+    by_package: dict[str | None, set[str]] = {}
+    for rel, tree in trees.items():
+        by_package.setdefault(_package(rel.with_suffix("").parts), set()).update(
+            _private_names_defined(tree)
+        )
+    model_names = by_package.get("model", set())
+    found = set()
+    for rel, tree in trees.items():
+        own = _package(rel.with_suffix("").parts)
+        if own == "model":
+            continue
+        suspect = model_names - by_package.get(own, set())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in suspect:
+                if not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                    found.add((rel.as_posix(), node.attr))
+    return found
+
+
+def test_no_module_outside_model_touches_a_model_objects_private_attribute():
+    found = _private_model_attributes_used_outside()
+    assert not found, f"underscore attributes of model/ objects used elsewhere: {sorted(found)}"
+
+
+def test_the_attribute_scan_sees_a_private_attribute(tmp_path, monkeypatch):
+    pkg = tmp_path / "walsrec"
+    (pkg / "model").mkdir(parents=True)
+    (pkg / "model" / "wals.py").write_text(
+        "class WALS:\n    def _solve(self):\n        self._cache = {}\n"
+    )
+    (pkg / "distributed").mkdir()
+    (pkg / "distributed" / "tasks.py").write_text(
+        "def f(model):\n    model._cache = {}\n    return model._solve()\n"
+    )
+    (pkg / "serving").mkdir()
+    (pkg / "serving" / "ok.py").write_text(
+        "class R:\n    def _solve(self):\n        return 1\n\ndef g(r):\n    return r._solve()\n"
+    )
+    monkeypatch.setitem(globals(), "SRC", pkg)
+    assert _private_model_attributes_used_outside() == {
+        ("distributed/tasks.py", "_cache"),
+        ("distributed/tasks.py", "_solve"),
+    }
