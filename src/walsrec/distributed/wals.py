@@ -43,7 +43,8 @@ from walsrec.distributed.layout import Cluster
 from walsrec.distributed.sources import NativeSource, location, native_source
 from walsrec.errors import InvalidParameterError, NotFittedError
 from walsrec.model import halfstep
-from walsrec.model.wals import WALS, check_params, run_sweeps
+from walsrec.model.validation import check_params
+from walsrec.model.wals import WALS, run_sweeps
 
 __all__ = ["DaskWALS", "NativeSource", "native_source"]
 

@@ -209,7 +209,7 @@ def estimator_from_settings(
     arguments.update(params)
     model = (estimator_class or WALS)(**arguments)
     if validate:
-        from walsrec.model.wals import check_params
+        from walsrec.model.validation import check_params
 
         check_params({k: v for k, v in model.get_params().items() if k in WALS().get_params()})
     return model

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -62,10 +61,14 @@ from walsrec._threads import resolve_n_jobs
 from walsrec.errors import InvalidParameterError, NotFittedError
 from walsrec.model import halfstep, weighting
 from walsrec.model.halfstep import FixedSide, Side
+from walsrec.model.validation import (
+    check_indices,
+    check_params,
+    check_sparse,
+    slice_matrix,
+)
 
-__all__ = ["WALS", "check_params", "run_sweeps"]
-
-_SOLVERS = ("cholesky", "cg")
+__all__ = ["WALS", "run_sweeps"]
 
 
 # --------------------------------------------------------------------------- validation
@@ -73,46 +76,6 @@ _SOLVERS = ("cholesky", "cg")
 
 def _param_error(name: str, rule: str, value: Any, owner: str = "parameter of WALS") -> str:
     return param_error(name, rule, value, owner)
-
-
-def _check_sparse(
-    x: Any, name: str, method: str, fmt: str, dtype: type = np.float64
-) -> sp.spmatrix:
-    """``x`` as a canonical (sorted, no duplicates) matrix in format ``fmt``, with values that
-    are finite in ``dtype`` (the model's: a float64 1e39 would become inf in float32)."""
-    if not sp.issparse(x):
-        raise TypeError(
-            f"The {name!r} argument of WALS.{method} must be a scipy.sparse matrix "
-            f"(CSR preferred). Got {type(x).__name__} instead."
-        )
-    if x.ndim != 2:
-        raise InvalidParameterError(
-            f"The {name!r} argument of WALS.{method} must be 2-D. Got shape {x.shape} instead."
-        )
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.issubdtype(
-        x.dtype, np.complexfloating
-    ):
-        raise InvalidParameterError(
-            f"The {name!r} argument of WALS.{method} must have a real numeric dtype. "
-            f"Got {x.dtype} instead."
-        )
-    m = x.tocsr() if fmt == "csr" else x.tocsc()
-    if not m.has_canonical_format:
-        if m is x:  # never reorder the caller's matrix in place
-            m = m.copy()
-        m.sum_duplicates()
-    limit = np.finfo(dtype).max
-    if m.data.size and not (np.isfinite(m.data) & (np.abs(m.data) <= limit)).all():
-        p = int(np.flatnonzero(~(np.isfinite(m.data) & (np.abs(m.data) <= limit)))[0])
-        outer = int(np.searchsorted(m.indptr, p, side="right") - 1)
-        inner = int(m.indices[p])
-        row, col = (outer, inner) if fmt == "csr" else (inner, outer)
-        raise InvalidParameterError(
-            f"The {name!r} argument of WALS.{method} must contain only values that are finite "
-            f"in {np.dtype(dtype).name}. Got {float(m.data[p])!r} at (row {row}, column {col}) "
-            "instead."
-        )
-    return m
 
 
 # --------------------------------------------------------------------------- the estimator
@@ -411,19 +374,19 @@ class WALS:
         # weigh a matrix with its own statistics and must not replace the training matrix's.
         stats = self._stats_for(user_items) if weights is None else None
         if subset is not None:
-            user_items = _slice(user_items, subset, fmt)
+            user_items = slice_matrix(user_items, subset, fmt)
             if weights is not None and sp.issparse(weights):
                 if weights.shape != full_shape:
                     raise InvalidParameterError(
                         f"The 'weights' argument of WALS.{method} must have the shape of "
                         f"'user_items' {full_shape}. Got {weights.shape} instead."
                     )
-                weights = _slice(weights, subset, fmt)
-        m = _check_sparse(user_items, "user_items", method, fmt, self._np_dtype)
+                weights = slice_matrix(weights, subset, fmt)
+        m = check_sparse(user_items, "user_items", method, fmt, self._np_dtype)
         full_shape = full_shape or m.shape
         w = None
         if weights is not None:
-            w = _check_sparse(weights, "weights", method, fmt, self._np_dtype)
+            w = check_sparse(weights, "weights", method, fmt, self._np_dtype)
             if w.shape != m.shape:
                 raise InvalidParameterError(
                     f"The 'weights' argument of WALS.{method} must have the shape of "
@@ -501,24 +464,6 @@ class WALS:
             self._settings(), side, rows, fixed, start, axis, solver, path, labels
         )
 
-    def _rows_arg(self, rows, n: int, name: str, method: str) -> np.ndarray:
-        if rows is None:
-            return np.arange(n, dtype=np.int64)
-        arr = np.asarray(rows)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
-            raise InvalidParameterError(
-                f"The {name!r} argument of WALS.{method} must be None or a 1-D array of int "
-                f"indices. Got {rows!r} instead."
-            )
-        if arr.size and (arr.min() < 0 or arr.max() >= n):
-            raise InvalidParameterError(
-                f"The {name!r} argument of WALS.{method} must hold indices in [0, {n}). "
-                f"Got {int(arr.min() if arr.min() < 0 else arr.max())} instead."
-            )
-        return arr.astype(np.int64)
-
     def update_rows(self, user_items, rows=None, weights=None) -> WALS:
         """Row half-step: re-solve the user factors of ``rows`` with the item factors fixed.
 
@@ -540,7 +485,7 @@ class WALS:
         self._check_shape(user_items, "update_rows")
         target = None
         if rows is not None:
-            target = self._rows_arg(rows, user_items.shape[0], "rows", "update_rows")
+            target = check_indices(rows, user_items.shape[0], "rows", "update_rows")
         side = self._prepare(user_items, weights, "update_rows", by_rows=True, subset=target)
         self._update(side, "user", target=target)
         return self
@@ -566,7 +511,7 @@ class WALS:
         self._check_shape(user_items, "update_cols")
         target = None
         if cols is not None:
-            target = self._rows_arg(cols, user_items.shape[1], "cols", "update_cols")
+            target = check_indices(cols, user_items.shape[1], "cols", "update_cols")
         side = self._prepare(user_items, weights, "update_cols", by_rows=False, subset=target)
         self._update(side, "item", target=target)
         return self
@@ -700,7 +645,7 @@ class WALS:
         self._validate_params()
         name = "new_user_items" if by_rows else "new_item_users"
         fixed = self.item_factors_ if by_rows else self.user_factors_
-        m = _check_sparse(new, name, method, "csr", self._np_dtype)
+        m = check_sparse(new, name, method, "csr", self._np_dtype)
         if m.shape[1] != fixed.shape[0]:
             raise InvalidParameterError(
                 f"The {name!r} argument of WALS.{method} must have {fixed.shape[0]} columns "
@@ -718,7 +663,7 @@ class WALS:
             )
         w = None
         if weights is not None:
-            w = _check_sparse(weights, "weights", method, "csr", self._np_dtype)
+            w = check_sparse(weights, "weights", method, "csr", self._np_dtype)
             if w.shape != m.shape or not (
                 np.array_equal(w.indptr, m.indptr) and np.array_equal(w.indices, m.indices)
             ):
@@ -832,9 +777,9 @@ class WALS:
         from walsrec.model import topk
 
         if filter_items is not None:
-            filter_items = self._rows_arg(filter_items, n_items, "filter_items", method)
+            filter_items = check_indices(filter_items, n_items, "filter_items", method)
         if items is not None:
-            items = self._rows_arg(items, n_items, "items", method)
+            items = check_indices(items, n_items, "items", method)
         return topk.banned_mask(n_items, filter_items, items)
 
     def recommend(
@@ -949,76 +894,11 @@ class WALS:
         return topk.top_k(sims, np.array([item]), banned, k)
 
 
-def check_params(params: Mapping[str, Any]) -> None:
-    """Raise :class:`~walsrec.errors.InvalidParameterError` naming the first of WALS's
-    parameters in ``params`` (all of them, as ``WALS.get_params()``) that breaks its rule;
-    what ``fit`` and the other methods check first. Shared by every back end."""
-
-    def need(ok: bool, name: str, rule: str) -> None:
-        if not ok:
-            raise InvalidParameterError(_param_error(name, rule, params[name]))
-
-    def nonneg_real(name: str) -> None:
-        v = params[name]
-        need(_is_real(v) and np.isfinite(v) and v >= 0, name, "a finite float >= 0")
-
-    need(
-        _is_int(params["embedding_dim"]) and params["embedding_dim"] >= 1,
-        "embedding_dim",
-        "an int >= 1",
-    )
-    nonneg_real("unobserved_weight")
-    nonneg_real("regularization")
-    nonneg_real("regularization_exponent")
-    need(
-        isinstance(params["solver"], str) and params["solver"] in _SOLVERS,
-        "solver",
-        f"one of {list(_SOLVERS)}",
-    )
-    need(_is_int(params["cg_steps"]) and params["cg_steps"] >= 1, "cg_steps", "an int >= 1")
-    need(_is_int(params["sweeps"]) and params["sweeps"] >= 1, "sweeps", "an int >= 1")
-    nonneg_real("tol")
-    v = params["init_std"]
-    need(_is_real(v) and np.isfinite(v) and v > 0, "init_std", "a finite float > 0")
-    try:
-        ok = np.dtype(params["dtype"]) in (np.float32, np.float64)
-    except TypeError:
-        ok = False
-    need(ok, "dtype", "one of ['float32', 'float64']")
-    need(
-        params["n_jobs"] is None or (_is_int(params["n_jobs"]) and params["n_jobs"] != 0),
-        "n_jobs",
-        "None or a non-zero int (-1: all cores)",
-    )
-    rs = params["random_state"]
-    need(
-        rs is None or _is_int(rs) or isinstance(rs, np.random.Generator | np.random.RandomState),
-        "random_state",
-        "None, an int, a numpy Generator or a RandomState",
-    )
-    need(
-        params["callback"] is None or callable(params["callback"]), "callback", "None or a callable"
-    )
-    need(isinstance(params["show_progress"], bool | np.bool_), "show_progress", "a bool")
-    for name in ("row_weights", "col_weights"):
-        v = params[name]
-        if _is_real(v):
-            need(np.isfinite(v) and v >= 0, name, "a finite float >= 0 or a 1-D array")
-    weighting.check_params(params)
-
-
 _PARAM_NAMES = tuple(
     p.name
     for p in inspect.signature(WALS.__init__).parameters.values()
     if p.name != "self" and p.kind is not p.VAR_KEYWORD
 )
-
-
-def _slice(x, subset: np.ndarray, fmt: str):
-    """Rows (fmt "csr") or columns (fmt "csc") ``subset`` of a sparse matrix, in ``fmt``."""
-    if fmt == "csr":
-        return x.tocsr()[subset]
-    return x.tocsc()[:, subset]
 
 
 def run_sweeps(model, sweep, desc: str):
