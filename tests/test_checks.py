@@ -76,6 +76,7 @@ def test_weight_vectors():
         (2, {"high": 1}, r"must be a finite number <= 1\. Got 2"),
         ("big", {"low": 0, "options": ("auto",)}, r"must be 'auto' or a finite number >= 0\."),
         (True, {"low": 0}, r"Got True instead"),
+        (10**400, {"low": 0}, r"must be a finite number >= 0\. Got 1000"),  # no float holds it
         (
             -1,
             {"low": 0, "low_open": True, "finite": False, "allow_none": True},

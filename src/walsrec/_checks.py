@@ -142,7 +142,7 @@ def check_real(
         return None
     if _among(value, options):
         return value
-    ok = is_real(value) and (not finite or math.isfinite(value))
+    ok = is_real(value) and (not finite or _finite(value))
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
@@ -154,6 +154,15 @@ def check_real(
         rule = _or_list([*map(repr, options), number]) + (" or None" if allow_none else "")
         raise InvalidParameterError(param_error(name, rule, value, owner, show))
     return value if isinstance(value, int | float) else float(value)
+
+
+def _finite(value) -> bool:
+    """math.isfinite, for ints beyond float's range too (10**400 is a finite int but no
+    float: refused, rather than raising OverflowError)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_option(

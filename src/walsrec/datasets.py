@@ -36,8 +36,7 @@ VISITS_PREPARE = {
 _EPOCH_START = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    return check_int(value, name, "parameter of generate_visits", minimum)
+_OWNER = "parameter of generate_visits"
 
 
 def _power_law_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
@@ -122,11 +121,12 @@ def _checked_params(
 ) -> tuple[int, int, int, int, int]:
     """(n_interactions, n_users, n_items, n_topics, chunk_size) as :func:`generate_visits`
     takes them, defaults filled in, after checking every parameter's rule."""
-    n_interactions = _check_int("n_interactions", n_interactions, 1)
-    n_users = _check_int("n_users", n_users, 1) if n_users is not None else None
-    n_items = _check_int("n_items", n_items, 1) if n_items is not None else None
-    n_topics = _check_int("n_topics", n_topics, 1)
-    chunk_size = _check_int("chunk_size", chunk_size, 1)
+    n_interactions = check_int(n_interactions, "n_interactions", _OWNER, 1)
+    # not allow_none=True: that rule would read "an int >= 1 or None"
+    n_users = check_int(n_users, "n_users", _OWNER, 1) if n_users is not None else None
+    n_items = check_int(n_items, "n_items", _OWNER, 1) if n_items is not None else None
+    n_topics = check_int(n_topics, "n_topics", _OWNER, 1)
+    chunk_size = check_int(chunk_size, "chunk_size", _OWNER, 1)
     if not (np.isfinite(taste_concentration) and taste_concentration > 0):
         raise InvalidParameterError(
             "The 'taste_concentration' parameter of generate_visits must be a float > 0. "

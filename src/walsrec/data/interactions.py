@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from walsrec._checks import check_option
 from walsrec.data.native import load_csr, save_csr
 from walsrec.data.vocabulary import Vocabulary
 from walsrec.errors import DataFormatError, InvalidParameterError, UnknownIdError
@@ -54,11 +55,7 @@ def aggregate_duplicates(rows, cols, values, n_cols: int, how: str = "sum", time
     counts : ndarray of int64, how many input rows each pair combines.
     times : ndarray, the latest time of each pair (only when ``times`` is given).
     """
-    if how not in DUPLICATE_POLICIES:
-        raise InvalidParameterError(
-            f"The 'duplicates' parameter must be one of {', '.join(DUPLICATE_POLICIES)}. "
-            f"Got {how!r} instead."
-        )
+    check_option(how, "duplicates", "parameter", DUPLICATE_POLICIES, one_of=True, show_option=str)
     key = rows.astype(np.int64) * np.int64(n_cols) + cols.astype(np.int64)
     order = np.argsort(key, kind="stable")
     key = key[order]

@@ -25,12 +25,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from walsrec._checks import check_int, check_option, param_error
 from walsrec._files import (
     check_output_dir,
     json_has_keys,
@@ -69,10 +71,12 @@ class PreparedData:
     path: Path
 
 
-def _param_error(name, rule, value):
-    return InvalidParameterError(
-        f"The {name!r} parameter of prepare must be {rule}. Got {value!r} instead."
-    )
+_OWNER = "parameter of prepare"
+
+
+def _check_word(value: Any, name: str, options: tuple[str, ...]) -> str:
+    """``value``, one of ``options``: the rule reads "one of none, binary, log1p"."""
+    return check_option(value, name, _OWNER, options, one_of=True, show_option=str)
 
 
 def transform_ratings(values: np.ndarray, how: str, scale: float = 0.3, cap: float = 1.0):
@@ -88,26 +92,25 @@ def transform_ratings(values: np.ndarray, how: str, scale: float = 0.3, cap: flo
     info : dict
         Parameters used (and the median for ``scaled-median``), recorded in meta.json.
     """
+    _check_word(how, "rating_transform", RATING_TRANSFORMS)
     if how == "none":
         return values, {"name": how}
     if how == "binary":
         return np.ones_like(values), {"name": how}
     if how == "log1p":
         return np.log1p(values), {"name": how}
-    if how == "scaled-median":
-        median = float(np.median(values)) if len(values) else 0.0
-        if not median > 0:
-            raise DataFormatError(
-                f"The rating transform 'scaled-median' needs a positive median rating; the "
-                f"median is {median!r}."
-            )
-        return np.minimum(cap, scale * values / median), {
-            "name": how,
-            "scale": scale,
-            "cap": cap,
-            "median": median,
-        }
-    raise _param_error("rating_transform", f"one of {', '.join(RATING_TRANSFORMS)}", how)
+    median = float(np.median(values)) if len(values) else 0.0  # "scaled-median"
+    if not median > 0:
+        raise DataFormatError(
+            f"The rating transform 'scaled-median' needs a positive median rating; the "
+            f"median is {median!r}."
+        )
+    return np.minimum(cap, scale * values / median), {
+        "name": how,
+        "scale": scale,
+        "cap": cap,
+        "median": median,
+    }
 
 
 def _filter_counts(rows, cols, min_user, min_item):
@@ -157,32 +160,29 @@ def _split(rows, times, fraction, how, rng) -> np.ndarray:
 
 
 def _check_params(p: dict) -> None:
-    if p["rating_transform"] not in RATING_TRANSFORMS:
-        raise _param_error(
-            "rating_transform", f"one of {', '.join(RATING_TRANSFORMS)}", p["rating_transform"]
-        )
-    if p["duplicates"] not in DUPLICATE_POLICIES:
-        raise _param_error("duplicates", f"one of {', '.join(DUPLICATE_POLICIES)}", p["duplicates"])
-    if p["split"] not in SPLITS:
-        raise _param_error("split", f"one of {', '.join(SPLITS)}", p["split"])
+    """Check :func:`prepare`'s parameters ``p``; the int ones become Python ints."""
+    _check_word(p["rating_transform"], "rating_transform", RATING_TRANSFORMS)
+    _check_word(p["duplicates"], "duplicates", DUPLICATE_POLICIES)
+    _check_word(p["split"], "split", SPLITS)
     f = p["eval_fraction"]
+    # not check_real: the rule reads "in the range [0, 1)"
     if not (isinstance(f, int | float) and 0 <= f < 1):
-        raise _param_error("eval_fraction", "a float in the range [0, 1)", f)
+        raise InvalidParameterError(
+            param_error("eval_fraction", "a float in the range [0, 1)", f, _OWNER)
+        )
     if p["split"] == "time" and f > 0 and p["time_col"] is None:
         raise InvalidParameterError(
             "The 'split' parameter of prepare is 'time', which needs 'time_col' (--time-col); "
             "got no time column."
         )
     for name in ("min_user_interactions", "min_item_interactions", "shards"):
-        v = p[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise _param_error(name, "an int >= 1", v)
+        p[name] = check_int(p[name], name, _OWNER, 1)
     for name in ("scale", "cap"):
         v = p[name]
+        # not check_real: the rule reads "a float > 0" but infinity is refused too
         if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
-            raise _param_error(name, "a float > 0", v)
-    if p["compression"] not in (None, "none", "gzip"):
-        raise _param_error("compression", "None, 'none' or 'gzip'", p["compression"])
+            raise InvalidParameterError(param_error(name, "a float > 0", v, _OWNER))
+    check_option(p["compression"], "compression", _OWNER, (None, "none", "gzip"))
 
 
 def prepare(

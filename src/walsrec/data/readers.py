@@ -57,6 +57,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from walsrec._checks import check_option
 from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = ["ReadResult", "expand_inputs", "read_table"]
@@ -353,14 +354,9 @@ def read_table(
     OSError
         When a file cannot be read (its message names the file).
     """
-    if on_bad_rows not in ("error", "skip"):
-        raise InvalidParameterError(
-            f"The 'on_bad_rows' parameter must be 'error' or 'skip'. Got {on_bad_rows!r} instead."
-        )
-    if format is not None and format not in FORMATS:
-        raise InvalidParameterError(
-            f"The 'format' parameter must be one of {', '.join(FORMATS)}. Got {format!r} instead."
-        )
+    check_option(on_bad_rows, "on_bad_rows", "parameter", ("error", "skip"))
+    if format is not None:  # None: the format the file suffix implies
+        check_option(format, "format", "parameter", FORMATS, one_of=True, show_option=str)
     if delimiter is not None and len(delimiter) != 1:
         raise InvalidParameterError(
             f"The 'delimiter' parameter must be a single character. Got {delimiter!r} instead."

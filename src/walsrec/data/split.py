@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec.errors import InvalidParameterError
+from walsrec._checks import check_real
 
 __all__ = ["validation_split"]
 
@@ -35,11 +35,17 @@ def validation_split(
     fit, validation : scipy.sparse.csr_matrix, same shape and dtype as ``user_items``
         Disjoint; together they hold exactly the entries of ``user_items``.
     """
-    if not (isinstance(fraction, float | int) and 0 < fraction < 1):
-        raise InvalidParameterError(
-            "The 'validation_fraction' parameter of tune must be a float in (0, 1). "
-            f"Got {fraction!r} instead."
-        )
+    fraction = check_real(
+        fraction,
+        "validation_fraction",
+        "parameter of tune",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+        finite=False,
+        kind="float",
+    )
     x = user_items.tocsr()
     if not x.has_canonical_format:
         x = x.copy()

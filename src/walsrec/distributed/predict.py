@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from walsrec.distributed import _tasks, cluster
-from walsrec.errors import InvalidParameterError
 
 __all__ = ["predict_dask"]
 
@@ -53,26 +52,19 @@ def predict_dask(
     dict
         ``out_dir``, ``shards`` (paths), ``users``, ``k``, ``format``, ``seconds``.
     """
-    from walsrec._checks import check_k
+    from walsrec._checks import check_int, check_k, check_option
     from walsrec.serving.export import read_export, resolve_export
     from walsrec.serving.predict import FORMATS
 
     started = time.perf_counter()
     k = check_k(k, "predict_dask")
-    if format not in FORMATS:
-        raise InvalidParameterError(
-            f"The 'format' parameter of predict_dask must be one of {list(FORMATS)}. "
-            f"Got {format!r} instead."
-        )
+    owner = "parameter of predict_dask"
+    check_option(format, "format", owner, FORMATS, rule=f"one of {list(FORMATS)}")
     path = resolve_export(model)
     n_users = read_export(path, mmap=True).user_factors.shape[0]
     workers = cluster.workers(client)
     parts = partitions or 2 * max(1, len(workers))
-    if not (isinstance(parts, int) and parts >= 1):
-        raise InvalidParameterError(
-            f"The 'partitions' parameter of predict_dask must be an int >= 1. Got {parts!r} "
-            "instead."
-        )
+    parts = check_int(parts, "partitions", owner, 1)
     parts = max(1, min(parts, n_users))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec._checks import check_int
+from walsrec._checks import check_int, check_option
 from walsrec.errors import InvalidParameterError
 from walsrec.metrics import _kernels
 
@@ -191,11 +191,14 @@ def _check_metrics(metrics: Any, allowed: list, owner: str) -> list:
 
 
 def _check_gain(ndcg_gain: Any, heldout: sp.csr_matrix, owner: str) -> bool:
-    if ndcg_gain not in _NDCG_GAINS:
-        raise InvalidParameterError(
-            f"The 'ndcg_gain' parameter of {owner} must be one of {list(_NDCG_GAINS)}. "
-            f"Got {_describe(ndcg_gain)} instead."
-        )
+    check_option(
+        ndcg_gain,
+        "ndcg_gain",
+        f"parameter of {owner}",
+        _NDCG_GAINS,
+        rule=f"one of {list(_NDCG_GAINS)}",
+        show=_describe,
+    )
     raw = ndcg_gain == "raw"
     if raw and heldout.nnz and heldout.data.min() <= 0:
         raise InvalidParameterError(

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from walsrec._checks import check_real
 from walsrec.errors import InvalidParameterError
 from walsrec.metrics._api import _check_csr
 
@@ -61,17 +62,14 @@ def ease_baseline(
         ``regularization`` not a finite number > 0, or more than ``max_items`` items.
     """
     x = _check_csr(train, "train", "ease_baseline")
-    lam = regularization
-    if not (
-        isinstance(lam, int | float | np.floating)
-        and not isinstance(lam, bool)
-        and np.isfinite(lam)
-        and lam > 0
-    ):
-        raise InvalidParameterError(
-            f"The 'regularization' parameter of ease_baseline must be a finite float > 0. "
-            f"Got {lam!r} instead."
-        )
+    lam = check_real(
+        regularization,
+        "regularization",
+        "parameter of ease_baseline",
+        low=0,
+        low_open=True,
+        kind="float",
+    )
     n_users, n_items = x.shape
     if min(n_users, n_items) > max_items:
         raise InvalidParameterError(

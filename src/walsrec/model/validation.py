@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._checks import check_int, check_option, check_real, param_error
 from walsrec._checks import is_int as _is_int
 from walsrec._checks import is_real as _is_real
-from walsrec._checks import param_error
 from walsrec.errors import InvalidParameterError
 from walsrec.model import weighting
 
@@ -24,8 +24,7 @@ __all__ = ["SOLVERS", "check_indices", "check_params", "check_sparse", "slice_ma
 SOLVERS = ("cholesky", "cg")
 
 
-def _param_error(name: str, rule: str, value: Any, owner: str = "parameter of WALS") -> str:
-    return param_error(name, rule, value, owner)
+_OWNER = "parameter of WALS"
 
 
 def check_params(params: Mapping[str, Any]) -> None:
@@ -35,35 +34,32 @@ def check_params(params: Mapping[str, Any]) -> None:
 
     def need(ok: bool, name: str, rule: str) -> None:
         if not ok:
-            raise InvalidParameterError(_param_error(name, rule, params[name]))
+            raise InvalidParameterError(param_error(name, rule, params[name], _OWNER))
 
     def nonneg_real(name: str) -> None:
-        v = params[name]
-        need(_is_real(v) and np.isfinite(v) and v >= 0, name, "a finite float >= 0")
+        check_real(params[name], name, _OWNER, low=0, kind="float")
 
-    need(
-        _is_int(params["embedding_dim"]) and params["embedding_dim"] >= 1,
-        "embedding_dim",
-        "an int >= 1",
-    )
+    check_int(params["embedding_dim"], "embedding_dim", _OWNER, 1)
     nonneg_real("unobserved_weight")
     nonneg_real("regularization")
     nonneg_real("regularization_exponent")
-    need(
-        isinstance(params["solver"], str) and params["solver"] in SOLVERS,
-        "solver",
-        f"one of {list(SOLVERS)}",
-    )
-    need(_is_int(params["cg_steps"]) and params["cg_steps"] >= 1, "cg_steps", "an int >= 1")
-    need(_is_int(params["sweeps"]) and params["sweeps"] >= 1, "sweeps", "an int >= 1")
+    check_option(params["solver"], "solver", _OWNER, SOLVERS, rule=f"one of {list(SOLVERS)}")
+    check_int(params["cg_steps"], "cg_steps", _OWNER, 1)
+    check_int(params["sweeps"], "sweeps", _OWNER, 1)
     nonneg_real("tol")
-    v = params["init_std"]
-    need(_is_real(v) and np.isfinite(v) and v > 0, "init_std", "a finite float > 0")
+    check_real(params["init_std"], "init_std", _OWNER, low=0, low_open=True, kind="float")
     try:
-        ok = np.dtype(params["dtype"]) in (np.float32, np.float64)
+        dtype = np.dtype(params["dtype"])
     except TypeError:
-        ok = False
-    need(ok, "dtype", "one of ['float32', 'float64']")
+        dtype = None
+    check_option(
+        dtype,
+        "dtype",
+        _OWNER,
+        (np.float32, np.float64),
+        rule="one of ['float32', 'float64']",
+        show=lambda _: repr(params["dtype"]),  # what was given, not the dtype it names
+    )
     need(
         params["n_jobs"] is None or (_is_int(params["n_jobs"]) and params["n_jobs"] != 0),
         "n_jobs",

@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # scipy.sparse is imported by whoever passes a matrix; the CL
     # parser reads this module's settings without one
     import scipy.sparse as sp
 
+from walsrec._checks import check_option, check_real
 from walsrec.errors import InvalidParameterError
 
 __all__ = [
@@ -136,26 +137,11 @@ def needs_stats(confidence: str) -> bool:
 
 def check_params(params: dict[str, Any], owner: str = "parameter of WALS") -> None:
     """Validate ``confidence``, ``alpha``, ``epsilon``, ``bm25_k1``, ``bm25_b``, ``targets``."""
-
-    def fail(name: str, rule: str) -> None:
-        raise InvalidParameterError(
-            f"The {name!r} {owner} must be {rule}. Got {params[name]!r} instead."
-        )
-
-    def real(v: Any) -> bool:
-        return isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)
-
-    if params["confidence"] not in CONFIDENCES:
-        fail("confidence", f"one of {', '.join(map(repr, CONFIDENCES))}")
-    if params["targets"] not in TARGETS:
-        fail("targets", f"one of {', '.join(map(repr, TARGETS))}")
+    check_option(params["confidence"], "confidence", owner, CONFIDENCES, one_of=True)
+    check_option(params["targets"], "targets", owner, TARGETS, one_of=True)
     for name in ("alpha", "epsilon", "bm25_k1"):
-        v = params[name]
-        if not (real(v) and np.isfinite(v) and v > 0):
-            fail(name, "a finite float > 0")
-    b = params["bm25_b"]
-    if not (real(b) and 0 <= b <= 1):
-        fail("bm25_b", "a float in [0, 1]")
+        check_real(params[name], name, owner, low=0, low_open=True, kind="float")
+    check_real(params["bm25_b"], "bm25_b", owner, low=0, high=1, finite=False, kind="float")
 
 
 def confidence_values(

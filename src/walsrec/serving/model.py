@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec._checks import check_k
+from walsrec._checks import check_k, check_option
 from walsrec.errors import DataFormatError, InvalidParameterError, UnknownIdError
 
 __all__ = ["Recommendations", "Recommender", "load_model"]
@@ -293,11 +293,7 @@ class Recommender:
         ['i7', 'i3', 'i19']
         """
         k = check_k(k, "recommend")
-        if fallback not in _FALLBACKS:
-            raise InvalidParameterError(
-                f"The 'fallback' parameter of recommend must be None or 'popular'. "
-                f"Got {fallback!r} instead."
-            )
+        check_option(fallback, "fallback", "parameter of recommend", _FALLBACKS)
         banned = self._banned(filter_items, items, "recommend")
         try:
             user = self.users.index(user_id)
@@ -398,11 +394,10 @@ class Recommender:
         from walsrec._threads import resolve_n_jobs, single_blas_thread
 
         k = check_k(k, "recommend_indices")
-        if method not in ("auto", "norm", "gemm"):
-            raise InvalidParameterError(
-                "The 'method' parameter of recommend_indices must be one of ['auto', 'norm', "
-                f"'gemm']. Got {method!r} instead."
-            )
+        methods = ["auto", "norm", "gemm"]
+        check_option(
+            method, "method", "parameter of recommend_indices", methods, rule=f"one of {methods}"
+        )
         users = np.asarray(user_indices)
         if users.size and not np.issubdtype(users.dtype, np.integer):
             raise InvalidParameterError(
@@ -604,11 +599,10 @@ class Recommender:
         """
         topk = _topk()
         k = check_k(k, "similar_items")
-        if metric not in topk.METRICS:
-            raise InvalidParameterError(
-                f"The 'metric' parameter of similar_items must be one of {list(topk.METRICS)}. "
-                f"Got {metric!r} instead."
-            )
+        metrics = list(topk.METRICS)
+        check_option(
+            metric, "metric", "parameter of similar_items", metrics, rule=f"one of {metrics}"
+        )
         item = self.items.index(item_id)
         banned = self._banned(filter_items, items, "similar_items")
         excluded = np.array([item], dtype=self._indices.dtype)

@@ -180,16 +180,12 @@ def predict(
     """
     import time
 
-    from walsrec._checks import check_k
+    from walsrec._checks import check_k, check_option
     from walsrec.serving.model import Recommender, load_model
 
     started = time.perf_counter()
     k = check_k(k, "predict")
-    if format not in FORMATS:
-        raise InvalidParameterError(
-            f"The 'format' parameter of predict must be one of {list(FORMATS)}. "
-            f"Got {format!r} instead."
-        )
+    check_option(format, "format", "parameter of predict", FORMATS, rule=f"one of {list(FORMATS)}")
     if not isinstance(model, Recommender):
         check_output_file(out, inputs=model_inputs(model), parameter="out")  # before loading
         model = load_model(model)

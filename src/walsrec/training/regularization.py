@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._checks import check_int, check_real, param_error
 from walsrec._threads import kernel_threads, resolve_n_jobs
 from walsrec.errors import InvalidParameterError, SingularSystemError
 
@@ -48,6 +49,7 @@ AUTO_GRID = (0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 
 FALLBACK_REGULARIZATION = 0.015
 MAX_FOLDS = 3
 EXTEND, EXTEND_STEP = 10, 1.5
+_OWNER = "parameter of choose_regularization"
 
 
 @dataclass(frozen=True)
@@ -93,14 +95,6 @@ class RegularizationChoice:
             "fits": self.fits,
             "seconds": round(self.seconds, 3),
         }
-
-
-def _check(name: str, ok: bool, rule: str, value: Any) -> None:
-    if not ok:
-        raise InvalidParameterError(
-            f"The '{name}' parameter of choose_regularization must be {rule}. "
-            f"Got {value!r} instead."
-        )
 
 
 def choose_regularization(
@@ -282,20 +276,14 @@ def _checked_arguments(
 ) -> list[float]:
     """``grid`` as floats, once :func:`choose_regularization`'s arguments are checked."""
     grid = [float(x) for x in grid]
-    _check(
-        "grid",
+    if not (
         len(grid) >= 1
         and all(x > 0 and math.isfinite(x) for x in grid)
-        and all(a < b for a, b in itertools.pairwise(grid)),
-        "a non-empty, strictly ascending sequence of finite floats > 0",
-        grid,
-    )
-    _check(
-        "start",
-        isinstance(start, float | int) and not isinstance(start, bool) and start > 0,
-        "a number > 0",
-        start,
-    )
+        and all(a < b for a, b in itertools.pairwise(grid))
+    ):
+        rule = "a non-empty, strictly ascending sequence of finite floats > 0"
+        raise InvalidParameterError(param_error("grid", rule, grid, _OWNER))
+    check_real(start, "start", _OWNER, low=0, low_open=True, finite=False)
     for name, value in (
         ("k", k),
         ("sweeps", sweeps),
@@ -303,25 +291,18 @@ def _checked_arguments(
         ("max_users", max_users),
         ("min_validated", min_validated),
     ):
-        _check(
-            name,
-            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-            "an int >= 1",
-            value,
-        )
-    _check(
-        "seed",
-        isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
-        "an int >= 0",
-        seed,
-    )
-    _check(
-        "validation_fraction",
-        isinstance(validation_fraction, float | int)
-        and not isinstance(validation_fraction, bool)
-        and 0 < validation_fraction < 1,
-        "a float in (0, 1)",
+        check_int(value, name, _OWNER, 1)
+    check_int(seed, "seed", _OWNER, 0)
+    check_real(
         validation_fraction,
+        "validation_fraction",
+        _OWNER,
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+        finite=False,
+        kind="float",
     )
     return grid
 

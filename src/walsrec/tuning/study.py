@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec._checks import check_int
+from walsrec._checks import check_int, check_option, check_real
 from walsrec.data.split import validation_split
 from walsrec.errors import InvalidParameterError, SingularSystemError
 from walsrec.tuning.space import DEFAULT_SPACE, Param, SearchSpace, load_space
@@ -45,6 +45,7 @@ _IDENTITY_LEGACY = {"folds": 1}
 # next run of the study marks it failed (a trial is one fit per fold: seconds to minutes).
 _HEARTBEAT_SECONDS = 60
 _HEARTBEAT_GRACE_SECONDS = 600
+_OWNER = "parameter of tune"
 
 
 @dataclass
@@ -143,10 +144,6 @@ def _load_train_matrix(data) -> tuple[sp.csr_matrix, Path | None]:
         "The 'data' parameter of tune must be a DATA_DIR path or a PreparedData. "
         f"Got {type(data).__name__} instead."
     )
-
-
-def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
-    check_int(value, name, "parameter of tune", low, allow_none=allow_none)
 
 
 def tune(
@@ -255,21 +252,16 @@ def _checked_arguments(
 ) -> tuple[SearchSpace, Any]:
     """:func:`tune`'s search space and Optuna pruner, once its arguments are checked."""
     metric_direction(metric)
-    _check_int("trials", trials, 1, allow_none=True)
-    _check_int("sweeps", sweeps, 1)
-    _check_int("evaluate_every", evaluate_every, 1)
-    _check_int("jobs", jobs, 1)
-    _check_int("folds", folds, 1)
-    _check_int("threads", threads, 1, allow_none=True)
+    check_int(trials, "trials", _OWNER, 1, allow_none=True)
+    check_int(sweeps, "sweeps", _OWNER, 1)
+    check_int(evaluate_every, "evaluate_every", _OWNER, 1)
+    check_int(jobs, "jobs", _OWNER, 1)
+    check_int(folds, "folds", _OWNER, 1)
+    check_int(threads, "threads", _OWNER, 1, allow_none=True)
+    # not check_int(seed, ..., None): this message has always ended without "instead"
     if not (isinstance(seed, int) and not isinstance(seed, bool)):
         raise InvalidParameterError(f"The 'seed' parameter of tune must be an int. Got {seed!r}.")
-    if timeout is not None and not (
-        isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0
-    ):
-        raise InvalidParameterError(
-            f"The 'timeout' parameter of tune must be a number > 0 or None. Got {timeout!r} "
-            "instead."
-        )
+    check_real(timeout, "timeout", _OWNER, low=0, low_open=True, finite=False, allow_none=True)
     if trials is None and timeout is None:
         raise InvalidParameterError("tune needs 'trials' or 'timeout' (or both) to stop.")
     if space is None:
@@ -388,16 +380,13 @@ def _tune_result(
 def _make_pruner(pruner):
     import optuna
 
-    if pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-    if pruner in ("none", None):
-        return optuna.pruners.NopPruner()
     if isinstance(pruner, optuna.pruners.BasePruner):
         return pruner
-    raise InvalidParameterError(
-        "The 'pruner' parameter of tune must be 'median', 'none' or an optuna pruner. "
-        f"Got {pruner!r} instead."
-    )
+    rule = "'median', 'none' or an optuna pruner"
+    check_option(pruner, "pruner", _OWNER, ("median", "none", None), rule=rule)
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    return optuna.pruners.NopPruner()
 
 
 def _open_study(optuna, url, study_name, direction, pruner, seed, identity):

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec._checks import check_int
+from walsrec._checks import check_int, check_option
 from walsrec.data.tfrecord.encode import _encode
 from walsrec.data.tfrecord.layout import _SORTED_ORDER
 from walsrec.errors import InvalidParameterError
@@ -92,11 +92,14 @@ def _checked_params(matrix, shards, compression) -> tuple[int, str | None]:
         )
     shards = check_int(shards, "shards", f"parameter of {func}", 1)
     key = compression.lower() if isinstance(compression, str) else compression
-    if key not in _COMPRESSIONS:
-        raise InvalidParameterError(
-            f"The 'compression' parameter of {func} must be None, 'none' or 'gzip'. "
-            f"Got {compression!r} instead."
-        )
+    # the rule lists _COMPRESSIONS' keys; the message shows what was given, not its key
+    check_option(
+        key,
+        "compression",
+        f"parameter of {func}",
+        tuple(_COMPRESSIONS),
+        show=lambda _: repr(compression),
+    )
     if np.issubdtype(matrix.dtype, np.complexfloating) or matrix.dtype == object:
         raise InvalidParameterError(
             f"The 'matrix' parameter of {func} must have real values. "
