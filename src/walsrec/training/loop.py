@@ -3,7 +3,13 @@
 A *step* solves one batch of ``batch_size`` rows or of columns (tf.contrib's steps); rows
 come first, and a *sweep* ends when every row and then every column has been solved once.
 Without ``batch_size`` a step is a whole half-step (two steps per sweep). Training runs
-``sweeps`` sweeps (or ``num_epochs``, the same), or exactly ``train_steps`` steps.
+``sweeps`` sweeps (or ``num_epochs``, the same), or exactly ``train_steps`` steps. The
+model's ``loss_`` holds one loss per sweep (after its last step; ``WALS.fit`` records two,
+one after each half-step), kept in each checkpoint as its loss history.
+
+The back end (this machine or a Dask cluster, :mod:`walsrec.training.backends`) is chosen
+once; the phases are: open MODEL_DIR, load the data, build the model, restore the latest
+checkpoint, run the steps, export.
 
 At each evaluation (every ``eval_every`` sweeps, or steps with ``train_steps``, and at the
 end) the training ``loss`` and ``rwse`` and, with eval data, the held-out ``rmse`` and the
