@@ -220,6 +220,9 @@ def test_metric_names():
     assert metric_names(5, include_rmse=False, include_auc=False) == [
         "precision@5", "recall@5", "map@5", "ndcg@5", "coverage",
     ]  # fmt: skip
+    # a model fitted to binary targets predicts preferences, not values: no rmse
+    assert metric_names(5, targets="binary") == metric_names(5, include_rmse=False)
+    assert metric_names(5, targets="values") == metric_names(5)
 
 
 def test_metrics_subset_keeps_canonical_order():

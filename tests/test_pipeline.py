@@ -119,6 +119,23 @@ def test_export_gate_refuses_a_worse_model(project):
     assert "evaluate" in state and "export" not in state  # the failed step reruns next time
 
 
+def test_export_gate_on_rmse_names_the_binary_targets(project):
+    # train's default binary targets: rmse is not computed, and the gate says why
+    path = write_config(project)
+    path.write_text(
+        path.read_text().replace('to = "serving"', 'to = "serving"\nmin_metrics = { rmse = 0 }')
+    )
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"min_metrics names 'rmse', which is not computed for a model fitted to "
+        r"binary targets",
+    ):
+        run(project)
+    evaluation = json.loads((project / "model" / "evaluation.json").read_text())
+    assert evaluation["targets"] == "binary" and "rmse" not in evaluation["model"]
+    assert not (project / "serving").exists()
+
+
 @pytest.mark.parametrize(
     "text,error,message",
     [

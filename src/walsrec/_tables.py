@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-__all__ = ["metrics_table"]
+__all__ = ["RMSE_NOT_COMPUTED", "metrics_table"]
 
 # keys of an evaluation dictionary that are not metrics
 _NOT_METRICS = ("model", "step", "sweep", "seconds", "k")
 
+#: why the tables show no rmse for a model fitted to binary targets
+RMSE_NOT_COMPUTED = "binary targets: the model predicts preferences, not values"
 
-def metrics_table(model: dict, baseline: dict | None, ease: dict | None = None) -> str:
+
+def metrics_table(
+    model: dict, baseline: dict | None, ease: dict | None = None, *, targets: str | None = None
+) -> str:
     """One line per metric of ``model``: its value, most-popular's and EASE's (blank where a
-    baseline has no such metric, e.g. rmse)."""
+    baseline has no such metric, e.g. rmse).
+
+    ``targets`` is the targets the model was fitted to: under ``"binary"`` rmse is not
+    computed (:func:`walsrec.metrics.metric_names`), and its row says so.
+    """
     names = [n for n in model if n not in _NOT_METRICS]
     header = f"  {'metric':<14} {'model':>10} {'most-popular':>13}"
     lines = [header + (f" {'EASE':>10}" if ease else "")]
+    note = None
+    if targets == "binary" and "rmse" not in model:
+        note = f"  {'rmse':<14} {'n/a':>10}  ({RMSE_NOT_COMPUTED})"
     for name in names:
+        if note is not None and not name.startswith(("loss", "rwse")):
+            lines.append(note)  # where rmse stands: after the training figures
+            note = None
         value = model[name]
         value_s = f"{value:>10.4f}" if isinstance(value, float) else f"{'':>10}"
         base = baseline.get(name) if baseline else None
@@ -24,4 +39,6 @@ def metrics_table(model: dict, baseline: dict | None, ease: dict | None = None) 
             e = ease.get(name)
             line += f" {e:>10.4f}" if isinstance(e, float) else f" {'':>10}"
         lines.append(line)
+    if note is not None:
+        lines.append(note)
     return "\n".join(lines)

@@ -43,7 +43,10 @@ def evaluate_export(
     -------
     dict
         ``export`` and ``data`` (paths), ``users_evaluated``, and the metric dictionaries
-        ``model``, ``most-popular`` and, when computed, ``ease`` (rmse is the model's only).
+        ``model``, ``most-popular`` and, when computed, ``ease``; ``targets``, the targets
+        the model was fitted to. rmse is the model's only, and is computed only when the
+        model fits the values: a model fitted to binary targets predicts preferences, not
+        ratings (:func:`walsrec.metrics.metric_names`).
     """
     from walsrec._files import json_safe
     from walsrec.data.prepare import load_prepared
@@ -53,6 +56,7 @@ def evaluate_export(
         evaluate,
         evaluate_scorer,
         evaluated_users,
+        metric_names,
         popularity_baseline,
     )
     from walsrec.serving.export import read_export
@@ -75,12 +79,16 @@ def evaluate_export(
             )
     train = data.train.user_items
     heldout = data.eval.user_items
+    # an export's hyper-parameters omit targets only if written before they existed,
+    # when every model fitted the values
+    targets = export.meta.get("hyperparameters", {}).get("targets", "values")
     scores = evaluate(
         np.asarray(export.user_factors),
         np.asarray(export.item_factors),
         train,
         heldout,
         k=k,
+        metrics=metric_names(k, targets=targets),
         n_jobs=n_jobs,
     )
     baseline = evaluate_scorer(popularity_baseline(train), train, heldout, k=k, n_jobs=n_jobs)
@@ -88,6 +96,7 @@ def evaluate_export(
         "export": str(export.path),
         "data": str(data.path),
         "k": k,
+        "targets": targets,
         "users_evaluated": int(evaluated_users(train, heldout).size),
         "model": json_safe(scores),
         "most-popular": json_safe(baseline),

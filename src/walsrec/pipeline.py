@@ -770,6 +770,13 @@ def _check_gate(minimums: dict, evaluation: dict | None, config_path: Path) -> N
         )
     for name, minimum in minimums.items():
         value = evaluation["model"].get(name)
+        if value is None and name == "rmse" and evaluation.get("targets") == "binary":
+            raise InvalidParameterError(
+                f"{config_path}: [export] min_metrics names 'rmse', which is not computed "
+                "for a model fitted to binary targets (it predicts preferences, not "
+                "values); gate on a ranking metric (e.g. ndcg@10), or train with "
+                "targets = 'values'."
+            )
         if value is None:
             raise InvalidParameterError(
                 f"{config_path}: [export] min_metrics names {name!r}, which the evaluation "

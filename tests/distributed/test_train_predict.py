@@ -17,6 +17,7 @@ def _settings(data_dir, model_dir, **extra):
         dtype="float64",
         threads=1,
         seed=4,
+        targets="values",  # so that the evaluations include rmse (not for binary targets)
         **extra,
     )
 
@@ -91,7 +92,8 @@ def test_train_dask_tfrecords_never_parsed_on_the_client(client, data_dir, tmp_p
         eval_rows=str(data_dir / "eval" / "items_for_user-*"),
         eval_cols=str(data_dir / "eval" / "users_for_item-*"),
     )
-    common = dict(embedding_dim=4, dtype="float64", threads=1, seed=3, sweeps=2)
+    # targets "values": the evaluations include rmse (not for binary targets)
+    common = dict(embedding_dim=4, dtype="float64", threads=1, seed=3, sweeps=2, targets="values")
     one = train(**records, **common, model_dir=str(tmp_path / "one"))
 
     def no_parsing(*args, **kwargs):

@@ -109,6 +109,58 @@ def test_fold_in_and_similar(client):
     assert [x["item"] for x in sim["items"]] == m.similar_items("i3", k=3, metric="dot").items
 
 
+def test_fold_in_with_no_known_item_is_a_422_naming_the_items(client):
+    # Regression: 200 with the first items by index, every score 0.0, beside "ignored"
+    end = ": no interaction names an item the model knows, nothing to fold in."
+    cases = [
+        ([{"item": "zzz", "value": 1.0}], "Unknown item id 'zzz'" + end),
+        ([{"item": "zzz"}, {"item": 7}, {"item": "zzz"}], "Unknown item ids 'zzz', '7'" + end),
+        (
+            [{"item": f"x{i}"} for i in range(9)],
+            "Unknown item ids 'x0', 'x1', 'x2', 'x3', 'x4' and 4 more" + end,
+        ),
+        ([], "No interactions: nothing to fold in."),
+    ]
+    for interactions, detail in cases:
+        r = client.post("/recommendations", json={"interactions": interactions, "k": 5})
+        assert (r.status_code, r.json()) == (422, {"detail": detail})
+    assert client.get("/health").status_code == 200
+
+
+def test_fold_in_with_no_known_item_falls_back_to_popular_when_asked(tmp_path, client):
+    m = client.app.state.watcher.current
+    # per request, in the body (the GET's query parameter's twin)
+    payload = {"interactions": [{"item": "zzz"}], "k": 3, "fallback": "popular"}
+    body = client.post("/recommendations", json=payload).json()
+    assert body == {
+        "version": m.version,
+        "fallback": True,
+        "ignored": ["zzz"],
+        "items": m.popular(3).to_list(),
+    }
+    r = client.post("/recommendations", json={**payload, "fallback": "random"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("body.fallback: ")
+    # for the whole service
+    make_export(tmp_path / "other")
+    settings = ServiceSettings(str(tmp_path / "other"), poll_interval=0, fallback="popular")
+    with TestClient(create_app(settings)) as c:
+        m = c.app.state.watcher.current
+        for interactions in ([{"item": "zzz", "value": 1.0}], []):
+            body = c.post("/recommendations", json={"interactions": interactions, "k": 5}).json()
+            assert body == {
+                "version": m.version,
+                "fallback": True,
+                "ignored": [x["item"] for x in interactions],
+                "items": m.popular(5).to_list(),
+            }
+        # one known item: a fold-in, as without the fallback
+        payload = {"interactions": [{"item": "i2"}, {"item": "zzz"}], "k": 3}
+        body = c.post("/recommendations", json=payload).json()
+        assert body["fallback"] is False and body["ignored"] == ["zzz"]
+        want = m.recommend_for_interactions([("i2", 1.0)], k=3)
+        assert [x["item"] for x in body["items"]] == want.items
+
+
 def test_model_and_docs(client):
     info = client.get("/model").json()
     m = client.app.state.watcher.current

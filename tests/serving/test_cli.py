@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -82,6 +83,39 @@ def test_serve_without_a_loadable_export_is_one_line_and_exit_2(capsys, tmp_path
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("walsrec serve: error: ") and "item_factors.npy" in err
+
+
+def test_recommend_and_serve_examples_use_ids_of_the_demo():
+    # Regression: `walsrec serve --help` and `walsrec recommend --help` showed ids (5367,
+    # 299824032) that the data of `walsrec demo` does not hold
+    import argparse
+
+    from walsrec.cli import build_parser
+    from walsrec.datasets import generate_visits
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    demo = parser.parse_args(["demo"])
+    table = generate_visits(demo.interactions, seed=demo.seed)
+    demo_users = set(table.column("visitor_id").to_pylist())
+    demo_items = set(table.column("article_id").to_pylist())
+    serve = sub.choices["serve"].epilog
+    users = re.findall(r"/recommendations/([^?'/\s]+)", serve)
+    items = re.findall(r'"item": "([^"]*)"', serve)
+    recommend = sub.choices["recommend"].epilog.splitlines()
+    users += [
+        u
+        for line in recommend
+        if "--fallback" not in line
+        for u in re.findall(r"--user (\S+)", line)
+    ]
+    # the fallback's example names a user that is not in the data, on purpose
+    unknown = [
+        u for line in recommend if "--fallback" in line for u in re.findall(r"--user (\S+)", line)
+    ]
+    assert len(users) == 3 and len(items) == 1 and len(unknown) == 1
+    assert set(users) <= demo_users and set(items) <= demo_items
+    assert not set(unknown) & demo_users
 
 
 # --------------------------------------------------------------------------- predict

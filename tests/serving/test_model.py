@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -343,10 +344,59 @@ def test_recommend_for_interactions_excludes_given_items_and_reports_unknown(mod
     assert kept.indices.tolist() == brute_top(scores, [], 10)
 
 
-def test_fold_in_with_nothing_known_gives_a_zero_factor(model):
-    got = model.recommend_for_interactions([("x", 1.0)], k=3)
-    assert got.ignored == ["x"] and len(got) == 3
-    assert np.all(got.scores == 0)
+@pytest.mark.parametrize(
+    ("interactions", "got"),
+    [
+        ([("x", 1.0)], "only unknown items ('x')"),
+        ([("x", 1.0), (7, 2.0), ("x", 0.5)], "only unknown items ('x', '7')"),
+        (
+            [(f"x{i}", 1.0) for i in range(8)],
+            "only unknown items ('x0', 'x1', 'x2', 'x3', 'x4' and 3 more)",
+        ),
+        ([], "no interactions"),
+    ],
+)
+def test_fold_in_with_nothing_known_is_an_error_naming_the_items(model, interactions, got):
+    # Regression: the all-zero factor of an empty row scored every item 0, and the answer
+    # was the first items by index
+    msg = (
+        "The 'interactions' parameter of recommend_for_interactions must name at least one "
+        f"item the model knows. Got {got} instead."
+    )
+    with pytest.raises(InvalidParameterError, match=re.escape(msg)):
+        model.recommend_for_interactions(interactions, k=3)
+    with pytest.raises(InvalidParameterError, match=re.escape(msg)):
+        model.recommend_for_interactions(iter(interactions), k=3, exclude_seen=False)
+
+
+def test_fold_in_with_nothing_known_falls_back_to_popular_when_asked(model, trained_export):
+    _, _, _, items, ui = export_arrays(trained_export)
+    counts = np.bincount(ui.indices, minlength=len(items))
+    order = sorted(range(len(items)), key=lambda j: (-counts[j], j))
+    for interactions in ([("x", 1.0), ("y", 2.0)], []):
+        got = model.recommend_for_interactions(interactions, k=5, fallback="popular")
+        assert got.fallback and got.items == [items[j] for j in order[:5]]
+        assert got.scores.tolist() == [float(counts[j]) for j in order[:5]]
+        assert got.ignored == [i for i, _ in interactions]
+    # the allow list and the filter apply, as for an unknown user
+    allowed = order[3:9]
+    got = model.recommend_for_interactions(
+        [("x", 1.0)],
+        k=2,
+        items=[items[j] for j in allowed],
+        filter_items=[items[allowed[0]]],
+        fallback="popular",
+    )
+    assert got.fallback and got.indices.tolist() == allowed[1:3]
+    # one known item is enough for a fold-in
+    folded = model.recommend_for_interactions(
+        [(items[4], 1.0), ("x", 1.0)], k=5, fallback="popular"
+    )
+    assert not folded.fallback and folded.ignored == ["x"]
+    assert folded.items == model.recommend_for_interactions([(items[4], 1.0)], k=5).items
+    match = "The 'fallback' parameter of recommend_for_interactions"
+    with pytest.raises(InvalidParameterError, match=match):
+        model.recommend_for_interactions([("x", 1.0)], fallback="random")
 
 
 def test_fold_in_rejects_bad_values(model):

@@ -31,7 +31,7 @@ def test_train_then_evaluate_on_the_command_line(data_dir, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "Trained 4 steps" in out and "ndcg@10" in out and "Exported " in out
+    assert f"Trained 2 sweeps in {md}\n" in out and "ndcg@10" in out and "Exported " in out
     assert main(["evaluate", "--model", md, "--data", str(data_dir), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     exp = read_export(md)
@@ -41,12 +41,51 @@ def test_train_then_evaluate_on_the_command_line(data_dir, tmp_path, capsys):
     want = evaluate(
         exp.user_factors, exp.item_factors, data.train.user_items, data.eval.user_items, k=10
     )
+    # train's default binary targets: the model predicts preferences, so no rmse
+    assert got["targets"] == "binary"
+    del want["rmse"]
     assert got["model"] == pytest.approx(want)
     assert got["model"]["ndcg@10"] > got["most-popular"]["ndcg@10"]
     assert got["users_evaluated"] > 0
     assert main(["evaluate", "--model", md, "--data", str(data_dir), "--k", "5"]) == 0
     table = capsys.readouterr().out
     assert "ndcg@5" in table and "most-popular" in table
+
+
+def _train_out(capsys, data_dir, md, *options) -> str:
+    common = ["--embedding-dim", "4", "--threads", "1", "--quiet"]
+    code = main(["train", "--data", str(data_dir), "--model-dir", md, *common, *options])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        # 600 users and 250 items in batches of 200: 5 steps a sweep
+        (["--sweeps", "2", "--batch-size", "200"], "Trained 2 sweeps"),
+        (["--sweeps", "1"], "Trained 1 sweep"),
+        (["--train-steps", "3"], "Trained 3 steps"),
+        (["--train-steps", "7", "--batch-size", "200"], "Trained 7 steps"),
+    ],
+)
+def test_train_reports_its_length_in_the_unit_asked_for(data_dir, tmp_path, capsys, options, said):
+    md = str(tmp_path / "m")
+    assert _train_out(capsys, data_dir, md, *options) == f"{said} in {md}"
+
+
+def test_train_reports_steps_asked_for_in_a_config_file(data_dir, tmp_path, capsys):
+    cfg = tmp_path / "train.toml"
+    cfg.write_text("train_steps = 3\n")
+    md = str(tmp_path / "m")
+    assert _train_out(capsys, data_dir, md, "--config", str(cfg)) == f"Trained 3 steps in {md}"
+
+
+def test_resumed_train_reports_the_sweeps_in_all(data_dir, tmp_path, capsys):
+    md = str(tmp_path / "m")
+    _train_out(capsys, data_dir, md, "--sweeps", "1")
+    assert _train_out(capsys, data_dir, md, "--sweeps", "3") == f"Trained 3 sweeps in {md}"
 
 
 def test_evaluate_refuses_other_data(data_dir, tmp_path, capsys):

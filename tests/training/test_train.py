@@ -34,7 +34,6 @@ def test_train_evaluates_checkpoints_and_exports(data_dir, tmp_path):
     for name in (
         "loss",
         "rwse",
-        "rmse",
         "precision@10",
         "recall@10",
         "map@10",
@@ -43,6 +42,8 @@ def test_train_evaluates_checkpoints_and_exports(data_dir, tmp_path):
         "coverage",
     ):
         assert np.isfinite(evals[-1][name]), name
+    # train's default binary targets: the model predicts preferences, not values
+    assert "rmse" not in evals[-1]
     assert evals[0]["loss"] > evals[1]["loss"] > evals[2]["loss"]
     # a model beats most-popular on planted tastes after three sweeps
     assert evals[-1]["ndcg@10"] > lines[0]["ndcg@10"]
@@ -178,6 +179,96 @@ def test_early_stopping_exports_the_best(data_dir, tmp_path):
     assert exp.meta["metrics"]["step"] == best["step"]
     assert exp.meta["metrics"]["ndcg@10"] == best["ndcg@10"]
     assert exp.meta["training"]["stopped_early"] is True
+
+
+def test_rmse_is_evaluated_only_for_a_model_that_fits_the_values(data_dir, tmp_path):
+    # issue 17: binary predictions were scored against 1-5 ratings (rmse 3.37 on ML-100K)
+    from walsrec.evaluation import evaluate_export
+
+    kw = dict(data=str(data_dir), sweeps=1, regularization=0.1, **KW)
+    values = train(model_dir=str(tmp_path / "v"), targets="values", **kw)
+    binary = train(model_dir=str(tmp_path / "b"), targets="binary", **kw)
+    assert np.isfinite(values.evaluations[-1]["rmse"])
+    assert "rmse" not in binary.evaluations[-1] and "ndcg@10" in binary.evaluations[-1]
+    assert "rmse" in read_export(values.export_path).meta["metrics"]
+    assert "rmse" not in read_export(binary.export_path).meta["metrics"]
+    # walsrec evaluate (and the pipeline's evaluate step) follow the same rule
+    got = evaluate_export(values.export_path, data_dir, ease=False)
+    assert got["targets"] == "values" and got["model"]["rmse"] == pytest.approx(
+        values.evaluations[-1]["rmse"]
+    )
+    got = evaluate_export(binary.export_path, data_dir, ease=False)
+    assert got["targets"] == "binary" and "rmse" not in got["model"]
+
+
+def test_early_stopping_on_rmse_needs_a_model_that_fits_the_values(data_dir, tmp_path):
+    kw = dict(data=str(data_dir), model_dir=str(tmp_path / "m"), early_stopping_metric="rmse")
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'early_stopping_metric' setting of train cannot be 'rmse' with targets "
+        r"'binary': rmse is computed only for models that fit the values",
+    ):
+        train(targets="binary", **kw, **KW)
+    assert not (tmp_path / "m").exists()  # refused before anything was written
+
+
+def test_logs_get_one_line_per_evaluation_and_no_progress_bar(data_dir, tmp_path, capsys):
+    # issue 17: off a terminal (CI logs, files) tqdm wrote bar fragments and blank lines
+    # between the evaluations' lines; capsys's stderr is not a terminal
+    from walsrec.model.wals import WALS
+
+    said = []
+    md = tmp_path / "m"
+    train(
+        data=str(data_dir),
+        model_dir=str(md),
+        sweeps=2,
+        show_progress=True,
+        log=said.append,
+        **KW,
+    )
+    WALS(embedding_dim=4, sweeps=2, show_progress=True).fit(read_export(md).user_items)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+    steps = [m for m in said if m.startswith("step ")]
+    assert [m.split(" (")[0] for m in steps] == ["step 2", "step 4"]
+    assert all("\n" not in m and "\r" not in m for m in said)
+
+
+def test_messages_clear_a_terminal_bar_while_they_are_written():
+    from contextlib import contextmanager
+
+    from walsrec.training.loop import _said_above
+
+    events = []
+
+    class Bar:
+        disable = False
+
+        @contextmanager
+        def external_write_mode(self, file=None):
+            events.append("clear")
+            yield
+            events.append("redraw")
+
+    _said_above(Bar(), events.append)("step 2")
+    assert events == ["clear", "step 2", "redraw"]
+    quiet = events.append
+    assert _said_above(None, quiet) is quiet
+    Bar.disable = True  # tqdm(disable=None) off a terminal
+    assert _said_above(Bar(), quiet) is quiet
+
+
+def test_without_matplotlib_train_says_once_that_it_draws_no_curve(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "walsrec.training.curve", None)  # import fails
+    said = []
+    train(data=str(data_dir), model_dir=str(tmp_path / "m"), sweeps=3, log=said.append, **KW)
+    missing = [m for m in said if "training_curve.png" in m]
+    assert missing == [
+        "training_curve.png not drawn: matplotlib is not installed (pip install "
+        "'walsrec[plot]'); the metrics are in metrics.jsonl"
+    ]
+    assert not (tmp_path / "m" / "training_curve.png").exists()
 
 
 def test_conflicting_settings_are_refused_and_overwrite_starts_over(data_dir, tmp_path):
@@ -676,3 +767,25 @@ def test_a_recorded_regularization_that_is_not_a_number_is_named(data_dir, tmp_p
         DataFormatError, match=r"regularization.json: 'regularization' must be a finite number"
     ):
         train(data=str(data_dir), model_dir=str(md), sweeps=2, **KW)
+
+
+def test_the_training_curve_labels_both_axes_and_has_a_readable_legend(tmp_path, monkeypatch):
+    from walsrec.training import curve
+
+    figures = []
+    monkeypatch.setattr(curve.plt, "close", figures.append)  # keep the figure to inspect
+    records = [
+        {"model": "most-popular", "ndcg@10": 0.1, "precision@10": 0.05},
+        {"model": "wals", "sweep": 1, "loss": 2.0, "ndcg@10": 0.2, "precision@10": 0.1},
+        {"model": "wals", "sweep": 2, "loss": 1.5, "ndcg@10": 0.25, "precision@10": 0.12},
+    ]
+    curve.plot_training_curve(records, tmp_path / "c.png", k=10)
+    (fig,) = figures
+    monkeypatch.undo()
+    curve.plt.close(fig)
+    loss, ranking = fig.axes
+    for ax in (loss, ranking):
+        assert ax.get_xlabel().startswith("sweep") and ax.get_ylabel()
+    assert ranking.get_ylabel() == "held-out metric at k = 10 (higher is better)"
+    legend = ranking.get_legend()
+    assert min(t.get_fontsize() for t in legend.get_texts()) >= 9

@@ -442,6 +442,25 @@ def test_rmse_is_minimised(data_dir, small_space):
     assert result.best_config["targets"] == "values"
 
 
+@pytest.mark.parametrize(
+    "targets",
+    [
+        Param("targets", "fixed", value="binary"),
+        Param("targets", "categorical", choices=("values", "binary")),
+    ],
+)
+def test_rmse_refuses_a_space_that_fits_binary_targets(data_dir, targets):
+    # a binary-target model predicts preferences: rmse against ratings would score nothing
+    # it was fitted to (issue 17)
+    space = SearchSpace({"targets": targets})
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"The 'space' parameter of tune sets targets to .*'binary'.*, but the metric "
+        r"rmse is computed only for models that fit the values",
+    ):
+        tune(data_dir, trials=1, sweeps=1, metric="rmse", space=space)
+
+
 def test_jobs_2_runs_trials_in_parallel_threads(data_dir, small_space):
     result = tune(data_dir, trials=4, sweeps=2, space=small_space, jobs=2, threads=2)
     assert result.threads_per_trial == 1

@@ -2,8 +2,10 @@
 
 Thin on purpose: every command is a library call. A :class:`walsrec.errors.WalsrecError`
 (bad input, bad parameter) or an :class:`OSError` (a file that cannot be read or written,
-a full disk) becomes one line on stderr and exit code 2. Library modules are imported
-inside the command functions so that ``walsrec --help`` stays fast.
+a full disk) becomes one line on stderr and exit code 2, and so does a command's optional
+dependency that is not installed (the line names the extra to install); any other missing
+module is a bug and keeps its traceback. Library modules are imported inside the command
+functions so that ``walsrec --help`` stays fast and needs no extra.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 from walsrec import __version__
 from walsrec.cli import data, pipeline, serving, training, tuning
-from walsrec.cli._common import EXIT_BAD_INPUT, _os_error_text, _stderr
+from walsrec.cli._common import EXIT_BAD_INPUT, _missing_extra_text, _os_error_text, _stderr
 from walsrec.errors import WalsrecError
 
 __all__ = ["build_parser", "main"]
@@ -48,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except WalsrecError as exc:
         _stderr(f"walsrec {args.command}: error: {exc}")
+        return EXIT_BAD_INPUT
+    except ModuleNotFoundError as exc:  # an extra not installed (pip install -e . is core)
+        message = _missing_extra_text(args.command, exc)
+        if message is None:
+            raise
+        _stderr(message)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _stderr(f"walsrec {args.command}: interrupted")

@@ -6,7 +6,7 @@ import argparse
 import textwrap
 
 from walsrec._tables import metrics_table as _metrics_table
-from walsrec.cli._common import _stderr
+from walsrec.cli._common import _stderr, _trained_length
 from walsrec.cli.data import _prepare_summary
 
 
@@ -88,6 +88,7 @@ def _cmd_pipeline(args) -> int:
                 result.evaluation["model"],
                 result.evaluation["most-popular"],
                 result.evaluation.get("ease"),
+                targets=result.evaluation.get("targets"),
             )
         )
     if result.export_path is not None:
@@ -178,15 +179,17 @@ def _cmd_demo(args) -> int:
     last = result.evaluations[-1]
     k = int(last.get("k", 10))
     print(
-        f"\nTrained {result.steps // 2} sweeps; held-out metrics (top {k}, training items "
-        "excluded):"
+        f"\nTrained {_trained_length(result, step_mode=False)}; held-out metrics (top {k}, "
+        "training items excluded):"
     )
-    print(_metrics_table(last, result.baseline))
+    targets = result.model.targets
+    print(_metrics_table(last, result.baseline, targets=targets))
 
     _stderr("demo: [4/5] recommending for three example users")
     model = load_model(result.export_path)
     examples = example_users(model, load_prepared(data_dir), n=3, k=5, seed=args.seed)
-    print("\nThree users drawn at random: their strongest visits beside their top 5")
+    drawn = examples[0].drawn if examples else "at random"
+    print(f"\nThree users drawn {drawn}: their strongest visits beside their top 5")
     for ex in examples:
         print(_example_block(ex))
 
@@ -198,11 +201,16 @@ def _cmd_demo(args) -> int:
         f"walsrec recommend --model {model_dir} --user {some_user} --k 5",
     ]
     c = meta["counts"]
+    from walsrec.evaluation import evaluate_export
+
+    ease = evaluate_export(result.export_path, data_dir, k=k).get("ease")
     report = write_report(
         workdir / "report.html",
         title="walsrec demo: news-site visits",
         model=last,
         baseline=result.baseline,
+        ease=ease,
+        hyperparameters=model.meta["hyperparameters"],
         curve=model_dir / "training_curve.png",
         examples=examples,
         facts=[
@@ -231,7 +239,12 @@ def _example_block(ex) -> str:
     width = max([len("history"), *(len(i) for i, _ in ex.history[:5])]) + 9
     held = set(ex.held_out)
     n = len(ex.held_out)
-    lines = [f"  user {ex.user}  ({n} held-out visit{'' if n == 1 else 's'}; * = one of them)"]
+    visits = f"{n} held-out visit{'' if n == 1 else 's'}"
+    if ex.hits:
+        note = f"{visits}; * = recommended and held out"
+    else:
+        note = f"{visits}, not among the top {len(ex.recommendations)}"
+    lines = [f"  user {ex.user}  ({note})"]
     lines.append(f"    {'history (rating)':<{width}}  recommended (score)")
     rows = max(min(len(ex.history), 5), len(ex.recommendations))
     for r in range(rows):

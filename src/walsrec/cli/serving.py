@@ -44,8 +44,8 @@ def _add_recommend(sub) -> None:
         epilog=textwrap.dedent(
             """\
             examples:
-              walsrec recommend --model model/ --user 5367 --k 10
-              walsrec recommend --model model/export/1796000000 --user 5367 --json
+              walsrec recommend --model model/ --user v5045 --k 10
+              walsrec recommend --model model/export/1796000000 --user v5045 --json
               walsrec recommend --model model/ --user new-visitor --fallback popular
             """
         ),
@@ -89,8 +89,8 @@ def _add_similar(sub) -> None:
         epilog=textwrap.dedent(
             """\
             examples:
-              walsrec similar --model model/ --item 299824032 --k 10
-              walsrec similar --model model/ --item 299824032 --metric dot --json
+              walsrec similar --model model/ --item a2874 --k 10
+              walsrec similar --model model/ --item a2874 --metric dot --json
             """
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -192,10 +192,10 @@ def _add_serve(sub) -> None:
             """\
             examples:
               walsrec serve --model model/ --port 8000
-              curl 'http://127.0.0.1:8000/recommendations/5367?k=5'
+              curl 'http://127.0.0.1:8000/recommendations/v5045?k=5'
               curl -X POST http://127.0.0.1:8000/recommendations \\
                   -H 'content-type: application/json' \\
-                  -d '{"interactions": [{"item": "299824032", "value": 1.0}], "k": 5}'
+                  -d '{"interactions": [{"item": "a1600", "value": 1.0}], "k": 5}'
             """
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -222,7 +222,10 @@ def _add_serve(sub) -> None:
     p.add_argument(
         "--fallback",
         choices=["popular"],
-        help="answer unknown users with the most popular items instead of 404",
+        help=(
+            "answer unknown users, and new users whose interactions name no known item, with "
+            "the most popular items instead of 404 and 422"
+        ),
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--access-log", action="store_true", help="log every request (slower)")

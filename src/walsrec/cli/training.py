@@ -10,7 +10,7 @@ from typing import Any
 from walsrec._argtypes import float_or_auto
 from walsrec._checks import IntRule, OptionRule, RealRule
 from walsrec._tables import metrics_table as _metrics_table
-from walsrec.cli._common import _stderr
+from walsrec.cli._common import _stderr, _trained_length
 from walsrec.training import config
 
 # ---------------------------------------------------------------------------- train
@@ -81,20 +81,20 @@ def _flag(field: dataclasses.Field) -> dict[str, Any]:
 
 
 def _cmd_train(args) -> int:
-    from walsrec.training import TrainConfig, train
+    from walsrec.training import TrainConfig, load_config, train
 
     # every option named like a TrainConfig field is a setting (None: not given)
     settings = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    cfg = load_config(args.config, **settings)  # here, to report in the unit asked for
     result = train(
-        config_file=args.config,
+        cfg,
         overwrite=args.overwrite,
         show_progress=not args.quiet,
         log=None if args.quiet else (lambda m: _stderr(f"train: {m}")),
-        **settings,
     )
     last = result.evaluations[-1] if result.evaluations else {}
-    print(f"Trained {result.steps} steps in {result.model_dir}")
-    print(_metrics_table(last, result.baseline))
+    print(f"Trained {_trained_length(result, cfg.step_mode)} in {result.model_dir}")
+    print(_metrics_table(last, result.baseline, targets=cfg.targets))
     print(f"Exported {result.export_path}")
     return 0
 
@@ -105,8 +105,9 @@ def _add_evaluate(sub) -> None:
         "evaluate",
         help="metrics of an exported model on a DATA_DIR's eval split, beside baselines",
         description=(
-            "Load an export (or a model directory's newest export) and compute held-out rmse "
-            "and the ranking metrics at k on the eval split of DATA_DIR, each user's training "
+            "Load an export (or a model directory's newest export) and compute the held-out "
+            "ranking metrics at k (and rmse, for a model trained with --targets values) on the "
+            "eval split of DATA_DIR, each user's training "
             "items excluded, next to the most-popular baseline and, for catalogs of at most "
             "20,000 items, EASE (Steck 2019), a strong item-item model: a WALS model well "
             "below EASE is worth tuning (walsrec tune)."
@@ -152,7 +153,14 @@ def _cmd_evaluate(args) -> int:
             f"Model {result['export']} on {result['data']} "
             f"({result['users_evaluated']:,} users with held-out items)"
         )
-        print(_metrics_table(result["model"], result["most-popular"], result.get("ease")))
+        print(
+            _metrics_table(
+                result["model"],
+                result["most-popular"],
+                result.get("ease"),
+                targets=result.get("targets"),
+            )
+        )
     return 0
 
 

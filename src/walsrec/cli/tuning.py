@@ -251,5 +251,5 @@ def _tune(args) -> int:
         print("No eval split in DATA_DIR: the best configuration was not evaluated.")
         return 0
     print(f"Eval split ({ev['users_evaluated']:,} users, k={ev['k']}), seen for the first time:")
-    print(metrics_table(ev["model"], ev["most-popular"], ev.get("ease")))
+    print(metrics_table(ev["model"], ev["most-popular"], ev.get("ease"), targets=ev.get("targets")))
     return 0

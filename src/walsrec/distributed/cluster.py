@@ -46,8 +46,22 @@ def connect(spec: str, threads_per_worker: int | None = None):
     -------
     (distributed.Client, distributed.LocalCluster or None)
         Close both when done (the cluster only if one was started).
+
+    Raises
+    ------
+    ModuleNotFoundError
+        Dask is not installed; the message names the extra, ``name`` the missing module.
     """
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("dask", "distributed"):
+            raise
+        raise ModuleNotFoundError(
+            f"walsrec's Dask back end needs the 'dask' extra ({exc.name} is not installed): "
+            "pip install 'walsrec[dask]'",
+            name=exc.name,
+        ) from exc
 
     target = parse_dask(spec)
     if isinstance(target, int):

@@ -35,7 +35,13 @@ _MAX_AUTO_CHUNK = 4096
 _NDCG_GAINS = ("binary", "raw")
 
 
-def metric_names(k: int = 10, *, include_rmse: bool = True, include_auc: bool = True) -> list:
+def metric_names(
+    k: int = 10,
+    *,
+    include_rmse: bool = True,
+    include_auc: bool = True,
+    targets: str | None = None,
+) -> list:
     """The names of the reported metrics at cut-off k, in the order ``evaluate`` reports them.
 
     Parameters
@@ -44,13 +50,25 @@ def metric_names(k: int = 10, *, include_rmse: bool = True, include_auc: bool = 
         The cut-off of the ranking metrics.
     include_rmse, include_auc : bool, default True
         Whether to list ``"rmse"`` and ``"auc"``.
+    targets : {"values", "binary"} or None, default None
+        The targets the model was fitted to, when the names are for a trained model:
+        ``"binary"`` leaves ``"rmse"`` out. rmse compares predictions with the held-out
+        values, and a model fitted to binary targets predicts preferences, not values;
+        against its own targets (1 for every held-out entry) rmse would reward predicting
+        1 everywhere. What walsrec computes for a trained model (train's evaluations,
+        :func:`walsrec.evaluate_export`) follows this rule.
 
     Returns
     -------
     list of str
         E.g. ``['rmse', 'precision@10', 'recall@10', 'map@10', 'ndcg@10', 'auc', 'coverage']``.
+
+    Examples
+    --------
+    >>> metric_names(5, targets="binary")
+    ['precision@5', 'recall@5', 'map@5', 'ndcg@5', 'auc', 'coverage']
     """
-    names = ["rmse"] if include_rmse else []
+    names = ["rmse"] if include_rmse and targets != "binary" else []
     names += [f"precision@{k}", f"recall@{k}", f"map@{k}", f"ndcg@{k}"]
     if include_auc:
         names.append("auc")

@@ -145,7 +145,7 @@ class WALS:
         Called as ``callback(sweep, model)`` after every sweep of ``fit`` (``sweep`` counts
         from 1; ``model.loss_[-1]`` is the current loss). Returning True stops ``fit``.
     show_progress : bool, default=False
-        Show a tqdm bar over sweeps with the loss.
+        Show a tqdm bar over sweeps with the loss (drawn only on a terminal).
 
     Attributes
     ----------
@@ -914,7 +914,8 @@ def run_sweeps(model, sweep, desc: str):
     if model.show_progress:
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=model.sweeps, desc=desc, unit="sweep")
+        # disable=None: drawn on a terminal only; logs and files get no bar fragments
+        progress = tqdm(total=model.sweeps, desc=desc, unit="sweep", disable=None)
     try:
         previous = None
         for n in range(1, model.sweeps + 1):

@@ -23,9 +23,12 @@ under numba's "workqueue" layer (not safe to enter from two threads at once), so
 reload thread's warm-up of a new export is safe as well.
 
 Client mistakes are never a 500: an unknown user or item is 404, a bad parameter 422, a
-body over the limit 413, each with a short ``detail``. Ids may contain any character, ``/``
-included (sent as ``%2F``: the last path parameter takes the rest of the path). Answers
-never show server paths or exception texts; the log has them.
+body over the limit 413, each with a short ``detail``. A fold-in with nothing to fold in
+(no interaction names an item the model knows) is a 422 naming the unknown items, or, with
+the "popular" fallback, the most popular items marked ``"fallback": true`` as for an unknown
+user. Ids may contain any character, ``/`` included (sent as ``%2F``: the last path
+parameter takes the rest of the path). Answers never show server paths or exception texts;
+the log has them.
 
 A fold-in that fails because of the interactions' values is a 422 naming the values: values
 so large that the new user's system cannot be solved in float32 or that its scores
@@ -46,7 +49,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -82,7 +85,8 @@ class ServiceSettings:
     max_k : int, default=1000
         Largest k a request may ask for (422 above).
     fallback : {None, "popular"}, default=None
-        Answer unknown users with the most popular items instead of 404.
+        Answer unknown users (404 otherwise), and new users whose interactions name no
+        item the model knows (422 otherwise), with the most popular items.
     max_body_bytes : int or None, default=None
         Largest request body; default 200 bytes per allowed interaction plus 64 KiB.
     """
@@ -296,6 +300,11 @@ class FoldInRequest(BaseModel):
     interactions: list[InteractionIn] = Field(description="the new user's interactions")
     k: int = Field(10, ge=1, description="number of items")
     exclude_seen: bool = Field(True, description="leave out the interaction items")
+    fallback: Literal["popular"] | None = Field(
+        None,
+        description="answer with the most popular items when no interaction names an item "
+        "the model knows (default: the service's --fallback)",
+    )
 
 
 class ItemScore(BaseModel):
@@ -352,6 +361,8 @@ def _fold_in_refusal(model, pairs: list[tuple[str, float]], exc: Exception | Non
         totals[item] = totals.get(item, 0.0) + value
     ids = list(totals)
     known = model.items.indices(ids) >= 0 if ids else np.zeros(0, dtype=bool)
+    if not known.any():  # refused before solving: nothing to fold in
+        return _nothing_to_fold_in(ids)
     values = np.array([totals[i] for i in ids], dtype=np.float64)[known]
     largest = float(np.max(np.abs(values), initial=0.0))
     if exc is None:
@@ -368,6 +379,19 @@ def _fold_in_refusal(model, pairs: list[tuple[str, float]], exc: Exception | Non
     return (
         f"The interactions' values are too large to fold in (largest {largest:.3g}, repeated "
         f"items added up): {why}. Send values on the scale of the training data."
+    )
+
+
+def _nothing_to_fold_in(unknown: list[str]) -> str:
+    """The 422 detail for a fold-in whose interactions name no item the model knows."""
+    from walsrec.serving.model import quote_ids
+
+    if not unknown:
+        return "No interactions: nothing to fold in."
+    ids = "ids" if len(unknown) > 1 else "id"
+    return (
+        f"Unknown item {ids} {quote_ids(unknown)}: no interaction names an item the model "
+        "knows, nothing to fold in."
     )
 
 
@@ -650,7 +674,10 @@ def _add_recommendation_routes(app: FastAPI, settings: ServiceSettings) -> None:
         summary="Top-k items for a new user from their interactions (fold-in)",
         responses={
             413: {"description": "Too many interactions"},
-            422: {"description": "Bad k, or values that cannot be folded in"},
+            422: {
+                "description": "Bad k, no known item (without the fallback), or values that "
+                "cannot be folded in"
+            },
         },
     )
     async def recommend_new_user(request: Request, body: FoldInRequest):
@@ -662,18 +689,26 @@ def _add_recommendation_routes(app: FastAPI, settings: ServiceSettings) -> None:
             )
         m = _current(request)
         pairs = [(str(x.item), x.value) for x in body.interactions]
+        fallback = body.fallback or settings.fallback
         try:
             # values too large overflow on the way (warnings); the outcome is checked below
             with np.errstate(over="ignore", invalid="ignore"):
                 result = m.recommend_for_interactions(
-                    pairs, k=body.k, exclude_seen=body.exclude_seen
+                    pairs, k=body.k, exclude_seen=body.exclude_seen, fallback=fallback
                 )
         except WalsrecError as exc:  # the model is sound (it folded in at warm-up): the values
             raise InvalidParameterError(_fold_in_refusal(m, pairs, exc)) from None
         if not np.isfinite(result.scores).all():
             # load_model bounds the served factors' scores: the client's values did it
             raise InvalidParameterError(_fold_in_refusal(m, pairs, None))
-        return _json({"version": m.version, "ignored": result.ignored, "items": result.to_list()})
+        return _json(
+            {
+                "version": m.version,
+                "fallback": result.fallback,
+                "ignored": result.ignored,
+                "items": result.to_list(),
+            }
+        )
 
 
 def _add_similar_routes(app: FastAPI, settings: ServiceSettings) -> None:

@@ -56,7 +56,8 @@ class Recommendations:
     ignored : list of str
         Fold-in only: interaction items that are not in the model and were left out.
     fallback : bool
-        True when the list is the most-popular fallback for an unknown user.
+        True when the list is the most-popular fallback for an unknown user, or for a
+        fold-in whose interactions name no item the model knows.
     """
 
     items: list[str]
@@ -510,6 +511,11 @@ class Recommender:
         return factor, ignored
 
     def _fold_in(self, interactions) -> tuple[np.ndarray, list[str], np.ndarray]:
+        row, ignored = self._interaction_row(interactions)
+        return self._project(row), ignored, row.indices
+
+    def _interaction_row(self, interactions) -> tuple[sp.csr_matrix, list[str]]:
+        """The new user's row of targets (1 × n_items, known items only) and the ignored ids."""
         item_ids, values = _split_interactions(interactions)
         idx = self._item_indices(item_ids)
         known = idx >= 0
@@ -521,9 +527,12 @@ class Recommender:
         )
         row.sum_duplicates()
         row.sort_indices()
+        return row, ignored
+
+    def _project(self, row: sp.csr_matrix) -> np.ndarray:
         with self._fold_lock:
             factor = self._wals.project_rows(row)[0]
-        return np.asarray(factor, dtype=np.float32), ignored, row.indices
+        return np.asarray(factor, dtype=np.float32)
 
     def recommend_for_interactions(
         self,
@@ -533,6 +542,7 @@ class Recommender:
         exclude_seen: bool = True,
         filter_items: Iterable[str] | None = None,
         items: Iterable[str] | None = None,
+        fallback: str | None = None,
     ) -> Recommendations:
         """Top-``k`` items for a user the model has never seen, from their interactions.
 
@@ -548,6 +558,12 @@ class Recommender:
             Item ids never to recommend.
         items : iterable of str, optional
             Allow list: only these item ids may be recommended.
+        fallback : {None, "popular"}, default=None
+            When no interaction names an item the model knows (or there is none), there is
+            nothing to fold in: None raises :class:`~walsrec.errors.InvalidParameterError`
+            naming the unknown items; "popular" returns the most popular items allowed by
+            ``filter_items`` and ``items`` (``fallback=True`` on the result), as
+            :meth:`recommend` does for an unknown user.
 
         Returns
         -------
@@ -558,9 +574,27 @@ class Recommender:
         --------
         >>> model.recommend_for_interactions([("i3", 1.0), ("i7", 0.5)], k=5)  # doctest: +SKIP
         """
-        k = check_k(k, "recommend_for_interactions")
-        banned = self._banned(filter_items, items, "recommend_for_interactions")
-        factor, ignored, seen = self._fold_in(interactions)
+        method = "recommend_for_interactions"
+        k = check_k(k, method)
+        check_option(fallback, "fallback", f"parameter of {method}", _FALLBACKS)
+        banned = self._banned(filter_items, items, method)
+        row, ignored = self._interaction_row(interactions)
+        if row.nnz == 0:
+            # an all-zero factor would score every item 0: a ranking by index, not a guess
+            if fallback is None:
+                got = (
+                    f"only unknown items ({quote_ids(list(dict.fromkeys(ignored)))})"
+                    if ignored
+                    else "no interactions"
+                )
+                raise InvalidParameterError(
+                    f"The 'interactions' parameter of {method} must name at least one item "
+                    f"the model knows. Got {got} instead."
+                )
+            result = self.popular(k, filter_items=filter_items, items=items)
+            result.ignored = ignored
+            return result
+        factor, seen = self._project(row), row.indices
         excluded = seen.astype(self._indices.dtype) if exclude_seen else self._no_items
         top = self._top_query(factor, np.linalg.norm(factor), excluded, banned, k)
         return self._result(*top, ignored=ignored)
@@ -624,6 +658,12 @@ class Recommender:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def quote_ids(ids: list[str], limit: int = 5) -> str:
+    """``'a', 'b'``: the ids quoted, at most ``limit`` of them and how many more (messages)."""
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
 def _pairs(interactions) -> list:

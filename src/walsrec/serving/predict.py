@@ -250,7 +250,9 @@ def write_top_k(
     if progress is True:  # after the writer, so a writer that fails leaves no bar open
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(user_idx.size), desc="predict", unit="user", dynamic_ncols=True)
+        bar = tqdm(
+            total=int(user_idx.size), desc="predict", unit="user", dynamic_ncols=True, disable=None
+        )
     try:
         done = 0
         # a few chunks per thread at a time: parallel, and memory stays bounded

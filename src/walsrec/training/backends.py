@@ -98,9 +98,9 @@ class LocalBackend:
         return model.rwse(self.user_items)
 
     def evaluate(self, model, cfg, model_dir: Path) -> dict:
-        """The held-out metrics at ``cfg.k`` (training items excluded); {} without eval
-        data."""
-        from walsrec.metrics import evaluate
+        """The held-out metrics at ``cfg.k`` (training items excluded; no rmse under binary
+        targets: :func:`walsrec.metrics.metric_names`); {} without eval data."""
+        from walsrec.metrics import evaluate, metric_names
 
         if self.data.eval is None:
             return {}
@@ -110,6 +110,7 @@ class LocalBackend:
             self.user_items,
             self.data.eval,
             k=cfg.k,
+            metrics=metric_names(cfg.k, targets=cfg.targets),
             n_jobs=cfg.threads,
         )
 
@@ -161,6 +162,7 @@ class DaskBackend(LocalBackend):
     def evaluate(self, model, cfg, model_dir: Path) -> dict:
         """On the workers: no factor matrix comes to this process."""
         from walsrec.distributed.evaluate import evaluate_dask
+        from walsrec.metrics import metric_names
 
         if self.data.eval is None:
             return {}
@@ -169,7 +171,8 @@ class DaskBackend(LocalBackend):
             if cfg.data is not None
             else {"data": str(model_dir / "cache"), "name": "eval"}
         )
-        return evaluate_dask(model, **where, k=cfg.k, n_jobs=cfg.threads)
+        names = metric_names(cfg.k, targets=cfg.targets)
+        return evaluate_dask(model, **where, k=cfg.k, metrics=names, n_jobs=cfg.threads)
 
     def checkpointed(self, model, path: Path) -> None:
         # restart the factors' lineage at the checkpoint: a worker lost later is recovered

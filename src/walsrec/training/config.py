@@ -412,6 +412,12 @@ class TrainConfig:
         at_k = [f"{name}@{self.k}" for name in ("precision", "recall", "map", "ndcg")]
         allowed = (*at_k, "auc", "coverage", "rmse", "loss", "rwse")
         check_option(metric, "early_stopping_metric", OWNER, allowed, one_of=True, show_option=str)
+        if metric == "rmse" and self.targets == "binary":
+            raise InvalidParameterError(
+                "The 'early_stopping_metric' setting of train cannot be 'rmse' with targets "
+                "'binary': rmse is computed only for models that fit the values. Use "
+                "targets = 'values', or stop early on a ranking metric (e.g. ndcg@10)."
+            )
         if metric not in ("loss", "rwse") and self.data is None and self.eval_rows is None:
             raise InvalidParameterError(
                 f"The 'early_stopping_metric' setting of train is {metric!r}, a held-out "

@@ -26,13 +26,13 @@ def plot_training_curve(records: list[dict], path: str | os.PathLike, k: int = 1
     ranking = [f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}"]
     has_heldout = any(m in r for r in runs for m in ranking)
     fig, axes = plt.subplots(
-        1, 2 if has_heldout else 1, figsize=(11 if has_heldout else 6, 5 if has_heldout else 4)
+        1, 2 if has_heldout else 1, figsize=(12 if has_heldout else 6, 6 if has_heldout else 4)
     )
     axes = list(axes) if has_heldout else [axes]
     x = [r["sweep"] for r in runs]
     axes[0].plot(x, [r["loss"] for r in runs], marker="o", color="tab:blue")
-    axes[0].set_xlabel("sweep")
-    axes[0].set_ylabel("training loss L")
+    axes[0].set_xlabel("sweep (one update of every user, then of every item)")
+    axes[0].set_ylabel("training loss L (weighted squared error + regularization)")
     axes[0].set_title("Training loss")
     axes[0].grid(alpha=0.3)
     if has_heldout:
@@ -50,11 +50,12 @@ def plot_training_curve(records: list[dict], path: str | os.PathLike, k: int = 1
                     linewidth=1,
                     label=f"{name} most-popular",
                 )
-        ax.set_xlabel("sweep")
-        ax.set_title(f"Held-out ranking metrics (top {k})")
+        ax.set_xlabel("sweep (one update of every user, then of every item)")
+        ax.set_ylabel(f"held-out metric at k = {k} (higher is better)")
+        ax.set_title(f"Held-out ranking metrics (top {k}; dashed: most-popular)")
         ax.grid(alpha=0.3)
         # below the axes, so it never hides a curve
-        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+        ax.legend(fontsize=10, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     fig.tight_layout()
     tmp = temp_name(path, "tmp", ".png")  # matplotlib takes the format from the suffix
     try:

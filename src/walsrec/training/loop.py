@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,9 +194,11 @@ def train(
     overwrite : bool, default False
         Remove the checkpoints, metrics, exports and cache of ``model_dir`` and start over.
     show_progress : bool, default False
-        A progress bar (stderr) over steps with the sweep and the loss.
+        A progress bar over steps with the sweep and the loss, drawn on stderr when it is
+        a terminal (never into logs or files).
     log : callable, optional
-        Receives one-line messages (resuming, evaluations, the export path).
+        Receives one-line messages (resuming, evaluations, the export path, a missing
+        matplotlib); while the bar is drawn it is cleared around each message.
 
     Returns
     -------
@@ -305,6 +308,7 @@ class _Run:
         self.records: list[dict] = []
         self.evaluations: list[dict] = []
         self.baseline = None
+        self.no_curve = False  # said that training_curve.png is not drawn
         self.started = time.perf_counter()
 
     # ------------------------------------------------------------------ restore
@@ -366,17 +370,16 @@ class _Run:
         step = self.state["step"]
         bar = None
         if show_progress and step < self.total and not self.state["stopped_early"]:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=self.total, initial=step, desc="train", unit="step", dynamic_ncols=True
-            )
+            bar = _progress_bar(total=self.total, initial=step, desc="train", unit="step")
+        say = self.say
+        self.say = _said_above(bar, say)
         try:
             while step < self.total and not self.state["stopped_early"]:
                 self._half_step(step % self.per_sweep)
                 step += 1
                 self._after_step(step, bar)
         finally:
+            self.say = say
             if bar is not None:
                 bar.close()
         self.state["step"] = step
@@ -458,7 +461,9 @@ class _Run:
         self.records.append(rec)
         self.evaluations.append(rec)
         _write_metrics(self.metrics_path, self.records)
-        _redraw_curve(self.model_dir, self.records, self.cfg.k)
+        if not _redraw_curve(self.model_dir, self.records, self.cfg.k) and not self.no_curve:
+            self.no_curve = True
+            self.say(f"{_CURVE_MISSING}; the metrics are in metrics.jsonl")
         self.say(
             "step {step} (sweep {sweep:g}): ".format(**rec)
             + ", ".join(
@@ -581,9 +586,7 @@ def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> 
         return value
     bar = None
     if show_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="choose regularization", unit="lambda", dynamic_ncols=True)
+        bar = _progress_bar(desc="choose regularization", unit="lambda")
 
     def progress(lam: float, score: float) -> None:
         if bar is not None:
@@ -629,9 +632,38 @@ def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> 
     return choice.value
 
 
-def _redraw_curve(model_dir: Path, records: list[dict], k: int) -> None:
+#: why MODEL_DIR has no training_curve.png (matplotlib, an optional extra, is missing)
+_CURVE_MISSING = (
+    "training_curve.png not drawn: matplotlib is not installed (pip install 'walsrec[plot]')"
+)
+
+
+def _redraw_curve(model_dir: Path, records: list[dict], k: int) -> bool:
+    """Redraw MODEL_DIR/training_curve.png; False when matplotlib is missing."""
     try:
         from walsrec.training.curve import plot_training_curve
     except ImportError:  # matplotlib is an optional extra
-        return
+        return False
     plot_training_curve(records, model_dir / "training_curve.png", k)
+    return True
+
+
+def _progress_bar(**kwargs):
+    """A tqdm bar on stderr, drawn only when stderr is a terminal: in logs and files
+    (CI, ``2> log``) it writes nothing, so they keep one line per message."""
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=None, dynamic_ncols=True, **kwargs)
+
+
+def _said_above(bar, say: Callable[[str], None]) -> Callable[[str], None]:
+    """``say``, clearing ``bar`` while the message is written, so that a message never
+    lands in the middle of the bar's line (on a terminal; a disabled bar draws nothing)."""
+    if bar is None or bar.disable:
+        return say
+
+    def said(message: str) -> None:
+        with bar.external_write_mode(file=sys.stderr):
+            say(message)
+
+    return said

@@ -234,10 +234,18 @@ def fit_and_score(
 
     Raises
     ------
+    InvalidParameterError
+        ``metric`` is rmse and ``model`` fits binary targets (rmse scores values).
     SingularSystemError
         From the fit (an empty row or column with nothing else to weigh it).
     """
     from walsrec.metrics import evaluate
+
+    if metric == "rmse" and model.targets == "binary":
+        raise InvalidParameterError(
+            "rmse is computed only for models that fit the values; this model fits binary "
+            "targets (it predicts preferences, not values). Score it on a ranking metric."
+        )
 
     threads = resolve_n_jobs(n_jobs)
     last = math.nan

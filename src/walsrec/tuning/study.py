@@ -276,6 +276,14 @@ def _checked_arguments(
     if metric == "rmse" and "targets" not in space.params:
         # rmse scores predicted values: fit the values, not train's default binary targets
         space = SearchSpace({**space.params, "targets": Param("targets", "fixed", value="values")})
+    targets = space.params.get("targets")
+    if metric == "rmse" and "binary" in (targets.choices or (targets.value,)):
+        raise InvalidParameterError(
+            f"The 'space' parameter of tune sets targets to {targets.describe()}, but the "
+            "metric rmse is computed only for models that fit the values (a model fitted "
+            "to binary targets predicts preferences). Fix targets = 'values' in the space, "
+            "or tune a ranking metric (e.g. ndcg@10)."
+        )
     return space, _make_pruner(pruner)
 
 
