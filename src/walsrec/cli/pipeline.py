@@ -260,7 +260,48 @@ def _example_block(ex) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- warmup
+def _add_warmup(sub) -> None:
+    p = sub.add_parser(
+        "warmup",
+        help="compile every kernel into numba's cache once (for images, cluster nodes, CI)",
+        description=(
+            "Run a small version of everything the commands do (prepare, train with lambda "
+            "auto and evaluation, both solvers in float32 and float64, fold-in, recommend, "
+            "predict) on generated data in a temporary folder, so that numba compiles the "
+            "kernels into its on-disk cache now: later processes load them in milliseconds "
+            "instead of compiling for up to a minute. The cache lies beside the installed "
+            "package, or in NUMBA_CACHE_DIR when set; it is valid for this walsrec version on "
+            "this CPU. Run it once when building a Docker image or a cluster node's "
+            "environment (docs/scaling.md has the recipe)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              walsrec warmup
+              NUMBA_CACHE_DIR=/opt/walsrec/numba-cache walsrec warmup
+            """
+        ),
+    )
+    p.set_defaults(func=_cmd_warmup)
+
+
+def _cmd_warmup(args) -> int:
+    import os
+
+    from walsrec.warmup import warm_up
+
+    summary = warm_up(progress=_stderr)
+    where = os.environ.get("NUMBA_CACHE_DIR") or "beside the installed package"
+    parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary["parts"].items())
+    print(f"Kernels compiled or loaded in {summary['seconds']:.1f} s ({parts}).")
+    print(f"numba's cache ({where}) now holds them: later runs load them instead of compiling.")
+    return 0
+
+
 def add_commands(sub) -> None:
     """Add this module's commands to the ``walsrec`` parser."""
     _add_pipeline(sub)
     _add_demo(sub)
+    _add_warmup(sub)
