@@ -12,7 +12,22 @@ import scipy.sparse as sp
 
 from walsrec._checks import check_real
 
-__all__ = ["validation_split"]
+__all__ = ["check_fraction", "validation_split"]
+
+
+def check_fraction(value, owner: str = "parameter of tune") -> float:
+    """``value`` as the fraction of each user's entries held out: a float in (0, 1)."""
+    return check_real(
+        value,
+        "validation_fraction",
+        owner,
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+        finite=False,
+        kind="float",
+    )
 
 
 def validation_split(
@@ -35,17 +50,7 @@ def validation_split(
     fit, validation : scipy.sparse.csr_matrix, same shape and dtype as ``user_items``
         Disjoint; together they hold exactly the entries of ``user_items``.
     """
-    fraction = check_real(
-        fraction,
-        "validation_fraction",
-        "parameter of tune",
-        low=0,
-        high=1,
-        low_open=True,
-        high_open=True,
-        finite=False,
-        kind="float",
-    )
+    fraction = check_fraction(fraction)
     x = user_items.tocsr()
     if not x.has_canonical_format:
         x = x.copy()

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 
 from walsrec._checks import check_int, check_real, param_error
 from walsrec._threads import kernel_threads, resolve_n_jobs
+from walsrec.data.split import check_fraction
 from walsrec.errors import InvalidParameterError, SingularSystemError
 
 if TYPE_CHECKING:
@@ -301,17 +302,7 @@ def _checked_arguments(
     ):
         check_int(value, name, _OWNER, 1)
     check_int(seed, "seed", _OWNER, 0)
-    check_real(
-        validation_fraction,
-        "validation_fraction",
-        _OWNER,
-        low=0,
-        high=1,
-        low_open=True,
-        high_open=True,
-        finite=False,
-        kind="float",
-    )
+    check_fraction(validation_fraction, _OWNER)
     return grid
 
 
