@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from numba import njit
 
-__all__ = ["sift_down", "sift_up", "worse"]
+__all__ = ["sift_down", "sift_up", "sort_heap", "worse"]
 
 
 @njit(cache=True, inline="always")
@@ -45,3 +45,13 @@ def sift_up(hs, hi, pos):
         hs[pos], hs[parent] = hs[parent], hs[pos]
         hi[pos], hi[parent] = hi[parent], hi[pos]
         pos = parent
+
+
+@njit(cache=True)
+def sort_heap(hs, hi, n):
+    """Sort a heap of the first n entries best first, in place: move the worst (the root)
+    to the back and restore the heap before it, n - 1 times."""
+    for end in range(n - 1, 0, -1):
+        hs[0], hs[end] = hs[end], hs[0]
+        hi[0], hi[end] = hi[end], hi[0]
+        sift_down(hs, hi, end, 0)

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from walsrec._topk_heap import sift_down, sift_up
+from walsrec._topk_heap import sift_down, sift_up, sort_heap
 
 # Columns of the per-user ``stats`` output.
 STAT_PRECISION = 0
@@ -336,11 +336,7 @@ def _rank_user(
             for t in range(ts, te):  # the training items are not candidates
                 v = row[t_indices[t]]
                 twice -= (v < x) + (v <= x)
-    # heap sort: move the worst to the back until the list reads best first
-    for end in range(n_heap - 1, 0, -1):
-        hs[0], hs[end] = hs[end], hs[0]
-        hi[0], hi[end] = hi[end], hi[0]
-        sift_down(hs, hi, end, 0)
+    sort_heap(hs, hi, n_heap)  # best first
     _list_stats(
         hi,
         n_heap,

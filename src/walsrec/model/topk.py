@@ -59,7 +59,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from walsrec._topk_heap import sift_down, sift_up
+from walsrec._topk_heap import sift_down, sift_up, sort_heap
 
 __all__ = [
     "METRICS",
@@ -124,13 +124,7 @@ def _select(row, excluded, banned, k, out_items, out_scores):
                 sift_down(out_scores, out_items, k, 0)
                 threshold = out_scores[0]
         start = stop + 1
-    # heap sort: pop the worst to the back, leaving best first
-    m = n
-    while m > 1:
-        m -= 1
-        out_scores[0], out_scores[m] = out_scores[m], out_scores[0]
-        out_items[0], out_items[m] = out_items[m], out_items[0]
-        sift_down(out_scores, out_items, m, 0)
+    sort_heap(out_scores, out_items, n)  # best first
     for c in range(n, out_items.shape[0]):
         out_items[c] = -1
         out_scores[c] = -np.inf
@@ -223,12 +217,7 @@ def _by_norm(
             out_items[0] = j
             sift_down(out_scores, out_items, k, 0)
             threshold = out_scores[0]
-    m = n
-    while m > 1:
-        m -= 1
-        out_scores[0], out_scores[m] = out_scores[m], out_scores[0]
-        out_items[0], out_items[m] = out_items[m], out_items[0]
-        sift_down(out_scores, out_items, m, 0)
+    sort_heap(out_scores, out_items, n)  # best first
     for c in range(n, out_items.shape[0]):
         out_items[c] = -1
         out_scores[c] = -np.inf
