@@ -1,37 +1,60 @@
-"""Thread settings around kernel launches: numba's thread count, dynamic scheduling of the
-kernels' parts, and BLAS capped at one thread.
+"""Running kernels on threads: parts handed out dynamically, BLAS capped at one thread.
 
-``kernel_threads(n)`` sets numba's thread count for the calling thread (numba keeps it per
-thread) and restores it afterwards, even on error; it also caps BLAS at one thread while the
-kernels run, since BLAS threads running under numba's threads oversubscribe the cores
-(implicit's most reported slowdown).
+Kernels are serial numba functions compiled with ``nogil=True``, one call per part of the
+work (a range of rows of about equal estimated cost). :func:`run_parts` calls them on
+Python threads (the caller's and those of one shared pool), handing the parts out one at a
+time, so a busy core only delays the part it holds. A kernel holds no lock and touches only
+its part's rows, so launches from several Python threads (a service's requests, tune's
+trials, a Dask worker's tasks) run concurrently, and no result depends on which thread ran
+a part.
 
-numba's "workqueue" threading layer must not be entered by two Python threads at once (it
-aborts the process). When that layer is (or may be) in use, launches are serialised with a
-lock; the "omp" and "tbb" layers are thread safe and run concurrently. Serialising costs
-little: every launch already uses all the threads it was given.
+numba's own parallel loops (``parallel=True``, ``prange``) are not used: their compilation
+(the parfor passes) took two thirds of a kernel's first-run compile time (solve_exact:
+15 s against 4.5 s serial) for no measured gain on run time.
+
+While kernels run, BLAS is capped at one thread, since BLAS threads running under the
+kernels' threads oversubscribe the cores (implicit's most reported slowdown).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-_LOCK = threading.RLock()
+import numpy as np
+
+__all__ = [
+    "blas_threads",
+    "max_threads",
+    "readonly",
+    "resolve_n_jobs",
+    "run_parts",
+    "single_blas_thread",
+]
+
 # BLAS's thread count is process-wide: the cap is applied by the first thread that needs it
 # and lifted by the last one to leave, so concurrent callers never undo each other's cap.
 _BLAS_LOCK = threading.Lock()
 _BLAS_USERS = 0
 _BLAS_LIMITER = None
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+
+
+def max_threads() -> int:
+    """The most threads a launch may use: ``NUMBA_NUM_THREADS`` when set, else the cores."""
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
 
 
 def resolve_n_jobs(n_jobs: int | None) -> int:
-    """Number of threads for ``n_jobs`` (None or -1: all of numba's threads; -2: all but one)."""
-    import numba
-
-    n_max = int(numba.config.NUMBA_NUM_THREADS)
+    """Number of threads for ``n_jobs`` (None or -1: all of them; -2: all but one)."""
+    n_max = max_threads()
     if n_jobs is None:
         return n_max
     if n_jobs < 0:
@@ -39,13 +62,67 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
     return max(1, min(n_max, int(n_jobs)))
 
 
-def _needs_lock() -> bool:
-    import numba
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(
+                max(1, max_threads() - 1), thread_name_prefix="walsrec-kernel"
+            )
+        return _POOL
 
-    try:
-        return numba.threading_layer() == "workqueue"
-    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
-        return True
+
+def run_parts(call: Callable[[int], object], n_parts: int, n_threads: int) -> None:
+    """``call(part)`` for every part in ``range(n_parts)`` on up to ``n_threads`` threads.
+
+    The calling thread works too, so a launch always finishes even when the shared pool is
+    busy with other launches; helpers that have not started when the parts run out are
+    cancelled. The first exception stops the handing out of parts and is re-raised once
+    every started part has returned. BLAS runs on one thread meanwhile.
+    """
+    n_threads = max(1, min(int(n_threads), int(n_parts)))
+    with single_blas_thread():
+        if n_threads == 1:
+            for part in range(n_parts):
+                call(part)
+            return
+        counter = itertools.count()
+        failed = threading.Event()
+
+        def work() -> None:
+            for part in counter:
+                if part >= n_parts or failed.is_set():
+                    return
+                try:
+                    call(part)
+                except BaseException:
+                    failed.set()
+                    raise
+
+        helpers = [_pool().submit(work) for _ in range(n_threads - 1)]
+        try:
+            work()
+        finally:
+            for future in helpers:
+                future.cancel()
+            # waits for the started helpers; the caller's own error, if any, goes first
+            errors = [f.exception() for f in helpers if not f.cancelled()]
+        for error in errors:
+            if error is not None:
+                raise error
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a`` (no copy).
+
+    numba compiles one specialisation per argument type, and a read-only array (a memory
+    map of a prepared file) is a different type from a writable one. Kernels' inputs are
+    always passed read-only, so each kernel is compiled once per dtype, whatever the arrays
+    came from.
+    """
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 _CONTROLLER = None
@@ -61,30 +138,6 @@ def _controller():
 
         _CONTROLLER = ThreadpoolController()
     return _CONTROLLER
-
-
-@contextmanager
-def kernel_threads(n_threads: int) -> Iterator[None]:
-    """Run the enclosed kernel launches on ``n_threads`` numba threads, BLAS at one thread."""
-    import numba
-
-    lock = _LOCK if _needs_lock() else None
-    if lock is not None:
-        lock.acquire()
-    previous = numba.get_num_threads()
-    previous_chunk = numba.get_parallel_chunksize()
-    try:
-        with single_blas_thread():
-            numba.set_num_threads(n_threads)
-            # Hand the kernels' parts (already of about equal cost) to threads one at a
-            # time: a static split stalls on whichever thread the OS preempts.
-            numba.set_parallel_chunksize(1)
-            yield
-    finally:
-        numba.set_parallel_chunksize(previous_chunk)
-        numba.set_num_threads(previous)
-        if lock is not None:
-            lock.release()
 
 
 @contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 
-import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -129,45 +128,6 @@ def test_same_seed_bitwise_and_thread_counts_agree(solver):
         np.testing.assert_array_equal(f, g)
     d = WALS(n_jobs=2, **{**kw, "random_state": 8}).fit(x)
     assert not np.array_equal(a.user_factors_, d.user_factors_)
-
-
-def _blas_threads() -> list[int]:
-    from threadpoolctl import threadpool_info
-
-    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-
-
-def test_thread_settings_are_restored_even_on_error_inside_the_launch():
-    from walsrec._threads import _controller, kernel_threads
-
-    _controller()  # loads scipy's BLAS too, so both libraries are counted before and after
-    before = (numba.get_num_threads(), numba.get_parallel_chunksize(), _blas_threads())
-    with pytest.raises(RuntimeError, match="inside the launch"):
-        with kernel_threads(1):
-            assert numba.get_num_threads() == 1 and set(_blas_threads()) == {1}
-            raise RuntimeError("inside the launch")
-    after = (numba.get_num_threads(), numba.get_parallel_chunksize(), _blas_threads())
-    assert after == before
-    x, _ = make_problem(13)
-    with pytest.raises(SingularSystemError, match=r"singular for .*Set 'regularization' > 0"):
-        WALS(embedding_dim=4, regularization=0.0, unobserved_weight=0.0, n_jobs=1).fit(x)
-    assert numba.get_num_threads() == before[0]
-
-
-def test_blas_cap_is_lifted_by_the_last_thread_to_leave():
-    """The BLAS thread count is process-wide: overlapping callers must not undo each
-    other's cap, and the original count comes back when the last one leaves."""
-    from walsrec._threads import _controller, single_blas_thread
-
-    _controller()
-    original = _blas_threads()
-    first, second = single_blas_thread(), single_blas_thread()
-    first.__enter__()
-    second.__enter__()
-    first.__exit__(None, None, None)  # leaves first, while the second is still inside
-    assert set(_blas_threads()) == {1}
-    second.__exit__(None, None, None)
-    assert _blas_threads() == original
 
 
 def test_recommend_breaks_ties_by_item_index():

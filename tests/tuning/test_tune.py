@@ -467,27 +467,6 @@ def test_jobs_2_runs_trials_in_parallel_threads(data_dir, small_space):
     assert [t.state for t in result.trials] == ["COMPLETE"] * 4
 
 
-def test_jobs_2_under_numba_workqueue_layer(data_dir, small_space):
-    # workqueue aborts the process when two threads launch kernels at once: the launches
-    # must be serialised (tune scores through walsrec._threads.kernel_threads).
-    import subprocess
-    import sys
-
-    code = (
-        "import numba, sys\n"
-        "from walsrec.tuning import tune\n"
-        f"r = tune({str(data_dir)!r}, trials=4, sweeps=2, space={str(small_space)!r}, jobs=2)\n"
-        "assert numba.threading_layer() == 'workqueue', numba.threading_layer()\n"
-        "print(len([t for t in r.trials if t.state == 'COMPLETE']))\n"
-    )
-    env = {**__import__("os").environ, "NUMBA_THREADING_LAYER": "workqueue"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "4"
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from walsrec._checks import check_int, check_option
+from walsrec._threads import readonly, resolve_n_jobs, run_parts
 from walsrec.errors import InvalidParameterError
 from walsrec.metrics import _kernels
 
@@ -231,22 +232,58 @@ def _check_gain(ndcg_gain: Any, heldout: sp.csr_matrix, owner: str) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
+# Parts per thread of a kernel launch (parts go to threads one at a time).
+_PARTS_PER_THREAD = 8
+
+
 @contextlib.contextmanager
-def _threads(n_jobs: int | None) -> Iterator[None]:
-    """Limit numba's and BLAS's threads to n_jobs for the block, restoring them after."""
+def _threads(n_jobs: int | None) -> Iterator[int]:
+    """The kernels' thread count for ``n_jobs``; BLAS (the score blocks' products) limited
+    to as many threads for the block when ``n_jobs`` is given, restored after."""
+    n_threads = resolve_n_jobs(n_jobs)
     if n_jobs is None:
-        yield
+        yield n_threads
         return
-    import numba
     from threadpoolctl import threadpool_limits
 
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(n_jobs, numba.config.NUMBA_NUM_THREADS))
-    try:
-        with threadpool_limits(limits=n_jobs, user_api="blas"):
-            yield
-    finally:
-        numba.set_num_threads(previous)
+    with threadpool_limits(limits=n_threads, user_api="blas"):
+        yield n_threads
+
+
+def _launch(
+    kernel: Callable[..., None],
+    args: tuple,
+    n_rows: int,
+    n_threads: int,
+    *,
+    rows: tuple[int, ...],
+    writes: tuple[int, ...],
+    ptr: tuple[int, ...] = (),
+) -> None:
+    """``kernel(*args)`` on parts of its ``n_rows`` rows, run on ``n_threads`` threads.
+
+    The arguments at positions ``rows`` are per-row arrays (each part gets its rows), those
+    at ``ptr`` CSR row pointers (each part gets its rows' pointers and the next); arrays not
+    in ``writes`` go read-only, so a kernel has one compiled specialisation whether its
+    inputs came from a memory map or not.
+    """
+    args = tuple(
+        readonly(a) if isinstance(a, np.ndarray) and i not in writes else a
+        for i, a in enumerate(args)
+    )
+    n_parts = max(1, min(n_rows, n_threads * _PARTS_PER_THREAD))
+    bounds = np.linspace(0, n_rows, n_parts + 1).astype(np.int64)
+
+    def call(part: int) -> None:
+        lo, hi = int(bounds[part]), int(bounds[part + 1])
+        sliced = list(args)
+        for i in rows:
+            sliced[i] = args[i][lo:hi]
+        for i in ptr:
+            sliced[i] = args[i][lo : hi + 1]
+        kernel(*sliced)
+
+    run_parts(call, n_parts, n_threads)
 
 
 def _chunk_rows(chunk_size: int | None, n_items: int, itemsize: int) -> int:
@@ -296,15 +333,19 @@ def _ranking_pass(
     chunk_size: int,
     raw_gain: bool,
     who: str,
-    kernel: Callable[..., None] = _kernels.rank_block,
+    n_threads: int,
     *,
     neg_inf_ok: bool = False,
+    kernel: Callable[..., None] = _kernels.rank_block,
+    on_chunk: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
 ) -> dict[str, float]:
     """Score the users with a held-out item chunk by chunk and average their metrics.
 
     A candidate score that is not finite is refused (NaN or ±inf: an overflowing product
     has no meaningful rank, and which of them it gives depends on the BLAS kernel's use of
-    FMA); with ``neg_inf_ok`` a -inf is allowed and ranks last.
+    FMA); with ``neg_inf_ok`` a -inf is allowed and ranks last. ``on_chunk`` gets each
+    chunk's top items, numbers of relevant items and statistics (rows of its users);
+    ``kernel`` is ``rank_block`` or its NumPy twin (tests).
     """
     n_items = train.shape[1]
     h_counts = np.diff(heldout.indptr)
@@ -325,11 +366,17 @@ def _ranking_pass(
         n_list = np.empty(chunk.size, dtype=np.int64)
         bad_count = np.empty(chunk.size, dtype=np.int64)
         rows = slice(start, start + chunk.size)
-        kernel(
+        args = (
             block, chunk, train.indptr, train.indices, heldout.indptr, heldout.indices,
             h_data, k, raw_gain, want_auc, seg, pos_scores, gains, top_items, top_scores,
             n_rel[rows], n_list, stats[rows], bad_count, neg_inf_ok,
         )  # fmt: skip
+        _launch(
+            kernel, args, chunk.size, n_threads,
+            rows=(0, 1, 10, 13, 14, 15, 16, 17, 18), writes=(11, 12, 13, 14, 15, 16, 17, 18),
+        )  # fmt: skip
+        if on_chunk is not None:
+            on_chunk(top_items, n_rel[rows], stats[rows])
         if bad_count.any():
             first = int(chunk[np.flatnonzero(bad_count)[0]])
             if neg_inf_ok:
@@ -388,18 +435,25 @@ def rmse(user_factors: Any, item_factors: Any, heldout: Any, *, n_jobs: int | No
         )
     users, items = _check_factor_pair(user_factors, item_factors, heldout.shape, owner)
     n_jobs = _check_n_jobs(n_jobs, owner)
-    return _rmse(users, items, heldout, n_jobs)
+    with _threads(n_jobs) as n_threads:
+        return _rmse(users, items, heldout, n_threads)
 
 
-def _rmse(
-    users: np.ndarray, items: np.ndarray, heldout: sp.csr_matrix, n_jobs: int | None
-) -> float:
+def _squared_errors(
+    users: np.ndarray, items: np.ndarray, heldout: sp.csr_matrix, n_threads: int
+) -> np.ndarray:
+    """Per held-out row, Σ (U[u]·V[j] − A_uj)² (float64)."""
     out = np.empty(heldout.shape[0], dtype=np.float64)
-    with _threads(n_jobs):
-        _kernels.row_squared_errors(
-            users, items, heldout.indptr, heldout.indices, heldout.data.astype(np.float64), out
-        )
-    return float(np.sqrt(np.sum(out) / heldout.nnz))
+    args = (users, items, heldout.indptr, heldout.indices, heldout.data.astype(np.float64), out)
+    _launch(
+        _kernels.row_squared_errors, args, heldout.shape[0], n_threads,
+        rows=(0, 5), ptr=(2,), writes=(5,),
+    )  # fmt: skip
+    return out
+
+
+def _rmse(users: np.ndarray, items: np.ndarray, heldout: sp.csr_matrix, n_threads: int) -> float:
+    return float(np.sqrt(np.sum(_squared_errors(users, items, heldout, n_threads)) / heldout.nnz))
 
 
 def evaluate(
@@ -491,13 +545,15 @@ def evaluate(
             return users[chunk_users] @ items_t
 
     out: dict[str, float] = {}
-    with _threads(n_jobs):
+    with _threads(n_jobs) as n_threads:
         if "rmse" in names:
-            out["rmse"] = _rmse(users, items, heldout, None)
+            out["rmse"] = _rmse(users, items, heldout, n_threads)
         ranking = [name for name in names if name != "rmse"]
         if ranking:
             who = "the factors (U·Vᵀ)"
-            out.update(_ranking_pass(block_fn, train, heldout, k, ranking, chunk, raw_gain, who))
+            out.update(
+                _ranking_pass(block_fn, train, heldout, k, ranking, chunk, raw_gain, who, n_threads)
+            )
     return out
 
 
@@ -590,10 +646,11 @@ def evaluate_scorer(
         def block_fn(chunk_users: np.ndarray) -> np.ndarray:
             return tile[: chunk_users.size]
 
-    with _threads(n_jobs):
+    with _threads(n_jobs) as n_threads:
         return _ranking_pass(
-            block_fn, train, heldout, k, names, chunk, raw_gain, "the scorer", neg_inf_ok=True
-        )
+            block_fn, train, heldout, k, names, chunk, raw_gain, "the scorer", n_threads,
+            neg_inf_ok=True,
+        )  # fmt: skip
 
 
 def evaluate_topk(
@@ -672,11 +729,14 @@ def evaluate_topk(
     gains = np.empty(seg[-1], dtype=np.float64)
     stats = np.empty((users.size, _kernels.N_STATS), dtype=np.float64)
     n_rel = np.zeros(users.size, dtype=np.int64)
-    with _threads(n_jobs):
-        _kernels.topk_block(
-            top[users], users, k, train.indptr, train.indices, heldout.indptr,
-            heldout.indices, heldout.data.astype(np.float64), raw_gain, seg, gains, n_rel,
-            stats,
+    args = (
+        top[users], users, k, train.indptr, train.indices, heldout.indptr, heldout.indices,
+        heldout.data.astype(np.float64), raw_gain, seg, gains, n_rel, stats,
+    )  # fmt: skip
+    with _threads(n_jobs) as n_threads:
+        _launch(
+            _kernels.topk_block, args, users.size, n_threads,
+            rows=(0, 1, 9, 11, 12), writes=(10, 11, 12),
         )  # fmt: skip
     covered = np.zeros(n_items, dtype=bool)
     listed = top[users[n_rel > 0]]

@@ -4,12 +4,13 @@ Every kernel works on one chunk of evaluated users and raw CSR arrays: ``t_*`` i
 training matrix (whose items are excluded from each user's ranking) and ``h_*`` the held-out
 matrix (users × items, same shape). Both must have sorted, duplicate-free rows (canonical
 CSR): membership tests are binary searches and the candidate scan runs over the gaps between
-consecutive training items. ``prange`` runs over the users of the chunk; a user's outputs are
-written only by the thread that ranks it and no reduction crosses users, so results are
-bitwise identical for any thread count and any chunking. Kernels never validate, log or
-raise: orchestration (``_api.py``) does that, and reads ``bad_count`` to reject scores that
-are not finite (NaN or ±inf; -inf only where the caller allows it, as a deliberate "rank
-last").
+consecutive training items. A kernel call handles the rows it is given (the users of a
+chunk, or of one part of it: ``_api._launch`` runs the parts on threads, the kernels are
+compiled ``nogil``); a user's outputs are written only by the call that ranks it and no
+reduction crosses users, so results are bitwise identical for any thread count and any
+chunking. Kernels never validate, log or raise: orchestration (``_api.py``) does that, and
+reads ``bad_count`` to reject scores that are not finite (NaN or ±inf; -inf only where the
+caller allows it, as a deliberate "rank last").
 
 Per-user statistics are written to ``stats[i]`` in the column order of ``STAT_*`` below.
 No ``fastmath``: the kernels must see NaN and compare ties exactly.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from walsrec._topk_heap import sift_down, sift_up, sort_heap
 
@@ -358,7 +359,7 @@ def _rank_user(
     return p, n_heap, 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def rank_block(
     scores,
     users,
@@ -402,7 +403,7 @@ def rank_block(
     last, ties by index as any other score.
     """
     m = scores.shape[0]
-    for i in prange(m):
+    for i in range(m):
         p, n, n_bad = _rank_user(
             scores[i], users[i], seg[i], k, raw_gain, want_auc, t_indptr, t_indices,
             h_indptr, h_indices, h_data, pos_scores, gains, top_items[i], top_scores[i],
@@ -413,7 +414,7 @@ def rank_block(
         bad_count[i] = n_bad
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def topk_block(
     top_items,
     users,
@@ -437,7 +438,7 @@ def topk_block(
     """
     m = top_items.shape[0]
     width = top_items.shape[1]
-    for i in prange(m):
+    for i in range(m):
         u = users[i]
         base = seg[i]
         for c in range(N_STATS):
@@ -471,12 +472,12 @@ def topk_block(
         )
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def row_squared_errors(user_factors, item_factors, indptr, indices, data, out):
     """out[u] = Σ_{j ∈ row u} (U[u]·V[j] − A_uj)², each dot product accumulated in float64."""
     n_rows = indptr.shape[0] - 1
     n_factors = user_factors.shape[1]
-    for u in prange(n_rows):
+    for u in range(n_rows):
         acc = 0.0
         for q in range(indptr[u], indptr[u + 1]):
             j = indices[q]

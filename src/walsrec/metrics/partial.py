@@ -60,18 +60,16 @@ def part_sums(
     users, items = _api._check_factor_pair(user_factors, item_factors, train.shape, owner)
     out = {"sse": 0.0, "n": int(heldout.nnz), "sums": np.zeros(mk.N_STATS), "n_eval": 0}
     out.update(auc_sum=0.0, auc_n=0, covered=np.zeros(n_items, dtype=bool))
-    with _api._threads(n_jobs):
+    with _api._threads(n_jobs) as n_threads:
         if "rmse" in names and heldout.nnz:
-            errs = np.empty(heldout.shape[0], dtype=np.float64)
-            h_data = heldout.data.astype(np.float64)
-            mk.row_squared_errors(users, items, heldout.indptr, heldout.indices, h_data, errs)
-            out["sse"] = float(np.sum(errs))
+            out["sse"] = float(np.sum(_api._squared_errors(users, items, heldout, n_threads)))
         ranking = [name for name in names if name != "rmse"]
         chunks = []
         if ranking and heldout.nnz:
             _rank(
-                users, items, train, heldout, k, ranking, chunk_size, raw_gain, first_user, chunks
-            )
+                users, items, train, heldout, k, ranking, chunk_size, raw_gain, first_user,
+                n_threads, chunks,
+            )  # fmt: skip
     for top, n_rel, stats in chunks:
         evaluated = n_rel > 0
         out["n_eval"] += int(np.count_nonzero(evaluated))
@@ -87,14 +85,8 @@ def part_sums(
     return out
 
 
-def _rank(users, items, train, heldout, k, ranking, chunk_size, raw_gain, first, chunks):
+def _rank(users, items, train, heldout, k, ranking, chunk_size, raw_gain, first, n_threads, chunks):
     """evaluate's ranking pass over the block, keeping each chunk's per-user statistics."""
-
-    def kernel(*args):
-        mk.rank_block(*args)
-        # args 13, 15, 17: the chunk's top items, n_rel rows and statistics rows
-        chunks.append((args[13], args[15], args[17]))
-
     chunk = _api._chunk_rows(chunk_size, items.shape[0], items.dtype.itemsize)
     items_t = np.ascontiguousarray(items.T)
 
@@ -103,7 +95,10 @@ def _rank(users, items, train, heldout, k, ranking, chunk_size, raw_gain, first,
             return users[chunk_users] @ items_t
 
     who = f"the factors (U·Vᵀ; users numbered from {first}, this partition's first)"
-    _api._ranking_pass(block_fn, train, heldout, k, ranking, chunk, raw_gain, who, kernel)
+    _api._ranking_pass(
+        block_fn, train, heldout, k, ranking, chunk, raw_gain, who, n_threads,
+        on_chunk=lambda *arrays: chunks.append(arrays),
+    )  # fmt: skip
 
 
 def combine(parts: Sequence[dict], names: Sequence[str], k: int, n_items: int) -> dict:

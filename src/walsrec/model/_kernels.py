@@ -4,11 +4,13 @@ Every kernel updates the rows listed in ``rows`` of a factor matrix from the fix
 the other side. The CSR arrays are the rows being solved (``user_items`` for the row
 half-step, its transpose for the column half-step), with two aligned per-entry arrays: the
 observed weight ``wdata`` (W_ij) and the target ``adata`` (A_ij). ``bounds`` splits ``rows``
-into parts of about equal estimated cost; ``prange`` runs over the parts (handed to threads
-one at a time: the caller sets numba's parallel chunk size to 1), so each part allocates its
-scratch once and the threads stay balanced although row lengths differ by orders of
-magnitude. No result depends on which thread ran a part, and no reduction crosses rows, so
-results are bitwise identical for any thread count.
+into parts of about equal estimated cost, and one call solves one part (``part``):
+orchestration runs the parts on threads (``walsrec._threads.run_parts``; the kernels are
+compiled ``nogil``), so each part allocates its scratch once and the threads stay balanced
+although row lengths differ by orders of magnitude. No result depends on which thread ran a
+part, and no reduction crosses rows, so results are bitwise identical for any thread count.
+The kernels are serial: numba's parallel loops compiled three times slower (see
+``_threads.py``).
 
 The solvers work in the eigenbasis of the fixed side's Gramian G = Q diag(g) Qᵀ (computed by
 the caller in float64): with Ṽ = VQ, w0·G + λ_i I becomes the diagonal diag(w0·g + λ_i), so
@@ -26,7 +28,7 @@ The slow NumPy twins in ``_reference.py`` define what each kernel must compute.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Fast-math without the no-NaN/no-inf assumptions: a NaN pivot must still fail its test.
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -191,7 +193,7 @@ def _row_loss(indices, wdata, adata, start, end, fixed, x, w0, tmp):
     return acc_row
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def solve_exact(
     indptr,
     indices,
@@ -208,6 +210,7 @@ def solve_exact(
     out_rot,
     flags,
     loss_out,
+    part,
 ):
     """Exact half-step in the eigenbasis of G = Q diag(g) Qᵀ of the fixed factors.
 
@@ -222,168 +225,166 @@ def solve_exact(
     """
     k = fixed_rot.shape[1]
     dt = fixed_rot.dtype
-    n_parts = bounds.shape[0] - 1
-    for part in prange(n_parts):
-        lo = bounds[part]
-        hi = bounds[part + 1]
-        # longest Woodbury candidate in this part sizes the n×n scratch, longest row the
-        # predictions' scratch
-        nw = 1
-        nmax = 1
-        for t in range(lo, hi):
-            r = rows[t]
-            ln = indptr[r + 1] - indptr[r]
-            if ln > nmax:
-                nmax = ln
-            if paths[t] == PATH_WOODBURY and ln > nw:
-                nw = ln
-        preds = np.empty(nmax, dtype=dt)
-        m = np.empty((k, k), dtype=dt)
-        bvec = np.empty(k, dtype=dt)
-        d = np.empty(k, dtype=dt)
-        dis = np.empty(k, dtype=dt)
-        z = np.empty((nw, k), dtype=dt)
-        kk = np.empty((nw, nw), dtype=dt)
-        tv = np.empty(nw, dtype=dt)
-        local = np.empty(nw, dtype=indices.dtype)
-        for q in range(nw):
-            local[q] = q
-        last_lam = np.nan
-        dmin = 0.0
-        for t in range(lo, hi):
-            r = rows[t]
-            start = indptr[r]
-            end = indptr[r + 1]
-            n = end - start
-            lam_t = lam[t]
-            if lam_t != last_lam:  # d and d^-½ change with λ_i only (never, when ν = 0)
-                last_lam = lam_t
-                dmin = np.inf
-                for a in range(k):
-                    d[a] = dbase[a] + lam_t
-                    if d[a] < dmin:
-                        dmin = d[a]
-                if dmin > 0.0:
-                    for a in range(k):
-                        dis[a] = 1.0 / np.sqrt(d[a])
+    lo = bounds[part]
+    hi = bounds[part + 1]
+    # longest Woodbury candidate in this part sizes the n×n scratch, longest row the
+    # predictions' scratch
+    nw = 1
+    nmax = 1
+    for t in range(lo, hi):
+        r = rows[t]
+        ln = indptr[r + 1] - indptr[r]
+        if ln > nmax:
+            nmax = ln
+        if paths[t] == PATH_WOODBURY and ln > nw:
+            nw = ln
+    preds = np.empty(nmax, dtype=dt)
+    m = np.empty((k, k), dtype=dt)
+    bvec = np.empty(k, dtype=dt)
+    d = np.empty(k, dtype=dt)
+    dis = np.empty(k, dtype=dt)
+    z = np.empty((nw, k), dtype=dt)
+    kk = np.empty((nw, nw), dtype=dt)
+    tv = np.empty(nw, dtype=dt)
+    local = np.empty(nw, dtype=indices.dtype)
+    for q in range(nw):
+        local[q] = q
+    last_lam = np.nan
+    dmin = 0.0
+    for t in range(lo, hi):
+        r = rows[t]
+        start = indptr[r]
+        end = indptr[r + 1]
+        n = end - start
+        lam_t = lam[t]
+        if lam_t != last_lam:  # d and d^-½ change with λ_i only (never, when ν = 0)
+            last_lam = lam_t
+            dmin = np.inf
             for a in range(k):
-                bvec[a] = 0.0
-            wood = paths[t] == PATH_WOODBURY and dmin > 0.0
-            if wood:
-                for p in range(start, end):
-                    if wdata[p] < w0:
-                        wood = False
-                        break
-            flags[t] = FLAG_OK
-            out = out_rot[t]
-            if wood:
-                # (diag(d) + XᵀX)⁻¹ = d^-½ (I − Zᵀ (I + Z Zᵀ)⁻¹ Z) d^-½, Z = X d^-½
-                for q in range(n):
-                    p = start + q
-                    vj = fixed_rot[indices[p]]
-                    c = wdata[p] * adata[p]
-                    s = np.sqrt(wdata[p] - w0)
-                    zq = z[q]
-                    for a in range(k):
-                        bvec[a] += c * vj[a]
-                        zq[a] = s * vj[a] * dis[a]
+                d[a] = dbase[a] + lam_t
+                if d[a] < dmin:
+                    dmin = d[a]
+            if dmin > 0.0:
                 for a in range(k):
-                    bvec[a] *= dis[a]
-                # K = I + Z Zᵀ (lower triangle) and Z c, four rows q2 per pass over z[q]
-                for q in range(n):
-                    zq = z[q]
-                    kq = kk[q]
-                    q2 = 0
-                    while q2 + 4 <= q + 1:
-                        y0 = z[q2]
-                        y1 = z[q2 + 1]
-                        y2 = z[q2 + 2]
-                        y3 = z[q2 + 3]
-                        a0 = zq[0] * y0[0]
-                        a1 = zq[0] * y1[0]
-                        a2 = zq[0] * y2[0]
-                        a3 = zq[0] * y3[0]
-                        for a in range(1, k):
-                            za = zq[a]
-                            a0 += za * y0[a]
-                            a1 += za * y1[a]
-                            a2 += za * y2[a]
-                            a3 += za * y3[a]
-                        kq[q2] = a0
-                        kq[q2 + 1] = a1
-                        kq[q2 + 2] = a2
-                        kq[q2 + 3] = a3
-                        q2 += 4
-                    while q2 <= q:
-                        y0 = z[q2]
-                        a0 = zq[0] * y0[0]
-                        for a in range(1, k):
-                            a0 += zq[a] * y0[a]
-                        kq[q2] = a0
-                        q2 += 1
-                    kq[q] += 1.0
-                _dots(z, local, n, bvec, tv)
-                _cholesky_solve(kk, n, tv, 0.0)
+                    dis[a] = 1.0 / np.sqrt(d[a])
+        for a in range(k):
+            bvec[a] = 0.0
+        wood = paths[t] == PATH_WOODBURY and dmin > 0.0
+        if wood:
+            for p in range(start, end):
+                if wdata[p] < w0:
+                    wood = False
+                    break
+        flags[t] = FLAG_OK
+        out = out_rot[t]
+        if wood:
+            # (diag(d) + XᵀX)⁻¹ = d^-½ (I − Zᵀ (I + Z Zᵀ)⁻¹ Z) d^-½, Z = X d^-½
+            for q in range(n):
+                p = start + q
+                vj = fixed_rot[indices[p]]
+                c = wdata[p] * adata[p]
+                s = np.sqrt(wdata[p] - w0)
+                zq = z[q]
+                for a in range(k):
+                    bvec[a] += c * vj[a]
+                    zq[a] = s * vj[a] * dis[a]
+            for a in range(k):
+                bvec[a] *= dis[a]
+            # K = I + Z Zᵀ (lower triangle) and Z c, four rows q2 per pass over z[q]
+            for q in range(n):
+                zq = z[q]
+                kq = kk[q]
+                q2 = 0
+                while q2 + 4 <= q + 1:
+                    y0 = z[q2]
+                    y1 = z[q2 + 1]
+                    y2 = z[q2 + 2]
+                    y3 = z[q2 + 3]
+                    a0 = zq[0] * y0[0]
+                    a1 = zq[0] * y1[0]
+                    a2 = zq[0] * y2[0]
+                    a3 = zq[0] * y3[0]
+                    for a in range(1, k):
+                        za = zq[a]
+                        a0 += za * y0[a]
+                        a1 += za * y1[a]
+                        a2 += za * y2[a]
+                        a3 += za * y3[a]
+                    kq[q2] = a0
+                    kq[q2 + 1] = a1
+                    kq[q2 + 2] = a2
+                    kq[q2 + 3] = a3
+                    q2 += 4
+                while q2 <= q:
+                    y0 = z[q2]
+                    a0 = zq[0] * y0[0]
+                    for a in range(1, k):
+                        a0 += zq[a] * y0[a]
+                    kq[q2] = a0
+                    q2 += 1
+                kq[q] += 1.0
+            _dots(z, local, n, bvec, tv)
+            _cholesky_solve(kk, n, tv, 0.0)
+            for a in range(k):
+                out[a] = bvec[a]
+            for q in range(n):
+                tv[q] = -tv[q]
+            _combine(z, local, n, tv, out)
+            for a in range(k):
+                out[a] *= dis[a]
+        else:
+            for a in range(k):
+                ma = m[a]
+                for b in range(a):
+                    ma[b] = 0.0
+                ma[a] = d[a]
+            # M += Σ D_j ṽ_j ṽ_jᵀ (lower triangle), four entries per pass over M
+            p = start
+            while p + 4 <= end:
+                v0 = fixed_rot[indices[p]]
+                v1 = fixed_rot[indices[p + 1]]
+                v2 = fixed_rot[indices[p + 2]]
+                v3 = fixed_rot[indices[p + 3]]
+                c0 = wdata[p] * adata[p]
+                c1 = wdata[p + 1] * adata[p + 1]
+                c2 = wdata[p + 2] * adata[p + 2]
+                c3 = wdata[p + 3] * adata[p + 3]
+                d0 = wdata[p] - w0
+                d1 = wdata[p + 1] - w0
+                d2 = wdata[p + 2] - w0
+                d3 = wdata[p + 3] - w0
+                for a in range(k):  # its own loop, so it vectorises over a
+                    bvec[a] += c0 * v0[a] + c1 * v1[a] + c2 * v2[a] + c3 * v3[a]
+                for a in range(k):
+                    s0 = d0 * v0[a]
+                    s1 = d1 * v1[a]
+                    s2 = d2 * v2[a]
+                    s3 = d3 * v3[a]
+                    ma = m[a]
+                    for b in range(a + 1):
+                        ma[b] += s0 * v0[b] + s1 * v1[b] + s2 * v2[b] + s3 * v3[b]
+                p += 4
+            while p < end:
+                vj = fixed_rot[indices[p]]
+                c = wdata[p] * adata[p]
+                dj = wdata[p] - w0
+                for a in range(k):
+                    va = vj[a]
+                    bvec[a] += c * va
+                    s = dj * va
+                    ma = m[a]
+                    for b in range(a + 1):
+                        ma[b] += s * vj[b]
+                p += 1
+            if _cholesky_solve(m, k, bvec, diag_tol):
                 for a in range(k):
                     out[a] = bvec[a]
-                for q in range(n):
-                    tv[q] = -tv[q]
-                _combine(z, local, n, tv, out)
-                for a in range(k):
-                    out[a] *= dis[a]
             else:
+                flags[t] = FLAG_SINGULAR
                 for a in range(k):
-                    ma = m[a]
-                    for b in range(a):
-                        ma[b] = 0.0
-                    ma[a] = d[a]
-                # M += Σ D_j ṽ_j ṽ_jᵀ (lower triangle), four entries per pass over M
-                p = start
-                while p + 4 <= end:
-                    v0 = fixed_rot[indices[p]]
-                    v1 = fixed_rot[indices[p + 1]]
-                    v2 = fixed_rot[indices[p + 2]]
-                    v3 = fixed_rot[indices[p + 3]]
-                    c0 = wdata[p] * adata[p]
-                    c1 = wdata[p + 1] * adata[p + 1]
-                    c2 = wdata[p + 2] * adata[p + 2]
-                    c3 = wdata[p + 3] * adata[p + 3]
-                    d0 = wdata[p] - w0
-                    d1 = wdata[p + 1] - w0
-                    d2 = wdata[p + 2] - w0
-                    d3 = wdata[p + 3] - w0
-                    for a in range(k):  # its own loop, so it vectorises over a
-                        bvec[a] += c0 * v0[a] + c1 * v1[a] + c2 * v2[a] + c3 * v3[a]
-                    for a in range(k):
-                        s0 = d0 * v0[a]
-                        s1 = d1 * v1[a]
-                        s2 = d2 * v2[a]
-                        s3 = d3 * v3[a]
-                        ma = m[a]
-                        for b in range(a + 1):
-                            ma[b] += s0 * v0[b] + s1 * v1[b] + s2 * v2[b] + s3 * v3[b]
-                    p += 4
-                while p < end:
-                    vj = fixed_rot[indices[p]]
-                    c = wdata[p] * adata[p]
-                    dj = wdata[p] - w0
-                    for a in range(k):
-                        va = vj[a]
-                        bvec[a] += c * va
-                        s = dj * va
-                        ma = m[a]
-                        for b in range(a + 1):
-                            ma[b] += s * vj[b]
-                    p += 1
-                if _cholesky_solve(m, k, bvec, diag_tol):
-                    for a in range(k):
-                        out[a] = bvec[a]
-                else:
-                    flags[t] = FLAG_SINGULAR
-                    for a in range(k):
-                        out[a] = 0.0
-            loss_out[t, 0] = _row_loss(indices, wdata, adata, start, end, fixed_rot, out, w0, preds)
-            loss_out[t, 1] = lam_t * _sqnorm(out)
+                    out[a] = 0.0
+        loss_out[t, 0] = _row_loss(indices, wdata, adata, start, end, fixed_rot, out, w0, preds)
+        loss_out[t, 1] = lam_t * _sqnorm(out)
 
 
 # Rows up to this many entries have their ṽ_j gathered into contiguous per-part scratch for
@@ -391,7 +392,7 @@ def solve_exact(
 CG_GATHER_MAX = 2048
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def solve_cg(
     indptr,
     indices,
@@ -406,6 +407,7 @@ def solve_cg(
     cg_steps,
     out,
     loss_out,
+    part,
 ):
     """Conjugate-gradient half-step (implicit's CG), warm-started from ``out[t]``.
 
@@ -421,139 +423,116 @@ def solve_cg(
     """
     k = fixed_rot.shape[1]
     dt = fixed_rot.dtype
-    n_parts = bounds.shape[0] - 1
-    for part in prange(n_parts):
-        lo = bounds[part]
-        hi = bounds[part + 1]
-        nmax = 1
-        for t in range(lo, hi):
-            r = rows[t]
-            ln = indptr[r + 1] - indptr[r]
-            if ln > nmax:
-                nmax = ln
-        cap = min(nmax, CG_GATHER_MAX)
-        gath = np.empty((cap, k), dtype=dt)
-        local = np.empty(cap, dtype=indices.dtype)
-        for q in range(cap):
-            local[q] = q
-        tx = np.empty(nmax, dtype=dt)  # ṽ_j·x
-        tp = np.empty(nmax, dtype=dt)  # ṽ_j·p
-        coef = np.empty(nmax, dtype=dt)
-        d = np.empty(k, dtype=dt)
-        x = np.empty(k, dtype=dt)
-        res = np.empty(k, dtype=dt)
-        pv = np.empty(k, dtype=dt)
-        ap = np.empty(k, dtype=dt)
-        for t in range(lo, hi):
-            r = rows[t]
-            start = indptr[r]
-            end = indptr[r + 1]
-            n = end - start
-            lam_t = lam[t]
-            out_t = out[t]
-            if n <= cap:
-                src = gath
-                idx = local
-                for q in range(n):
-                    vj = fixed_rot[indices[start + q]]
-                    gq = gath[q]
-                    for a in range(k):
-                        gq[a] = vj[a]
-            else:
-                src = fixed_rot
-                idx = indices[start:end]
-            # r = b − M x = Σ (W A − D ṽ·x) ṽ − diag(d) x
-            for a in range(k):
-                d[a] = dbase[a] + lam_t
-                x[a] = out_t[a]
-                res[a] = -d[a] * x[a]
-            _dots(src, idx, n, x, tx)
+    lo = bounds[part]
+    hi = bounds[part + 1]
+    nmax = 1
+    for t in range(lo, hi):
+        r = rows[t]
+        ln = indptr[r + 1] - indptr[r]
+        if ln > nmax:
+            nmax = ln
+    cap = min(nmax, CG_GATHER_MAX)
+    gath = np.empty((cap, k), dtype=dt)
+    local = np.empty(cap, dtype=indices.dtype)
+    for q in range(cap):
+        local[q] = q
+    tx = np.empty(nmax, dtype=dt)  # ṽ_j·x
+    tp = np.empty(nmax, dtype=dt)  # ṽ_j·p
+    coef = np.empty(nmax, dtype=dt)
+    d = np.empty(k, dtype=dt)
+    x = np.empty(k, dtype=dt)
+    res = np.empty(k, dtype=dt)
+    pv = np.empty(k, dtype=dt)
+    ap = np.empty(k, dtype=dt)
+    for t in range(lo, hi):
+        r = rows[t]
+        start = indptr[r]
+        end = indptr[r + 1]
+        n = end - start
+        lam_t = lam[t]
+        out_t = out[t]
+        if n <= cap:
+            src = gath
+            idx = local
             for q in range(n):
-                p = start + q
-                coef[q] = wdata[p] * adata[p] - (wdata[p] - w0) * tx[q]
-            _combine(src, idx, n, coef, res)
-            rs = 0.0
+                vj = fixed_rot[indices[start + q]]
+                gq = gath[q]
+                for a in range(k):
+                    gq[a] = vj[a]
+        else:
+            src = fixed_rot
+            idx = indices[start:end]
+        # r = b − M x = Σ (W A − D ṽ·x) ṽ − diag(d) x
+        for a in range(k):
+            d[a] = dbase[a] + lam_t
+            x[a] = out_t[a]
+            res[a] = -d[a] * x[a]
+        _dots(src, idx, n, x, tx)
+        for q in range(n):
+            p = start + q
+            coef[q] = wdata[p] * adata[p] - (wdata[p] - w0) * tx[q]
+        _combine(src, idx, n, coef, res)
+        rs = 0.0
+        for a in range(k):
+            pv[a] = res[a]
+            rs += res[a] * res[a]
+        for _ in range(cg_steps):
+            if rs < 1e-20:
+                break
+            # ap = M p
             for a in range(k):
-                pv[a] = res[a]
-                rs += res[a] * res[a]
-            for _ in range(cg_steps):
-                if rs < 1e-20:
-                    break
-                # ap = M p
-                for a in range(k):
-                    ap[a] = d[a] * pv[a]
-                _dots(src, idx, n, pv, tp)
-                for q in range(n):
-                    coef[q] = (wdata[start + q] - w0) * tp[q]
-                _combine(src, idx, n, coef, ap)
-                pap = 0.0
-                for a in range(k):
-                    pap += pv[a] * ap[a]
-                if not (pap > 0.0):
-                    break
-                alpha = rs / pap
-                rsnew = 0.0
-                for a in range(k):
-                    x[a] += alpha * pv[a]
-                    res[a] -= alpha * ap[a]
-                    rsnew += res[a] * res[a]
-                for q in range(n):
-                    tx[q] += alpha * tp[q]
-                beta = rsnew / rs
-                for a in range(k):
-                    pv[a] = res[a] + beta * pv[a]
-                rs = rsnew
-            acc_row = 0.0
+                ap[a] = d[a] * pv[a]
+            _dots(src, idx, n, pv, tp)
             for q in range(n):
-                p = start + q
-                pred = np.float64(tx[q])
-                err = np.float64(adata[p]) - pred
-                acc_row += np.float64(wdata[p]) * err * err - np.float64(w0) * pred * pred
-            loss_out[t, 0] = acc_row
-            loss_out[t, 1] = lam_t * _sqnorm(x)
+                coef[q] = (wdata[start + q] - w0) * tp[q]
+            _combine(src, idx, n, coef, ap)
+            pap = 0.0
             for a in range(k):
-                out_t[a] = x[a]
+                pap += pv[a] * ap[a]
+            if not (pap > 0.0):
+                break
+            alpha = rs / pap
+            rsnew = 0.0
+            for a in range(k):
+                x[a] += alpha * pv[a]
+                res[a] -= alpha * ap[a]
+                rsnew += res[a] * res[a]
+            for q in range(n):
+                tx[q] += alpha * tp[q]
+            beta = rsnew / rs
+            for a in range(k):
+                pv[a] = res[a] + beta * pv[a]
+            rs = rsnew
+        acc_row = 0.0
+        for q in range(n):
+            p = start + q
+            pred = np.float64(tx[q])
+            err = np.float64(adata[p]) - pred
+            acc_row += np.float64(wdata[p]) * err * err - np.float64(w0) * pred * pred
+        loss_out[t, 0] = acc_row
+        loss_out[t, 1] = lam_t * _sqnorm(x)
+        for a in range(k):
+            out_t[a] = x[a]
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
-def observed_loss(indptr, indices, wdata, adata, bounds, left, right, w0, out):
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def observed_loss(indptr, indices, wdata, adata, bounds, left, right, w0, out, part):
     """Per-row Σ_{j∈S_i} [W_ij (A_ij − u_i·v_j)² − w0 (u_i·v_j)²] in float64 into ``out[i]``.
 
     Adding w0·trace(UᵀU VᵀV) (the unobserved part, over all entries) gives the data term of
     the loss without densifying.
     """
     k = left.shape[1]
-    n_parts = bounds.shape[0] - 1
-    for part in prange(n_parts):
-        for i in range(bounds[part], bounds[part + 1]):
-            ui = left[i]
-            acc_row = 0.0
-            for p in range(indptr[i], indptr[i + 1]):
-                vj = right[indices[p]]
-                # the dot in the factors' dtype (vectorised), the sums in float64
-                dot = ui[0] * vj[0]
-                for a in range(1, k):
-                    dot += ui[a] * vj[a]
-                pred = np.float64(dot)
-                err = np.float64(adata[p]) - pred
-                acc_row += np.float64(wdata[p]) * err * err - w0 * pred * pred
-            out[i] = acc_row
-
-
-# Rows per block of the parallel products below: each block is one single-threaded BLAS call.
-BLOCK_ROWS = 512
-
-
-@njit(cache=True, parallel=True)
-def parallel_matmul(src, q, out):
-    """out = src @ q for (n × k)·(k × k), row blocks on numba's threads, BLAS on each.
-
-    The orchestration's rotations into and out of the eigenbasis: threaded BLAS competes
-    with numba's OpenMP workers right after a launch, one BLAS thread per block does not.
-    """
-    n = src.shape[0]
-    n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
-    for blk in prange(n_blocks):
-        lo = blk * BLOCK_ROWS
-        hi = min(n, lo + BLOCK_ROWS)
-        np.dot(src[lo:hi], q, out[lo:hi])
+    for i in range(bounds[part], bounds[part + 1]):
+        ui = left[i]
+        acc_row = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            vj = right[indices[p]]
+            # the dot in the factors' dtype (vectorised), the sums in float64
+            dot = ui[0] * vj[0]
+            for a in range(1, k):
+                dot += ui[a] * vj[a]
+            pred = np.float64(dot)
+            err = np.float64(adata[p]) - pred
+            acc_row += np.float64(wdata[p]) * err * err - w0 * pred * pred
+        out[i] = acc_row

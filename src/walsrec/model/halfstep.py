@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from walsrec._checks import check_weight_vector
-from walsrec._threads import blas_threads, kernel_threads, resolve_n_jobs
+from walsrec._threads import blas_threads, readonly, resolve_n_jobs, run_parts
 from walsrec.errors import SingularSystemError
 from walsrec.model import weighting
 
@@ -50,15 +50,17 @@ __all__ = [
     "targets",
 ]
 
-# The orchestration's own BLAS products (Gramians, rotations) never use threaded BLAS: right
-# after a kernel launch it competes with numba's still-spinning OpenMP workers, and a CG
-# sweep on epinions (k = 128, n_jobs = 2, busy machine) took 2.35 s with 2 BLAS threads
-# against 0.90 s with one. Rotations of many rows instead run as row blocks on numba's
-# threads, one single-threaded BLAS call per block (36165 × 128 rows: 8.7 ms against 19 ms;
-# the Gramian gained nothing that way and stays one BLAS call).
+# The orchestration's own BLAS products (Gramians, rotations) never use threaded BLAS: on
+# a busy machine it competed with the kernels' threads (a CG sweep on epinions, k = 128,
+# n_jobs = 2, took 2.35 s with 2 BLAS threads against 0.90 s with one). Rotations of many
+# rows instead run as row blocks on the kernels' threads, one single-threaded BLAS call per
+# block (36165 × 128 rows: 8.7 ms against 19 ms; the Gramian gained nothing that way and
+# stays one BLAS call).
 # Parts per thread in a kernel launch: each part has about equal estimated cost, and parts
 # go to threads dynamically, so a busy core only delays its current part.
 PARTS_PER_THREAD = 16
+# Rows per block of the threaded rotations (``matmul``): one single-threaded BLAS call each.
+BLOCK_ROWS = 512
 
 
 def _kernels():
@@ -66,6 +68,14 @@ def _kernels():
     from walsrec.model import _kernels
 
     return _kernels
+
+
+def _launch(kernel, inputs: tuple, outputs: tuple, bounds: np.ndarray, n_threads: int) -> None:
+    """``kernel(*inputs, *outputs, part)`` for every part of ``bounds`` on ``n_threads``
+    threads; the input arrays go read-only, so a memory-mapped matrix and one in memory
+    share one compiled specialisation."""
+    args = tuple(readonly(a) if isinstance(a, np.ndarray) else a for a in inputs) + outputs
+    run_parts(lambda part: kernel(*args, part), bounds.shape[0] - 1, n_threads)
 
 
 # --------------------------------------------------------------------------- settings
@@ -305,12 +315,17 @@ def fixed_side(
 def matmul(a: np.ndarray, b: np.ndarray, n_threads: int) -> np.ndarray:
     """a @ b for (n × k)·(k × k) in ``a``'s dtype: blocks of rows on numba's threads."""
     b = np.ascontiguousarray(b, dtype=a.dtype)
-    if a.shape[0] < 2 * _kernels().BLOCK_ROWS:
+    if a.shape[0] < 2 * BLOCK_ROWS:
         with blas_threads(1):
             return np.ascontiguousarray(a @ b)
+    a = np.ascontiguousarray(a)
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    with kernel_threads(n_threads):
-        _kernels().parallel_matmul(np.ascontiguousarray(a), b, out)
+
+    def block(i: int) -> None:
+        rows = slice(i * BLOCK_ROWS, (i + 1) * BLOCK_ROWS)
+        np.dot(a[rows], b, out=out[rows])  # BLAS releases the GIL
+
+    run_parts(block, -(-a.shape[0] // BLOCK_ROWS), n_threads)
     return out
 
 
@@ -416,21 +431,15 @@ def solve_rows(
         # A pivot below eps × the largest diagonal entry means a condition number past
         # what the dtype resolves: report it as singular rather than return noise.
         diag_tol = dt.type(np.finfo(dt).eps)
-        with kernel_threads(n_threads):
-            kern.solve_exact(
-                *arrays, paths, fixed.rot, w0 * fixed.g, lam, dt.type(w0), diag_tol,
-                out_rot, flags, row_loss,
-            )  # fmt: skip
+        inputs = (*arrays, paths, fixed.rot, w0 * fixed.g, lam, dt.type(w0), diag_tol)
+        _launch(kern.solve_exact, inputs, (out_rot, flags, row_loss), bounds, n_threads)
         if flags.any():
             _raise_singular(settings, axis, rows[flags != 0], side, labels)
         new = matmul(out_rot, fixed.q.T, n_threads)
     else:
         x_rot = matmul(np.asarray(start, dtype=dt), fixed.q, n_threads)
-        with kernel_threads(n_threads):
-            kern.solve_cg(
-                *arrays, fixed.rot, w0 * fixed.g, lam, dt.type(w0), int(settings.cg_steps),
-                x_rot, row_loss,
-            )  # fmt: skip
+        inputs = (*arrays, fixed.rot, w0 * fixed.g, lam, dt.type(w0), int(settings.cg_steps))
+        _launch(kern.solve_cg, inputs, (x_rot, row_loss), bounds, n_threads)
         new = matmul(x_rot, fixed.q.T, n_threads)
     if not np.isfinite(new).all():
         raise SingularSystemError(
@@ -451,11 +460,8 @@ def observed_loss(
     rows = np.arange(side.n_rows)
     _, bounds = partition(settings, side, rows, "loss")
     out = np.empty(side.n_rows, dtype=np.float64)
-    with kernel_threads(settings.n_threads):
-        _kernels().observed_loss(
-            side.indptr, side.indices, side.wdata, side.adata, bounds, left, right,
-            settings.w0, out,
-        )  # fmt: skip
+    inputs = (side.indptr, side.indices, side.wdata, side.adata, bounds, left, right, settings.w0)
+    _launch(_kernels().observed_loss, inputs, (out,), bounds, settings.n_threads)
     return out
 
 

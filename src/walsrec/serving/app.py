@@ -16,11 +16,9 @@ overflow float32 is refused in the same way.
 Requests are computed inline on the event loop: a recommendation takes a few tens of
 microseconds (a sequential top-k kernel that scores items by decreasing norm and stops
 early), less than a hop to a worker thread would cost, and every request's kernels then
-run on one thread. The top-k kernels are sequential and release the GIL, so they are safe
-from any thread under any numba threading layer. The fold-in's solve is a parallel kernel
-launched through :func:`walsrec._threads.kernel_threads`, which serialises launches
-under numba's "workqueue" layer (not safe to enter from two threads at once), so the
-reload thread's warm-up of a new export is safe as well.
+run on one thread. Every kernel is sequential and releases the GIL (the fold-in's solve
+runs its parts through :func:`walsrec._threads.run_parts`), so kernels are safe from any
+thread, the reload thread's warm-up of a new export included.
 
 Client mistakes are never a 500: an unknown user or item is 404, a bad parameter 422, a
 body over the limit 413, each with a short ``detail``. A fold-in with nothing to fold in

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from walsrec._checks import check_int, check_real, param_error
-from walsrec._threads import kernel_threads, resolve_n_jobs
+from walsrec._threads import single_blas_thread
 from walsrec.data.split import check_fraction
 from walsrec.errors import InvalidParameterError, SingularSystemError
 
@@ -248,16 +248,13 @@ def fit_and_score(
             "targets (it predicts preferences, not values). Score it on a ranking metric."
         )
 
-    threads = resolve_n_jobs(n_jobs)
     last = math.nan
 
     def per_sweep(sweep: int, fitted: WALS) -> bool:
         nonlocal last
         if sweep != fitted.sweeps and (every is None or sweep % every):
             return False
-        # kernel_threads serialises launches under numba's "workqueue" layer, which the
-        # metrics' parallel kernel would otherwise enter from several tune trials at once
-        with kernel_threads(threads):
+        with single_blas_thread():  # the score blocks' products, as the fit's (see halfstep)
             values = evaluate(
                 fitted.user_factors_,
                 fitted.item_factors_,

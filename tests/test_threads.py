@@ -1,0 +1,135 @@
+"""walsrec._threads: parts run once each on any thread count, errors stop the launch and
+come back, BLAS is capped while kernels run and restored after, concurrent launches from
+several Python threads share the pool safely."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.model._problems import make_problem
+from walsrec._threads import _controller, readonly, run_parts, single_blas_thread
+from walsrec.model.wals import WALS
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("n_parts", [0, 1, 7, 64])
+@pytest.mark.parametrize("n_threads", [1, 2, 5])
+def test_every_part_runs_exactly_once(n_parts, n_threads):
+    seen = []
+    lock = threading.Lock()
+
+    def call(part):
+        time.sleep(0.001 * (part % 3))  # uneven parts: threads take them in varying order
+        with lock:
+            seen.append(part)
+
+    run_parts(call, n_parts, n_threads)
+    assert sorted(seen) == list(range(n_parts))
+
+
+def test_parts_run_on_several_threads_at_once():
+    inside = []
+    lock = threading.Lock()
+    both = threading.Barrier(2, timeout=10)
+
+    def call(part):
+        with lock:
+            inside.append(threading.get_ident())
+        both.wait()  # deadlocks (BrokenBarrierError after 10 s) unless two run at once
+
+    run_parts(call, 2, 2)
+    assert len(set(inside)) == 2
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_an_error_in_a_part_stops_the_launch_and_is_raised(n_threads):
+    _controller()  # loads scipy's BLAS too, so both libraries are counted before and after
+    before = _blas_threads()
+    started = []
+
+    def call(part):
+        started.append(part)
+        assert set(_blas_threads()) == {1}  # BLAS capped while a kernel runs
+        if part == 2:
+            raise RuntimeError("inside part 2")
+        time.sleep(0.01)
+
+    with pytest.raises(RuntimeError, match="inside part 2"):
+        run_parts(call, 1000, n_threads)
+    assert len(started) < 20  # no part is handed out once one has failed
+    assert _blas_threads() == before
+
+
+def test_blas_cap_is_lifted_by_the_last_thread_to_leave():
+    """The BLAS thread count is process-wide: overlapping callers must not undo each
+    other's cap, and the original count comes back when the last one leaves."""
+    _controller()
+    original = _blas_threads()
+    first, second = single_blas_thread(), single_blas_thread()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # leaves first, while the second is still inside
+    assert set(_blas_threads()) == {1}
+    second.__exit__(None, None, None)
+    assert _blas_threads() == original
+
+
+def test_readonly_is_a_view_that_cannot_be_written():
+    a = np.arange(6.0)
+    view = readonly(a)
+    assert np.shares_memory(view, a) and not view.flags.writeable and a.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        view[0] = 1.0
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_concurrent_two_thread_fits_share_the_pool_and_match_sequential(solver):
+    x, _ = make_problem(14, 400, 300)
+    kw = {"embedding_dim": 8, "sweeps": 3, "random_state": 3, "n_jobs": 2, "solver": solver}
+    want = WALS(**kw).fit(x).user_factors_
+    results = [None] * 4
+
+    def work(i):
+        results[i] = WALS(**kw).fit(x).user_factors_
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        np.testing.assert_array_equal(r, want)
+
+
+def test_no_kernel_uses_numbas_parallel_target():
+    """Kernels are serial and run their parts through run_parts: numba's parallel loops
+    compiled three times slower on a first run, and their threading layers are not all safe
+    to enter from two Python threads at once."""
+    import importlib
+    import pkgutil
+
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    import walsrec
+
+    kernels = []
+    for info in pkgutil.walk_packages(walsrec.__path__, "walsrec."):
+        if info.name == "walsrec.__main__":
+            continue  # runs the command line
+        module = importlib.import_module(info.name)
+        kernels += [v for v in vars(module).values() if isinstance(v, CPUDispatcher)]
+    assert len(kernels) > 40
+    parallel = [k.py_func.__qualname__ for k in kernels if k.targetoptions.get("parallel")]
+    assert parallel == []
+    uncached = [k.py_func.__qualname__ for k in kernels if isinstance(k._cache, NullCache)]
+    assert uncached == []  # every kernel compiles once per machine, not once per process
