@@ -4,6 +4,8 @@ extra that provides a missing optional module, a run's length in the user's unit
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 EXIT_BAD_INPUT = 2
 
@@ -53,3 +55,39 @@ def _trained_length(result, step_mode: bool) -> str:
     else:  # every run ends with an evaluation of its last step, which records the sweep
         n, unit = result.evaluations[-1]["sweep"], "sweep"
     return f"{n:g} {unit}{'' if n == 1 else 's'}"
+
+
+@contextmanager
+def compile_notice(command: str) -> Iterator[None]:
+    """Inside, say on stderr (once) when the command starts compiling walsrec's kernels.
+
+    numba compiles a kernel the first time it runs on a machine and keeps it in its on-disk
+    cache; without a word, that first run looks like a hang. The line is written when the
+    first of walsrec's kernels misses the cache (numba's ``numba:compile`` event fires only
+    then), so a run that finds every kernel compiled says nothing.
+    """
+    from numba.core import event
+
+    class _Notice(event.Listener):
+        said = False
+
+        def on_start(self, data) -> None:
+            func = getattr(data.data.get("dispatcher"), "py_func", None)
+            if self.said or not getattr(func, "__module__", "").startswith("walsrec."):
+                return
+            self.said = True  # numba compiles under one lock: no race between threads
+            _stderr(
+                f"walsrec {command}: compiling walsrec's kernels for this machine (once: "
+                "later runs load them from numba's cache; 'walsrec warmup' compiles them "
+                "all ahead of time)"
+            )
+
+        def on_end(self, data) -> None:
+            pass
+
+    notice = _Notice()
+    event.register("numba:compile", notice)
+    try:
+        yield
+    finally:
+        event.unregister("numba:compile", notice)

@@ -4,8 +4,9 @@ Thin on purpose: every command is a library call. A :class:`walsrec.errors.Walsr
 (bad input, bad parameter) or an :class:`OSError` (a file that cannot be read or written,
 a full disk) becomes one line on stderr and exit code 2, and so does a command's optional
 dependency that is not installed (the line names the extra to install); any other missing
-module is a bug and keeps its traceback. Library modules are imported inside the command
-functions so that ``walsrec --help`` stays fast and needs no extra.
+module is a bug and keeps its traceback. A command that must compile walsrec's kernels (a
+first run on a machine) says so in one line on stderr. Library modules are imported inside
+the command functions so that ``walsrec --help`` stays fast and needs no extra.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from collections.abc import Sequence
 
 from walsrec import __version__
 from walsrec.cli import data, pipeline, serving, training, tuning
-from walsrec.cli._common import EXIT_BAD_INPUT, _missing_extra_text, _os_error_text, _stderr
+from walsrec.cli._common import (
+    EXIT_BAD_INPUT,
+    _missing_extra_text,
+    _os_error_text,
+    _stderr,
+    compile_notice,
+)
 from walsrec.errors import WalsrecError
 
 __all__ = ["build_parser", "main"]
@@ -47,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        return args.func(args)
+        if args.command == "warmup":  # says itself that it compiles
+            return args.func(args)
+        with compile_notice(args.command):
+            return args.func(args)
     except WalsrecError as exc:
         _stderr(f"walsrec {args.command}: error: {exc}")
         return EXIT_BAD_INPUT
