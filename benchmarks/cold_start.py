@@ -4,9 +4,13 @@
 Steps: ``import walsrec``; ``walsrec prepare`` of MovieLens 100K; ``walsrec train`` with
 its defaults on it (λ auto included); ``walsrec predict`` of the export; ``walsrec
 serve`` until ``/health`` answers; one 3-sweep ``WALS.fit``; a 3-sweep fit with each
-solver and each confidence scheme (one process); ``walsrec demo``. For each: seconds
-cold, seconds warm, and the kernel specialisations compiled in that run (the ``.nbc`` files
-numba added to the cache: one per compiled signature of a cached kernel).
+solver and each confidence scheme (one process); ``walsrec demo``; then, on the cache the
+demo filled, ``walsrec train`` with README's tf.contrib migration flags (another
+combination of options: what it compiles beyond the demo's); a 3-sweep ``DaskWALS.fit`` on
+a ``LocalCluster`` of 2 worker processes, which also prints how many of walsrec's functions
+each worker compiled. For each: seconds cold, seconds warm, and the kernel specialisations
+compiled in that run (the ``.nbc`` files numba added to the cache: one per compiled
+signature of a cached kernel).
 
 The peer is implicit, which ships compiled extensions: importing it and running a 3-sweep
 ALS fit on the same matrix, in a fresh process. Its time is printed beside walsrec's cold
@@ -54,6 +58,55 @@ for solver in ("cholesky", "cg"):
         WALS(16, sweeps=3, solver=solver, confidence=confidence, random_state=0).fit(ui)
 """
 
+# A 3-sweep DaskWALS fit on a LocalCluster of 2 worker processes; prints how many of
+# walsrec's functions each worker compiled (numba's compile event fires only on a cache miss).
+DASK = """
+import json, sys
+from distributed import Client, LocalCluster
+from walsrec.distributed.wals import DaskWALS
+
+
+def count_compiles():
+    import builtins
+    from numba.core import event
+
+    class Count(event.Listener):
+        n = 0
+
+        def on_start(self, data):
+            func = getattr(data.data.get("dispatcher"), "py_func", None)
+            if getattr(func, "__module__", "").startswith("walsrec."):
+                Count.n += 1
+
+        def on_end(self, data):
+            pass
+
+    event.register("numba:compile", Count())
+    builtins.walsrec_compiles = Count
+
+
+def compiled():
+    import builtins
+
+    return builtins.walsrec_compiles.n
+
+
+if __name__ == "__main__":
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster, Client(cluster) as client:
+        client.run(count_compiles)
+        DaskWALS(16, client=client, sweeps=3, random_state=0).fit(sys.argv[1])
+        print(json.dumps(sorted(client.run(compiled).values())))
+"""
+
+# README's tf.contrib migration command: another combination of options than the demo's.
+MIGRATION = [
+    "--embedding-dim", "10", "--unobserved-weight", "0.01", "--regularization", "0.07",
+    "--col-weights-from-counts", "log", "--col-weight-exponent", "0.08", "--sweeps", "10",
+    "--confidence", "constant", "--targets", "values", "--regularization-exponent", "0",
+]  # fmt: skip
+
 IMPLICIT = """
 import sys
 import numpy as np
@@ -79,12 +132,15 @@ def _compiled(cache: Path) -> int:
     return sum(1 for _ in cache.rglob("*.nbc"))
 
 
-def _run(cmd: list[str], env: dict) -> float:
+def _run(cmd: list[str], env: dict, out: list | None = None) -> float:
+    """Seconds ``cmd`` took; its last line of output is appended to ``out`` when given."""
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run(cmd, env=env, capture_output=True)
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.decode()[-2000:]}")
+    if out is not None:
+        out.append(proc.stdout.decode().strip().splitlines()[-1])
     return seconds
 
 
@@ -183,19 +239,46 @@ def main() -> None:
             "walsrec demo",
             lambda run: [WALSREC, "demo", "--workdir", str(work / f"demo-{run}")],
         ),
+        (
+            "migration",
+            "then walsrec train (README's tf.contrib flags)",
+            lambda run: [
+                WALSREC,
+                "train",
+                "--data",
+                str(data),
+                "--model-dir",
+                str(work / f"migration-{run}"),
+                "--quiet",
+                *MIGRATION,
+            ],
+        ),
+        (
+            "dask",
+            "DaskWALS.fit, 3 sweeps, 2 worker processes",
+            lambda run: [sys.executable, "-c", DASK, str(data)],
+        ),
     ]
+    # "then" steps run on the cache the step before them filled (cold: after that step's
+    # warm run), to count what another combination of options adds
+    shared_cache = {"migration": "demo"}
+    worker_compiles = {}
     rows, fit_times = [], {}
     for key, label, make in steps:
         if key in skip:
             continue
-        cache = work / f"numba-cache-{key}"
-        cache.mkdir()
+        cache = work / f"numba-cache-{shared_cache.get(key, key)}"
+        cache.mkdir(exist_ok=True)
         env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
         result = []
         for run in ("cold", "warm"):
             before = _compiled(cache)
             if key == "serve":
                 seconds = _serve(work / f"model-{run}", env)
+            elif key == "dask":
+                said: list[str] = []
+                seconds = _run(make(run), env, said)
+                worker_compiles[run] = json.loads(said[0])
             else:
                 seconds = _run(make(run), env)
             result.append((seconds, _compiled(cache) - before))
@@ -230,6 +313,11 @@ def main() -> None:
         print(
             f"walsrec / implicit (the one-fit step): cold {fit_times['cold'] / peer:.2f}, "
             f"warm {fit_times['warm'] / peer:.2f}"
+        )
+    if worker_compiles:
+        print(
+            f"\nDask workers (2 processes, one cache): walsrec functions each worker compiled: "
+            f"cold {worker_compiles['cold']}, warm {worker_compiles['warm']}"
         )
     print(json.dumps({"work": str(work)}))
 

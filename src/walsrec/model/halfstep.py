@@ -315,7 +315,7 @@ def fixed_side(
 
 
 def matmul(a: np.ndarray, b: np.ndarray, n_threads: int) -> np.ndarray:
-    """a @ b for (n × k)·(k × k) in ``a``'s dtype: blocks of rows on numba's threads."""
+    """a @ b for (n × k)·(k × k) in ``a``'s dtype: blocks of rows on the kernels' threads."""
     b = np.ascontiguousarray(b, dtype=a.dtype)
     if a.shape[0] < 2 * BLOCK_ROWS:
         with blas_threads(1):

@@ -137,7 +137,7 @@ class WALS:
         dtype and then used in float64 (eigendecomposition, loss); the loss's reductions are
         accumulated in float64, so a float32 model's loss is accurate to about 1e-6.
     n_jobs : int or None, default=None
-        numba threads for the kernels (None or -1: all cores). BLAS is capped at one
+        Threads for the kernels (None or -1: all cores). BLAS is capped at one
         thread while kernels run. Results are bitwise identical for any ``n_jobs``.
     random_state : None, int, numpy Generator or RandomState, default=None
         Seeds the initial factors. Same seed → bitwise identical factors.
@@ -172,8 +172,9 @@ class WALS:
     object invalidates the cache). Passing ``user_items`` in CSC format to ``update_cols``
     avoids converting it on every call.
 
-    Kernels run on numba's threading layer. With the "omp" or "tbb" layers several Python
-    threads may fit or update models at once; with "workqueue" the launches are serialised.
+    Kernels are serial numba functions that release the GIL, run part by part on Python
+    threads (``walsrec._threads.run_parts``): several Python threads may fit or update
+    models at once.
 
     Examples
     --------
