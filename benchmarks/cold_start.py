@@ -176,6 +176,19 @@ def main() -> None:
         raise SystemExit(f"{DATA} not found (the shared datasets)")
     work = Path(tempfile.mkdtemp(prefix="walsrec-cold-"))
     data = work / "data"
+
+    def train(model_dir: Path, *flags: str) -> list[str]:
+        return [
+            WALSREC,
+            "train",
+            "--data",
+            str(data),
+            "--model-dir",
+            str(model_dir),
+            "--quiet",
+            *flags,
+        ]
+
     steps = [
         ("import", "import walsrec", lambda run: [sys.executable, "-c", "import walsrec.cli"]),
         (
@@ -200,15 +213,7 @@ def main() -> None:
         (
             "train",
             "walsrec train (defaults, lambda auto)",
-            lambda run: [
-                WALSREC,
-                "train",
-                "--data",
-                str(data),
-                "--model-dir",
-                str(work / f"model-{run}"),
-                "--quiet",
-            ],
+            lambda run: train(work / f"model-{run}"),
         ),
         (
             "predict",
@@ -242,16 +247,7 @@ def main() -> None:
         (
             "migration",
             "then walsrec train (README's tf.contrib flags)",
-            lambda run: [
-                WALSREC,
-                "train",
-                "--data",
-                str(data),
-                "--model-dir",
-                str(work / f"migration-{run}"),
-                "--quiet",
-                *MIGRATION,
-            ],
+            lambda run: train(work / f"migration-{run}", *MIGRATION),
         ),
         (
             "dask",

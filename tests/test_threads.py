@@ -1,6 +1,6 @@
 """walsrec._threads: parts run once each on any thread count, errors stop the launch and
 come back, BLAS is capped while kernels run and restored after, concurrent launches from
-several Python threads share the pool safely."""
+several Python threads share the pool safely (concurrent fits: tests/model/test_wals.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.model._problems import make_problem
 from walsrec._threads import _controller, readonly, run_parts, single_blas_thread
-from walsrec.model.wals import WALS
 
 
 def _blas_threads() -> list[int]:
@@ -89,25 +87,6 @@ def test_readonly_is_a_view_that_cannot_be_written():
     assert np.shares_memory(view, a) and not view.flags.writeable and a.flags.writeable
     with pytest.raises(ValueError, match="read-only"):
         view[0] = 1.0
-
-
-@pytest.mark.parametrize("solver", ["cholesky", "cg"])
-def test_concurrent_two_thread_fits_share_the_pool_and_match_sequential(solver):
-    x, _ = make_problem(14, 400, 300)
-    kw = {"embedding_dim": 8, "sweeps": 3, "random_state": 3, "n_jobs": 2, "solver": solver}
-    want = WALS(**kw).fit(x).user_factors_
-    results = [None] * 4
-
-    def work(i):
-        results[i] = WALS(**kw).fit(x).user_factors_
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for r in results:
-        np.testing.assert_array_equal(r, want)
 
 
 def test_no_kernel_uses_numbas_parallel_target():

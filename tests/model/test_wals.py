@@ -153,16 +153,19 @@ def test_factors_assigned_by_hand_work_without_initialize():
     assert fresh.loss(x) == pytest.approx(fitted.loss(x))
 
 
-def test_concurrent_fits_from_python_threads_match_sequential():
-    x, _ = make_problem(14, 150, 100)
-    kw = {"embedding_dim": 8, "sweeps": 3, "random_state": 3, "n_jobs": 1}
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_concurrent_fits_from_python_threads_match_sequential(n_jobs, solver):
+    # with n_jobs 2 the fits' kernel launches share walsrec._threads' pool
+    x, _ = make_problem(14, 400, 300)
+    kw = {"embedding_dim": 8, "sweeps": 3, "random_state": 3, "n_jobs": n_jobs, "solver": solver}
     want = WALS(**kw).fit(x).user_factors_
-    results = [None] * 3
+    results = [None] * 4
 
     def work(i):
         results[i] = WALS(**kw).fit(x).user_factors_
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
