@@ -74,6 +74,9 @@ def test_vector_weights_and_frequency_regularisation(client, data_dir, user_item
     model = DaskWALS(client=client, **params).fit(data_dir)
     assert _rel(ref.user_factors_, model.user_factors_) < 1e-6
     np.testing.assert_allclose(model.loss_, ref.loss_, rtol=1e-6)
+    # the vectors reach the workers once (make_side's input), not inside every task's settings
+    settings = model._worker_params()
+    assert np.ndim(settings.row_weights) == 0 and np.ndim(settings.col_weights) == 0
 
 
 def test_worker_killed_mid_run(own_client, data_dir, user_items):

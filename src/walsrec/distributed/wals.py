@@ -61,8 +61,8 @@ class DaskWALS:
     Parameters
     ----------
     embedding_dim, **params
-        As :class:`~walsrec.model.wals.WALS`. ``n_jobs`` is the numba thread count of each
-        task on its worker (None: all the worker machine's cores).
+        As :class:`~walsrec.model.wals.WALS`. ``n_jobs`` is the number of threads each task
+        runs its kernels on (None: all the worker machine's cores).
     client : distributed.Client
         The cluster to run on. Required to fit.
     partitions : int or None, default=None
@@ -142,8 +142,12 @@ class DaskWALS:
     # ------------------------------------------------------------------ setup
 
     def _worker_params(self) -> halfstep.Settings:
-        """The half-step's settings the tasks run with (``n_jobs``: each task's threads)."""
-        return halfstep.Settings.of(self.get_params())
+        """The half-step's settings the tasks run with (``n_jobs``: each task's threads).
+
+        Without the weight vectors: they reach the workers once, as a task's result handed
+        to ``_tasks.make_side`` (which puts them back), not pickled into every task.
+        """
+        return halfstep.Settings.of(self.get_params(), row_weights=1.0, col_weights=1.0)
 
     def _count(self, key: str, *arrays) -> None:
         self._cluster.count(key, *arrays)
