@@ -405,8 +405,10 @@ class _Run:
     def _after_step(self, step: int, bar) -> None:
         cfg, model, state = self.cfg, self.model, self.state
         end_of_sweep = step % self.per_sweep == 0
+        loss = None
         if end_of_sweep:
-            model.loss_.append(self.backend.loss(model))
+            loss = self.backend.loss(model)
+            model.loss_.append(loss)
             if bar is not None:
                 bar.set_postfix(sweep=step // self.per_sweep, loss=f"{model.loss_[-1]:.5g}")
         if bar is not None:
@@ -418,7 +420,7 @@ class _Run:
         )
         last = step == self.total
         if due or last:
-            rec = self._evaluate(step)
+            rec = self._evaluate(step, loss)
             if cfg.early_stopping_metric is not None:
                 self._early_stopping(step, rec)
         sweep_ckpt = end_of_sweep and (step // self.per_sweep) % cfg.checkpoint_every == 0
@@ -447,14 +449,15 @@ class _Run:
                 "evaluations"
             )
 
-    def _evaluate(self, step: int) -> dict:
+    def _evaluate(self, step: int, loss: float | None = None) -> dict:
+        """Evaluate the factors after ``step``; ``loss``: their loss when already computed."""
         model, backend = self.model, self.backend
         rec = {
             "model": "wals",
             "step": step,
             "sweep": round(step / self.per_sweep, 4),
             "seconds": round(time.perf_counter() - self.started, 3),
-            "loss": backend.loss(model),
+            "loss": backend.loss(model) if loss is None else loss,
             "rwse": backend.rwse(model),
         }
         rec.update(backend.evaluate(model, self.cfg, self.model_dir))
