@@ -13,6 +13,8 @@ import numpy as np
 # Feature slots, in the order protobuf's deterministic map serialization sorts the keys.
 _INDICES, _KEY, _VALUES = 0, 1, 2
 _SORTED_ORDER = np.array([_INDICES, _KEY, _VALUES], dtype=np.int64)
+# Files read or written at once (each parsed, compressed or written on its own thread).
+_MAX_FILE_THREADS = 8
 
 # Feature.kind oneof field numbers.
 _KIND_NONE, _KIND_BYTES, _KIND_FLOAT, _KIND_INT64 = 0, 1, 2, 3

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from walsrec._checks import check_int
 from walsrec.data.tfrecord.framing import _check_framing
+from walsrec.data.tfrecord.layout import _MAX_FILE_THREADS
 from walsrec.data.tfrecord.shards import (
     _INFER_MAX_COLUMNS,
     ParsedShard,
@@ -34,15 +35,13 @@ from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = ["iter_records", "read_tfrecords"]
 
-_MAX_THREADS = 8  # files read at once
-
 
 def _parse_files(
     sources: list[ShardFile], vocab_size: int, index_dtype, infer_vocab: bool = False
 ) -> list[ParsedShard]:
     """Parse files in a few threads (reading, GZIP and the kernels release the GIL),
     keeping at most ``workers`` files in flight; errors surface in file order."""
-    workers = min(len(sources), os.cpu_count() or 1, _MAX_THREADS)
+    workers = min(len(sources), os.cpu_count() or 1, _MAX_FILE_THREADS)
     if workers <= 1:
         return [parse_shard(s, vocab_size, index_dtype, infer_vocab) for s in sources]
     parsed = []

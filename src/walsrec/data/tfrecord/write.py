@@ -18,13 +18,12 @@ import scipy.sparse as sp
 
 from walsrec._checks import check_int, check_option
 from walsrec.data.tfrecord.encode import _encode
-from walsrec.data.tfrecord.layout import _SORTED_ORDER
+from walsrec.data.tfrecord.layout import _MAX_FILE_THREADS, _SORTED_ORDER
 from walsrec.errors import InvalidParameterError
 
 __all__ = ["write_tfrecords"]
 
 _COMPRESSIONS = {None: None, "none": None, "gzip": "gzip"}
-_MAX_THREADS = 8  # files written at once
 
 
 def write_tfrecords(
@@ -161,7 +160,7 @@ def _write_shards(paths, bounds, skip_empty, indptr, indices, bits, compression)
     row_nnz = np.diff(indptr)
     # Shards are encoded here one after the other and compressed and written in a few
     # threads (zlib and file writes release the GIL), at most ``workers`` in flight.
-    workers = min(len(paths), os.cpu_count() or 1, _MAX_THREADS)
+    workers = min(len(paths), os.cpu_count() or 1, _MAX_FILE_THREADS)
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
         try:
