@@ -9,7 +9,30 @@ import numpy as np
 from walsrec.errors import DataFormatError
 from walsrec.metrics import EASE_REGULARIZATION
 
-__all__ = ["evaluate_export"]
+__all__ = ["ease_metrics", "evaluate_export"]
+
+
+def ease_metrics(
+    train,
+    heldout,
+    k: int = 10,
+    n_jobs=None,
+    *,
+    ease: bool | None = None,
+    ease_regularization: float = EASE_REGULARIZATION,
+) -> dict | None:
+    """The EASE baseline's held-out metrics (training items excluded), or None when
+    ``ease`` is False, or None and the catalog has more than
+    :data:`~walsrec.metrics.EASE_MAX_ITEMS` items (see :func:`evaluate_export`)."""
+    from walsrec._files import json_safe
+    from walsrec.metrics import EASE_MAX_ITEMS, ease_baseline, evaluate_scorer
+
+    if ease is None:
+        ease = train.shape[1] <= EASE_MAX_ITEMS
+    if not ease:
+        return None
+    scorer = ease_baseline(train, ease_regularization)
+    return json_safe(evaluate_scorer(scorer, train, heldout, k=k, n_jobs=n_jobs))
 
 
 def evaluate_export(
@@ -51,8 +74,6 @@ def evaluate_export(
     from walsrec._files import json_safe
     from walsrec.data.prepare import load_prepared
     from walsrec.metrics import (
-        EASE_MAX_ITEMS,
-        ease_baseline,
         evaluate,
         evaluate_scorer,
         evaluated_users,
@@ -101,10 +122,10 @@ def evaluate_export(
         "model": json_safe(scores),
         "most-popular": json_safe(baseline),
     }
-    if ease is None:
-        ease = train.shape[1] <= EASE_MAX_ITEMS
-    if ease:
-        scorer = ease_baseline(train, ease_regularization)
-        result["ease"] = json_safe(evaluate_scorer(scorer, train, heldout, k=k, n_jobs=n_jobs))
+    scores = ease_metrics(
+        train, heldout, k, n_jobs, ease=ease, ease_regularization=ease_regularization
+    )
+    if scores is not None:
+        result["ease"] = scores
         result["ease_regularization"] = ease_regularization
     return result

@@ -163,10 +163,7 @@ def _cmd_demo(args) -> int:
     )
     print(f"Wrote {csv_path} ({table.num_rows:,} visits)")
     print(_prepare_summary(meta, data_dir))
-    _stderr(
-        f"demo: [3/5] training WALS for {args.sweeps} sweeps with held-out evaluation (the "
-        "first run after installing also compiles the kernels, once: up to a minute more)"
-    )
+    _stderr(f"demo: [3/5] training WALS for {args.sweeps} sweeps with held-out evaluation")
     result = train(
         data=str(data_dir),
         model_dir=str(model_dir),
@@ -187,7 +184,8 @@ def _cmd_demo(args) -> int:
 
     _stderr("demo: [4/5] recommending for three example users")
     model = load_model(result.export_path)
-    examples = example_users(model, load_prepared(data_dir), n=3, k=5, seed=args.seed)
+    data = load_prepared(data_dir)
+    examples = example_users(model, data, n=3, k=5, seed=args.seed)
     drawn = examples[0].drawn if examples else "at random"
     print(f"\nThree users drawn {drawn}: their strongest visits beside their top 5")
     for ex in examples:
@@ -201,9 +199,9 @@ def _cmd_demo(args) -> int:
         f"walsrec recommend --model {model_dir} --user {some_user} --k 5",
     ]
     c = meta["counts"]
-    from walsrec.evaluation import evaluate_export
+    from walsrec.evaluation import ease_metrics
 
-    ease = evaluate_export(result.export_path, data_dir, k=k).get("ease")
+    ease = ease_metrics(data.train.user_items, data.eval.user_items, k)
     report = write_report(
         workdir / "report.html",
         title="walsrec demo: news-site visits",
@@ -264,7 +262,7 @@ def _example_block(ex) -> str:
 def _add_warmup(sub) -> None:
     p = sub.add_parser(
         "warmup",
-        help="compile every kernel into numba's cache once (for images, cluster nodes, CI)",
+        help="compile the kernels into numba's cache once (for images, cluster nodes, CI)",
         description=(
             "Run a small version of everything the commands do (prepare, train with lambda "
             "auto and evaluation, both solvers in float32 and float64, fold-in, recommend, "
@@ -284,7 +282,7 @@ def _add_warmup(sub) -> None:
             """
         ),
     )
-    p.set_defaults(func=_cmd_warmup)
+    p.set_defaults(func=_cmd_warmup, compile_notice=False)  # it says itself that it compiles
 
 
 def _cmd_warmup(args) -> int:
