@@ -6,7 +6,7 @@ course's settings, no eval split) and fitted with the same parameters by
 
 * ``WALS`` on this machine, ``n_jobs`` = 1 and = all cores (the peer);
 * ``DaskWALS`` on a ``LocalCluster`` of 1 and of 2 worker processes (one task thread and
-  ``--threads`` numba threads per worker).
+  ``--threads`` kernel threads per worker).
 
 For each: seconds per sweep (median of the measured sweeps; the first sweep, which includes
 loading the partitions and numba's cache, is reported apart), scaling efficiency
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--interactions", type=int, default=10_000_000)
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--sweeps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1, help="numba threads per Dask worker")
+    ap.add_argument("--threads", type=int, default=1, help="kernel threads per Dask worker")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--partitions", type=int, default=None, help="per side (default 2/worker)")
     args = ap.parse_args()

@@ -78,14 +78,12 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     model_dir = epinions_model(args.workdir, args.embedding_dim, args.sweeps)
 
-    import numba
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
     from walsrec.serving.model import load_model
     from walsrec.serving.predict import predict
 
-    numba.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="OpenBLAS is configured to use")
     model = load_model(model_dir)
     n_users, n_items = model.n_users, model.n_items

@@ -10,7 +10,7 @@ a part.
 
 numba's own parallel loops (``parallel=True``, ``prange``) are not used: their compilation
 (the parfor passes) took two thirds of a kernel's first-run compile time (solve_exact:
-15 s against 4.5 s serial) for no measured gain on run time.
+about 15 s against about 4 s serial, 2 cores) for no measured gain on run time.
 
 While kernels run, BLAS is capped at one thread, since BLAS threads running under the
 kernels' threads oversubscribe the cores (implicit's most reported slowdown).
@@ -28,9 +28,10 @@ from contextlib import contextmanager
 import numpy as np
 
 __all__ = [
+    "PARTS_PER_THREAD",
     "blas_threads",
-    "max_threads",
     "readonly",
+    "readonly_inputs",
     "resolve_n_jobs",
     "run_parts",
     "single_blas_thread",
@@ -44,8 +45,13 @@ _BLAS_LIMITER = None
 _POOL_LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
 
+# Parts per thread of a launch: parts of about equal estimated cost go to threads one at a
+# time, so a busy core only delays its current part. Each part costs a Python call (about
+# 2.5 µs, plus about 50 µs per launch to wake the threads).
+PARTS_PER_THREAD = 8
 
-def max_threads() -> int:
+
+def _max_threads() -> int:
     """The most threads a launch may use: ``NUMBA_NUM_THREADS`` when set, else the cores."""
     import numba
 
@@ -54,7 +60,7 @@ def max_threads() -> int:
 
 def resolve_n_jobs(n_jobs: int | None) -> int:
     """Number of threads for ``n_jobs`` (None or -1: all of them; -2: all but one)."""
-    n_max = max_threads()
+    n_max = _max_threads()
     if n_jobs is None:
         return n_max
     if n_jobs < 0:
@@ -67,7 +73,7 @@ def _pool() -> ThreadPoolExecutor:
     with _POOL_LOCK:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(
-                max(1, max_threads() - 1), thread_name_prefix="walsrec-kernel"
+                max(1, _max_threads() - 1), thread_name_prefix="walsrec-kernel"
             )
         return _POOL
 
@@ -125,6 +131,14 @@ def readonly(a: np.ndarray) -> np.ndarray:
     return view
 
 
+def readonly_inputs(args: tuple, writes: tuple[int, ...] = ()) -> tuple:
+    """``args`` with every array not at a position in ``writes`` made :func:`readonly`."""
+    return tuple(
+        readonly(a) if isinstance(a, np.ndarray) and i not in writes else a
+        for i, a in enumerate(args)
+    )
+
+
 _CONTROLLER = None
 
 
@@ -163,7 +177,7 @@ def blas_threads(n_threads: int) -> Iterator[None]:
     """BLAS on ``n_threads`` threads for the orchestration's own products between kernel
     launches (Gramians, rotations into and out of the eigenbasis).
 
-    ``wals.py`` passes 1: threaded BLAS on a k×k ``eigh`` took 9–28 ms against 0.35 ms on one
+    ``halfstep.py`` passes 1: threaded BLAS on a k×k ``eigh`` took 9–28 ms against 0.35 ms on one
     thread on a busy 2-core machine, and even large products lost to one thread.
     """
     if n_threads == 1:

@@ -76,10 +76,14 @@ def compile_notice(command: str) -> Iterator[None]:
             if self.said or not getattr(func, "__module__", "").startswith("walsrec."):
                 return
             self.said = True  # numba compiles under one lock: no race between threads
-            _stderr(
+            from tqdm import tqdm
+
+            # above any progress bar on stderr, which tqdm redraws below the line
+            tqdm.write(
                 f"walsrec {command}: compiling walsrec's kernels for this machine (once: "
                 "later runs load them from numba's cache; 'walsrec warmup' compiles them "
-                "all ahead of time)"
+                "all ahead of time)",
+                file=sys.stderr,
             )
 
         def on_end(self, data) -> None:

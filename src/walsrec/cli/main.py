@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        if args.command == "warmup":  # says itself that it compiles
+        if not getattr(args, "compile_notice", True):
             return args.func(args)
         with compile_notice(args.command):
             return args.func(args)

@@ -8,8 +8,8 @@ shape). Reported names are exactly ``"rmse"``, ``"precision@{k}"``, ``"recall@{k
 Entry points
 ------------
 - :func:`evaluate` (factors) computes everything in one pass over the users, a chunk at a
-  time: one matrix product scores the chunk, a parallel numba kernel ranks every user in it
-  and computes its metrics.
+  time: one matrix product scores the chunk, a numba kernel run in parts on the kernels'
+  threads ranks every user in it and computes its metrics.
 - :func:`evaluate_scorer` does the same for any scorer ``scorer(user_indices) -> scores``
   or a fixed vector of item scores, e.g. :func:`popularity_baseline` (the most-popular
   baseline, reported with exactly the same definitions as the model) or

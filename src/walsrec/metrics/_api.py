@@ -16,7 +16,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from walsrec._checks import check_int, check_option
-from walsrec._threads import readonly, resolve_n_jobs, run_parts
+from walsrec._threads import (
+    PARTS_PER_THREAD,
+    blas_threads,
+    readonly_inputs,
+    resolve_n_jobs,
+    run_parts,
+)
 from walsrec.errors import InvalidParameterError
 from walsrec.metrics import _kernels
 
@@ -232,10 +238,6 @@ def _check_gain(ndcg_gain: Any, heldout: sp.csr_matrix, owner: str) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
-# Parts per thread of a kernel launch (parts go to threads one at a time).
-_PARTS_PER_THREAD = 8
-
-
 @contextlib.contextmanager
 def _threads(n_jobs: int | None) -> Iterator[int]:
     """The kernels' thread count for ``n_jobs``; BLAS (the score blocks' products) limited
@@ -244,9 +246,7 @@ def _threads(n_jobs: int | None) -> Iterator[int]:
     if n_jobs is None:
         yield n_threads
         return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n_threads, user_api="blas"):
+    with blas_threads(n_threads):
         yield n_threads
 
 
@@ -267,11 +267,8 @@ def _launch(
     in ``writes`` go read-only, so a kernel has one compiled specialisation whether its
     inputs came from a memory map or not.
     """
-    args = tuple(
-        readonly(a) if isinstance(a, np.ndarray) and i not in writes else a
-        for i, a in enumerate(args)
-    )
-    n_parts = max(1, min(n_rows, n_threads * _PARTS_PER_THREAD))
+    args = readonly_inputs(args, writes)
+    n_parts = max(1, min(n_rows, n_threads * PARTS_PER_THREAD))
     bounds = np.linspace(0, n_rows, n_parts + 1).astype(np.int64)
 
     def call(part: int) -> None:
@@ -414,7 +411,7 @@ def rmse(user_factors: Any, item_factors: Any, heldout: Any, *, n_jobs: int | No
     heldout : scipy.sparse matrix of shape (n_users, n_items)
         The held-out ratings; needs at least one stored entry.
     n_jobs : int or None, default None
-        Threads (None or -1: numba's default, all cores).
+        Kernel threads (None or -1: all cores).
 
     Returns
     -------
@@ -496,7 +493,7 @@ def evaluate(
         Users scored per matrix product; memory is about chunk_size × n_items scores.
         None picks it so that a block stays under 64 MiB (at most 4096 users).
     n_jobs : int or None, default None
-        Threads for numba and BLAS (None or -1: all cores).
+        Threads for the kernels and BLAS (None or -1: all cores).
     ndcg_gain : {'binary', 'raw'}, default 'binary'
         nDCG gain of a relevant item: 1, or its held-out value (which must be > 0).
 

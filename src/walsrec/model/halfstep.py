@@ -29,7 +29,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from walsrec._checks import check_weight_vector
-from walsrec._threads import blas_threads, readonly, resolve_n_jobs, run_parts
+from walsrec._threads import (
+    PARTS_PER_THREAD,
+    blas_threads,
+    readonly_inputs,
+    resolve_n_jobs,
+    run_parts,
+)
 from walsrec.errors import SingularSystemError
 from walsrec.model import weighting
 
@@ -56,10 +62,6 @@ __all__ = [
 # rows instead run as row blocks on the kernels' threads, one single-threaded BLAS call per
 # block (36165 × 128 rows: 8.7 ms against 19 ms; the Gramian gained nothing that way and
 # stays one BLAS call).
-# Parts per thread in a kernel launch: each part has about equal estimated cost, and parts
-# go to threads dynamically, so a busy core only delays its current part. Each part costs a
-# Python call (about 2.5 µs, plus about 50 µs per launch to wake the threads).
-PARTS_PER_THREAD = 8
 # Fewest rows per block of the threaded rotations (``matmul``): a single-threaded BLAS call
 # each.
 BLOCK_ROWS = 512
@@ -76,7 +78,7 @@ def _launch(kernel, inputs: tuple, outputs: tuple, bounds: np.ndarray, n_threads
     """``kernel(*inputs, *outputs, part)`` for every part of ``bounds`` on ``n_threads``
     threads; the input arrays go read-only, so a memory-mapped matrix and one in memory
     share one compiled specialisation."""
-    args = tuple(readonly(a) if isinstance(a, np.ndarray) else a for a in inputs) + outputs
+    args = readonly_inputs(inputs) + outputs
     run_parts(lambda part: kernel(*args, part), bounds.shape[0] - 1, n_threads)
 
 

@@ -131,7 +131,7 @@ def _select(row, excluded, banned, k, out_items, out_scores):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def topk_one(scores, excluded, banned, k, out_items, out_scores):
     """Top-k of one score vector (n_items,), sequential: safe from any number of threads."""
     return _select(scores, excluded, banned, k, out_items, out_scores)
@@ -144,8 +144,7 @@ def topk_rows(scores, users, indptr, indices, exclude_seen, banned, k, out_items
     With ``exclude_seen`` the user's training items ``indices[indptr[u]:indptr[u+1]]``
     (sorted) are skipped. Writes out_items/out_scores (m × k), best first. Sequential and
     without the GIL: batch prediction runs chunks on a pool of Python threads, each chunk's
-    GEMM (BLAS, one thread) then this kernel, so no numba threading layer is involved and
-    any number of threads may call it at once.
+    GEMM (BLAS, one thread) then this kernel; any number of threads may call it at once.
     """
     empty = indices[:0]
     for i in range(scores.shape[0]):

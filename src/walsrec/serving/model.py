@@ -384,15 +384,13 @@ class Recommender:
         decreasing norm and stops at the Cauchy–Schwarz bound (a tenth of the items on
         epinions); ``"gemm"`` scores every item with one matrix product per chunk, then
         selects. ``"auto"`` runs the first chunk with "norm" and keeps it unless more than a
-        quarter of the items had to be scored. Chunks run on Python threads, each with
-        single-threaded BLAS and kernels that release the GIL (no BLAS thread pool
-        competing with numba's). ``banned`` is an optional bool mask over items. Returns
+        quarter of the items had to be scored. Chunks run on Python threads
+        (``walsrec._threads.run_parts``), each with single-threaded BLAS and kernels that
+        release the GIL. ``banned`` is an optional bool mask over items. Returns
         ``(items, scores)`` as :meth:`recommend_many`. Memory: one chunk of scores (about
         32 MiB) per thread with "gemm".
         """
-        from concurrent.futures import ThreadPoolExecutor
-
-        from walsrec._threads import resolve_n_jobs, single_blas_thread
+        from walsrec._threads import resolve_n_jobs, run_parts, single_blas_thread
 
         k = check_k(k, "recommend_indices")
         methods = ["auto", "norm", "gemm"]
@@ -436,19 +434,12 @@ class Recommender:
                 how,
             )
 
-        n_threads = min(resolve_n_jobs(n_jobs), len(bounds))
-        with single_blas_thread():
-            if method == "auto" and bounds:
+        if method == "auto" and bounds:
+            with single_blas_thread():
                 share = run(bounds[0], "norm")
-                method = "norm" if share <= 0.25 else "gemm"
-                bounds = bounds[1:]
-            if n_threads <= 1:
-                for bound in bounds:
-                    run(bound, method)
-            else:
-                with ThreadPoolExecutor(n_threads, thread_name_prefix="walsrec-topk") as pool:
-                    for _ in pool.map(run, bounds, [method] * len(bounds)):
-                        pass
+            method = "norm" if share <= 0.25 else "gemm"
+            bounds = bounds[1:]
+        run_parts(lambda i: run(bounds[i], method), len(bounds), resolve_n_jobs(n_jobs))
         return out_items, out_scores
 
     def chunks(self, n: int, chunk_size: int | None = None) -> list[tuple[int, int]]:

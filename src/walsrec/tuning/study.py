@@ -194,7 +194,7 @@ def tune(
     jobs : int, default 1
         Trials run in parallel threads; each trial's kernels get ``threads // jobs`` threads.
     threads : int or None
-        Kernel threads in all (None: numba's thread count, i.e. every core).
+        Kernel threads in all (None: every core, or NUMBA_NUM_THREADS when set).
     timeout : float or None
         Stop starting trials after this many seconds.
     seed : int, default 0
