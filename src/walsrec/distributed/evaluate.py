@@ -32,7 +32,7 @@ def _heldout_parts(model, data, eval_rows, name: str = "user_items") -> list:
     cache = getattr(model, "_heldout", None)
     if cache is not None and cache[0] == key and cache[1] is model._sides:
         return cache[2]
-    lay = layout.Layout(model.source_, model._bounds, model._placement)
+    lay = model._layout
     cl = model._cluster
     n_users, n_items = model.source_.shape
     if data is not None:
@@ -48,13 +48,8 @@ def _heldout_parts(model, data, eval_rows, name: str = "user_items") -> list:
         parts = layout.load_native_parts(cl, lay, directory, name, "user", int(meta["nnz"]))
     else:
         src = tfrecord_source(eval_rows, eval_rows, n_users, n_items)
-        workers = cl.workers()
-        placed = [workers[i % len(workers)] for i in range(len(src.rows_files))]
-        shards = [
-            cl.submit(_tasks.parse_shard, f, u, n_items, n_users, worker=w, retries=2)
-            for f, u, w in zip(src.rows_files, src.rows_url, placed, strict=True)
-        ]
-        parts = layout.assemble_side(cl, (shards, placed), lay, "user")
+        shards = layout.parse_side(cl, src.rows_files, src.rows_url, n_items, n_users, cl.workers())
+        parts = layout.assemble_side(cl, shards, lay, "user")
     if sum(layout.part_nnz(cl, parts, lay.placement["user"])) == 0:
         raise InvalidParameterError(
             "The held-out data of evaluate_dask must have at least one stored entry. Got 0 instead."

@@ -31,6 +31,7 @@ __all__ = [
     "check_transpose",
     "load_native_parts",
     "parse_shards",
+    "parse_side",
     "part_nnz",
     "plan",
 ]
@@ -134,23 +135,31 @@ def load_native_parts(
     ]
 
 
+def parse_side(cl: Cluster, files, urls, vocab: int, keys, workers: list[str]) -> tuple:
+    """One task per TFRecord shard of a side, placed round-robin on ``workers``: records
+    keyed below ``keys`` with indices below ``vocab``. Returns (futures, their workers)."""
+    placed = [workers[i % len(workers)] for i in range(len(files))]
+    futures = [
+        cl.submit(_tasks.parse_shard, f, u, vocab, keys, worker=w, retries=2)
+        for f, u, w in zip(files, urls, placed, strict=True)
+    ]
+    return futures, placed
+
+
 def parse_shards(cl: Cluster, source: TFRecordSource, workers: list[str]):
     """Parse every TFRecord shard in its own task; infer the shape where not given.
 
     Returns ({side: (futures, their workers)}, ``source`` with its shape and nnz)."""
     n_rows, n_cols = source.shape
     unbounded = 2**62  # as walsrec.training.inputs: width from the records
-    shards = {}
-    for side, files, urls, vocab, keys in (
-        ("user", source.rows_files, source.rows_url, n_cols, n_rows),
-        ("item", source.cols_files, source.cols_url, n_rows, n_cols),
-    ):
-        placed = [workers[i % len(workers)] for i in range(len(files))]
-        futures = [
-            cl.submit(_tasks.parse_shard, f, u, vocab or unbounded, keys, worker=w, retries=2)
-            for f, u, w in zip(files, urls, placed, strict=True)
-        ]
-        shards[side] = (futures, placed)
+    shards = {
+        "user": parse_side(
+            cl, source.rows_files, source.rows_url, n_cols or unbounded, n_rows, workers
+        ),
+        "item": parse_side(
+            cl, source.cols_files, source.cols_url, n_rows or unbounded, n_cols, workers
+        ),
+    }
     info = {
         side: np.array(
             cl.gather(
@@ -188,13 +197,11 @@ def _implied(info: dict, files: dict, keys_side: str, index_side: str) -> int:
     return size
 
 
-def assemble_side(
-    cl: Cluster, shards: tuple[list, list], layout: Layout, side: str, full_shape=None
-) -> list:
+def assemble_side(cl: Cluster, shards: tuple[list, list], layout: Layout, side: str) -> list:
     """Each partition of ``side`` built on its worker from the pieces of the shards
     (``(futures, their workers)``) it spans; the pieces move worker to worker (counted)."""
     futures, placed = shards
-    full_shape = tuple(full_shape or layout.source.shape)
+    full_shape = tuple(layout.source.shape)
     counts = cl.gather(
         [
             cl.submit(_tasks.shard_counts, f, layout.edges(side), worker=w)

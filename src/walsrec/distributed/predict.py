@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from walsrec.distributed import _tasks, cluster
+from walsrec.distributed import _tasks, cluster, layout
 
 __all__ = ["predict_dask"]
 
@@ -64,19 +64,18 @@ def predict_dask(
     n_users = read_export(path, mmap=True).user_factors.shape[0]
     workers = cluster.workers(client)
     parts = partitions or 2 * max(1, len(workers))
-    parts = check_int(parts, "partitions", owner, 1)
-    parts = max(1, min(parts, n_users))
+    ranges = layout.bounds(n_users, check_int(parts, "partitions", owner, 1))
+    parts = len(ranges)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    edges = [round(i * n_users / parts) for i in range(parts + 1)]
     shards = [str(out / f"part-{p:05d}-of-{parts:05d}.{_EXT[format]}") for p in range(parts)]
     futures = [
         client.submit(
             _tasks.predict_shard,
             str(Path(path).resolve()),
-            shards[p],
-            edges[p],
-            edges[p + 1],
+            shard,
+            lo,
+            hi,
             k,
             format,
             exclude_seen,
@@ -84,7 +83,7 @@ def predict_dask(
             pure=False,
             retries=2,
         )
-        for p in range(parts)
+        for shard, (lo, hi) in zip(shards, ranges, strict=True)
     ]
     users = sum(client.gather(futures))
     return {

@@ -40,9 +40,10 @@ import numpy as np
 from walsrec._checks import check_weight_vector, is_int, is_real
 from walsrec.distributed import _storage, _tasks, layout
 from walsrec.distributed.layout import Cluster
-from walsrec.distributed.sources import NativeSource, location, native_source
+from walsrec.distributed.sources import NativeSource, TFRecordSource, location, native_source
 from walsrec.errors import InvalidParameterError, NotFittedError
 from walsrec.model import halfstep
+from walsrec.model.params import set_params
 from walsrec.model.validation import check_params
 from walsrec.model.wals import WALS, run_sweeps
 
@@ -100,7 +101,7 @@ class DaskWALS:
     def __init__(
         self, embedding_dim=32, *, client=None, partitions=None, ship_whole_above=0.5, **params
     ):
-        unknown = sorted(set(params) - set(_WALS_DEFAULTS) - {"embedding_dim"})
+        unknown = sorted(set(params) - set(_WALS_DEFAULTS))
         if unknown:
             raise TypeError(
                 f"DaskWALS.__init__() got an unexpected keyword argument {unknown[0]!r}"
@@ -124,14 +125,7 @@ class DaskWALS:
 
     def set_params(self, **params: Any) -> DaskWALS:
         """Set constructor parameters, as scikit-learn's ``set_params``."""
-        valid = self.get_params()
-        for name, value in params.items():
-            if name not in valid:
-                raise InvalidParameterError(
-                    f"Invalid parameter {name!r} for DaskWALS. Valid parameters: {sorted(valid)}."
-                )
-            setattr(self, name, value)
-        return self
+        return set_params(self, params)
 
     def _wals_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _WALS_DEFAULTS}
@@ -148,6 +142,16 @@ class DaskWALS:
         to ``_tasks.make_side`` (which puts them back), not pickled into every task.
         """
         return halfstep.Settings.of(self.get_params(), row_weights=1.0, col_weights=1.0)
+
+    @property
+    def _bounds(self) -> dict[str, list[tuple[int, int]]]:
+        """Each side's partitions' row ranges (the layout's)."""
+        return self._layout.bounds
+
+    @property
+    def _placement(self) -> dict[str, list[str]]:
+        """Each side's partitions' workers (the layout's)."""
+        return self._layout.placement
 
     def _count(self, key: str, *arrays) -> None:
         self._cluster.count(key, *arrays)
@@ -193,8 +197,6 @@ class DaskWALS:
                 f"Got {whole!r} instead."
             )
         self._validate_params()
-        from walsrec.distributed.sources import TFRecordSource
-
         if isinstance(source, TFRecordSource) and not source.cols_files:
             raise InvalidParameterError(
                 "The TFRecordSource given to DaskWALS.open must name users_for_item files "
@@ -322,7 +324,6 @@ class DaskWALS:
         """Set ``source_``, the partitions' bounds and their workers, and have the workers
         load the stored matrix partition by partition, both orientations (dropped once the
         sides are built; a lost side is recomputed from them, and they from storage)."""
-        from walsrec.distributed.sources import TFRecordSource
 
         self.stats_ = layout.new_stats()
         self._cluster = cl = Cluster(self.client, self.stats_)
@@ -333,7 +334,7 @@ class DaskWALS:
         elif not isinstance(source, NativeSource):
             source = native_source(source)
         lay = layout.plan(source, workers, self.partitions)
-        self.source_, self._bounds, self._placement = source, lay.bounds, lay.placement
+        self.source_, self._layout = source, lay
         if shards is not None:
             raw = {side: layout.assemble_side(cl, shards[side], lay, side) for side in shards}
             layout.check_transpose(cl, lay, raw)
@@ -360,7 +361,7 @@ class DaskWALS:
         self._reads = {}
         for which in ("user", "item"):
             fixed = "item" if which == "user" else "user"
-            edges = np.array([lo for lo, _ in self._bounds[fixed]] + [self._n(fixed)])
+            edges = self._layout.edges(fixed)
             stats = self._gather(
                 [
                     self._submit(_tasks.side_stats, s, w0, edges, worker=w)

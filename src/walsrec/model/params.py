@@ -27,6 +27,7 @@ __all__ = [
     "column_weights",
     "estimator_from_settings",
     "resolve_unobserved_weight",
+    "set_params",
     "wals_params",
 ]
 
@@ -213,3 +214,17 @@ def estimator_from_settings(
 
         check_params({k: v for k, v in model.get_params().items() if k in WALS().get_params()})
     return model
+
+
+def set_params(estimator, params: Mapping[str, Any]):
+    """scikit-learn's ``set_params`` for WALS and DaskWALS: each name must be one of the
+    estimator's ``get_params()``; returns the estimator."""
+    valid = estimator.get_params()
+    for name, value in params.items():
+        if name not in valid:
+            raise InvalidParameterError(
+                f"Invalid parameter {name!r} for {type(estimator).__name__}. Valid parameters: "
+                f"{sorted(valid)}."
+            )
+        setattr(estimator, name, value)
+    return estimator

@@ -25,7 +25,6 @@ class Backend(Protocol):
     the other methods act on the estimator :meth:`build` returned.
     """
 
-    name: str
     data: TrainingData | None
 
     def load_data(self, cfg, model_dir: Path) -> TrainingData: ...
@@ -47,7 +46,6 @@ class LocalBackend:
     memory-mapped training matrix."""
 
     #: shown in messages
-    name = "this machine"
 
     def __init__(self) -> None:
         self.data: TrainingData | None = None
@@ -123,8 +121,6 @@ class DaskBackend(LocalBackend):
     the training matrix from shared storage; this process keeps the matrix memory-mapped
     (for its shape, the baseline and the export) and never holds a factor matrix but to
     checkpoint and export."""
-
-    name = "dask"
 
     def __init__(self, client) -> None:
         super().__init__()
