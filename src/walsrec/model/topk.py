@@ -285,7 +285,8 @@ def banned_mask(n_items: int, filter_items=None, items=None) -> np.ndarray:
 def similarity_scores(item_factors, item_norms, item: int, metric: str) -> np.ndarray:
     """Similarity of every item to ``item``, in the factors' dtype: the dot product
     v_j·v_i, or for "cosine" v_j·v_i / (‖v_j‖·‖v_i‖) with a zero norm read as 1 (so an
-    all-zero factor has cosine 0 with everything). ``item_norms``: ‖v_j‖ per item."""
+    all-zero factor has cosine 0 with everything). ``item_norms``: ‖v_j‖ per item (read
+    only for "cosine")."""
     sims = item_factors @ item_factors[item]
     if metric == "cosine":
         norms = np.where(item_norms > 0, item_norms, item_norms.dtype.type(1.0))

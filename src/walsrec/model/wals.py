@@ -53,10 +53,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from walsrec._checks import check_option, param_error
 from walsrec._checks import check_weight_vector as _check_weight_vector
 from walsrec._checks import is_int as _is_int
 from walsrec._checks import is_real as _is_real
-from walsrec._checks import param_error
 from walsrec._threads import resolve_n_jobs
 from walsrec.errors import InvalidParameterError, NotFittedError
 from walsrec.model import halfstep, weighting
@@ -244,14 +244,9 @@ class WALS:
 
     def set_params(self, **params: Any) -> WALS:
         """Set constructor parameters, as scikit-learn's ``set_params``."""
-        valid = self.get_params()
-        for name, value in params.items():
-            if name not in valid:
-                raise InvalidParameterError(
-                    f"Invalid parameter {name!r} for WALS. Valid parameters: {sorted(valid)}."
-                )
-            setattr(self, name, value)
-        return self
+        from walsrec.model.params import set_params
+
+        return set_params(self, params)
 
     def _validate_params(self) -> None:
         check_params(self.get_params())
@@ -884,14 +879,13 @@ class WALS:
         n_items = self.item_factors_.shape[0]
         item = self._check_index(item_index, n_items, "item_index", "similar_items")
         self._check_k(k, "similar_items")
-        if not (isinstance(metric, str) and metric in topk.METRICS):
-            rule = f"one of {list(topk.METRICS)}"
-            raise InvalidParameterError(
-                _param_error("metric", rule, metric, "argument of WALS.similar_items")
-            )
+        metrics = list(topk.METRICS)
+        owner = "argument of WALS.similar_items"
+        check_option(metric, "metric", owner, metrics, rule=f"one of {metrics}")
         banned = self._items_arg(filter_items, items, n_items, "similar_items")
         v = self.item_factors_
-        sims = topk.similarity_scores(v, np.linalg.norm(v, axis=1), item, metric)
+        norms = np.linalg.norm(v, axis=1) if metric == "cosine" else None
+        sims = topk.similarity_scores(v, norms, item, metric)
         return topk.top_k(sims, np.array([item]), banned, k)
 
 
