@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RMSE_NOT_COMPUTED", "metrics_table"]
+__all__ = ["RMSE_NOT_COMPUTED", "evaluation_table", "metrics_table"]
 
 # keys of an evaluation dictionary that are not metrics
 _NOT_METRICS = ("model", "step", "sweep", "seconds", "k")
@@ -42,3 +42,14 @@ def metrics_table(
     if note is not None:
         lines.append(note)
     return "\n".join(lines)
+
+
+def evaluation_table(evaluation: dict) -> str:
+    """:func:`metrics_table` of an evaluation as :func:`walsrec.evaluate_export` answers it
+    (``model``, ``most-popular``, and ``ease`` and ``targets`` where given)."""
+    return metrics_table(
+        evaluation["model"],
+        evaluation["most-popular"],
+        evaluation.get("ease"),
+        targets=evaluation.get("targets"),
+    )

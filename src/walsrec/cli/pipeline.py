@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from walsrec._tables import evaluation_table
 from walsrec._tables import metrics_table as _metrics_table
 from walsrec.cli._common import _stderr, _trained_length
 from walsrec.cli.data import _prepare_summary
@@ -83,14 +84,7 @@ def _cmd_pipeline(args) -> int:
             f"Held-out metrics of {show_path(result.evaluation['export'])} "
             f"({result.evaluation['users_evaluated']:,} users):"
         )
-        print(
-            _metrics_table(
-                result.evaluation["model"],
-                result.evaluation["most-popular"],
-                result.evaluation.get("ease"),
-                targets=result.evaluation.get("targets"),
-            )
-        )
+        print(evaluation_table(result.evaluation))
     if result.export_path is not None:
         print(f"Export: {show_path(result.export_path)}")
     print(f"State: {show_path(result.state_path)}")

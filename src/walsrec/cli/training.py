@@ -9,6 +9,7 @@ from typing import Any
 
 from walsrec._argtypes import float_or_auto
 from walsrec._checks import IntRule, OptionRule, RealRule
+from walsrec._tables import evaluation_table
 from walsrec._tables import metrics_table as _metrics_table
 from walsrec.cli._common import _stderr, _trained_length
 from walsrec.training import config
@@ -153,14 +154,7 @@ def _cmd_evaluate(args) -> int:
             f"Model {result['export']} on {result['data']} "
             f"({result['users_evaluated']:,} users with held-out items)"
         )
-        print(
-            _metrics_table(
-                result["model"],
-                result["most-popular"],
-                result.get("ease"),
-                targets=result.get("targets"),
-            )
-        )
+        print(evaluation_table(result))
     return 0
 
 

@@ -11,7 +11,7 @@ import argparse
 import textwrap
 
 from walsrec._argtypes import positive_float, positive_int
-from walsrec._tables import metrics_table
+from walsrec._tables import evaluation_table
 from walsrec.cli._common import _stderr
 
 
@@ -251,5 +251,5 @@ def _tune(args) -> int:
         print("No eval split in DATA_DIR: the best configuration was not evaluated.")
         return 0
     print(f"Eval split ({ev['users_evaluated']:,} users, k={ev['k']}), seen for the first time:")
-    print(metrics_table(ev["model"], ev["most-popular"], ev.get("ease"), targets=ev.get("targets")))
+    print(evaluation_table(ev))
     return 0
