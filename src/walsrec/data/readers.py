@@ -910,6 +910,11 @@ class _RowChecks:
         self.result.n_bad_rows += int(mask.sum())
         self.keep[mask] = False
 
+    def missing(self, col, reason, role, message):
+        """The rows where ``col`` (the role's column) is null are a :meth:`problem`."""
+        if col.null_count:
+            self.problem(pc.is_null(col).to_numpy(zero_copy_only=False), reason, role, message)
+
     def replace(self, role, col):
         """Put ``col`` in place of the role's column; returns it."""
         self.table = self.table.set_column(self.table.column_names.index(role), role, col)
@@ -936,13 +941,7 @@ def _check_ids(checks: _RowChecks, role: str) -> None:
     col = checks.table.column(role)
     if _kind(col.type) in ("text", "bytes", "null"):
         col = checks.as_text(role)
-    if col.null_count:
-        checks.problem(
-            pc.is_null(col).to_numpy(zero_copy_only=False),
-            "missing id",
-            role,
-            "the id is missing.",
-        )
+    checks.missing(col, "missing id", role, "the id is missing.")
     col = pc.fill_null(col, "")
     empty = pc.equal(pc.binary_length(col), 0).to_numpy(zero_copy_only=False)
     checks.problem(empty, "missing id", role, "the id is empty.")
@@ -962,12 +961,7 @@ def _check_ratings(checks: _RowChecks, nonnegative: bool) -> None:
     col = _numeric_ratings(checks)
     values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
     if col.null_count:
-        checks.problem(
-            pc.is_null(col).to_numpy(zero_copy_only=False),
-            "rating missing",
-            "rating",
-            "the rating is missing.",
-        )
+        checks.missing(col, "rating missing", "rating", "the rating is missing.")
         values = np.where(np.isnan(values), 0.0, values)
     checks.problem(
         ~np.isfinite(values),
@@ -1039,13 +1033,7 @@ def _check_times(checks: _RowChecks) -> None:
     if _kind(col.type) in ("text", "bytes"):
         col = _parse_times(checks.as_text("time"), lambda pos, msg: checks.error(pos, "time", msg))
     col = _unix_seconds(col)
-    if col.null_count:
-        checks.problem(
-            pc.is_null(col).to_numpy(zero_copy_only=False),
-            "time missing",
-            "time",
-            "the time is missing.",
-        )
+    checks.missing(col, "time missing", "time", "the time is missing.")
     if pa.types.is_floating(col.type):  # the value shown is the text, unless pyarrow's
         # CSV reader took the column for floats (1e400 is then shown as inf)
         finite = pc.fill_null(pc.is_finite(col), True).to_numpy(zero_copy_only=False)
