@@ -457,3 +457,19 @@ def test_deeply_nested_json_line_exits_2_with_one_line(tmp_path, capsys):
             f"in{i}.jsonl, line 1: JSON nested deeper than 256 levels (arrays and objects "
             "within each other); a line of interactions is one object of plain fields."
         )
+
+
+def test_the_parser_loads_no_numerical_library():
+    """``walsrec --help`` (and every usage error) answers without numpy, scipy, numba or
+    pyarrow: the parser reads its rules and choices from modules that import none."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom walsrec.cli.main import build_parser\n"
+        "build_parser()\n"
+        "print(sorted(x for x in ('numpy', 'scipy', 'numba', 'pyarrow') if x in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from walsrec.errors import InvalidParameterError
-from walsrec.model import weighting
 
 if TYPE_CHECKING:
     from walsrec.model.wals import WALS
@@ -22,14 +21,24 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTO_UNOBSERVED_MASS",
     "COLUMN_WEIGHT_DEFAULTS",
+    "CONFIDENCES",
     "LEGACY_UNOBSERVED_MASS",
     "SETTINGS",
+    "TARGETS",
+    "WEIGHTING_PARAMS",
     "column_weights",
     "estimator_from_settings",
     "resolve_unobserved_weight",
     "set_params",
     "wals_params",
 ]
+
+# Confidence schemes and targets, and a weighting scheme's estimator parameters (train
+# settings too); :mod:`walsrec.model.weighting` computes them. Here, without numpy, for the
+# command line's parser.
+CONFIDENCES = ("constant", "linear", "log", "bm25", "tfidf")
+WEIGHTING_PARAMS = ("confidence", "alpha", "epsilon", "bm25_k1", "bm25_b", "targets")
+TARGETS = ("values", "binary")
 
 # unobserved_weight = "auto": w0 = unobserved_mass × density × mean confidence, so that a
 # row's unobserved entries weigh, together, about unobserved_mass times its observed entries
@@ -112,6 +121,8 @@ def wals_params(
         )
     scheme = {name: out[name] for name in ("confidence", "epsilon", "bm25_k1", "bm25_b")}
     # c(r) is proportional to α in every scheme: one pass at α = 1 serves both "auto"s
+    from walsrec.model import weighting
+
     unit_mean = weighting.mean_confidence(user_items, **scheme, alpha=1.0)
     if out["alpha"] == "auto":
         out["alpha"] = 1.0 / unit_mean if unit_mean > 0 else 1.0
@@ -142,6 +153,8 @@ def column_weights(
     how = get("col_weights_from_counts")
     if how is None:
         return get("col_weights")
+    from walsrec.model import weighting
+
     return weighting.column_weights_from_counts(
         user_items, how, float(get("col_weight_factor")), float(get("col_weight_exponent"))
     )

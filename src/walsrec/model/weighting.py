@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # scipy.sparse is imported by whoever passes a matrix; the CL
 
 from walsrec._checks import check_option, check_real
 from walsrec.errors import InvalidParameterError
+from walsrec.model import params
 
 __all__ = [
     "CONFIDENCES",
@@ -65,10 +66,11 @@ __all__ = [
     "weighting_stats",
 ]
 
-CONFIDENCES = ("constant", "linear", "log", "bm25", "tfidf")
-# The estimator parameters (and train settings) of a weighting scheme.
-PARAMS = ("confidence", "alpha", "epsilon", "bm25_k1", "bm25_b", "targets")
-TARGETS = ("values", "binary")
+# The confidence schemes, the estimator parameters (and train settings) of a weighting
+# scheme, and the targets: defined in params.py, which the command line reads without numpy.
+CONFIDENCES = params.CONFIDENCES
+PARAMS = params.WEIGHTING_PARAMS
+TARGETS = params.TARGETS
 
 
 @dataclass(frozen=True)

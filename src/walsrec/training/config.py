@@ -24,9 +24,8 @@ from typing import Any
 
 from walsrec._argtypes import positive_float
 from walsrec._checks import IntRule, OptionRule, RealRule, check_option
-from walsrec._files import read_bytes
 from walsrec.errors import DataFormatError, InvalidParameterError
-from walsrec.model import params, weighting
+from walsrec.model import params
 from walsrec.model.params import (
     AUTO_UNOBSERVED_MASS,
     LEGACY_UNOBSERVED_MASS,
@@ -210,7 +209,7 @@ class TrainConfig:
         "alpha*log(1 + r/eps), alpha*BM25 (default) or alpha*TF-IDF row weighting "
         "(docs/weighting.md); all but constant need values >= 0",
         identity=True,
-        choices=weighting.CONFIDENCES,
+        choices=params.CONFIDENCES,
     )
     alpha: float | str = _setting(
         "auto",
@@ -233,7 +232,7 @@ class TrainConfig:
         "fit 1 for every stored entry (binary preference, default) or the stored values "
         "(tf.contrib; explicit ratings you want predicted)",
         identity=True,
-        choices=weighting.TARGETS,
+        choices=params.TARGETS,
     )
     solver: str = _setting(
         "cholesky",
@@ -352,6 +351,8 @@ class TrainConfig:
             if rule is not None and not (value is None and f.default is None):
                 setattr(self, f.name, rule.check(value, f.name, OWNER))
         self._check_length()
+        from walsrec.model import weighting
+
         weighting.check_params(
             {**self.to_dict(), "alpha": 1.0 if self.alpha == "auto" else self.alpha}, owner=OWNER
         )
@@ -434,7 +435,7 @@ class TrainConfig:
         from walsrec.model.wals import WALS
 
         estimator = WALS().get_params()
-        legacy = {name: estimator[name] for name in weighting.PARAMS}
+        legacy = {name: estimator[name] for name in params.WEIGHTING_PARAMS}
         legacy["unobserved_mass"] = LEGACY_UNOBSERVED_MASS
 
         def saved_value(key):
@@ -522,6 +523,8 @@ def read_saved_config(model_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
+        from walsrec._files import read_bytes
+
         saved = json.loads(read_bytes(path).decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # JSON or UTF-8
         raise DataFormatError(
