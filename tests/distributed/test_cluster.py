@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.distributed.conftest import local_client
 from walsrec.distributed import cluster
 from walsrec.distributed.wals import DaskWALS
 from walsrec.errors import InvalidParameterError, NoWorkersError
@@ -23,13 +24,7 @@ def test_workers_are_asked_of_the_scheduler_not_read_from_the_clients_cache(clie
 
 @pytest.fixture
 def no_workers():
-    local = distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0")
-    c = distributed.Client(local)
-    try:
-        yield c
-    finally:
-        c.close()
-        local.close()
+    yield from local_client(n_workers=0, processes=False)
 
 
 def test_a_cluster_without_workers_is_an_error_naming_the_scheduler(

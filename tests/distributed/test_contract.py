@@ -153,3 +153,5 @@ def test_the_same_seed_gives_the_same_model(client, data_dir, user_items):
     assert isinstance(local, WALS) and local.get_params() == {
         k: v for k, v in dask.get_params().items() if k in local.get_params()
     }
+    np.testing.assert_array_equal(local.user_factors_, dask.user_factors_)
+    np.testing.assert_array_equal(local.item_factors_, dask.item_factors_)

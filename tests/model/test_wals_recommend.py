@@ -41,15 +41,18 @@ def _lists(rng, which: str):
     )
 
 
-@settings(deadline=None, max_examples=40)
-@given(
+# what both oracle tests draw: a model (seed, dtype, exact or CG factors), k, and the lists
+_CASES = dict(
     seed=st.integers(0, 2**31 - 1),
     dtype=st.sampled_from(["float32", "float64"]),
     exact=st.booleans(),
     k=st.integers(1, 30),
-    exclude_seen=st.booleans(),
     which=st.sampled_from(["none", "filter", "allow", "both"]),
 )
+
+
+@settings(deadline=None, max_examples=40)
+@given(**_CASES, exclude_seen=st.booleans())
 def test_recommend_is_the_dense_oracle(seed, dtype, exact, k, exclude_seen, which):
     model, x = _model(seed, dtype, exact)
     filter_items, items = _lists(np.random.default_rng(seed + 1), which)
@@ -66,14 +69,7 @@ def test_recommend_is_the_dense_oracle(seed, dtype, exact, k, exclude_seen, whic
 
 
 @settings(deadline=None, max_examples=40)
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    dtype=st.sampled_from(["float32", "float64"]),
-    exact=st.booleans(),
-    k=st.integers(1, 30),
-    metric=st.sampled_from(["cosine", "dot"]),
-    which=st.sampled_from(["none", "filter", "allow", "both"]),
-)
+@given(**_CASES, metric=st.sampled_from(["cosine", "dot"]))
 def test_similar_items_is_the_dense_oracle(seed, dtype, exact, k, metric, which):
     model, _ = _model(seed, dtype, exact)
     filter_items, items = _lists(np.random.default_rng(seed + 1), which)

@@ -70,7 +70,7 @@ def test_docs_cli_pages_are_what_the_generator_writes(monkeypatch):
         )
 
 
-def test_flags_parse_as_the_rules_say():
+def test_flags_parse_as_the_rules_say(capsys):
     parser = build_parser()
     common = ["train", "--data", "d", "--model-dir", "m"]
     args = parser.parse_args(
@@ -78,10 +78,16 @@ def test_flags_parse_as_the_rules_say():
     )
     assert (args.embedding_dim, args.init_std, args.solver, args.seed) == (8, 0.5, "cg", -3)
     assert parser.parse_args([*common, "--alpha", "auto"]).alpha == "auto"
-    assert parser.parse_args([*common, "--col-weights-from-counts", "log"]).col_weights_from_counts
-    for bad in (["--embedding-dim", "8.5"], ["--solver", "lu"], ["--targets", "none"]):
-        with pytest.raises(SystemExit):
+    args = parser.parse_args([*common, "--col-weights-from-counts", "log"])
+    assert args.col_weights_from_counts == "log"
+    for bad, said in (
+        (["--embedding-dim", "8.5"], "argument --embedding-dim: invalid int value: '8.5'"),
+        (["--solver", "lu"], "argument --solver: invalid choice: 'lu'"),
+        (["--targets", "none"], "argument --targets: invalid choice: 'none'"),
+    ):
+        with pytest.raises(SystemExit) as exc:
             parser.parse_args([*common, *bad])
+        assert exc.value.code == 2 and said in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", [n for n, f in FIELDS.items() if f.metadata["rule"] is not None])
