@@ -127,3 +127,25 @@ def test_kernels_are_serial_cached_and_release_the_gil():
     assert len(entries) > 10
     holding = [k.py_func.__qualname__ for k in entries if not k.targetoptions.get("nogil")]
     assert holding == []
+
+
+def test_a_forked_child_runs_parts_on_threads_of_its_own():
+    import multiprocessing
+
+    run_parts(lambda part: None, 4, 2)  # the parent's pool exists before the fork
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        threads = pool.apply(_threads_used_by_a_launch)
+    assert threads == 2
+
+
+def _threads_used_by_a_launch() -> int:
+    seen = set()
+    both = threading.Barrier(2, timeout=10)
+
+    def call(part):
+        seen.add(threading.get_ident())
+        both.wait()  # BrokenBarrierError unless two threads run parts at once
+
+    run_parts(call, 2, 2)
+    return len(seen)
