@@ -271,6 +271,26 @@ def test_without_matplotlib_train_says_once_that_it_draws_no_curve(data_dir, tmp
     assert not (tmp_path / "m" / "training_curve.png").exists()
 
 
+@pytest.mark.parametrize(("every_s", "drawn"), [(0.0, [1, 2, 3, 4]), (1e9, [1, 4])])
+def test_the_curve_is_redrawn_at_most_every_few_seconds_and_at_the_end(
+    data_dir, tmp_path, monkeypatch, every_s, drawn
+):
+    from walsrec.training import loop
+
+    shown = []
+    real = loop._redraw_curve
+
+    def redraw(model_dir, records, k):
+        shown.append(sum(1 for r in records if r.get("model") == "wals"))
+        return real(model_dir, records, k)
+
+    monkeypatch.setattr(loop, "_redraw_curve", redraw)
+    monkeypatch.setattr(loop, "CURVE_REDRAW_S", every_s)
+    train(data=str(data_dir), model_dir=str(tmp_path / "m"), sweeps=4, eval_every=1, **KW)
+    assert shown == drawn  # evaluations the curve showed at each drawing: the last has all
+    assert (tmp_path / "m" / "training_curve.png").stat().st_size > 10_000
+
+
 def test_conflicting_settings_are_refused_and_overwrite_starts_over(data_dir, tmp_path):
     md = str(tmp_path / "m")
     train(data=str(data_dir), model_dir=md, sweeps=1, **KW)

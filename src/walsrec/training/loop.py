@@ -14,7 +14,8 @@ checkpoint, run the steps, export.
 At each evaluation (every ``eval_every`` sweeps, or steps with ``train_steps``, and at the
 end) the training ``loss`` and ``rwse`` and, with eval data, the held-out ``rmse`` and the
 ranking metrics at k (training items excluded) are appended to ``MODEL_DIR/metrics.jsonl``
-and ``training_curve.png`` is redrawn; the most-popular baseline is evaluated once.
+and ``training_curve.png`` is redrawn (at most every ``CURVE_REDRAW_S`` seconds, and at
+the end: a drawing takes about 0.3 s); the most-popular baseline is evaluated once.
 Checkpoints (every ``checkpoint_every`` sweeps and at the end) make a re-run resume; the
 kernels are deterministic, so a resumed run ends with exactly the factors of one that was
 never interrupted. The model is exported at the end (the best one under early stopping).
@@ -309,6 +310,8 @@ class _Run:
         self.evaluations: list[dict] = []
         self.baseline = None
         self.no_curve = False  # said that training_curve.png is not drawn
+        self.curve_records = 0  # how many of the records the drawn curve shows
+        self.curve_at = -math.inf  # when it was drawn
         self.started = time.perf_counter()
 
     # ------------------------------------------------------------------ restore
@@ -385,6 +388,21 @@ class _Run:
         self.state["step"] = step
         if not self.evaluations:  # resumed a finished run that had no evaluation yet
             self._evaluate(step)
+        self._draw_curve(final=True)
+
+    def _draw_curve(self, final: bool) -> None:
+        """Redraw MODEL_DIR/training_curve.png with the records so far: during training at
+        most every ``CURVE_REDRAW_S`` seconds (a drawing takes about 0.3 s), and at the end
+        when it misses records."""
+        if self.no_curve or self.curve_records == len(self.records):
+            return
+        if not final and time.perf_counter() - self.curve_at < CURVE_REDRAW_S:
+            return
+        if not _redraw_curve(self.model_dir, self.records, self.cfg.k):
+            self.no_curve = True
+            self.say(f"{_CURVE_MISSING}; the metrics are in metrics.jsonl")
+            return
+        self.curve_records, self.curve_at = len(self.records), time.perf_counter()
 
     def _half_step(self, pos: int) -> None:
         """Step ``pos`` of a sweep: a batch of rows, then (from ``row_batches`` on) of
@@ -464,9 +482,7 @@ class _Run:
         self.records.append(rec)
         self.evaluations.append(rec)
         _write_metrics(self.metrics_path, self.records)
-        if not _redraw_curve(self.model_dir, self.records, self.cfg.k) and not self.no_curve:
-            self.no_curve = True
-            self.say(f"{_CURVE_MISSING}; the metrics are in metrics.jsonl")
+        self._draw_curve(final=False)
         self.say(
             "step {step} (sweep {sweep:g}): ".format(**rec)
             + ", ".join(
@@ -636,6 +652,8 @@ def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> 
 
 
 #: why MODEL_DIR has no training_curve.png (matplotlib, an optional extra, is missing)
+# Seconds between two drawings of the training curve while training (and one at the end).
+CURVE_REDRAW_S = 10.0
 _CURVE_MISSING = (
     "training_curve.png not drawn: matplotlib is not installed (pip install 'walsrec[plot]')"
 )
