@@ -592,8 +592,8 @@ def json_safe(record: dict) -> dict:
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
 
 
-def read_versioned_json(path: Path, format_version: int, missing: str) -> dict:
-    """JSON metadata whose ``format_version`` must be ``format_version``.
+def read_versioned_json(path: Path, format_version: int | tuple[int, ...], missing: str) -> dict:
+    """JSON metadata whose ``format_version`` must be ``format_version`` (or one of them).
 
     ``missing`` completes the message when the file does not exist ("<path>: missing; ...").
     """
@@ -605,11 +605,12 @@ def read_versioned_json(path: Path, format_version: int, missing: str) -> dict:
         raise DataFormatError(f"{path}: not valid JSON ({exc}).") from None
     except OSError as exc:
         raise DataFormatError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != format_version:
-        got = meta.get("format_version") if isinstance(meta, dict) else None
+    versions = format_version if isinstance(format_version, tuple) else (format_version,)
+    got = meta.get("format_version") if isinstance(meta, dict) else None
+    if got not in versions or isinstance(got, bool):
+        reads = " or ".join(str(v) for v in versions)
         raise DataFormatError(
-            f"{path}: format_version {got!r} is not supported (this "
-            f"walsrec reads {format_version})."
+            f"{path}: format_version {got!r} is not supported (this walsrec reads {reads})."
         )
     return meta
 

@@ -348,6 +348,65 @@ def load_block(path: str, lo: int, hi: int, dtype: str):
     return np.asarray(npy_rows(path, lo, hi), dtype=np.dtype(dtype))
 
 
+def load_block_rows(blocks, lo: int, hi: int, dtype: str):
+    """Rows ``lo:hi`` of a factor matrix saved as row blocks (a checkpoint the workers
+    wrote), each block read checked against its manifest entry."""
+    return np.asarray(blocks.rows(lo, hi), dtype=np.dtype(dtype))
+
+
+def write_block(block, directory: str, index: int, lo: int) -> dict:
+    """Write a factor block as block ``index`` of the row blocks at ``directory``; its
+    manifest entry comes back."""
+    from walsrec.data.row_blocks import write_dense_block
+
+    return write_dense_block(directory, index, lo, block)
+
+
+def write_counts_block(part: Part, directory: str, index: int, lo: int) -> dict:
+    """An item partition's number of training users per item (the popularity), as block
+    ``index`` (float64, as the single machine's ``item_popularity``)."""
+    from walsrec.data.row_blocks import write_dense_block
+
+    return write_dense_block(directory, index, lo, part.side.counts.astype(np.float64))
+
+
+def write_rows_block(
+    directory: str, name: str, lo: int, hi: int, full_shape: tuple, nnz: int, out: str, index: int
+) -> dict:
+    """Rows ``lo:hi`` of the stored training matrix (read again from shared storage, with
+    their values) as CSR block ``index`` at ``out``."""
+    from walsrec.data.row_blocks import write_csr_block
+
+    part = load_part(directory, name, lo, hi, True, full_shape, nnz)
+    return write_csr_block(out, index, lo, part)
+
+
+def split_lines(source: str, out: str, bounds: list) -> list:
+    """Copy a vocabulary file into text blocks of ``bounds`` lines each, streaming (the
+    file is never held whole); the blocks' manifest entries come back."""
+    from walsrec.data.row_blocks import write_text_block
+
+    entries = []
+    with open(source, encoding="utf-8", newline="\n") as f:
+        for index, (lo, hi) in enumerate(bounds):
+            lines = []
+            for _ in range(hi - lo):
+                line = f.readline()
+                if not line:
+                    raise DataFormatError(
+                        f"{source}: {lo + len(lines)} lines where the model has {bounds[-1][1]} "
+                        "ids; the vocabulary does not belong to this data."
+                    )
+                lines.append(line.rstrip("\n").removesuffix("\r"))
+            entries.append(write_text_block(out, index, lo, lines))
+        if f.readline():
+            raise DataFormatError(
+                f"{source}: more lines than the model's {bounds[-1][1] if bounds else 0} ids; "
+                "the vocabulary does not belong to this data."
+            )
+    return entries
+
+
 def gram(block) -> np.ndarray:
     """BᵀB of a factor block, in its dtype (as the single machine), returned as float64."""
     return halfstep.gramian(block)
@@ -420,14 +479,19 @@ def predict_shard(
     exclude_seen: bool,
     n_jobs: int | None,
 ) -> int:
-    """Top-k of users ``lo:hi`` written to ``out_path`` (temporary name, then renamed)."""
+    """Top-k of users ``lo:hi`` written to ``out_path`` (temporary name, then renamed).
+
+    Reads only those users' rows of the export (with every item's factors and popularity):
+    from a sharded export, the blocks they span."""
     from pathlib import Path
 
-    from walsrec.serving.model import load_model
+    from walsrec.serving.export import read_export_rows
+    from walsrec.serving.model import Recommender, check_scores_fit
     from walsrec.serving.predict import write_top_k
 
-    model = load_model(model_path)
-    users = np.arange(lo, hi, dtype=np.int64)
+    model = Recommender(read_export_rows(model_path, lo, hi))
+    check_scores_fit(model)
+    users = np.arange(0, hi - lo, dtype=np.int64)
     write_top_k(
         model, Path(out_path), users, k=k, format=fmt, exclude_seen=exclude_seen, n_jobs=n_jobs
     )

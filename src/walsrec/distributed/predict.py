@@ -26,8 +26,10 @@ def predict_dask(
 ) -> dict:
     """Top-``k`` items of every user, written by the workers as shards in parallel.
 
-    Each task loads the export (memory-mapped, from shared storage), ranks its contiguous
-    range of user indices with :meth:`~walsrec.serving.model.Recommender.recommend_indices`
+    Each task reads its contiguous range of users from the export on shared storage (their
+    factors, ids and training rows, with every item's factors: from an export the workers
+    wrote, only the blocks of that range; nothing of the export passes through the
+    client), ranks them with :meth:`~walsrec.serving.model.Recommender.recommend_indices`
     and writes ``out_dir/part-PPPPP-of-NNNNN.EXT`` in the format of
     :func:`walsrec.serving.predict.predict` (a csv shard carries its own header); the
     shards, in order, hold exactly the lines of the single-machine file.
@@ -53,7 +55,7 @@ def predict_dask(
         ``out_dir``, ``shards`` (paths), ``users``, ``k``, ``format``, ``seconds``.
     """
     from walsrec._checks import check_int, check_k, check_option
-    from walsrec.serving.export import read_export, resolve_export
+    from walsrec.serving.export import read_model_json, resolve_export
     from walsrec.serving.predict import FORMATS
 
     started = time.perf_counter()
@@ -61,7 +63,7 @@ def predict_dask(
     owner = "parameter of predict_dask"
     check_option(format, "format", owner, FORMATS, rule=f"one of {list(FORMATS)}")
     path = resolve_export(model)
-    n_users = read_export(path, mmap=True).user_factors.shape[0]
+    n_users = int(read_model_json(path / "model.json")["counts"]["n_users"])
     workers = cluster.workers(client)
     parts = partitions or 2 * max(1, len(workers))
     ranges = layout.bounds(n_users, check_int(parts, "partitions", owner, 1))

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from walsrec._checks import check_weight_vector, is_int, is_real
+from walsrec.data.row_blocks import is_row_blocks, open_row_blocks
 from walsrec.distributed import _storage, _tasks, layout
 from walsrec.distributed.layout import Cluster
 from walsrec.distributed.sources import NativeSource, TFRecordSource, location, native_source
@@ -508,10 +509,54 @@ class DaskWALS:
         self.n_iter_ = 0
         return self
 
+    def save_factors(self, directory: str | os.PathLike) -> dict[str, str]:
+        """Have the workers write the factors under ``directory`` as row blocks.
+
+        ``directory/user_factors/`` and ``directory/item_factors/`` each get one block per
+        partition, written by the worker that holds it, then a manifest (rows, sizes and
+        SHA-256 of every block) written by this process once every block is complete
+        (:mod:`walsrec.data.row_blocks`). No factor row passes through this process.
+
+        Parameters
+        ----------
+        directory : path
+            A folder on storage every worker writes and this process reads (shared).
+
+        Returns
+        -------
+        dict
+            ``{"user": path, "item": path}``: the two row-block folders.
+        """
+        from walsrec.data.row_blocks import write_manifest
+
+        self._check_initialized("save_factors")
+        base = location(directory)
+        out = {}
+        for which in ("user", "item"):
+            folder = _storage.join(base, f"{which}_factors")
+            entries = self._gather(
+                [
+                    self._submit(_tasks.write_block, b, folder, i, lo, worker=w)
+                    for i, (b, (lo, _), w) in enumerate(
+                        zip(
+                            self._blocks[which],
+                            self._bounds[which],
+                            self._placement[which],
+                            strict=True,
+                        )
+                    )
+                ]
+            )
+            n = self.source_.shape[0 if which == "user" else 1]
+            shape = (n, self.embedding_dim)
+            write_manifest(folder, "dense", shape, str(np.dtype(self.dtype)), entries)
+            out[which] = folder
+        return out
+
     def load_factors(
         self, user_path: str | os.PathLike, item_path: str | os.PathLike, unchanged: bool = False
     ) -> DaskWALS:
-        """Replace the factors by ``.npy`` files on shared storage (e.g. a checkpoint's).
+        """Replace the factors by files on shared storage (e.g. a checkpoint's).
 
         Each worker reads its blocks' rows; the lineage of the factors restarts there, so a
         worker lost later is recovered from these files rather than from the first sweep.
@@ -519,7 +564,9 @@ class DaskWALS:
         Parameters
         ----------
         user_path, item_path : path or fsspec URL
-            ``user_factors.npy`` (n_users × k) and ``item_factors.npy`` (n_items × k).
+            ``user_factors.npy`` (n_users × k) and ``item_factors.npy`` (n_items × k), or
+            folders of row blocks written by :meth:`save_factors` (local or shared paths;
+            each block is checked against its manifest where it is read).
         unchanged : bool, default=False
             The files hold exactly the current factors (a checkpoint just written from
             them): keep the known Gramians, loss and gathered copies; only the lineage moves.
@@ -531,9 +578,15 @@ class DaskWALS:
         self._check_open("load_factors")
         k = self.embedding_dim
         blocks = {}
+        dtype = str(np.dtype(self.dtype))
         for which, path in (("user", user_path), ("item", item_path)):
             path = location(path)
-            shape = _storage.npy_shape(path)
+            stored = None
+            if not _storage.is_url(path) and is_row_blocks(path):
+                stored = open_row_blocks(path, "dense")
+                shape = tuple(stored.shape)
+            else:
+                shape = _storage.npy_shape(path)
             n = self.source_.shape[0 if which == "user" else 1]
             if shape != (n, k):
                 raise InvalidParameterError(
@@ -541,7 +594,9 @@ class DaskWALS:
                     f"{which}s, embedding_dim {k})."
                 )
             blocks[which] = [
-                self._submit(_tasks.load_block, path, lo, hi, str(np.dtype(self.dtype)), worker=w)
+                self._submit(_tasks.load_block_rows, stored, lo, hi, dtype, worker=w)
+                if stored is not None
+                else self._submit(_tasks.load_block, path, lo, hi, dtype, worker=w)
                 for (lo, hi), w in zip(self._bounds[which], self._placement[which], strict=True)
             ]
         if unchanged and getattr(self, "_blocks", None) is not None:

@@ -10,6 +10,21 @@ export time, increasing)::
     vocab/items.txt
     train/user_items.*.npy  the training interactions (to exclude already-seen items)
 
+An export written by a Dask cluster's workers (``format_version`` 2) keeps what grows with
+the data as row blocks (:mod:`walsrec.data.row_blocks`: block files and a manifest with
+their checksums, written last), so that no process holds a whole matrix to write it::
+
+    user_factors/           dense row blocks, one per user partition
+    item_factors/           dense row blocks, one per item partition
+    vocab/users/            text blocks (one id per line)
+    vocab/items.txt
+    train/user_items/       CSR row blocks (the training interactions)
+    train/popularity/       dense blocks: each item's number of training users
+
+:func:`read_export` reads either layout; :func:`read_export_rows` reads one range of users
+(what a batch-prediction task needs) and, from a version 2 export, only the blocks that
+range spans.
+
 No pickles: every array loads with ``allow_pickle=False``. An export is written into a
 hidden temporary directory beside its final name and renamed when complete, so a reader
 (the HTTP service watching MODEL_DIR/export) never sees half of one.
@@ -22,6 +37,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -46,14 +62,18 @@ from walsrec.errors import DataFormatError, InvalidParameterError
 __all__ = [
     "FORMAT_VERSION",
     "Export",
+    "commit_export",
     "list_exports",
     "read_export",
+    "read_export_rows",
     "read_model_json",
     "resolve_export",
     "write_export",
 ]
 
 FORMAT_VERSION = 1
+#: an export whose large arrays are row blocks (written by Dask workers)
+BLOCKS_FORMAT_VERSION = 2
 
 
 @functools.cache
@@ -72,7 +92,7 @@ def _model_json_schema() -> type:
 
     class ModelJson(BaseModel):
         model_config = ConfigDict(extra="allow")
-        format_version: Literal[1]
+        format_version: Literal[1, 2]
         version: count
         created: str
         walsrec_version: str
@@ -87,14 +107,21 @@ def _model_json_schema() -> type:
 def read_model_json(path: str | os.PathLike) -> dict:
     """An export's model.json, checked against its schema (types, ranges, required keys)."""
     path = Path(path)
-    meta = read_versioned_json(path, FORMAT_VERSION, "not a walsrec export.")
+    meta = read_versioned_json(
+        path, (FORMAT_VERSION, BLOCKS_FORMAT_VERSION), "not a walsrec export."
+    )
     check_schema(_model_json_schema(), meta, path)
     return meta
 
 
 @dataclass
 class Export:
-    """An exported model loaded back into memory."""
+    """An exported model loaded back into memory.
+
+    ``rows``: (lo, hi) when only users lo:hi were read (:func:`read_export_rows`; the
+    factors, vocabulary and interactions of the users are then those rows, and
+    ``item_popularity`` is the whole catalogue's); None for the whole export.
+    """
 
     path: Path
     meta: dict
@@ -103,6 +130,8 @@ class Export:
     users: Vocabulary
     items: Vocabulary
     user_items: sp.csr_matrix
+    item_popularity: np.ndarray | None = None
+    rows: tuple[int, int] | None = None
 
     @property
     def version(self) -> int:
@@ -140,31 +169,69 @@ def write_export(
             f"The 'keep' parameter of write_export must be None or an int >= 1. Got {keep!r} "
             "instead."
         )
-    root = Path(model_dir) / "export"
-    root.mkdir(parents=True, exist_ok=True)
-    remove_dead_temporaries(root)  # what killed exports left
-    existing = list_exports(root)
-    version = max(int(time.time()), int(existing[-1].name) + 1 if existing else 0)
-    tmp = make_temp_dir(root / str(version))
-    try:
+
+    def fill(tmp: Path) -> tuple[dict, int]:
         np.save(tmp / "user_factors.npy", np.ascontiguousarray(user_factors), allow_pickle=False)
         np.save(tmp / "item_factors.npy", np.ascontiguousarray(item_factors), allow_pickle=False)
         (tmp / "vocab").mkdir()
         users.save(tmp / "vocab" / "users.txt")
         items.save(tmp / "vocab" / "items.txt")
         save_csr(tmp / "train", "user_items", user_items)
+        counts = {
+            "n_users": int(user_factors.shape[0]),
+            "n_items": int(item_factors.shape[0]),
+            "embedding_dim": int(user_factors.shape[1]),
+            "train_interactions": int(user_items.nnz),
+        }
+        return counts, FORMAT_VERSION
+
+    return commit_export(
+        model_dir,
+        fill,
+        hyperparameters=hyperparameters,
+        metrics=metrics,
+        training=training,
+        keep=keep,
+    )
+
+
+def commit_export(
+    model_dir: str | os.PathLike,
+    fill: Callable[[Path], tuple[dict, int]],
+    *,
+    hyperparameters: dict,
+    metrics: dict | None = None,
+    training: dict | None = None,
+    keep: int | None = None,
+) -> Path:
+    """A new export under ``model_dir/export`` whose files ``fill(tmp)`` writes.
+
+    ``fill`` receives the temporary directory (an absolute path; other processes, such as
+    Dask workers on shared storage, may write into it) and returns the ``counts`` of
+    model.json and its format_version. model.json is written last, then the directory is
+    renamed into place; on any error nothing is left. ``keep`` (optional) removes the
+    oldest exports beyond that number afterwards.
+    """
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise InvalidParameterError(
+            f"The 'keep' parameter of write_export must be None or an int >= 1. Got {keep!r} "
+            "instead."
+        )
+    root = Path(os.path.abspath(model_dir)) / "export"
+    root.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(root)  # what killed exports left
+    existing = list_exports(root)
+    version = max(int(time.time()), int(existing[-1].name) + 1 if existing else 0)
+    tmp = make_temp_dir(root / str(version))
+    try:
+        counts, format_version = fill(tmp)
         meta = {
-            "format_version": FORMAT_VERSION,
+            "format_version": format_version,
             "version": version,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "walsrec_version": __version__,
             "hyperparameters": hyperparameters,
-            "counts": {
-                "n_users": int(user_factors.shape[0]),
-                "n_items": int(item_factors.shape[0]),
-                "embedding_dim": int(user_factors.shape[1]),
-                "train_interactions": int(user_items.nnz),
-            },
+            "counts": counts,
             "metrics": metrics or {},
             "training": training or {},
         }
@@ -205,23 +272,118 @@ def resolve_export(path: str | os.PathLike) -> Path:
 
 
 def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
-    """Load an export (or a model directory's newest export), checking its consistency."""
+    """Load an export (or a model directory's newest export), checking its consistency.
+
+    ``mmap``: memory-map the arrays (a version 2 export's matrices of one block each; those
+    of several blocks are assembled in memory).
+    """
     root = resolve_export(path)
     meta = read_model_json(root / "model.json")
-    arrays = {}
-    for name in ("user_factors", "item_factors"):
-        arrays[name] = load_npy(root / f"{name}.npy", mmap=mmap)
-    users = Vocabulary.load(root / "vocab" / "users.txt", "users")
-    items = Vocabulary.load(root / "vocab" / "items.txt", "items")
-    user_items = load_csr(root / "train", "user_items", mmap=mmap)
-    counts = meta["counts"]
-    u, v = arrays["user_factors"], arrays["item_factors"]
+    if meta["format_version"] == BLOCKS_FORMAT_VERSION:
+        export = _read_blocks(root, meta, None)
+    else:
+        u = load_npy(root / "user_factors.npy", mmap=mmap)
+        v = load_npy(root / "item_factors.npy", mmap=mmap)
+        users = Vocabulary.load(root / "vocab" / "users.txt", "users")
+        items = Vocabulary.load(root / "vocab" / "items.txt", "items")
+        user_items = load_csr(root / "train", "user_items", mmap=mmap)
+        export = Export(root, meta, u, v, users, items, user_items)
+    _check_export(export)
+    return export
+
+
+def read_export_rows(path: str | os.PathLike, lo: int, hi: int) -> Export:
+    """Users ``lo:hi`` of an export: their factors, ids and training interactions, with
+    every item's factors and popularity (what ranking those users needs). From a version 2
+    export only the blocks that range spans are read; a version 1 export is memory-mapped."""
+    root = resolve_export(path)
+    meta = read_model_json(root / "model.json")
+    n_users = int(meta["counts"]["n_users"])
+    if not (0 <= lo <= hi <= n_users):
+        raise InvalidParameterError(
+            f"Users {lo}:{hi} are outside the {n_users} users of the export {root}."
+        )
+    if meta["format_version"] == BLOCKS_FORMAT_VERSION:
+        export = _read_blocks(root, meta, (lo, hi))
+    else:
+        whole = read_export(root, mmap=True)
+        popularity = np.bincount(
+            np.asarray(whole.user_items.indices), minlength=whole.user_items.shape[1]
+        ).astype(np.float64)
+        export = Export(
+            root,
+            meta,
+            np.array(whole.user_factors[lo:hi]),
+            whole.item_factors,
+            Vocabulary(whole.users.ids[lo:hi], "users"),
+            whole.items,
+            whole.user_items[lo:hi],
+            popularity,
+            (lo, hi),
+        )
+    _check_export(export)
+    return export
+
+
+def _read_blocks(root: Path, meta: dict, rows: tuple[int, int] | None) -> Export:
+    """A version 2 export (row blocks): all of it, or users ``rows``."""
+    from walsrec.data.row_blocks import open_row_blocks
+
+    user_f = open_row_blocks(root / "user_factors", "dense")
+    item_f = open_row_blocks(root / "item_factors", "dense")
+    user_ids = open_row_blocks(root / "vocab" / "users", "text")
+    train = open_row_blocks(root / "train" / "user_items", "csr")
+    popularity = open_row_blocks(root / "train" / "popularity", "dense")
+    for name, blocks, want in (
+        ("user_factors", user_f, (meta["counts"]["n_users"], meta["counts"]["embedding_dim"])),
+        ("item_factors", item_f, (meta["counts"]["n_items"], meta["counts"]["embedding_dim"])),
+        ("vocab/users", user_ids, (meta["counts"]["n_users"],)),
+        ("train/user_items", train, (meta["counts"]["n_users"], meta["counts"]["n_items"])),
+        ("train/popularity", popularity, (meta["counts"]["n_items"],)),
+    ):
+        if tuple(blocks.shape) != tuple(want):
+            raise DataFormatError(
+                f"{root / name / 'manifest.json'}: shape {tuple(blocks.shape)} does not match "
+                f"model.json (expected {tuple(want)}); the export is inconsistent."
+            )
+    lo, hi = rows if rows is not None else (0, user_f.shape[0])
+    whole = rows is None
+    user_items = train.to_csr() if whole else train.csr_rows(lo, hi)
+    if whole and user_items.nnz != meta["counts"]["train_interactions"]:
+        raise DataFormatError(
+            f"{root / 'train' / 'user_items'}: {user_items.nnz} entries where model.json "
+            f"gives {meta['counts']['train_interactions']}; the export is inconsistent."
+        )
+    return Export(
+        root,
+        meta,
+        user_f.to_array() if whole else user_f.rows(lo, hi),
+        item_f.to_array(),
+        Vocabulary(user_ids.text_rows(lo, hi), "users"),
+        Vocabulary.load(root / "vocab" / "items.txt", "items"),
+        user_items,
+        np.asarray(popularity.to_array(), dtype=np.float64),
+        rows,
+    )
+
+
+def _check_export(export: Export) -> None:
+    """Every array's shape against model.json, float factors, finite values."""
+    root, counts = export.path, export.meta["counts"]
+    u, v, user_items = export.user_factors, export.item_factors, export.user_items
+    lo, hi = export.rows if export.rows is not None else (0, counts.get("n_users"))
+    blocks = export.meta["format_version"] == BLOCKS_FORMAT_VERSION
+    names = (
+        ("user_factors", "item_factors", "vocab/users", "train/user_items")
+        if blocks
+        else ("user_factors.npy", "item_factors.npy", "vocab/users.txt", "train/user_items.json")
+    )
     expected = {
-        "user_factors.npy": (u.shape, (counts.get("n_users"), counts.get("embedding_dim"))),
-        "item_factors.npy": (v.shape, (counts.get("n_items"), counts.get("embedding_dim"))),
-        "vocab/users.txt": ((len(users),), (counts.get("n_users"),)),
-        "vocab/items.txt": ((len(items),), (counts.get("n_items"),)),
-        "train/user_items.json": (user_items.shape, (counts.get("n_users"), counts.get("n_items"))),
+        names[0]: (u.shape, (hi - lo, counts.get("embedding_dim"))),
+        names[1]: (v.shape, (counts.get("n_items"), counts.get("embedding_dim"))),
+        names[2]: ((len(export.users),), (hi - lo,)),
+        "vocab/items.txt": ((len(export.items),), (counts.get("n_items"),)),
+        names[3]: (user_items.shape, (hi - lo, counts.get("n_items"))),
     }
     for file, (got, want) in expected.items():
         if tuple(got) != tuple(want):
@@ -229,7 +391,7 @@ def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
                 f"{root / file}: shape {tuple(got)} does not match model.json "
                 f"(expected {tuple(want)}); the export is inconsistent."
             )
-    for file, arr in (("user_factors.npy", u), ("item_factors.npy", v)):
+    for file, arr in ((names[0], u), (names[1], v)):
         if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
             raise DataFormatError(
                 f"{root / file}: dtype {arr.dtype} is not float32 or float64; the export is "
@@ -237,4 +399,11 @@ def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
             )
     if not (np.isfinite(u).all() and np.isfinite(v).all()):
         raise DataFormatError(f"{root}: the factors contain NaN or infinity.")
-    return Export(root, meta, u, v, users, items, user_items)
+    pop = export.item_popularity
+    if pop is not None and (
+        pop.shape != (v.shape[0],) or not np.isfinite(pop).all() or (pop < 0).any()
+    ):
+        raise DataFormatError(
+            f"{root / 'train' / 'popularity'}: not one count >= 0 per item (shape {pop.shape}); "
+            "the export is corrupt."
+        )

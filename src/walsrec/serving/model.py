@@ -116,7 +116,14 @@ class Recommender:
         self._indptr = np.ascontiguousarray(ui.indptr, dtype=np.int64)
         idx_dt = _topk().index_dtype(ui.shape[1])
         self._indices = np.ascontiguousarray(ui.indices, dtype=idx_dt)
-        self.item_popularity = np.bincount(self._indices, minlength=ui.shape[1]).astype(np.float64)
+        if export.item_popularity is not None:  # stored (a sharded export, or some users')
+            self.item_popularity = np.asarray(export.item_popularity, dtype=np.float64)
+        else:
+            self.item_popularity = np.bincount(self._indices, minlength=ui.shape[1]).astype(
+                np.float64
+            )
+        #: (lo, hi) when this holds only users lo:hi of the export (batch prediction)
+        self.rows = export.rows
         with np.errstate(over="ignore", invalid="ignore"):  # overflowing norms: refused
             self.item_norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
             self.user_norms = np.linalg.norm(self.user_factors, axis=1).astype(np.float32)
@@ -131,7 +138,12 @@ class Recommender:
         self._popular_order = np.lexsort((np.arange(ui.shape[1]), -self.item_popularity)).astype(
             np.int64
         )
-        self._wals = _rebuild_estimator(self.meta.get("hyperparameters") or {}, self)
+        # fold-in needs every user's interactions (count-based weights, BM25's statistics)
+        self._wals = (
+            None
+            if self.rows is not None
+            else _rebuild_estimator(self.meta.get("hyperparameters") or {}, self)
+        )
         # WALS keeps a cache of the item Gramian's eigendecomposition: fill it once, under
         # a lock, so that concurrent fold-ins only read it.
         self._fold_lock = threading.Lock()
@@ -521,6 +533,13 @@ class Recommender:
         return row, ignored
 
     def _project(self, row: sp.csr_matrix) -> np.ndarray:
+        if self._wals is None:
+            lo, hi = self.rows
+            raise InvalidParameterError(
+                f"This Recommender holds users {lo}:{hi} of {self.path} only (batch "
+                "prediction); load the whole export with walsrec.load_model to fold in new "
+                "users."
+            )
         with self._fold_lock:
             factor = self._wals.project_rows(row)[0]
         return np.asarray(factor, dtype=np.float32)
@@ -750,11 +769,11 @@ def load_model(path: str | os.PathLike) -> Recommender:
         raise DataFormatError(f"{name}: cannot be read ({exc}).") from None
     # read_export checked every shape against model.json and every index against them
     model = Recommender(export)
-    _check_scores_fit(model)
+    check_scores_fit(model)
     return model
 
 
-def _check_scores_fit(model: Recommender) -> None:
+def check_scores_fit(model: Recommender) -> None:
     """Refuse factors whose scores could overflow float32 (or that overflowed becoming it)."""
     u = float(np.max(model.user_norms, initial=0.0))
     v = float(np.max(model.item_norms, initial=0.0))

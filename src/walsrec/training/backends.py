@@ -38,7 +38,9 @@ class Backend(Protocol):
     def loss(self, model) -> float: ...
     def rwse(self, model) -> float: ...
     def evaluate(self, model, cfg, model_dir: Path) -> dict: ...
-    def checkpointed(self, model, path: Path) -> None: ...
+    def checkpoint(self, model, root: Path, step: int, state: dict, keep: int) -> Path: ...
+    def best(self, model, root: Path, state: dict) -> Path: ...
+    def export(self, model, model_dir: Path, factors: Path | None, **model_json) -> Path | None: ...
 
 
 class LocalBackend:
@@ -76,8 +78,11 @@ class LocalBackend:
 
     def restore(self, model, checkpoint) -> None:
         """Continue from a checkpoint's factors."""
-        model.user_factors_ = checkpoint.user_factors.astype(model.user_factors_.dtype)
-        model.item_factors_ = checkpoint.item_factors.astype(model.item_factors_.dtype)
+        from walsrec.training.checkpoints import as_array
+
+        dtype = model.user_factors_.dtype
+        model.user_factors_ = as_array(checkpoint.user_factors).astype(dtype)
+        model.item_factors_ = as_array(checkpoint.item_factors).astype(dtype)
 
     def update_rows(self, model, rows: np.ndarray | None) -> None:
         """The row half-step for ``rows`` (None: all users)."""
@@ -112,8 +117,50 @@ class LocalBackend:
             n_jobs=cfg.threads,
         )
 
-    def checkpointed(self, model, path: Path) -> None:
-        """A checkpoint of the current factors was written at ``path``."""
+    def checkpoint(self, model, root: Path, step: int, state: dict, keep: int) -> Path:
+        """Checkpoint ``root/step-<step>`` of the current factors (the newest ``keep``
+        kept)."""
+        from walsrec.training.checkpoints import write_checkpoint
+
+        return write_checkpoint(
+            root, step, model.user_factors_, model.item_factors_, state, keep=keep
+        )
+
+    def best(self, model, root: Path, state: dict) -> Path:
+        """Replace ``root/best`` by the current factors."""
+        from walsrec.training.checkpoints import write_best
+
+        return write_best(root, model.user_factors_, model.item_factors_, state)
+
+    def export(self, model, model_dir: Path, factors: Path | None, **model_json) -> Path | None:
+        """Export the current factors, or those of the checkpoint ``factors`` (the best
+        under early stopping); None when the newest export holds exactly those factors.
+        ``model_json``: write_export's hyperparameters, metrics, training and keep."""
+        from walsrec.serving.export import list_exports, read_export, write_export
+        from walsrec.training.checkpoints import as_array, read_checkpoint
+
+        user_f, item_f = model.user_factors_, model.item_factors_
+        if factors is not None:
+            ckpt = read_checkpoint(factors)
+            user_f, item_f = as_array(ckpt.user_factors), as_array(ckpt.item_factors)
+        exports = list_exports(model_dir / "export")
+        if exports:
+            newest = read_export(exports[-1], mmap=True)
+            # this exact model (the same factors, not merely the same step count) is exported
+            if np.array_equal(newest.user_factors, user_f) and np.array_equal(
+                newest.item_factors, item_f
+            ):
+                return None
+        data = self.data
+        return write_export(
+            model_dir,
+            user_factors=user_f,
+            item_factors=item_f,
+            users=data.train.users,
+            items=data.train.items,
+            user_items=data.train.user_items,
+            **model_json,
+        )
 
 
 class DaskBackend(LocalBackend):
@@ -125,6 +172,8 @@ class DaskBackend(LocalBackend):
     def __init__(self, client) -> None:
         super().__init__()
         self.client = client
+        #: DATA_DIR/vocab/users.txt, split into the export's blocks by a worker
+        self.cfg_users_file: Path | None = None
 
     def load_data(self, cfg, model_dir: Path) -> TrainingData:
         if cfg.data is None:
@@ -133,6 +182,9 @@ class DaskBackend(LocalBackend):
             from walsrec.training.inputs import cache_tfrecords_dask
 
             cache_tfrecords_dask(self.client, cfg, model_dir)
+        else:
+            users = Path(cfg.data) / "vocab" / "users.txt"
+            self.cfg_users_file = users.absolute() if users.is_file() else None
         return super().load_data(cfg, model_dir)
 
     def build(self, settings: dict[str, Any], user_items, **params: Any):
@@ -148,9 +200,7 @@ class DaskBackend(LocalBackend):
         super().start(model, cfg, model_dir)
 
     def restore(self, model, checkpoint) -> None:
-        model.load_factors(
-            checkpoint.path / "user_factors.npy", checkpoint.path / "item_factors.npy"
-        )
+        model.load_factors(*_factor_paths(checkpoint.path))
 
     def update_cols(self, model, cols: np.ndarray | None) -> None:
         model.update_cols(self.user_items, cols=cols)
@@ -170,10 +220,64 @@ class DaskBackend(LocalBackend):
         names = metric_names(cfg.k, targets=cfg.targets)
         return evaluate_dask(model, **where, k=cfg.k, metrics=names, n_jobs=cfg.threads)
 
-    def checkpointed(self, model, path: Path) -> None:
-        # restart the factors' lineage at the checkpoint: a worker lost later is recovered
-        # from these files, not by recomputing every sweep since the start
-        model.load_factors(path / "user_factors.npy", path / "item_factors.npy", unchanged=True)
+    def checkpoint(self, model, root: Path, step: int, state: dict, keep: int) -> Path:
+        """The workers write the factors as row blocks; this process the manifests and
+        state.json. The factors' lineage then restarts at the checkpoint: a worker lost
+        later is recovered from these files, not by recomputing every sweep since the
+        start."""
+        from walsrec.training.checkpoints import write_checkpoint
+
+        path = write_checkpoint(
+            root, step, None, None, state, keep=keep, write_factors=model.save_factors
+        )
+        model.load_factors(*_factor_paths(path), unchanged=True)
+        return path
+
+    def best(self, model, root: Path, state: dict) -> Path:
+        from walsrec.training.checkpoints import write_best
+
+        return write_best(root, None, None, state, write_factors=model.save_factors)
+
+    def export(self, model, model_dir: Path, factors: Path | None, **model_json) -> Path | None:
+        """Written by the workers (:func:`walsrec.distributed.export.export_dask`); None
+        when the newest export's factor blocks have the checksums of the newest checkpoint's
+        (or of ``factors``', the best), which holds the current factors."""
+        from walsrec.distributed.export import export_dask
+        from walsrec.serving.export import list_exports
+        from walsrec.training.checkpoints import latest_checkpoint
+
+        if factors is not None:
+            model.load_factors(*_factor_paths(factors))
+            held = factors
+        else:
+            latest = latest_checkpoint(model_dir / "checkpoints")
+            held = latest.path if latest is not None else None
+        exports = list_exports(model_dir / "export")
+        if exports and held is not None and _same_blocks(exports[-1], held):
+            return None
+        users = self.cfg_users_file or self.data.train.users
+        return export_dask(model, model_dir, users=users, items=self.data.train.items, **model_json)
+
+
+def _factor_paths(path: Path) -> tuple[Path, Path]:
+    """A checkpoint's two factor files or row-block folders."""
+    if (path / "user_factors").is_dir():
+        return path / "user_factors", path / "item_factors"
+    return path / "user_factors.npy", path / "item_factors.npy"
+
+
+def _same_blocks(export: Path, checkpoint: Path) -> bool:
+    """True when both hold row blocks of the same factors (equal block checksums)."""
+    from walsrec.data.row_blocks import is_row_blocks, open_row_blocks
+
+    for name in ("user_factors", "item_factors"):
+        a, b = export / name, checkpoint / name
+        if not (is_row_blocks(a) and is_row_blocks(b)):
+            return False
+        x, y = open_row_blocks(a), open_row_blocks(b)
+        if (x.shape, x.dtype, x.bounds, x.checksums) != (y.shape, y.dtype, y.bounds, y.checksums):
+            return False
+    return True
 
 
 def _dask_source(cfg, model_dir: Path):

@@ -48,8 +48,6 @@ from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.training.checkpoints import (
     latest_checkpoint,
     read_checkpoint,
-    write_best,
-    write_checkpoint,
 )
 from walsrec.training.config import (
     IDENTITY_KEYS,
@@ -451,12 +449,7 @@ class _Run:
         value = rec.get(cfg.early_stopping_metric)
         if _is_better(value, state["best"], cfg.metric_is_higher_better()):
             state.update(best=value, best_step=step, bad_evals=0)
-            write_best(
-                self.ckpt_root,
-                model.user_factors_,
-                model.item_factors_,
-                {"step": step, "record": rec},
-            )
+            self.backend.best(model, self.ckpt_root, {"step": step, "record": rec})
             return
         state["bad_evals"] += 1
         if state["bad_evals"] >= cfg.patience:
@@ -496,40 +489,29 @@ class _Run:
     def _checkpoint(self, step: int) -> None:
         self.state["step"] = step
         self.state["loss_history"] = [float(x) for x in self.model.loss_]
-        path = write_checkpoint(
-            self.ckpt_root,
-            step,
-            self.model.user_factors_,
-            self.model.item_factors_,
-            dict(self.state),
-            keep=self.cfg.keep_checkpoints,
+        self.backend.checkpoint(
+            self.model, self.ckpt_root, step, dict(self.state), self.cfg.keep_checkpoints
         )
-        self.backend.checkpointed(self.model, path)
 
     # ------------------------------------------------------------------ export
 
     def export(self, data) -> TrainResult:
         """Export the final model (the best one under early stopping) unless the newest
         export holds exactly its factors; the run's result."""
-        from walsrec.serving.export import list_exports, read_export
+        from walsrec.serving.export import list_exports
 
         cfg, model, state = self.cfg, self.model, self.state
         step = state["step"]
-        user_f, item_f, final = model.user_factors_, model.item_factors_, self.evaluations[-1]
+        final, factors = self.evaluations[-1], None
         if cfg.early_stopping_metric is not None and state["best_step"] is not None:
-            best = read_checkpoint(self.ckpt_root / "best")
-            user_f, item_f, final = best.user_factors, best.item_factors, best.state["record"]
-        exports = list_exports(self.model_dir / "export")
-        export_path = None
-        if exports:
-            newest = read_export(exports[-1], mmap=True)
-            # this exact model (the same factors, not merely the same step count) is exported
-            if np.array_equal(newest.user_factors, user_f) and np.array_equal(
-                newest.item_factors, item_f
-            ):
-                export_path = exports[-1]
-        if export_path is None:
-            export_path = self._write_export(data, user_f, item_f, final)
+            factors = self.ckpt_root / "best"
+            final = read_checkpoint(factors).state["record"]
+        export_path = self.backend.export(
+            model, self.model_dir, factors, **self._model_json(data, final)
+        )
+        if export_path is None:  # the newest export holds exactly these factors
+            export_path = list_exports(self.model_dir / "export")[-1]
+        else:
             self.say(f"exported {export_path}")
         return TrainResult(
             self.model_dir,
@@ -542,9 +524,8 @@ class _Run:
             step,
         )
 
-    def _write_export(self, data, user_f, item_f, final: dict) -> Path:
-        from walsrec.serving.export import write_export
-
+    def _model_json(self, data, final: dict) -> dict:
+        """The export's hyperparameters, metrics, training record and ``keep``."""
         cfg, model, step = self.cfg, self.model, self.state["step"]
         hyper = {
             k: cfg.to_dict()[k]
@@ -555,16 +536,10 @@ class _Run:
         hyper["unobserved_weight"] = float(model.unobserved_weight)
         hyper["alpha"] = float(model.alpha)
         hyper["regularization"] = float(model.regularization)
-        return write_export(
-            self.model_dir,
-            user_factors=user_f,
-            item_factors=item_f,
-            users=data.train.users,
-            items=data.train.items,
-            user_items=data.train.user_items,
-            hyperparameters=hyper,
-            metrics={k: v for k, v in final.items() if k not in ("model",)},
-            training={
+        return {
+            "hyperparameters": hyper,
+            "metrics": {k: v for k, v in final.items() if k not in ("model",)},
+            "training": {
                 "step": step,
                 "exported_step": final["step"],
                 "sweeps": step / self.per_sweep,
@@ -572,8 +547,8 @@ class _Run:
                 "data": data.source,
                 "baseline": self.baseline,
             },
-            keep=cfg.keep_exports,
-        )
+            "keep": cfg.keep_exports,
+        }
 
 
 def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> float:

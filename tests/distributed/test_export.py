@@ -1,0 +1,171 @@
+"""Checkpoints and exports written by the workers as row blocks; read back everywhere."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from walsrec.distributed.wals import DaskWALS
+from walsrec.errors import DataFormatError, InvalidParameterError
+from walsrec.serving.export import list_exports, read_export, read_export_rows
+from walsrec.serving.model import Recommender, load_model
+from walsrec.training.loop import train
+
+
+def _settings(data_dir, model_dir, **extra):
+    settings = dict(
+        data=str(data_dir),
+        model_dir=str(model_dir),
+        embedding_dim=5,
+        dtype="float32",
+        threads=1,
+        seed=4,
+        sweeps=2,
+        regularization=0.5,
+    )
+    return {**settings, **extra}
+
+
+@pytest.fixture(scope="module")
+def trained(client, data_dir, tmp_path_factory):
+    """The same model trained on one machine and on the cluster, the cluster never
+    gathering a factor matrix into this process."""
+    root = tmp_path_factory.mktemp("export")
+    one = train(**_settings(data_dir, root / "one"))
+    patch = pytest.MonkeyPatch()
+
+    def no_gathering(self, which):
+        raise AssertionError(f"the client gathered the {which} factors")
+
+    patch.setattr(DaskWALS, "_gather_factors", no_gathering)
+    try:
+        on_dask = train(**_settings(data_dir, root / "dask", dask=client.scheduler.address))
+    finally:
+        patch.undo()
+    return one, on_dask
+
+
+def test_checkpoints_and_exports_of_the_workers_are_row_blocks(trained):
+    _, on_dask = trained
+    ckpt = on_dask.model_dir / "checkpoints" / "step-000000004"
+    for name in ("user_factors", "item_factors"):
+        manifest = json.loads((ckpt / name / "manifest.json").read_text())
+        assert manifest["kind"] == "dense" and len(manifest["blocks"]) == 4  # 2 per worker
+        assert not (ckpt / f"{name}.npy").exists()
+    export = on_dask.export_path
+    assert json.loads((export / "model.json").read_text())["format_version"] == 2
+    for name in ("user_factors", "item_factors", "vocab/users", "train/user_items"):
+        assert (export / name / "manifest.json").is_file(), name
+
+
+def test_an_export_of_the_workers_holds_what_one_machine_exports(trained):
+    one, on_dask = trained
+    a, b = read_export(one.export_path), read_export(on_dask.export_path)
+    assert a.users == b.users and a.items == b.items
+    assert (a.user_items != b.user_items).nnz == 0
+    assert b.user_items.dtype == a.user_items.dtype
+    np.testing.assert_array_equal(
+        b.item_popularity, np.bincount(a.user_items.indices, minlength=a.user_items.shape[1])
+    )
+    for x, y in ((a.user_factors, b.user_factors), (a.item_factors, b.item_factors)):
+        assert x.dtype == y.dtype == np.float32
+        np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5 * np.abs(x).max())
+    assert b.meta["counts"] == a.meta["counts"]
+    assert b.meta["hyperparameters"] == a.meta["hyperparameters"]
+
+
+def test_load_model_serves_an_export_of_the_workers(trained):
+    one, on_dask = trained
+    a, b = load_model(one.export_path), load_model(on_dask.export_path)
+    np.testing.assert_array_equal(b.item_popularity, a.item_popularity)
+    user = a.users.id(7)
+    ra, rb = a.recommend(user, k=5), b.recommend(user, k=5)
+    np.testing.assert_allclose(rb.scores, ra.scores, rtol=1e-4)
+    new = [(a.items.id(3), 1.0), (a.items.id(11), 2.0)]
+    np.testing.assert_allclose(
+        b.recommend_for_interactions(new, k=5).scores,
+        a.recommend_for_interactions(new, k=5).scores,
+        rtol=1e-3,
+    )
+
+
+def test_a_rerun_with_nothing_to_do_exports_nothing_new(client, trained, data_dir):
+    _, on_dask = trained
+    before = list_exports(on_dask.model_dir / "export")
+    again = train(**_settings(data_dir, on_dask.model_dir, dask=client.scheduler.address))
+    assert again.export_path == before[-1]
+    assert list_exports(on_dask.model_dir / "export") == before
+
+
+@pytest.mark.parametrize("which", ["one", "dask"])
+def test_read_export_rows_equals_the_slices_of_the_whole(trained, which):
+    result = trained[0] if which == "one" else trained[1]
+    whole = read_export(result.export_path)
+    pop = np.bincount(whole.user_items.indices, minlength=whole.user_items.shape[1])
+    n = whole.user_factors.shape[0]
+    for lo, hi in [(0, n), (0, 1), (149, 151), (n - 1, n), (300, 300)]:
+        part = read_export_rows(result.export_path, lo, hi)
+        assert part.rows == (lo, hi)
+        np.testing.assert_array_equal(part.user_factors, whole.user_factors[lo:hi])
+        np.testing.assert_array_equal(part.item_factors, whole.item_factors)
+        assert part.users.to_list() == whole.users.to_list()[lo:hi]
+        assert (part.user_items != whole.user_items[lo:hi]).nnz == 0
+        np.testing.assert_array_equal(part.item_popularity, pop)
+    with pytest.raises(InvalidParameterError, match=rf"Users 10:{n + 1} are outside the {n} users"):
+        read_export_rows(result.export_path, 10, n + 1)
+
+
+def test_a_recommender_of_some_users_ranks_them_but_cannot_fold_in(trained):
+    _, on_dask = trained
+    whole = load_model(on_dask.export_path)
+    part = Recommender(read_export_rows(on_dask.export_path, 100, 200))
+    user = whole.users.id(150)
+    assert part.recommend(user, k=5).items == whole.recommend(user, k=5).items
+    with pytest.raises(InvalidParameterError, match=r"holds users 100:200 of .* only"):
+        part.recommend_for_interactions([(whole.items.id(0), 1.0)])
+
+
+def test_predict_dask_on_an_export_of_the_workers_equals_one_file(client, trained, tmp_path):
+    from walsrec.distributed.predict import predict_dask
+    from walsrec.serving.predict import predict
+
+    _, on_dask = trained
+    predict(on_dask.export_path, tmp_path / "all.csv", k=4)
+    info = predict_dask(client, on_dask.export_path, tmp_path / "shards", k=4, partitions=3)
+    lines = []
+    for shard in info["shards"]:
+        lines += open(shard).read().splitlines()[1:]
+    assert lines == (tmp_path / "all.csv").read_text().splitlines()[1:]
+
+
+def test_an_altered_factor_block_of_an_export_is_refused(trained, tmp_path):
+    import shutil
+
+    _, on_dask = trained
+    copy = tmp_path / "export"
+    shutil.copytree(on_dask.export_path, copy)
+    block = copy / "item_factors" / "block-00001.npy"
+    raw = bytearray(block.read_bytes())
+    raw[-1] ^= 0x10
+    block.write_bytes(bytes(raw))
+    with pytest.raises(DataFormatError, match=r"item_factors/block-00001.npy: its SHA-256 differs"):
+        load_model(copy)
+    (copy / "train" / "user_items" / "manifest.json").unlink()
+    with pytest.raises(DataFormatError, match=r"user_items/manifest.json: missing"):
+        read_export_rows(copy, 0, 10)
+
+
+def test_early_stopping_on_dask_exports_the_best_checkpoint(client, data_dir, tmp_path):
+    common = dict(sweeps=6, eval_every=1, early_stopping_metric="ndcg@10", patience=1)
+    one = train(**_settings(data_dir, tmp_path / "one", **common))
+    on_dask = train(
+        **_settings(data_dir, tmp_path / "dask", **common, dask=client.scheduler.address)
+    )
+    assert (on_dask.model_dir / "checkpoints" / "best" / "user_factors" / "manifest.json").is_file()
+    a, b = read_export(one.export_path), read_export(on_dask.export_path)
+    assert b.meta["training"]["exported_step"] == a.meta["training"]["exported_step"]
+    # the test is about something: the best model is not the last one trained
+    assert b.meta["training"]["exported_step"] < on_dask.steps
+    np.testing.assert_allclose(b.user_factors, a.user_factors, rtol=1e-4, atol=1e-5)
