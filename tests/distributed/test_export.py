@@ -31,7 +31,13 @@ def _settings(data_dir, model_dir, **extra):
 @pytest.fixture(scope="module")
 def trained(client, data_dir, tmp_path_factory):
     """The same model trained on one machine and on the cluster, the cluster never
-    gathering a factor matrix into this process."""
+    gathering a factor matrix into this process nor this process reading the matrices or
+    the user vocabulary."""
+    import walsrec.data.native as native
+    import walsrec.data.prepare as prepare
+    import walsrec.training.inputs as inputs
+    from walsrec.data.vocabulary import Vocabulary
+
     root = tmp_path_factory.mktemp("export")
     one = train(**_settings(data_dir, root / "one"))
     patch = pytest.MonkeyPatch()
@@ -39,7 +45,23 @@ def trained(client, data_dir, tmp_path_factory):
     def no_gathering(self, which):
         raise AssertionError(f"the client gathered the {which} factors")
 
+    def refuse(what):
+        def call(*args, **kwargs):
+            raise AssertionError(f"the client read {what}")
+
+        return call
+
+    load_vocab = Vocabulary.load.__func__
+
+    def no_users(cls, path, name="ids"):
+        assert "users" not in str(path), f"the client read {path}"
+        return load_vocab(cls, path, name)
+
     patch.setattr(DaskWALS, "_gather_factors", no_gathering)
+    patch.setattr(native, "load_csr", refuse("a native matrix"))
+    patch.setattr(inputs, "load_csr", refuse("a native matrix"))
+    patch.setattr(prepare, "load_prepared", refuse("the DATA_DIR"))
+    patch.setattr(Vocabulary, "load", classmethod(no_users))
     try:
         on_dask = train(**_settings(data_dir, root / "dask", dask=client.scheduler.address))
     finally:
@@ -73,7 +95,26 @@ def test_an_export_of_the_workers_holds_what_one_machine_exports(trained):
         assert x.dtype == y.dtype == np.float32
         np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5 * np.abs(x).max())
     assert b.meta["counts"] == a.meta["counts"]
-    assert b.meta["hyperparameters"] == a.meta["hyperparameters"]
+    # "auto" α and w0 resolved on the workers: the same, to the order of the sums
+    ha, hb = a.meta["hyperparameters"], b.meta["hyperparameters"]
+    assert ha.keys() == hb.keys()
+    for key, value in ha.items():
+        if isinstance(value, float):
+            assert hb[key] == pytest.approx(value, rel=1e-12), key
+        else:
+            assert hb[key] == value, key
+
+
+def test_the_baseline_and_evaluations_on_the_workers_equal_one_machine(trained):
+    one, on_dask = trained
+    pa, pb = one.baseline, on_dask.baseline
+    assert pa["model"] == pb["model"] == "most-popular" and pa.keys() == pb.keys()
+    for key, value in pa.items():
+        if isinstance(value, float):
+            assert pb[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    for ra, rb in zip(one.evaluations, on_dask.evaluations, strict=True):
+        for key in ("loss", "ndcg@10", "auc"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-3), key
 
 
 def test_load_model_serves_an_export_of_the_workers(trained):

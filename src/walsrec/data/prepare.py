@@ -51,6 +51,7 @@ __all__ = [
     "RATING_TRANSFORMS",
     "SPLITS",
     "PreparedData",
+    "check_prepared",
     "load_prepared",
     "prepare",
     "transform_ratings",
@@ -554,14 +555,26 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+def check_prepared(data_dir: str | os.PathLike) -> Path:
+    """``data_dir`` as a Path once it is known to be a DATA_DIR of this version (its
+    meta.json read; a DATA_DIR a killed prepare left renamed aside put back first)."""
+    path = Path(data_dir)
+    recover_dir(path)
+    read_versioned_json(
+        path / "meta.json",
+        FORMAT_VERSION,
+        f"{str(path)!r} is not a DATA_DIR written by 'walsrec prepare'.",
+    )
+    return path
+
+
 def load_prepared(data_dir: str | os.PathLike, mmap: bool = True) -> PreparedData:
     """Load a DATA_DIR written by :func:`prepare` (native arrays, memory-mapped).
 
     Every file is checked before use; a corrupt one is a
     :class:`~walsrec.errors.DataFormatError` naming it.
     """
-    path = Path(data_dir)
-    recover_dir(path)  # put back a DATA_DIR that a killed prepare left renamed aside
+    path = check_prepared(data_dir)
     meta = read_versioned_json(
         path / "meta.json",
         FORMAT_VERSION,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec.errors import DataFormatError
+from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.model import halfstep
 from walsrec.model.halfstep import FixedSide, Settings, Side
 
@@ -105,6 +105,57 @@ class _Stats:
 
     def idf(self, item_counts=None):
         return self._full.idf(item_counts)
+
+
+def indptr_counts(directory: str, name: str, lo: int, hi: int, n_rows: int) -> np.ndarray:
+    """Stored entries of rows ``lo:hi`` of the native matrix ``directory/name`` (from its
+    indptr alone), float64."""
+    from walsrec.distributed._storage import join, npy_rows
+
+    ptr = npy_rows(f"{join(directory, name)}.indptr.npy", lo, hi + 1, expect_len=n_rows + 1)
+    counts = np.diff(ptr.astype(np.int64))
+    if counts.size and counts.min() < 0:
+        raise DataFormatError(
+            f"{join(directory, name)}.indptr.npy: decreases in rows {lo}:{hi} (not a CSR index "
+            "pointer)."
+        )
+    return counts.astype(np.float64)
+
+
+def confidence_sum(
+    part, lo: int, n_users: int, scheme: dict, item_counts, mean_user_sum: float
+) -> tuple[float, int]:
+    """(Σ c(r) at α = 1, entries) of a user partition (rows ``lo:``), c of ``scheme``;
+    BM25/TF-IDF read every item's count and s̄, the partition its own row sums. A value the
+    scheme cannot weigh raises, naming its global row."""
+    from walsrec.model.weighting import confidence_values
+
+    m = sp.csr_matrix(part)
+    users = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    stats = None
+    if scheme["confidence"] in ("bm25", "tfidf"):
+        bad = ~(np.isfinite(m.data) & (m.data >= 0))
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
+            raise InvalidParameterError(
+                "BM25 and TF-IDF weighting need finite, non-negative values in 'user_items'. "
+                f"Got {float(m.data[p])!r} at (row {lo + int(users[p])}, column "
+                f"{int(m.indices[p])}) instead."
+            )
+        sums = row_sums(m)
+        stats = _Stats(n_users, item_counts, sums, mean_user_sum)
+    try:
+        c = confidence_values(m.data, users, m.indices, **scheme, alpha=1.0, stats=stats)
+    except InvalidParameterError as exc:
+        # the message names the partition's row: name the matrix's
+        raise InvalidParameterError(_global_row(str(exc), lo)) from None
+    return (float(m.nnz) if c is None else float(np.sum(c))), int(m.nnz)
+
+
+def _global_row(message: str, lo: int) -> str:
+    import re
+
+    return re.sub(r"\(row (\d+),", lambda g: f"(row {lo + int(g.group(1))},", message, count=1)
 
 
 def make_side(
@@ -381,6 +432,13 @@ def write_rows_block(
     return write_csr_block(out, index, lo, part)
 
 
+def index_ids_block(out: str, index: int, lo: int, hi: int) -> dict:
+    """Ids ``lo:hi`` of a vocabulary whose ids are the indices, as text block ``index``."""
+    from walsrec.data.row_blocks import write_text_block
+
+    return write_text_block(out, index, lo, [str(i) for i in range(lo, hi)])
+
+
 def split_lines(source: str, out: str, bounds: list) -> list:
     """Copy a vocabulary file into text blocks of ``bounds`` lines each, streaming (the
     file is never held whole); the blocks' manifest entries come back."""
@@ -503,6 +561,16 @@ def predict_shard(
 
 def nnz_of(part) -> int:
     return int(part.nnz)
+
+
+def popularity_block(part: Part) -> np.ndarray:
+    """An item partition's training users per item as an (n, 1) float64 "factor" block:
+    the most-popular baseline scored as a model (every user's factor is 1)."""
+    return part.side.counts.astype(np.float64).reshape(-1, 1)
+
+
+def ones_block(n: int) -> np.ndarray:
+    return np.ones((n, 1), dtype=np.float64)
 
 
 def evaluate_part(

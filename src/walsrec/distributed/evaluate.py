@@ -17,7 +17,7 @@ from walsrec.distributed import _storage, _tasks, layout
 from walsrec.distributed.sources import location, native_meta, tfrecord_source
 from walsrec.errors import DataFormatError, InvalidParameterError
 
-__all__ = ["evaluate_dask"]
+__all__ = ["evaluate_dask", "evaluate_popularity_dask"]
 
 
 def _heldout_parts(model, data, eval_rows, name: str = "user_items") -> list:
@@ -103,13 +103,66 @@ def evaluate_dask(
     >>> model = DaskWALS(32, client=client, sweeps=10).fit("/shared/DATA_DIR")  # doctest: +SKIP
     >>> evaluate_dask(model, "/shared/DATA_DIR", k=10)["ndcg@10"]  # doctest: +SKIP
     """
+    return _evaluate(
+        model, "evaluate_dask", data, eval_rows, name, k, metrics, n_jobs, ndcg_gain, chunk_size
+    )
+
+
+def evaluate_popularity_dask(
+    model,
+    data: str | os.PathLike | None = None,
+    *,
+    eval_rows: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    name: str = "user_items",
+    k: int = 10,
+    metrics: Iterable[str] | None = None,
+    n_jobs: int | None = None,
+    ndcg_gain: str = "binary",
+    chunk_size: int | None = None,
+) -> dict[str, float]:
+    """The most-popular baseline's held-out metrics, on the workers of an opened
+    :class:`DaskWALS`: :func:`walsrec.metrics.evaluate_scorer` of
+    :func:`walsrec.metrics.popularity_baseline` (items scored by their number of training
+    users, ties to the lower index), computed as :func:`evaluate_dask` computes the model's,
+    each item partition's counts standing in for its factors. Arguments as
+    :func:`evaluate_dask`'s."""
+    return _evaluate(
+        model,
+        "evaluate_popularity_dask",
+        data,
+        eval_rows,
+        name,
+        k,
+        metrics,
+        n_jobs,
+        ndcg_gain,
+        chunk_size,
+        popularity=True,
+    )
+
+
+def _evaluate(
+    model, owner, data, eval_rows, name, k, metrics, n_jobs, ndcg_gain, chunk_size, popularity=False
+) -> dict[str, float]:
     from walsrec.metrics.partial import check_request, combine
 
-    owner = "evaluate_dask"
-    model._check_initialized(owner)
+    if popularity:
+        model._check_open(owner)
+    else:
+        model._check_initialized(owner)
     k, names, chunk_size = check_request(k, metrics, chunk_size, owner)
     parts = _heldout_parts(model, data, eval_rows, name)
-    item_blocks = model._blocks["item"]
+    if popularity:
+        item_blocks = [
+            model._submit(_tasks.popularity_block, side, worker=w)
+            for side, w in zip(model._sides["item"], model._placement["item"], strict=True)
+        ]
+        user_blocks = [
+            model._submit(_tasks.ones_block, hi - lo, worker=w)
+            for (lo, hi), w in zip(model._bounds["user"], model._placement["user"], strict=True)
+        ]
+    else:
+        item_blocks, user_blocks = model._blocks["item"], model._blocks["user"]
     results = model._gather(
         [
             model._submit(
@@ -128,7 +181,7 @@ def evaluate_dask(
             )
             for side, block, part, (lo, _), w in zip(
                 model._sides["user"],
-                model._blocks["user"],
+                user_blocks,
                 parts,
                 model._bounds["user"],
                 model._placement["user"],

@@ -23,13 +23,14 @@ __all__ = ["export_dask", "write_export_blocks"]
 
 
 def write_export_blocks(
-    model, directory: Path, users: str | os.PathLike | Vocabulary, items: Vocabulary
+    model, directory: Path, users: str | os.PathLike | Vocabulary | None, items: Vocabulary
 ) -> tuple[dict, int]:
     """Write a fitted :class:`~walsrec.distributed.wals.DaskWALS`'s export files (all but
     model.json) into ``directory``; returns model.json's ``counts`` and format_version.
 
     ``users``: the user vocabulary's file on storage the workers read (split into blocks
-    there, never read here), or a Vocabulary already in this process's memory.
+    there, never read here), a Vocabulary already in this process's memory, or None: the
+    ids are the indices ("0", "1", ...; written by the workers).
     """
     from walsrec.serving.export import BLOCKS_FORMAT_VERSION
 
@@ -94,9 +95,18 @@ def write_export_blocks(
             write_text_block(users_dir, i, lo, users.ids[lo:hi].to_pylist())
             for i, (lo, hi) in enumerate(bounds["user"])
         ]
+    elif users is None:
+        entries = model._gather(
+            [
+                model._submit(_tasks.index_ids_block, str(users_dir), i, lo, hi, worker=w)
+                for i, ((lo, hi), w) in enumerate(
+                    zip(bounds["user"], placement["user"], strict=True)
+                )
+            ]
+        )
     else:
         future = model._submit(
-            _tasks.split_lines, str(Path(users).resolve()), str(users_dir), bounds["user"]
+            _tasks.split_lines, str(Path(users).absolute()), str(users_dir), bounds["user"]
         )
         entries = model._gather([future])[0]
     write_manifest(users_dir, "text", (n_users,), "str", entries)
@@ -118,7 +128,7 @@ def export_dask(
     model,
     model_dir: str | os.PathLike,
     *,
-    users: str | os.PathLike | Vocabulary,
+    users: str | os.PathLike | Vocabulary | None,
     items: Vocabulary,
     hyperparameters: dict,
     metrics: dict | None = None,

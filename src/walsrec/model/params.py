@@ -11,6 +11,7 @@ setting existed).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from walsrec.errors import InvalidParameterError
@@ -26,6 +27,7 @@ __all__ = [
     "SETTINGS",
     "TARGETS",
     "WEIGHTING_PARAMS",
+    "MatrixFacts",
     "column_weights",
     "estimator_from_settings",
     "resolve_unobserved_weight",
@@ -81,6 +83,40 @@ COLUMN_WEIGHT_DEFAULTS = {
 }
 
 
+@dataclass(frozen=True)
+class MatrixFacts:
+    """What resolving settings reads of a training matrix, measured where it lives (on a
+    Dask cluster's workers: :func:`walsrec.distributed.facts.matrix_facts`), passed in its
+    place to :func:`wals_params`, :func:`column_weights` and :func:`estimator_from_settings`.
+
+    Attributes
+    ----------
+    shape : (int, int)
+        (n_users, n_items).
+    nnz : int
+        Stored entries.
+    unit_mean : float or None
+        The mean confidence c(r) at α = 1 of the settings' scheme (``alpha`` or
+        ``unobserved_weight`` "auto" read it); None when not measured.
+    item_counts : ndarray of float64 or None
+        Each item's number of stored entries (``col_weights_from_counts`` reads it).
+    """
+
+    shape: tuple[int, int]
+    nnz: int
+    unit_mean: float | None = None
+    item_counts: Any = None
+
+
+def _needs(facts: MatrixFacts, what: str, value):
+    if value is None:
+        raise InvalidParameterError(
+            f"The training matrix's {what} was not measured (MatrixFacts.{what} is None); "
+            "the settings need it."
+        )
+    return value
+
+
 def resolve_unobserved_weight(
     value: float | str,
     user_items,
@@ -123,7 +159,11 @@ def wals_params(
     # c(r) is proportional to α in every scheme: one pass at α = 1 serves both "auto"s
     from walsrec.model import weighting
 
-    unit_mean = weighting.mean_confidence(user_items, **scheme, alpha=1.0)
+    if isinstance(user_items, MatrixFacts):
+        unit_mean = 1.0 if out["confidence"] == "constant" else user_items.unit_mean
+        unit_mean = _needs(user_items, "unit_mean", unit_mean)
+    else:
+        unit_mean = weighting.mean_confidence(user_items, **scheme, alpha=1.0)
     if out["alpha"] == "auto":
         out["alpha"] = 1.0 / unit_mean if unit_mean > 0 else 1.0
     if out["unobserved_weight"] == "auto":
@@ -155,9 +195,11 @@ def column_weights(
         return get("col_weights")
     from walsrec.model import weighting
 
-    return weighting.column_weights_from_counts(
-        user_items, how, float(get("col_weight_factor")), float(get("col_weight_exponent"))
-    )
+    factor, exponent = float(get("col_weight_factor")), float(get("col_weight_exponent"))
+    if isinstance(user_items, MatrixFacts):
+        counts = _needs(user_items, "item_counts", user_items.item_counts)
+        return weighting.column_weights_from_item_counts(counts, how, factor, exponent)
+    return weighting.column_weights_from_counts(user_items, how, factor, exponent)
 
 
 def estimator_from_settings(

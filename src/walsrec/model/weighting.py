@@ -60,6 +60,7 @@ __all__ = [
     "TARGETS",
     "WeightingStats",
     "column_weights_from_counts",
+    "column_weights_from_item_counts",
     "confidence_values",
     "mean_confidence",
     "needs_stats",
@@ -284,6 +285,14 @@ def column_weights_from_counts(
     ``feature_wt_factor`` and ``feature_wt_exp``, defaults there 130 and 0.08).
     """
     user_items = user_items.tocsr()
-    counts = np.bincount(user_items.indices, minlength=user_items.shape[1]).astype(np.float64)
+    counts = np.bincount(user_items.indices, minlength=user_items.shape[1])
+    return column_weights_from_item_counts(counts, how, factor, exponent)
+
+
+def column_weights_from_item_counts(
+    counts: np.ndarray, how: str, factor: float = 1.0, exponent: float = 1.0
+) -> np.ndarray:
+    """:func:`column_weights_from_counts` from the item counts n_j themselves."""
+    counts = np.asarray(counts, dtype=np.float64)
     frac = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
     return factor * frac if how == "linear" else np.power(frac, exponent)

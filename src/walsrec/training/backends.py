@@ -13,7 +13,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from walsrec.training.inputs import TrainingData, load_training_data
+from walsrec.training.inputs import (
+    StoredData,
+    TrainingData,
+    load_training_data,
+    stored_training_data,
+)
 
 __all__ = ["Backend", "DaskBackend", "LocalBackend", "backend_for"]
 
@@ -25,13 +30,15 @@ class Backend(Protocol):
     the other methods act on the estimator :meth:`build` returned.
     """
 
-    data: TrainingData | None
+    data: TrainingData | StoredData | None
 
-    def load_data(self, cfg, model_dir: Path) -> TrainingData: ...
+    def load_data(self, cfg, model_dir: Path) -> TrainingData | StoredData: ...
     @property
-    def user_items(self): ...
-    def build(self, settings: dict[str, Any], user_items, **params: Any): ...
+    def shape(self) -> tuple[int, int]: ...
+    def choose_regularization(self, cfg, progress): ...
+    def build(self, settings: dict[str, Any], **params: Any): ...
     def start(self, model, cfg, model_dir: Path) -> None: ...
+    def baseline(self, model, cfg) -> dict | None: ...
     def restore(self, model, checkpoint) -> None: ...
     def update_rows(self, model, rows: np.ndarray | None) -> None: ...
     def update_cols(self, model, cols: np.ndarray | None) -> None: ...
@@ -62,14 +69,38 @@ class LocalBackend:
     def user_items(self):
         return self.data.train.user_items
 
-    def build(self, settings: dict[str, Any], user_items, **params: Any):
-        """The estimator of ``settings`` (a TrainConfig's; col_weights from ``user_items``'
-        counts: the course's make_wts) with the run's ``params``."""
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_users, n_items) of the training matrix."""
+        return tuple(self.user_items.shape)
+
+    def choose_regularization(self, cfg, progress):
+        """λ for ``regularization = "auto"``: :func:`walsrec.training.regularization.
+        choose_regularization` on the training matrix, after train's default length."""
+        from walsrec.training.regularization import choose_regularization
+
+        return choose_regularization(self.user_items, **_search_arguments(cfg, progress))
+
+    def build(self, settings: dict[str, Any], **params: Any):
+        """The estimator of ``settings`` (a TrainConfig's; "auto" weights and col_weights
+        from counts, the course's make_wts, resolved on the training matrix) with the run's
+        ``params``."""
         from walsrec.model.params import estimator_from_settings
         from walsrec.training.config import TrainConfig
 
         return estimator_from_settings(
-            settings, user_items, defaults=TrainConfig().to_dict(), **params
+            settings, self.user_items, defaults=TrainConfig().to_dict(), **params
+        )
+
+    def baseline(self, model, cfg) -> dict | None:
+        """Most-popular's held-out metrics (None without eval data)."""
+        from walsrec.metrics import evaluate_scorer, popularity_baseline
+
+        if self.data.eval is None:
+            return None
+        ui = self.user_items
+        return evaluate_scorer(
+            popularity_baseline(ui), ui, self.data.eval, k=cfg.k, n_jobs=cfg.threads
         )
 
     def start(self, model, cfg, model_dir: Path) -> None:
@@ -164,46 +195,93 @@ class LocalBackend:
 
 
 class DaskBackend(LocalBackend):
-    """The half-steps, the loss and the evaluation on a Dask cluster's workers, which read
-    the training matrix from shared storage; this process keeps the matrix memory-mapped
-    (for its shape, the baseline and the export) and never holds a factor matrix but to
-    checkpoint and export."""
+    """The half-steps, the loss, the evaluations, the checkpoints and the export on a Dask
+    cluster's workers, which read the training matrix from shared storage: this process
+    loads neither the matrix nor the user vocabulary, and never holds a factor matrix."""
 
     def __init__(self, client) -> None:
         super().__init__()
         self.client = client
-        #: DATA_DIR/vocab/users.txt, split into the export's blocks by a worker
-        self.cfg_users_file: Path | None = None
 
-    def load_data(self, cfg, model_dir: Path) -> TrainingData:
+    def load_data(self, cfg, model_dir: Path) -> StoredData:
+        """Where the workers read the run's data, and its size; for TFRecord inputs the
+        workers first parse them into MODEL_DIR/cache (train, its transpose, eval)."""
         if cfg.data is None:
-            # the workers parse the TFRecords into MODEL_DIR/cache (train, train_t, eval):
-            # load_training_data then only memory-maps the cache
             from walsrec.training.inputs import cache_tfrecords_dask
 
             cache_tfrecords_dask(self.client, cfg, model_dir)
-        else:
-            users = Path(cfg.data) / "vocab" / "users.txt"
-            self.cfg_users_file = users.absolute() if users.is_file() else None
-        return super().load_data(cfg, model_dir)
+        self.data = stored_training_data(cfg, model_dir)
+        return self.data
 
-    def build(self, settings: dict[str, Any], user_items, **params: Any):
+    @property
+    def user_items(self):
+        raise AttributeError("the Dask back end holds no training matrix in this process")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.data.shape
+
+    def choose_regularization(self, cfg, progress):
+        """On this machine, on the memory-mapped training matrix."""
+        from walsrec.data.native import load_csr
+        from walsrec.training.regularization import choose_regularization
+
+        src = self.data.train
+        ui = load_csr(src.rows_dir, src.rows_name, mmap=True)
+        return choose_regularization(ui, **_search_arguments(cfg, progress))
+
+    def build(self, settings: dict[str, Any], **params: Any):
+        """:class:`~walsrec.distributed.wals.DaskWALS` of ``settings``, their "auto"s and
+        count weights resolved from facts the workers measure
+        (:func:`walsrec.distributed.facts.matrix_facts`)."""
+        from walsrec.distributed.facts import matrix_facts
         from walsrec.distributed.wals import DaskWALS
+        from walsrec.model.params import estimator_from_settings
+        from walsrec.training.config import TrainConfig
 
-        return super().build(
-            settings, user_items, estimator_class=DaskWALS, client=self.client, **params
+        defaults = TrainConfig().to_dict()
+        facts = matrix_facts(self.client, self.data.train, settings, defaults=defaults)
+        return estimator_from_settings(
+            settings,
+            facts,
+            defaults=defaults,
+            estimator_class=DaskWALS,
+            client=self.client,
+            **params,
         )
 
     def start(self, model, cfg, model_dir: Path) -> None:
         # the workers read the partitions from shared storage, never through this process
-        model.open(_dask_source(cfg, model_dir))
-        super().start(model, cfg, model_dir)
+        model.open(self.data.train)
+        model.initialize()
+
+    def baseline(self, model, cfg) -> dict | None:
+        """On the workers of the opened model: each item partition's counts stand in for
+        its factors (:func:`walsrec.distributed.evaluate.evaluate_popularity_dask`)."""
+        from walsrec.distributed.evaluate import evaluate_popularity_dask
+        from walsrec.metrics import metric_names
+
+        if self.data.eval is None:
+            return None
+        names = metric_names(cfg.k, targets="binary")  # a scorer has no rmse
+        return evaluate_popularity_dask(
+            model, **self.data.eval, k=cfg.k, metrics=names, n_jobs=cfg.threads
+        )
 
     def restore(self, model, checkpoint) -> None:
         model.load_factors(*_factor_paths(checkpoint.path))
 
     def update_cols(self, model, cols: np.ndarray | None) -> None:
-        model.update_cols(self.user_items, cols=cols)
+        model.update_cols(None, cols=cols)
+
+    def update_rows(self, model, rows: np.ndarray | None) -> None:
+        model.update_rows(None, rows=rows)
+
+    def loss(self, model) -> float:
+        return model.loss()
+
+    def rwse(self, model) -> float:
+        return model.rwse()
 
     def evaluate(self, model, cfg, model_dir: Path) -> dict:
         """On the workers: no factor matrix comes to this process."""
@@ -212,13 +290,8 @@ class DaskBackend(LocalBackend):
 
         if self.data.eval is None:
             return {}
-        where = (
-            {"data": cfg.data}
-            if cfg.data is not None
-            else {"data": str(model_dir / "cache"), "name": "eval"}
-        )
         names = metric_names(cfg.k, targets=cfg.targets)
-        return evaluate_dask(model, **where, k=cfg.k, metrics=names, n_jobs=cfg.threads)
+        return evaluate_dask(model, **self.data.eval, k=cfg.k, metrics=names, n_jobs=cfg.threads)
 
     def checkpoint(self, model, root: Path, step: int, state: dict, keep: int) -> Path:
         """The workers write the factors as row blocks; this process the manifests and
@@ -255,8 +328,24 @@ class DaskBackend(LocalBackend):
         exports = list_exports(model_dir / "export")
         if exports and held is not None and _same_blocks(exports[-1], held):
             return None
-        users = self.cfg_users_file or self.data.train.users
-        return export_dask(model, model_dir, users=users, items=self.data.train.items, **model_json)
+        return export_dask(
+            model, model_dir, users=self.data.users_file, items=self.data.items, **model_json
+        )
+
+
+def _search_arguments(cfg, progress) -> dict:
+    """choose_regularization's arguments for a run of ``cfg``."""
+    return {
+        "settings": cfg.to_dict(),
+        "k": cfg.k,
+        # each λ is scored after train's default length, whatever this run's: the length
+        # is not part of the model's identity (a resumed run may add sweeps), so neither
+        # may λ depend on it
+        "sweeps": cfg.DEFAULT_SWEEPS,
+        "seed": cfg.seed,
+        "n_jobs": cfg.threads,
+        "progress": progress,
+    }
 
 
 def _factor_paths(path: Path) -> tuple[Path, Path]:
@@ -278,17 +367,6 @@ def _same_blocks(export: Path, checkpoint: Path) -> bool:
         if (x.shape, x.dtype, x.bounds, x.checksums) != (y.shape, y.dtype, y.bounds, y.checksums):
             return False
     return True
-
-
-def _dask_source(cfg, model_dir: Path):
-    """The native matrices the Dask workers read: DATA_DIR/train/native, or for TFRecord
-    inputs MODEL_DIR/cache and its transpose (written by the workers)."""
-    from walsrec.distributed.sources import native_source
-
-    if cfg.data is not None:
-        return native_source(cfg.data)
-    # written by the workers (cache_tfrecords_dask), transpose included
-    return native_source(model_dir / "cache", "train", "train_t")
 
 
 def backend_for(client=None) -> Backend:

@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import scipy.sparse as sp
 
@@ -27,7 +28,13 @@ from walsrec.data.native import load_csr, save_csr
 from walsrec.data.vocabulary import Vocabulary
 from walsrec.errors import DataFormatError
 
-__all__ = ["TrainingData", "cache_tfrecords_dask", "load_training_data"]
+__all__ = [
+    "StoredData",
+    "TrainingData",
+    "cache_tfrecords_dask",
+    "load_training_data",
+    "stored_training_data",
+]
 
 
 @dataclass
@@ -35,6 +42,73 @@ class TrainingData:
     train: Interactions
     eval: sp.csr_matrix | None
     source: str
+
+
+@dataclass
+class StoredData:
+    """Training data left on shared storage for a Dask cluster's workers: where it is and
+    its size. This process loads neither matrix nor the user vocabulary.
+
+    ``train``: the native training matrix (and its transpose); ``eval``: where
+    :func:`walsrec.distributed.evaluate_dask` finds the held-out matrix (``data`` and
+    ``name``), or None; ``users_file``: the user vocabulary, split into an export's blocks
+    by a worker (None: the ids are the indices); ``items``: the item vocabulary.
+    """
+
+    train: Any
+    eval: dict | None
+    source: str
+    users_file: Path | None
+    items: Vocabulary
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.train.shape)
+
+
+def stored_training_data(config, model_dir: Path) -> StoredData:
+    """:class:`StoredData` of a run: DATA_DIR/train/native, or for TFRecord inputs the
+    MODEL_DIR/cache that :func:`cache_tfrecords_dask` had the workers write."""
+    from walsrec.data.prepare import check_prepared
+    from walsrec.distributed.sources import native_source
+
+    if config.data is not None:
+        root = check_prepared(config.data)
+        train = native_source(root)
+        ev = None
+        if (root / "eval" / "native" / "user_items.json").is_file():
+            ev = {"data": str(root.absolute()), "name": "user_items"}
+        users = root / "vocab" / "users.txt"
+        items = Vocabulary.load(root / "vocab" / "items.txt", "items")
+        if len(items) != train.shape[1]:
+            raise DataFormatError(
+                f"{root / 'vocab' / 'items.txt'}: {len(items)} ids where the training matrix "
+                f"has {train.shape[1]} items; the DATA_DIR is inconsistent."
+            )
+        return StoredData(train, ev, str(root), users.absolute(), items)
+    cache = model_dir / "cache"
+    train = native_source(cache, "train", "train_t")
+    ev = None
+    if (cache / "eval.json").is_file():
+        ev = {"data": str(cache.absolute()), "name": "eval"}
+    n_users, n_items = train.shape
+    users = _vocab_file(config.train_rows, "users")
+    if users is not None and _count_lines(users) != n_users:
+        users = None
+    items = _find_vocab(config.train_rows, "items")
+    if items is None or len(items) != n_items:
+        items = Vocabulary([str(i) for i in range(n_items)], "items")
+    return StoredData(train, ev, config.train_rows, users, items)
+
+
+def _count_lines(path: Path) -> int:
+    """Lines of a text file, streamed (the last one need not end with a newline)."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while piece := f.read(1 << 22):
+            n += piece.count(b"\n")
+            last = piece[-1:]
+    return n + (last != b"\n")
 
 
 def load_training_data(config, model_dir: Path) -> TrainingData:
@@ -67,16 +141,20 @@ def _fingerprint(patterns: list[str | None]) -> list:
     return out
 
 
-def _find_vocab(pattern: str, which: str) -> Vocabulary | None:
-    """Vocabularies beside the records: DIR/user_ids.txt (course) or DIR/../vocab/users.txt."""
+def _vocab_file(pattern: str, which: str) -> Path | None:
+    """The vocabulary file beside the records: DIR/user_ids.txt (course) or
+    DIR/../vocab/users.txt; None when neither exists."""
     if "://" in pattern:
         return None
     directory = Path(pattern).parent
     candidates = [directory / f"{which[:-1]}_ids.txt", directory.parent / "vocab" / f"{which}.txt"]
-    for c in candidates:
-        if c.is_file():
-            return Vocabulary.load(c, which)
-    return None
+    return next((c.absolute() for c in candidates if c.is_file()), None)
+
+
+def _find_vocab(pattern: str, which: str) -> Vocabulary | None:
+    """The vocabulary beside the records (:func:`_vocab_file`), loaded; or None."""
+    path = _vocab_file(pattern, which)
+    return None if path is None else Vocabulary.load(path, which)
 
 
 # The settings of train that give the number of users (rows) and of items (columns).

@@ -269,11 +269,12 @@ def _open_model_dir(cfg, overwrite: bool) -> Path:
 def _build_model(cfg, backend, model_dir: Path, say, show_progress: bool):
     """The estimator of ``cfg`` on ``backend`` ("auto" regularization chosen), and
     MODEL_DIR/config.json written."""
-    ui = backend.user_items
     settings = cfg.to_dict()
     if cfg.regularization == "auto":
-        settings["regularization"] = _auto_regularization(cfg, model_dir, ui, say, show_progress)
-    model = backend.build(settings, ui, n_jobs=cfg.threads, random_state=cfg.seed)
+        settings["regularization"] = _auto_regularization(
+            cfg, model_dir, backend, say, show_progress
+        )
+    model = backend.build(settings, n_jobs=cfg.threads, random_state=cfg.seed)
     # only now: settings the data refuses (BM25 on negative values, say) leave no
     # config.json behind that would block the corrected command as a "resume"
     atomic_write_text(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -288,7 +289,7 @@ class _Run:
         self.model_dir = model_dir
         self.ckpt_root = model_dir / "checkpoints"
         self.metrics_path = model_dir / "metrics.jsonl"
-        n_users, n_items = backend.user_items.shape
+        n_users, n_items = backend.shape
         self.n_users, self.n_items = n_users, n_items
         self.batch = cfg.batch_size or max(n_users, n_items, 1)
         self.row_batches = max(1, math.ceil(n_users / self.batch))
@@ -325,17 +326,12 @@ class _Run:
             self._resume_from(ckpt)
         model.loss_ = list(self.state["loss_history"])
         self.baseline = next((r for r in self.records if r.get("model") == "most-popular"), None)
-        heldout = self.backend.data.eval
-        if heldout is not None and self.baseline is None:
-            from walsrec.metrics import evaluate_scorer, popularity_baseline
-
-            ui = self.backend.user_items
-            scores = evaluate_scorer(
-                popularity_baseline(ui), ui, heldout, k=cfg.k, n_jobs=cfg.threads
-            )
-            self.baseline = {"model": "most-popular", "k": cfg.k, **scores}
-            self.records.insert(0, self.baseline)
-            _write_metrics(self.metrics_path, self.records)
+        if self.baseline is None:
+            scores = self.backend.baseline(model, cfg)
+            if scores is not None:
+                self.baseline = {"model": "most-popular", "k": cfg.k, **scores}
+                self.records.insert(0, self.baseline)
+                _write_metrics(self.metrics_path, self.records)
         self.evaluations = [r for r in self.records if r.get("model") == "wals"]
 
     def _resume_from(self, ckpt) -> None:
@@ -551,12 +547,10 @@ class _Run:
         }
 
 
-def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> float:
+def _auto_regularization(cfg, model_dir: Path, backend, say, show_progress: bool) -> float:
     """λ for ``regularization = "auto"``: the one MODEL_DIR/regularization.json recorded
     (a resumed run keeps it), else chosen by validation inside the training data
     (:mod:`walsrec.training.regularization`) and recorded there."""
-    from walsrec.training.regularization import choose_regularization
-
     path = model_dir / "regularization.json"
     if path.exists() and (model_dir / "config.json").exists():
         try:
@@ -594,19 +588,7 @@ def _auto_regularization(cfg, model_dir: Path, ui, say, show_progress: bool) -> 
             "to skip it"
         )
     try:
-        # on Dask too, the search runs here, on the memory-mapped training matrix
-        choice = choose_regularization(
-            ui,
-            cfg.to_dict(),
-            k=cfg.k,
-            # each λ is scored after train's default length, whatever this run's: the
-            # length is not part of the model's identity (a resumed run may add sweeps),
-            # so neither may λ depend on it
-            sweeps=cfg.DEFAULT_SWEEPS,
-            seed=cfg.seed,
-            n_jobs=cfg.threads,
-            progress=progress,
-        )
+        choice = backend.choose_regularization(cfg, progress)
     finally:
         if bar is not None:
             bar.close()
