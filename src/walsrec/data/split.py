@@ -3,6 +3,14 @@
 :func:`validation_split` carves about a fraction of each user's interactions out of a
 training matrix: ``walsrec tune`` scores its trials on such splits, and train's
 ``regularization = "auto"`` chooses λ on them.
+
+The split is defined entry by entry from one PCG64 stream seeded ``seed``: output i (i <
+n_users) is user i's uniform draw (``(word >> 11) · 2⁻⁵³``, as ``Generator.random``), and
+entry j's tie-break is 31 bits of output ``n_users + j // 2`` (its low 32-bit half for even
+j, its high half for odd j, shifted right once; as ``Generator.integers(0, 2**31)``). So a
+range of rows can be split alone (:func:`validation_mask` jumps the stream to its first
+row and entry with ``PCG64.advance``), and a Dask cluster's partitions together split
+exactly as one machine does.
 """
 
 from __future__ import annotations
@@ -12,7 +20,16 @@ import scipy.sparse as sp
 
 from walsrec._checks import check_real
 
-__all__ = ["check_fraction", "validation_split"]
+__all__ = [
+    "check_fraction",
+    "entries_where",
+    "sample_positions",
+    "validation_draws",
+    "validation_mask",
+    "validation_split",
+]
+
+_TO_UNIT = 1.0 / 9007199254740992.0  # 2⁻⁵³
 
 
 def check_fraction(value, owner: str = "parameter of tune") -> float:
@@ -56,26 +73,72 @@ def validation_split(
         x = x.copy()
         x.sum_duplicates()
     n_users = x.shape[0]
-    counts = np.diff(x.indptr)
-    rows = np.repeat(np.arange(n_users, dtype=np.int64), counts)
-    rng = np.random.default_rng(seed)
-    n_val = np.floor(fraction * counts + rng.random(n_users)).astype(np.int64)
+    is_val = validation_mask(x.indptr, 0, 0, n_users, fraction, seed)
+    return entries_where(x, ~is_val), entries_where(x, is_val)
+
+
+def entries_where(x: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
+    """The entries of the CSR matrix ``x`` where ``mask`` (one bool per stored entry) is
+    True, in a matrix of the same shape and dtypes."""
+    n = x.shape[0]
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(x.indptr))
+    indptr = np.zeros(n + 1, dtype=x.indptr.dtype)
+    np.cumsum(np.bincount(rows[mask], minlength=n), out=indptr[1:])
+    return sp.csr_matrix(
+        (np.asarray(x.data)[mask], np.asarray(x.indices)[mask], indptr), shape=x.shape
+    )
+
+
+def validation_draws(
+    seed: int, n_users: int, lo: int, hi: int, entry_lo: int, entry_hi: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of users ``lo:hi`` (uniform, float64) and of entries ``entry_lo:entry_hi``
+    (31-bit tie-breaks, int64) of the split seeded ``seed`` (see the module docstring)."""
+    bits = np.random.PCG64(seed)
+    bits.advance(lo)
+    u = (bits.random_raw(hi - lo) >> np.uint64(11)) * _TO_UNIT
+    first = entry_lo // 2
+    bits = np.random.PCG64(seed)
+    bits.advance(n_users + first)
+    words = bits.random_raw((entry_hi + 1) // 2 - first)
+    halves = np.empty(2 * words.size, dtype=np.uint64)
+    halves[0::2] = words & np.uint64(0xFFFFFFFF)
+    halves[1::2] = words >> np.uint64(32)
+    skip = entry_lo - 2 * first
+    r = (halves[skip : skip + entry_hi - entry_lo] >> np.uint64(1)).astype(np.int64)
+    return u, r
+
+
+def validation_mask(
+    indptr: np.ndarray, lo: int, entry_lo: int, n_users: int, fraction: float, seed: int
+) -> np.ndarray:
+    """Which entries of rows ``lo:lo + len(indptr) - 1`` the split seeded ``seed`` holds
+    out: ``indptr`` is those rows' CSR index pointer (from 0), ``entry_lo`` the position of
+    their first entry in the whole matrix, ``n_users`` its rows. About ``fraction`` of
+    each row (stochastic rounding), chosen at random, never all of a row."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    indptr = indptr - indptr[0]
+    n = indptr.shape[0] - 1
+    nnz = int(indptr[-1])
+    counts = np.diff(indptr)
+    u, r = validation_draws(seed, n_users, lo, lo + n, entry_lo, entry_lo + nnz)
+    n_val = np.floor(fraction * counts + u).astype(np.int64)
     n_val = np.minimum(n_val, np.maximum(counts - 1, 0))
+    rows = np.repeat(np.arange(n, dtype=np.int64), counts)
     # A random order within each row, rows kept contiguous: one int64 key per entry, the row
-    # in the high bits and a random tie-break below (exact, unlike row + U[0, 1) in float64,
-    # which can round up into the next row for large row numbers).
-    key = rows << np.int64(31)
-    key |= rng.integers(0, 2**31, size=rows.size, dtype=np.int64)
+    # in the high bits and the random tie-break below (exact, unlike row + U[0, 1) in
+    # float64, which can round up into the next row for large row numbers).
+    key = (rows << np.int64(31)) | r
     order = np.argsort(key, kind="stable")
-    rank = np.empty(rows.size, dtype=np.int64)
-    rank[order] = np.arange(rows.size) - x.indptr[rows[order]]
-    is_val = rank < n_val[rows]
+    rank = np.empty(nnz, dtype=np.int64)
+    rank[order] = np.arange(nnz) - indptr[rows[order]]
+    return rank < n_val[rows]
 
-    def part(mask: np.ndarray) -> sp.csr_matrix:
-        indptr = np.zeros(n_users + 1, dtype=x.indptr.dtype)
-        np.cumsum(np.bincount(rows[mask], minlength=n_users), out=indptr[1:])
-        return sp.csr_matrix(
-            (np.asarray(x.data)[mask], np.asarray(x.indices)[mask], indptr), shape=x.shape
-        )
 
-    return part(~is_val), part(is_val)
+def sample_positions(total: int, max_users: int, seed: int) -> np.ndarray | None:
+    """Which of ``total`` validated users (by position, in user order) a split scores when
+    at most ``max_users`` may be: None for all of them, else ``max_users`` positions drawn
+    without replacement (seeded ``[seed, 1]``)."""
+    if total <= max_users:
+        return None
+    return np.sort(np.random.default_rng([seed, 1]).choice(total, max_users, replace=False))

@@ -158,6 +158,64 @@ def _global_row(message: str, lo: int) -> str:
     return re.sub(r"\(row (\d+),", lambda g: f"(row {lo + int(g.group(1))},", message, count=1)
 
 
+# --------------------------------------------------------------------------- validation
+
+
+def split_part(part, lo: int, entry_lo: int, n_users: int, fraction: float, seed: int) -> dict:
+    """A user partition (rows ``lo:``, its first entry at ``entry_lo`` of the matrix) cut
+    into the entries to fit and those held out, as
+    :func:`walsrec.data.split.validation_split` cuts the whole matrix; plus the number of
+    its users with held-out entries."""
+    from walsrec.data.split import entries_where, validation_mask
+
+    m = sp.csr_matrix(part)
+    held = validation_mask(m.indptr, lo, entry_lo, n_users, fraction, seed)
+    val = entries_where(m, held)
+    return {
+        "fit": entries_where(m, ~held),
+        "val": val,
+        "validated": int(np.count_nonzero(np.diff(val.indptr))),
+    }
+
+
+def keep_users(val, positions: np.ndarray):
+    """``val`` with only the users at ``positions`` among its users with entries (the
+    rest emptied): the partition's share of a sample of validated users."""
+    counts = np.diff(val.indptr)
+    users = np.flatnonzero(counts)
+    keep = np.zeros(val.shape[0], dtype=bool)
+    keep[users[positions]] = True
+    rows = np.repeat(keep, counts)
+    indptr = np.zeros_like(val.indptr)
+    np.cumsum(np.where(keep, counts, 0), out=indptr[1:])
+    return sp.csr_matrix((val.data[rows], val.indices[rows], indptr), shape=val.shape)
+
+
+def column_piece(part, item_lo: int, item_hi: int):
+    """Columns ``item_lo:item_hi`` of a user partition, transposed: (items × the
+    partition's users), CSR, user indices local to the partition."""
+    m = sp.csr_matrix(part)
+    return sp.csr_matrix(m[:, item_lo:item_hi].T)
+
+
+def stack_columns(n_items: int, n_users: int, *pieces):
+    """An item partition from the :func:`column_piece` of every user partition, in user
+    order: rows are items, columns global user indices, sorted."""
+    if not pieces:
+        return sp.csr_matrix((n_items, n_users))
+    out = sp.hstack(pieces, format="csr")
+    out.sort_indices()
+    return out
+
+
+def log_mass_sum(part, w0: float, n_items: int) -> tuple[float, int]:
+    """(Σ log(count + w0·n_items), rows) over a user partition's rows with a positive
+    mass: the ν scale of λ auto's grid (:func:`walsrec.training.regularization._nu_scale`)."""
+    mass = np.diff(sp.csr_matrix(part).indptr).astype(np.float64) + w0 * n_items
+    mass = mass[mass > 0]
+    return float(np.sum(np.log(mass))), int(mass.size)
+
+
 def make_side(
     part,
     lo: int,

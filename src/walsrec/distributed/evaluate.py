@@ -17,7 +17,7 @@ from walsrec.distributed import _storage, _tasks, layout
 from walsrec.distributed.sources import location, native_meta, tfrecord_source
 from walsrec.errors import DataFormatError, InvalidParameterError
 
-__all__ = ["evaluate_dask", "evaluate_popularity_dask"]
+__all__ = ["evaluate_dask", "evaluate_parts_dask", "evaluate_popularity_dask"]
 
 
 def _heldout_parts(model, data, eval_rows, name: str = "user_items") -> list:
@@ -141,8 +141,43 @@ def evaluate_popularity_dask(
     )
 
 
+def evaluate_parts_dask(
+    model,
+    heldout: list,
+    *,
+    k: int = 10,
+    metrics: Iterable[str] | None = None,
+    n_jobs: int | None = None,
+    ndcg_gain: str = "binary",
+    chunk_size: int | None = None,
+) -> dict[str, float]:
+    """:func:`evaluate_dask` of held-out data already on the workers: ``heldout`` holds a
+    task result per user partition of ``model`` (CSR rows of that partition, global item
+    indices), e.g. a validation split's held-out part."""
+    if len(heldout) != len(model._bounds["user"]):
+        raise InvalidParameterError(
+            "The 'heldout' argument of evaluate_parts_dask must hold one partition per user "
+            f"partition of the model ({len(model._bounds['user'])}). Got {len(heldout)} instead."
+        )
+    return _evaluate(
+        model, "evaluate_parts_dask", None, None, None, k, metrics, n_jobs, ndcg_gain,
+        chunk_size, parts=heldout,
+    )  # fmt: skip
+
+
 def _evaluate(
-    model, owner, data, eval_rows, name, k, metrics, n_jobs, ndcg_gain, chunk_size, popularity=False
+    model,
+    owner,
+    data,
+    eval_rows,
+    name,
+    k,
+    metrics,
+    n_jobs,
+    ndcg_gain,
+    chunk_size,
+    popularity=False,
+    parts=None,
 ) -> dict[str, float]:
     from walsrec.metrics.partial import check_request, combine
 
@@ -151,7 +186,8 @@ def _evaluate(
     else:
         model._check_initialized(owner)
     k, names, chunk_size = check_request(k, metrics, chunk_size, owner)
-    parts = _heldout_parts(model, data, eval_rows, name)
+    if parts is None:
+        parts = _heldout_parts(model, data, eval_rows, name)
     if popularity:
         item_blocks = [
             model._submit(_tasks.popularity_block, side, worker=w)

@@ -13,6 +13,7 @@ from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = [
     "NativeSource",
+    "PartsSource",
     "TFRecordSource",
     "location",
     "native_meta",
@@ -138,6 +139,21 @@ class NativeSource:
     cols_name: str
     shape: tuple[int, int]
     nnz: int
+
+
+@dataclass(frozen=True, eq=False)
+class PartsSource:
+    """A matrix already partitioned on the workers (e.g. the fit part of a validation
+    split): each side's partitions as task results (CSR rows, global column indices; user
+    partitions are user_items' rows, item partitions item_users'), their row ranges and
+    workers. :meth:`DaskWALS.open <walsrec.distributed.wals.DaskWALS.open>` uses them as
+    they are: the same futures serve any number of fits."""
+
+    shape: tuple[int, int]
+    nnz: int
+    parts: dict
+    bounds: dict
+    placement: dict
 
 
 def location(where: str | os.PathLike) -> str:

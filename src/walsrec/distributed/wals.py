@@ -41,7 +41,13 @@ from walsrec._checks import check_weight_vector, is_int, is_real
 from walsrec.data.row_blocks import is_row_blocks, open_row_blocks
 from walsrec.distributed import _storage, _tasks, layout
 from walsrec.distributed.layout import Cluster
-from walsrec.distributed.sources import NativeSource, TFRecordSource, location, native_source
+from walsrec.distributed.sources import (
+    NativeSource,
+    PartsSource,
+    TFRecordSource,
+    location,
+    native_source,
+)
 from walsrec.errors import InvalidParameterError, NotFittedError
 from walsrec.model import halfstep
 from walsrec.model.params import set_params
@@ -171,9 +177,11 @@ class DaskWALS:
 
         Parameters
         ----------
-        source : NativeSource, TFRecordSource, path or URL
+        source : NativeSource, TFRecordSource, PartsSource, path or URL
             A prepared DATA_DIR (path or fsspec URL), :func:`native_source`'s answer or
-            :func:`~walsrec.distributed.sources.tfrecord_source`'s, on shared storage.
+            :func:`~walsrec.distributed.sources.tfrecord_source`'s, on shared storage; or
+            partitions already on the workers
+            (:class:`~walsrec.distributed.sources.PartsSource`).
             TFRecord shards are parsed one task each and assembled into the partitions on
             the workers; the rows and columns records must hold the same matrix.
 
@@ -328,6 +336,10 @@ class DaskWALS:
 
         self.stats_ = layout.new_stats()
         self._cluster = cl = Cluster(self.client, self.stats_)
+        if isinstance(source, PartsSource):
+            self.source_ = source
+            self._layout = layout.Layout(source, dict(source.bounds), dict(source.placement))
+            return dict(source.parts)
         workers = cl.workers()
         shards = None
         if isinstance(source, TFRecordSource):
@@ -807,8 +819,8 @@ class DaskWALS:
 
         Parameters
         ----------
-        source : NativeSource, TFRecordSource, path or URL
-            As :meth:`open`: on storage every worker reads.
+        source : NativeSource, TFRecordSource, PartsSource, path or URL
+            As :meth:`open`: on storage every worker reads, or already on the workers.
         weights : None
             Per-entry weights are not supported on Dask yet.
 

@@ -222,13 +222,13 @@ class DaskBackend(LocalBackend):
         return self.data.shape
 
     def choose_regularization(self, cfg, progress):
-        """On this machine, on the memory-mapped training matrix."""
-        from walsrec.data.native import load_csr
-        from walsrec.training.regularization import choose_regularization
+        """On the workers: the validation splits, the fits and the scores
+        (:func:`walsrec.training.regularization.choose_regularization_dask`)."""
+        from walsrec.training.regularization import choose_regularization_dask
 
-        src = self.data.train
-        ui = load_csr(src.rows_dir, src.rows_name, mmap=True)
-        return choose_regularization(ui, **_search_arguments(cfg, progress))
+        return choose_regularization_dask(
+            self.client, self.data.train, **_search_arguments(cfg, progress)
+        )
 
     def build(self, settings: dict[str, Any], **params: Any):
         """:class:`~walsrec.distributed.wals.DaskWALS` of ``settings``, their "auto"s and

@@ -581,12 +581,6 @@ def _auto_regularization(cfg, model_dir: Path, backend, say, show_progress: bool
             bar.set_postfix(regularization=f"{lam:g}", ndcg=f"{score:.4f}")
             bar.update(1)
 
-    if cfg.dask is not None:
-        say(
-            "regularization auto: choosing lambda on this machine (several fits on validation "
-            "splits of the training data), not on the Dask workers; pass --regularization "
-            "to skip it"
-        )
     try:
         choice = backend.choose_regularization(cfg, progress)
     finally:

@@ -13,6 +13,11 @@ held-out entries improves, and return the best λ. The eval split is never read.
 Each λ tried costs one fit per validation split (1–3 splits, more on small data); 3–6 λ
 were tried on the datasets measured, 5–12 fits in all. Train then fits the whole training
 matrix with the chosen λ.
+
+On a Dask cluster (:func:`choose_regularization_dask`) the splits are cut and kept on the
+workers (:mod:`walsrec.distributed.validation`, the same entries as on one machine), every
+fit is a :class:`~walsrec.distributed.wals.DaskWALS` fit and every score is computed on the
+workers: the client sees only scores.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ __all__ = [
     "FALLBACK_REGULARIZATION",
     "RegularizationChoice",
     "choose_regularization",
+    "choose_regularization_dask",
     "fit_and_score",
 ]
 
@@ -174,11 +180,61 @@ def choose_regularization(
     x = sp.csr_matrix(user_items)
     # the grid is for ν = 1; other ν move the good λ by the typical (count + w0·n)^(1 - ν)
     scale = _nu_scale(settings, x)
-    lams = [lam * scale for lam in _extended(grid)]
     splits, validated = _validation_splits(x, validation_fraction, max_users, min_validated, seed)
-    if not splits:
+    folds = [_LocalFold(fit, val, settings, sweeps, seed, n_jobs) for fit, val in splits]
+    return _choose(folds, validated, scale, grid, start, patience, k, progress, started)
+
+
+def choose_regularization_dask(
+    client,
+    source,
+    settings: dict[str, Any],
+    *,
+    k: int = 10,
+    grid: Sequence[float] = AUTO_GRID,
+    start: float = FALLBACK_REGULARIZATION,
+    sweeps: int = 10,
+    patience: int = 1,
+    validation_fraction: float = 0.1,
+    max_users: int = 10_000,
+    min_validated: int = 5_000,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    progress: Callable[[float, float], None] | None = None,
+    partitions: int | None = None,
+) -> RegularizationChoice:
+    """:func:`choose_regularization` on a Dask cluster: the training matrix is the native
+    matrix ``source`` (:func:`walsrec.distributed.native_source`) on storage the workers
+    read, and the splits, fits and scores all stay on the workers of ``client``; the same
+    splits as on one machine, so the same λ up to the fits' rounding. ``partitions``: per
+    side (default two per worker). Other arguments as :func:`choose_regularization`'s."""
+    from walsrec.distributed.validation import validation_folds
+
+    grid = _checked_arguments(
+        grid, start, k, sweeps, patience, max_users, min_validated, seed, validation_fraction
+    )
+    started = time.perf_counter()
+    data = validation_folds(
+        client,
+        source,
+        fraction=validation_fraction,
+        max_users=max_users,
+        min_validated=min_validated,
+        seed=seed,
+        max_folds=MAX_FOLDS,
+        partitions=partitions,
+    )
+    scale = _nu_scale_dask(client, source, settings, data)
+    folds = [_DaskFold(client, f, settings, sweeps, seed, n_jobs) for f in data.folds]
+    return _choose(folds, data.validated, scale, grid, start, patience, k, progress, started)
+
+
+def _choose(folds, validated, scale, grid, start, patience, k, progress, started):
+    """The search over ``folds`` (each scoring a λ), its grid scaled by ``scale``."""
+    lams = [lam * scale for lam in _extended(grid)]
+    if not folds:
         return RegularizationChoice(FALLBACK_REGULARIZATION * scale, metric=f"ndcg@{k}")
-    search = _Search(lams, splits, settings, k, sweeps, seed, n_jobs, progress)
+    search = _Search(lams, folds, k, progress)
     target = start * scale
     first = int(np.argmin([abs(math.log(lam / target)) for lam in lams]))
     best_i, best = search.walk(first, patience)
@@ -186,9 +242,9 @@ def choose_regularization(
         value=FALLBACK_REGULARIZATION * scale if math.isnan(best) else lams[best_i],
         scores=search.scores,
         metric=search.metric,
-        folds=len(splits),
+        folds=len(folds),
         validated_users=validated,
-        fits=len(search.scores) * len(splits),
+        fits=len(search.scores) * len(folds),
         seconds=time.perf_counter() - started,
     )
 
@@ -325,30 +381,88 @@ def _validation_splits(
     return splits, validated
 
 
-class _Search:
-    """The fits of λ auto's search: a λ is scored by fitting it on every validation split."""
+class _LocalFold:
+    """A validation split on this machine: an estimator weighted by its fit part (each λ
+    fits a copy of it), the fit part and the held-out part."""
 
-    def __init__(self, lams, splits, settings, k, sweeps, seed, n_jobs, progress) -> None:
+    def __init__(self, fit, val, settings, sweeps, seed, n_jobs) -> None:
+        from walsrec.model.params import estimator_from_settings
+        from walsrec.training.config import TrainConfig
+
+        base = {**settings, "regularization": 0.0}
+        self.estimator = estimator_from_settings(
+            base,
+            fit,
+            defaults=TrainConfig().to_dict(),
+            sweeps=sweeps,
+            n_jobs=n_jobs,
+            random_state=seed,
+        )
+        self.fit, self.val, self.n_jobs = fit, val, n_jobs
+
+    def score(self, lam: float, metric: str, k: int) -> float:
+        est = self.estimator
+        model = type(est)(**est.get_params()).set_params(regularization=lam)
+        return fit_and_score(model, self.fit, self.val, metric=metric, k=k, n_jobs=self.n_jobs)
+
+
+class _DaskFold:
+    """A validation split on a Dask cluster's workers
+    (:class:`walsrec.distributed.validation.DaskFold`): DaskWALS weighted by its fit part
+    (facts reduced on the workers), fitted there for each λ and scored there."""
+
+    def __init__(self, client, fold, settings, sweeps, seed, n_jobs) -> None:
+        from walsrec.distributed.facts import parts_facts
+        from walsrec.distributed.layout import Cluster
+        from walsrec.distributed.wals import DaskWALS
         from walsrec.model.params import estimator_from_settings
         from walsrec.training.config import TrainConfig
 
         defaults = TrainConfig().to_dict()
-        base = {**settings, "regularization": lams[0]}
-        # one estimator per split, weighted by its fit part; each λ fits a copy of it
-        self.splits = [
-            (
-                estimator_from_settings(
-                    base, fit, defaults=defaults, sweeps=sweeps, n_jobs=n_jobs, random_state=seed
-                ),
-                fit,
-                val,
-            )
-            for fit, val in splits
-        ]
+        base = {**settings, "regularization": 0.0}
+        fit = fold.fit
+        facts = parts_facts(
+            Cluster(client),
+            fit.parts["user"],
+            fit.bounds["user"],
+            fit.parts["item"],
+            fit.shape,
+            fit.nnz,
+            base,
+            defaults=defaults,
+        )
+        self.params = estimator_from_settings(
+            base,
+            facts,
+            defaults=defaults,
+            estimator_class=DaskWALS,
+            client=client,
+            sweeps=sweeps,
+            n_jobs=n_jobs,
+            random_state=seed,
+        ).get_params()
+        self.fold, self.n_jobs = fold, n_jobs
+
+    def score(self, lam: float, metric: str, k: int) -> float:
+        from walsrec.distributed.evaluate import evaluate_parts_dask
+        from walsrec.distributed.wals import DaskWALS
+
+        model = DaskWALS(**{**self.params, "regularization": lam})
+        model.fit(self.fold.fit)
+        values = evaluate_parts_dask(
+            model, self.fold.heldout, k=k, metrics=[metric], n_jobs=self.n_jobs
+        )
+        return float(values[metric])
+
+
+class _Search:
+    """The fits of λ auto's search: a λ is scored by fitting it on every validation split."""
+
+    def __init__(self, lams, folds, k, progress) -> None:
+        self.folds = folds
         self.lams = lams
         self.metric = f"ndcg@{k}"
         self.k = k
-        self.n_jobs = n_jobs
         self.progress = progress
         self.scores: dict[float, float] = {}  # λ -> validation score, in the order tried
 
@@ -356,12 +470,9 @@ class _Search:
         """The mean score of ``lams[i]`` over the splits (NaN where no split scores it)."""
         lam = self.lams[i]
         values = []
-        for estimator, fit, val in self.splits:
-            model = type(estimator)(**estimator.get_params()).set_params(regularization=lam)
+        for fold in self.folds:
             try:
-                values.append(
-                    fit_and_score(model, fit, val, metric=self.metric, k=self.k, n_jobs=self.n_jobs)
-                )
+                values.append(fold.score(lam, self.metric, self.k))
             except SingularSystemError:
                 # a row or column the split left empty, with nothing else to weigh it
                 # (w0 = 0 and λ = 0, say): this λ cannot be scored on this split
@@ -420,14 +531,35 @@ def _nu_scale(settings: dict[str, Any], x: sp.csr_matrix) -> float:
     return float(np.exp((1.0 - nu) * np.mean(np.log(mass))))
 
 
+def _nu_scale_dask(client, source, settings: dict[str, Any], data) -> float:
+    """:func:`_nu_scale` of the stored matrix ``source``, reduced on the workers (its user
+    partitions from ``data``, a :class:`walsrec.distributed.validation.ValidationData`)."""
+    from walsrec.distributed.facts import matrix_facts
+    from walsrec.distributed.validation import mean_log_mass
+    from walsrec.training.config import TrainConfig, wals_params
+
+    nu = float(settings.get("regularization_exponent", TrainConfig.regularization_exponent))
+    if nu == 1.0:
+        return 1.0
+    base = {**settings, "regularization": 1.0}
+    defaults = TrainConfig().to_dict()
+    facts = matrix_facts(client, source, base, defaults=defaults)
+    w0 = float(wals_params(base, facts, defaults=defaults)["unobserved_weight"])
+    mean = mean_log_mass(client, data, w0, source.shape[1])
+    return 1.0 if mean is None else float(np.exp((1.0 - nu) * mean))
+
+
 def _sample_users(val: sp.csr_matrix, max_users: int, seed: int) -> sp.csr_matrix:
     """``val`` with the entries of at most ``max_users`` of its users (drawn at random)."""
+    from walsrec.data.split import sample_positions
+
     counts = np.diff(val.indptr)
     users = np.flatnonzero(counts)
-    if users.size <= max_users:
+    positions = sample_positions(users.size, max_users, seed)
+    if positions is None:
         return val
     keep = np.zeros(val.shape[0], dtype=bool)
-    keep[np.random.default_rng([seed, 1]).choice(users, max_users, replace=False)] = True
+    keep[users[positions]] = True
     rows = np.repeat(keep, counts)
     indptr = np.zeros_like(val.indptr)
     np.cumsum(np.where(keep, counts, 0), out=indptr[1:])
