@@ -18,6 +18,8 @@ def _settings(data_dir, model_dir, **extra):
         threads=1,
         seed=4,
         targets="values",  # so that the evaluations include rmse (not for binary targets)
+        # a number: λ auto on Dask has tests of its own (test_regularization.py)
+        regularization=0.05,
         **extra,
     )
 
@@ -43,8 +45,20 @@ def test_train_on_dask_equals_one_machine_and_resumes(client, data_dir, tmp_path
 def test_dask_setting_is_checked(data_dir, tmp_path):
     with pytest.raises(InvalidParameterError, match="'local:N' with N an int >= 1"):
         load_config(**_settings(data_dir, tmp_path, dask="local:0"))
-    with pytest.raises(InvalidParameterError, match="'batch_size' setting of train cannot"):
-        load_config(**_settings(data_dir, tmp_path, dask="local:2", batch_size=10))
+
+
+def test_train_steps_of_a_batch_on_dask_equal_one_machine(client, data_dir, tmp_path):
+    """tf.contrib's --batch-size: each step solves a batch of rows or columns."""
+    common = dict(batch_size=200, train_steps=9, eval_every=3)
+    one = train(**_settings(data_dir, tmp_path / "one", **common))
+    on_dask = train(**_settings(data_dir, tmp_path / "d", **common, dask=client.scheduler.address))
+    assert on_dask.steps == one.steps == 9
+    a, b = read_export(one.export_path), read_export(on_dask.export_path)
+    assert np.abs(a.user_factors - b.user_factors).max() / np.abs(a.user_factors).max() < 1e-6
+    for ra, rb in zip(one.evaluations, on_dask.evaluations, strict=True):
+        assert rb["step"] == ra["step"]
+        for key in ("loss", "rmse", "ndcg@10"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-6), key
 
 
 @pytest.mark.parametrize("fmt", ["csv", "course"])
@@ -73,7 +87,13 @@ def test_train_on_local_cluster_from_tfrecords(data_dir, tmp_path):
         train_rows=str(data_dir / "train" / "items_for_user-*"),
         train_cols=str(data_dir / "train" / "users_for_item-*"),
     )
-    common = dict(model_dir=str(tmp_path / "one"), embedding_dim=4, dtype="float64", threads=1)
+    common = dict(
+        model_dir=str(tmp_path / "one"),
+        embedding_dim=4,
+        dtype="float64",
+        threads=1,
+        regularization=0.05,
+    )
     one = train(**records, **common, sweeps=2)
     common["model_dir"] = str(tmp_path / "dask")
     on_dask = train(**records, **common, sweeps=2, dask="local:1")
@@ -93,7 +113,15 @@ def test_train_dask_tfrecords_never_parsed_on_the_client(client, data_dir, tmp_p
         eval_cols=str(data_dir / "eval" / "users_for_item-*"),
     )
     # targets "values": the evaluations include rmse (not for binary targets)
-    common = dict(embedding_dim=4, dtype="float64", threads=1, seed=3, sweeps=2, targets="values")
+    common = dict(
+        embedding_dim=4,
+        dtype="float64",
+        threads=1,
+        seed=3,
+        sweeps=2,
+        targets="values",
+        regularization=0.05,
+    )
     one = train(**records, **common, model_dir=str(tmp_path / "one"))
 
     def no_parsing(*args, **kwargs):

@@ -134,8 +134,12 @@ def test_errors(client, data_dir, user_items, tmp_path):
     with pytest.raises(NotFittedError, match="call 'fit' or 'initialize' before 'loss'"):
         DaskWALS(4, client=client).loss()
     model = DaskWALS(4, client=client, random_state=0).open(data_dir).initialize()
-    with pytest.raises(InvalidParameterError, match=r"'rows' argument of DaskWALS\.update_rows"):
-        model.update_rows(rows=[0, 1])
+    with pytest.raises(InvalidParameterError, match=r"'rows' argument of WALS\.update_rows must"):
+        model.update_rows(rows=[0, 10**6])
+    with pytest.raises(InvalidParameterError, match=r"'weights' argument of DaskWALS\.update_rows"):
+        model.update_rows(weights=user_items)
+    with pytest.raises(InvalidParameterError, match=r"must be None or a NativeSource of per-entry"):
+        model.open(data_dir, weights=user_items)
     with pytest.raises(InvalidParameterError, match="must have the opened data's shape"):
         model.update_cols(user_items[:5])
     with pytest.raises(DataFormatError, match="missing"):
@@ -250,3 +254,71 @@ def test_weighting_schemes_same_as_one_machine(client, data_dir, user_items, sch
         )
     else:
         assert model.weighting_stats_ is None
+
+
+def test_batches_of_rows_and_columns_equal_one_machine(client, data_dir, user_items):
+    """tf.contrib's row and column steps: the partitions holding a batch solve it."""
+    params = dict(embedding_dim=5, random_state=1, dtype="float64", n_jobs=1, solver="cg")
+    ref = WALS(**params).initialize(*user_items.shape)
+    model = DaskWALS(client=client, partitions=3, **params).open(data_dir).initialize()
+    n_users, n_items = user_items.shape
+    csc = user_items.tocsc()
+    batches = [
+        ("rows", np.arange(0, 250)),  # two partitions
+        ("cols", np.arange(40, 90)),  # one partition
+        ("rows", np.array([598, 3, 3, 420])),  # scattered, a repeat
+        ("cols", np.arange(n_items)),
+        ("rows", np.arange(250, n_users)),
+    ]
+    for name, batch in batches:
+        if name == "rows":
+            ref.update_rows(user_items, rows=batch)
+            model.update_rows(rows=batch)
+        else:
+            ref.update_cols(csc, cols=batch)
+            model.update_cols(cols=batch)
+        assert _rel(ref.user_factors_, model.user_factors_) < 1e-9, name
+        assert _rel(ref.item_factors_, model.item_factors_) < 1e-9, name
+        assert model.loss() == pytest.approx(ref.loss(user_items), rel=1e-9)
+
+
+def test_per_entry_weights_equal_one_machine(client, data_dir, user_items, tmp_path):
+    import scipy.sparse as sp
+
+    from walsrec.data.native import save_csr
+
+    weights = user_items.copy().astype(np.float64)
+    weights.data = 0.5 + np.random.default_rng(0).random(weights.nnz) * 3
+    save_csr(tmp_path, "weights", weights)
+    save_csr(tmp_path, "weights_t", weights.T.tocsr())
+    source = native_source(tmp_path, "weights", "weights_t")
+    params = dict(embedding_dim=5, sweeps=2, random_state=1, dtype="float64", n_jobs=1)
+    ref = WALS(confidence="bm25", **params).fit(user_items, weights=weights)
+    model = DaskWALS(client=client, partitions=3, confidence="bm25", **params)
+    model.fit(data_dir, weights=source)
+    assert _rel(ref.user_factors_, model.user_factors_) < 1e-6
+    np.testing.assert_allclose(model.loss_, ref.loss_, rtol=1e-6)
+    assert model.loss(weights=source) == pytest.approx(ref.loss(user_items, weights), rel=1e-6)
+    assert model.weighting_stats_ is None  # the weights replace the scheme: nothing reduced
+
+    # weights with another pattern, negative weights, another shape: refused, named
+    other = weights.tolil()
+    other[5, int(np.flatnonzero(user_items[5].toarray().ravel() == 0)[0])] = 1.0
+    other[5, int(user_items[5].indices[0])] = 0.0
+    other = sp.csr_matrix(other)
+    other.eliminate_zeros()
+    save_csr(tmp_path / "o", "weights", other)
+    save_csr(tmp_path / "o", "weights_t", other.T.tocsr())
+    with pytest.raises(InvalidParameterError, match=r"same sparsity pattern .* \(first in row 5\)"):
+        model.open(data_dir, weights=native_source(tmp_path / "o", "weights", "weights_t"))
+    negative = weights.copy()
+    negative.data[7] = -1.0
+    save_csr(tmp_path / "n", "weights", negative)
+    save_csr(tmp_path / "n", "weights_t", negative.T.tocsr())
+    with pytest.raises(InvalidParameterError, match=r"non-negative weights. Got -1.0 instead"):
+        model.open(data_dir, weights=native_source(tmp_path / "n", "weights", "weights_t"))
+    small = weights[:10]
+    save_csr(tmp_path / "s", "weights", small)
+    save_csr(tmp_path / "s", "weights_t", small.T.tocsr())
+    with pytest.raises(InvalidParameterError, match=r"must have the shape of the data"):
+        model.open(data_dir, weights=native_source(tmp_path / "s", "weights", "weights_t"))

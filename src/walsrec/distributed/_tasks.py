@@ -158,6 +158,32 @@ def _global_row(message: str, lo: int) -> str:
     return re.sub(r"\(row (\d+),", lambda g: f"(row {lo + int(g.group(1))},", message, count=1)
 
 
+def _check_entry_weights(part, weights, lo: int, by_rows: bool) -> None:
+    """Per-entry weights must have the partition's stored entries and be >= 0."""
+    side = "row" if by_rows else "column"
+    same_ptr = np.array_equal(weights.indptr, part.indptr)
+    if not (same_ptr and np.array_equal(weights.indices, part.indices)):
+        if same_ptr:
+            p = int(np.flatnonzero(weights.indices != part.indices)[0])
+            first = int(np.searchsorted(part.indptr, p, side="right") - 1)
+        else:
+            n = min(weights.indptr.shape[0], part.indptr.shape[0]) - 1
+            diff = np.flatnonzero(np.diff(weights.indptr[: n + 1]) != np.diff(part.indptr[: n + 1]))
+            first = int(diff[0]) if diff.size else n
+        raise InvalidParameterError(
+            "The 'weights' argument of DaskWALS.open must have the same sparsity pattern "
+            f"(stored entries) as the data. Got {weights.nnz} stored entries against "
+            f"{part.nnz} in {side}s {lo}:{lo + part.shape[0]}, in different places (first in "
+            f"{side} {lo + first})."
+        )
+    if weights.data.size and weights.data.min() < 0:
+        p = int(np.argmin(weights.data))
+        raise InvalidParameterError(
+            "The 'weights' argument of DaskWALS.open must contain non-negative weights. Got "
+            f"{float(weights.data[p])!r} instead."
+        )
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -226,13 +252,16 @@ def make_side(
     row_weights,
     col_weights,
     stats: dict | None = None,
+    weights=None,
 ) -> Part:
     """A partition as a :class:`Part`: weights and targets by ``halfstep.build_side``.
 
     ``row_weights``/``col_weights`` replace the settings' (a vector is shipped once, as a
     task result). ``stats`` (BM25/TF-IDF only): ``n_users``, ``mean_user_sum``,
     ``item_counts`` (all items), and ``user_sums`` (all users; item partitions under BM25)
-    or ``own_sums`` (this user partition's).
+    or ``own_sums`` (this user partition's). ``weights``: the same rows of a per-entry
+    weights matrix, which must have the partition's stored entries (checked here, with
+    :class:`~walsrec.model.wals.WALS`'s messages).
     """
     import dataclasses
 
@@ -251,8 +280,10 @@ def make_side(
         counts = np.zeros(n_items, np.int64) if counts is None else counts
         weighting_stats = _Stats(n_users, counts, sums, stats["mean_user_sum"])
     subset = np.arange(lo, hi, dtype=np.int64)
+    if weights is not None:
+        _check_entry_weights(part, weights, lo, by_rows)
     side = halfstep.build_side(
-        settings, part, None, by_rows, tuple(full_shape), subset, weighting_stats
+        settings, part, weights, by_rows, tuple(full_shape), subset, weighting_stats
     )
     return Part(side, np.unique(side.indices))
 
@@ -551,8 +582,13 @@ def _fixed(pieces, k: int, dtype) -> np.ndarray:
     return concat(*pieces)
 
 
-def solve(part: Part, start, g, q, settings: Settings, lo: int, which: str, *pieces) -> dict:
+def solve(
+    part: Part, start, g, q, settings: Settings, lo: int, which: str, *pieces, rows=None
+) -> dict:
     """One partition's half-step: new factors, summed loss terms and the new Gramian part.
+
+    ``rows`` (local to the partition, sorted): solve those only (a batch step); the other
+    rows keep their factors and the terms are those of the rows solved.
 
     ``pieces``, concatenated, are the fixed factors rotated by ``q`` (eigenvectors of their
     Gramian, eigenvalues ``g``): all of them, or only the rows the partition touches
@@ -562,10 +598,17 @@ def solve(part: Part, start, g, q, settings: Settings, lo: int, which: str, *pie
     """
     axis = "row" if which == "user" else "column"
     fixed = FixedSide.from_rotation(_fixed(pieces, q.shape[0], q.dtype), g, q)
-    rows = np.arange(part.side.n_rows, dtype=np.int64)
-    new, row_loss = halfstep.solve_rows(
-        settings, part.side, rows, fixed, start, axis, labels=rows + lo
-    )
+    if rows is None:
+        rows = np.arange(part.side.n_rows, dtype=np.int64)
+        new, row_loss = halfstep.solve_rows(
+            settings, part.side, rows, fixed, start, axis, labels=rows + lo
+        )
+    else:
+        solved, row_loss = halfstep.solve_rows(
+            settings, part.side, rows, fixed, start[rows], axis, labels=rows + lo
+        )
+        new = np.array(start)
+        new[rows] = solved
     return {"factors": new, "terms": row_loss.sum(axis=0), "gram": gram(new)}
 
 

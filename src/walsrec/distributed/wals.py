@@ -172,7 +172,7 @@ class DaskWALS:
     def _workers(self) -> list[str]:
         return Cluster(self.client).workers()
 
-    def open(self, source: NativeSource | str | os.PathLike) -> DaskWALS:
+    def open(self, source: NativeSource | str | os.PathLike, weights=None) -> DaskWALS:
         """Have the workers load the partitions of ``source`` (both orientations).
 
         Parameters
@@ -184,6 +184,13 @@ class DaskWALS:
             (:class:`~walsrec.distributed.sources.PartsSource`).
             TFRecord shards are parsed one task each and assembled into the partitions on
             the workers; the rows and columns records must hold the same matrix.
+        weights : NativeSource or None, default=None
+            Per-entry observed weights (W_ij, replacing w0 + R_i·C_j·c(r_ij) as
+            :meth:`WALS.fit <walsrec.model.wals.WALS.fit>`'s ``weights`` do): a native
+            matrix with the data's sparsity pattern, in both orientations, on storage the
+            workers read, e.g. ``save_csr(DIR, "weights", W)``, ``save_csr(DIR, "weights_t",
+            W.T.tocsr())`` and ``native_source(DIR, "weights", "weights_t")``. Each
+            partition's worker reads its slice and checks it against the data's.
 
         Returns
         -------
@@ -214,6 +221,18 @@ class DaskWALS:
         raw = self._load(source)
         source = self.source_
         n_users, n_items = source.shape
+        self._weights = self._check_weights(weights, "open")
+        wparts = {"user": [None] * len(raw["user"]), "item": [None] * len(raw["item"])}
+        if self._weights is not None:
+            ws = self._weights
+            wparts = {
+                "user": layout.load_native_parts(
+                    self._cluster, self._layout, ws.rows_dir, ws.rows_name, "user", ws.nnz
+                ),
+                "item": layout.load_native_parts(
+                    self._cluster, self._layout, ws.cols_dir, ws.cols_name, "item", ws.nnz
+                ),
+            }
         rw = check_weight_vector(self.row_weights, "row_weights", n_users)
         cw = check_weight_vector(self.col_weights, "col_weights", n_items)
         weights = []
@@ -222,7 +241,8 @@ class DaskWALS:
                 self._count("bytes_to_workers", w)
                 w = self._submit(_tasks.const, w)
             weights.append(w)
-        stats = self._reduce_weighting_stats(raw)
+        # per-entry weights replace the scheme's: no statistics to reduce (as WALS)
+        stats = self._reduce_weighting_stats(raw if self._weights is None else None)
         params = self._worker_params()
         self._sides = {}
         for which, by_rows in (("user", True), ("item", False)):
@@ -237,6 +257,7 @@ class DaskWALS:
                     params,
                     *weights,
                     None if stats is None else stats[which][i],
+                    wparts[which][i],
                     worker=w,
                     retries=2,
                 )
@@ -261,7 +282,7 @@ class DaskWALS:
         from walsrec.model.weighting import needs_stats
 
         self.weighting_stats_ = None  # forget an earlier opening's
-        if not needs_stats(self.confidence):
+        if raw is None or not needs_stats(self.confidence):
             return None
         n_users, n_items = self.source_.shape
         own_sums = [
@@ -328,6 +349,36 @@ class DaskWALS:
             self._weighting_vectors = None
         else:
             self.__dict__["weighting_stats_"] = value
+
+    def _check_weights(self, weights, method: str):
+        """``weights`` of ``method``: None, or a NativeSource of the opened data's shape
+        and number of entries (its pattern is checked against the data's on the workers);
+        after ``open``, only the opened weights (or None: the same) are accepted."""
+        if method != "open":
+            opened = getattr(self, "_weights", None)
+            if weights is None or weights is opened or weights == opened:
+                return opened
+            raise InvalidParameterError(
+                f"The 'weights' argument of DaskWALS.{method} must be None or the weights "
+                f"given to open (the workers read those). Got {weights!r} instead."
+            )
+        if weights is None:
+            return None
+        if not isinstance(weights, NativeSource):
+            raise InvalidParameterError(
+                f"The 'weights' argument of DaskWALS.{method} must be None or a NativeSource "
+                "of per-entry weights with the data's sparsity pattern, on storage the "
+                "workers read (native_source(DIR, 'weights', 'weights_t')). Got "
+                f"{type(weights).__name__} instead."
+            )
+        shape, nnz = tuple(self.source_.shape), int(self.source_.nnz)
+        if tuple(weights.shape) != shape or int(weights.nnz) != nnz:
+            raise InvalidParameterError(
+                f"The 'weights' argument of DaskWALS.{method} must have the shape of the data "
+                f"{shape} and its {nnz} stored entries. Got shape {tuple(weights.shape)} with "
+                f"{weights.nnz} entries instead."
+            )
+        return weights
 
     def _load(self, source) -> dict:
         """Set ``source_``, the partitions' bounds and their workers, and have the workers
@@ -622,6 +673,7 @@ class DaskWALS:
         self._blocks = blocks
         self._gathered = {}
         self._grams = {}
+        self._gram_parts = {}
         for which in ("user", "item"):
             parts = self._gather(
                 [
@@ -630,6 +682,7 @@ class DaskWALS:
                 ]
             )
             self._count("bytes_from_workers", *parts)
+            self._gram_parts[which] = parts
             self._grams[which] = np.sum(parts, axis=0)
         self._loss_state = None
         self._reg = {}
@@ -659,8 +712,10 @@ class DaskWALS:
 
     # ------------------------------------------------------------------ half-steps
 
-    def _half_step(self, which: str) -> tuple[float, float]:
-        """Solve every partition of ``which``; returns (Σ observed terms, Σ reg terms)."""
+    def _half_step(self, which: str, target: np.ndarray | None = None) -> tuple[float, float]:
+        """Solve every partition of ``which`` (or, with ``target``, those rows only: the
+        partitions they fall in solve them, the others keep their block); returns
+        (Σ observed terms, Σ reg terms) of the rows solved."""
         fixed = "item" if which == "user" else "user"
         dt = np.dtype(self.dtype)
         with_threads = self._worker_params()
@@ -669,8 +724,8 @@ class DaskWALS:
             self._submit(_tasks.rotate, b, qd, with_threads, worker=w)
             for b, w in zip(self._blocks[fixed], self._placement[fixed], strict=True)
         ]
-        results, summaries = [], []
-        for (lo, _), side, start, w, pieces in zip(
+        results, summaries, solved = [], [], []
+        for (lo, hi), side, start, w, pieces in zip(
             self._bounds[which],
             self._sides[which],
             self._blocks[which],
@@ -678,27 +733,40 @@ class DaskWALS:
             self._fixed_pieces(which, rot),
             strict=True,
         ):
-            r = self._submit(
-                _tasks.solve, side, start, g, qd, with_threads, lo, which, *pieces, worker=w
-            )
+            rows = None
+            if target is not None:
+                rows = target[(target >= lo) & (target < hi)] - lo
+                if rows.size == 0:  # nothing of this partition in the batch
+                    results.append(None)
+                    continue
+                self._count("bytes_to_workers", rows)
+            args = (side, start, g, qd, with_threads, lo, which, *pieces)
+            r = self._submit(_tasks.solve, *args, rows=rows, worker=w)
             self._count("bytes_to_workers", g, qd, qd)  # rotate's Q and solve's g, Q
             results.append(r)
+            solved.append(len(results) - 1)
             summaries.append(self._submit(_tasks.summary, r, worker=w))
         parts = self._gather(summaries)  # raises a worker's SingularSystemError
         self._count("bytes_from_workers", *parts)
         k = self.embedding_dim
-        total = np.zeros(2 + k * k)
-        for p in parts:  # in partition order: deterministic
-            total += p
+        grams = list(self._gram_parts.get(which) or [None] * len(results))
+        terms = np.zeros(2)
+        for p, i in zip(parts, solved, strict=True):  # in partition order: deterministic
+            terms += p[:2]
+            grams[i] = p[2:].reshape(k, k)
+        total = np.zeros((k, k))
+        for gp in grams:
+            total += gp
         new_blocks = dict(self._blocks)
         new_blocks[which] = [
-            self._submit(_tasks.pick, r, "factors", worker=w)
-            for r, w in zip(results, self._placement[which], strict=True)
+            b if r is None else self._submit(_tasks.pick, r, "factors", worker=w)
+            for r, b, w in zip(results, self._blocks[which], self._placement[which], strict=True)
         ]
         self._blocks = new_blocks
         self._gathered.pop(which, None)
-        self._grams[which] = total[2:].reshape(k, k)
-        return float(total[0]), float(total[1])
+        self._gram_parts[which] = grams
+        self._grams[which] = total
+        return float(terms[0]), float(terms[1])
 
     def _reg_side(self, which: str) -> float:
         parts = self._gather(
@@ -739,10 +807,11 @@ class DaskWALS:
         user_items : sparse matrix or None
             Ignored but for a shape check (the workers read the opened source); accepted so
             that code written for WALS runs unchanged.
-        rows : None
-            Batches of rows are not supported on Dask.
-        weights : None
-            Per-entry weights are not supported on Dask yet.
+        rows : array-like of int or None, default=None
+            Users to update (a batch: tf.contrib's row steps); None updates all. The
+            partitions holding them solve them; the others keep their factors.
+        weights : NativeSource or None
+            None, or the per-entry weights given to :meth:`open` (the workers read those).
 
         Returns
         -------
@@ -755,19 +824,20 @@ class DaskWALS:
         return self._step("item", user_items, cols, weights, "update_cols")
 
     def _step(self, which, user_items, subset, weights, method) -> DaskWALS:
+        from walsrec.model.validation import check_indices
+
         self._check_initialized(method)
         self._check_data_arg(user_items, method)
+        self._check_weights(weights, method)
         name = "rows" if which == "user" else "cols"
         if subset is not None:
-            raise InvalidParameterError(
-                f"The {name!r} argument of DaskWALS.{method} must be None (batches of rows are "
-                f"not supported on Dask; a half-step solves every row). Got {subset!r} instead."
-            )
-        if weights is not None:
-            raise InvalidParameterError(
-                f"The 'weights' argument of DaskWALS.{method} must be None (per-entry weights "
-                "are not supported on Dask yet)."
-            )
+            n = self._n(which)
+            # the same rows, messages and factors as WALS (a row listed twice is solved once:
+            # both of WALS's solves give it the same factors)
+            self._half_step(which, np.unique(check_indices(subset, n, name, method)))
+            # a batch changes a part of the side: the loss is recomputed when asked for
+            self._reg, self._loss_state = {}, None
+            return self
         observed, reg_new = self._half_step(which)
         other = "item" if which == "user" else "user"
         reg_other = self._reg_side(other) if self._reg.get(other) is None else self._reg[other]
@@ -821,19 +891,14 @@ class DaskWALS:
         ----------
         source : NativeSource, TFRecordSource, PartsSource, path or URL
             As :meth:`open`: on storage every worker reads, or already on the workers.
-        weights : None
-            Per-entry weights are not supported on Dask yet.
+        weights : NativeSource or None, default=None
+            Per-entry observed weights, as :meth:`open`'s.
 
         Returns
         -------
         self
         """
-        if weights is not None:
-            raise InvalidParameterError(
-                "The 'weights' argument of DaskWALS.fit must be None (per-entry weights are "
-                "not supported on Dask yet)."
-            )
-        self.open(source)
+        self.open(source, weights)
         self.initialize()
 
         def sweep() -> tuple[float, tuple[float, float, float]]:

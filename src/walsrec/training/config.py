@@ -265,9 +265,10 @@ class TrainConfig:
     # the back end: None (this machine), a Dask scheduler address, or "local:N"
     dask: str | None = _setting(
         None,
-        "run the half-steps on a Dask cluster: a scheduler address (tcp://HOST:8786) or "
-        "local:N to start N local worker processes; DATA_DIR and MODEL_DIR must be on storage "
-        "every worker reads at the same path (not with --batch-size)",
+        "run the half-steps, lambda auto, evaluations, checkpoints and the export on a Dask "
+        "cluster: a scheduler address (tcp://HOST:8786) or local:N to start N local worker "
+        "processes; DATA_DIR and MODEL_DIR must be on storage every worker reads at the same "
+        "path",
         metavar="ADDRESS|local:N",
     )
     # length: sweeps, or epochs (= sweeps), or steps of batch_size rows/columns
@@ -399,11 +400,6 @@ class TrainConfig:
         from walsrec.distributed.cluster import parse_dask
 
         parse_dask(self.dask)
-        if self.batch_size is not None:
-            raise InvalidParameterError(
-                "The 'batch_size' setting of train cannot be combined with 'dask': on Dask "
-                f"a step is a whole half-step. Got batch_size={self.batch_size!r}."
-            )
 
     def _check_early_stopping(self) -> None:
         """A metric evaluation computes at k; a held-out one needs eval data."""
