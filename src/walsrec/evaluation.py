@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from walsrec.errors import DataFormatError
+from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.metrics import EASE_REGULARIZATION
 
 __all__ = ["ease_metrics", "evaluate_export"]
@@ -43,6 +43,7 @@ def evaluate_export(
     *,
     ease: bool | None = None,
     ease_regularization: float = EASE_REGULARIZATION,
+    client=None,
 ) -> dict:
     """Held-out metrics of an export next to the most-popular and EASE baselines.
 
@@ -61,6 +62,10 @@ def evaluate_export(
         above that size); False skips it.
     ease_regularization : float, default :data:`~walsrec.metrics.EASE_REGULARIZATION` (500)
         EASE's λ.
+    client : distributed.Client, optional
+        Evaluate on this Dask cluster's workers
+        (:func:`walsrec.distributed.evaluate.evaluate_export_dask`): the export and the
+        DATA_DIR on storage they read, no matrix in this process; EASE is not scored.
 
     Returns
     -------
@@ -71,6 +76,16 @@ def evaluate_export(
         model fits the values: a model fitted to binary targets predicts preferences, not
         ratings (:func:`walsrec.metrics.metric_names`).
     """
+    if client is not None:
+        if ease:
+            raise InvalidParameterError(
+                "The 'ease' parameter of evaluate_export must be None or False with a Dask "
+                "client: EASE inverts the item Gramian in one process, which holds the "
+                "training matrix. Got True instead."
+            )
+        from walsrec.distributed.evaluate import evaluate_export_dask
+
+        return evaluate_export_dask(client, model, data_dir, k=k, n_jobs=n_jobs)
     from walsrec._files import json_safe
     from walsrec.data.prepare import load_prepared
     from walsrec.metrics import (

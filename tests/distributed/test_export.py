@@ -210,3 +210,91 @@ def test_early_stopping_on_dask_exports_the_best_checkpoint(client, data_dir, tm
     # the test is about something: the best model is not the last one trained
     assert b.meta["training"]["exported_step"] < on_dask.steps
     np.testing.assert_allclose(b.user_factors, a.user_factors, rtol=1e-4, atol=1e-5)
+
+
+def test_evaluate_export_on_the_workers_equals_one_machine(client, trained, data_dir):
+    from walsrec.evaluation import evaluate_export
+
+    one, on_dask = trained
+    here = evaluate_export(one.export_path, data_dir, k=10, ease=False)
+    there = evaluate_export(on_dask.export_path, data_dir, k=10, client=client)
+    assert there["users_evaluated"] == here["users_evaluated"] > 0
+    assert there["model"].keys() == here["model"].keys()
+    for key, value in here["model"].items():
+        assert there["model"][key] == pytest.approx(value, rel=1e-3), key
+    for key, value in here["most-popular"].items():
+        assert there["most-popular"][key] == pytest.approx(value, rel=1e-9), key
+    # a single-machine export evaluates on the workers too (its .npy factors)
+    again = evaluate_export(one.export_path, data_dir, k=10, client=client)
+    assert again["model"] == pytest.approx(here["model"], rel=1e-9)
+    with pytest.raises(InvalidParameterError, match=r"'ease' parameter of evaluate_export"):
+        evaluate_export(one.export_path, data_dir, ease=True, client=client)
+
+
+def test_evaluate_on_the_workers_refuses_another_datasets_model(client, trained, tmp_path):
+    import pyarrow.csv as pcsv
+
+    from walsrec.data.prepare import prepare
+    from walsrec.datasets import generate_visits
+    from walsrec.evaluation import evaluate_export
+
+    _, on_dask = trained
+    table = generate_visits(20_000, n_users=600, n_items=250, seed=11)
+    pcsv.write_csv(table, tmp_path / "v.csv")
+    # the same users and items, other ids: same sizes, different vocabularies
+    prepare(
+        str(tmp_path / "v.csv"),
+        tmp_path / "data",
+        user_col="visitor_id",
+        item_col="article_id",
+        rating_col="session_duration",
+        rating_transform="scaled-median",
+        eval_fraction=0.2,
+        split="user",
+        seed=0,
+    )
+    users = (tmp_path / "data" / "vocab" / "users.txt").read_text().splitlines()
+    (tmp_path / "data" / "vocab" / "users.txt").write_text("".join(f"x{u}\n" for u in users))
+    with pytest.raises(DataFormatError, match=r"different users vocabularies \(the same number"):
+        evaluate_export(on_dask.export_path, tmp_path / "data", client=client)
+
+
+def test_the_command_line_predicts_and_evaluates_on_dask(
+    client, trained, data_dir, tmp_path, capsys
+):
+    from walsrec.cli import main
+
+    _, on_dask = trained
+    address = client.scheduler.address
+    code = main(
+        ["predict", "--model", str(on_dask.model_dir), "--out", str(tmp_path / "top"), "--k", "3",
+         "--dask", address, "--partitions", "3"]
+    )  # fmt: skip
+    assert code == 0
+    assert "Wrote 3 shards to" in capsys.readouterr().out
+    assert len(list((tmp_path / "top").glob("part-*-of-00003.csv"))) == 3
+    code = main(
+        ["evaluate", "--model", str(on_dask.model_dir), "--data", str(data_dir), "--dask", address,
+         "--json"]
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["users_evaluated"] > 0 and "ease" not in result
+    code = main(
+        ["predict", "--model", str(on_dask.model_dir), "--out", str(tmp_path / "u"),
+         "--users", str(tmp_path / "ids.txt"), "--dask", address]
+    )  # fmt: skip
+    assert code == 2
+    assert "--users cannot be combined with --dask" in capsys.readouterr().err
+    code = main(
+        ["evaluate", "--model", str(on_dask.model_dir), "--data", str(data_dir), "--ease", "yes",
+         "--dask", address]
+    )  # fmt: skip
+    assert code == 2
+    assert "--ease yes cannot be combined with --dask" in capsys.readouterr().err
+    code = main(
+        ["evaluate", "--model", str(on_dask.model_dir), "--data", str(data_dir), "--dask",
+         "local:0"]
+    )  # fmt: skip
+    assert code == 2
+    assert "The 'dask' option of evaluate must be 'local:N'" in capsys.readouterr().err

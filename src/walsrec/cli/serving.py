@@ -11,6 +11,7 @@ import argparse
 import textwrap
 
 from walsrec._argtypes import positive_int
+from walsrec.errors import InvalidParameterError
 
 
 def _print_list(result, as_json: bool, header: str) -> None:
@@ -130,6 +131,7 @@ def _add_predict(sub) -> None:
               walsrec predict --model model/ --out batch_pred.txt --k 3 --format course
               walsrec predict --model model/ --out top10.csv --k 10
               walsrec predict --model model/ --out some.jsonl --format jsonl --users ids.txt
+              walsrec predict --model /shared/model/ --out /shared/top10/ --dask tcp://sched:8786
             """
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -145,6 +147,18 @@ def _add_predict(sub) -> None:
     p.add_argument("--threads", type=positive_int, help="threads (default: all cores)")
     p.add_argument("--chunk-size", type=positive_int, help="users per chunk (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS|local:N",
+        help=(
+            "rank on a Dask cluster's workers (a scheduler address or local:N), each writing "
+            "a shard: --out is then a directory of part-PPPPP-of-NNNNN files; the export and "
+            "--out on storage every worker reads and writes"
+        ),
+    )
+    p.add_argument(
+        "--partitions", type=positive_int, help="shards with --dask (default 2 per worker)"
+    )
     p.set_defaults(func=_cmd_predict)
 
 
@@ -153,6 +167,8 @@ def _cmd_predict(args) -> int:
     from walsrec.serving.model import load_model
     from walsrec.serving.predict import model_inputs, predict, read_user_ids
 
+    if args.dask is not None:
+        return _predict_dask(args)
     # before anything is loaded: --out may overwrite none of the inputs (predict checks
     # the export and its DATA_DIR again once loaded)
     check_output_file(args.out, inputs=[*model_inputs(args.model), args.users], parameter="out")
@@ -172,6 +188,33 @@ def _cmd_predict(args) -> int:
     print(
         f"Wrote {info['out']} ({info['format']}): top {info['k']} for {info['users']:,} users "
         f"in {info['seconds']:.2f} s (model version {model.version})"
+    )
+    return 0
+
+
+def _predict_dask(args) -> int:
+    from walsrec.distributed.cluster import connected
+    from walsrec.distributed.predict import predict_dask
+
+    if args.users is not None:
+        raise InvalidParameterError(
+            "--users cannot be combined with --dask: on Dask every user is ranked, one shard "
+            "per partition. Leave out --users, or run without --dask."
+        )
+    with connected(args.dask, "option of predict") as client:
+        info = predict_dask(
+            client,
+            args.model,
+            args.out,
+            k=args.k,
+            format=args.format,
+            partitions=args.partitions,
+            exclude_seen=not args.include_seen,
+            n_jobs=args.threads or 1,
+        )
+    print(
+        f"Wrote {len(info['shards'])} shards to {info['out_dir']} ({info['format']}): top "
+        f"{info['k']} for {info['users']:,} users in {info['seconds']:.2f} s"
     )
     return 0
 

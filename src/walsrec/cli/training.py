@@ -7,11 +7,12 @@ import dataclasses
 import textwrap
 from typing import Any
 
-from walsrec._argtypes import float_or_auto
+from walsrec._argtypes import float_or_auto, positive_int
 from walsrec._checks import IntRule, OptionRule, RealRule
 from walsrec._tables import evaluation_table
 from walsrec._tables import metrics_table as _metrics_table
 from walsrec.cli._common import _stderr, _trained_length
+from walsrec.errors import InvalidParameterError
 from walsrec.training import config
 
 # ---------------------------------------------------------------------------- train
@@ -131,6 +132,15 @@ def _add_evaluate(sub) -> None:
         type=float,
         help="EASE's lambda (default 500, walsrec.metrics.EASE_REGULARIZATION)",
     )
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS|local:N",
+        help=(
+            "evaluate on a Dask cluster's workers (a scheduler address or local:N); the export "
+            "and DATA_DIR on storage every worker reads; no EASE"
+        ),
+    )
+    p.add_argument("--threads", type=positive_int, help="threads of each task (default 1 on Dask)")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -140,13 +150,23 @@ def _cmd_evaluate(args) -> int:
     from walsrec.evaluation import evaluate_export
 
     ease = {"auto": None, "yes": True, "no": False}[args.ease]
-    result = evaluate_export(
-        args.model,
-        args.data,
-        k=args.k,
-        ease=ease,
-        **({} if args.ease_lambda is None else {"ease_regularization": args.ease_lambda}),
-    )
+    extra = {} if args.ease_lambda is None else {"ease_regularization": args.ease_lambda}
+    if args.dask is not None:
+        from walsrec.distributed.cluster import connected
+
+        if ease:
+            raise InvalidParameterError(
+                "--ease yes cannot be combined with --dask: EASE inverts the item Gramian in "
+                "one process, which holds the training matrix. Use --ease auto or no."
+            )
+        with connected(args.dask, "option of evaluate") as client:
+            result = evaluate_export(
+                args.model, args.data, k=args.k, n_jobs=args.threads or 1, client=client
+            )
+    else:
+        result = evaluate_export(
+            args.model, args.data, k=args.k, ease=ease, n_jobs=args.threads, **extra
+        )
     if args.json:
         print(json.dumps(result, indent=2))
     else:

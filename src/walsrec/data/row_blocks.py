@@ -248,7 +248,7 @@ class RowBlocks:
         role = {"dense": "data", "csr": "data", "text": "text"}[self.kind]
         return [b["files"][role]["sha256"] for b in self.blocks]
 
-    def _verified(self, i: int, role: str) -> Path:
+    def verified_file(self, i: int, role: str) -> Path:
         """Block ``i``'s ``role`` file, its size and checksum held to the manifest's."""
         f = self.blocks[i]["files"][role]
         path = self.directory / f["name"]
@@ -267,7 +267,7 @@ class RowBlocks:
     def block(self, i: int, mmap: bool = True) -> np.ndarray:
         """Dense block ``i`` (memory-mapped), checked against the manifest: checksum,
         shape, dtype, finite values."""
-        path = self._verified(i, "data")
+        path = self.verified_file(i, "data")
         arr = load_npy(path, mmap=mmap)
         lo, hi = self.blocks[i]["rows"]
         want = (hi - lo, *self.shape[1:])
@@ -310,7 +310,7 @@ class RowBlocks:
         from walsrec.data.native import load_csr
 
         for role in _CSR_ROLES:
-            self._verified(i, role)
+            self.verified_file(i, role)
         stem = block_stem(i)
         m = load_csr(self.directory, stem, mmap=True)
         lo, hi = self.blocks[i]["rows"]
@@ -344,7 +344,7 @@ class RowBlocks:
         out: list[str] = []
         for i in self._overlapping(lo, hi):
             a, b = self.blocks[i]["rows"]
-            path = self._verified(i, "text")
+            path = self.verified_file(i, "text")
             lines = _read_lines(path)
             if len(lines) != b - a:
                 raise _bad(path, f"{len(lines)} lines where the manifest gives {b - a}")

@@ -528,6 +528,27 @@ def index_ids_block(out: str, index: int, lo: int, hi: int) -> dict:
     return write_text_block(out, index, lo, [str(i) for i in range(lo, hi)])
 
 
+def text_digest(path: str) -> str:
+    """SHA-256 of a text file's bytes, or of a text row-block folder's blocks in order
+    (the same lines give the same digest either way), streamed."""
+    import hashlib
+    from pathlib import Path
+
+    from walsrec.data.row_blocks import is_row_blocks, open_row_blocks
+
+    digest = hashlib.sha256()
+    if is_row_blocks(path):
+        blocks = open_row_blocks(path, "text")
+        files = [blocks.verified_file(i, "text") for i in range(len(blocks.blocks))]
+    else:
+        files = [Path(path)]
+    for name in files:
+        with open(name, "rb") as f:
+            while piece := f.read(1 << 22):
+                digest.update(piece)
+    return digest.hexdigest()
+
+
 def split_lines(source: str, out: str, bounds: list) -> list:
     """Copy a vocabulary file into text blocks of ``bounds`` lines each, streaming (the
     file is never held whole); the blocks' manifest entries come back."""

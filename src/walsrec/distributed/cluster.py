@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from walsrec.errors import InvalidParameterError, NoWorkersError
 
-__all__ = ["connect", "parse_dask", "workers"]
+__all__ = ["connect", "connected", "parse_dask", "workers"]
 
 #: How long :func:`workers` waits for a cluster that has none yet (one still starting, an
 #: adaptive one scaled to zero) before it raises.
 WORKER_WAIT_S = 30.0
 
 
-def parse_dask(spec: str) -> int | str:
+def parse_dask(spec: str, owner: str = "setting of train") -> int | str:
     """``"local:N"`` → N (a local cluster of N worker processes); else the scheduler address.
 
-    Raises :class:`~walsrec.errors.InvalidParameterError` for an empty string or a bad N.
+    Raises :class:`~walsrec.errors.InvalidParameterError` for an empty string or a bad N,
+    naming the ``dask`` parameter of ``owner``.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidParameterError(
-            "The 'dask' setting of train must be a scheduler address (tcp://HOST:8786) or "
+            f"The 'dask' {owner} must be a scheduler address (tcp://HOST:8786) or "
             f"'local:N'. Got {spec!r} instead."
         )
     spec = spec.strip()
@@ -26,11 +29,25 @@ def parse_dask(spec: str) -> int | str:
         n = spec[len("local:") :]
         if not (n.isdigit() and int(n) >= 1):
             raise InvalidParameterError(
-                "The 'dask' setting of train must be 'local:N' with N an int >= 1 (worker "
+                f"The 'dask' {owner} must be 'local:N' with N an int >= 1 (worker "
                 f"processes). Got {spec!r} instead."
             )
         return int(n)
     return spec
+
+
+@contextmanager
+def connected(spec: str, owner: str = "setting of train"):
+    """A ``distributed.Client`` for ``spec`` (see :func:`connect`), closed (with the local
+    cluster it started) when the block ends."""
+    parse_dask(spec, owner)
+    client, cluster = connect(spec)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def connect(spec: str, threads_per_worker: int | None = None):

@@ -14,10 +14,15 @@ import os
 from collections.abc import Iterable, Sequence
 
 from walsrec.distributed import _storage, _tasks, layout
-from walsrec.distributed.sources import location, native_meta, tfrecord_source
+from walsrec.distributed.sources import location, native_meta, native_source, tfrecord_source
 from walsrec.errors import DataFormatError, InvalidParameterError
 
-__all__ = ["evaluate_dask", "evaluate_parts_dask", "evaluate_popularity_dask"]
+__all__ = [
+    "evaluate_dask",
+    "evaluate_export_dask",
+    "evaluate_parts_dask",
+    "evaluate_popularity_dask",
+]
 
 
 def _heldout_parts(model, data, eval_rows, name: str = "user_items") -> list:
@@ -227,4 +232,96 @@ def _evaluate(
     )
     for r in results:
         model._count("bytes_from_workers", r["sums"], r["covered"])
+    model.evaluated_users_ = int(sum(r["n_eval"] for r in results))
     return combine(results, names, k, model.source_.shape[1])
+
+
+def evaluate_export_dask(
+    client, model: str | os.PathLike, data: str | os.PathLike, *, k: int = 10, n_jobs=None
+) -> dict:
+    """:func:`walsrec.evaluation.evaluate_export` on a Dask cluster, without EASE: the
+    export's factors (row blocks or ``.npy`` files) and the DATA_DIR's train and eval
+    matrices are read by the workers, each user partition scored there
+    (:func:`evaluate_dask`, :func:`evaluate_popularity_dask`); this process reads
+    model.json, the DATA_DIR's meta.json and item vocabulary, and compares the user
+    vocabularies by the SHA-256 a worker computes of each, streaming."""
+    from walsrec._files import json_safe
+    from walsrec.data.prepare import check_prepared
+    from walsrec.data.vocabulary import Vocabulary
+    from walsrec.distributed.wals import DaskWALS
+    from walsrec.metrics import metric_names
+    from walsrec.serving.export import read_model_json, resolve_export
+
+    root = resolve_export(model)
+    meta = read_model_json(root / "model.json")
+    data = check_prepared(data)
+    if not (data / "eval" / "native" / "user_items.json").is_file():
+        raise DataFormatError(
+            f"{data} has no eval split; prepare it with --eval-fraction to evaluate."
+        )
+    source = native_source(data)
+    counts = meta["counts"]
+    sizes = {
+        "users": (counts["n_users"], source.shape[0]),
+        "items": (counts["n_items"], source.shape[1]),
+    }
+    for name, (ours, theirs) in sizes.items():
+        if ours != theirs:
+            raise DataFormatError(
+                f"The model {root} and {data} have different {name} vocabularies "
+                f"({ours:,} against {theirs:,} ids); evaluate on the DATA_DIR the model was "
+                "trained on."
+            )
+    blocks = (root / "vocab" / "users").is_dir()
+    ours_users = root / "vocab" / ("users" if blocks else "users.txt")
+    digests = client.gather(
+        [
+            client.submit(_tasks.text_digest, str(ours_users.absolute()), pure=False),
+            client.submit(
+                _tasks.text_digest, str((data / "vocab" / "users.txt").absolute()), pure=False
+            ),
+        ]
+    )
+    same_items = Vocabulary.load(root / "vocab" / "items.txt", "items") == Vocabulary.load(
+        data / "vocab" / "items.txt", "items"
+    )
+    if digests[0] != digests[1] or not same_items:
+        name = "users" if digests[0] != digests[1] else "items"
+        raise DataFormatError(
+            f"The model {root} and {data} have different {name} vocabularies (the same "
+            "number of ids, not the same ids); evaluate on the DATA_DIR the model was "
+            "trained on."
+        )
+    dim = int(counts["embedding_dim"])
+    factors = [
+        root / name if blocks else root / f"{name}.npy" for name in ("user_factors", "item_factors")
+    ]
+    dtype = _factor_dtype(factors[0])
+    wals = DaskWALS(dim, client=client, dtype=dtype, n_jobs=n_jobs).open(source)
+    wals.load_factors(*factors)
+    targets = meta.get("hyperparameters", {}).get("targets", "values")
+    scores = evaluate_dask(wals, data, k=k, metrics=metric_names(k, targets=targets), n_jobs=n_jobs)
+    users = wals.evaluated_users_
+    baseline = evaluate_popularity_dask(
+        wals, data, k=k, metrics=metric_names(k, targets="binary"), n_jobs=n_jobs
+    )
+    return {
+        "export": str(root),
+        "data": str(data),
+        "k": k,
+        "targets": targets,
+        "users_evaluated": users,
+        "model": json_safe(scores),
+        "most-popular": json_safe(baseline),
+    }
+
+
+def _factor_dtype(path) -> str:
+    """float32 or float64: the dtype of an export's factors (a manifest's or a header's)."""
+    from walsrec.data.row_blocks import is_row_blocks, open_row_blocks
+
+    if is_row_blocks(path):
+        return str(open_row_blocks(path, "dense").dtype)
+    from walsrec._files import load_npy
+
+    return str(load_npy(path, mmap=True).dtype)
