@@ -200,10 +200,10 @@ _TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.(?P<kind>tmp|old)-\d+-[0-9a-f]+(\.[a
 _GRACE_S = 10.0
 
 
-def _abandoned(path: Path) -> bool:
-    """True when nobody holds ``path``'s flock and it is older than the grace period."""
+def _abandoned(path: Path, grace_s: float = _GRACE_S) -> bool:
+    """True when nobody holds ``path``'s flock and it is older than ``grace_s``."""
     try:
-        if time.time() - path.lstat().st_mtime < _GRACE_S or path.is_symlink():
+        if time.time() - path.lstat().st_mtime < grace_s or path.is_symlink():
             return False
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
@@ -217,7 +217,9 @@ def _abandoned(path: Path) -> bool:
     return True
 
 
-def _leftovers(directory: Path, final: str | None = None, kind: str | None = None) -> list[Path]:
+def _leftovers(
+    directory: Path, final: str | None = None, kind: str | None = None, grace_s: float = _GRACE_S
+) -> list[Path]:
     """Temporary entries (``.NAME.tmp-PID-RANDOM``, ``.NAME.old-...``) that no live
     writer holds, in ``directory``; only those of ``final`` and ``kind`` when given."""
     try:
@@ -231,7 +233,7 @@ def _leftovers(directory: Path, final: str | None = None, kind: str | None = Non
             m
             and (final is None or m["final"] == final)
             and (kind is None or m["kind"] == kind)
-            and _abandoned(p)
+            and _abandoned(p, grace_s)
         ):
             dead.append(p)
     return dead
@@ -246,10 +248,11 @@ def _remove(paths: Iterable[Path]) -> None:
                 p.unlink()
 
 
-def remove_dead_temporaries(directory: str | os.PathLike) -> None:
+def remove_dead_temporaries(directory: str | os.PathLike, grace_s: float = _GRACE_S) -> None:
     """Remove the temporary files and directories that killed walsrec runs left in
-    ``directory`` (those of live runs stay)."""
-    _remove(_leftovers(Path(directory)))
+    ``directory`` (those of live runs stay). ``grace_s``: a temporary younger than this is
+    kept (its writer may be about to lock it); 0 where every writer is known to be done."""
+    _remove(_leftovers(Path(directory), grace_s=grace_s))
 
 
 def _mtime(path: Path) -> float:

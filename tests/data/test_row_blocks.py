@@ -133,3 +133,30 @@ def test_the_expected_kind_is_checked(tmp_path):
     _dense(tmp_path, np.zeros((10, 2)))
     with pytest.raises(DataFormatError, match=r"kind 'dense' where 'csr' is expected"):
         open_row_blocks(tmp_path, "csr")
+
+
+def test_a_manifest_claiming_more_rows_than_its_files_hold_allocates_nothing(tmp_path):
+    _dense(tmp_path, np.zeros((10, 4)))
+    meta = json.loads((tmp_path / MANIFEST).read_text())
+    meta["shape"] = [10, 10**9]  # 80 GB a row: refused before any allocation
+    (tmp_path / MANIFEST).write_text(json.dumps(meta))
+    with pytest.raises(DataFormatError, match=r"block 0 records \d+ bytes for 3 rows of 8"):
+        open_row_blocks(tmp_path)
+
+
+def test_a_block_file_must_have_its_own_name(tmp_path):
+    _dense(tmp_path, np.zeros((10, 2)))
+    meta = json.loads((tmp_path / MANIFEST).read_text())
+    meta["blocks"][0]["files"]["data"]["name"] = "block-00002.npy"  # another block's file
+    (tmp_path / MANIFEST).write_text(json.dumps(meta))
+    with pytest.raises(DataFormatError, match=r"block 0's data file entry .* is malformed"):
+        open_row_blocks(tmp_path)
+
+
+def test_the_manifest_is_written_after_a_killed_writers_leftovers_are_removed(tmp_path):
+    entries = [write_dense_block(tmp_path, 0, 0, np.ones((2, 2)))]
+    left = tmp_path / ".block-00001.npy.tmp-999-abcd.npy"  # a writer killed mid-file
+    left.write_bytes(b"half")
+    write_manifest(tmp_path, "dense", (2, 2), "float64", entries)
+    assert not left.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["block-00000.npy", MANIFEST]

@@ -298,3 +298,39 @@ def test_the_command_line_predicts_and_evaluates_on_dask(
     )  # fmt: skip
     assert code == 2
     assert "The 'dask' option of evaluate must be 'local:N'" in capsys.readouterr().err
+
+
+def test_a_vocabulary_is_copied_streaming_and_its_lines_counted(tmp_path):
+    from walsrec.distributed._tasks import copy_vocabulary
+
+    (tmp_path / "ids.txt").write_bytes(b"a\nb\nc")  # no newline after the last id
+    assert copy_vocabulary(str(tmp_path / "ids.txt"), str(tmp_path / "out" / "v.txt"), 3) == 3
+    assert (tmp_path / "out" / "v.txt").read_bytes() == b"a\nb\nc\n"
+    with pytest.raises(DataFormatError, match=r"ids.txt: 3 lines where the model has 4 ids"):
+        copy_vocabulary(str(tmp_path / "ids.txt"), str(tmp_path / "w.txt"), 4)
+    assert not (tmp_path / "w.txt").exists() and not list(tmp_path.glob(".w.txt*"))
+    copy_vocabulary(None, str(tmp_path / "n.txt"), 70_000)
+    assert (tmp_path / "n.txt").read_text().splitlines() == [str(i) for i in range(70_000)]
+
+
+def test_train_on_dask_checks_the_vocabularies_on_the_workers(client, data_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    users = (copy / "vocab" / "users.txt").read_text().splitlines()
+    twice = [*users[:3], users[1], *users[4:]]
+    (copy / "vocab" / "users.txt").write_text("".join(f"{u}\n" for u in twice))
+    with pytest.raises(DataFormatError, match=rf"users.txt: id '{users[1]}' appears more than"):
+        train(**_settings(copy, tmp_path / "m", dask=client.scheduler.address))
+    (copy / "vocab" / "users.txt").write_text("".join(f"{u}\n" for u in users[:-1]))
+    with pytest.raises(DataFormatError, match=r"users.txt: 59\d ids where the training matrix"):
+        train(**_settings(copy, tmp_path / "m", dask=client.scheduler.address))
+
+
+def test_predict_dask_refuses_to_write_into_the_model(client, trained):
+    from walsrec.distributed.predict import predict_dask
+
+    _, on_dask = trained
+    with pytest.raises(InvalidParameterError, match=r"'out_dir' argument of predict_dask must"):
+        predict_dask(client, on_dask.model_dir, on_dask.model_dir / "top")

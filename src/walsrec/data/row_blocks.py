@@ -36,7 +36,13 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec._files import atomic_write_text, load_npy, read_versioned_json, save_npy
+from walsrec._files import (
+    atomic_write_text,
+    load_npy,
+    read_versioned_json,
+    remove_dead_temporaries,
+    save_npy,
+)
 from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = [
@@ -54,6 +60,19 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 KINDS = ("dense", "csr", "text")
 _CSR_ROLES = ("indptr", "indices", "data", "meta")
+
+
+_MAX_NPY_HEADER = 65_536 + 16
+
+
+def _file_name(kind: str, index: int, role: str) -> str:
+    """The name of block ``index``'s ``role`` file: the only one a manifest may give."""
+    stem = block_stem(index)
+    if kind == "dense":
+        return f"{stem}.npy"
+    if kind == "text":
+        return f"{stem}.txt"
+    return f"{stem}.json" if role == "meta" else f"{stem}.{role}.npy"
 
 
 def block_stem(index: int) -> str:
@@ -147,6 +166,9 @@ def write_manifest(
             "instead."
         )
     _check_tiling(entries, int(shape[0]), str(directory / MANIFEST))
+    # what a writer killed mid-file left (a lost worker's task, run again elsewhere); every
+    # block's task has finished, so no grace for young ones
+    remove_dead_temporaries(directory, grace_s=0.0)
     manifest = {
         "format_version": FORMAT_VERSION,
         "kind": kind,
@@ -193,6 +215,9 @@ def _check_manifest(meta: dict, path: Path) -> None:
     if not isinstance(blocks, list):
         raise _bad(path, f"'blocks' must be a list, got {type(blocks).__name__}")
     roles = {"dense": ("data",), "csr": _CSR_ROLES, "text": ("text",)}[kind]
+    row_bytes = 0
+    if kind == "dense":
+        row_bytes = np.dtype(meta["dtype"]).itemsize * int(np.prod(shape[1:], dtype=np.int64))
     at = 0
     for i, entry in enumerate(blocks):
         rows = entry.get("rows") if isinstance(entry, dict) else None
@@ -212,15 +237,25 @@ def _check_manifest(meta: dict, path: Path) -> None:
         for role, f in files.items():
             good = (
                 isinstance(f, dict)
-                and isinstance(f.get("name"), str)
-                and "/" not in f["name"]
-                and f["name"] not in ("", ".", "..", MANIFEST)
+                and f.get("name") == _file_name(kind, i, role)
                 and isinstance(f.get("bytes"), int)
+                and not isinstance(f.get("bytes"), bool)
+                and f["bytes"] >= 0
                 and isinstance(f.get("sha256"), str)
                 and len(f["sha256"]) == 64
             )
             if not good:
                 raise _bad(path, f"block {i}'s {role} file entry {f!r} is malformed")
+        if kind == "dense":
+            # the data's bytes and an .npy header: what reading the block may allocate is
+            # bounded by the files' sizes (checked against these before any allocation)
+            need, have = (rows[1] - rows[0]) * row_bytes, files["data"]["bytes"]
+            if not need <= have <= need + _MAX_NPY_HEADER:
+                raise _bad(
+                    path,
+                    f"block {i} records {have:,} bytes for {rows[1] - rows[0]} rows of "
+                    f"{row_bytes} bytes",
+                )
         if kind == "csr" and not (isinstance(entry.get("nnz"), int) and entry["nnz"] >= 0):
             raise _bad(path, f"block {i}'s nnz {entry.get('nnz')!r} is not a count")
     if at != shape[0]:
@@ -290,29 +325,33 @@ class RowBlocks:
         return [i for i, (a, b) in enumerate(self.bounds) if a < hi and b > lo]
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
-        """Rows ``lo:hi`` of a dense matrix, a new array (only the blocks they span read)."""
+        """Rows ``lo:hi`` of a dense matrix, a new array (only the blocks they span read;
+        each checked before the array is allocated)."""
+        spans = [(i, self.block(i)) for i in self._overlapping(lo, hi)]
         out = np.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
-        for i in self._overlapping(lo, hi):
+        for i, block in spans:
             a, b = self.blocks[i]["rows"]
             s, e = max(a, lo), min(b, hi)
-            out[s - lo : e - lo] = self.block(i)[s - a : e - a]
+            out[s - lo : e - lo] = block[s - a : e - a]
         return out
 
-    def to_array(self) -> np.ndarray:
-        """The whole dense matrix (one block: memory-mapped; else assembled in memory)."""
+    def to_array(self, mmap: bool = True) -> np.ndarray:
+        """The whole dense matrix (one block: memory-mapped with ``mmap``; else assembled
+        in memory)."""
         if len(self.blocks) == 1:
-            return self.block(0)
+            return self.block(0, mmap=mmap)
         return self.rows(0, self.shape[0])
 
-    def csr_block(self, i: int) -> sp.csr_matrix:
-        """Sparse block ``i`` (memory-mapped), checked by :func:`walsrec.data.native.load_csr`
-        and against the manifest (checksums, rows, nnz, columns)."""
+    def csr_block(self, i: int, mmap: bool = True) -> sp.csr_matrix:
+        """Sparse block ``i`` (memory-mapped with ``mmap``), checked by
+        :func:`walsrec.data.native.load_csr` and against the manifest (checksums, rows,
+        nnz, columns)."""
         from walsrec.data.native import load_csr
 
         for role in _CSR_ROLES:
             self.verified_file(i, role)
         stem = block_stem(i)
-        m = load_csr(self.directory, stem, mmap=True)
+        m = load_csr(self.directory, stem, mmap=mmap)
         lo, hi = self.blocks[i]["rows"]
         if m.shape != (hi - lo, self.shape[1]) or m.nnz != self.blocks[i]["nnz"]:
             raise _bad(
@@ -333,10 +372,11 @@ class RowBlocks:
         out = pieces[0] if len(pieces) == 1 else sp.vstack(pieces, format="csr")
         return sp.csr_matrix(out)
 
-    def to_csr(self) -> sp.csr_matrix:
-        """The whole sparse matrix (one block: memory-mapped; else assembled in memory)."""
+    def to_csr(self, mmap: bool = True) -> sp.csr_matrix:
+        """The whole sparse matrix (one block: memory-mapped with ``mmap``; else assembled
+        in memory)."""
         if len(self.blocks) == 1:
-            return self.csr_block(0)
+            return self.csr_block(0, mmap=mmap)
         return self.csr_rows(0, self.shape[0])
 
     def text_rows(self, lo: int, hi: int) -> list[str]:

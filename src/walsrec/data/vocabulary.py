@@ -121,11 +121,17 @@ class Vocabulary:
         if lines and lines[-1] == "":
             lines.pop()
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        return cls.from_lines(lines, name, path)
+
+    @classmethod
+    def from_lines(cls, lines: list[str], name: str, source) -> Vocabulary:
+        """A vocabulary of ``lines`` (one id each, read from ``source``, which an error
+        names); an id that appears twice is a DataFormatError."""
         vocab = cls(pa.array(lines, pa.string()), name=name)
         if len(pc.unique(vocab.ids)) != len(vocab):
             counts = pc.value_counts(vocab.ids)
             dup = next(c["values"] for c in counts.to_pylist() if c["counts"] > 1)
-            raise DataFormatError(f"{path}: id {dup!r} appears more than once.")
+            raise DataFormatError(f"{source}: id {dup!r} appears more than once.")
         return vocab
 
 

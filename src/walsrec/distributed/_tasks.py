@@ -544,17 +544,78 @@ def text_digest(path: str) -> str:
         files = [Path(path)]
     for name in files:
         with open(name, "rb") as f:
-            while piece := f.read(1 << 22):
-                digest.update(piece)
+            for line in f:  # the lines, whatever their ends (\r\n, none at the end)
+                digest.update(line.rstrip(b"\n").removesuffix(b"\r") + b"\n")
     return digest.hexdigest()
+
+
+def check_vocabulary(path: str, n: int, name: str) -> int:
+    """Read a vocabulary file as one machine reads it (UTF-8, one id per line, no id twice:
+    :meth:`Vocabulary.load <walsrec.data.vocabulary.Vocabulary.load>`), here on a worker,
+    and hold it to the ``n`` ids of the training matrix."""
+    from walsrec.data.vocabulary import Vocabulary
+
+    found = len(Vocabulary.load(path, name))
+    if found != n:
+        raise DataFormatError(
+            f"{path}: {found:,} ids where the training matrix has {n:,} {name}; the data is "
+            "inconsistent."
+        )
+    return found
+
+
+def copy_vocabulary(source: str | None, out: str, n: int) -> int:
+    """Copy a vocabulary file to ``out`` (written under a temporary name, then renamed),
+    streaming, checking it has ``n`` lines; ``source`` None writes the ids "0" … "n-1"."""
+    import os
+    from pathlib import Path
+
+    from walsrec._files import temp_name
+
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(out_path)
+    lines, last = 0, b"\n"
+    try:
+        with open(tmp, "wb") as dst:
+            if source is None:
+                for lo in range(0, n, 1 << 16):
+                    dst.write("".join(f"{i}\n" for i in range(lo, min(n, lo + (1 << 16)))).encode())
+                lines = n
+            else:
+                with open(source, "rb") as src:
+                    while piece := src.read(1 << 22):
+                        lines += piece.count(b"\n")
+                        last = piece[-1:]
+                        dst.write(piece)
+                if last != b"\n":  # a last line without its newline
+                    lines += 1
+                    dst.write(b"\n")
+        if lines != n:
+            raise DataFormatError(
+                f"{source}: {lines} lines where the model has {n} ids; the vocabulary does not "
+                "belong to this data."
+            )
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return lines
 
 
 def split_lines(source: str, out: str, bounds: list) -> list:
     """Copy a vocabulary file into text blocks of ``bounds`` lines each, streaming (the
     file is never held whole); the blocks' manifest entries come back."""
-    from walsrec.data.row_blocks import write_text_block
 
     entries = []
+    try:
+        return _split_lines(source, out, bounds, entries)
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{source}: not UTF-8 text ({exc}).") from None
+
+
+def _split_lines(source: str, out: str, bounds: list, entries: list) -> list:
+    from walsrec.data.row_blocks import write_text_block
+
     with open(source, encoding="utf-8", newline="\n") as f:
         for index, (lo, hi) in enumerate(bounds):
             lines = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from walsrec._files import remove_dead_temporaries
 from walsrec.data.row_blocks import write_manifest
 from walsrec.data.vocabulary import Vocabulary
 from walsrec.distributed import _tasks
@@ -23,14 +24,18 @@ __all__ = ["export_dask", "write_export_blocks"]
 
 
 def write_export_blocks(
-    model, directory: Path, users: str | os.PathLike | Vocabulary | None, items: Vocabulary
+    model,
+    directory: Path,
+    users: str | os.PathLike | Vocabulary | None,
+    items: str | os.PathLike | Vocabulary | None,
 ) -> tuple[dict, int]:
     """Write a fitted :class:`~walsrec.distributed.wals.DaskWALS`'s export files (all but
     model.json) into ``directory``; returns model.json's ``counts`` and format_version.
 
     ``users``: the user vocabulary's file on storage the workers read (split into blocks
     there, never read here), a Vocabulary already in this process's memory, or None: the
-    ids are the indices ("0", "1", ...; written by the workers).
+    ids are the indices ("0", "1", ...; written by the workers). ``items`` likewise (the
+    file copied by a worker, its lines counted there).
     """
     from walsrec.serving.export import BLOCKS_FORMAT_VERSION
 
@@ -110,11 +115,17 @@ def write_export_blocks(
         )
         entries = model._gather([future])[0]
     write_manifest(users_dir, "text", (n_users,), "str", entries)
-    if len(items) != n_items:
-        raise InvalidParameterError(
-            f"The items vocabulary has {len(items)} ids where the model has {n_items} items."
-        )
-    items.save(vocab / "items.txt")
+    items_file = vocab / "items.txt"
+    if isinstance(items, Vocabulary):
+        if len(items) != n_items:
+            raise InvalidParameterError(
+                f"The items vocabulary has {len(items)} ids where the model has {n_items} items."
+            )
+        items.save(items_file)
+    else:
+        src = None if items is None else str(Path(items).absolute())
+        model._gather([model._submit(_tasks.copy_vocabulary, src, str(items_file), n_items)])
+        remove_dead_temporaries(vocab, grace_s=0.0)  # a copy killed mid-way
     counts = {
         "n_users": int(n_users),
         "n_items": int(n_items),
@@ -129,7 +140,7 @@ def export_dask(
     model_dir: str | os.PathLike,
     *,
     users: str | os.PathLike | Vocabulary | None,
-    items: Vocabulary,
+    items: str | os.PathLike | Vocabulary | None,
     hyperparameters: dict,
     metrics: dict | None = None,
     training: dict | None = None,

@@ -58,7 +58,7 @@ def matrix_facts(
     n_users, n_items = source.shape
     scheme, need_mean, need_counts, keep_counts = _needs(settings, defaults, source.nnz)
     if not (need_mean or need_counts):
-        return MatrixFacts((n_users, n_items), source.nnz)
+        return MatrixFacts((n_users, n_items), source.nnz, 1.0 if source.nnz == 0 else None)
     cl = Cluster(client)
     parts = partitions or 2 * max(1, len(cl.workers()))
     counts = None
@@ -118,7 +118,8 @@ def _reduce(
     cl, shape, nnz, scheme, need_mean, keep_counts, user_parts, user_bounds, counts
 ) -> MatrixFacts:
     n_users, _ = shape
-    unit_mean = None
+    # an empty matrix's mean confidence is 1, as weighting.mean_confidence says
+    unit_mean = 1.0 if nnz == 0 else None
     if need_mean:
         mean_user_sum = 1.0
         if scheme["confidence"] == "bm25":

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from walsrec.distributed import _tasks, cluster, layout
+from walsrec.errors import InvalidParameterError
 
 __all__ = ["predict_dask"]
 
@@ -68,7 +69,17 @@ def predict_dask(
     parts = partitions or 2 * max(1, len(workers))
     ranges = layout.bounds(n_users, check_int(parts, "partitions", owner, 1))
     parts = len(ranges)
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # the workers' working directories differ
+    export = Path(path).absolute()
+    inputs = [export]
+    if export.parent.name == "export":  # MODEL_DIR/export/<version>: its model directory
+        inputs.append(export.parent.parent)
+    for inp in inputs:
+        if out == inp or inp in out.parents:
+            raise InvalidParameterError(
+                f"The 'out_dir' argument of predict_dask must not be the export or model "
+                f"directory or lie inside it ({inp}). Got {str(out_dir)!r} instead."
+            )
     out.mkdir(parents=True, exist_ok=True)
     shards = [str(out / f"part-{p:05d}-of-{parts:05d}.{_EXT[format]}") for p in range(parts)]
     futures = [

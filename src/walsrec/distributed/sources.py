@@ -15,6 +15,7 @@ __all__ = [
     "NativeSource",
     "PartsSource",
     "TFRecordSource",
+    "check_vocabularies",
     "location",
     "native_meta",
     "native_source",
@@ -154,6 +155,20 @@ class PartsSource:
     parts: dict
     bounds: dict
     placement: dict
+
+
+def check_vocabularies(client, files: list[tuple]) -> None:
+    """Read each ``(path, n, name)`` vocabulary file on a worker as one machine reads it
+    (UTF-8, no id twice) and hold it to ``n`` ids; None paths are skipped. The first
+    problem is raised here as the worker's DataFormatError, naming the file."""
+    from walsrec.distributed import _tasks
+
+    checks = [
+        client.submit(_tasks.check_vocabulary, str(path), n, name, pure=False)
+        for path, n, name in files
+        if path is not None
+    ]
+    client.gather(checks)
 
 
 def location(where: str | os.PathLike) -> str:

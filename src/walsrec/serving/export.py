@@ -280,7 +280,7 @@ def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
     root = resolve_export(path)
     meta = read_model_json(root / "model.json")
     if meta["format_version"] == BLOCKS_FORMAT_VERSION:
-        export = _read_blocks(root, meta, None)
+        export = _read_blocks(root, meta, None, mmap)
     else:
         u = load_npy(root / "user_factors.npy", mmap=mmap)
         v = load_npy(root / "item_factors.npy", mmap=mmap)
@@ -304,7 +304,7 @@ def read_export_rows(path: str | os.PathLike, lo: int, hi: int) -> Export:
             f"Users {lo}:{hi} are outside the {n_users} users of the export {root}."
         )
     if meta["format_version"] == BLOCKS_FORMAT_VERSION:
-        export = _read_blocks(root, meta, (lo, hi))
+        export = _read_blocks(root, meta, (lo, hi), True)
     else:
         whole = read_export(root, mmap=True)
         popularity = np.bincount(
@@ -325,7 +325,7 @@ def read_export_rows(path: str | os.PathLike, lo: int, hi: int) -> Export:
     return export
 
 
-def _read_blocks(root: Path, meta: dict, rows: tuple[int, int] | None) -> Export:
+def _read_blocks(root: Path, meta: dict, rows: tuple[int, int] | None, mmap: bool) -> Export:
     """A version 2 export (row blocks): all of it, or users ``rows``."""
     from walsrec.data.row_blocks import open_row_blocks
 
@@ -348,7 +348,7 @@ def _read_blocks(root: Path, meta: dict, rows: tuple[int, int] | None) -> Export
             )
     lo, hi = rows if rows is not None else (0, user_f.shape[0])
     whole = rows is None
-    user_items = train.to_csr() if whole else train.csr_rows(lo, hi)
+    user_items = train.to_csr(mmap) if whole else train.csr_rows(lo, hi)
     if whole and user_items.nnz != meta["counts"]["train_interactions"]:
         raise DataFormatError(
             f"{root / 'train' / 'user_items'}: {user_items.nnz} entries where model.json "
@@ -357,12 +357,12 @@ def _read_blocks(root: Path, meta: dict, rows: tuple[int, int] | None) -> Export
     return Export(
         root,
         meta,
-        user_f.to_array() if whole else user_f.rows(lo, hi),
-        item_f.to_array(),
-        Vocabulary(user_ids.text_rows(lo, hi), "users"),
+        user_f.to_array(mmap) if whole else user_f.rows(lo, hi),
+        item_f.to_array(mmap),
+        Vocabulary.from_lines(user_ids.text_rows(lo, hi), "users", root / "vocab" / "users"),
         Vocabulary.load(root / "vocab" / "items.txt", "items"),
         user_items,
-        np.asarray(popularity.to_array(), dtype=np.float64),
+        np.array(popularity.to_array(), dtype=np.float64),
         rows,
     )
 

@@ -210,8 +210,15 @@ class DaskBackend(LocalBackend):
             from walsrec.training.inputs import cache_tfrecords_dask
 
             cache_tfrecords_dask(self.client, cfg, model_dir)
-        self.data = stored_training_data(cfg, model_dir)
-        return self.data
+        self.data = data = stored_training_data(cfg, model_dir)
+        # the vocabularies read and checked on the workers, as one machine checks them
+        from walsrec.distributed.sources import check_vocabularies
+
+        n_users, n_items = data.shape
+        check_vocabularies(
+            self.client, [(data.users_file, n_users, "users"), (data.items_file, n_items, "items")]
+        )
+        return data
 
     @property
     def user_items(self):
@@ -319,18 +326,22 @@ class DaskBackend(LocalBackend):
         from walsrec.serving.export import list_exports
         from walsrec.training.checkpoints import latest_checkpoint
 
-        if factors is not None:
-            model.load_factors(*_factor_paths(factors))
-            held = factors
-        else:
-            latest = latest_checkpoint(model_dir / "checkpoints")
-            held = latest.path if latest is not None else None
+        latest = latest_checkpoint(model_dir / "checkpoints")
+        held = factors if factors is not None else latest.path if latest is not None else None
         exports = list_exports(model_dir / "export")
         if exports and held is not None and _same_blocks(exports[-1], held):
             return None
-        return export_dask(
-            model, model_dir, users=self.data.users_file, items=self.data.items, **model_json
-        )
+        if factors is not None:  # the best checkpoint's factors, exported by the workers
+            model.load_factors(*_factor_paths(factors))
+        try:
+            return export_dask(
+                model, model_dir, users=self.data.users_file, items=self.data.items_file,
+                **model_json,
+            )  # fmt: skip
+        finally:
+            if factors is not None and latest is not None:
+                # the model goes on holding the final factors, as on one machine
+                model.load_factors(*_factor_paths(latest.path))
 
 
 def _search_arguments(cfg, progress) -> dict:

@@ -52,14 +52,15 @@ class StoredData:
     ``train``: the native training matrix (and its transpose); ``eval``: where
     :func:`walsrec.distributed.evaluate_dask` finds the held-out matrix (``data`` and
     ``name``), or None; ``users_file``: the user vocabulary, split into an export's blocks
-    by a worker (None: the ids are the indices); ``items``: the item vocabulary.
+    by a worker, ``items_file`` the item vocabulary, copied into it by a worker (None: the
+    ids are the indices).
     """
 
     train: Any
     eval: dict | None
     source: str
     users_file: Path | None
-    items: Vocabulary
+    items_file: Path | None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -78,26 +79,21 @@ def stored_training_data(config, model_dir: Path) -> StoredData:
         ev = None
         if (root / "eval" / "native" / "user_items.json").is_file():
             ev = {"data": str(root.absolute()), "name": "user_items"}
-        users = root / "vocab" / "users.txt"
-        items = Vocabulary.load(root / "vocab" / "items.txt", "items")
-        if len(items) != train.shape[1]:
-            raise DataFormatError(
-                f"{root / 'vocab' / 'items.txt'}: {len(items)} ids where the training matrix "
-                f"has {train.shape[1]} items; the DATA_DIR is inconsistent."
-            )
-        return StoredData(train, ev, str(root), users.absolute(), items)
+        vocab = (root / "vocab").absolute()
+        return StoredData(train, ev, str(root), vocab / "users.txt", vocab / "items.txt")
     cache = model_dir / "cache"
     train = native_source(cache, "train", "train_t")
     ev = None
     if (cache / "eval.json").is_file():
         ev = {"data": str(cache.absolute()), "name": "eval"}
     n_users, n_items = train.shape
+    # vocabularies beside the records that do not fit are ignored, as on one machine
     users = _vocab_file(config.train_rows, "users")
     if users is not None and _count_lines(users) != n_users:
         users = None
-    items = _find_vocab(config.train_rows, "items")
-    if items is None or len(items) != n_items:
-        items = Vocabulary([str(i) for i in range(n_items)], "items")
+    items = _vocab_file(config.train_rows, "items")
+    if items is not None and _count_lines(items) != n_items:
+        items = None
     return StoredData(train, ev, config.train_rows, users, items)
 
 

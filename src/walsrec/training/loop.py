@@ -336,8 +336,10 @@ class _Run:
 
     def _resume_from(self, ckpt) -> None:
         model = self.model
-        if ckpt.user_factors.shape != model.user_factors_.shape or (
-            ckpt.item_factors.shape != model.item_factors_.shape
+        k = self.cfg.embedding_dim  # the model's shapes, without reading its factors (on
+        # Dask that would gather them into this process)
+        if tuple(ckpt.user_factors.shape) != (self.n_users, k) or (
+            tuple(ckpt.item_factors.shape) != (self.n_items, k)
         ):
             raise InvalidParameterError(
                 f"{ckpt.path}: factors of shape {ckpt.user_factors.shape} and "
