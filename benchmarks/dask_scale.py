@@ -9,8 +9,9 @@ For each size (generated visits, ``walsrec.datasets.generate_visits``, cached in
    ``--sweeps`` sweeps with a fixed λ, a checkpoint per sweep and the export (written by the
    workers), then one more sweep on the same model whose traffic is counted alone, then
    ``predict_dask`` (top 10 of every user, parquet shards);
-4. the peer: ``walsrec train`` with the same settings on one machine (a process of its own,
-   its kernels on every core: as many as the two workers' threads on this 2-core machine).
+4. the peer: ``walsrec.train`` with the same settings on one machine, in a process of its
+   own, its kernels on every core (as many as the two workers' threads on this 2-core
+   machine), timed as the client's call is: from the call to its return.
 
 The parent samples, every 0.1 s with psutil, the resident memory of the client process, of
 each worker process and of the peer, and reports each stage's peak. Bytes per sweep:
@@ -116,6 +117,16 @@ def prepared(n: int, sampler: Sampler) -> tuple[Path, dict]:
     info = {"seconds": round(seconds, 2), "peak_rss": sampler.peak("prepare", t0)}
     record.write_text(json.dumps(info))
     return out, info
+
+
+def drive_one(data: str, model_dir: str, sweeps: int) -> None:
+    """The peer's process: ``walsrec.train`` on this machine, timed as the client's call
+    is (from the call to its return); JSON on stdout."""
+    from walsrec.training.loop import train
+
+    start = time.time()
+    train(data=data, model_dir=model_dir, sweeps=sweeps, eval_every=1, overwrite=True, **SETTINGS)
+    print(json.dumps({"seconds": time.time() - start}))
 
 
 def drive(address: str, data: str, model_dir: str, out: str, sweeps: int) -> None:
@@ -229,17 +240,14 @@ def one_size(n: int, args, sampler: Sampler) -> dict:
             sampler.pids.pop(name, None)
         client.close()
         cluster.close()
-    # the peer: the same training on one machine
+    # the peer: the same training on one machine, timed from the call to its return
     t0 = time.time()
-    peer_s, _ = run_sampled(
+    _, out = run_sampled(
         sampler,
         "peer",
-        [*walsrec_cli(), "train", "--data", str(data), "--model-dir", str(work / "one"),
-         "--sweeps", str(args.sweeps), "--eval-every", "1", "--overwrite",
-         "--quiet", "--regularization", str(SETTINGS["regularization"]),
-         "--embedding-dim", str(SETTINGS["embedding_dim"]), "--dtype", SETTINGS["dtype"],
-         "--seed", str(SETTINGS["seed"])],
-    )  # fmt: skip
+        [sys.executable, __file__, "--drive-one", str(data), str(work / "one"), str(args.sweeps)],
+    )
+    peer_s = json.loads(out.strip().splitlines()[-1])["seconds"]
     row["peer"] = {"seconds": round(peer_s, 2), "peak": sampler.peak("peer", t0)}
     a, b = read_export(work / "one"), read_export(driven["export"])
     row["max_rel_diff"] = max(
@@ -259,7 +267,11 @@ def main() -> None:
     ap.add_argument("--sweeps", type=int, default=3)
     ap.add_argument("--memory-limit", default="6GiB", help="per worker (default 6GiB)")
     ap.add_argument("--drive", nargs=5, metavar=("ADDRESS", "DATA", "MODEL", "OUT", "SWEEPS"))
+    ap.add_argument("--drive-one", nargs=3, metavar=("DATA", "MODEL", "SWEEPS"))
     args = ap.parse_args()
+    if args.drive_one:
+        drive_one(args.drive_one[0], args.drive_one[1], int(args.drive_one[2]))
+        return
     if args.drive:
         address, data, model_dir, out, sweeps = args.drive
         drive(address, data, model_dir, out, int(sweeps))
