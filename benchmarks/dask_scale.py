@@ -303,7 +303,7 @@ def main() -> None:
             workers = " / ".join(mb(w) for w in s["workers"])
             print(f"{'':>32s}  {name:38s} {s['seconds']:7.1f} {mb(s['client']):>9s} {workers:>17s}")
         peer = r["peer"]
-        print(f"{'':>32s}  {'peer: walsrec train, one machine':38s} {peer['seconds']:7.1f} "
+        print(f"{'':>32s}  {'peer: walsrec.train, one machine':38s} {peer['seconds']:7.1f} "
               f"{mb(peer['peak']):>9s} {'-':>17s}")  # fmt: skip
     print(
         f"\n{'visits':>12s} {'s/sweep':>8s} {'client->workers B':>18s} {'workers->client B':>18s}"
