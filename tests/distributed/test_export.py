@@ -231,28 +231,16 @@ def test_evaluate_export_on_the_workers_equals_one_machine(client, trained, data
         evaluate_export(one.export_path, data_dir, ease=True, client=client)
 
 
-def test_evaluate_on_the_workers_refuses_another_datasets_model(client, trained, tmp_path):
-    import pyarrow.csv as pcsv
+def test_evaluate_on_the_workers_refuses_another_datasets_model(
+    client, trained, data_dir, tmp_path
+):
+    import shutil
 
-    from walsrec.data.prepare import prepare
-    from walsrec.datasets import generate_visits
     from walsrec.evaluation import evaluate_export
 
     _, on_dask = trained
-    table = generate_visits(20_000, n_users=600, n_items=250, seed=11)
-    pcsv.write_csv(table, tmp_path / "v.csv")
-    # the same users and items, other ids: same sizes, different vocabularies
-    prepare(
-        str(tmp_path / "v.csv"),
-        tmp_path / "data",
-        user_col="visitor_id",
-        item_col="article_id",
-        rating_col="session_duration",
-        rating_transform="scaled-median",
-        eval_fraction=0.2,
-        split="user",
-        seed=0,
-    )
+    # the same matrices, other user ids: same sizes, different vocabularies
+    shutil.copytree(data_dir, tmp_path / "data")
     users = (tmp_path / "data" / "vocab" / "users.txt").read_text().splitlines()
     (tmp_path / "data" / "vocab" / "users.txt").write_text("".join(f"x{u}\n" for u in users))
     with pytest.raises(DataFormatError, match=r"different users vocabularies \(the same number"):

@@ -381,28 +381,17 @@ class RowBlocks:
 
     def text_rows(self, lo: int, hi: int) -> list[str]:
         """Lines ``lo:hi`` of a text matrix (a vocabulary's ids)."""
+        from walsrec.data.vocabulary import read_lines
+
         out: list[str] = []
         for i in self._overlapping(lo, hi):
             a, b = self.blocks[i]["rows"]
             path = self.verified_file(i, "text")
-            lines = _read_lines(path)
+            lines = read_lines(path)
             if len(lines) != b - a:
                 raise _bad(path, f"{len(lines)} lines where the manifest gives {b - a}")
             out.extend(lines[max(a, lo) - a : min(b, hi) - a])
         return out
-
-
-def _read_lines(path: Path) -> list[str]:
-    from walsrec._files import read_bytes
-
-    try:
-        text = read_bytes(path).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 text ({exc}).") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
 
 
 def open_row_blocks(directory: str | os.PathLike, kind: str | None = None) -> RowBlocks:

@@ -24,6 +24,7 @@ __all__ = [
     "check_fraction",
     "entries_where",
     "sample_positions",
+    "users_at",
     "validation_draws",
     "validation_mask",
     "validation_split",
@@ -142,3 +143,12 @@ def sample_positions(total: int, max_users: int, seed: int) -> np.ndarray | None
     if total <= max_users:
         return None
     return np.sort(np.random.default_rng([seed, 1]).choice(total, max_users, replace=False))
+
+
+def users_at(val: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
+    """``val`` with the entries of only the users at ``positions`` among its users with
+    entries (:func:`sample_positions`' answer; the other rows emptied)."""
+    counts = np.diff(val.indptr)
+    keep = np.zeros(val.shape[0], dtype=bool)
+    keep[np.flatnonzero(counts)[positions]] = True
+    return entries_where(val, np.repeat(keep, counts))

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from walsrec._files import atomic_write_text, read_bytes
 from walsrec.errors import DataFormatError, UnknownIdError
 
-__all__ = ["Vocabulary", "sorted_id_order"]
+__all__ = ["Vocabulary", "read_lines", "sorted_id_order"]
 
 
 def sorted_id_order(ids: pa.Array) -> np.ndarray:
@@ -113,15 +113,7 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | os.PathLike, name: str = "ids") -> Vocabulary:
         """Read a vocabulary written by :meth:`save` (or the course's vocabulary files)."""
-        try:
-            text = read_bytes(path).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataFormatError(f"{path}: not UTF-8 text ({exc}).") from None
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-        return cls.from_lines(lines, name, path)
+        return cls.from_lines(read_lines(path), name, path)
 
     @classmethod
     def from_lines(cls, lines: list[str], name: str, source) -> Vocabulary:
@@ -133,6 +125,19 @@ class Vocabulary:
             dup = next(c["values"] for c in counts.to_pylist() if c["counts"] > 1)
             raise DataFormatError(f"{source}: id {dup!r} appears more than once.")
         return vocab
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a UTF-8 text file, without their ends (``\n`` or ``\r\n``; the last
+    line's may be missing); DataFormatError when it is not UTF-8."""
+    try:
+        text = read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not UTF-8 text ({exc}).") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def check_ids_text(ids: pa.Array, source: str, line_of=None) -> None:

@@ -207,14 +207,9 @@ def split_part(part, lo: int, entry_lo: int, n_users: int, fraction: float, seed
 def keep_users(val, positions: np.ndarray):
     """``val`` with only the users at ``positions`` among its users with entries (the
     rest emptied): the partition's share of a sample of validated users."""
-    counts = np.diff(val.indptr)
-    users = np.flatnonzero(counts)
-    keep = np.zeros(val.shape[0], dtype=bool)
-    keep[users[positions]] = True
-    rows = np.repeat(keep, counts)
-    indptr = np.zeros_like(val.indptr)
-    np.cumsum(np.where(keep, counts, 0), out=indptr[1:])
-    return sp.csr_matrix((val.data[rows], val.indices[rows], indptr), shape=val.shape)
+    from walsrec.data.split import users_at
+
+    return users_at(val, positions)
 
 
 def column_piece(part, item_lo: int, item_hi: int):

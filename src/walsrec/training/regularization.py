@@ -551,16 +551,7 @@ def _nu_scale_dask(client, source, settings: dict[str, Any], data) -> float:
 
 def _sample_users(val: sp.csr_matrix, max_users: int, seed: int) -> sp.csr_matrix:
     """``val`` with the entries of at most ``max_users`` of its users (drawn at random)."""
-    from walsrec.data.split import sample_positions
+    from walsrec.data.split import sample_positions, users_at
 
-    counts = np.diff(val.indptr)
-    users = np.flatnonzero(counts)
-    positions = sample_positions(users.size, max_users, seed)
-    if positions is None:
-        return val
-    keep = np.zeros(val.shape[0], dtype=bool)
-    keep[users[positions]] = True
-    rows = np.repeat(keep, counts)
-    indptr = np.zeros_like(val.indptr)
-    np.cumsum(np.where(keep, counts, 0), out=indptr[1:])
-    return sp.csr_matrix((val.data[rows], val.indices[rows], indptr), shape=val.shape)
+    positions = sample_positions(int(np.count_nonzero(np.diff(val.indptr))), max_users, seed)
+    return val if positions is None else users_at(val, positions)
