@@ -92,19 +92,19 @@ def walsrec_cli() -> list[str]:
 
 def prepared(n: int, sampler: Sampler) -> tuple[Path, dict]:
     """DATA_DIR of ``n`` generated visits (cached) and its prepare's seconds and peak RSS."""
-    import pyarrow.csv as pcsv
-
-    from walsrec.datasets import generate_visits
-
     out = CACHE / f"scale-{n}"
     record = CACHE / f"scale-{n}.prepare.json"
     if (out / "meta.json").is_file() and record.is_file():
         return out, json.loads(record.read_text())
     csv = CACHE / f"visits-{n}.csv"
-    if not csv.exists():
+    if not csv.exists():  # in a process of its own: its memory is given back
         CACHE.mkdir(exist_ok=True)
         tmp = csv.with_suffix(".tmp")
-        pcsv.write_csv(generate_visits(n, seed=0), tmp)
+        code = (
+            "import pyarrow.csv as c, sys; from walsrec.datasets import generate_visits; "
+            "c.write_csv(generate_visits(int(sys.argv[1]), seed=0), sys.argv[2])"
+        )
+        subprocess.run([sys.executable, "-c", code, str(n), str(tmp)], check=True)
         os.replace(tmp, csv)
     t0 = time.time()
     seconds, _ = run_sampled(
