@@ -423,3 +423,39 @@ def test_import_walsrec_does_not_import_numba_kernels():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("confidence", ["constant", "bm25"])
+def test_bound_data_steps_equal_the_estimators_calls_bit_for_bit(confidence):
+    """WALS.bind: the weighted sides built once; every half-step, batch and loss the same
+    as update_rows/update_cols/loss on the matrix."""
+    from walsrec.model.wals import WALS
+
+    x = sp.random(60, 25, density=0.25, format="csr", random_state=3, dtype=np.float64)
+    x.data = np.round(x.data * 5, 1) + 0.1
+    params = dict(embedding_dim=4, random_state=2, confidence=confidence, regularization=0.1)
+    a = WALS(**params).initialize(60, 25)
+    b = WALS(**params).initialize(60, 25)
+    bound = b.bind(x)
+    csc = x.tocsc()
+    steps = [("rows", None), ("cols", [3, 7, 7, 24]), ("rows", np.arange(10, 40)), ("cols", None)]
+    for name, subset in steps:
+        if name == "rows":
+            a.update_rows(x, rows=subset)
+            bound.update_rows(subset)
+        else:
+            a.update_cols(csc, cols=subset)
+            bound.update_cols(subset)
+        np.testing.assert_array_equal(b.user_factors_, a.user_factors_)
+        np.testing.assert_array_equal(b.item_factors_, a.item_factors_)
+        assert bound.loss() == a.loss(x) and bound.rwse() == a.rwse(x)
+    # other parameters weigh the matrix otherwise: the sides are rebuilt
+    a.set_params(regularization=0.5)
+    b.set_params(regularization=0.5)
+    a.update_rows(x)
+    bound.update_rows()
+    np.testing.assert_array_equal(b.user_factors_, a.user_factors_)
+    with pytest.raises(InvalidParameterError, match=r"'rows' argument of WALS.update_rows must"):
+        bound.update_rows([0, 60])
+    with pytest.raises(TypeError, match=r"bind"):
+        b.bind(x.toarray())

@@ -68,7 +68,7 @@ from walsrec.model.validation import (
     slice_matrix,
 )
 
-__all__ = ["WALS", "run_sweeps"]
+__all__ = ["WALS", "BoundData", "run_sweeps"]
 
 
 # --------------------------------------------------------------------------- validation
@@ -634,6 +634,43 @@ class WALS:
     def _run_sweeps(self, sweep, desc: str) -> WALS:
         return run_sweeps(self, sweep, desc)
 
+    def bind(self, user_items, weights=None) -> BoundData:
+        """The training matrix bound to this estimator, for a loop of half-steps.
+
+        ``update_rows(user_items)`` validates and weighs the whole matrix at every call (it
+        may be another matrix each time); a loop that steps through the same data (a
+        training loop, tf.contrib's batches) binds it once instead: the weighted sides
+        (W, A, λ per row, BM25's statistics) are built on first use and reused by every
+        half-step and loss, as :meth:`fit` does. The factors are the estimator's. The sides
+        are rebuilt when the estimator's parameters change.
+
+        Parameters
+        ----------
+        user_items : sparse matrix of shape (n_users, n_items)
+            Not to be modified while bound.
+        weights : sparse matrix or None, default=None
+            Per-entry observed weights, as :meth:`fit`'s.
+
+        Returns
+        -------
+        BoundData
+
+        Examples
+        --------
+        >>> import scipy.sparse as sp
+        >>> from walsrec.model.wals import WALS
+        >>> x = sp.random(30, 20, density=0.3, format="csr", random_state=0)
+        >>> model = WALS(4, random_state=0).initialize(30, 20)
+        >>> data = model.bind(x)
+        >>> for batch in (range(0, 15), range(15, 30)):
+        ...     _ = data.update_rows(rows=list(batch))
+        >>> _ = data.update_cols()
+        >>> round(data.loss(), 6) == round(model.loss(x), 6)
+        True
+        """
+        self._check_shape(user_items, "bind")
+        return BoundData(self, user_items, weights)
+
     # ------------------------------------------------------------------ fold-in
 
     def _project(self, new, weights, scalar_weight, by_rows: bool, method: str) -> np.ndarray:
@@ -894,6 +931,83 @@ _PARAM_NAMES = tuple(
     for p in inspect.signature(WALS.__init__).parameters.values()
     if p.name != "self" and p.kind is not p.VAR_KEYWORD
 )
+
+
+class BoundData:
+    """A training matrix bound to a :class:`WALS` estimator (:meth:`WALS.bind`): the
+    half-steps and the loss of the estimator's factors on it, the weighted sides built once.
+
+    The results equal ``model.update_rows(user_items, rows)``,
+    ``model.update_cols(user_items, cols)`` and ``model.loss(user_items)`` bit for bit.
+    """
+
+    def __init__(self, model: WALS, user_items, weights) -> None:
+        self.model = model
+        self.user_items = user_items
+        self.weights = weights
+        self._sides: dict = {}
+        self._params: dict | None = None
+
+    def _side(self, by_rows: bool, method: str) -> Side:
+        params = self.model.get_params()
+        if params != self._params:  # other parameters weigh the matrix otherwise
+            self.model._validate_params()
+            self._sides, self._params = {}, params
+        if by_rows not in self._sides:
+            # built as update_rows/update_cols build them (BM25's statistics become the
+            # model's), whichever call comes first
+            self._sides[by_rows] = self.model._prepare(
+                self.user_items,
+                self.weights,
+                "update_rows" if by_rows else "update_cols",
+                by_rows=by_rows,
+            )
+        return self._sides[by_rows]
+
+    def _step(self, which: str, subset, method: str) -> BoundData:
+        model = self.model
+        model._check_initialized(method)
+        by_rows = which == "user"
+        side = self._side(by_rows, method)
+        if subset is None:
+            model._update(side, which)
+            return self
+        name = "rows" if by_rows else "cols"
+        target = check_indices(subset, side.n_rows, name, method)
+        current = model.user_factors_ if by_rows else model.item_factors_
+        fixed_which = "item" if by_rows else "user"
+        new, _ = model._solve(
+            side, target, fixed_which, current[target], "row" if by_rows else "column",
+            labels=target,
+        )  # fmt: skip
+        current[target] = new  # in place, as WALS.update_rows's batches
+        model._set_factors(which, current)
+        return self
+
+    def update_rows(self, rows=None) -> BoundData:
+        """:meth:`WALS.update_rows` on the bound matrix (``rows``: a batch, None: all)."""
+        return self._step("user", rows, "update_rows")
+
+    def update_cols(self, cols=None) -> BoundData:
+        """:meth:`WALS.update_cols` on the bound matrix (``cols``: a batch, None: all)."""
+        return self._step("item", cols, "update_cols")
+
+    def _eval(self, method: str) -> tuple[float, float, float]:
+        model = self.model
+        model._check_initialized(method)
+        side = self._side(True, method)
+        counts_cols = np.bincount(side.indices, minlength=model.item_factors_.shape[0])
+        lam_cols = halfstep.lambdas(model._settings(), counts_cols, side.n_rows)
+        return model._loss_parts(side, lam_cols)
+
+    def loss(self) -> float:
+        """:meth:`WALS.loss` of the current factors on the bound matrix."""
+        return self._eval("loss")[0]
+
+    def rwse(self) -> float:
+        """:meth:`WALS.rwse` of the current factors on the bound matrix."""
+        _, data, sum_w = self._eval("rwse")
+        return float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
 
 
 def run_sweeps(model, sweep, desc: str):

@@ -58,7 +58,7 @@ class LocalBackend:
 
     def __init__(self) -> None:
         self.data: TrainingData | None = None
-        self._csc = None
+        self._bound = None
 
     def load_data(self, cfg, model_dir: Path) -> TrainingData:
         """The run's training (and eval) data, kept for the other methods."""
@@ -104,8 +104,10 @@ class LocalBackend:
         )
 
     def start(self, model, cfg, model_dir: Path) -> None:
-        """Initial factors for the data's shape (the seed's draws)."""
+        """Initial factors for the data's shape (the seed's draws); the training matrix
+        bound to the model (its weighted sides built once, as ``WALS.fit`` builds them)."""
         model.initialize(*self.user_items.shape)
+        self._bound = model.bind(self.user_items)
 
     def restore(self, model, checkpoint) -> None:
         """Continue from a checkpoint's factors."""
@@ -117,19 +119,17 @@ class LocalBackend:
 
     def update_rows(self, model, rows: np.ndarray | None) -> None:
         """The row half-step for ``rows`` (None: all users)."""
-        model.update_rows(self.user_items, rows=rows)
+        self._bound.update_rows(rows)
 
     def update_cols(self, model, cols: np.ndarray | None) -> None:
         """The column half-step for ``cols`` (None: all items)."""
-        if self._csc is None:
-            self._csc = self.user_items.tocsc()
-        model.update_cols(self._csc, cols=cols)
+        self._bound.update_cols(cols)
 
     def loss(self, model) -> float:
-        return model.loss(self.user_items)
+        return self._bound.loss()
 
     def rwse(self, model) -> float:
-        return model.rwse(self.user_items)
+        return self._bound.rwse()
 
     def evaluate(self, model, cfg, model_dir: Path) -> dict:
         """The held-out metrics at ``cfg.k`` (training items excluded; no rmse under binary
