@@ -459,3 +459,24 @@ def test_bound_data_steps_equal_the_estimators_calls_bit_for_bit(confidence):
         bound.update_rows([0, 60])
     with pytest.raises(TypeError, match=r"bind"):
         b.bind(x.toarray())
+
+
+def test_bound_data_rebuilds_its_sides_for_new_weight_vectors():
+    """A vector parameter set anew (another array, other values) is compared by value."""
+    from walsrec.model.wals import WALS
+
+    x = sp.random(30, 20, density=0.3, format="csr", random_state=0)
+    a = WALS(4, random_state=0, col_weights=np.ones(20)).initialize(30, 20)
+    b = WALS(4, random_state=0, col_weights=np.ones(20)).initialize(30, 20)
+    bound = b.bind(x)
+    bound.update_cols()
+    a.update_cols(x)
+    for model in (a, b):
+        model.set_params(col_weights=np.linspace(0.5, 2.0, 20))
+    a.update_cols(x)
+    bound.update_cols()
+    np.testing.assert_array_equal(b.item_factors_, a.item_factors_)
+    b.set_params(col_weights=np.linspace(0.5, 2.0, 20))  # equal values, a new array
+    sides = bound._sides
+    bound.update_cols()
+    assert bound._sides is sides  # nothing rebuilt

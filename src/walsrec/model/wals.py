@@ -950,7 +950,7 @@ class BoundData:
 
     def _side(self, by_rows: bool, method: str) -> Side:
         params = self.model.get_params()
-        if params != self._params:  # other parameters weigh the matrix otherwise
+        if not _same_params(params, self._params):  # other parameters weigh it otherwise
             self.model._validate_params()
             self._sides, self._params = {}, params
         if by_rows not in self._sides:
@@ -1008,6 +1008,22 @@ class BoundData:
         """:meth:`WALS.rwse` of the current factors on the bound matrix."""
         _, data, sum_w = self._eval("rwse")
         return float(np.sqrt(data / sum_w)) if sum_w > 0 else 0.0
+
+
+def _same_params(a: dict, b: dict | None) -> bool:
+    """``get_params`` answers equal, weight vectors compared by value."""
+    if b is None or a.keys() != b.keys():
+        return False
+    for key, x in a.items():
+        y = b[key]
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
+                return False
+            if not (x is y or np.array_equal(x, y)):
+                return False
+        elif not (x is y or x == y):
+            return False
+    return True
 
 
 def run_sweeps(model, sweep, desc: str):
