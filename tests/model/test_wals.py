@@ -361,8 +361,17 @@ def test_invalid_inputs_raise_with_clear_messages():
     other = w.copy()
     other.indices = other.indices.copy()
     other = sp.csr_matrix(w.toarray() + sp.eye(*w.shape).toarray())
-    with pytest.raises(InvalidParameterError, match=r"same sparsity pattern"):
+    first = next(i for i in range(w.shape[0]) if list(other[i].indices) != list(w[i].indices))
+    with pytest.raises(
+        InvalidParameterError, match=rf"same sparsity pattern .*first in row {first}\)"
+    ):
         model.fit(x, weights=other)
+    # a batch names the row's index in the matrix, not in the batch
+    model.initialize(*x.shape)
+    last = max(i for i in range(w.shape[0]) if list(other[i].indices) != list(w[i].indices))
+    assert last > 0
+    with pytest.raises(InvalidParameterError, match=rf"first in row {last}\)"):
+        model.update_rows(x, rows=[last], weights=other)
     with pytest.raises(InvalidParameterError, match=r"'weights' .* must have the shape of"):
         model.fit(x, weights=w[:5])
     with pytest.raises(NotFittedError, match=r"not fitted yet: call 'fit' or 'initialize'"):

@@ -158,32 +158,6 @@ def _global_row(message: str, lo: int) -> str:
     return re.sub(r"\(row (\d+),", lambda g: f"(row {lo + int(g.group(1))},", message, count=1)
 
 
-def _check_entry_weights(part, weights, lo: int, by_rows: bool) -> None:
-    """Per-entry weights must have the partition's stored entries and be >= 0."""
-    side = "row" if by_rows else "column"
-    same_ptr = np.array_equal(weights.indptr, part.indptr)
-    if not (same_ptr and np.array_equal(weights.indices, part.indices)):
-        if same_ptr:
-            p = int(np.flatnonzero(weights.indices != part.indices)[0])
-            first = int(np.searchsorted(part.indptr, p, side="right") - 1)
-        else:
-            n = min(weights.indptr.shape[0], part.indptr.shape[0]) - 1
-            diff = np.flatnonzero(np.diff(weights.indptr[: n + 1]) != np.diff(part.indptr[: n + 1]))
-            first = int(diff[0]) if diff.size else n
-        raise InvalidParameterError(
-            "The 'weights' argument of DaskWALS.open must have the same sparsity pattern "
-            f"(stored entries) as the data. Got {weights.nnz} stored entries against "
-            f"{part.nnz} in {side}s {lo}:{lo + part.shape[0]}, in different places (first in "
-            f"{side} {lo + first})."
-        )
-    if weights.data.size and weights.data.min() < 0:
-        p = int(np.argmin(weights.data))
-        raise InvalidParameterError(
-            "The 'weights' argument of DaskWALS.open must contain non-negative weights. Got "
-            f"{float(weights.data[p])!r} instead."
-        )
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -276,7 +250,9 @@ def make_side(
         weighting_stats = _Stats(n_users, counts, sums, stats["mean_user_sum"])
     subset = np.arange(lo, hi, dtype=np.int64)
     if weights is not None:
-        _check_entry_weights(part, weights, lo, by_rows)
+        from walsrec.model.validation import check_entry_weights
+
+        check_entry_weights(weights, part, "DaskWALS.open", by_rows, lo, name="the data")
     side = halfstep.build_side(
         settings, part, weights, by_rows, tuple(full_shape), subset, weighting_stats
     )

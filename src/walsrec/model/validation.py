@@ -145,3 +145,37 @@ def slice_matrix(x, subset: np.ndarray, fmt: str):
     if fmt == "csr":
         return x.tocsr()[subset]
     return x.tocsc()[:, subset]
+
+
+def check_entry_weights(
+    w, m, owner: str, by_rows: bool = True, rows=0, name: str = "'user_items'"
+) -> None:
+    """Per-entry weights ``w`` must have the stored entries of ``m`` (CSR of rows, or CSC
+    of columns with ``by_rows`` False) and be >= 0; the first row (column) whose entries
+    differ is named: ``rows`` is the index of ``m``'s first row (a partition's), or the
+    index of each of its rows (a batch)."""
+    axis = "row" if by_rows else "column"
+    same_ptr = np.array_equal(w.indptr, m.indptr)
+    if not (same_ptr and np.array_equal(w.indices, m.indices)):
+        if same_ptr:
+            p = int(np.flatnonzero(w.indices != m.indices)[0])
+            at = int(np.searchsorted(m.indptr, p, side="right") - 1)
+        else:
+            n = min(w.indptr.shape[0], m.indptr.shape[0]) - 1
+            diff = np.flatnonzero(np.diff(w.indptr[: n + 1]) != np.diff(m.indptr[: n + 1]))
+            at = int(diff[0]) if diff.size else n
+        raise InvalidParameterError(
+            f"The 'weights' argument of {owner} must have the same sparsity pattern (stored "
+            f"entries) as {name}. Got {w.nnz} stored entries against {m.nnz}, in different "
+            f"places (first in {axis} {_label(rows, at)})."
+        )
+    if w.data.size and w.data.min() < 0:
+        p = int(np.argmin(w.data))
+        raise InvalidParameterError(
+            f"The 'weights' argument of {owner} must contain non-negative weights. Got "
+            f"{float(w.data[p])!r} instead."
+        )
+
+
+def _label(rows, at: int) -> int:
+    return rows + at if isinstance(rows, int) else int(np.asarray(rows)[at])

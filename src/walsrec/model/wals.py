@@ -62,6 +62,7 @@ from walsrec.errors import InvalidParameterError, NotFittedError
 from walsrec.model import halfstep, weighting
 from walsrec.model.halfstep import FixedSide, Side
 from walsrec.model.validation import (
+    check_entry_weights,
     check_indices,
     check_params,
     check_sparse,
@@ -388,18 +389,7 @@ class WALS:
                     f"The 'weights' argument of WALS.{method} must have the shape of "
                     f"'user_items' {m.shape}. Got {w.shape} instead."
                 )
-            if not (np.array_equal(w.indptr, m.indptr) and np.array_equal(w.indices, m.indices)):
-                raise InvalidParameterError(
-                    f"The 'weights' argument of WALS.{method} must have the same sparsity "
-                    f"pattern (stored entries) as 'user_items'. Got {w.nnz} stored entries "
-                    f"against {m.nnz}, in different places."
-                )
-            if w.data.size and w.data.min() < 0:
-                p = int(np.argmin(w.data))
-                raise InvalidParameterError(
-                    f"The 'weights' argument of WALS.{method} must contain non-negative "
-                    f"weights. Got {float(w.data[p])!r} instead."
-                )
+            check_entry_weights(w, m, f"WALS.{method}", by_rows, 0 if subset is None else subset)
         side = self._side(m, w, by_rows, full_shape, subset, stats)
         if stats is not None and method not in ("loss", "rwse"):
             self.weighting_stats_ = stats
