@@ -203,10 +203,10 @@ def stack_columns(n_items: int, n_users: int, *pieces):
     return out
 
 
-def log_mass_sum(part, w0: float, n_items: int) -> tuple[float, int]:
-    """(Σ log(count + w0·n_items), rows) over a user partition's rows with a positive
-    mass: the ν scale of λ auto's grid (:func:`walsrec.training.regularization._nu_scale`)."""
-    mass = np.diff(sp.csr_matrix(part).indptr).astype(np.float64) + w0 * n_items
+def log_mass_sum(counts: np.ndarray, w0: float, n_items: int) -> tuple[float, int]:
+    """(Σ log(count + w0·n_items), rows) over the rows of ``counts`` with a positive mass:
+    the ν scale of λ auto's grid (:func:`walsrec.training.regularization._nu_scale`)."""
+    mass = np.asarray(counts, dtype=np.float64) + w0 * n_items
     mass = mass[mass > 0]
     return float(np.sum(np.log(mass))), int(mass.size)
 

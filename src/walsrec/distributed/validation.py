@@ -37,13 +37,11 @@ class DaskFold:
 
 @dataclass(frozen=True, eq=False)
 class ValidationData:
-    """The folds drawn, the users they score in all, and the whole matrix's user
-    partitions they were cut from (with their row ranges), for other reductions."""
+    """The folds drawn and the users they score in all. (The whole matrix's partitions
+    they were cut from are not kept: the workers hold only the folds.)"""
 
     folds: list[DaskFold]
     validated: int
-    user_parts: list
-    user_bounds: list[tuple[int, int]]
 
 
 def validation_folds(
@@ -113,13 +111,28 @@ def validation_folds(
         validated += scored
         if validated >= min_validated:
             break
-    return ValidationData(folds, validated, users, ub)
+    return ValidationData(folds, validated)
 
 
-def mean_log_mass(client, data: ValidationData, w0: float, n_items: int) -> float | None:
+def mean_log_mass(
+    client, source: NativeSource, w0: float, partitions: int | None = None
+) -> float | None:
     """The mean over users of log(count + w0·n_items), those with a positive mass, reduced
-    on the workers from ``data``'s user partitions; None when no user has one."""
+    on the workers (each user partition's counts read from the indptr alone); None when no
+    user has one."""
     cl = Cluster(client)
-    parts = cl.gather([cl.submit(_tasks.log_mass_sum, p, w0, n_items) for p in data.user_parts])
-    n = sum(c for _, c in parts)
-    return None if n == 0 else sum(t for t, _ in parts) / n
+    n_users, n_items = source.shape
+    parts = partitions or 2 * max(1, len(cl.workers()))
+    sums = cl.gather(
+        [
+            cl.submit(
+                _tasks.log_mass_sum,
+                cl.submit(_tasks.indptr_counts, source.rows_dir, source.rows_name, lo, hi, n_users),
+                w0,
+                n_items,
+            )
+            for lo, hi in layout.bounds(n_users, parts)
+        ]
+    )
+    n = sum(c for _, c in sums)
+    return None if n == 0 else sum(t for t, _ in sums) / n

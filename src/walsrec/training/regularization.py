@@ -224,7 +224,7 @@ def choose_regularization_dask(
         max_folds=MAX_FOLDS,
         partitions=partitions,
     )
-    scale = _nu_scale_dask(client, source, settings, data)
+    scale = _nu_scale_dask(client, source, settings, partitions)
     folds = [_DaskFold(client, f, settings, sweeps, seed, n_jobs) for f in data.folds]
     return _choose(folds, data.validated, scale, grid, start, patience, k, progress, started)
 
@@ -531,9 +531,8 @@ def _nu_scale(settings: dict[str, Any], x: sp.csr_matrix) -> float:
     return float(np.exp((1.0 - nu) * np.mean(np.log(mass))))
 
 
-def _nu_scale_dask(client, source, settings: dict[str, Any], data) -> float:
-    """:func:`_nu_scale` of the stored matrix ``source``, reduced on the workers (its user
-    partitions from ``data``, a :class:`walsrec.distributed.validation.ValidationData`)."""
+def _nu_scale_dask(client, source, settings: dict[str, Any], partitions) -> float:
+    """:func:`_nu_scale` of the stored matrix ``source``, reduced on the workers."""
     from walsrec.distributed.facts import matrix_facts
     from walsrec.distributed.validation import mean_log_mass
     from walsrec.training.config import TrainConfig, wals_params
@@ -545,7 +544,7 @@ def _nu_scale_dask(client, source, settings: dict[str, Any], data) -> float:
     defaults = TrainConfig().to_dict()
     facts = matrix_facts(client, source, base, defaults=defaults)
     w0 = float(wals_params(base, facts, defaults=defaults)["unobserved_weight"])
-    mean = mean_log_mass(client, data, w0, source.shape[1])
+    mean = mean_log_mass(client, source, w0, partitions)
     return 1.0 if mean is None else float(np.exp((1.0 - nu) * mean))
 
 
