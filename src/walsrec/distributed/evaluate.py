@@ -110,7 +110,7 @@ def evaluate_dask(
     """
     return _evaluate(
         model, "evaluate_dask", data, eval_rows, name, k, metrics, n_jobs, ndcg_gain, chunk_size
-    )
+    )[0]
 
 
 def evaluate_popularity_dask(
@@ -143,7 +143,7 @@ def evaluate_popularity_dask(
         ndcg_gain,
         chunk_size,
         popularity=True,
-    )
+    )[0]
 
 
 def evaluate_parts_dask(
@@ -167,7 +167,7 @@ def evaluate_parts_dask(
     return _evaluate(
         model, "evaluate_parts_dask", None, None, None, k, metrics, n_jobs, ndcg_gain,
         chunk_size, parts=heldout,
-    )  # fmt: skip
+    )[0]  # fmt: skip
 
 
 def _evaluate(
@@ -183,7 +183,8 @@ def _evaluate(
     chunk_size,
     popularity=False,
     parts=None,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], int]:
+    """The metrics and the number of users they average over."""
     from walsrec.metrics.partial import check_request, combine
 
     if popularity:
@@ -232,8 +233,8 @@ def _evaluate(
     )
     for r in results:
         model._count("bytes_from_workers", r["sums"], r["covered"])
-    model.evaluated_users_ = int(sum(r["n_eval"] for r in results))
-    return combine(results, names, k, model.source_.shape[1])
+    metrics = combine(results, names, k, model.source_.shape[1])
+    return metrics, int(sum(r["n_eval"] for r in results))
 
 
 def evaluate_export_dask(
@@ -300,8 +301,10 @@ def evaluate_export_dask(
     wals = DaskWALS(dim, client=client, dtype=dtype, n_jobs=n_jobs).open(source)
     wals.load_factors(*factors)
     targets = meta.get("hyperparameters", {}).get("targets", "values")
-    scores = evaluate_dask(wals, data, k=k, metrics=metric_names(k, targets=targets), n_jobs=n_jobs)
-    users = wals.evaluated_users_
+    names = metric_names(k, targets=targets)
+    scores, users = _evaluate(
+        wals, "evaluate_export_dask", data, None, "user_items", k, names, n_jobs, "binary", None
+    )
     baseline = evaluate_popularity_dask(
         wals, data, k=k, metrics=metric_names(k, targets="binary"), n_jobs=n_jobs
     )
