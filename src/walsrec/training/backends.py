@@ -194,14 +194,14 @@ class LocalBackend:
         )
 
 
-class DaskBackend(LocalBackend):
+class DaskBackend:
     """The half-steps, the loss, the evaluations, the checkpoints and the export on a Dask
     cluster's workers, which read the training matrix from shared storage: this process
     loads neither the matrix nor the user vocabulary, and never holds a factor matrix."""
 
     def __init__(self, client) -> None:
-        super().__init__()
         self.client = client
+        self.data: StoredData | None = None
 
     def load_data(self, cfg, model_dir: Path) -> StoredData:
         """Where the workers read the run's data, and its size; for TFRecord inputs the
@@ -219,10 +219,6 @@ class DaskBackend(LocalBackend):
             self.client, [(data.users_file, n_users, "users"), (data.items_file, n_items, "items")]
         )
         return data
-
-    @property
-    def user_items(self):
-        raise AttributeError("the Dask back end holds no training matrix in this process")
 
     @property
     def shape(self) -> tuple[int, int]:
