@@ -749,7 +749,7 @@ class DaskWALS:
         parts = self._gather(summaries)  # raises a worker's SingularSystemError
         self._count("bytes_from_workers", *parts)
         k = self.embedding_dim
-        grams = list(self._gram_parts.get(which) or [None] * len(results))
+        grams = list(self._gram_parts[which])  # the partitions left out keep theirs
         terms = np.zeros(2)
         for p, i in zip(parts, solved, strict=True):  # in partition order: deterministic
             terms += p[:2]
