@@ -103,11 +103,13 @@ def test_the_flow_on_a_cluster_started_from_the_command_line(cluster, data_dir, 
     procs["b"].wait()
     out, err = train.communicate(timeout=180)
     assert train.returncode == 0, f"{out}\n{err}"
-    assert "exported" in out + err or "Exported" in out + err
+    assert "Trained 14 sweeps" in out
+    exported = Path(out.split("Exported ", 1)[1].split()[0])
+    assert exported.parent == model_dir / "export"
 
     from walsrec.serving.export import read_export
 
-    one, on_dask = read_export(tmp_path / "one"), read_export(model_dir)
+    one, on_dask = read_export(tmp_path / "one"), read_export(exported)
     assert on_dask.meta["format_version"] == 2  # written by the workers
     for x, y in (
         (one.user_factors, on_dask.user_factors),
