@@ -18,7 +18,7 @@ _LAZY = {
     "Vocabulary": ("walsrec.data.vocabulary", "Vocabulary"),
     "read_tfrecords": ("walsrec.data.tfrecord", "read_tfrecords"),
     "write_tfrecords": ("walsrec.data.tfrecord", "write_tfrecords"),
-    "prepare": ("walsrec.data.prepare", "prepare"),
+    "prepare": ("walsrec.distributed.prepare", "prepare"),
     "load_prepared": ("walsrec.data.prepare", "load_prepared"),
     "train": ("walsrec.training.loop", "train"),
     "tune": ("walsrec.tuning", "tune"),
@@ -64,10 +64,11 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from walsrec import datasets, errors, metrics
     from walsrec.data.interactions import Interactions
-    from walsrec.data.prepare import load_prepared, prepare
+    from walsrec.data.prepare import load_prepared
     from walsrec.data.tfrecord import read_tfrecords, write_tfrecords
     from walsrec.data.vocabulary import Vocabulary
     from walsrec.distributed.predict import predict_dask
+    from walsrec.distributed.prepare import prepare
     from walsrec.distributed.wals import DaskWALS
     from walsrec.evaluation import evaluate_export
     from walsrec.model.wals import WALS

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from walsrec.data.split import (
+    holdout_mask,
     sample_positions,
     validation_draws,
     validation_mask,
@@ -59,6 +60,45 @@ def test_partitions_split_as_the_whole_matrix(seed, cuts):
     counts, held = np.diff(m.indptr), np.diff(val.indptr)
     assert np.all((held < counts) | (counts == 0))
     assert np.all(np.abs(held - 0.3 * counts) < 1 + 1e-9)
+
+
+@given(
+    seed=st.integers(0, 1000),
+    cuts=st.lists(st.integers(0, 60), max_size=5),
+    how=st.sampled_from(["random", "user", "time"]),
+)
+@settings(max_examples=40, deadline=None)
+def test_prepare_holdouts_split_by_ranges_as_the_whole_matrix(seed, cuts, how):
+    m = sp.random(60, 25, density=0.2, format="csr", random_state=seed)
+    times = np.random.default_rng(seed).integers(0, 4, m.nnz)  # ties in time too
+    whole = holdout_mask(m.indptr, 0, 0, 60, 0.3, seed, how, times)
+    edges = sorted({0, 60, *cuts})
+    parts = [
+        holdout_mask(
+            m.indptr[lo : hi + 1],
+            lo,
+            int(m.indptr[lo]),
+            60,
+            0.3,
+            seed,
+            how,
+            times[m.indptr[lo] : m.indptr[hi]],
+        )
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    if how == "random":  # each entry by its own draw, the generator's
+        np.testing.assert_array_equal(whole, np.random.default_rng(seed).random(m.nnz) < 0.3)
+        return
+    counts = np.diff(m.indptr)
+    held = np.add.reduceat(whole.astype(int), m.indptr[:-1])[counts > 0]
+    assert np.all(held < counts[counts > 0])  # never all of a user's entries
+    if how == "time":  # each user's held entries are its latest
+        for row in np.flatnonzero(counts):
+            a, b = m.indptr[row], m.indptr[row + 1]
+            t, h = times[a:b], whole[a:b]
+            if h.any() and (~h).any():
+                assert t[h].min() >= t[~h].max()
 
 
 def test_the_sample_is_positions_among_the_validated_users():

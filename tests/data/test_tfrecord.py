@@ -9,6 +9,7 @@ answers on such encodings are pinned to TensorFlow's own (TF_CASES).
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import random
 import re
@@ -28,6 +29,7 @@ from walsrec.data.tfrecord import iter_records, read_tfrecords, write_tfrecords
 from walsrec.data.tfrecord.encode import _encode
 from walsrec.data.tfrecord.framing import _length_crcs
 from walsrec.data.tfrecord.layout import _SORTED_ORDER
+from walsrec.data.tfrecord.write import _shard_bounds, shard_cuts
 from walsrec.errors import DataFormatError, InvalidParameterError
 
 # --------------------------------------------------------------------------------------
@@ -974,6 +976,46 @@ def test_sharding_is_contiguous_and_balanced(tmp_path):
     # Empty shards are valid, empty files.
     paths = write_tfrecords(m[:2], tmp_path / "few", shards=4)
     assert [len(list(iter_records(p))) for p in paths].count(0) == 2
+
+
+@given(
+    counts=st.lists(st.integers(0, 6), min_size=1, max_size=40),
+    shards=st.integers(1, 9),
+    cuts=st.lists(st.integers(0, 40), max_size=4),
+)
+@settings(max_examples=80, deadline=None)
+def test_blocks_of_rows_find_the_shard_cuts_and_encode_their_records_alone(counts, shards, cuts):
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    n = len(counts)
+    bounds = _shard_bounds(indptr, shards)
+    edges = sorted({0, n, *(min(c, n) for c in cuts)})
+    if indptr[-1] > 0:
+        found = {}
+        for lo, hi in itertools.pairwise(edges):
+            got = shard_cuts(indptr[lo : hi + 1], lo, int(indptr[-1]), shards)
+            assert not set(got) & set(found)  # each cut found by one block only
+            found.update(got)
+        assert [found[s] for s in range(1, shards)] == list(bounds[1:-1])
+    # a block's records, keys counted from its first row, are the whole matrix's
+    m = sp.random(n, 7, density=0.3, format="csr", random_state=len(counts), dtype=np.float32)
+    ptr, bits = m.indptr.astype(np.int64), m.data.view(np.uint32)
+    rows = np.arange(n, dtype=np.int64)
+    whole = bytes(_encode(ptr, m.indices, bits, rows, _SORTED_ORDER))
+    pieces = b""
+    for lo, hi in itertools.pairwise(edges):
+        block = m[lo:hi]
+        local = np.arange(hi - lo, dtype=np.int64)
+        pieces += bytes(
+            _encode(
+                block.indptr.astype(np.int64),
+                block.indices,
+                block.data.view(np.uint32),
+                local,
+                _SORTED_ORDER,
+                lo,
+            )
+        )
+    assert pieces == whole
 
 
 def test_writer_accepts_any_sparse_format_and_sums_duplicates(tmp_path):

@@ -1,7 +1,8 @@
 """A real cluster from the command line, as on Kubernetes, YARN or an HPC queue: ``dask
 scheduler`` and two ``dask worker`` processes (no LocalCluster, no nanny to restart a
-killed worker), then walsrec's commands against the scheduler's address, one worker
-killed mid-train. docs/scaling.md ("A cluster from the command line") gives the recipe."""
+killed worker), then walsrec's commands against the scheduler's address (prepare, train,
+evaluate, predict), one worker killed mid-train. docs/scaling.md ("A cluster from the
+command line") gives the recipe."""
 
 from __future__ import annotations
 
@@ -81,6 +82,25 @@ def cluster(tmp_path):
 
 def test_the_flow_on_a_cluster_started_from_the_command_line(cluster, data_dir, tmp_path):
     address, procs = cluster
+    # prepare: the conftest's DATA_DIR (one process), from its rows cut into two files
+    import pyarrow.csv as pcsv
+
+    rows = pcsv.read_csv(data_dir.parent / "v.csv")
+    half = rows.num_rows // 2
+    parts = [tmp_path / "v-0.csv", tmp_path / "v-1.csv"]
+    pcsv.write_csv(rows.slice(0, half), parts[0])
+    pcsv.write_csv(rows.slice(half), parts[1])
+    prepared = _walsrec("prepare", *map(str, parts), "--out", str(tmp_path / "data"),
+                        "--user-col", "visitor_id", "--item-col", "article_id",
+                        "--rating-col", "session_duration", "--rating-transform",
+                        "scaled-median", "--eval-fraction", "0.2", "--split", "user",
+                        "--dask", address)  # fmt: skip
+    assert "read 20,000 rows from 2 file(s)" in prepared.stderr
+    for name in ("vocab/users.txt", "vocab/items.txt", "train/native/user_items.data.npy",
+                 "eval/users_for_item-00000-of-00001.tfrecord"):  # fmt: skip
+        assert (tmp_path / "data" / name).read_bytes() == (data_dir / name).read_bytes(), name
+    data_dir = tmp_path / "data"
+
     settings = ["--data", str(data_dir), "--embedding-dim", "6", "--dtype", "float64",
                 "--regularization", "0.05", "--sweeps", "14", "--eval-every", "7",
                 "--threads", "1", "--seed", "5", "--quiet"]  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from walsrec._argtypes import positive_int
 from walsrec.cli._common import _stderr
 
 
@@ -91,12 +92,27 @@ def _add_prepare(sub) -> None:
         help="replace an existing DATA_DIR (only a DATA_DIR or an empty directory, never one "
         "holding an input)",
     )
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS|local:N",
+        help=(
+            "prepare on a Dask cluster's workers (a scheduler address or local:N): they read "
+            "the files, one task each, and write DATA_DIR, which must be on storage every "
+            "worker writes to; the result is the same DATA_DIR, byte for byte"
+        ),
+    )
+    p.add_argument(
+        "--partitions",
+        type=positive_int,
+        metavar="N",
+        help="with --dask: ranges of users the work is split into (default: 2 per worker)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=_cmd_prepare)
 
 
 def _cmd_prepare(args) -> int:
-    from walsrec.data.prepare import prepare
+    from walsrec.distributed.prepare import prepare
 
     meta = prepare(
         args.inputs,
@@ -122,6 +138,8 @@ def _cmd_prepare(args) -> int:
         on_bad_rows=args.on_bad_rows,
         overwrite=args.overwrite,
         progress=None if args.quiet else (lambda m: _stderr(f"prepare: {m}")),
+        dask=args.dask,
+        partitions=args.partitions,
     )
     print(_prepare_summary(meta, args.out))
     return 0

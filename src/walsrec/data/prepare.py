@@ -15,6 +15,14 @@ train, and write::
 
 Everything is written into a temporary directory beside DATA_DIR and renamed into place
 when complete, so a failure leaves nothing behind and a reader never sees half a DATA_DIR.
+
+What is written depends on the rows read only through the set of (user, item) pairs they
+combine into (and, for ``duplicates`` "first" and "last" and for summing, the order of each
+pair's own rows): ids are ordered as the vocabularies order them (numerically when every
+user id read, or every item id read, is an integer; else by UTF-8 bytes), and the eval
+split is :func:`walsrec.data.split.holdout_mask` over the kept pairs in that order. So
+:func:`walsrec.distributed.prepare.prepare_dask`, where Dask workers each read some of the
+files, writes the same DATA_DIR byte for byte.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ from walsrec._files import (
 )
 from walsrec.data.interactions import DUPLICATE_POLICIES, Interactions, aggregate_duplicates
 from walsrec.data.readers import ReadResult, read_table
-from walsrec.data.vocabulary import Vocabulary
+from walsrec.data.split import holdout_mask
+from walsrec.data.vocabulary import Vocabulary, sorted_id_order
 from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = [
@@ -51,9 +60,17 @@ __all__ = [
     "RATING_TRANSFORMS",
     "SPLITS",
     "PreparedData",
+    "beyond_error",
+    "beyond_float32",
+    "build_meta",
+    "check_output",
+    "check_params",
     "check_prepared",
+    "holdout_split",
     "load_prepared",
+    "pair_times_input",
     "prepare",
+    "sorted_codes",
     "transform_ratings",
 ]
 
@@ -80,12 +97,15 @@ def _check_word(value: Any, name: str, options: tuple[str, ...]) -> str:
     return check_option(value, name, _OWNER, options, one_of=True, show_option=str)
 
 
-def transform_ratings(values: np.ndarray, how: str, scale: float = 0.3, cap: float = 1.0):
+def transform_ratings(
+    values: np.ndarray, how: str, scale: float = 0.3, cap: float = 1.0, median=None
+):
     """Apply a rating transform to aggregated interaction values.
 
     ``none`` keeps them; ``binary`` makes every interaction 1; ``log1p`` is log(1 + r);
     ``scaled-median`` is the course's rating for session durations,
-    min(cap, scale · r / median(r)).
+    min(cap, scale · r / median(r)), with ``median`` the median of ``values`` unless
+    given (the median of all the pairs when ``values`` are some of them).
 
     Returns
     -------
@@ -100,7 +120,8 @@ def transform_ratings(values: np.ndarray, how: str, scale: float = 0.3, cap: flo
         return np.ones_like(values), {"name": how}
     if how == "log1p":
         return np.log1p(values), {"name": how}
-    median = float(np.median(values)) if len(values) else 0.0  # "scaled-median"
+    if median is None:  # "scaled-median"
+        median = float(np.median(values)) if len(values) else 0.0
     if not median > 0:
         raise DataFormatError(
             f"The rating transform 'scaled-median' needs a positive median rating; the "
@@ -128,39 +149,7 @@ def _filter_counts(rows, cols, min_user, min_item):
         keep = new
 
 
-def _rank_within_rows(rows: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """0-based rank of each entry within its row, given an ``order`` sorting by row first."""
-    sorted_rows = rows[order]
-    starts = np.searchsorted(sorted_rows, sorted_rows, side="left")
-    rank = np.empty(len(rows), dtype=np.int64)
-    rank[order] = np.arange(len(rows)) - starts
-    return rank
-
-
-def _split(rows, times, fraction, how, rng) -> np.ndarray:
-    """Boolean mask of the pairs held out for evaluation."""
-    n = len(rows)
-    if fraction == 0 or n == 0:
-        return np.zeros(n, dtype=bool)
-    if how == "random":
-        return rng.random(n) < fraction
-    counts = np.bincount(rows)
-    # About `fraction` of each user's interactions (stochastic rounding keeps the total
-    # unbiased), never all of them, and none for users with a single interaction.
-    n_eval = np.floor(fraction * counts + rng.random(len(counts))).astype(np.int64)
-    n_eval = np.minimum(n_eval, np.maximum(counts - 1, 0))
-    tiebreak = rng.integers(0, 2**32, size=n, dtype=np.int64)
-    if how == "user":
-        # a random order within each row: one argsort of exact int64 keys (row, random),
-        # 8x faster than a two-key lexsort at 10M (a float row + U[0, 1) key could round
-        # into the next row)
-        order = np.argsort((rows.astype(np.int64) << 32) | tiebreak)
-    else:  # latest first; ties in time broken at random
-        order = np.lexsort((tiebreak, -np.asarray(times, dtype=np.float64), rows))
-    return _rank_within_rows(rows, order) < n_eval[rows]
-
-
-def _check_params(p: dict) -> None:
+def check_params(p: dict) -> None:
     """Check :func:`prepare`'s parameters ``p``; the int ones become Python ints."""
     _check_word(p["rating_transform"], "rating_transform", RATING_TRANSFORMS)
     _check_word(p["duplicates"], "duplicates", DUPLICATE_POLICIES)
@@ -239,6 +228,8 @@ def prepare(
         holds out about that share of each user's interactions (users with at least two);
         ``time`` holds out each user's latest share by ``time_col``.
     seed : int, default 0
+        Seeds the split (:func:`walsrec.data.split.holdout_mask`): the same pairs and seed
+        give the same split, whatever the order of the rows.
     shards : int, default 1
         TFRecord files per direction and split.
     compression : {None, "gzip"}
@@ -269,17 +260,17 @@ def prepare(
         Reading an input or writing DATA_DIR failed; the message names the path.
     """
     params = dict(locals())
-    _check_params(params)
+    check_params(params)
     out = Path(out)
     note = progress or (lambda message: None)
-    _check_output_dir(out, inputs, overwrite)
+    check_output(out, inputs, overwrite)
     started = time.perf_counter()
     read = _read_inputs(params, note)
     pairs, transform_info = _combined_pairs(read, params)
     kept = _filtered_pairs(pairs, min_user_interactions, min_item_interactions)
     train, evaluation, n_eval_dropped = _split_pairs(kept, eval_fraction, split, seed, note)
     counts = _counts(read, len(pairs.rows), len(kept.rows), train, evaluation, n_eval_dropped)
-    meta = _meta(params, read.sources, transform_info, counts)
+    meta = build_meta(params, read.sources, transform_info, counts)
     _write_data_dir(out, meta, train, evaluation, shards, compression, note)
     meta["seconds"] = round(time.perf_counter() - started, 3)
     return meta
@@ -313,7 +304,7 @@ class _Pairs:
         )
 
 
-def _check_output_dir(out: Path, inputs, overwrite: bool) -> None:
+def check_output(out: Path, inputs, overwrite: bool) -> None:
     """Refuse an ``out`` that exists and is not empty, unless ``overwrite`` and it is a
     DATA_DIR or an empty directory that holds no input."""
     recover_dir(out)  # a DATA_DIR a killed run left renamed aside is put back first
@@ -361,14 +352,14 @@ def _combined_pairs(read: ReadResult, p: dict) -> tuple[_Pairs, dict]:
     ``on_bad_rows="skip"`` dropped, its rows counted as bad rows in ``read``.
     """
     table = read.table
-    users_dict, user_codes = _encode(table.column("user"))
-    items_dict, item_codes = _encode(table.column("item"))
+    users_dict, user_codes = sorted_codes(table.column("user"))
+    items_dict, item_codes = sorted_codes(table.column("item"))
     values = (
         table.column("rating").to_numpy()
         if "rating" in table.column_names
         else np.ones(table.num_rows)
     )
-    times = table.column("time").to_numpy() if "time" in table.column_names else None
+    times = pair_times_input(table)
     del table
     duplicates = p["duplicates"]
     agg = aggregate_duplicates(user_codes, item_codes, values, len(items_dict), duplicates, times)
@@ -376,16 +367,13 @@ def _combined_pairs(read: ReadResult, p: dict) -> tuple[_Pairs, dict]:
     pair_times = agg[4] if times is not None else None
     values, transform_info = transform_ratings(values, p["rating_transform"], p["scale"], p["cap"])
     pairs = _Pairs(users_dict, items_dict, rows, cols, values, counts, pair_times)
-    beyond = _beyond_float32(values)
+    beyond = beyond_float32(values)
     if beyond.any():
         if p["on_bad_rows"] == "error":
             pos = int(np.flatnonzero(beyond)[0])
             user, item = users_dict[int(rows[pos])].as_py(), items_dict[int(cols[pos])].as_py()
-            raise DataFormatError(
-                f"User {user!r}, item {item!r}: its {int(counts[pos])} rows combine "
-                f"(duplicates={duplicates!r}, rating transform {transform_info['name']!r}) to "
-                f"{float(values[pos]):.6g}, beyond float32's range (magnitudes up to 3.4e38), "
-                "in which ratings are stored."
+            raise beyond_error(
+                user, item, int(counts[pos]), duplicates, transform_info, float(values[pos])
             )
         # with on_bad_rows="skip", all the pair's rows go, counted as bad rows
         n_rows = int(counts[beyond].sum())
@@ -412,16 +400,21 @@ def _split_pairs(
 ) -> tuple[Interactions, Interactions | None, int]:
     """Train and eval interactions (None when ``eval_fraction`` is 0), indexed by the
     vocabularies of train, and the number of eval pairs dropped for a user or item that
-    train lacks."""
+    train lacks.
+
+    The eval pairs are :func:`~walsrec.data.split.holdout_mask`'s of the matrix of the kept
+    pairs (their users and items in vocabulary order), so the split depends only on the
+    pairs and the seed, not on the order of the input rows.
+    """
     rows, cols, values = pairs.rows, pairs.cols, pairs.values
-    rng = np.random.default_rng(seed)
-    is_eval = _split(rows, pairs.times, eval_fraction, split, rng)
-    train_rows, train_cols = rows[~is_eval], cols[~is_eval]
-    users = Vocabulary.from_values(pairs.users.take(pa.array(np.unique(train_rows))), "users")
-    items = Vocabulary.from_values(pairs.items.take(pa.array(np.unique(train_cols))), "items")
-    user_map = users.indices(pairs.users)
-    item_map = items.indices(pairs.items)
-    train = _matrix(user_map[train_rows], item_map[train_cols], values[~is_eval], users, items)
+    is_eval = holdout_split(rows, pairs.times, eval_fraction, split, seed)
+    users = Vocabulary(pairs.users.take(pa.array(np.unique(rows[~is_eval]))), "users")
+    items = Vocabulary(pairs.items.take(pa.array(np.unique(cols[~is_eval]))), "items")
+    user_map = _index_map(rows[~is_eval], len(pairs.users))
+    item_map = _index_map(cols[~is_eval], len(pairs.items))
+    train = _matrix(
+        user_map[rows[~is_eval]], item_map[cols[~is_eval]], values[~is_eval], users, items
+    )
     er, ec = user_map[rows[is_eval]], item_map[cols[is_eval]]
     known = (er >= 0) & (ec >= 0)
     n_eval_dropped = int((~known).sum())
@@ -435,6 +428,32 @@ def _split_pairs(
         f"{evaluation.nnz if evaluation is not None else 0:,} eval interactions"
     )
     return train, evaluation, n_eval_dropped
+
+
+def holdout_split(
+    rows, times, fraction: float, how: str, seed: int, lo=0, entry_lo=0, n_users=None
+):
+    """Which pairs are held out for evaluation: ``rows`` (sorted) are the pairs' users,
+    ``times`` their times (for ``how="time"``). Rows are counted from ``lo`` among the
+    ``n_users`` users with pairs, and the pairs from ``entry_lo`` (for a range of users of
+    a bigger set; by default the pairs are all of them)."""
+    n = len(rows)
+    if fraction == 0 or n == 0:
+        return np.zeros(n, dtype=bool)
+    starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+    indptr = np.append(starts, n)
+    n_users = len(starts) if n_users is None else n_users
+    return holdout_mask(indptr, lo, entry_lo, n_users, fraction, seed, how, times)
+
+
+def _index_map(codes: np.ndarray, size: int) -> np.ndarray:
+    """For each of ``size`` codes, its index among the distinct ``codes`` (in code order),
+    or -1 where absent."""
+    present = np.zeros(size, dtype=bool)
+    present[codes] = True
+    out = np.full(size, -1, dtype=np.int64)
+    out[present] = np.arange(int(present.sum()))
+    return out
 
 
 def _counts(read, n_pairs, n_kept, train, evaluation, n_eval_dropped) -> dict:
@@ -453,7 +472,7 @@ def _counts(read, n_pairs, n_kept, train, evaluation, n_eval_dropped) -> dict:
     }
 
 
-def _meta(p: dict, sources: list[str], transform_info: dict, counts: dict) -> dict:
+def build_meta(p: dict, sources: list[str], transform_info: dict, counts: dict) -> dict:
     """The content of meta.json, for :func:`prepare`'s settings ``p``."""
     return {
         "format_version": FORMAT_VERSION,
@@ -490,7 +509,7 @@ def _write_data_dir(out: Path, meta, train, evaluation, shards, compression, not
         raise write_error(exc, out, "cannot write the prepared data") from exc
 
 
-def _beyond_float32(values: np.ndarray) -> np.ndarray:
+def beyond_float32(values: np.ndarray) -> np.ndarray:
     """Mask of combined values that float32, the stored type, cannot hold.
 
     The reader refuses single ratings beyond float32's range; a sum of repeated pairs can
@@ -500,12 +519,37 @@ def _beyond_float32(values: np.ndarray) -> np.ndarray:
         return np.abs(values) > np.finfo(np.float32).max
 
 
-def _encode(column) -> tuple[pa.Array, np.ndarray]:
-    """Distinct values and the code of each row (hash-based, no sorting of strings)."""
+def beyond_error(user, item, count: int, duplicates: str, transform_info: dict, value: float):
+    """The DataFormatError for a (user, item) pair whose ``count`` rows combine beyond
+    float32's range."""
+    return DataFormatError(
+        f"User {user!r}, item {item!r}: its {count} rows combine "
+        f"(duplicates={duplicates!r}, rating transform {transform_info['name']!r}) to "
+        f"{value:.6g}, beyond float32's range (magnitudes up to 3.4e38), "
+        "in which ratings are stored."
+    )
+
+
+def sorted_codes(column, numeric: bool | None = None) -> tuple[pa.Array, np.ndarray]:
+    """The distinct values of ``column`` in vocabulary order
+    (:func:`~walsrec.data.vocabulary.sorted_id_order`; ``numeric`` as there) and the
+    index of each row's value among them."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     encoded = pc.dictionary_encode(column)
-    return encoded.dictionary, encoded.indices.to_numpy().astype(np.int64)
+    order = sorted_id_order(encoded.dictionary, numeric)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return encoded.dictionary.take(pa.array(order)), rank[codes]
+
+
+def pair_times_input(table: pa.Table) -> np.ndarray | None:
+    """The ``time`` column of the rows read as float64 (None without one): the time
+    split ranks by it, and a pair's time is its rows' latest."""
+    if "time" not in table.column_names:
+        return None
+    return np.asarray(table.column("time").to_numpy(), dtype=np.float64)
 
 
 def _matrix(rows, cols, values, users, items) -> Interactions:

@@ -11,6 +11,11 @@ j, its high half for odd j, shifted right once; as ``Generator.integers(0, 2**31
 range of rows can be split alone (:func:`validation_mask` jumps the stream to its first
 row and entry with ``PCG64.advance``), and a Dask cluster's partitions together split
 exactly as one machine does.
+
+``walsrec prepare`` holds out its eval interactions the same way (:func:`holdout_mask`),
+over the matrix of the pairs it keeps: ``user`` as above, ``time`` the same but ranking
+each user's entries latest first (ties by the tie-break), and ``random`` each entry j with
+probability ``fraction``, by output j's uniform draw.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from walsrec._checks import check_real
 __all__ = [
     "check_fraction",
     "entries_where",
+    "holdout_mask",
     "sample_positions",
+    "uniform_draws",
     "users_at",
     "validation_draws",
     "validation_mask",
@@ -90,14 +97,20 @@ def entries_where(x: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
     )
 
 
+def uniform_draws(seed: int, lo: int, hi: int) -> np.ndarray:
+    """Outputs ``lo:hi`` of the PCG64 stream seeded ``seed`` as uniform float64 draws in
+    [0, 1), as ``np.random.default_rng(seed).random(hi)[lo:]`` gives them."""
+    bits = np.random.PCG64(seed)
+    bits.advance(lo)
+    return (bits.random_raw(hi - lo) >> np.uint64(11)) * _TO_UNIT
+
+
 def validation_draws(
     seed: int, n_users: int, lo: int, hi: int, entry_lo: int, entry_hi: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The draws of users ``lo:hi`` (uniform, float64) and of entries ``entry_lo:entry_hi``
     (31-bit tie-breaks, int64) of the split seeded ``seed`` (see the module docstring)."""
-    bits = np.random.PCG64(seed)
-    bits.advance(lo)
-    u = (bits.random_raw(hi - lo) >> np.uint64(11)) * _TO_UNIT
+    u = uniform_draws(seed, lo, hi)
     first = entry_lo // 2
     bits = np.random.PCG64(seed)
     bits.advance(n_users + first)
@@ -117,20 +130,45 @@ def validation_mask(
     out: ``indptr`` is those rows' CSR index pointer (from 0), ``entry_lo`` the position of
     their first entry in the whole matrix, ``n_users`` its rows. About ``fraction`` of
     each row (stochastic rounding), chosen at random, never all of a row."""
+    return holdout_mask(indptr, lo, entry_lo, n_users, fraction, seed, "user")
+
+
+def holdout_mask(
+    indptr: np.ndarray,
+    lo: int,
+    entry_lo: int,
+    n_users: int,
+    fraction: float,
+    seed: int,
+    how: str,
+    times: np.ndarray | None = None,
+) -> np.ndarray:
+    """Which entries of rows ``lo:lo + len(indptr) - 1`` the split ``how`` seeded ``seed``
+    holds out (arguments as :func:`validation_mask`'s).
+
+    ``how`` is ``"random"`` (each entry with probability ``fraction``), ``"user"`` (about
+    ``fraction`` of each row, stochastic rounding, chosen at random, never all of a row) or
+    ``"time"`` (as ``"user"``, each row's latest entries by ``times``, one per entry, ties
+    broken at random).
+    """
     indptr = np.asarray(indptr, dtype=np.int64)
     indptr = indptr - indptr[0]
     n = indptr.shape[0] - 1
     nnz = int(indptr[-1])
+    if how == "random":
+        return uniform_draws(seed, entry_lo, entry_lo + nnz) < fraction
     counts = np.diff(indptr)
     u, r = validation_draws(seed, n_users, lo, lo + n, entry_lo, entry_lo + nnz)
     n_val = np.floor(fraction * counts + u).astype(np.int64)
     n_val = np.minimum(n_val, np.maximum(counts - 1, 0))
     rows = np.repeat(np.arange(n, dtype=np.int64), counts)
-    # A random order within each row, rows kept contiguous: one int64 key per entry, the row
-    # in the high bits and the random tie-break below (exact, unlike row + U[0, 1) in
-    # float64, which can round up into the next row for large row numbers).
-    key = (rows << np.int64(31)) | r
-    order = np.argsort(key, kind="stable")
+    if how == "time":  # latest first; ties in time broken at random
+        order = np.lexsort((r, -np.asarray(times, dtype=np.float64), rows))
+    else:
+        # A random order within each row, rows kept contiguous: one int64 key per entry,
+        # the row in the high bits and the random tie-break below (exact, unlike row +
+        # U[0, 1) in float64, which can round up into the next row for large row numbers).
+        order = np.argsort((rows << np.int64(31)) | r, kind="stable")
     rank = np.empty(nnz, dtype=np.int64)
     rank[order] = np.arange(nnz) - indptr[rows[order]]
     return rank < n_val[rows]

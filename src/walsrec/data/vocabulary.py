@@ -18,20 +18,37 @@ import pyarrow.compute as pc
 from walsrec._files import atomic_write_text, read_bytes
 from walsrec.errors import DataFormatError, UnknownIdError
 
-__all__ = ["Vocabulary", "read_lines", "sorted_id_order"]
+__all__ = ["Vocabulary", "id_numbers", "ids_are_integers", "read_lines", "sorted_id_order"]
+
+_INTEGER_ID = r"^[+-]?[0-9]{1,18}$"
 
 
-def sorted_id_order(ids: pa.Array) -> np.ndarray:
-    """Return the permutation that puts distinct ``ids`` in vocabulary order."""
+def ids_are_integers(ids) -> bool:
+    """Whether every id of ``ids`` (text) is an integer of at most 18 digits, so that
+    vocabularies sort them numerically (True for no ids)."""
+    ids = ids.cast(pa.string()) if ids.type != pa.string() else ids
+    return bool(pc.all(pc.match_substring_regex(ids, _INTEGER_ID)).as_py() is not False)
+
+
+def id_numbers(ids) -> np.ndarray:
+    """The int64 value of each integer id (see :func:`ids_are_integers`)."""
+    ids = ids.cast(pa.string()) if ids.type != pa.string() else ids
+    # pyarrow's cast refuses a leading '+' (ArrowInvalid); the number is the same
+    as_int = pc.cast(pc.replace_substring_regex(ids, r"^\+", ""), pa.int64())
+    return as_int.to_numpy(zero_copy_only=False)
+
+
+def sorted_id_order(ids: pa.Array, numeric: bool | None = None) -> np.ndarray:
+    """Return the permutation that puts distinct ``ids`` in vocabulary order: numerically
+    (ties by text) when ``numeric``, else by UTF-8 bytes; ``numeric=None`` sorts
+    numerically when every id is an integer (:func:`ids_are_integers`)."""
     ids = ids.cast(pa.string()) if ids.type != pa.string() else ids
     if len(ids) == 0:
         return np.zeros(0, dtype=np.int64)
-    as_int = None
-    if pc.all(pc.match_substring_regex(ids, r"^[+-]?[0-9]{1,18}$")).as_py():
-        # pyarrow's cast refuses a leading '+' (ArrowInvalid); the number is the same
-        as_int = pc.cast(pc.replace_substring_regex(ids, r"^\+", ""), pa.int64())
-    if as_int is not None:
-        table = pa.table({"n": as_int, "s": ids})
+    if numeric is None:
+        numeric = ids_are_integers(ids)
+    if numeric:
+        table = pa.table({"n": id_numbers(ids), "s": ids})
         order = pc.sort_indices(table, sort_keys=[("n", "ascending"), ("s", "ascending")])
     else:
         order = pc.sort_indices(ids)

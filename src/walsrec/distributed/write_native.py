@@ -24,7 +24,7 @@ from walsrec.distributed.layout import (
 from walsrec.distributed.sources import TFRecordSource, native_source
 from walsrec.errors import InvalidParameterError
 
-__all__ = ["write_native_dask"]
+__all__ = ["create_npy", "finish_native", "write_native_dask"]
 
 
 def write_native_dask(
@@ -115,7 +115,7 @@ def _write_side(cl: Cluster, lay: Layout, side: str, parts: list, folder: Path, 
     lengths = {"indptr": shape[0] + 1, "indices": nnz, "data": nnz}
     tmp = {part: folder / f".{name}.{part}.tmp.npy" for part in dtypes}
     for part, path in tmp.items():
-        _create_npy(path, dtypes[part], lengths[part])
+        create_npy(path, dtypes[part], lengths[part])
     offsets = [0, *list(itertools.accumulate(nnzs))]
     paths = {part: str(path) for part, path in tmp.items()}
     cl.gather(
@@ -126,10 +126,10 @@ def _write_side(cl: Cluster, lay: Layout, side: str, parts: list, folder: Path, 
             )
         ]
     )
-    _finish_native(folder, name, tmp, shape, nnz, index)
+    finish_native(folder, name, tmp, shape, nnz, index)
 
 
-def _create_npy(path, dtype: str, length: int) -> None:
+def create_npy(path, dtype: str, length: int) -> None:
     """An .npy file of ``length`` elements at its final size (sparse where the FS allows)."""
     import numpy as np
 
@@ -141,7 +141,7 @@ def _create_npy(path, dtype: str, length: int) -> None:
     del arr
 
 
-def _finish_native(folder, name: str, tmp: dict, shape, nnz: int, index: str) -> None:
+def finish_native(folder, name: str, tmp: dict, shape, nnz: int, index: str) -> None:
     """Rename the written arrays into place and write the metadata last (as save_csr)."""
     import json
 

@@ -52,8 +52,9 @@ def _example_layout(n, index_bytes, key_bytes):
 
 
 @njit(cache=True, nogil=True)
-def _record_sizes(indptr, indices, rows, lengths):
-    """Example length of each row in ``rows``; returns the total bytes of all records."""
+def _record_sizes(indptr, indices, rows, lengths, base):
+    """Example length of each row in ``rows`` (its key ``base`` + the row); returns the
+    total bytes of all records."""
     total = 0
     for r in range(rows.shape[0]):
         i = rows[r]
@@ -61,7 +62,7 @@ def _record_sizes(indptr, indices, rows, lengths):
         for j in range(indptr[i], indptr[i + 1]):
             index_bytes += _varint_size(np.int64(indices[j]))
         n = indptr[i + 1] - indptr[i]
-        layout = _example_layout(n, index_bytes, _varint_size(np.int64(i)))
+        layout = _example_layout(n, index_bytes, _varint_size(base + i))
         lengths[r] = layout[7]
         total += 16 + lengths[r]
     return total
@@ -96,9 +97,10 @@ def _put_name(out, p, slot):
 
 
 @njit(cache=True, nogil=True)
-def _encode_records(indptr, indices, bits, rows, lengths, order, out):
-    """Write the framed records of ``rows`` (CRC fields left zero) into ``out``;
-    returns the offset of each record. ``order`` is the order of the map entries."""
+def _encode_records(indptr, indices, bits, rows, lengths, order, out, base):
+    """Write the framed records of ``rows`` (CRC fields left zero, keys ``base`` + the
+    row) into ``out``; returns the offset of each record. ``order`` is the order of the
+    map entries."""
     name_len = np.array([7, 3, 6], dtype=np.int64)
     starts = np.empty(rows.shape[0], dtype=np.int64)
     p = 0
@@ -110,7 +112,7 @@ def _encode_records(indptr, indices, bits, rows, lengths, order, out):
         index_bytes = 0
         for j in range(lo, hi):
             index_bytes += _varint_size(np.int64(indices[j]))
-        key_bytes = _varint_size(np.int64(i))
+        key_bytes = _varint_size(base + i)
         layout = _example_layout(n, index_bytes, key_bytes)
         starts[r] = p
         length = lengths[r]
@@ -142,7 +144,7 @@ def _encode_records(indptr, indices, bits, rows, lengths, order, out):
             elif slot == 1:
                 p = _put_field_header(out, p, 0x1A, layout[4])
                 p = _put_field_header(out, p, 0x0A, key_bytes)
-                p = _put_varint(out, p, np.int64(i))
+                p = _put_varint(out, p, base + i)
             else:
                 p = _put_field_header(out, p, 0x12, layout[2])  # Feature.float_list
                 if n > 0:
@@ -160,13 +162,15 @@ def _encode_records(indptr, indices, bits, rows, lengths, order, out):
     return starts
 
 
-def _encode(indptr, indices, bits, rows, order) -> np.ndarray:
+def _encode(indptr, indices, bits, rows, order, base: int = 0) -> np.ndarray:
     """The framed records of ``rows``, CRCs included, as one uint8 array; ``order`` is the
-    order of the map entries by slot (``layout._SORTED_ORDER``: protobuf's)."""
+    order of the map entries by slot (``layout._SORTED_ORDER``: protobuf's). Row ``i``'s
+    key is ``base + i`` (a block of a bigger matrix, its first row's index ``base``)."""
     lengths = np.empty(len(rows), dtype=np.int64)
-    total = _record_sizes(indptr, indices, rows, lengths)
+    base = np.int64(base)
+    total = _record_sizes(indptr, indices, rows, lengths, base)
     out = np.empty(total, dtype=np.uint8)
-    starts = _encode_records(indptr, indices, bits, rows, lengths, order, out)
+    starts = _encode_records(indptr, indices, bits, rows, lengths, order, out, base)
     data = out.tobytes()  # google_crc32c reads only bytes, not views of the array
     _put_crcs(out, starts, lengths, _length_crcs(lengths), _data_crcs(data, starts, lengths))
     return out

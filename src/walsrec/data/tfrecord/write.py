@@ -21,7 +21,7 @@ from walsrec.data.tfrecord.encode import _encode
 from walsrec.data.tfrecord.layout import _MAX_FILE_THREADS, _SORTED_ORDER
 from walsrec.errors import InvalidParameterError
 
-__all__ = ["write_tfrecords"]
+__all__ = ["encode_rows", "shard_cuts", "write_tfrecords"]
 
 _COMPRESSIONS = {None: None, "none": None, "gzip": "gzip"}
 
@@ -131,17 +131,43 @@ def _shard_bounds(indptr: np.ndarray, shards: int) -> np.ndarray:
     """First row of each shard, then the number of rows: contiguous blocks balanced by
     number of non-zeros."""
     n_rows = len(indptr) - 1
-    # Balanced contiguous blocks: shard s starts at the row boundary whose cumulative nnz
-    # is nearest to s/shards of the total (evenly by rows when there are no non-zeros).
     if indptr[-1] > 0:
-        targets = indptr[-1] * np.arange(1, shards) / shards
-        above = np.searchsorted(indptr, targets, side="left")
-        below = np.maximum(above - 1, 0)
-        closer = targets - indptr[below] < indptr[np.minimum(above, n_rows)] - targets
-        cuts = np.where(closer, below, above)
+        cuts = list(shard_cuts(indptr, 0, int(indptr[-1]), shards).values())
     else:
         cuts = (n_rows * np.arange(1, shards)) // shards
     return np.concatenate([[0], cuts, [n_rows]]).astype(np.int64)
+
+
+def encode_rows(matrix: sp.csr_matrix, rows: np.ndarray, base: int = 0) -> np.ndarray:
+    """The records :func:`write_tfrecords` writes for ``rows`` (int64 indices) of a
+    canonical CSR block of float32 values whose first row is row ``base`` of the whole
+    matrix (the keys), as one uint8 array: a file of shards written by blocks is the
+    concatenation of its blocks' records."""
+    bits = np.asarray(matrix.data, dtype=np.float32).view(np.uint32)
+    indptr = np.asarray(matrix.indptr, dtype=np.int64)
+    return _encode(indptr, matrix.indices, bits, rows, _SORTED_ORDER, base)
+
+
+def shard_cuts(indptr: np.ndarray, lo: int, total: int, shards: int) -> dict[int, int]:
+    """Where :func:`write_tfrecords`' shards start, among the rows of one block of a matrix.
+
+    Shard s starts at the row boundary whose cumulative number of non-zeros is nearest to
+    s/``shards`` of ``total`` (> 0), the matrix's non-zeros (the lower boundary on a tie).
+    ``indptr`` is the block's CSR index pointer counted over the whole matrix (its first
+    value the non-zeros before the block), ``lo`` its first row. Returns {s: first row of
+    shard s} for the shards 1 … ``shards`` - 1 whose target falls in the block (above the
+    block's first boundary, at most its last), so the blocks of a matrix together give
+    every cut once, and the whole matrix as one block gives them all.
+    """
+    indptr = np.asarray(indptr, dtype=np.int64)
+    targets = total * np.arange(1, shards) / shards
+    inside = np.flatnonzero((targets > indptr[0]) & (targets <= indptr[-1]))
+    t = targets[inside]
+    above = np.searchsorted(indptr, t, side="left")  # >= 1: indptr[0] < t
+    below = above - 1
+    closer = t - indptr[below] < indptr[above] - t
+    cuts = lo + np.where(closer, below, above)
+    return {int(s) + 1: int(c) for s, c in zip(inside, cuts, strict=True)}
 
 
 def _shard_paths(path_prefix, shards: int, compression: str | None) -> list[str]:
