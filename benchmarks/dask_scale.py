@@ -2,19 +2,22 @@
 
 For each size (generated visits, ``walsrec.datasets.generate_visits``, cached in bench-out/):
 
-1. ``walsrec prepare`` (the course's settings, no eval split) in a process of its own: one
-   machine, until ``prepare --dask`` exists; its peak RSS is reported apart;
+1. the peer of prepare: ``walsrec prepare`` (the course's settings, no eval split) of the
+   one CSV file in a process of its own, on one machine;
 2. a ``LocalCluster`` of 2 worker processes (one thread each, ``--memory-limit`` each);
-3. a client process (this script with ``--drive``) runs ``walsrec.train(..., dask=)``:
+3. ``walsrec prepare --dask`` in a client process of its own, from the same rows cut into
+   files of 5M rows (bench-out/visits-N/part-*.csv): the workers read, combine and write
+   the DATA_DIR, which is compared file by file (SHA-256) with the peer's;
+4. a client process (this script with ``--drive``) runs ``walsrec.train(..., dask=)`` on it:
    ``--sweeps`` sweeps with a fixed λ, a checkpoint per sweep and the export (written by the
    workers), then one more sweep on the same model whose traffic is counted alone, then
    ``predict_dask`` (top 10 of every user, parquet shards);
-4. the peer: ``walsrec.train`` with the same settings on one machine, in a process of its
-   own, its kernels on every core (as many as the two workers' threads on this 2-core
-   machine), timed as the client's call is: from the call to its return.
+5. the peer of training: ``walsrec.train`` with the same settings on one machine, in a
+   process of its own, its kernels on every core (as many as the two workers' threads on
+   this 2-core machine), timed as the client's call is: from the call to its return.
 
-The parent samples, every 0.1 s with psutil, the resident memory of the client process, of
-each worker process and of the peer, and reports each stage's peak. Bytes per sweep:
+The parent samples, every 0.1 s with psutil, the resident memory of the client processes,
+of each worker process and of the peers, and reports each stage's peak. Bytes per sweep:
 client → workers and workers → client as DaskWALS counts them (arrays in task arguments and
 results), worker ↔ worker counted from the tasks' placement and measured (the workers'
 ``transfer_incoming_log``). The factors of the cluster's export are compared with the
@@ -27,6 +30,7 @@ peer's (largest difference relative to the largest factor).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -110,13 +114,55 @@ def prepared(n: int, sampler: Sampler) -> tuple[Path, dict]:
     seconds, _ = run_sampled(
         sampler,
         "prepare",
-        [*walsrec_cli(), "prepare", str(csv), "--out", str(out), "--user-col", "visitor_id",
-         "--item-col", "article_id", "--rating-col", "session_duration",
-         "--rating-transform", "scaled-median", "--overwrite"],
-    )  # fmt: skip
+        [*walsrec_cli(), "prepare", str(csv), "--out", str(out), *PREPARE_ARGS],
+    )
     info = {"seconds": round(seconds, 2), "peak_rss": sampler.peak("prepare", t0)}
     record.write_text(json.dumps(info))
     return out, info
+
+
+PREPARE_ARGS = ["--user-col", "visitor_id", "--item-col", "article_id", "--rating-col",
+                "session_duration", "--rating-transform", "scaled-median",
+                "--overwrite"]  # fmt: skip
+ROWS_PER_FILE = 5_000_000
+
+
+def input_parts(n: int) -> list[str]:
+    """The rows of bench-out/visits-N.csv cut into files of ``ROWS_PER_FILE`` rows, each
+    with the header (cached)."""
+    folder = CACHE / f"visits-{n}"
+    done = folder / "done"
+    if not done.is_file():
+        folder.mkdir(exist_ok=True)
+        with open(CACHE / f"visits-{n}.csv", "rb") as f:
+            header = f.readline()
+            part, rows, out = 0, 0, None
+            for line in f:
+                if out is None:
+                    out = open(folder / f"part-{part:03d}.csv", "wb")
+                    out.write(header)
+                out.write(line)
+                rows += 1
+                if rows == ROWS_PER_FILE:
+                    out.close()
+                    out, rows, part = None, 0, part + 1
+            if out is not None:
+                out.close()
+        done.write_text("")
+    return sorted(str(p) for p in folder.glob("part-*.csv"))
+
+
+def digests(folder: Path) -> dict:
+    """SHA-256 of every file of a DATA_DIR but meta.json (which holds time stamps)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != "meta.json":
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    h.update(chunk)
+            found[str(path.relative_to(folder))] = h.hexdigest()
+    return found
 
 
 def drive_one(data: str, model_dir: str, sweeps: int) -> None:
@@ -191,9 +237,11 @@ def one_size(n: int, args, sampler: Sampler) -> dict:
     from distributed import Client, LocalCluster
     from walsrec.serving.export import read_export
 
-    data, prep = prepared(n, sampler)
-    meta = json.loads((data / "meta.json").read_text())["counts"]
+    one_data, prep = prepared(n, sampler)
+    meta = json.loads((one_data / "meta.json").read_text())["counts"]
+    parts = input_parts(n)
     work = CACHE / f"scale-{n}-run"
+    data = work / "data"
     row = {"n": n, "users": meta["n_users"], "items": meta["n_items"], "prepare": prep}
     cluster = LocalCluster(
         n_workers=2,
@@ -209,6 +257,22 @@ def one_size(n: int, args, sampler: Sampler) -> dict:
             sampler.pids[f"worker{i}"] = pid
         limit = min(w["memory_limit"] for w in client.scheduler_info()["workers"].values())
         t0 = time.time()
+        seconds, _ = run_sampled(
+            sampler,
+            "prepare-client",
+            [*walsrec_cli(), "prepare", *parts, "--out", str(data), *PREPARE_ARGS,
+             "--dask", cluster.scheduler_address, "--quiet"],
+        )  # fmt: skip
+        t1 = time.time()
+        row["prepare_dask"] = {
+            "seconds": round(seconds, 2),
+            "files": len(parts),
+            "client": sampler.peak("prepare-client", t0, t1),
+            "workers": [sampler.peak(f"worker{i}", t0, t1) for i in range(2)],
+        }
+        ours, theirs = digests(data), digests(one_data)
+        row["prepare_identical"] = ours == theirs
+        row["prepare_files_compared"] = len(theirs)
         _seconds, out = run_sampled(
             sampler,
             "client",
@@ -230,7 +294,7 @@ def one_size(n: int, args, sampler: Sampler) -> dict:
             }
             for name, (a, b) in stages.items()
         }
-        row["client_peak"] = sampler.peak("client", t0)
+        row["client_peak"] = max(sampler.peak("client", t0), sampler.peak("prepare-client", t0))
         row["worker_peaks"] = [sampler.peak(f"worker{i}", t0) for i in range(2)]
         row["worker_limit"] = int(limit)
         row["per_sweep"] = driven["per_sweep"]
@@ -296,8 +360,12 @@ def main() -> None:
     )
     for r in rows:
         head = f"{r['n']:>12,} {r['users']:>10,} {r['items']:>8,}"
+        p = r["prepare_dask"]
+        workers = " / ".join(mb(w) for w in p["workers"])
+        name = f"prepare --dask ({p['files']} files)"
+        print(f"{head}  {name:38s} {p['seconds']:7.1f} {mb(p['client']):>9s} {workers:>17s}")
         p = r["prepare"]
-        print(f"{head}  {'prepare (one process, not on Dask yet)':38s} {p['seconds']:7.1f} "
+        print(f"{'':>32s}  {'peer: walsrec prepare, one process':38s} {p['seconds']:7.1f} "
               f"{mb(p['peak_rss']):>9s} {'-':>17s}")  # fmt: skip
         for name, s in r["stages"].items():
             workers = " / ".join(mb(w) for w in s["workers"])
@@ -327,6 +395,12 @@ def main() -> None:
             f"workers' peaks {' / '.join(mb(w) for w in r['worker_peaks'])} MB of "
             f"{mb(r['worker_limit'])} ({'OVER' if any(over) else 'within'} the limit); "
             f"cluster / one machine: {r['stages']['train (sweeps, checkpoints, export)']['seconds'] / r['peer']['seconds']:.2f} x the time"  # noqa: E501
+        )
+        ratio = r["prepare_dask"]["seconds"] / r["prepare"]["seconds"]
+        print(
+            f"{'':>12s}  prepare --dask: {ratio:.2f} x one process's time; its DATA_DIR "
+            f"{'IS' if r['prepare_identical'] else 'IS NOT'} identical to one process's "
+            f"({r['prepare_files_compared']} files compared by SHA-256)"
         )
 
 
