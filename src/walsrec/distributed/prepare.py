@@ -572,8 +572,16 @@ def write_lines_piece(ids: pa.Array, path: str, what: str) -> str:
 
 def join_pieces(paths: list[str], final: str, compression: str | None) -> str:
     """Concatenate the pieces into ``final`` (one GZIP stream with ``gzip``, as
-    :func:`write_tfrecords` compresses), then remove them."""
-    with open(final, "wb") as out:
+    :func:`write_tfrecords` compresses), then remove them.
+
+    ``final`` appears (by a rename) only once complete, and the pieces are removed only
+    after, so a run of this task again after a lost worker finds either every piece (and
+    joins them again) or ``final`` complete."""
+    if not all(os.path.exists(path) for path in paths) and os.path.exists(final):
+        _remove(paths)
+        return final
+    tmp = f"{final}.joining"
+    with open(tmp, "wb") as out:
         gz = zlib.compressobj(6, zlib.DEFLATED, 31) if compression == "gzip" else None
         for path in paths:
             with open(path, "rb") as f:
@@ -581,9 +589,26 @@ def join_pieces(paths: list[str], final: str, compression: str | None) -> str:
                     out.write(gz.compress(chunk) if gz else chunk)
         if gz is not None:
             out.write(gz.flush())
-    for path in paths:
-        os.remove(path)
+    os.replace(tmp, final)
+    _remove(paths)
     return final
+
+
+def _remove(paths) -> None:
+    for path in paths:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def write_native_part(part, paths: dict, finals: dict, lo: int, offset: int) -> int:
+    """:func:`~walsrec.distributed._tasks.write_part` into the native files being written,
+    or nothing when they were already renamed into place (a run of this task again, after
+    a lost worker, once every block was written)."""
+    if not all(os.path.exists(p) for p in paths.values()) and all(
+        os.path.exists(p) for p in finals.values()
+    ):
+        return int(part.nnz)
+    return _tasks.write_part(part, paths, lo, offset)
 
 
 def save_item_vocabulary(items_all: pa.Array, counts: np.ndarray, path: str) -> int:
@@ -875,8 +900,9 @@ class _Run:
         for part, path in tmp.items():
             create_npy(path, dtypes[part], lengths[part])
         paths = {part: str(path) for part, path in tmp.items()}
+        finals = {part: str(folder / f"{name}.{part}.npy") for part in dtypes}
         writes = [
-            self.submit(_tasks.write_part, b, paths, lows[i], offsets[i])
+            self.submit(write_native_part, b, paths, finals, lows[i], offsets[i])
             for i, b in enumerate(blocks)
         ]
         return [self.submit(_finish_after, writes, folder, name, tmp, shape, nnz, index)]
@@ -922,8 +948,10 @@ class _Run:
 
 
 def _finish_after(writes, folder, name, tmp, shape, nnz, index):
-    """Rename the native arrays into place once every block has written (``writes``)."""
-    finish_native(folder, name, tmp, shape, nnz, index)
+    """Rename the native arrays into place once every block has written (``writes``);
+    those already renamed (by a run of this task before a lost worker) stay."""
+    left = {part: path for part, path in tmp.items() if os.path.exists(path)}
+    finish_native(folder, name, left, shape, nnz, index)
 
 
 _READ_KEYS = (
