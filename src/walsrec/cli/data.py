@@ -33,8 +33,8 @@ def _add_prepare(sub) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, globs or fsspec URLs")
     p.add_argument("--out", required=True, metavar="DATA_DIR", help="directory to create")
-    p.add_argument("--user-col", default="user", help="user id column (default: user)")
-    p.add_argument("--item-col", default="item", help="item id column (default: item)")
+    p.add_argument("--user-col", help="user id column (default: user, or the parent's)")
+    p.add_argument("--item-col", help="item id column (default: item, or the parent's)")
     p.add_argument("--rating-col", help="interaction value column (default: every value is 1)")
     p.add_argument("--time-col", help="timestamp column (needed by --split time)")
     p.add_argument("--delimiter", help="CSV delimiter (default: detected from the first line)")
@@ -45,15 +45,13 @@ def _add_prepare(sub) -> None:
     p.add_argument("--format", choices=["csv", "parquet", "jsonl"], help="override the suffix")
     p.add_argument(
         "--rating-transform",
-        default="none",
         choices=["none", "binary", "log1p", "scaled-median"],
         help="scaled-median: min(cap, scale*r/median(r)), the course's rating (default: none)",
     )
-    p.add_argument("--scale", type=float, default=0.3, help="scaled-median scale (default 0.3)")
-    p.add_argument("--cap", type=float, default=1.0, help="scaled-median cap (default 1)")
+    p.add_argument("--scale", type=float, help="scaled-median scale (default 0.3)")
+    p.add_argument("--cap", type=float, help="scaled-median cap (default 1)")
     p.add_argument(
         "--duplicates",
-        default="sum",
         choices=["sum", "max", "mean", "first", "last"],
         help="how repeated (user, item) pairs combine (default: sum)",
     )
@@ -73,12 +71,11 @@ def _add_prepare(sub) -> None:
         help="how the eval interactions are chosen (default: random)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shards", type=int, default=1, help="TFRecord files per direction")
+    p.add_argument("--shards", type=int, help="TFRecord files per direction (default 1)")
     p.add_argument(
         "--compression",
         choices=["none", "gzip"],
-        default="none",
-        help="TFRecord compression (default: none)",
+        help="TFRecord compression (default: none, or the parent's)",
     )
     p.add_argument(
         "--on-bad-rows",
@@ -91,6 +88,15 @@ def _add_prepare(sub) -> None:
         action="store_true",
         help="replace an existing DATA_DIR (only a DATA_DIR or an empty directory, never one "
         "holding an input)",
+    )
+    p.add_argument(
+        "--append-to",
+        metavar="DATA_DIR",
+        help=(
+            "merge the inputs into this prepared DATA_DIR, written as --out: its ids keep "
+            "their indices, new ids are appended, its rating transform (with its recorded "
+            "median), duplicates rule and split are kept, and meta.json records the lineage"
+        ),
     )
     p.add_argument(
         "--dask",
@@ -134,10 +140,11 @@ def _cmd_prepare(args) -> int:
         split=args.split,
         seed=args.seed,
         shards=args.shards,
-        compression=None if args.compression == "none" else args.compression,
+        compression=args.compression,
         on_bad_rows=args.on_bad_rows,
         overwrite=args.overwrite,
         progress=None if args.quiet else (lambda m: _stderr(f"prepare: {m}")),
+        append_to=args.append_to,
         dask=args.dask,
         partitions=args.partitions,
     )
@@ -166,6 +173,13 @@ def _prepare_summary(meta: dict, out) -> str:
         lines.append(
             f"  eval dropped         {c['eval_dropped_not_in_train']:>12,}  "
             "(user or item not in train)"
+        )
+    if meta.get("lineage"):
+        last = meta["lineage"][-1]
+        lines.append(
+            f"  appended to {last['parent']}: {last['new_users']:,} new users, "
+            f"{last['new_items']:,} new items, {last['new_pairs']:,} new pairs, "
+            f"{last['train_pairs_combined'] + last['eval_pairs_combined']:,} pairs combined"
         )
     return "\n".join(lines)
 

@@ -149,8 +149,28 @@ def _filter_counts(rows, cols, min_user, min_item):
         keep = new
 
 
-def check_params(p: dict) -> None:
-    """Check :func:`prepare`'s parameters ``p``; the int ones become Python ints."""
+#: The settings of :func:`prepare` whose None means a default, or the parent's when
+#: appending (``append_to``).
+DEFAULTS = {
+    "user_col": "user",
+    "item_col": "item",
+    "rating_transform": "none",
+    "scale": 0.3,
+    "cap": 1.0,
+    "duplicates": "sum",
+    "shards": 1,
+}
+
+
+def check_params(p: dict, parent: dict | None = None) -> None:
+    """Check :func:`prepare`'s parameters ``p`` and fill in their defaults (with
+    ``parent``, the settings of the DATA_DIR appended to: see :mod:`walsrec.data.append`);
+    the int ones become Python ints."""
+    if parent is not None:
+        _take_parents(p, parent)
+    for name, default in DEFAULTS.items():
+        if p[name] is None:
+            p[name] = default
     _check_word(p["rating_transform"], "rating_transform", RATING_TRANSFORMS)
     _check_word(p["duplicates"], "duplicates", DUPLICATE_POLICIES)
     _check_word(p["split"], "split", SPLITS)
@@ -175,31 +195,64 @@ def check_params(p: dict) -> None:
     check_option(p["compression"], "compression", _OWNER, (None, "none", "gzip"))
 
 
+def _take_parents(p: dict, parent: dict) -> None:
+    """The settings an append takes from its parent's meta.json; a different value given
+    for a frozen one, or a split or filter (which an append does not apply), is refused."""
+    where = f"the DATA_DIR {p['append_to']!s} was prepared with"
+    names = ["rating_transform", "duplicates"]
+    if parent["rating_transform"] == "scaled-median":
+        names += ["scale", "cap"]
+    for name in names:
+        if p[name] is not None and p[name] != parent[name]:
+            raise InvalidParameterError(
+                f"The {name!r} {_OWNER} is {p[name]!r}, but {where} {parent[name]!r}: an "
+                "append transforms and combines ratings as its parent did (leave it out)."
+            )
+    for name, default in (
+        ("eval_fraction", 0),
+        ("min_user_interactions", 1),
+        ("min_item_interactions", 1),
+    ):
+        if p[name] != default:
+            raise InvalidParameterError(
+                f"The {name!r} {_OWNER} is {p[name]!r}, which an append does not apply: its "
+                "new pairs go to train, a pair held out by the parent stays held out, and "
+                "the parent's filters are not applied again. Leave it out."
+            )
+    for name in ("user_col", "item_col", "rating_col", "time_col", "shards", "compression"):
+        if p[name] is None:
+            p[name] = parent[name]
+    for name in ("rating_transform", "duplicates", "scale", "cap"):
+        if name in parent:
+            p[name] = parent[name]
+
+
 def prepare(
     inputs,
     out: str | os.PathLike,
     *,
-    user_col: str = "user",
-    item_col: str = "item",
+    user_col: str | None = None,
+    item_col: str | None = None,
     rating_col: str | None = None,
     time_col: str | None = None,
     delimiter: str | None = None,
     columns: list[str] | None = None,
     format: str | None = None,
-    rating_transform: str = "none",
-    scale: float = 0.3,
-    cap: float = 1.0,
-    duplicates: str = "sum",
+    rating_transform: str | None = None,
+    scale: float | None = None,
+    cap: float | None = None,
+    duplicates: str | None = None,
     min_user_interactions: int = 1,
     min_item_interactions: int = 1,
     eval_fraction: float = 0.0,
     split: str = "random",
     seed: int = 0,
-    shards: int = 1,
+    shards: int | None = None,
     compression: str | None = None,
     on_bad_rows: str = "error",
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    append_to: str | os.PathLike | None = None,
 ) -> dict:
     """Turn interaction files into a prepared DATA_DIR (see the module docstring).
 
@@ -242,6 +295,14 @@ def prepare(
         an empty directory is replaced, and never one that is or contains an input.
     progress : callable, optional
         Called with a short message at each stage (the CLI prints them).
+    append_to : path, optional
+        A DATA_DIR to merge the new interactions into (:mod:`walsrec.data.append`): its
+        ids keep their indices and new ids are appended, its rating transform (with its
+        recorded parameters), ``duplicates`` rule, columns and TFRecord settings apply
+        unless given, its split is kept (new pairs go to train) and meta.json records the
+        lineage. ``out`` must be another directory. ``duplicates``, ``rating_transform``,
+        ``scale`` and ``cap`` may only repeat the parent's; ``eval_fraction`` and the
+        minimum counts are refused.
 
     Returns
     -------
@@ -260,6 +321,8 @@ def prepare(
         Reading an input or writing DATA_DIR failed; the message names the path.
     """
     params = dict(locals())
+    if append_to is not None:
+        return _append(params)
     check_params(params)
     out = Path(out)
     note = progress or (lambda message: None)
@@ -267,11 +330,51 @@ def prepare(
     started = time.perf_counter()
     read = _read_inputs(params, note)
     pairs, transform_info = _combined_pairs(read, params)
-    kept = _filtered_pairs(pairs, min_user_interactions, min_item_interactions)
-    train, evaluation, n_eval_dropped = _split_pairs(kept, eval_fraction, split, seed, note)
+    p = params  # checked, defaults filled in
+    kept = _filtered_pairs(pairs, p["min_user_interactions"], p["min_item_interactions"])
+    train, evaluation, n_eval_dropped = _split_pairs(
+        kept, p["eval_fraction"], p["split"], p["seed"], note
+    )
     counts = _counts(read, len(pairs.rows), len(kept.rows), train, evaluation, n_eval_dropped)
     meta = build_meta(params, read.sources, transform_info, counts)
-    _write_data_dir(out, meta, train, evaluation, shards, compression, note)
+    _write_data_dir(out, meta, train, evaluation, p["shards"], p["compression"], note)
+    meta["seconds"] = round(time.perf_counter() - started, 3)
+    return meta
+
+
+def _append(params: dict) -> dict:
+    """:func:`prepare` with ``append_to`` (see :mod:`walsrec.data.append`)."""
+    from walsrec.data.append import append_pairs, lineage_entry, parent_settings
+
+    started = time.perf_counter()
+    out, parent_dir = Path(params["out"]), Path(params["append_to"])
+    note = params["progress"] or (lambda message: None)
+    parent = load_prepared(parent_dir)
+    settings = parent_settings(parent.meta, parent.path)
+    check_params(params, settings)
+    if out.resolve() == parent_dir.resolve():
+        raise InvalidParameterError(
+            f"The 'out' {_OWNER} is the DATA_DIR appended to ({str(out)!r}); write the "
+            "appended data set to another directory (models trained on the parent read it)."
+        )
+    check_output(out, params["inputs"], params["overwrite"])
+    read = _read_inputs(params, note)
+    train, evaluation, added, dropped = append_pairs(
+        read, parent, settings, params["on_bad_rows"], note
+    )
+    if dropped:
+        read.bad_reasons["combined rating beyond float32 range"] += dropped
+        read.n_bad_rows += dropped
+    n_pairs = train.nnz + (evaluation.nnz if evaluation is not None else 0)
+    counts = _counts(read, n_pairs, n_pairs, train, evaluation, 0)
+    meta = build_meta(params, read.sources, settings["transform_info"], counts)
+    meta["filters"], meta["split"] = parent.meta.get("filters"), parent.meta.get("split")
+    meta["lineage"] = lineage_entry(parent.path.resolve(), parent.meta, added)
+    note(
+        f"{len(train.users):,} users, {len(train.items):,} items, {train.nnz:,} train and "
+        f"{evaluation.nnz if evaluation is not None else 0:,} eval interactions"
+    )
+    _write_data_dir(out, meta, train, evaluation, params["shards"], params["compression"], note)
     meta["seconds"] = round(time.perf_counter() - started, 3)
     return meta
 

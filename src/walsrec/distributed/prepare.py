@@ -91,27 +91,28 @@ def prepare(
     inputs,
     out: str | os.PathLike,
     *,
-    user_col: str = "user",
-    item_col: str = "item",
+    user_col: str | None = None,
+    item_col: str | None = None,
     rating_col: str | None = None,
     time_col: str | None = None,
     delimiter: str | None = None,
     columns: list[str] | None = None,
     format: str | None = None,
-    rating_transform: str = "none",
-    scale: float = 0.3,
-    cap: float = 1.0,
-    duplicates: str = "sum",
+    rating_transform: str | None = None,
+    scale: float | None = None,
+    cap: float | None = None,
+    duplicates: str | None = None,
     min_user_interactions: int = 1,
     min_item_interactions: int = 1,
     eval_fraction: float = 0.0,
     split: str = "random",
     seed: int = 0,
-    shards: int = 1,
+    shards: int | None = None,
     compression: str | None = None,
     on_bad_rows: str = "error",
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    append_to: str | os.PathLike | None = None,
     dask: str | None = None,
     partitions: int | None = None,
 ) -> dict:
@@ -130,8 +131,13 @@ def prepare(
         With ``dask``: the user ranges the work is split into (default two per worker).
     """
     settings = dict(locals())
-    for key in ("inputs", "out", "dask", "partitions"):
+    for key in ("inputs", "out", "dask", "partitions", "append_to"):
         del settings[key]
+    if dask is not None and append_to is not None:
+        raise InvalidParameterError(
+            f"The 'append_to' {_OWNER} cannot be combined with 'dask' (--dask): an append "
+            f"runs in one process. Got append_to={str(append_to)!r} and dask={dask!r}."
+        )
     if dask is None:
         if partitions is not None:
             raise InvalidParameterError(
@@ -141,7 +147,7 @@ def prepare(
             )
         from walsrec.data.prepare import prepare as prepare_here
 
-        return prepare_here(inputs, out, **settings)
+        return prepare_here(inputs, out, append_to=append_to, **settings)
     from walsrec.distributed.cluster import connected
 
     with connected(dask, _OWNER) as client:
@@ -153,23 +159,23 @@ def prepare_dask(
     inputs,
     out: str | os.PathLike,
     *,
-    user_col: str = "user",
-    item_col: str = "item",
+    user_col: str | None = None,
+    item_col: str | None = None,
     rating_col: str | None = None,
     time_col: str | None = None,
     delimiter: str | None = None,
     columns: list[str] | None = None,
     format: str | None = None,
-    rating_transform: str = "none",
-    scale: float = 0.3,
-    cap: float = 1.0,
-    duplicates: str = "sum",
+    rating_transform: str | None = None,
+    scale: float | None = None,
+    cap: float | None = None,
+    duplicates: str | None = None,
     min_user_interactions: int = 1,
     min_item_interactions: int = 1,
     eval_fraction: float = 0.0,
     split: str = "random",
     seed: int = 0,
-    shards: int = 1,
+    shards: int | None = None,
     compression: str | None = None,
     on_bad_rows: str = "error",
     overwrite: bool = False,
@@ -193,6 +199,7 @@ def prepare_dask(
     """
     params = dict(locals())
     del params["client"]
+    params["append_to"] = None
     check_params(params)
     if not (partitions is None or (isinstance(partitions, int) and partitions >= 1)):
         raise InvalidParameterError(
