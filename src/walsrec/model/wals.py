@@ -624,6 +624,81 @@ class WALS:
     def _run_sweeps(self, sweep, desc: str) -> WALS:
         return run_sweeps(self, sweep, desc)
 
+    def partial_fit(self, user_items, rows=None, cols=None, weights=None) -> WALS:
+        """Take in new users, new items and new interactions without refitting.
+
+        The factors grow to ``user_items``' shape (the rows of new users and items start
+        at zero), then the users ``rows`` are solved against the item factors, then the
+        items ``cols`` against the updated user factors: exactly the rows
+        ``update_rows(user_items, rows=rows)`` and ``update_cols(user_items, cols=cols)``
+        compute, and a new user's factors are what ``project_rows`` gives for its history
+        (both read the whole row: a user's solve needs its full history and the item
+        factors' Gramian, nothing else). Users and items absent from ``rows`` and
+        ``cols`` keep their factors.
+
+        Parameters
+        ----------
+        user_items : sparse matrix of shape (n_users', n_items')
+            The whole training matrix, old and new interactions: at least as many users
+            and items as the factors have, the model's users and items first, in the same
+            order (as ``walsrec prepare --append-to`` keeps them).
+        rows, cols : array-like of int or None, default=None
+            The users and items to solve; None solves those new to the model (beyond its
+            factors). Pass the touched ones too (a user with new interactions), with the
+            new ones: :func:`walsrec.training.update.touched` finds both.
+        weights : sparse matrix of shape (n_users', n_items') or None, default=None
+            Per-entry observed weights, as for ``update_rows``.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        InvalidParameterError
+            ``user_items`` has fewer users or items than the factors, or ``row_weights``/
+            ``col_weights`` are arrays of another length (set them for the new shape first).
+        """
+        self._check_initialized("partial_fit")
+        self._validate_params()
+        if not sp.issparse(user_items):
+            raise TypeError(
+                "The 'user_items' argument of WALS.partial_fit must be a scipy.sparse matrix "
+                f"(CSR preferred). Got {type(user_items).__name__} instead."
+            )
+        old = (self.user_factors_.shape[0], self.item_factors_.shape[0])
+        new = tuple(int(n) for n in user_items.shape)
+        if new[0] < old[0] or new[1] < old[1]:
+            raise InvalidParameterError(
+                "The 'user_items' argument of WALS.partial_fit must have at least the "
+                f"model's {old[0]} users and {old[1]} items (new ones appended). Got shape "
+                f"{new} instead."
+            )
+        for name, n in (("row_weights", new[0]), ("col_weights", new[1])):
+            w = getattr(self, name)
+            if np.ndim(w) == 1 and len(w) != n:
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of WALS has {len(w)} weights, but partial_fit's "
+                    f"'user_items' has {n} {'users' if name == 'row_weights' else 'items'}; "
+                    "set_params the weights of the new shape first."
+                )
+        k, dt = self.embedding_dim, self._np_dtype
+        if new[0] > old[0]:
+            grown = np.zeros((new[0], k), dtype=dt)
+            grown[: old[0]] = self.user_factors_
+            self._set_factors("user", grown)
+        if new[1] > old[1]:
+            grown = np.zeros((new[1], k), dtype=dt)
+            grown[: old[1]] = self.item_factors_
+            self._set_factors("item", grown)
+        rows = np.arange(old[0], new[0]) if rows is None else rows
+        cols = np.arange(old[1], new[1]) if cols is None else cols
+        if len(rows):
+            self.update_rows(user_items, rows=rows, weights=weights)
+        if len(cols):
+            self.update_cols(user_items, cols=cols, weights=weights)
+        return self
+
     def bind(self, user_items, weights=None) -> BoundData:
         """The training matrix bound to this estimator, for a loop of half-steps.
 
