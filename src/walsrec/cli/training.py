@@ -178,7 +178,80 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _add_update(sub) -> None:
+    p = sub.add_parser(
+        "update",
+        help="take new interactions into a trained model without retraining",
+        description=(
+            "Start from MODEL_DIR's newest checkpoint, grow the factors for the new users and "
+            "items of DATA_DIR (prepared with 'walsrec prepare NEW... --append-to OLD_DATA_DIR'), "
+            "solve the new and touched users exactly from their full histories, then the new "
+            "and touched items, checkpoint and export a new version (a running 'walsrec "
+            "serve' picks it up). Lambda, the unobserved weight and alpha stay at the values "
+            "the model was trained with; the statistics that weigh entries (BM25, count-based "
+            "column weights) follow the new data."
+        ),
+        epilog=textwrap.dedent(
+            """\
+            example:
+              walsrec prepare today.csv --append-to data/ --out data-2/
+              walsrec update --model-dir model/ --data data-2/
+            """
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model-dir", required=True, metavar="MODEL_DIR")
+    p.add_argument("--data", required=True, metavar="DATA_DIR", help="the appended DATA_DIR")
+    p.add_argument(
+        "--sweeps",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="passes over the new and touched users and items (default 1)",
+    )
+    p.add_argument(
+        "--full-sweeps",
+        type=int,
+        default=0,
+        metavar="M",
+        help="ordinary sweeps over everything after those passes (default 0)",
+    )
+    p.add_argument("--threads", type=positive_int, help="kernel threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=_cmd_update)
+
+
+def _cmd_update(args) -> int:
+    from walsrec.training.update import update
+
+    result = update(
+        args.model_dir,
+        args.data,
+        sweeps=args.sweeps,
+        full_sweeps=args.full_sweeps,
+        threads=args.threads,
+        log=None if args.quiet else (lambda m: _stderr(f"update: {m}")),
+    )
+    if result.already:
+        print(f"{args.model_dir} already includes {args.data}; export {result.export_path}")
+        return 0
+    if result.export_path is None:
+        print(f"Nothing new in {args.data}: the model in {args.model_dir} is unchanged")
+        return 0
+    print(
+        f"Updated {args.model_dir} with {args.data} in {result.seconds:.1f} s: "
+        f"{result.new_users:,} new users, {result.new_items:,} new items; "
+        f"{result.users_solved:,} users and {result.items_solved:,} items solved "
+        f"({result.sweeps} pass(es), {result.full_sweeps} full sweep(s))"
+    )
+    if result.metrics:
+        print(_metrics_table(result.metrics, None))
+    print(f"Exported {result.export_path}")
+    return 0
+
+
 def add_commands(sub) -> None:
     """Add this module's commands to the ``walsrec`` parser."""
     _add_train(sub)
+    _add_update(sub)
     _add_evaluate(sub)

@@ -60,7 +60,9 @@ __all__ = [
     "TrainResult",
     "check_model_dir_replaceable",
     "clear_model_dir",
+    "export_hyperparameters",
     "model_dir_lock",
+    "recorded_regularization",
     "train",
 ]
 
@@ -525,17 +527,8 @@ class _Run:
     def _model_json(self, data, final: dict) -> dict:
         """The export's hyperparameters, metrics, training record and ``keep``."""
         cfg, model, step = self.cfg, self.model, self.state["step"]
-        hyper = {
-            k: cfg.to_dict()[k]
-            for k in IDENTITY_KEYS
-            if k not in ("data", "train_rows", "train_cols", "eval_rows", "eval_cols")
-        }
-        # the numbers the model was trained with ("auto" resolved), which fold-in needs
-        hyper["unobserved_weight"] = float(model.unobserved_weight)
-        hyper["alpha"] = float(model.alpha)
-        hyper["regularization"] = float(model.regularization)
         return {
-            "hyperparameters": hyper,
+            "hyperparameters": export_hyperparameters(cfg, model),
             "metrics": {k: v for k, v in final.items() if k not in ("model",)},
             "training": {
                 "step": step,
@@ -549,29 +542,54 @@ class _Run:
         }
 
 
+def recorded_regularization(model_dir: Path) -> float:
+    """The λ MODEL_DIR/regularization.json records (chosen by ``regularization =
+    "auto"``); a missing or corrupt record is a DataFormatError naming it."""
+    path = model_dir / "regularization.json"
+    try:
+        value = json.loads(path.read_text())["regularization"]
+    except FileNotFoundError:
+        raise DataFormatError(
+            f"{path}: missing; the model's regularization 'auto' was never chosen."
+        ) from None
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(
+            f"{path}: not a record of the chosen regularization ({exc}); use --overwrite "
+            "to start over."
+        ) from None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value >= 0)
+    ):
+        raise DataFormatError(
+            f"{path}: 'regularization' must be a finite number >= 0. Got {value!r} "
+            "instead; use --overwrite to start over."
+        )
+    return float(value)
+
+
+def export_hyperparameters(cfg, model) -> dict:
+    """An export's hyperparameters: the identity settings of ``cfg`` and the numbers the
+    ``model`` was trained with ("auto" resolved), which fold-in needs."""
+    hyper = {
+        k: cfg.to_dict()[k]
+        for k in IDENTITY_KEYS
+        if k not in ("data", "train_rows", "train_cols", "eval_rows", "eval_cols")
+    }
+    hyper["unobserved_weight"] = float(model.unobserved_weight)
+    hyper["alpha"] = float(model.alpha)
+    hyper["regularization"] = float(model.regularization)
+    return hyper
+
+
 def _auto_regularization(cfg, model_dir: Path, backend, say, show_progress: bool) -> float:
     """λ for ``regularization = "auto"``: the one MODEL_DIR/regularization.json recorded
     (a resumed run keeps it), else chosen by validation inside the training data
     (:mod:`walsrec.training.regularization`) and recorded there."""
     path = model_dir / "regularization.json"
     if path.exists() and (model_dir / "config.json").exists():
-        try:
-            value = json.loads(path.read_text())["regularization"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DataFormatError(
-                f"{path}: not a record of the chosen regularization ({exc}); use --overwrite "
-                "to start over."
-            ) from None
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not (math.isfinite(value) and value >= 0)
-        ):
-            raise DataFormatError(
-                f"{path}: 'regularization' must be a finite number >= 0. Got {value!r} "
-                "instead; use --overwrite to start over."
-            )
-        value = float(value)
+        value = recorded_regularization(model_dir)
         say(f"regularization auto: {value:g}, as chosen before ({path.name})")
         return value
     bar = None
