@@ -181,3 +181,21 @@ def test_kill_9_at_any_point_then_a_rerun_gives_the_uninterrupted_model(flow, tm
         got = read_export(list_exports(model_dir / "export")[-1])
         np.testing.assert_array_equal(got.user_factors, want.user_factors)
         np.testing.assert_array_equal(got.item_factors, want.item_factors)
+
+
+def test_a_running_service_picks_the_update_up(flow, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from walsrec.serving.app import ServiceSettings, create_app
+
+    model_dir = _copy(flow, tmp_path)
+    old, new = load_prepared(flow / "data"), load_prepared(flow / "data2")
+    newcomer = new.train.users.id(len(old.train.users))
+    with TestClient(create_app(ServiceSettings(str(model_dir), poll_interval=0))) as c:
+        before = c.get("/model").json()["version"]
+        assert c.get(f"/recommendations/{newcomer}?k=3").status_code == 404  # unknown yet
+        result = update(model_dir, flow / "data2")
+        assert c.app.state.watcher.check_once() is True
+        assert c.get("/model").json()["version"] == int(result.export_path.name) != before
+        answer = c.get(f"/recommendations/{newcomer}?k=3").json()
+        assert answer["fallback"] is False and len(answer["items"]) == 3
