@@ -101,7 +101,8 @@ def test_force_dry_run_and_only(project):
     assert run(project, force=["evaluate"]).ran() == ["evaluate"]
     assert run(project, only=["predict"], force=["predict"]).ran() == ["predict"]
     statuses = {s.name: s.status for s in run(project, dry_run=True, force=["all"]).steps}
-    assert set(statuses.values()) == {"would run"}
+    assert set(statuses.values()) == {"would run", "off"}
+    assert [name for name, status in statuses.items() if status == "off"] == ["update"]
     with pytest.raises(InvalidParameterError, match=r"'force' parameter .* Got 'deploy'"):
         run(project, force=["deploy"])
 
@@ -373,6 +374,7 @@ def test_a_dry_run_reports_each_step_once_in_order_with_the_tables_off(project):
     assert [(s.name, s.status) for s in steps] == [
         ("prepare", "would run"),
         ("train", "would run"),
+        ("update", "off"),
         ("evaluate", "off"),
         ("export", "off"),
         ("predict", "off"),

@@ -19,6 +19,11 @@ is a library call whose settings are its keyword arguments, one TOML table per s
     embedding_dim = 32
     sweeps = 10
 
+    [update]                        # optional: new files taken in without retraining
+    inputs = ["incoming/*.csv"]     # each file once: prepare --append-to, walsrec update
+    full_every = 7                  # every 7th time a full retrain on all the data instead
+    sweeps = 1                      # also full_sweeps, and out (default: DATA_DIR-updates)
+
     [evaluate]                      # walsrec.evaluate_export(export, data, k=...)
     k = 10                          # also ease = false (no EASE baseline), ease_regularization
 
@@ -78,12 +83,13 @@ __all__ = [
     "run_pipeline",
 ]
 
-STEPS = ("prepare", "train", "evaluate", "export", "predict")
+STEPS = ("prepare", "train", "update", "evaluate", "export", "predict")
 
 # settings of each table that are paths, resolved against the configuration's directory
 _PATH_KEYS = {
     "prepare": ("out",),
     "train": ("model_dir", "data", "train_rows", "train_cols", "eval_rows", "eval_cols"),
+    "update": ("out",),
     "export": ("to",),
     "predict": ("out", "users_file"),
 }
@@ -110,6 +116,7 @@ _PREPARE_KEYS = {
     "compression",
     "on_bad_rows",
 }
+_UPDATE_KEYS = {"inputs", "out", "full_every", "sweeps", "full_sweeps"}
 _EVALUATE_KEYS = {"k", "ease", "ease_regularization"}
 _EXPORT_KEYS = {"to", "min_metrics"}
 _PREDICT_KEYS = {"out", "k", "format", "exclude_seen", "users_file", "chunk_size"}
@@ -181,6 +188,7 @@ def load_pipeline_config(path: str | os.PathLike) -> dict[str, dict]:
     allowed = {
         "prepare": _PREPARE_KEYS,
         "train": set(TrainConfig.__dataclass_fields__),
+        "update": _UPDATE_KEYS,
         "evaluate": _EVALUATE_KEYS,
         "export": _EXPORT_KEYS,
         "predict": _PREDICT_KEYS,
@@ -217,6 +225,8 @@ def load_pipeline_config(path: str | os.PathLike) -> dict[str, dict]:
         train.setdefault("data", prep["out"])
     elif not (train.get("data") or train.get("train_rows")):
         raise _bad(path, "[train] needs data (or train_rows) when there is no [prepare].")
+    if "update" in config:
+        _check_update(config, path, base)
     if state_file is not None:
         config["state"] = {"path": _resolve(base, state_file)}
     if "predict" in config and "out" not in config["predict"]:
@@ -227,6 +237,35 @@ def load_pipeline_config(path: str | os.PathLike) -> dict[str, dict]:
     state_path = Path(config["state"]["path"]) if state_file is not None else _state_path(path)
     _check_outputs(config, path, state_path)
     return config
+
+
+def _check_update(config: dict, path: Path, base: Path) -> None:
+    """``[update]``: its inputs (made absolute), ``out`` (default: the DATA_DIR's name with
+    ``-updates``), and its numbers."""
+    up, train = config["update"], config["train"]
+    if not isinstance(train.get("data"), str):
+        raise _bad(path, "[update] needs a DATA_DIR to append to: [prepare], or [train] data.")
+    if "inputs" not in up:
+        raise _bad(path, "[update] needs inputs (the files of new interactions).")
+    inputs = up["inputs"]
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    up["inputs"] = [_resolve(base, str(i)) for i in inputs]
+    up.setdefault("out", os.path.normpath(str(train["data"]).rstrip("/") + "-updates"))
+    for key, low in (("full_every", 1), ("sweeps", 1), ("full_sweeps", 0)):
+        value = up.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            raise _bad(path, f"[update] {key} must be an int >= {low}. Got {value!r} instead.")
+    out = Path(up["out"]).resolve()
+    for other in (train["data"], train["model_dir"]):
+        o = Path(other).resolve()
+        if _inside(out, o) or _inside(o, out):
+            raise _bad(
+                path,
+                f"[update] out {up['out']!r} is, lies inside or contains {other!r}; the "
+                "appended DATA_DIRs need a directory of their own.",
+            )
 
 
 def _local(text: str) -> str | None:
@@ -246,7 +285,11 @@ def _pipeline_inputs(config: dict, config_path: Path, state_path: Path):
     resolved; and the globs among the inputs, which may match files written later."""
     prep = config.get("prepare") or {}
     train = config["train"]
-    named = [*prep.get("inputs", ()), prep.get("out")]
+    named = [
+        *prep.get("inputs", ()),
+        prep.get("out"),
+        *(config.get("update") or {}).get("inputs", ()),
+    ]
     named += [train.get(k) for k in ("data", "train_rows", "train_cols", "eval_rows", "eval_cols")]
     paths = [config_path, state_path]
     patterns: list[str] = []
@@ -627,7 +670,108 @@ def _train(run: _Run) -> Step:
         return str(res.export_path), detail
 
     outputs = Path(previous_export) if previous_export else None
+    if outputs is not None and "update" in run.config:
+        # updates export after it (and keep_exports may prune its export): the model is
+        # current while MODEL_DIR holds one
+        outputs = model_dir / "config.json" if (model_dir / "config.json").is_file() else None
+        return Step("train", fingerprint, outputs, do_train)
     return Step("train", fingerprint, outputs, do_train, directory=True)
+
+
+def _latest_export(run: _Run):
+    """The export the steps after training serve: the update's, else train's."""
+    up = run.outputs.get("update")
+    if isinstance(up, dict) and up.get("export"):
+        return up["export"]
+    return run.outputs["train"]
+
+
+def _latest_data(run: _Run):
+    """The DATA_DIR the latest model was trained or updated on."""
+    up = run.outputs.get("update")
+    if isinstance(up, dict) and up.get("data"):
+        return up["data"]
+    return run.config["train"].get("data")
+
+
+def _update(run: _Run) -> Step | StepOutcome:
+    """``[update]``: the files of ``inputs`` not yet taken in are appended to the newest
+    DATA_DIR (``walsrec prepare --append-to``, into ``out/data-NNNNN``) and the model
+    updated (``walsrec update``); every ``full_every``-th time a full retrain on all the
+    data so far instead. A new training of ``[train]`` starts the chain again."""
+    up = run.config.get("update")
+    if up is None:
+        return StepOutcome("update", "off")
+    train_cfg = run.config["train"]
+    model_dir, base_export = Path(train_cfg["model_dir"]), run.outputs["train"]
+    previous = run.state.get("update", {}).get("output")
+    previous = previous if isinstance(previous, dict) else {}
+    same_chain = previous.get("base") == base_export
+    files = _file_facts(up["inputs"])
+    applied = previous.get("applied", []) if same_chain else []
+    fresh = [f for f in files if f not in applied and f[1] is not None]
+    fingerprint = _digest({"settings": up, "base": base_export, "files": files})
+
+    def do_update():
+        from walsrec.data.prepare import prepare
+        from walsrec.training import train
+        from walsrec.training.loop import clear_model_dir
+        from walsrec.training.update import update
+
+        data = previous.get("data") if same_chain else None
+        data = data or train_cfg["data"]
+        token = {
+            "base": base_export,
+            "applied": applied,
+            "data": data,
+            "export": previous.get("export") if same_chain else base_export,
+            "since_full": previous.get("since_full", 0) if same_chain else 0,
+            "version": previous.get("version", 0),
+        }
+        if not fresh:
+            return token, f"no new increments; serving {Path(token['export']).name}"
+        out_root = Path(up["out"])
+        version = token["version"] + 1
+        new_data = out_root / f"data-{version:05d}"
+        say = run.progress("update")
+        meta = prepare(
+            [f[0] for f in fresh], new_data, append_to=data, overwrite=True, progress=say
+        )
+        added = meta["lineage"][-1]
+        since = token["since_full"] + 1
+        if up.get("full_every") and since >= up["full_every"]:
+            clear_model_dir(model_dir, keep_exports=True)
+            res = train(
+                show_progress=run.show_progress, log=say, **{**train_cfg, "data": str(new_data)}
+            )
+            export, since, how = str(res.export_path), 0, "full retrain"
+        else:
+            res = update(
+                model_dir,
+                new_data,
+                sweeps=up.get("sweeps", 1),
+                full_sweeps=up.get("full_sweeps", 0),
+                log=say,
+            )
+            export = str(res.export_path) if res.export_path else token["export"]
+            how = "updated"
+        for old in sorted(out_root.glob("data-*"))[:-2]:  # the newest two stay
+            shutil.rmtree(old, ignore_errors=True)
+        token.update(
+            applied=[*applied, *fresh],
+            data=str(new_data),
+            export=export,
+            since_full=since,
+            version=version,
+        )
+        detail = (
+            f"{how} with {len(fresh)} file(s): {added['new_users']:,} new users, "
+            f"{added['new_items']:,} new items, export {Path(export).name}"
+        )
+        return token, detail
+
+    outputs = Path(previous["export"]) if previous.get("export") else None
+    return Step("update", fingerprint, outputs, do_update, directory=True)
 
 
 def _evaluate(run: _Run) -> Step | StepOutcome:
@@ -639,7 +783,8 @@ def _evaluate(run: _Run) -> Step | StepOutcome:
         return StepOutcome("evaluate", "off", why)
     k = int(ev_cfg.get("k", 10))
     ev_path = Path(run.config["train"]["model_dir"]) / "evaluation.json"
-    export = run.outputs["train"]
+    export = _latest_export(run)
+    data_dir = _latest_data(run)
 
     def do_evaluate():
         from walsrec.evaluation import evaluate_export
@@ -656,7 +801,7 @@ def _evaluate(run: _Run) -> Step | StepOutcome:
         )
 
     fingerprint = _digest(
-        {"settings": ev_cfg, "export": export, "data": run.outputs.get("prepare")}
+        {"settings": ev_cfg, "export": export, "data": [run.outputs.get("prepare"), data_dir]}
     )
     return Step("evaluate", fingerprint, ev_path, do_evaluate)
 
@@ -672,7 +817,7 @@ def _export(run: _Run) -> Step | StepOutcome:
             _check_gate(ex_cfg["min_metrics"], run.evaluation, run.config_path)
         return StepOutcome("export", "off", f"served from {Path(run.config['train']['model_dir'])}")
     target_root = Path(ex_cfg["to"]) / "export"
-    export = run.outputs["train"]
+    export = _latest_export(run)
     deployed = run.state.get("export", {}).get("output")
 
     def do_export():
@@ -698,7 +843,7 @@ def _predict(run: _Run) -> Step | StepOutcome:
         return StepOutcome("predict", "off")
     out_file = Path(pr_cfg["out"])
     users_file = pr_cfg.get("users_file")
-    export = run.outputs["train"]
+    export = _latest_export(run)
 
     def do_predict():
         from walsrec.serving.predict import predict, read_user_ids
@@ -719,6 +864,7 @@ def _predict(run: _Run) -> Step | StepOutcome:
 _PLAN: tuple[Callable[[_Run], Step | StepOutcome], ...] = (
     _prepare,
     _train,
+    _update,
     _evaluate,
     _export,
     _predict,
@@ -750,7 +896,7 @@ def _run_steps(config, config_path, force, only, dry_run, show_progress, log) ->
         else:
             run.outputs[step.name] = run.take(step)
     result = run.result
-    export = run.outputs["train"]
+    export = _latest_export(run)
     result.export_path = Path(export) if export and not dry_run else None
     result.evaluation = run.evaluation
     result.outputs = run.outputs

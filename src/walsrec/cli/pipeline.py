@@ -43,13 +43,13 @@ def _add_pipeline(sub) -> None:
         "--force",
         action="append",
         default=[],
-        choices=["all", "prepare", "train", "evaluate", "export", "predict"],
+        choices=["all", "prepare", "train", "update", "evaluate", "export", "predict"],
         help="run this step even if unchanged (repeatable; 'all' for every step)",
     )
     p.add_argument(
         "--only",
         action="append",
-        choices=["prepare", "train", "evaluate", "export", "predict"],
+        choices=["prepare", "train", "update", "evaluate", "export", "predict"],
         help="run only this step (repeatable): one scheduler task per step",
     )
     p.add_argument("--dry-run", action="store_true", help="only say which steps would run")
