@@ -78,3 +78,28 @@ def test_invalid_parameters():
         r"generate_visits must be a float in the range \[0, 1\]. Got 2 instead",
     ):
         generate_visits(10, popularity_share=2)
+
+
+def test_visits_of_another_day_come_from_the_same_site():
+    from walsrec.datasets import generate_visits
+    from walsrec.errors import InvalidParameterError
+
+    base = generate_visits(3000, seed=5)
+    assert generate_visits(3000, seed=5, visits_seed=None).equals(base)  # the default
+    other = generate_visits(3000, seed=5, visits_seed=1)
+    assert not other.equals(base)
+    assert other.equals(generate_visits(3000, seed=5, visits_seed=1))
+
+    # the same visitors and articles, with the same tastes: the articles each visitor
+    # reads most are drawn from the same topics, so the pairs overlap far more than those
+    # of another site's
+    def pairs(t):
+        return set(
+            zip(t.column("visitor_id").to_pylist(), t.column("article_id").to_pylist(), strict=True)
+        )
+
+    same_site = len(pairs(base) & pairs(other))
+    other_site = len(pairs(base) & pairs(generate_visits(3000, seed=6)))
+    assert same_site > 3 * other_site
+    with pytest.raises(InvalidParameterError, match="'visits_seed' parameter of generate_visits"):
+        generate_visits(10, visits_seed=-1)

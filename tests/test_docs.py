@@ -161,7 +161,7 @@ def test_readme_tour_runs_as_written_and_prints_what_it_shows(tmp_path, monkeypa
     (tmp_path / "examples").mkdir()
     shutil.copy(ROOT / "examples" / "demo_pipeline.toml", tmp_path / "examples")
     section = text[text.index("## Retraining") : text.index("## Scaling out")]
-    assert _run_console_blocks(section, capsys) == 2
+    assert _run_console_blocks(section, capsys) == 4  # the pipeline twice, then an update
     # the Python tour, as written
     python = _blocks(text[text.index("### Python") :], "python")[0]
     exec(compile(python, "README.md", "exec"), {})

@@ -56,6 +56,7 @@ def generate_visits(
     popularity_share: float = 0.2,
     seed: int = 0,
     chunk_size: int = 1_000_000,
+    visits_seed: int | None = None,
 ):
     """Generate news-site visits with planted tastes.
 
@@ -78,6 +79,11 @@ def generate_visits(
         Seed of the generator; the same seed gives the same table.
     chunk_size : int, default 1_000_000
         Visits drawn per chunk, which bounds memory for very large tables.
+    visits_seed : int, optional
+        Draw the visits and their times from a stream of their own, seeded ``[seed,
+        visits_seed]``: other visits to the same site (the same visitors, articles and
+        tastes as ``seed`` plants), such as the next day's. By default they continue the
+        stream that planted the site.
 
     Returns
     -------
@@ -105,6 +111,9 @@ def generate_visits(
     n_interactions, n_users, n_items, n_topics, chunk_size = sizes
     rng = np.random.default_rng(seed)
     site = _plant_site(n_users, n_items, n_topics, taste_concentration, rng)
+    if visits_seed is not None:
+        visits_seed = check_int(visits_seed, "visits_seed", _OWNER, 0)
+        rng = np.random.default_rng([seed, visits_seed])
     chunks = [
         _draw_visits(site, min(chunk_size, n_interactions - start), popularity_share, rng)
         for start in range(0, n_interactions, chunk_size)

@@ -175,9 +175,11 @@ def _prepare_summary(meta: dict, out) -> str:
             "(user or item not in train)"
         )
     if meta.get("lineage"):
+        from walsrec._files import show_path
+
         last = meta["lineage"][-1]
         lines.append(
-            f"  appended to {last['parent']}: {last['new_users']:,} new users, "
+            f"  appended to {show_path(last['parent'])}: {last['new_users']:,} new users, "
             f"{last['new_items']:,} new items, {last['new_pairs']:,} new pairs, "
             f"{last['train_pairs_combined'] + last['eval_pairs_combined']:,} pairs combined"
         )

@@ -124,6 +124,32 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _write_next_day(table, workdir, args):
+    """WORKDIR/visits-next.csv: the day after the demo's 30 days, a thirtieth as many visits
+    to the same site (for ``walsrec prepare --append-to`` and ``walsrec update``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    from walsrec.datasets import generate_visits
+
+    n = args.interactions
+    day = generate_visits(
+        max(1, n // 30),
+        n_users=max(10, n // 20),  # the site the demo's visits came from
+        n_items=max(20, n // 50),
+        seed=args.seed,
+        visits_seed=1,
+    )
+    start = pc.max(table.column("timestamp")).as_py() + 1
+    times = day.column("timestamp").to_numpy()
+    # squeezed from the generator's 30 days into the day after the demo's last visit
+    day = day.set_column(3, "timestamp", pa.array(start + (times - times.min()) // 30))
+    path = workdir / "visits-next.csv"
+    pcsv.write_csv(day, path)
+    return path
+
+
 def _cmd_demo(args) -> int:
     import time
     from pathlib import Path
@@ -155,6 +181,7 @@ def _cmd_demo(args) -> int:
         overwrite=True,
         progress=lambda m: _stderr(f"prepare: {m}"),
     )
+    next_path = _write_next_day(table, workdir, args)
     print(f"Wrote {csv_path} ({table.num_rows:,} visits)")
     print(_prepare_summary(meta, data_dir))
     _stderr(f"demo: [3/5] training WALS for {args.sweeps} sweeps with held-out evaluation")
@@ -224,6 +251,11 @@ def _cmd_demo(args) -> int:
     print("".join(f"  {line}\n" for line in commands[:2]), end="")
     print("or without a server:")
     print(f"  {commands[2]}")
+    print(f"Take in the next day's visits ({next_path}) without retraining:")
+    print(
+        f"  walsrec prepare {next_path} --append-to {data_dir} --out {workdir / 'data-next'}\n"
+        f"  walsrec update --model-dir {model_dir} --data {workdir / 'data-next'}"
+    )
     return 0
 
 

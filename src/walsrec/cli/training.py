@@ -245,7 +245,7 @@ def _cmd_update(args) -> int:
         f"({result.sweeps} pass(es), {result.full_sweeps} full sweep(s))"
     )
     if result.metrics:
-        print(_metrics_table(result.metrics, None))
+        print(_metrics_table(result.metrics, result.baseline))
     print(f"Exported {result.export_path}")
     return 0
 

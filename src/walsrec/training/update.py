@@ -72,6 +72,7 @@ class UpdateResult:
     metrics: dict
     seconds: float
     already: bool = False  # the newest checkpoint already included the data
+    baseline: dict | None = None  # most-popular's held-out metrics on the same data
 
 
 def touched(old: sp.csr_matrix, new: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +200,7 @@ def _update(model_dir: Path, data_dir: Path, sweeps, full_sweeps, threads, say) 
     for _ in range(full_sweeps):
         bound.update_rows().update_cols()
         history.append(bound.loss())
-    metrics = _evaluate(cfg, model, new, threads)
+    metrics, baseline = _evaluate(cfg, model, new, threads)
     record = {
         "data": str(new.path.resolve()),
         "data_created": new.meta.get("created"),
@@ -236,6 +237,7 @@ def _update(model_dir: Path, data_dir: Path, sweeps, full_sweeps, threads, say) 
         full_sweeps,
         metrics,
         time.perf_counter() - started,
+        baseline=baseline,
     )
 
 
@@ -299,12 +301,17 @@ def _set_factors(model, user_factors, item_factors) -> None:
     model.loss_, model.rwse_, model.n_iter_ = [], None, 0
 
 
-def _evaluate(cfg, model, new, threads) -> dict:
-    """Held-out metrics on the new DATA_DIR's eval part ({} without one)."""
-    from walsrec.metrics import evaluate, metric_names
+def _evaluate(cfg, model, new, threads) -> tuple[dict, dict | None]:
+    """Held-out metrics on the new DATA_DIR's eval part, the model's and most-popular's
+    ({} and None without one)."""
+    from walsrec.metrics import evaluate, evaluate_scorer, metric_names, popularity_baseline
 
     if new.eval is None:
-        return {}
+        return {}, None
+    train = new.train.user_items
+    baseline = evaluate_scorer(
+        popularity_baseline(train), train, new.eval.user_items, k=cfg.k, n_jobs=threads
+    )
     return evaluate(
         model.user_factors_,
         model.item_factors_,
@@ -313,7 +320,7 @@ def _evaluate(cfg, model, new, threads) -> dict:
         k=cfg.k,
         metrics=metric_names(cfg.k, targets=cfg.targets),
         n_jobs=threads or cfg.threads,
-    )
+    ), baseline
 
 
 def _checkpoint(model_dir: Path, cfg, model, state: dict, history: list, record: dict) -> None:
