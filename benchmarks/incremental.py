@@ -10,9 +10,9 @@ and before the first, every method is scored on the increment that follows
 user's training items excluded; increment 10 is only ever a target):
 
 (a) ``walsrec update`` with its defaults (one pass over the new and touched users and
-    items), from the model (a) was after the previous increment;
-(b) a warm-started full retrain of as many sweeps as (a) ran passes (one): every user,
-    then every item, from the factors (b) had, with the settings (a) uses;
+    items; ``--passes N`` for more), from the model (a) was after the previous increment;
+(b) a warm-started full retrain of as many sweeps as (a) ran passes: every user, then
+    every item, from the factors (b) had, with the settings (a) uses;
 (c) a cold full retrain with ``walsrec train``'s defaults on the data so far (λ auto
     searched again);
 (d) no update: the first model, new users folded in from their history (``project_rows``,
@@ -23,6 +23,7 @@ export ((a) and (c)); (b) is the half-steps alone. Targets (issue 20): (a) withi
 (c) at every step and at most 10% of (c)'s time; (a) well above (d).
 
     python benchmarks/incremental.py [--datasets ml100k,generated] [--visits 200000]
+                                     [--passes 1]
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def frozen_estimator(model_dir: Path, x_trained, x_new):
     return estimator_from_settings(settings, x_new, defaults=defaults)
 
 
-def replay(name: str, visits: int) -> list[dict]:
+def replay(name: str, visits: int, passes: int = 1) -> list[dict]:
     from walsrec.data.prepare import load_prepared, prepare
     from walsrec.training.loop import train
     from walsrec.training.update import update
@@ -196,7 +197,7 @@ def replay(name: str, visits: int) -> list[dict]:
             continue
         # (a) walsrec update, its defaults
         t0 = time.perf_counter()
-        result = update(work / "update", data_dir)
+        result = update(work / "update", data_dir, sweeps=passes)
         row["seconds_a"] = time.perf_counter() - t0
         row["solved"] = (result.users_solved, result.items_solved)
         ua, va = export_factors(work / "update")
@@ -207,7 +208,9 @@ def replay(name: str, visits: int) -> list[dict]:
         model.user_factors_, model.item_factors_ = warm
         t0 = time.perf_counter()
         model.partial_fit(x, rows=[], cols=[])
-        model.bind(x).update_rows().update_cols()
+        bound = model.bind(x)
+        for _ in range(passes):
+            bound.update_rows().update_cols()
         row["seconds_b"] = time.perf_counter() - t0
         warm = (model.user_factors_, model.item_factors_)
         row["b"] = ndcg(*warm, x, held)
@@ -243,6 +246,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="ml100k,generated")
     ap.add_argument("--visits", type=int, default=200_000, help="generated visits")
+    ap.add_argument(
+        "--passes", type=int, default=1, help="update's --sweeps, and (b)'s sweeps (default 1)"
+    )
     args = ap.parse_args()
     tables = {}
     for name in args.datasets.split(","):
@@ -250,11 +256,12 @@ def main() -> None:
             print(f"ml100k: {SHARED / 'ml100k.csv'} is absent, skipped")
             continue
         print(f"--- {name}", flush=True)
-        tables[name] = replay(name, args.visits)
+        tables[name] = replay(name, args.visits, args.passes)
     for name, rows in tables.items():
         print(
             f"\n{name}: next-increment nDCG@10 (training items excluded) and seconds; "
-            "(a) update, (b) warm full sweep, (c) cold retrain, (d) no update"
+            f"(a) update ({args.passes} pass(es)), (b) warm full sweeps ({args.passes}), "
+            "(c) cold retrain, (d) no update"
         )
         print(
             f"{'step':>4} {'users':>7} {'items':>6} {'scored':>6}  {'(a)':>7} {'(b)':>7} "
