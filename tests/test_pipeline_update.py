@@ -151,3 +151,17 @@ def test_the_example_configuration_loads():
     config = load_pipeline_config(example)
     assert config["update"]["full_every"] == 7
     assert config["update"]["out"] == str(example.parent / "data-updates")
+
+
+def test_a_file_taken_in_and_changed_since_is_refused_and_urls_are_read(project):
+    root, days = project
+    text = (root / "pipeline.toml").read_text()
+    url = f"file://{root}/incoming/day-*.csv"
+    (root / "pipeline.toml").write_text(text.replace('"incoming/day-*.csv"', f'"{url}"'))
+    _day(root, days, 0)
+    result = run_pipeline(root / "pipeline.toml")
+    assert next(s.detail for s in result.steps if s.name == "update").startswith("updated")
+    with open(root / "incoming" / "day-0.csv", "a") as f:  # grown after it was taken in
+        f.write("v001,a001,10.0,1790000001\n")
+    with pytest.raises(InvalidParameterError, match=r"\[update\] took in .*day-0\.csv.* changed"):
+        run_pipeline(root / "pipeline.toml")

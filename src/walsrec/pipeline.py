@@ -380,9 +380,9 @@ def _file_facts(patterns: Iterable[str | None]) -> list:
             fs, _, paths = fsspec.get_fs_token_paths(pattern)
             for p in sorted(paths):
                 info = fs.info(p)
-                facts.append(
-                    [p, info.get("size"), str(info.get("mtime") or info.get("LastModified"))]
-                )
+                mtime = str(info.get("mtime") or info.get("LastModified"))
+                # the URL, not fsspec's path without its protocol: [update] reads it
+                facts.append([fs.unstrip_protocol(p), info.get("size"), mtime])
             continue
         paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         for p in paths:
@@ -709,7 +709,16 @@ def _update(run: _Run) -> Step | StepOutcome:
     same_chain = previous.get("base") == base_export
     files = _file_facts(up["inputs"])
     applied = previous.get("applied", []) if same_chain else []
-    fresh = [f for f in files if f not in applied and f[1] is not None]
+    taken = {f[0]: f for f in applied}
+    changed = [f for f in files if f[0] in taken and f != taken[f[0]] and f[1] is not None]
+    if changed and not run.dry_run:
+        raise InvalidParameterError(
+            f"{run.config_path}: [update] took in {changed[0][0]!r} before and it has "
+            "changed since (size or time); each file is taken in once, its rows added to the "
+            "model's. Write new interactions to a new file (one per day, say), or put the "
+            "file back as it was."
+        )
+    fresh = [f for f in files if f[0] not in taken and f[1] is not None]
     fingerprint = _digest({"settings": up, "base": base_export, "files": files})
 
     def do_update():

@@ -185,3 +185,14 @@ def test_the_cli_appends_with_the_parents_settings_and_a_model_serves_the_new_id
         model.recommend("a0", k=5).items
     )
     assert seen == {"x", "i0"}  # a0's own interactions, by their appended indices
+
+
+def test_an_append_needs_no_time_column_and_refuses_a_scale_its_parent_lacks(tmp_path):
+    (tmp_path / "a.csv").write_text("user,item,r,t\nu1,x,1,10\nu2,y,2,20\nu1,y,1,30\n")
+    prepare(str(tmp_path / "a.csv"), tmp_path / "one", rating_col="r", time_col="t",
+            eval_fraction=0.3, split="time")  # fmt: skip
+    new = _csv(tmp_path / "b.csv", [("u3", "x", 1.0)])  # no time column
+    meta = prepare(new, tmp_path / "two", append_to=tmp_path / "one")
+    assert meta["lineage"][-1]["new_users"] == 1
+    with pytest.raises(InvalidParameterError, match=r"'scale' parameter of prepare is 5\.0, but"):
+        prepare(new, tmp_path / "three", append_to=tmp_path / "one", scale=5.0)

@@ -105,6 +105,11 @@ def test_what_partial_fit_refuses():
         model.partial_fit(old[:30])
     with pytest.raises(TypeError, match=r"must be a scipy\.sparse matrix"):
         model.partial_fit(new.toarray())
+    with pytest.raises(InvalidParameterError, match=r"'rows' argument of WALS\.partial_fit"):
+        model.partial_fit(new, rows=[99])
+    with pytest.raises(InvalidParameterError, match=r"'weights' argument of WALS\.update_rows"):
+        model.partial_fit(new, weights=sp.csr_matrix((3, 3)))  # refused after growing
+    assert model.user_factors_.shape == (40, 4) and model.item_factors_.shape == (25, 4)
     model.set_params(col_weights=np.ones(25))
     with pytest.raises(InvalidParameterError, match="'col_weights' parameter of WALS has 25"):
         model.partial_fit(new)

@@ -92,7 +92,8 @@ def test_nothing_new_changes_nothing(flow, tmp_path):
     (tmp_path / "empty.csv").write_text("visitor_id,article_id,session_duration\n")
     prepare(str(tmp_path / "empty.csv"), tmp_path / "same", append_to=flow / "data")
     result = update(model_dir, tmp_path / "same")
-    assert result.export_path is None and result.users_solved == result.items_solved == 0
+    assert result.users_solved == result.items_solved == 0
+    assert result.export_path == before[-1]  # the export it had, no new one
     assert list_exports(model_dir / "export") == before
     after = latest_checkpoint(model_dir / "checkpoints")
     assert after.path == ckpt.path
@@ -199,3 +200,41 @@ def test_a_running_service_picks_the_update_up(flow, tmp_path):
         assert c.get("/model").json()["version"] == int(result.export_path.name) != before
         answer = c.get(f"/recommendations/{newcomer}?k=3").json()
         assert answer["fallback"] is False and len(answer["items"]) == 3
+
+
+def test_killed_after_the_checkpoint_then_the_data_prepared_again_still_exports(
+    flow, tmp_path, monkeypatch
+):
+    whole = _copy(flow, tmp_path, "whole")
+    update(whole, flow / "data2")
+    crashed = _copy(flow, tmp_path, "crashed")
+    shutil.copytree(flow / "data2", tmp_path / "data2")
+    import walsrec.training.update as update_module
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # after the checkpoint, before metrics and export
+
+    monkeypatch.setattr(update_module, "_append_metrics", killed)
+    with pytest.raises(KeyboardInterrupt):
+        update(crashed, tmp_path / "data2")
+    monkeypatch.undo()
+    # the same increment prepared again into the same place (a pipeline's rerun does so)
+    (tmp_path / "again.csv").write_text((flow / "new.csv").read_text())
+    prepare(str(tmp_path / "again.csv"), tmp_path / "data2", append_to=flow / "data",
+            overwrite=True)  # fmt: skip
+    result = update(crashed, tmp_path / "data2")
+    got = read_export(result.export_path)
+    want = read_export(list_exports(whole / "export")[-1])
+    np.testing.assert_array_equal(got.user_factors, want.user_factors)
+    assert len(list_exports(crashed / "export")) == len(list_exports(whole / "export"))
+
+
+def test_a_model_trained_from_a_relative_path_updates_from_anywhere(flow, tmp_path, monkeypatch):
+    shutil.copytree(flow / "data", tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    train(data="data", model_dir="m", sweeps=2, embedding_dim=3, regularization=0.1, threads=1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = update(tmp_path / "m", flow / "data2")
+    assert result.new_users > 0 and result.export_path is not None

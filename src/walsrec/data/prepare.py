@@ -219,7 +219,16 @@ def _take_parents(p: dict, parent: dict) -> None:
                 "new pairs go to train, a pair held out by the parent stays held out, and "
                 "the parent's filters are not applied again. Leave it out."
             )
-    for name in ("user_col", "item_col", "rating_col", "time_col", "shards", "compression"):
+    if parent["rating_transform"] != "scaled-median":
+        for name in ("scale", "cap"):
+            if p[name] is not None:
+                raise InvalidParameterError(
+                    f"The {name!r} {_OWNER} is {p[name]!r}, but {where} the rating transform "
+                    f"{parent['rating_transform']!r}, which has no {name}: an append "
+                    "transforms ratings as its parent did (leave it out)."
+                )
+    # time_col is not taken: an append keeps no time (its pairs go to train, unsplit)
+    for name in ("user_col", "item_col", "rating_col", "shards", "compression"):
         if p[name] is None:
             p[name] = parent[name]
     for name in ("rating_transform", "duplicates", "scale", "cap"):

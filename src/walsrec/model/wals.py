@@ -682,21 +682,29 @@ class WALS:
                     f"'user_items' has {n} {'users' if name == 'row_weights' else 'items'}; "
                     "set_params the weights of the new shape first."
                 )
-        k, dt = self.embedding_dim, self._np_dtype
-        if new[0] > old[0]:
-            grown = np.zeros((new[0], k), dtype=dt)
-            grown[: old[0]] = self.user_factors_
-            self._set_factors("user", grown)
-        if new[1] > old[1]:
-            grown = np.zeros((new[1], k), dtype=dt)
-            grown[: old[1]] = self.item_factors_
-            self._set_factors("item", grown)
         rows = np.arange(old[0], new[0]) if rows is None else rows
         cols = np.arange(old[1], new[1]) if cols is None else cols
-        if len(rows):
-            self.update_rows(user_items, rows=rows, weights=weights)
-        if len(cols):
-            self.update_cols(user_items, cols=cols, weights=weights)
+        rows = check_indices(rows, new[0], "rows", "partial_fit")
+        cols = check_indices(cols, new[1], "cols", "partial_fit")
+        before = (self.user_factors_, self.item_factors_)
+        k, dt = self.embedding_dim, self._np_dtype
+        try:
+            if new[0] > old[0]:
+                grown = np.zeros((new[0], k), dtype=dt)
+                grown[: old[0]] = self.user_factors_
+                self._set_factors("user", grown)
+            if new[1] > old[1]:
+                grown = np.zeros((new[1], k), dtype=dt)
+                grown[: old[1]] = self.item_factors_
+                self._set_factors("item", grown)
+            if len(rows):
+                self.update_rows(user_items, rows=rows, weights=weights)
+            if len(cols):
+                self.update_cols(user_items, cols=cols, weights=weights)
+        except BaseException:  # a refused matrix or weights: the model as it was
+            self._set_factors("user", before[0])
+            self._set_factors("item", before[1])
+            raise
         return self
 
     def bind(self, user_items, weights=None) -> BoundData:

@@ -489,6 +489,8 @@ class _Run:
     def _checkpoint(self, step: int) -> None:
         self.state["step"] = step
         self.state["loss_history"] = [float(x) for x in self.model.loss_]
+        if self.cfg.data is not None:  # what walsrec update compares new data with
+            self.state["data"] = str(Path(self.cfg.data).resolve())
         self.backend.checkpoint(
             self.model, self.ckpt_root, step, dict(self.state), self.cfg.keep_checkpoints
         )

@@ -173,7 +173,7 @@ def _update(model_dir: Path, data_dir: Path, sweeps, full_sweeps, threads, say) 
         return UpdateResult(
             model_dir, export, 0, 0, 0, 0, 0, 0, {}, time.perf_counter() - started, True
         )
-    old = load_prepared(trained_on)
+    old = _load_trained_on(trained_on, model_dir)
     _check_extends(old, new, data_dir)
     x_old, x_new = old.train.user_items, new.train.user_items
     rows, cols = touched(x_old, x_new)
@@ -220,8 +220,10 @@ def _update(model_dir: Path, data_dir: Path, sweeps, full_sweeps, threads, say) 
     }
     if not (len(rows) or len(cols) or full_sweeps):
         say("nothing new: the model is unchanged")
+        # its newest checkpoint is exported (a run killed between them wrote no export)
+        export = _export(model_dir, cfg, model, new, record, say)
         return UpdateResult(
-            model_dir, None, 0, 0, 0, 0, sweeps, 0, metrics, time.perf_counter() - started
+            model_dir, export, 0, 0, 0, 0, sweeps, 0, metrics, time.perf_counter() - started
         )
     _checkpoint(model_dir, cfg, model, ckpt.state, history, record)
     _append_metrics(model_dir, record)
@@ -239,6 +241,21 @@ def _update(model_dir: Path, data_dir: Path, sweeps, full_sweeps, threads, say) 
         time.perf_counter() - started,
         baseline=baseline,
     )
+
+
+def _load_trained_on(path, model_dir: Path):
+    """The DATA_DIR the model's newest checkpoint was trained or updated on; a missing one
+    is a DataFormatError saying where it was recorded."""
+    from walsrec.data.prepare import load_prepared
+
+    if not (Path(path) / "meta.json").is_file():
+        raise DataFormatError(
+            f"{model_dir}: the model was trained on the DATA_DIR {str(path)!r}, which cannot "
+            "be found (a relative path in config.json is relative to where 'walsrec train' "
+            "ran); an update compares the new data with it. Run the update from there, or "
+            "retrain."
+        )
+    return load_prepared(path)
 
 
 def _includes(state: dict, new) -> bool:

@@ -152,7 +152,7 @@ def shard_cuts(indptr: np.ndarray, lo: int, total: int, shards: int) -> dict[int
     """Where :func:`write_tfrecords`' shards start, among the rows of one block of a matrix.
 
     Shard s starts at the row boundary whose cumulative number of non-zeros is nearest to
-    s/``shards`` of ``total`` (> 0), the matrix's non-zeros (the lower boundary on a tie).
+    s/``shards`` of ``total`` (> 0), the matrix's non-zeros (the upper boundary on a tie).
     ``indptr`` is the block's CSR index pointer counted over the whole matrix (its first
     value the non-zeros before the block), ``lo`` its first row. Returns {s: first row of
     shard s} for the shards 1 … ``shards`` - 1 whose target falls in the block (above the
