@@ -267,15 +267,15 @@ def test_a_worker_killed_mid_prepare_costs_a_recomputation(
 
 
 def test_the_client_never_reads_a_row(client, visit_files, tmp_path, monkeypatch):
+    import walsrec.data.prepare as one
     import walsrec.data.readers as readers
-    import walsrec.distributed.prepare as dp
 
     def refuse(*args, **kwargs):
         raise AssertionError("the client read the table")
 
     # the workers are other processes: only this one is patched
     monkeypatch.setattr(readers, "read_table", refuse)
-    monkeypatch.setattr(dp, "read_table", refuse)
+    monkeypatch.setattr(one, "read_table", refuse)
     meta = prepare_dask(client, visit_files, tmp_path / "two", **VISITS, eval_fraction=0.1)
     assert meta["counts"]["rows_read"] == 30_000
 

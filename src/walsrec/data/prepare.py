@@ -70,6 +70,7 @@ __all__ = [
     "load_prepared",
     "pair_times_input",
     "prepare",
+    "read_rows",
     "sorted_codes",
     "transform_ratings",
 ]
@@ -440,8 +441,16 @@ def check_output(out: Path, inputs, overwrite: bool) -> None:
 def _read_inputs(p: dict, note: Callable[[str], None]) -> ReadResult:
     """The interaction rows of ``p["inputs"]``, read with :func:`prepare`'s settings ``p``."""
     note("reading inputs")
-    read = read_table(
-        p["inputs"],
+    read = read_rows(p["inputs"], p)
+    note(f"read {read.n_rows_read:,} rows from {len(read.sources)} file(s)")
+    return read
+
+
+def read_rows(inputs, p: dict) -> ReadResult:
+    """The rows of ``inputs`` read with :func:`prepare`'s reading settings ``p`` (columns,
+    format, bad rows; non-negative ratings for the transforms that need them)."""
+    return read_table(
+        inputs,
         user_col=p["user_col"],
         item_col=p["item_col"],
         rating_col=p["rating_col"],
@@ -452,8 +461,6 @@ def _read_inputs(p: dict, note: Callable[[str], None]) -> ReadResult:
         on_bad_rows=p["on_bad_rows"],
         nonnegative_rating=p["rating_transform"] in ("log1p", "scaled-median"),
     )
-    note(f"read {read.n_rows_read:,} rows from {len(read.sources)} file(s)")
-    return read
 
 
 def _combined_pairs(read: ReadResult, p: dict) -> tuple[_Pairs, dict]:

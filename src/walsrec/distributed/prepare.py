@@ -38,6 +38,7 @@ folder shared by all of them (the workers write into it).
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import operator
 import os
@@ -45,7 +46,6 @@ import shutil
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -64,10 +64,11 @@ from walsrec.data.prepare import (
     check_params,
     holdout_split,
     pair_times_input,
+    read_rows,
     sorted_codes,
     transform_ratings,
 )
-from walsrec.data.readers import expand_inputs, read_table
+from walsrec.data.readers import expand_inputs
 from walsrec.data.tfrecord.write import encode_rows, shard_cuts
 from walsrec.data.vocabulary import (
     Vocabulary,
@@ -77,7 +78,7 @@ from walsrec.data.vocabulary import (
     sorted_id_order,
 )
 from walsrec.distributed import _tasks
-from walsrec.distributed.write_native import create_npy, finish_native
+from walsrec.distributed.write_native import finish_native, start_native
 from walsrec.errors import DataFormatError, InvalidParameterError
 
 __all__ = ["prepare", "prepare_dask"]
@@ -91,36 +92,15 @@ def prepare(
     inputs,
     out: str | os.PathLike,
     *,
-    user_col: str | None = None,
-    item_col: str | None = None,
-    rating_col: str | None = None,
-    time_col: str | None = None,
-    delimiter: str | None = None,
-    columns: list[str] | None = None,
-    format: str | None = None,
-    rating_transform: str | None = None,
-    scale: float | None = None,
-    cap: float | None = None,
-    duplicates: str | None = None,
-    min_user_interactions: int = 1,
-    min_item_interactions: int = 1,
-    eval_fraction: float = 0.0,
-    split: str = "random",
-    seed: int = 0,
-    shards: int | None = None,
-    compression: str | None = None,
-    on_bad_rows: str = "error",
-    overwrite: bool = False,
-    progress: Callable[[str], None] | None = None,
-    append_to: str | os.PathLike | None = None,
     dask: str | None = None,
     partitions: int | None = None,
+    **settings,
 ) -> dict:
     """Turn interaction files into a prepared DATA_DIR, in this process or on a Dask
     cluster's workers.
 
-    The parameters other than ``dask`` and ``partitions``, the result and the errors are
-    :func:`walsrec.data.prepare.prepare`'s; so is the DATA_DIR, byte for byte, either way.
+    ``settings`` are :func:`walsrec.data.prepare.prepare`'s, and so are the result, the
+    errors and the DATA_DIR, byte for byte, either way.
 
     Parameters
     ----------
@@ -130,14 +110,8 @@ def prepare(
     partitions : int, optional
         With ``dask``: the user ranges the work is split into (default two per worker).
     """
-    settings = dict(locals())
-    for key in ("inputs", "out", "dask", "partitions", "append_to"):
-        del settings[key]
-    if dask is not None and append_to is not None:
-        raise InvalidParameterError(
-            f"The 'append_to' {_OWNER} cannot be combined with 'dask' (--dask): an append "
-            f"runs in one process. Got append_to={str(append_to)!r} and dask={dask!r}."
-        )
+    if dask is not None:
+        _refuse_append(settings.get("append_to"))
     if dask is None:
         if partitions is not None:
             raise InvalidParameterError(
@@ -147,11 +121,34 @@ def prepare(
             )
         from walsrec.data.prepare import prepare as prepare_here
 
-        return prepare_here(inputs, out, append_to=append_to, **settings)
+        return prepare_here(inputs, out, **settings)
     from walsrec.distributed.cluster import connected
 
     with connected(dask, _OWNER) as client:
         return prepare_dask(client, inputs, out, partitions=partitions, **settings)
+
+
+def _signature() -> inspect.Signature:
+    """One-process prepare's signature with ``dask`` and ``partitions`` (for help())."""
+    from walsrec.data.prepare import prepare as prepare_here
+
+    sig = inspect.signature(prepare_here)
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
+        for name, a in (("dask", "str | None"), ("partitions", "int | None"))
+    ]
+    return sig.replace(parameters=[*sig.parameters.values(), *extra])
+
+
+prepare.__signature__ = _signature()
+
+
+def _refuse_append(append_to) -> None:
+    if append_to is not None:
+        raise InvalidParameterError(
+            f"The 'append_to' {_OWNER} cannot be combined with 'dask' (--dask): an append "
+            f"runs in one process. Got append_to={str(append_to)!r}."
+        )
 
 
 def prepare_dask(
@@ -159,36 +156,16 @@ def prepare_dask(
     inputs,
     out: str | os.PathLike,
     *,
-    user_col: str | None = None,
-    item_col: str | None = None,
-    rating_col: str | None = None,
-    time_col: str | None = None,
-    delimiter: str | None = None,
-    columns: list[str] | None = None,
-    format: str | None = None,
-    rating_transform: str | None = None,
-    scale: float | None = None,
-    cap: float | None = None,
-    duplicates: str | None = None,
-    min_user_interactions: int = 1,
-    min_item_interactions: int = 1,
-    eval_fraction: float = 0.0,
-    split: str = "random",
-    seed: int = 0,
-    shards: int | None = None,
-    compression: str | None = None,
-    on_bad_rows: str = "error",
-    overwrite: bool = False,
-    progress: Callable[[str], None] | None = None,
     partitions: int | None = None,
+    **settings,
 ) -> dict:
     """Have a Dask cluster's workers prepare ``inputs`` into the DATA_DIR ``out``.
 
-    The parameters, the result and the errors are :func:`walsrec.data.prepare.prepare`'s,
-    and so is the DATA_DIR, byte for byte (see the module docstring). The files are read
-    one task each, so a cluster reads as many at once as it has worker threads: give big
-    inputs as several files (or Parquet files). ``out``'s folder must be one that every
-    worker writes to at the same path.
+    ``settings`` are :func:`walsrec.data.prepare.prepare`'s (but ``append_to``), and the
+    result, the errors and the DATA_DIR are its own, byte for byte (see the module
+    docstring). The files are read one task each, so a cluster reads as many at once as it
+    has worker threads: give big inputs as several files (or Parquet files). ``out``'s
+    folder must be one that every worker writes to at the same path.
 
     Parameters
     ----------
@@ -197,17 +174,16 @@ def prepare_dask(
         Ranges of users (and of items) the work is split into; default two per worker.
         Each range's rows must fit its worker's memory, with room for sorting them.
     """
-    params = dict(locals())
-    del params["client"]
-    params["append_to"] = None
+    params = _bound(inputs, out, settings)
+    _refuse_append(params["append_to"])
     check_params(params)
     if not (partitions is None or (isinstance(partitions, int) and partitions >= 1)):
         raise InvalidParameterError(
             f"The 'partitions' {_OWNER} must be None or an int >= 1. Got {partitions!r} instead."
         )
     out = Path(out).resolve()
-    note = progress or (lambda message: None)
-    check_output(out, inputs, overwrite)
+    note = params["progress"] or (lambda message: None)
+    check_output(out, inputs, params["overwrite"])
     started = time.perf_counter()
     n_parts = partitions or 2 * max(1, len(client.scheduler_info().get("workers", {})))
     run = _Run(client, params, n_parts, note)
@@ -226,6 +202,16 @@ def prepare_dask(
     return meta
 
 
+def _bound(inputs, out, settings: dict) -> dict:
+    """:func:`walsrec.data.prepare.prepare`'s arguments, its defaults filled in (an unknown
+    name is a TypeError, as in a call)."""
+    from walsrec.data.prepare import prepare as prepare_here
+
+    bound = inspect.signature(prepare_here).bind(inputs, out, **settings)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 # ------------------------------------------------------------------------ worker side
 @dataclass
 class FilePiece:
@@ -239,18 +225,7 @@ class FilePiece:
 
 def read_file(path: str, index: int, settings: dict) -> FilePiece:
     """Read one input file as :func:`walsrec.data.prepare.prepare` reads every file."""
-    read = read_table(
-        [path],
-        user_col=settings["user_col"],
-        item_col=settings["item_col"],
-        rating_col=settings["rating_col"],
-        time_col=settings["time_col"],
-        delimiter=settings["delimiter"],
-        columns=settings["columns"],
-        format=settings["format"],
-        on_bad_rows=settings["on_bad_rows"],
-        nonnegative_rating=settings["rating_transform"] in ("log1p", "scaled-median"),
-    )
+    read = read_rows([path], settings)
     table = read.table
     users = _array(table.column("user"))
     items = _array(pc.unique(table.column("item")))
@@ -900,14 +875,9 @@ class _Run:
         """Every block writes its rows into ``folder/name.*.npy``, created at their final
         size; the metadata is written once all are (returned as the last job)."""
         nnz = offsets[-1]
-        index = "int32" if max(nnz, *shape) < 2**31 - 1 else "int64"
-        dtypes = {"indptr": index, "indices": index, "data": "float32"}
-        lengths = {"indptr": shape[0] + 1, "indices": nnz, "data": nnz}
-        tmp = {part: folder / f".{name}.{part}.tmp.npy" for part in dtypes}
-        for part, path in tmp.items():
-            create_npy(path, dtypes[part], lengths[part])
+        tmp, index = start_native(folder, name, shape, nnz)
         paths = {part: str(path) for part, path in tmp.items()}
-        finals = {part: str(folder / f"{name}.{part}.npy") for part in dtypes}
+        finals = {part: str(folder / f"{name}.{part}.npy") for part in tmp}
         writes = [
             self.submit(write_native_part, b, paths, finals, lows[i], offsets[i])
             for i, b in enumerate(blocks)

@@ -24,7 +24,7 @@ from walsrec.distributed.layout import (
 from walsrec.distributed.sources import TFRecordSource, native_source
 from walsrec.errors import InvalidParameterError
 
-__all__ = ["create_npy", "finish_native", "write_native_dask"]
+__all__ = ["create_npy", "finish_native", "start_native", "write_native_dask"]
 
 
 def write_native_dask(
@@ -110,12 +110,7 @@ def _write_side(cl: Cluster, lay: Layout, side: str, parts: list, folder: Path, 
     n_users, n_items = lay.source.shape
     shape = (n_users, n_items) if side == "user" else (n_items, n_users)
     nnz = int(sum(nnzs))
-    index = "int32" if max(nnz, *shape) < 2**31 - 1 else "int64"
-    dtypes = {"indptr": index, "indices": index, "data": "float32"}
-    lengths = {"indptr": shape[0] + 1, "indices": nnz, "data": nnz}
-    tmp = {part: folder / f".{name}.{part}.tmp.npy" for part in dtypes}
-    for part, path in tmp.items():
-        create_npy(path, dtypes[part], lengths[part])
+    tmp, index = start_native(folder, name, shape, nnz)
     offsets = [0, *list(itertools.accumulate(nnzs))]
     paths = {part: str(path) for part, path in tmp.items()}
     cl.gather(
@@ -127,6 +122,19 @@ def _write_side(cl: Cluster, lay: Layout, side: str, parts: list, folder: Path, 
         ]
     )
     finish_native(folder, name, tmp, shape, nnz, index)
+
+
+def start_native(folder: Path, name: str, shape, nnz: int) -> tuple[dict, str]:
+    """The files of a native matrix of ``shape`` and ``nnz`` entries, created at their
+    final size under temporary names (``.NAME.PART.tmp.npy``) for blocks to write into, and
+    their index dtype (as :func:`walsrec.data.native.save_csr` chooses it)."""
+    index = "int32" if max(nnz, *shape) < 2**31 - 1 else "int64"
+    dtypes = {"indptr": index, "indices": index, "data": "float32"}
+    lengths = {"indptr": shape[0] + 1, "indices": nnz, "data": nnz}
+    tmp = {part: folder / f".{name}.{part}.tmp.npy" for part in dtypes}
+    for part, path in tmp.items():
+        create_npy(path, dtypes[part], lengths[part])
+    return tmp, index
 
 
 def create_npy(path, dtype: str, length: int) -> None:
