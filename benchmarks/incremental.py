@@ -135,26 +135,10 @@ def export_factors(model_dir: Path):
     return np.asarray(e.user_factors), np.asarray(e.item_factors)
 
 
-def frozen_estimator(model_dir: Path, x_trained, x_new):
-    """The estimator ``walsrec update`` uses: the model's settings, λ from
-    regularization.json, w0 and α resolved on the data it was trained on."""
-    from walsrec.model.params import estimator_from_settings
-    from walsrec.training.config import TrainConfig, read_saved_config
-    from walsrec.training.loop import recorded_regularization
-
-    settings = read_saved_config(model_dir)
-    if settings.get("regularization", "auto") == "auto":
-        settings["regularization"] = recorded_regularization(model_dir)
-    defaults = TrainConfig().to_dict()
-    trained = estimator_from_settings(settings, x_trained, defaults=defaults)
-    settings.update(unobserved_weight=trained.unobserved_weight, alpha=trained.alpha)
-    return estimator_from_settings(settings, x_new, defaults=defaults)
-
-
 def replay(name: str, visits: int, passes: int = 1) -> list[dict]:
     from walsrec.data.prepare import load_prepared, prepare
     from walsrec.training.loop import train
-    from walsrec.training.update import update
+    from walsrec.training.update import update, update_estimator
 
     table, prep = load(name, visits)
     pieces = parts(table)
@@ -170,7 +154,7 @@ def replay(name: str, visits: int, passes: int = 1) -> list[dict]:
     shutil.copytree(work / "cold-00", work / "update")
     data0 = load_prepared(work / "data-00")
     u0, v0 = export_factors(work / "cold-00")
-    first = frozen_estimator(work / "cold-00", data0.train.user_items, data0.train.user_items)
+    first = update_estimator(work / "cold-00", data0.train.user_items, data0.train.user_items)
     first.user_factors_, first.item_factors_ = u0.copy(), v0.copy()
     if first.confidence in ("bm25", "tfidf"):  # fold-in weighs rows with the first data's
         from walsrec.model.weighting import weighting_stats
@@ -204,7 +188,7 @@ def replay(name: str, visits: int, passes: int = 1) -> list[dict]:
         row["a"] = ndcg(ua, va, x, held)
         per_a = per_user_ndcg(ua, va, x, held)
         # (b) a warm-started full sweep from (b)'s factors, update's settings
-        model = frozen_estimator(work / "cold-00", data0.train.user_items, x)
+        model = update_estimator(work / "cold-00", data0.train.user_items, x)
         model.user_factors_, model.item_factors_ = warm
         t0 = time.perf_counter()
         model.partial_fit(x, rows=[], cols=[])

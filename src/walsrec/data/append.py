@@ -101,14 +101,10 @@ def parent_settings(meta: dict, path: Path) -> dict:
 
 def _transform(values: np.ndarray, info: dict) -> np.ndarray:
     """The rating transform ``info`` (meta.json's) with its recorded parameters."""
-    how = info["name"]
-    if how == "none":
-        return values
-    if how == "binary":
-        return np.ones_like(values)
-    if how == "log1p":
-        return np.log1p(values)
-    return np.minimum(info["cap"], info["scale"] * values / info["median"])
+    from walsrec.data.prepare import transform_ratings
+
+    frozen = {k: info[k] for k in ("scale", "cap", "median") if k in info}
+    return transform_ratings(values, info["name"], **frozen)[0]
 
 
 def _combine(old: np.ndarray, new_raw: np.ndarray, how: str, info: dict) -> np.ndarray:
@@ -145,7 +141,7 @@ def append_pairs(
     """The parent's train and eval interactions with the rows ``read`` merged in.
 
     Returns (train, eval or None, counts added, rows dropped as beyond float32)."""
-    from walsrec.data.prepare import beyond_error, beyond_float32
+    from walsrec.data.prepare import beyond_error, beyond_float32, rating_values
 
     how = settings["duplicates"]
     if how == "mean":
@@ -161,11 +157,7 @@ def append_pairs(
     n_items = len(items)
     rows = users.indices(read.table.column("user"))
     cols = items.indices(read.table.column("item"))
-    values = (
-        read.table.column("rating").to_numpy()
-        if "rating" in read.table.column_names
-        else np.ones(read.table.num_rows)
-    )
+    values = rating_values(read.table)
     r, c, raw, counts = aggregate_duplicates(rows, cols, values, n_items, how)
     key = r * np.int64(n_items) + c
     train_keys, train_vals = _entries(parent_train.user_items, n_items)

@@ -70,6 +70,7 @@ __all__ = [
     "load_prepared",
     "pair_times_input",
     "prepare",
+    "rating_values",
     "read_rows",
     "sorted_codes",
     "transform_ratings",
@@ -473,12 +474,7 @@ def _combined_pairs(read: ReadResult, p: dict) -> tuple[_Pairs, dict]:
     table = read.table
     users_dict, user_codes = sorted_codes(table.column("user"))
     items_dict, item_codes = sorted_codes(table.column("item"))
-    values = (
-        table.column("rating").to_numpy()
-        if "rating" in table.column_names
-        else np.ones(table.num_rows)
-    )
-    times = pair_times_input(table)
+    values, times = rating_values(table), pair_times_input(table)
     del table
     duplicates = p["duplicates"]
     agg = aggregate_duplicates(user_codes, item_codes, values, len(items_dict), duplicates, times)
@@ -661,6 +657,13 @@ def sorted_codes(column, numeric: bool | None = None) -> tuple[pa.Array, np.ndar
     rank[order] = np.arange(len(order))
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     return encoded.dictionary.take(pa.array(order)), rank[codes]
+
+
+def rating_values(table: pa.Table) -> np.ndarray:
+    """The rating of each row read (float64), 1 for every row without a rating column."""
+    if "rating" not in table.column_names:
+        return np.ones(table.num_rows)
+    return table.column("rating").to_numpy()
 
 
 def pair_times_input(table: pa.Table) -> np.ndarray | None:

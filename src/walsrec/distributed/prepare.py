@@ -64,6 +64,7 @@ from walsrec.data.prepare import (
     check_params,
     holdout_split,
     pair_times_input,
+    rating_values,
     read_rows,
     sorted_codes,
     transform_ratings,
@@ -338,12 +339,7 @@ def combine_range(items_all: pa.Array, settings: dict, *tables: pa.Table) -> Use
     item_codes = pc.index_in(table.column("item"), value_set=items_all).to_numpy(
         zero_copy_only=False
     )
-    values = (
-        table.column("rating").to_numpy()
-        if "rating" in table.column_names
-        else np.ones(table.num_rows)
-    )
-    times = pair_times_input(table)
+    values, times = rating_values(table), pair_times_input(table)
     del table
     agg = aggregate_duplicates(
         user_codes,
@@ -377,14 +373,14 @@ def value_histogram(r: UserRange, shift: int, prefix: int) -> np.ndarray:
 def transform_range(r: UserRange, settings: dict, median: float | None, items_all: pa.Array):
     """The range with its ratings transformed; a pair beyond float32's range is dropped
     and counted (skip) or described (error): returns (range, rows dropped, first error
-    or None)."""
-    values, _ = transform_ratings(
+    or None, the transform's info for meta.json)."""
+    values, info = transform_ratings(
         r.values, settings["rating_transform"], settings["scale"], settings["cap"], median
     )
     r = replace(r, values=values)
     beyond = beyond_float32(values)
     if not beyond.any():
-        return r, 0, None
+        return r, 0, None, info
     if settings["on_bad_rows"] == "error":
         pos = int(np.flatnonzero(beyond)[0])
         error = (
@@ -393,11 +389,11 @@ def transform_range(r: UserRange, settings: dict, median: float | None, items_al
             int(r.counts[pos]),
             float(values[pos]),
         )
-        return r, 0, error
+        return r, 0, error, info
     ok = ~beyond
     times = r.times[ok] if r.times is not None else None
     kept = UserRange(r.users, r.rows[ok], r.cols[ok], values[ok], r.counts[ok], times, r.keep[ok])
-    return kept, int(r.counts[beyond].sum()), None
+    return kept, int(r.counts[beyond].sum()), None, info
 
 
 def item_counts(r: UserRange, n_items: int, mask_name: str = "keep") -> np.ndarray:
@@ -694,10 +690,8 @@ class _Run:
         ]
         results = [self.submit(operator.getitem, d, i) for d in done for i in (1, 2)]
         found = self.gather_in_order(results)
-        # the transform's info, as one process records it
-        _, self.transform_info = transform_ratings(
-            np.ones(1), p["rating_transform"], p["scale"], p["cap"], median
-        )
+        # the transform's info, as one process records it (every range's is the same)
+        self.transform_info = self.submit(operator.getitem, done[0], 3).result()
         for error in found[1::2]:
             if error is not None:
                 user, item, count, value = error

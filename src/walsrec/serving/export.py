@@ -64,6 +64,7 @@ __all__ = [
     "Export",
     "commit_export",
     "list_exports",
+    "newest_export_holding",
     "read_export",
     "read_export_rows",
     "read_model_json",
@@ -145,6 +146,20 @@ def list_exports(export_root: str | os.PathLike) -> list[Path]:
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
     return sorted(found, key=lambda p: int(p.name))
+
+
+def newest_export_holding(model_dir, user_factors, item_factors) -> Path | None:
+    """The newest export of ``model_dir`` when it holds exactly these factors (the same
+    values, not merely the same step count), else None."""
+    exports = list_exports(Path(model_dir) / "export")
+    if not exports:
+        return None
+    newest = read_export(exports[-1], mmap=True)
+    if np.array_equal(newest.user_factors, user_factors) and np.array_equal(
+        newest.item_factors, item_factors
+    ):
+        return exports[-1]
+    return None
 
 
 def write_export(

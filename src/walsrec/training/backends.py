@@ -167,21 +167,15 @@ class LocalBackend:
         """Export the current factors, or those of the checkpoint ``factors`` (the best
         under early stopping); None when the newest export holds exactly those factors.
         ``model_json``: write_export's hyperparameters, metrics, training and keep."""
-        from walsrec.serving.export import list_exports, read_export, write_export
+        from walsrec.serving.export import newest_export_holding, write_export
         from walsrec.training.checkpoints import as_array, read_checkpoint
 
         user_f, item_f = model.user_factors_, model.item_factors_
         if factors is not None:
             ckpt = read_checkpoint(factors)
             user_f, item_f = as_array(ckpt.user_factors), as_array(ckpt.item_factors)
-        exports = list_exports(model_dir / "export")
-        if exports:
-            newest = read_export(exports[-1], mmap=True)
-            # this exact model (the same factors, not merely the same step count) is exported
-            if np.array_equal(newest.user_factors, user_f) and np.array_equal(
-                newest.item_factors, item_f
-            ):
-                return None
+        if newest_export_holding(model_dir, user_f, item_f) is not None:
+            return None
         data = self.data
         return write_export(
             model_dir,

@@ -52,7 +52,7 @@ import scipy.sparse as sp
 from walsrec._checks import check_int
 from walsrec.errors import DataFormatError, InvalidParameterError
 
-__all__ = ["UpdateResult", "touched", "update"]
+__all__ = ["UpdateResult", "touched", "update", "update_estimator"]
 
 _OWNER = "parameter of update"
 
@@ -216,7 +216,7 @@ def _update(model_dir: Path, data_dir: Path, sweeps, full_sweeps, threads, say) 
         "alpha": float(model.alpha),
         "loss": history[-1] if history else None,
         "seconds": round(time.perf_counter() - started, 3),
-        **metrics,
+        "metrics": metrics,
     }
     if not (len(rows) or len(cols) or full_sweeps):
         say("nothing new: the model is unchanged")
@@ -311,6 +311,17 @@ def _estimator(cfg, model_dir: Path, x_old, x_new, threads, frozen: dict | None 
     )
 
 
+def update_estimator(model_dir: str | os.PathLike, x_trained, x_new, threads=None):
+    """The estimator :func:`update` solves with for the model of ``model_dir`` trained on
+    ``x_trained`` (λ, w0 and α frozen) and the new matrix ``x_new`` (entry statistics);
+    not fitted."""
+    from walsrec.training.config import load_config, read_saved_config
+
+    model_dir = Path(model_dir)
+    cfg = load_config(None, **read_saved_config(model_dir))
+    return _estimator(cfg, model_dir, x_trained, x_new, threads)
+
+
 def _set_factors(model, user_factors, item_factors) -> None:
     dtype = np.dtype(model.dtype)
     model.user_factors_ = np.ascontiguousarray(user_factors, dtype=dtype)
@@ -378,21 +389,13 @@ def _append_metrics(model_dir: Path, record: dict) -> None:
 
 def _export(model_dir: Path, cfg, model, new, record: dict, say) -> Path | None:
     """Export the updated model unless the newest export holds exactly its factors."""
-    from walsrec.serving.export import list_exports, read_export, write_export
+    from walsrec.serving.export import newest_export_holding, write_export
     from walsrec.training.loop import export_hyperparameters
 
-    exports = list_exports(model_dir / "export")
-    if exports:
-        newest = read_export(exports[-1], mmap=True)
-        if np.array_equal(newest.user_factors, model.user_factors_) and np.array_equal(
-            newest.item_factors, model.item_factors_
-        ):
-            say(f"the newest export already holds this model: {exports[-1]}")
-            return exports[-1]
-    names = ("model", "loss", "data", "from", "data_created", "seconds", "new_users",
-             "new_items", "users_solved", "items_solved", "sweeps", "full_sweeps",
-             "regularization", "unobserved_weight", "alpha")  # fmt: skip
-    metrics = {k: v for k, v in record.items() if k not in names or k == "loss"}
+    held = newest_export_holding(model_dir, model.user_factors_, model.item_factors_)
+    if held is not None:
+        say(f"the newest export already holds this model: {held}")
+        return held
     path = write_export(
         model_dir,
         user_factors=model.user_factors_,
@@ -401,7 +404,7 @@ def _export(model_dir: Path, cfg, model, new, record: dict, say) -> Path | None:
         items=new.train.items,
         user_items=new.train.user_items,
         hyperparameters=export_hyperparameters(cfg, model),
-        metrics=metrics,
+        metrics={**record.get("metrics", {}), "loss": record.get("loss")},
         training={"data": record["data"], "update": record},
         keep=cfg.keep_exports,
     )
