@@ -89,3 +89,27 @@ def loss_terms(indptr, indices, wdata, adata, left, right, w0):
         a[i, indices[sl]] = adata[sl]
     pred = left.astype(np.float64) @ right.astype(np.float64).T
     return float(np.sum(w * (a - pred) ** 2)), float(np.sum(w))
+
+
+def ease_weights(x, lam):
+    """EASE's dense B in float64 from ``np.linalg.inv`` (twin of ``ease.ease_dense``)."""
+    xd = (np.asarray(x.toarray()) != 0).astype(np.float64)
+    p = np.linalg.inv(xd.T @ xd + lam * np.eye(xd.shape[1]))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+def ease_threshold(b, density, column_cap):
+    """The sparse form's selection on a dense B (twin of ``ease.ease_sparse``): each
+    column's ``column_cap × density`` largest |B_ij|, then the ``density × n`` largest."""
+    n = b.shape[0]
+    cap = min(n, column_cap * density)
+    pool = np.zeros_like(b, dtype=bool)
+    for j in range(n):
+        order = np.argsort(-np.abs(b[:, j]), kind="stable")[:cap]
+        pool[order, j] = True
+    mags = np.where(pool, np.abs(b), -1.0)
+    keep_n = min(int(pool.sum()), density * n)
+    tau = np.sort(mags.ravel())[::-1][keep_n - 1]
+    return np.where(pool & (mags >= tau) & (mags > 0), b, 0.0)

@@ -1,0 +1,360 @@
+"""EASE, the item-item linear model of Steck (2019), and its blend with WALS.
+
+EASE learns an item × item weight matrix B with a zero diagonal from the binary training
+matrix X (users × items)::
+
+    B = argmin ‖X − XB‖² + λ_B‖B‖²  subject to diag(B) = 0
+      = I − P · diag(1 / diag P),   P = (XᵀX + λ_B I)⁻¹
+
+and scores user u's items as x_u · B. It is full rank where WALS is low rank, so the two
+make different mistakes; :func:`blend` adds their per-user standardised scores::
+
+    score(u, ·) = z(u · Vᵀ) + β · z(x_u · B)
+
+where z subtracts a user's mean score over the catalogue and divides by its standard
+deviation (β is chosen on validation: :mod:`walsrec.training.hybrid`).
+
+Two forms of B, both float32 by default:
+
+- **dense** (up to :data:`DENSE_MAX_ITEMS` items): P by a Cholesky factorisation and its
+  inverse from the factor (LAPACK ``potrf`` + ``potri``, n³ flops, 4n² bytes in float32:
+  1.6 GB and about 46 s single-threaded at 20,000 items on the 2-core machine of
+  benchmarks/README.md). Half the time and a third of the memory of solving against the
+  identity.
+- **sparse** (up to :data:`SPARSE_MAX_SIDE` on the smaller side of X): the exact columns
+  of B computed block by block, and only the ``density`` × n_items entries of largest
+  magnitude kept, as one global threshold (the rule of SANSA, Spišák et al. 2023), each
+  column keeping at most ``COLUMN_CAP × density`` of them. When there are more items than
+  users the columns come through the users (Woodbury's identity: no n_items² array):
+  with K = XXᵀ + λI, P_J = (E_J − Xᵀ K⁻¹ X_J)/λ. A global threshold kept 98.5–100% of dense
+  B's nDCG@10 at 50 entries per item on three public datasets, where the top 50 of each
+  column kept 91–94% (benchmarks/README.md, "item-item").
+
+The factorisations run with BLAS on one thread: OpenBLAS's threaded Cholesky crashed the
+process (a segmentation fault) from about 15,800 items in float64 and 30,000 in float32
+on a 2-core machine (OpenMathLib/OpenBLAS#2562 reports the same).
+
+Kernels here are BLAS and LAPACK calls; their slow NumPy twins are in ``_reference.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from walsrec._checks import check_int, check_option, check_real
+from walsrec.errors import InvalidParameterError, SingularSystemError
+
+__all__ = [
+    "COLUMN_CAP",
+    "DEFAULT_DENSITY",
+    "DENSE_MAX_ITEMS",
+    "EASE",
+    "EASE_FORMS",
+    "SPARSE_MAX_SIDE",
+    "binary_rows",
+    "blend",
+    "ease_dense",
+    "ease_sparse",
+    "item_item_scores",
+    "standardize_rows",
+]
+
+#: Largest catalogue whose dense B is computed by default (1.6 GB of float32 weights and
+#: about 46 s to fit on 2 cores; 30,000 items took 4.6 minutes and 3.6 GB).
+DENSE_MAX_ITEMS = 20_000
+#: Largest smaller side of X (users or items) the sparse form factorises densely.
+SPARSE_MAX_SIDE = 30_000
+#: Entries of B kept per item on average in the sparse form.
+DEFAULT_DENSITY = 50
+#: In the sparse form, a column keeps at most this many times ``density`` entries.
+COLUMN_CAP = 8
+EASE_FORMS = ("auto", "dense", "sparse")
+_BLOCK = 1024  # columns per block when building XᵀX and thresholding B
+
+
+def binary_rows(x: sp.spmatrix, dtype=np.float32) -> sp.csr_matrix:
+    """``x`` as CSR with every stored entry 1 (explicit zeros dropped)."""
+    x = sp.csr_matrix(x)
+    x.eliminate_zeros()
+    out = sp.csr_matrix(
+        (np.ones(x.nnz, dtype=dtype), x.indices.copy(), x.indptr.copy()), shape=x.shape
+    )
+    out.sum_duplicates()
+    out.data[:] = 1
+    return out
+
+
+def _dense_gram(x: sp.csr_matrix, dtype, lam: float) -> np.ndarray:
+    """XᵀX + λI as a Fortran-ordered dense array, built by column blocks (counts are exact in
+    float32 below 2²⁴ users)."""
+    n = x.shape[1]
+    xt = x.T.tocsr()
+    xc = x.tocsc()
+    gram = np.empty((n, n), dtype=dtype, order="F")
+    for lo in range(0, n, _BLOCK):
+        hi = min(n, lo + _BLOCK)
+        gram[:, lo:hi] = (xt @ xc[:, lo:hi]).toarray()
+    gram[np.diag_indices(n)] += dtype(lam)
+    return gram
+
+
+def _lapack(dtype, name: str):
+    from scipy.linalg import lapack
+
+    return getattr(lapack, ("s" if dtype == np.float32 else "d") + name)
+
+
+def _spd_inverse(a: np.ndarray, what: str) -> np.ndarray:
+    """The inverse of the symmetric positive definite Fortran-ordered ``a``, in place
+    (``potrf`` then ``potri`` on one BLAS thread), both triangles filled."""
+    from walsrec._threads import single_blas_thread
+
+    potrf, potri = _lapack(a.dtype, "potrf"), _lapack(a.dtype, "potri")
+    with single_blas_thread():
+        c, info = potrf(a, lower=1, clean=0, overwrite_a=1)
+        if info != 0:
+            raise SingularSystemError(
+                f"{what} is not positive definite in {a.dtype} (Cholesky pivot {info} failed); "
+                "increase the item-item regularization."
+            )
+        p, info = potri(c, lower=1, overwrite_c=1)
+    if info != 0:  # pragma: no cover - potri fails only on a zero pivot, caught above
+        raise SingularSystemError(f"{what} could not be inverted (potri info {info}).")
+    n = p.shape[0]
+    for lo in range(0, n, _BLOCK):  # the upper triangle from the lower, block by block
+        hi = min(n, lo + _BLOCK)
+        p[lo:hi, hi:] = p[hi:, lo:hi].T
+        block = p[lo:hi, lo:hi]
+        block[np.triu_indices(hi - lo, 1)] = block.T[np.triu_indices(hi - lo, 1)]
+    return p
+
+
+def ease_dense(x: sp.spmatrix, regularization: float, dtype=np.float32) -> np.ndarray:
+    """Dense EASE weights B (n_items × n_items, C-contiguous, zero diagonal) of the binary
+    CSR matrix ``x``: B_ij = −P_ij / P_jj, P = (XᵀX + λI)⁻¹. O(n_items³) time, one n_items²
+    array of ``dtype``.
+
+    Raises :class:`~walsrec.errors.SingularSystemError` when XᵀX + λI is not numerically
+    positive definite (λ far too small for ``dtype``)."""
+    dtype = np.dtype(dtype).type
+    p = _spd_inverse(_dense_gram(x, dtype, regularization), "XᵀX + λI")
+    # p is symmetric: its Fortran buffer read in C order is P itself
+    b = p.T
+    scale = (-1.0 / np.diagonal(b).astype(np.float64)).astype(dtype)
+    for lo in range(0, b.shape[0], _BLOCK):
+        b[lo : lo + _BLOCK] *= scale[None, :]
+    b[np.diag_indices(b.shape[0])] = 0
+    return b
+
+
+def _column_blocks_items(x, lam, dtype):
+    """Blocks (lo, B[:, lo:hi]) of exact B through the items (P = (XᵀX + λI)⁻¹)."""
+    b = ease_dense(x, lam, dtype)
+    for lo in range(0, b.shape[1], _BLOCK):
+        yield lo, b[:, lo : lo + _BLOCK]
+
+
+def _column_blocks_users(x, lam, dtype):
+    """Blocks (lo, B[:, lo:hi]) of exact B through the users, by Woodbury's identity:
+    K = XXᵀ + λI, Z_J = K⁻¹X_J, P_J = (E_J − XᵀZ_J)/λ, diag P_J = (1 − Σ_u X_uJ Z_uJ)/λ."""
+    from walsrec._threads import single_blas_thread
+
+    n_items = x.shape[1]
+    xt = x.T.tocsr()
+    kmat = _dense_gram(xt, dtype, lam)  # XXᵀ + λI
+    potrf = _lapack(kmat.dtype, "potrf")
+    potrs = _lapack(kmat.dtype, "potrs")
+    with single_blas_thread():
+        c, info = potrf(kmat, lower=1, clean=0, overwrite_a=1)
+    if info != 0:
+        raise SingularSystemError(
+            f"XXᵀ + λI is not positive definite in {kmat.dtype} (Cholesky pivot {info} "
+            "failed); increase the item-item regularization."
+        )
+    xc = x.tocsc()
+    for lo in range(0, n_items, _BLOCK):
+        hi = min(n_items, lo + _BLOCK)
+        xj = np.asfortranarray(xc[:, lo:hi].toarray(), dtype=dtype)
+        with single_blas_thread():
+            z, _ = potrs(c, xj.copy(order="F"), lower=1, overwrite_b=1)
+        diag_p = (1.0 - np.einsum("uj,uj->j", xj, z, dtype=np.float64)) / lam
+        block = np.asarray(xt @ z, dtype=np.float64)  # XᵀZ_J, n_items × |J|
+        block[np.arange(lo, hi), np.arange(hi - lo)] -= 1.0  # −(E_J − XᵀZ_J)
+        block *= 1.0 / (lam * diag_p)[None, :]  # B_J = −P_J / diag P_J
+        block[np.arange(lo, hi), np.arange(hi - lo)] = 0.0
+        yield lo, block.astype(dtype)
+
+
+def ease_sparse(
+    x: sp.spmatrix, regularization: float, density: int = DEFAULT_DENSITY, dtype=np.float32
+) -> sp.csr_matrix:
+    """Sparse EASE weights: the ``density`` × n_items entries of exact B largest in magnitude
+    (one global threshold; each column keeps at most ``COLUMN_CAP × density``), as CSR
+    (row = the item a user has, column = the item scored). Through the items when there are
+    at least as many users as items, else through the users."""
+    dtype = np.dtype(dtype).type
+    n_users, n_items = x.shape
+    blocks = (
+        _column_blocks_items(x, regularization, dtype)
+        if n_items <= n_users
+        else _column_blocks_users(x, regularization, dtype)
+    )
+    cap = min(n_items, COLUMN_CAP * density)
+    rows, cols, vals = [], [], []
+    for lo, block in blocks:
+        width = block.shape[1]
+        if cap < n_items:
+            top = np.argpartition(-np.abs(block), cap - 1, axis=0)[:cap]
+        else:
+            top = np.broadcast_to(np.arange(n_items)[:, None], (n_items, width))
+        v = np.take_along_axis(block, top, axis=0)
+        rows.append(top.ravel(order="F").astype(np.int64))
+        cols.append(np.repeat(np.arange(lo, lo + width, dtype=np.int64), top.shape[0]))
+        vals.append(v.ravel(order="F"))
+    rows_a, cols_a, vals_a = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    keep_n = min(vals_a.size, density * n_items)
+    mags = np.abs(vals_a)
+    if keep_n < vals_a.size:
+        tau = np.partition(mags, vals_a.size - keep_n)[vals_a.size - keep_n]
+        keep = (mags >= tau) & (mags > 0)
+    else:
+        keep = mags > 0
+    out = sp.csr_matrix(
+        (vals_a[keep].astype(dtype), (rows_a[keep], cols_a[keep])), shape=(n_items, n_items)
+    )
+    out.sum_duplicates()
+    out.sort_indices()
+    return out
+
+
+def item_item_scores(rows: sp.csr_matrix, weights) -> np.ndarray:
+    """x · B for a block of binary rows (m × n_items CSR): dense (m, n_items) float32."""
+    out = rows @ weights
+    if sp.issparse(out):
+        out = out.toarray()
+    return np.asarray(out, dtype=np.float32)
+
+
+def standardize_rows(scores: np.ndarray) -> np.ndarray:
+    """Each row minus its mean, over its standard deviation (1 where that is 0), in place
+    for a float array; statistics accumulated in float64."""
+    scores = np.asarray(scores)
+    if scores.ndim == 1:
+        standardize_rows(scores[None, :])
+        return scores
+    mean = scores.mean(axis=1, dtype=np.float64, keepdims=True)
+    sd = scores.std(axis=1, dtype=np.float64, keepdims=True)
+    sd[~(sd > 0)] = 1.0
+    scores -= mean.astype(scores.dtype)
+    scores *= (1.0 / sd).astype(scores.dtype)
+    return scores
+
+
+def blend(wals_scores: np.ndarray, item_scores: np.ndarray, beta: float) -> np.ndarray:
+    """z(wals_scores) + β · z(item_scores), row by row; overwrites both arguments and
+    returns the first."""
+    standardize_rows(wals_scores)
+    if beta:
+        standardize_rows(item_scores)
+        item_scores *= item_scores.dtype.type(beta)
+        wals_scores += item_scores
+    return wals_scores
+
+
+class EASE:
+    """EASE's item-item weights, fitted on a user × item matrix (scikit-learn style).
+
+    Parameters
+    ----------
+    regularization : float, default 500.0
+        λ_B > 0. 500 is Steck's value for MovieLens 20M and the best on MovieLens 100K;
+        denser data wants more (``walsrec train --item-item`` chooses it on validation).
+    form : {"auto", "dense", "sparse"}, default "auto"
+        "auto": dense up to ``max_dense_items`` items, else sparse.
+    density : int, default 50
+        Sparse form: entries of B kept per item on average.
+    max_dense_items : int, default DENSE_MAX_ITEMS (20,000)
+        Where "auto" switches to the sparse form; "dense" refuses larger catalogues.
+    dtype : {"float32", "float64"}, default "float32"
+
+    Attributes
+    ----------
+    weights_ : ndarray (n_items, n_items) or scipy.sparse.csr_matrix
+        B, zero diagonal.
+    form_ : str
+        "dense" or "sparse".
+    n_items_ : int
+    """
+
+    def __init__(
+        self,
+        regularization: float = 500.0,
+        *,
+        form: str = "auto",
+        density: int = DEFAULT_DENSITY,
+        max_dense_items: int = DENSE_MAX_ITEMS,
+        dtype: str = "float32",
+    ) -> None:
+        self.regularization = regularization
+        self.form = form
+        self.density = density
+        self.max_dense_items = max_dense_items
+        self.dtype = dtype
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "regularization": self.regularization,
+            "form": self.form,
+            "density": self.density,
+            "max_dense_items": self.max_dense_items,
+            "dtype": self.dtype,
+        }
+
+    def fit(self, user_items: Any) -> EASE:
+        """Fit B on ``user_items`` (scipy.sparse, n_users × n_items; every stored entry
+        counts as 1). Returns ``self``."""
+        owner = "parameter of EASE"
+        lam = check_real(
+            self.regularization, "regularization", owner, low=0, low_open=True, kind="float"
+        )
+        check_option(self.form, "form", owner, EASE_FORMS, rule=f"one of {list(EASE_FORMS)}")
+        density = check_int(self.density, "density", owner, 1)
+        max_dense = check_int(self.max_dense_items, "max_dense_items", owner, 0)
+        check_option(self.dtype, "dtype", owner, ("float32", "float64"))
+        if not sp.issparse(user_items):
+            raise InvalidParameterError(
+                "The 'user_items' parameter of EASE.fit must be a scipy.sparse matrix. Got "
+                f"{type(user_items).__name__} instead."
+            )
+        x = binary_rows(user_items, np.dtype(self.dtype))
+        n_users, n_items = x.shape
+        form = self.form
+        if form == "auto":
+            form = "dense" if n_items <= max_dense else "sparse"
+        if form == "dense" and n_items > max_dense:
+            raise InvalidParameterError(
+                f"EASE's dense form holds an n_items² array: the 'max_dense_items' parameter "
+                f"allows {max_dense:,} items. Got {n_items:,} items (use form='sparse', or "
+                f"raise max_dense_items if {4 * n_items**2 / 1e9:.1f} GB is there)."
+            )
+        if form == "sparse" and min(n_users, n_items) > SPARSE_MAX_SIDE:
+            raise InvalidParameterError(
+                f"EASE's sparse form factorises a dense matrix of the smaller side of the "
+                f"data, at most {SPARSE_MAX_SIDE:,}. Got {n_users:,} users × {n_items:,} items."
+            )
+        dtype = np.dtype(self.dtype).type
+        if form == "dense":
+            self.weights_ = ease_dense(x, lam, dtype)
+        else:
+            self.weights_ = ease_sparse(x, lam, density, dtype)
+        self.form_ = form
+        self.n_items_ = n_items
+        return self
+
+    def scores(self, rows: sp.spmatrix) -> np.ndarray:
+        """x · B for the rows of a user × item matrix (any stored entry counts as 1):
+        float32 (m, n_items)."""
+        return item_item_scores(binary_rows(rows), self.weights_)
