@@ -20,6 +20,7 @@ def _settings(data_dir, model_dir, **extra):
         model_dir=str(model_dir),
         embedding_dim=5,
         dtype="float32",
+        item_item="off",  # EASE is fitted on one machine only
         threads=1,
         seed=4,
         sweeps=2,
@@ -67,6 +68,15 @@ def trained(client, data_dir, tmp_path_factory):
     finally:
         patch.undo()
     return one, on_dask
+
+
+def test_item_item_auto_is_off_on_a_cluster_and_says_why(client, data_dir, tmp_path):
+    settings = _settings(data_dir, tmp_path / "m", dask=client.scheduler.address, sweeps=1)
+    on_dask = train(**{**settings, "item_item": "auto"})
+    record = json.loads((on_dask.model_dir / "item_item.json").read_text())
+    assert record["item_item"] is False
+    assert record["reason"] == "off: EASE is fitted on one machine, not on Dask"
+    assert "item_item" not in json.loads((on_dask.export_path / "model.json").read_text())
 
 
 def test_checkpoints_and_exports_of_the_workers_are_row_blocks(trained):
@@ -322,3 +332,39 @@ def test_predict_dask_refuses_to_write_into_the_model(client, trained):
     _, on_dask = trained
     with pytest.raises(InvalidParameterError, match=r"'out_dir' argument of predict_dask must"):
         predict_dask(client, on_dask.model_dir, on_dask.model_dir / "top")
+
+
+def test_predict_dask_serves_the_hybrid_as_one_file(client, trained, tmp_path):
+    """An export with EASE's weights (trained on one machine): each task's users are
+    ranked by the blend, as batch prediction in one process ranks them."""
+    from walsrec.distributed.predict import predict_dask
+    from walsrec.model.ease import EASE
+    from walsrec.serving.export import write_export
+    from walsrec.serving.model import load_model
+    from walsrec.serving.predict import predict
+
+    one, _ = trained
+    ex = read_export(one.export_path)
+    path = write_export(
+        tmp_path / "model",
+        user_factors=ex.user_factors,
+        item_factors=ex.item_factors,
+        users=ex.users,
+        items=ex.items,
+        user_items=ex.user_items,
+        hyperparameters=ex.meta["hyperparameters"],
+        item_item=(
+            {"blend_weight": 0.7, "regularization": 5.0, "form": "dense"},
+            EASE(5.0).fit(ex.user_items).weights_,
+        ),
+    )
+    predict(path, tmp_path / "all.csv", k=4)
+    info = predict_dask(client, path, tmp_path / "shards", k=4, partitions=3)
+    lines = []
+    for shard in info["shards"]:
+        lines += open(shard).read().splitlines()[1:]
+    assert lines == (tmp_path / "all.csv").read_text().splitlines()[1:]
+    model = load_model(path)
+    first = model.recommend(model.users.id(0), k=4)
+    plain = load_model(one.export_path).recommend(model.users.id(0), k=4)
+    assert first.items != plain.items or not np.allclose(first.scores, plain.scores)

@@ -103,7 +103,7 @@ def test_the_flow_on_a_cluster_started_from_the_command_line(cluster, data_dir, 
 
     settings = ["--data", str(data_dir), "--embedding-dim", "6", "--dtype", "float64",
                 "--regularization", "0.05", "--sweeps", "14", "--eval-every", "7",
-                "--threads", "1", "--seed", "5", "--quiet"]  # fmt: skip
+                "--threads", "1", "--seed", "5", "--item-item", "off", "--quiet"]  # fmt: skip
     _walsrec("train", *settings, "--model-dir", str(tmp_path / "one"))
 
     model_dir = tmp_path / "model"

@@ -155,4 +155,5 @@ def test_the_identity_settings_are_declared_in_the_fields():
         *("col_weight_factor", "col_weight_exponent", "confidence", "alpha", "epsilon"),
         *("bm25_k1", "bm25_b", "targets", "solver", "cg_steps", "dtype", "seed", "batch_size"),
         "init_std",
+        *("item_item", "blend_weight", "item_regularization"),
     }

@@ -100,6 +100,13 @@ def _add_similar(sub) -> None:
     p.add_argument("--item", required=True, metavar="ID", help="the item's original id")
     p.add_argument("--k", type=int, default=10, help="number of items (default 10)")
     p.add_argument("--metric", choices=["cosine", "dot"], default="cosine")
+    p.add_argument(
+        "--method",
+        choices=["factors", "item-item"],
+        default="factors",
+        help="rank by the item factors (default) or by the row of the hybrid's EASE weights "
+        "(exports trained with --item-item)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_similar)
 
@@ -108,7 +115,7 @@ def _cmd_similar(args) -> int:
     from walsrec.serving.model import load_model
 
     model = load_model(args.model)
-    result = model.similar_items(args.item, k=args.k, metric=args.metric)
+    result = model.similar_items(args.item, k=args.k, metric=args.metric, method=args.method)
     _print_list(result, args.json, f"Top {len(result)} items similar to {args.item!r}:")
     return 0
 

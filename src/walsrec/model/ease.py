@@ -76,14 +76,18 @@ _BLOCK = 1024  # columns per block when building XᵀX and thresholding B
 
 
 def binary_rows(x: sp.spmatrix, dtype=np.float32) -> sp.csr_matrix:
-    """``x`` as CSR with every stored entry 1 (explicit zeros dropped)."""
+    """``x`` as CSR with every stored non-zero entry 1 (``x`` itself, perhaps read-only
+    memory maps, is not changed)."""
     x = sp.csr_matrix(x)
-    x.eliminate_zeros()
+    if np.any(np.asarray(x.data) == 0):
+        x = x.copy()
+        x.eliminate_zeros()
     out = sp.csr_matrix(
-        (np.ones(x.nnz, dtype=dtype), x.indices.copy(), x.indptr.copy()), shape=x.shape
+        (np.ones(x.nnz, dtype=dtype), np.array(x.indices), np.array(x.indptr)), shape=x.shape
     )
-    out.sum_duplicates()
-    out.data[:] = 1
+    if not out.has_canonical_format:
+        out.sum_duplicates()
+        out.data[:] = 1
     return out
 
 

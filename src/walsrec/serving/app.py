@@ -725,6 +725,9 @@ def _add_similar_routes(app: FastAPI, settings: ServiceSettings) -> None:
                                       "default": 10}, "number of items"),
                 _param("metric", "query", {"type": "string", "enum": ["cosine", "dot"],
                                            "default": "cosine"}, "similarity of the factors"),
+                _param("method", "query", {"type": "string", "enum": ["factors", "item-item"],
+                                           "default": "factors"},
+                       "the factors, or the hybrid's item-item weights (EASE's B)"),
             ]
         },
     )  # fmt: skip
@@ -733,8 +736,9 @@ def _add_similar_routes(app: FastAPI, settings: ServiceSettings) -> None:
         q = request.query_params
         k = _parse_k(q.get("k"), max_k)
         metric = q.get("metric", "cosine")
+        method = q.get("method", "factors")
         m = _current(request)
-        result = m.similar_items(item_id, k=k, metric=metric)
+        result = m.similar_items(item_id, k=k, metric=metric, method=method)
         _finite(result, m, "similar items")
         return _json(
             {"item": item_id, "version": m.version, "metric": metric, "items": result.to_list()}

@@ -9,6 +9,12 @@ export time, increasing)::
     vocab/users.txt         one original id per line; line number = index
     vocab/items.txt
     train/user_items.*.npy  the training interactions (to exclude already-seen items)
+    item_item/weights.npy   the hybrid's EASE weights B (n_items × n_items), when it has them,
+                            or item_item/weights.*.npy, B as CSR arrays (the sparse form)
+
+model.json's ``item_item`` (present with the weights) holds the blend's settings:
+``blend_weight`` β, ``regularization`` λ_B, ``form`` ("dense" or "sparse"), ``density`` and
+the ``choice`` made on validation (:mod:`walsrec.training.hybrid`).
 
 An export written by a Dask cluster's workers (``format_version`` 2) keeps what grows with
 the data as row blocks (:mod:`walsrec.data.row_blocks`: block files and a manifest with
@@ -133,6 +139,8 @@ class Export:
     user_items: sp.csr_matrix
     item_popularity: np.ndarray | None = None
     rows: tuple[int, int] | None = None
+    #: the hybrid's EASE weights B (dense or CSR), None for WALS alone
+    item_weights: Any = None
 
     @property
     def version(self) -> int:
@@ -174,10 +182,13 @@ def write_export(
     metrics: dict | None = None,
     training: dict | None = None,
     keep: int | None = None,
+    item_item: tuple[dict, Any] | None = None,
 ) -> Path:
     """Write a new export under ``model_dir/export`` and return its path.
 
     ``keep`` (optional) removes the oldest exports beyond that number afterwards.
+    ``item_item``: the hybrid's ``(settings, weights)``: model.json's ``item_item`` and B,
+    a dense (n_items, n_items) array or a CSR matrix.
     """
     if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
         raise InvalidParameterError(
@@ -192,6 +203,8 @@ def write_export(
         users.save(tmp / "vocab" / "users.txt")
         items.save(tmp / "vocab" / "items.txt")
         save_csr(tmp / "train", "user_items", user_items)
+        if item_item is not None:
+            _write_item_weights(tmp / "item_item", item_item[1], item_factors.shape[0])
         counts = {
             "n_users": int(user_factors.shape[0]),
             "n_items": int(item_factors.shape[0]),
@@ -207,6 +220,7 @@ def write_export(
         metrics=metrics,
         training=training,
         keep=keep,
+        extra=None if item_item is None else {"item_item": dict(item_item[0])},
     )
 
 
@@ -218,6 +232,7 @@ def commit_export(
     metrics: dict | None = None,
     training: dict | None = None,
     keep: int | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """A new export under ``model_dir/export`` whose files ``fill(tmp)`` writes.
 
@@ -225,7 +240,7 @@ def commit_export(
     Dask workers on shared storage, may write into it) and returns the ``counts`` of
     model.json and its format_version. model.json is written last, then the directory is
     renamed into place; on any error nothing is left. ``keep`` (optional) removes the
-    oldest exports beyond that number afterwards.
+    oldest exports beyond that number afterwards; ``extra``: more keys of model.json.
     """
     if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
         raise InvalidParameterError(
@@ -249,6 +264,7 @@ def commit_export(
             "counts": counts,
             "metrics": metrics or {},
             "training": training or {},
+            **(extra or {}),
         }
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         final = root / str(version)
@@ -303,6 +319,7 @@ def read_export(path: str | os.PathLike, mmap: bool = False) -> Export:
         items = Vocabulary.load(root / "vocab" / "items.txt", "items")
         user_items = load_csr(root / "train", "user_items", mmap=mmap)
         export = Export(root, meta, u, v, users, items, user_items)
+        export.item_weights = _read_item_weights(root, meta, mmap)
     _check_export(export)
     return export
 
@@ -335,6 +352,7 @@ def read_export_rows(path: str | os.PathLike, lo: int, hi: int) -> Export:
             whole.user_items[lo:hi],
             popularity,
             (lo, hi),
+            whole.item_weights,
         )
     _check_export(export)
     return export
@@ -380,6 +398,67 @@ def _read_blocks(root: Path, meta: dict, rows: tuple[int, int] | None, mmap: boo
         np.array(popularity.to_array(), dtype=np.float64),
         rows,
     )
+
+
+def _write_item_weights(directory: Path, weights, n_items: int) -> None:
+    """B as ``weights.npy`` (dense) or CSR arrays (sparse), refused unless n_items²."""
+    if tuple(weights.shape) != (n_items, n_items):
+        raise InvalidParameterError(
+            f"The item-item weights of write_export must have shape ({n_items}, {n_items}) "
+            f"(one row and column per item). Got {tuple(weights.shape)} instead."
+        )
+    directory.mkdir()
+    if sp.issparse(weights):
+        save_csr(directory, "weights", sp.csr_matrix(weights))
+    else:
+        np.save(directory / "weights.npy", np.ascontiguousarray(weights), allow_pickle=False)
+
+
+def _read_item_weights(root: Path, meta: dict, mmap: bool):
+    """The hybrid's B, checked against model.json's ``item_item``; None without one."""
+    settings = meta.get("item_item")
+    if settings is None:
+        return None
+    where = root / "model.json"
+    beta = settings.get("blend_weight") if isinstance(settings, dict) else None
+    form = settings.get("form") if isinstance(settings, dict) else None
+    if (
+        isinstance(beta, bool)
+        or not isinstance(beta, int | float)
+        or not (np.isfinite(beta) and beta >= 0)
+        or form not in ("dense", "sparse")
+    ):
+        raise DataFormatError(
+            f"{where}: 'item_item' must hold a finite 'blend_weight' >= 0 and a 'form' of "
+            f"'dense' or 'sparse'. Got {settings!r} instead; the export is corrupt."
+        )
+    n_items = int(meta["counts"]["n_items"])
+    directory = root / "item_item"
+    if form == "sparse":
+        weights = load_csr(directory, "weights", mmap=mmap)
+        name = directory / "weights.json"
+    else:
+        name = directory / "weights.npy"
+        weights = load_npy(name, mmap=mmap)
+        if weights.dtype not in (np.float32, np.float64):
+            raise DataFormatError(f"{name}: dtype {weights.dtype} is not float32 or float64.")
+        if tuple(weights.shape) == (n_items, n_items):
+            bad = next(
+                (
+                    lo
+                    for lo in range(0, n_items, 4096)
+                    if not np.isfinite(weights[lo : lo + 4096]).all()
+                ),
+                None,
+            )
+            if bad is not None:
+                raise DataFormatError(f"{name}: NaN or infinity in rows {bad}–{bad + 4095}.")
+    if tuple(weights.shape) != (n_items, n_items):
+        raise DataFormatError(
+            f"{name}: shape {tuple(weights.shape)} does not match model.json (expected "
+            f"({n_items}, {n_items})); the export is inconsistent."
+        )
+    return weights
 
 
 def _check_export(export: Export) -> None:

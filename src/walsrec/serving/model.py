@@ -29,6 +29,7 @@ from walsrec.errors import DataFormatError, InvalidParameterError, UnknownIdErro
 __all__ = ["Recommendations", "Recommender", "load_model"]
 
 _FALLBACKS = (None, "popular")
+_SIMILAR_METHODS = ("factors", "item-item")
 # Scores of a chunk of users in batch recommendation: at most this many bytes at once.
 _BLOCK_BYTES = 32 * 2**20
 
@@ -96,6 +97,10 @@ class Recommender:
         Number of training users of each item (the most-popular fallback).
     item_norms : ndarray of float32, shape (n_items,)
         Euclidean norms of the item factors (cosine similarity).
+    item_weights : ndarray or scipy.sparse.csr_matrix of shape (n_items, n_items), or None
+        The hybrid's EASE weights B (:mod:`walsrec.model.ease`); None for WALS alone.
+    blend_weight : float
+        β of the hybrid's scores z(u·Vᵀ) + β·z(x_u·B) (0 without ``item_weights``).
     """
 
     def __init__(self, export) -> None:
@@ -147,6 +152,15 @@ class Recommender:
         # WALS keeps a cache of the item Gramian's eigendecomposition: fill it once, under
         # a lock, so that concurrent fold-ins only read it.
         self._fold_lock = threading.Lock()
+        # the hybrid (walsrec.model.ease): EASE's weights B beside the factors, or None
+        self.item_weights = export.item_weights
+        settings = self.meta.get("item_item") or {}
+        self.blend_weight = float(settings.get("blend_weight", 0.0))
+        self._binary = None
+        if self.item_weights is not None:
+            from walsrec.model.ease import binary_rows
+
+            self._binary = binary_rows(ui)
 
     # ------------------------------------------------------------------ description
 
@@ -167,6 +181,11 @@ class Recommender:
     def embedding_dim(self) -> int:
         return self.user_factors.shape[1]
 
+    @property
+    def hybrid(self) -> bool:
+        """True when the export blends EASE's item-item scores with WALS's."""
+        return self.item_weights is not None
+
     def __repr__(self) -> str:
         return (
             f"Recommender(version={self.version}, n_users={self.n_users}, "
@@ -183,6 +202,7 @@ class Recommender:
             "counts": self.meta.get("counts", {}),
             "metrics": self.meta.get("metrics", {}),
             "hyperparameters": self.meta.get("hyperparameters", {}),
+            "item_item": self.meta.get("item_item"),
         }
 
     # ------------------------------------------------------------------ helpers
@@ -247,6 +267,14 @@ class Recommender:
             out_scores,
         )
         return out_items, out_scores, n
+
+    def _hybrid_scores(self, factors: np.ndarray, rows: sp.csr_matrix) -> np.ndarray:
+        """z(factors·Vᵀ) + β·z(rows·B) for a block of users (factors m × k, binary rows
+        m × n_items): float32 (m, n_items)."""
+        from walsrec.model.ease import blend, item_item_scores
+
+        wals = np.asarray(factors, dtype=np.float32) @ self.item_factors.T
+        return blend(wals, item_item_scores(rows, self.item_weights), self.blend_weight)
 
     def _seen(self, user: int) -> np.ndarray:
         return self._indices[self._indptr[user] : self._indptr[user + 1]]
@@ -316,6 +344,9 @@ class Recommender:
             return self.popular(k, filter_items=filter_items, items=items)
         excluded = self._seen(user) if exclude_seen else self._no_items
         query = self.user_factors[user]
+        if self.hybrid:
+            scores = self._hybrid_scores(query[None, :], self._binary[user])[0]
+            return self._result(*self._top(scores, excluded, banned, k))
         return self._result(*self._top_query(query, self.user_norms[user], excluded, banned, k))
 
     def popular(
@@ -446,7 +477,9 @@ class Recommender:
                 how,
             )
 
-        if method == "auto" and bounds:
+        if self.hybrid:
+            method = "hybrid"  # every item is scored: z-scores need the whole catalogue
+        elif method == "auto" and bounds:
             with single_blas_thread():
                 share = run(bounds[0], "norm")
             method = "norm" if share <= 0.25 else "gemm"
@@ -482,7 +515,10 @@ class Recommender:
                 scanned,
             )
             return float(scanned.mean()) / max(1, self.n_items) if users.size else 0.0
-        scores = self.user_factors[users] @ self.item_factors.T  # BLAS, GIL released
+        if how == "hybrid":
+            scores = self._hybrid_scores(self.user_factors[users], self._binary[users])
+        else:
+            scores = self.user_factors[users] @ self.item_factors.T  # BLAS, GIL released
         kern.topk_rows(
             scores,
             users,
@@ -606,6 +642,11 @@ class Recommender:
             return result
         factor, seen = self._project(row), row.indices
         excluded = seen.astype(self._indices.dtype) if exclude_seen else self._no_items
+        if self.hybrid:
+            from walsrec.model.ease import binary_rows
+
+            scores = self._hybrid_scores(factor[None, :], binary_rows(row))[0]
+            return self._result(*self._top(scores, excluded, banned, k), ignored=ignored)
         top = self._top_query(factor, np.linalg.norm(factor), excluded, banned, k)
         return self._result(*top, ignored=ignored)
 
@@ -617,10 +658,12 @@ class Recommender:
         k: int = 10,
         *,
         metric: str = "cosine",
+        method: str = "factors",
         filter_items: Iterable[str] | None = None,
         items: Iterable[str] | None = None,
     ) -> Recommendations:
-        """The ``k`` items most similar to ``item_id`` by their factors, itself excluded.
+        """The ``k`` items most similar to ``item_id``, itself excluded: by their factors, or
+        by the hybrid's EASE weights.
 
         Candidates, order and ties follow the ranking rules of :mod:`walsrec.model.topk`,
         shared with :meth:`WALS.similar_items <walsrec.model.wals.WALS.similar_items>`.
@@ -630,7 +673,12 @@ class Recommender:
         item_id : str
         k : int, default=10
         metric : {"cosine", "dot"}, default="cosine"
-            Cosine similarity (0 against an all-zero factor) or the dot product.
+            With ``method="factors"``: cosine similarity (0 against an all-zero factor) or
+            the dot product.
+        method : {"factors", "item-item"}, default="factors"
+            "item-item" ranks by the row of EASE's B (B_ij: how much having ``item_id``
+            adds to item j's score); only for an export with item-item weights
+            (:attr:`hybrid`).
         filter_items : iterable of str, optional
             Item ids never to return.
         items : iterable of str, optional
@@ -647,9 +695,22 @@ class Recommender:
         check_option(
             metric, "metric", "parameter of similar_items", metrics, rule=f"one of {metrics}"
         )
+        check_option(
+            method, "method", "parameter of similar_items", _SIMILAR_METHODS,
+            rule=f"one of {list(_SIMILAR_METHODS)}",
+        )  # fmt: skip
+        if method == "item-item" and not self.hybrid:
+            raise InvalidParameterError(
+                "The 'method' parameter of similar_items is 'item-item', but this export has "
+                "no item-item weights (train with --item-item on or auto). Use 'factors'."
+            )
         item = self.items.index(item_id)
         banned = self._banned(filter_items, items, "similar_items")
         excluded = np.array([item], dtype=self._indices.dtype)
+        if method == "item-item":
+            row = self.item_weights[item]
+            row = row.toarray()[0] if sp.issparse(row) else np.asarray(row)
+            return self._result(*self._top(np.asarray(row, dtype=np.float32), excluded, banned, k))
         if metric == "dot":  # a dot product: the early-stopping kernel applies
             query = self.item_factors[item]
             return self._result(*self._top_query(query, self.item_norms[item], excluded, banned, k))

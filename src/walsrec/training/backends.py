@@ -47,7 +47,9 @@ class Backend(Protocol):
     def evaluate(self, model, cfg, model_dir: Path) -> dict: ...
     def checkpoint(self, model, root: Path, step: int, state: dict, keep: int) -> Path: ...
     def best(self, model, root: Path, state: dict) -> Path: ...
-    def export(self, model, model_dir: Path, factors: Path | None, **model_json) -> Path | None: ...
+    def export(
+        self, model, model_dir: Path, factors: Path | None, item_item=None, **model_json
+    ) -> Path | None: ...
 
 
 class LocalBackend:
@@ -163,9 +165,12 @@ class LocalBackend:
 
         return write_best(root, model.user_factors_, model.item_factors_, state)
 
-    def export(self, model, model_dir: Path, factors: Path | None, **model_json) -> Path | None:
+    def export(
+        self, model, model_dir: Path, factors: Path | None, item_item=None, **model_json
+    ) -> Path | None:
         """Export the current factors, or those of the checkpoint ``factors`` (the best
         under early stopping); None when the newest export holds exactly those factors.
+        ``item_item()``: the hybrid's (settings, weights) to export beside them, or None.
         ``model_json``: write_export's hyperparameters, metrics, training and keep."""
         from walsrec.serving.export import newest_export_holding, write_export
         from walsrec.training.checkpoints import as_array, read_checkpoint
@@ -184,6 +189,7 @@ class LocalBackend:
             users=data.train.users,
             items=data.train.items,
             user_items=data.train.user_items,
+            item_item=None if item_item is None else item_item(),
             **model_json,
         )
 
@@ -192,6 +198,9 @@ class DaskBackend:
     """The half-steps, the loss, the evaluations, the checkpoints and the export on a Dask
     cluster's workers, which read the training matrix from shared storage: this process
     loads neither the matrix nor the user vocabulary, and never holds a factor matrix."""
+
+    #: no training matrix in this process (the hybrid's EASE is not fitted on a cluster)
+    user_items = None
 
     def __init__(self, client) -> None:
         self.client = client
@@ -308,7 +317,9 @@ class DaskBackend:
 
         return write_best(root, None, None, state, write_factors=model.save_factors)
 
-    def export(self, model, model_dir: Path, factors: Path | None, **model_json) -> Path | None:
+    def export(
+        self, model, model_dir: Path, factors: Path | None, item_item=None, **model_json
+    ) -> Path | None:
         """Written by the workers (:func:`walsrec.distributed.export.export_dask`); None
         when the newest export's factor blocks have the checksums of the newest checkpoint's
         (or of ``factors``', the best), which holds the current factors."""
@@ -316,6 +327,8 @@ class DaskBackend:
         from walsrec.serving.export import list_exports
         from walsrec.training.checkpoints import latest_checkpoint
 
+        if item_item is not None:
+            item_item()  # records and says why there is none: EASE is fitted on one machine
         latest = latest_checkpoint(model_dir / "checkpoints")
         held = factors if factors is not None else latest.path if latest is not None else None
         exports = list_exports(model_dir / "export")

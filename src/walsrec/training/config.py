@@ -87,6 +87,7 @@ def _setting(
 
 
 _POSITIVE_INT = IntRule(1)
+ITEM_ITEM_OPTIONS = ("auto", "off", "on")
 _NON_NEGATIVE = RealRule(low=0)
 _POSITIVE = RealRule(low=0, low_open=True)
 
@@ -261,6 +262,29 @@ class TrainConfig:
         rule=_POSITIVE,
         identity=True,
     )
+    # the WALS + EASE hybrid (walsrec.training.hybrid, docs/models.md)
+    item_item: str = _setting(
+        "auto",
+        "blend EASE's item-item model with WALS: auto (default) where a blend scores better "
+        "than WALS alone on a validation split of the training data, on always, off never",
+        rule=OptionRule(ITEM_ITEM_OPTIONS),
+        identity=True,
+        choices=ITEM_ITEM_OPTIONS,
+    )
+    blend_weight: float | str = _setting(
+        "auto",
+        "beta, the weight of EASE's standardised scores added to WALS's: a number >= 0 or auto "
+        "(default): the best on validation of 0 (WALS alone) to 5",
+        rule=RealRule(low=0, options=("auto",)),
+        identity=True,
+    )
+    item_regularization: float | str = _setting(
+        "auto",
+        "lambda_B of EASE: a number > 0 or auto (default): the best on validation, from 500 "
+        "by factors of 2",
+        rule=RealRule(low=0, low_open=True, options=("auto",)),
+        identity=True,
+    )
     threads: int | None = _setting(None, "kernel threads (default: all cores)", rule=_POSITIVE_INT)
     # the back end: None (this machine), a Dask scheduler address, or "local:N"
     dask: str | None = _setting(
@@ -397,6 +421,11 @@ class TrainConfig:
     def _check_dask(self) -> None:
         if self.dask is None:
             return
+        if self.item_item == "on":
+            raise InvalidParameterError(
+                "The 'item_item' setting of train cannot be 'on' with 'dask': EASE's weights "
+                "are fitted on one machine. Use item_item = 'auto' (off on a cluster) or 'off'."
+            )
         from walsrec.distributed.cluster import parse_dask
 
         parse_dask(self.dask)

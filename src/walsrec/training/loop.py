@@ -74,6 +74,7 @@ _TRAINING_STATE = (
     "training_curve.png",
     "config.json",
     "regularization.json",
+    "item_item.json",
 )
 
 
@@ -244,7 +245,7 @@ def _train(cfg, overwrite, show_progress, log, client=None) -> TrainResult:
     run = _Run(cfg, backend, model, model_dir, say)
     run.restore()
     run.steps(show_progress)
-    return run.export(data)
+    return run.export(data, _ItemItem(cfg, backend, model, model_dir, say, show_progress))
 
 
 def _open_model_dir(cfg, overwrite: bool) -> Path:
@@ -497,9 +498,10 @@ class _Run:
 
     # ------------------------------------------------------------------ export
 
-    def export(self, data) -> TrainResult:
+    def export(self, data, item_item=None) -> TrainResult:
         """Export the final model (the best one under early stopping) unless the newest
-        export holds exactly its factors; the run's result."""
+        export holds exactly its factors; the run's result. ``item_item()``: the hybrid's
+        EASE part to export beside it (:class:`_ItemItem`), or None."""
         from walsrec.serving.export import list_exports
 
         cfg, model, state = self.cfg, self.model, self.state
@@ -509,7 +511,7 @@ class _Run:
             factors = self.ckpt_root / "best"
             final = read_checkpoint(factors).state["record"]
         export_path = self.backend.export(
-            model, self.model_dir, factors, **self._model_json(data, final)
+            model, self.model_dir, factors, item_item=item_item, **self._model_json(data, final)
         )
         if export_path is None:  # the newest export holds exactly these factors
             export_path = list_exports(self.model_dir / "export")[-1]
@@ -542,6 +544,97 @@ class _Run:
             },
             "keep": cfg.keep_exports,
         }
+
+
+class _ItemItem:
+    """The hybrid's EASE part for the export (:mod:`walsrec.training.hybrid`), computed
+    when the export is written: λ_B and β chosen by validation (or read back from
+    MODEL_DIR/item_item.json on a later run), then EASE fitted on the whole training
+    matrix. Calling it returns ``(settings, weights)`` for the export, or None for WALS
+    alone."""
+
+    def __init__(self, cfg, backend, model, model_dir: Path, say, show_progress: bool) -> None:
+        self.cfg, self.backend, self.model = cfg, backend, model
+        self.path = model_dir / "item_item.json"
+        self.say, self.show_progress = say, show_progress
+
+    def choice(self):
+        from walsrec.training.hybrid import HybridChoice
+
+        cfg = self.cfg
+        if self.path.exists():
+            try:
+                choice = HybridChoice.from_dict(json.loads(self.path.read_text()))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise DataFormatError(
+                    f"{self.path}: not a record of the item-item choice ({exc}); use "
+                    "--overwrite to start over."
+                ) from None
+            self.say(f"item-item: {choice.reason} (as chosen before, {self.path.name})")
+            return choice
+        if cfg.item_item == "off":
+            choice = HybridChoice(False, reason="off, as set")
+        elif self.backend.user_items is None:
+            choice = HybridChoice(False, reason="off: EASE is fitted on one machine, not on Dask")
+        else:
+            choice = self._choose()
+        atomic_write_text(self.path, json.dumps(choice.to_dict(), indent=2) + "\n")
+        if choice.blend_scores:
+            tried = ", ".join(f"{b:g} {v:.4f}" for b, v in choice.blend_scores.items())
+            self.say(f"item-item: {choice.reason} (β: {tried}; {choice.seconds:.1f} s)")
+        else:
+            self.say(f"item-item: {choice.reason}")
+        return choice
+
+    def _choose(self):
+        from walsrec.training.hybrid import choose_hybrid
+
+        cfg = self.cfg
+        settings = {**cfg.to_dict(), "regularization": float(self.model.regularization)}
+        bar = _progress_bar(desc="choose item-item", unit="fit") if self.show_progress else None
+
+        def progress(what: str, value: float, score: float) -> None:
+            if bar is not None:
+                bar.set_postfix({what: f"{value:g}", "ndcg": f"{score:.4f}"})
+                bar.update(1)
+
+        try:
+            return choose_hybrid(
+                self.backend.user_items,
+                settings,
+                item_item=cfg.item_item,
+                blend_weight=cfg.blend_weight,
+                item_regularization=cfg.item_regularization,
+                k=cfg.k,
+                sweeps=cfg.DEFAULT_SWEEPS,
+                seed=cfg.seed,
+                n_jobs=cfg.threads,
+                progress=progress,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def __call__(self):
+        from walsrec.model.ease import EASE
+
+        choice = self.choice()
+        if not choice.item_item:
+            return None
+        started = time.perf_counter()
+        ease = EASE(choice.item_regularization).fit(self.backend.user_items)
+        self.say(
+            f"item-item: EASE fitted on the training matrix ({ease.form_} weights, "
+            f"λ_B {choice.item_regularization:g}, {time.perf_counter() - started:.1f} s)"
+        )
+        settings = {
+            "blend_weight": choice.blend_weight,
+            "regularization": choice.item_regularization,
+            "form": ease.form_,
+            "density": ease.density if ease.form_ == "sparse" else None,
+            "choice": choice.to_dict(),
+        }
+        return settings, ease.weights_
 
 
 def recorded_regularization(model_dir: Path) -> float:
