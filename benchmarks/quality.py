@@ -11,7 +11,11 @@ configuration is refitted on the whole train split and scored on test.
 Rows of the table, per dataset:
 
 * walsrec, defaults: ``walsrec train``'s settings untouched (TrainConfig's defaults; its
-  time includes choosing λ, ``regularization = "auto"``);
+  time includes choosing λ, ``regularization = "auto"``), with ``item_item = "off"``;
+* walsrec hybrid, defaults: the same with train's default ``item_item = "auto"``: λ_B and
+  the blend weight β chosen on a validation split of train
+  (:func:`walsrec.training.hybrid.choose_hybrid`), EASE refitted on train, the blend
+  scored (the WALS defaults' row when β = 0 wins); its time includes the WALS defaults';
 * walsrec, tuned: ``walsrec.tune`` with its defaults (default search space, each trial the
   mean over its validation splits of train) and ``--trials`` trials, the best refitted on
   train;
@@ -52,8 +56,10 @@ from threadpoolctl import threadpool_limits
 from walsrec.data.interactions import Interactions
 from walsrec.data.prepare import PreparedData
 from walsrec.metrics import ease_baseline, evaluate, evaluate_scorer, popularity_baseline
+from walsrec.model.ease import EASE, binary_rows, blend, item_item_scores
 from walsrec.model.wals import WALS
 from walsrec.training.config import TrainConfig, column_weights, wals_params
+from walsrec.training.hybrid import choose_hybrid
 from walsrec.training.regularization import choose_regularization
 from walsrec.tuning.study import tune
 
@@ -118,6 +124,13 @@ def load_generated(n: int = 200_000) -> Split:
         prepare([str(csv)], Path(tmp) / "data", **VISITS_PREPARE, eval_fraction=0.0)
         m = load_prepared(Path(tmp) / "data").train.user_items.tocoo()
     return Split(m.row.astype(np.int64), m.col.astype(np.int64), m.data, m.shape)
+
+
+def _nbytes(a) -> int:
+    """Bytes an array (or a CSR matrix's three arrays) takes in an export."""
+    if sp.issparse(a):
+        return int(a.data.nbytes + a.indices.nbytes + a.indptr.nbytes)
+    return int(np.asarray(a).nbytes)
 
 
 def score(u, v, train, held) -> dict:
@@ -219,9 +232,38 @@ def run(name: str, split: Split, trials: int, sweeps: int) -> list[tuple[str, di
         f"({', '.join(f'{lam:g} {s:.4f}' for lam, s in choice.scores.items())})",
         flush=True,
     )
-    rows.append(
-        ("walsrec, defaults", score(u, v, split.train, split.test), time.perf_counter() - t)
+    wals_seconds = time.perf_counter() - t
+    rows.append(("walsrec, defaults", score(u, v, split.train, split.test), wals_seconds))
+
+    # the hybrid, train's item_item "auto": λ_B and β chosen on a validation split of train
+    t = time.perf_counter()
+    hybrid = choose_hybrid(split.train, {"regularization": choice.value}, k=K, n_jobs=2)
+    got, extra_bytes = rows[0][1], 0
+    if hybrid.item_item:
+        weights = EASE(hybrid.item_regularization).fit(split.train).weights_
+        extra_bytes = _nbytes(weights)
+        x = binary_rows(split.train)
+        vt = np.ascontiguousarray(v.T)
+        got = evaluate_scorer(
+            lambda users: blend(
+                u[users] @ vt, item_item_scores(x[users], weights), hybrid.blend_weight
+            ),
+            split.train,
+            split.test,
+            k=K,
+            metrics=list(METRICS),
+        )
+    seconds = time.perf_counter() - t
+    print(
+        f"# walsrec hybrid defaults: {hybrid.reason}; λ_B "
+        f"{', '.join(f'{lam:g} {s:.4f}' for lam, s in hybrid.regularization_scores.items())}; "
+        f"β {', '.join(f'{b:g} {s:.4f}' for b, s in hybrid.blend_scores.items())}; "
+        f"choice {hybrid.seconds:.1f} s, with the final EASE fit {seconds:.1f} s: training "
+        f"{(wals_seconds + seconds) / wals_seconds:.2f}x the WALS defaults'; export "
+        f"{_nbytes(u) + _nbytes(v):,} B of factors + {extra_bytes:,} B of B",
+        flush=True,
     )
+    rows.append(("walsrec hybrid, defaults", got, wals_seconds + seconds))
 
     t = time.perf_counter()
     prepared = PreparedData(

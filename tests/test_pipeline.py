@@ -176,9 +176,10 @@ def test_cli_pipeline(project, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "5 step(s) ran, 0 unchanged and skipped" in out and "ndcg@5" in out
-    # the evaluate step's EASE (small catalog) is printed beside most-popular
+    # the hybrid train chose on validation, scored with its WALS part and EASE's weights
     assert any(
-        line.split() == ["metric", "model", "most-popular", "EASE"] for line in out.splitlines()
+        line.split() == ["metric", "hybrid", "WALS", "most-popular", "EASE"]
+        for line in out.splitlines()
     )
     code = main(["pipeline", "--config", str(project / "pipeline.toml"), "--quiet"])
     out, _ = capsys.readouterr()

@@ -12,16 +12,24 @@ RMSE_NOT_COMPUTED = "binary targets: the model predicts preferences, not values"
 
 
 def metrics_table(
-    model: dict, baseline: dict | None, ease: dict | None = None, *, targets: str | None = None
+    model: dict,
+    baseline: dict | None,
+    ease: dict | None = None,
+    *,
+    targets: str | None = None,
+    wals: dict | None = None,
 ) -> str:
     """One line per metric of ``model``: its value, most-popular's and EASE's (blank where a
-    baseline has no such metric, e.g. rmse).
+    baseline has no such metric, e.g. rmse); with ``wals`` (a hybrid's WALS part) the
+    model's column is headed "hybrid" and WALS alone follows it.
 
     ``targets`` is the targets the model was fitted to: under ``"binary"`` rmse is not
     computed (:func:`walsrec.metrics.metric_names`), and its row says so.
     """
-    names = [n for n in model if n not in _NOT_METRICS]
-    header = f"  {'metric':<14} {'model':>10} {'most-popular':>13}"
+    names = [n for n in (wals or model) if n not in _NOT_METRICS]
+    header = f"  {'metric':<14} {'hybrid' if wals else 'model':>10}"
+    header += f" {'WALS':>10}" if wals else ""
+    header += f" {'most-popular':>13}"
     lines = [header + (f" {'EASE':>10}" if ease else "")]
     note = None
     if targets == "binary" and "rmse" not in model:
@@ -30,8 +38,11 @@ def metrics_table(
         if note is not None and not name.startswith(("loss", "rwse")):
             lines.append(note)  # where rmse stands: after the training figures
             note = None
-        value = model[name]
+        value = model.get(name)
         value_s = f"{value:>10.4f}" if isinstance(value, float) else f"{'':>10}"
+        if wals:
+            w = wals.get(name)
+            value_s += f" {w:>10.4f}" if isinstance(w, float) else f" {'':>10}"
         base = baseline.get(name) if baseline else None
         base_s = f"{base:>13.4f}" if isinstance(base, float) else f"{'':>13}"
         line = f"  {name:<14} {value_s} {base_s}"
@@ -52,4 +63,5 @@ def evaluation_table(evaluation: dict) -> str:
         evaluation["most-popular"],
         evaluation.get("ease"),
         targets=evaluation.get("targets"),
+        wals=evaluation.get("wals"),
     )

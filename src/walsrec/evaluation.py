@@ -67,12 +67,18 @@ def evaluate_export(
         (:func:`walsrec.distributed.evaluate.evaluate_export_dask`): the export and the
         DATA_DIR on storage they read, no matrix in this process; EASE is not scored.
 
+    An export of the WALS + EASE hybrid (``walsrec train --item-item``) is scored as it is
+    served, z(u·Vᵀ) + β·z(x_u·B) (``model``), beside WALS alone (``wals``) and EASE alone
+    with the export's own B (``ease``, unless ``ease`` is False; ``ease_regularization`` is
+    then the export's λ_B).
+
     Returns
     -------
     dict
         ``export`` and ``data`` (paths), ``users_evaluated``, and the metric dictionaries
-        ``model``, ``most-popular`` and, when computed, ``ease``; ``targets``, the targets
-        the model was fitted to. rmse is the model's only, and is computed only when the
+        ``model``, ``most-popular``, ``wals`` (a hybrid's WALS part) and, when computed,
+        ``ease``; ``blend_weight`` β of a hybrid; ``targets``, the targets the model was
+        fitted to. rmse is the model's only, and is computed only when the
         model fits the values: a model fitted to binary targets predicts preferences, not
         ratings (:func:`walsrec.metrics.metric_names`).
     """
@@ -137,6 +143,10 @@ def evaluate_export(
         "model": json_safe(scores),
         "most-popular": json_safe(baseline),
     }
+    if export.item_weights is not None:
+        result.update(_hybrid_metrics(export, train, heldout, k, n_jobs, ease is not False))
+        result["wals"] = scores
+        return result
     scores = ease_metrics(
         train, heldout, k, n_jobs, ease=ease, ease_regularization=ease_regularization
     )
@@ -144,3 +154,32 @@ def evaluate_export(
         result["ease"] = scores
         result["ease_regularization"] = ease_regularization
     return result
+
+
+def _hybrid_metrics(export, train, heldout, k, n_jobs, with_ease: bool) -> dict:
+    """A hybrid export's held-out metrics as served, and those of its two parts."""
+    from walsrec._files import json_safe
+    from walsrec.metrics import evaluate_scorer
+    from walsrec.model.ease import binary_rows, blend, item_item_scores
+
+    settings = export.meta["item_item"]
+    beta = float(settings["blend_weight"])
+    rows = binary_rows(train)
+    weights = export.item_weights
+    user_f = np.asarray(export.user_factors, dtype=np.float32)
+    item_t = np.ascontiguousarray(np.asarray(export.item_factors, dtype=np.float32).T)
+
+    def hybrid(users: np.ndarray) -> np.ndarray:
+        return blend(user_f[users] @ item_t, item_item_scores(rows[users], weights), beta)
+
+    def ease(users: np.ndarray) -> np.ndarray:
+        return item_item_scores(rows[users], weights)
+
+    out = {
+        "model": json_safe(evaluate_scorer(hybrid, train, heldout, k=k, n_jobs=n_jobs)),
+        "blend_weight": beta,
+    }
+    if with_ease:
+        out["ease"] = json_safe(evaluate_scorer(ease, train, heldout, k=k, n_jobs=n_jobs))
+        out["ease_regularization"] = settings.get("regularization")
+    return out

@@ -238,3 +238,27 @@ def test_a_model_trained_from_a_relative_path_updates_from_anywhere(flow, tmp_pa
     monkeypatch.chdir(elsewhere)
     result = update(tmp_path / "m", flow / "data2")
     assert result.new_users > 0 and result.export_path is not None
+
+
+def test_a_hybrids_update_refits_b_on_the_new_data_with_its_weights_frozen(flow, tmp_path):
+    import json
+
+    from walsrec.model import _reference as ref
+    from walsrec.serving.model import load_model
+
+    settings = {k: v for k, v in TRAIN.items() if k != "quiet"}
+    model_dir = tmp_path / "hybrid"
+    train(data=str(flow / "data"), model_dir=str(model_dir), regularization=0.05,
+          item_item="on", blend_weight=0.4, item_regularization=15.0, **settings)  # fmt: skip
+    before = load_model(model_dir)
+    assert before.hybrid and before.blend_weight == 0.4
+    result = update(model_dir, flow / "data2")
+    after = load_model(result.export_path)
+    new = load_prepared(flow / "data2").train.user_items
+    assert after.hybrid and after.blend_weight == 0.4
+    assert after.item_weights.shape == (new.shape[1], new.shape[1]) != before.item_weights.shape
+    want = ref.ease_weights(new, 15.0)
+    np.testing.assert_allclose(after.item_weights, want, atol=1e-5 * np.abs(want).max())
+    meta = json.loads((result.export_path / "model.json").read_text())
+    assert meta["item_item"]["regularization"] == 15.0
+    assert after.recommend(after.users.id(after.n_users - 1), k=3).items  # a new visitor

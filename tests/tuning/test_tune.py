@@ -562,3 +562,61 @@ def test_space_can_fix_unobserved_weight_to_auto(data_dir, tmp_path):
     path.write_text('[space]\nunobserved_weight = { low = "auto", high = 1.0 }\n')
     with pytest.raises(InvalidParameterError, match=r"'low' and 'high' must be finite numbers"):
         load_space(path)
+
+
+HYBRID = """
+[space]
+embedding_dim = 8
+regularization = 0.05
+blend_weight = { low = 0.0, high = 2.0 }
+item_regularization = { choices = [20.0, 80.0] }
+"""
+
+
+def test_the_hybrids_weights_are_searched_and_scored_as_the_blend(data_dir, tmp_path):
+    """A trial with β > 0 scores its WALS fit blended with EASE on the same split: the
+    value equals the blend computed here from the same fit; best.toml trains that hybrid."""
+    from walsrec.metrics import evaluate_scorer
+    from walsrec.model.ease import EASE, binary_rows, blend, item_item_scores
+    from walsrec.model.params import estimator_from_settings
+    from walsrec.training import train
+    from walsrec.training.config import TrainConfig
+
+    space = tmp_path / "space.toml"
+    space.write_text(HYBRID)
+    out = tmp_path / "out"
+    result = tune(data_dir, trials=3, sweeps=2, folds=1, space=space, pruner="none", out=out)
+    fit, val = validation_split(load_prepared(data_dir).train.user_items, 0.1, 0)
+    rows = binary_rows(fit)
+    for trial in result.study.trials:
+        settings = trial.user_attrs["settings"]
+        model = estimator_from_settings(
+            settings, fit, defaults=TrainConfig().to_dict(), sweeps=2, random_state=0, n_jobs=1
+        ).fit(fit)
+        b = EASE(settings["item_regularization"]).fit(fit).weights_
+        u, vt = model.user_factors_.astype(np.float32), model.item_factors_.T.astype(np.float32)
+        want = evaluate_scorer(
+            lambda users, s=settings, u=u, vt=vt, b=b: blend(
+                u[users] @ vt, item_item_scores(rows[users], b), s["blend_weight"]
+            ),
+            fit,
+            val,
+            k=10,
+            metrics=["ndcg@10"],
+        )["ndcg@10"]
+        assert trial.value == pytest.approx(want, abs=1e-6)
+    best = tomllib.loads((out / "best.toml").read_text())
+    assert {"blend_weight", "item_regularization"} <= set(best)
+    trained = train(
+        config_file=out / "best.toml", data=str(data_dir), model_dir=str(tmp_path / "model")
+    )
+    record = (tmp_path / "model" / "item_item.json").read_text()
+    assert f'"blend_weight": {best["blend_weight"]}' in record or best["blend_weight"] == 0
+    assert trained.export_path is not None
+
+
+def test_the_hybrid_cannot_be_tuned_on_rmse(data_dir, tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text(HYBRID + 'targets = "values"\n')
+    with pytest.raises(InvalidParameterError, match=r"'blend_weight' cannot be tuned on rmse"):
+        tune(data_dir, trials=1, metric="rmse", space=space)

@@ -53,8 +53,8 @@ def test_tune_then_train_best(data_dir, tmp_path, capsys, monkeypatch):
     assert "Wrote out/best.toml" in out and "Wrote out/optimization_history.png" in out
     assert "Eval split (" in out and "most-popular" in out
     # EASE beside them: the catalog is small enough (walsrec.evaluation.evaluate_export)
-    assert [r[:4] for r in table if r[:1] == ["metric"]] == [
-        ["metric", "model", "most-popular", "EASE"]
+    assert [r[:5] for r in table if r[:1] == ["metric"]] == [
+        ["metric", "hybrid", "WALS", "most-popular", "EASE"]
     ]
     assert captured.err.count("tune: trial ") == 3
     best = tomllib.loads((tmp_path / "out" / "best.toml").read_text())

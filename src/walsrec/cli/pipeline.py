@@ -203,8 +203,20 @@ def _cmd_demo(args) -> int:
     targets = result.model.targets
     print(_metrics_table(last, result.baseline, targets=targets))
 
-    _stderr("demo: [4/5] recommending for three example users")
     model = load_model(result.export_path)
+    hybrid = None
+    if model.hybrid:
+        from walsrec.evaluation import evaluate_export
+
+        hybrid = evaluate_export(result.export_path, data_dir, k=k)
+        print(
+            f"\nServed: WALS + EASE's item-item scores (β {hybrid['blend_weight']:g}, "
+            f"λ_B {hybrid['ease_regularization']:g}, chosen on a validation split of the "
+            "training data):"
+        )
+        print(evaluation_table(hybrid))
+
+    _stderr("demo: [4/5] recommending for three example users")
     data = load_prepared(data_dir)
     examples = example_users(model, data, n=3, k=5, seed=args.seed)
     drawn = examples[0].drawn if examples else "at random"
@@ -222,7 +234,11 @@ def _cmd_demo(args) -> int:
     c = meta["counts"]
     from walsrec.evaluation import ease_metrics
 
-    ease = ease_metrics(data.train.user_items, data.eval.user_items, k)
+    ease = (
+        hybrid["ease"]
+        if hybrid is not None
+        else ease_metrics(data.train.user_items, data.eval.user_items, k)
+    )
     report = write_report(
         workdir / "report.html",
         title="walsrec demo: news-site visits",

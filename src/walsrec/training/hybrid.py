@@ -10,8 +10,9 @@ out about ``validation_fraction`` of each user's training entries
 2. **β**: fit WALS on the rest with the run's settings (λ resolved), and score the blend
    of the two models' held-out rankings at each β of :data:`BLEND_GRID`, 0 included.
 
-``item_item = "auto"`` keeps EASE only where the best β is above 0; ``"on"`` keeps it
-whatever β is best among those above 0. The eval split is never read. The choice, every
+``item_item = "auto"`` keeps EASE only where the best β is above 0, and never for a model
+that fits the values (``targets = "values"``: the blend's standardised scores predict no
+rating); ``"on"`` keeps it whatever β is best among those above 0. The eval split is never read. The choice, every
 score compared and the seconds taken go to ``MODEL_DIR/item_item.json`` and the export.
 
 Cost: one EASE fit per λ_B tried (3–4 typically; 46 s each at 20,000 items with dense B in
@@ -36,7 +37,9 @@ __all__ = [
     "ITEM_REGULARIZATION_START",
     "HybridChoice",
     "choose_hybrid",
+    "export_item_item",
     "item_item_feasible",
+    "read_choice",
 ]
 
 #: β tried by ``blend_weight = "auto"``, ascending (0: WALS alone).
@@ -180,6 +183,13 @@ def choose_hybrid(
     started = time.perf_counter()
     metric = f"ndcg@{k}"
     x = sp.csr_matrix(user_items)
+    if item_item == "auto" and settings.get("targets") == "values":
+        return HybridChoice(
+            False,
+            reason="off: the model fits the values (targets 'values'), which the hybrid's "
+            "standardised scores would not predict; use item_item 'on' to blend anyway",
+            metric=metric,
+        )
     reason = item_item_feasible(*x.shape)
     if reason is not None:
         if item_item == "on":
@@ -352,3 +362,34 @@ def _sample_users(val: sp.csr_matrix, max_users: int, seed: int) -> sp.csr_matri
 
     positions = sample_positions(int(np.count_nonzero(np.diff(val.indptr))), max_users, seed)
     return val if positions is None else users_at(val, positions)
+
+
+def read_choice(path) -> HybridChoice:
+    """MODEL_DIR/item_item.json read back; a corrupt record is a DataFormatError naming it."""
+    import json
+
+    from walsrec.errors import DataFormatError
+
+    try:
+        return HybridChoice.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise DataFormatError(
+            f"{path}: not a record of the item-item choice ({exc}); use --overwrite to start over."
+        ) from None
+
+
+def export_item_item(choice: HybridChoice, user_items) -> tuple[dict, Any, float]:
+    """EASE of ``choice`` fitted on ``user_items``: model.json's ``item_item`` settings, the
+    weights B, and the seconds the fit took."""
+    from walsrec.model.ease import EASE
+
+    started = time.perf_counter()
+    ease = EASE(choice.item_regularization).fit(user_items)
+    settings = {
+        "blend_weight": choice.blend_weight,
+        "regularization": choice.item_regularization,
+        "form": ease.form_,
+        "density": ease.density if ease.form_ == "sparse" else None,
+        "choice": choice.to_dict(),
+    }
+    return settings, ease.weights_, time.perf_counter() - started

@@ -559,17 +559,11 @@ class _ItemItem:
         self.say, self.show_progress = say, show_progress
 
     def choice(self):
-        from walsrec.training.hybrid import HybridChoice
+        from walsrec.training.hybrid import HybridChoice, read_choice
 
         cfg = self.cfg
         if self.path.exists():
-            try:
-                choice = HybridChoice.from_dict(json.loads(self.path.read_text()))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise DataFormatError(
-                    f"{self.path}: not a record of the item-item choice ({exc}); use "
-                    "--overwrite to start over."
-                ) from None
+            choice = read_choice(self.path)
             self.say(f"item-item: {choice.reason} (as chosen before, {self.path.name})")
             return choice
         if cfg.item_item == "off":
@@ -616,25 +610,17 @@ class _ItemItem:
                 bar.close()
 
     def __call__(self):
-        from walsrec.model.ease import EASE
+        from walsrec.training.hybrid import export_item_item
 
         choice = self.choice()
         if not choice.item_item:
             return None
-        started = time.perf_counter()
-        ease = EASE(choice.item_regularization).fit(self.backend.user_items)
+        settings, weights, seconds = export_item_item(choice, self.backend.user_items)
         self.say(
-            f"item-item: EASE fitted on the training matrix ({ease.form_} weights, "
-            f"λ_B {choice.item_regularization:g}, {time.perf_counter() - started:.1f} s)"
+            f"item-item: EASE fitted on the training matrix ({settings['form']} weights, "
+            f"λ_B {choice.item_regularization:g}, {seconds:.1f} s)"
         )
-        settings = {
-            "blend_weight": choice.blend_weight,
-            "regularization": choice.item_regularization,
-            "form": ease.form_,
-            "density": ease.density if ease.form_ == "sparse" else None,
-            "choice": choice.to_dict(),
-        }
-        return settings, ease.weights_
+        return settings, weights
 
 
 def recorded_regularization(model_dir: Path) -> float:

@@ -26,9 +26,10 @@ What is recomputed and what is frozen:
   rows under another objective would make the model a mix of two. A full retrain
   (``walsrec pipeline``'s ``full_every``) chooses them again.
 - **recomputed** on the new data: the statistics that weigh entries (BM25's and TF-IDF's
-  users per item and row lengths, count-based column weights). New items and users need
-  them, and they follow the data; rows that are not solved keep the factors fitted under
-  the old statistics until a full sweep (``full_sweeps``) or a retrain.
+  users per item and row lengths, count-based column weights), and the hybrid's EASE
+  weights B (at the λ_B and β chosen in training, MODEL_DIR/item_item.json). New items
+  and users need them, and they follow the data; rows that are not solved keep the factors
+  fitted under the old statistics until a full sweep (``full_sweeps``) or a retrain.
 
 A run killed at any point leaves the previous export serving (checkpoints and exports
 are written to a temporary name and renamed); run again, it gives the model an
@@ -396,6 +397,20 @@ def _export(model_dir: Path, cfg, model, new, record: dict, say) -> Path | None:
     if held is not None:
         say(f"the newest export already holds this model: {held}")
         return held
+    item_item = None
+    if (model_dir / "item_item.json").exists():
+        from walsrec.training.hybrid import export_item_item, read_choice
+
+        choice = read_choice(model_dir / "item_item.json")
+        if choice.item_item:
+            # λ_B and β frozen, as λ is; B follows the new data, as BM25's statistics do
+            settings, weights, seconds = export_item_item(choice, new.train.user_items)
+            item_item = (settings, weights)
+            say(
+                f"item-item: EASE refitted on the new data ({settings['form']} weights, λ_B "
+                f"{choice.item_regularization:g} and β {choice.blend_weight:g} as trained, "
+                f"{seconds:.1f} s)"
+            )
     path = write_export(
         model_dir,
         user_factors=model.user_factors_,
@@ -407,6 +422,7 @@ def _export(model_dir: Path, cfg, model, new, record: dict, say) -> Path | None:
         metrics={**record.get("metrics", {}), "loss": record.get("loss")},
         training={"data": record["data"], "update": record},
         keep=cfg.keep_exports,
+        item_item=item_item,
     )
     say(f"exported {path}")
     return path

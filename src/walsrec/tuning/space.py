@@ -32,6 +32,13 @@ Conditional parameters are sampled only where they act: ``col_weight_factor`` wh
 ``confidence`` is not ``"constant"``, ``epsilon`` where it is ``"log"``, ``bm25_k1`` and
 ``bm25_b`` where it is ``"bm25"``, ``cg_steps`` where ``solver`` is ``"cg"``,
 ``unobserved_mass`` where ``unobserved_weight`` is ``"auto"``.
+
+The hybrid's ``blend_weight`` (β) and ``item_regularization`` (λ_B) may be searched too
+(a space file's ``blend_weight = {low = 0.0, high = 2.0}`` and ``item_regularization =
+{choices = [250.0, 500.0, 1000.0, 2000.0]}``): a trial with β > 0 is scored as the blend of
+its WALS fit with EASE fitted on the same split (λ_B 500 unless the space names it; each
+split's EASE weights are reused across trials with the same λ_B, so a few choices cost few
+fits). The default spaces leave them to train's validation (``--item-item auto``).
 """
 
 from __future__ import annotations
@@ -69,6 +76,10 @@ TUNABLE = {
     "cg_steps": int,
     "init_std": float,
     "dtype": str,
+    # the WALS + EASE hybrid (walsrec.training.hybrid): β and λ_B
+    "item_item": str,
+    "blend_weight": float,
+    "item_regularization": float,
 }
 
 # A parameter that only exists when another one takes one of some values:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -481,6 +482,50 @@ class _Objective:
         # the kernel threads of each of the ``jobs`` trials run at once
         self.threads = max(1, _total_threads(threads) // jobs)
         self.seed = seed
+        if self.metric == "rmse" and "blend_weight" in space.params:
+            raise InvalidParameterError(
+                "A search space with 'blend_weight' cannot be tuned on rmse: the hybrid ranks "
+                "items by standardised scores and predicts no values. Tune a ranking metric."
+            )
+        # EASE's weights of each (split, λ_B), reused by later trials: a few at a time
+        self._ease: dict[tuple[int, float], Any] = {}
+        self._ease_lock = threading.Lock()
+
+    def _ease_weights(self, fold: int, fit, lam: float):
+        from walsrec.model.ease import EASE
+
+        key = (fold, float(lam))
+        with self._ease_lock:
+            weights = self._ease.get(key)
+            if weights is None:
+                weights = EASE(lam).fit(fit).weights_
+                while len(self._ease) >= max(2, len(self.splits)):
+                    self._ease.pop(next(iter(self._ease)))
+                self._ease[key] = weights
+        return weights
+
+    def _hybrid_score(self, model, fold, fit, val, settings) -> float:
+        """The trial's blend of its WALS fit with EASE on the same split (β > 0)."""
+        from walsrec.metrics import evaluate_scorer
+        from walsrec.model.ease import binary_rows, blend, item_item_scores
+        from walsrec.training.hybrid import ITEM_REGULARIZATION_START
+
+        lam = settings.get("item_regularization", "auto")
+        lam = ITEM_REGULARIZATION_START if lam == "auto" else float(lam)
+        weights = self._ease_weights(fold, fit, lam)
+        rows = binary_rows(fit)
+        user_f = np.asarray(model.user_factors_, dtype=np.float32)
+        item_t = np.ascontiguousarray(np.asarray(model.item_factors_, dtype=np.float32).T)
+        beta = float(settings["blend_weight"])
+
+        def scorer(users):
+            return blend(user_f[users] @ item_t, item_item_scores(rows[users], weights), beta)
+
+        return float(
+            evaluate_scorer(scorer, fit, val, k=self.k, metrics=[self.metric], n_jobs=self.threads)[
+                self.metric
+            ]
+        )
 
     def __call__(self, trial) -> float:
         settings = self.space.sample(trial)
@@ -540,6 +585,9 @@ class _Objective:
                 every=self.evaluate_every if fold == 0 else None,
                 on_score=on_score,
             )
+            beta = settings.get("blend_weight", "auto")
+            if beta != "auto" and float(beta) > 0 and settings.get("item_item") != "off":
+                value = self._hybrid_score(model, fold, fit, val, settings)
             if math.isnan(value):
                 raise _UndefinedMetric(f"{self.metric} is undefined on the validation split")
         except (SingularSystemError, _UndefinedMetric) as exc:
