@@ -14,7 +14,7 @@ Two parts:
   visits and generated visits with a 20,000-item catalogue (the dense form's limit).
 
     python benchmarks/item_item.py [--parts quality,time] [--datasets ml100k,generated,epinions]
-                                   [--density 50] [--big-visits 1000000]
+                                   [--density 100] [--big-visits 1000000]
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="quality,time")
     parser.add_argument("--datasets", default="ml100k,generated,epinions")
-    parser.add_argument("--density", type=int, default=50)
+    parser.add_argument("--density", type=int, default=100)
     parser.add_argument("--big-visits", type=int, default=1_000_000)
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits

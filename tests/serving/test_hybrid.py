@@ -16,6 +16,7 @@ from walsrec.model import _reference as ref
 from walsrec.serving.app import ServiceSettings, create_app
 from walsrec.serving.export import read_export, write_export
 from walsrec.serving.model import load_model
+from walsrec.training.hybrid import BLEND_GRID
 
 from .conftest import make_export
 
@@ -71,7 +72,7 @@ def _check_list(result, model, scores, k, **rules):
 def test_the_export_keeps_b_and_the_choice(hybrid_model_dir, hybrid):
     record = json.loads((hybrid_model_dir / "item_item.json").read_text())
     assert record["item_item"] is True and record["item_regularization"] == 20.0
-    assert [b for b, _ in record["blend_scores"]] == [0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5]
+    assert [b for b, _ in record["blend_scores"]] == [b for b in BLEND_GRID if b > 0]
     best = max(record["blend_scores"], key=lambda p: (p[1], -p[0]))
     assert record["blend_weight"] == best[0] and record["seconds"] > 0
     settings = hybrid.meta["item_item"]

@@ -30,15 +30,18 @@ Two forms of B, both float32 by default:
   B's nDCG@10 at 50 entries per item on three public datasets, where the top 50 of each
   column kept 91–94% (benchmarks/README.md, "item-item").
 
-The factorisations run with BLAS on one thread: OpenBLAS's threaded Cholesky crashed the
-process (a segmentation fault) from about 15,800 items in float64 and 30,000 in float32
-on a 2-core machine (OpenMathLib/OpenBLAS#2562 reports the same).
+The Cholesky factorisations run with BLAS on one thread: OpenBLAS's threaded Cholesky
+crashed the process (a segmentation fault) from about 15,800 items in float64 and 30,000
+in float32 on a 2-core machine (OpenMathLib/OpenBLAS#2562 reports the same). The inverse
+from the factor (``potri``) ran safely on two threads up to 20,000 items in float64 and
+24,000 in float32, and uses BLAS's threads up to :data:`DENSE_MAX_ITEMS`.
 
 Kernels here are BLAS and LAPACK calls; their slow NumPy twins are in ``_reference.py``.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -68,9 +71,9 @@ DENSE_MAX_ITEMS = 20_000
 #: Largest smaller side of X (users or items) the sparse form factorises densely.
 SPARSE_MAX_SIDE = 30_000
 #: Entries of B kept per item on average in the sparse form.
-DEFAULT_DENSITY = 50
+DEFAULT_DENSITY = 100
 #: In the sparse form, a column keeps at most this many times ``density`` entries.
-COLUMN_CAP = 8
+COLUMN_CAP = 4
 EASE_FORMS = ("auto", "dense", "sparse")
 _BLOCK = 1024  # columns per block when building XᵀX and thresholding B
 
@@ -119,11 +122,15 @@ def _spd_inverse(a: np.ndarray, what: str) -> np.ndarray:
     potrf, potri = _lapack(a.dtype, "potrf"), _lapack(a.dtype, "potri")
     with single_blas_thread():
         c, info = potrf(a, lower=1, clean=0, overwrite_a=1)
-        if info != 0:
-            raise SingularSystemError(
-                f"{what} is not positive definite in {a.dtype} (Cholesky pivot {info} failed); "
-                "increase the item-item regularization."
-            )
+    if info != 0:
+        raise SingularSystemError(
+            f"{what} is not positive definite in {a.dtype} (Cholesky pivot {info} failed); "
+            "increase the item-item regularization."
+        )
+    # potri on BLAS's threads up to the dense form's size, where it was measured safe (it
+    # halves the inverse's time on 2 cores); one thread beyond, as potrf always
+    threads = nullcontext() if a.shape[0] <= DENSE_MAX_ITEMS else single_blas_thread()
+    with threads:
         p, info = potri(c, lower=1, overwrite_c=1)
     if info != 0:  # pragma: no cover - potri fails only on a zero pivot, caught above
         raise SingularSystemError(f"{what} could not be inverted (potri info {info}).")
@@ -278,7 +285,7 @@ class EASE:
         denser data wants more (``walsrec train --item-item`` chooses it on validation).
     form : {"auto", "dense", "sparse"}, default "auto"
         "auto": dense up to ``max_dense_items`` items, else sparse.
-    density : int, default 50
+    density : int, default 100
         Sparse form: entries of B kept per item on average.
     max_dense_items : int, default DENSE_MAX_ITEMS (20,000)
         Where "auto" switches to the sparse form; "dense" refuses larger catalogues.

@@ -61,6 +61,7 @@ class LocalBackend:
     def __init__(self) -> None:
         self.data: TrainingData | None = None
         self._bound = None
+        self.validation_model = None  # λ auto's fit on its first split, at the chosen λ
 
     def load_data(self, cfg, model_dir: Path) -> TrainingData:
         """The run's training (and eval) data, kept for the other methods."""
@@ -81,7 +82,10 @@ class LocalBackend:
         choose_regularization` on the training matrix, after train's default length."""
         from walsrec.training.regularization import choose_regularization
 
-        return choose_regularization(self.user_items, **_search_arguments(cfg, progress))
+        choice = choose_regularization(self.user_items, **_search_arguments(cfg, progress))
+        # the hybrid's choice scores β on the same first split with the same fit
+        self.validation_model = choice.validation_model
+        return choice
 
     def build(self, settings: dict[str, Any], **params: Any):
         """The estimator of ``settings`` (a TrainConfig's; "auto" weights and col_weights

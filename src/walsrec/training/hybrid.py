@@ -7,13 +7,15 @@ out about ``validation_fraction`` of each user's training entries
 
 1. **λ_B**: fit EASE on the rest with λ_B from a log grid (factors of 2 from 500,
    walking down then up while nDCG@k on the held-out entries improves);
-2. **β**: fit WALS on the rest with the run's settings (λ resolved), and score the blend
-   of the two models' held-out rankings at each β of :data:`BLEND_GRID`, 0 included.
+2. **β**: fit WALS on the rest with the run's settings (λ resolved; λ auto's own fit on
+   that split when λ was chosen in this run), and score the blend of the two models'
+   held-out rankings at each β of :data:`BLEND_GRID`, 0 included.
 
 ``item_item = "auto"`` keeps EASE only where the best β is above 0, and never for a model
 that fits the values (``targets = "values"``: the blend's standardised scores predict no
-rating); ``"on"`` keeps it whatever β is best among those above 0. The eval split is never read. The choice, every
-score compared and the seconds taken go to ``MODEL_DIR/item_item.json`` and the export.
+rating); ``"on"`` keeps it whatever β is best among those above 0. The eval split is
+never read. The choice, every score compared and the seconds taken go to
+``MODEL_DIR/item_item.json`` and the export.
 
 Cost: one EASE fit per λ_B tried (3–4 typically; 46 s each at 20,000 items with dense B in
 float32 on 2 cores), one WALS fit of train's default length, and one scoring pass.
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 #: β tried by ``blend_weight = "auto"``, ascending (0: WALS alone).
-BLEND_GRID = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+BLEND_GRID = (0.0, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0)
 #: where λ_B's search starts (Steck's value for MovieLens 20M, the best on MovieLens 100K)
 ITEM_REGULARIZATION_START = 500.0
 _LAMBDA_STEP = 2.0
@@ -147,6 +149,7 @@ def choose_hybrid(
     n_jobs: int | None = None,
     grid: Sequence[float] = BLEND_GRID,
     progress: Callable[[str, float, float], None] | None = None,
+    validation_model=None,
 ) -> HybridChoice:
     """Choose λ_B and β for the hybrid by validation on ``user_items`` (the training matrix).
 
@@ -171,6 +174,11 @@ def choose_hybrid(
     progress : callable, optional
         ``progress(what, value, score)`` after each λ_B ("item_regularization") and each β
         ("blend_weight").
+    validation_model : WALS, optional
+        λ auto's fit on the same validation split at the same λ
+        (:attr:`RegularizationChoice.validation_model
+        <walsrec.training.regularization.RegularizationChoice>`): used instead of fitting
+        WALS again when its λ is the run's.
 
     Returns
     -------
@@ -244,7 +252,10 @@ def choose_hybrid(
     if len(candidates) == 1:
         beta, beta_scores = candidates[0], {}
     else:
-        wals = _fit_wals(fit, settings, sweeps, seed, n_jobs)
+        reuse = validation_model is not None and float(
+            getattr(validation_model, "regularization", math.nan)
+        ) == float(settings.get("regularization", math.nan))
+        wals = validation_model if reuse else _fit_wals(fit, settings, sweeps, seed, n_jobs)
         beta_scores = _blend_scores(wals, weights, fit, val, candidates, k, n_jobs, progress)
         beta = max(beta_scores, key=lambda b: (beta_scores[b], -b))
     keep = beta > 0

@@ -604,6 +604,7 @@ class _ItemItem:
                 seed=cfg.seed,
                 n_jobs=cfg.threads,
                 progress=progress,
+                validation_model=getattr(self.backend, "validation_model", None),
             )
         finally:
             if bar is not None:

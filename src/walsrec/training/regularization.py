@@ -88,6 +88,9 @@ class RegularizationChoice:
     validated_users: int = 0
     fits: int = 0
     seconds: float = 0.0
+    #: on one machine, the first validation split's fit at the chosen λ (the hybrid's β is
+    #: scored on that split, :mod:`walsrec.training.hybrid`); not recorded
+    validation_model: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (NaN scores become None)."""
@@ -246,6 +249,7 @@ def _choose(folds, validated, scale, grid, start, patience, k, progress, started
         validated_users=validated,
         fits=len(search.scores) * len(folds),
         seconds=time.perf_counter() - started,
+        validation_model=None if math.isnan(best) else search.best_model,
     )
 
 
@@ -403,7 +407,10 @@ class _LocalFold:
     def score(self, lam: float, metric: str, k: int) -> float:
         est = self.estimator
         model = type(est)(**est.get_params()).set_params(regularization=lam)
-        return fit_and_score(model, self.fit, self.val, metric=metric, k=k, n_jobs=self.n_jobs)
+        self.last = None
+        value = fit_and_score(model, self.fit, self.val, metric=metric, k=k, n_jobs=self.n_jobs)
+        self.last = model  # the fitted model, kept by the search while it is the best
+        return value
 
 
 class _DaskFold:
@@ -465,6 +472,7 @@ class _Search:
         self.k = k
         self.progress = progress
         self.scores: dict[float, float] = {}  # λ -> validation score, in the order tried
+        self.best_model = None  # the first split's fit at the best λ so far (one machine)
 
     def score(self, i: int) -> float:
         """The mean score of ``lams[i]`` over the splits (NaN where no split scores it)."""
@@ -492,12 +500,14 @@ class _Search:
             return not math.isnan(a) and (math.isnan(b) or a > b)
 
         best_i, best = first, self.score(first)
+        self.best_model = getattr(self.folds[0], "last", None)
         for step in (-1, 1):
             i, behind = first + step, 0
             while 0 <= i < len(self.lams) and behind < patience:
                 value = self.score(i)
                 if better(value, best):
                     best_i, best, behind = i, value, 0
+                    self.best_model = getattr(self.folds[0], "last", None)
                 else:
                     behind += 1
                 i += step
