@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # public name -> (module, attribute); attribute None means the module itself.
 _LAZY = {
     "WALS": ("walsrec.model.wals", "WALS"),
+    "EASE": ("walsrec.model.ease", "EASE"),
     "Interactions": ("walsrec.data.interactions", "Interactions"),
     "Vocabulary": ("walsrec.data.vocabulary", "Vocabulary"),
     "read_tfrecords": ("walsrec.data.tfrecord", "read_tfrecords"),
@@ -37,6 +38,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "EASE",
     "WALS",
     "DaskWALS",
     "Interactions",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from walsrec.distributed.prepare import prepare
     from walsrec.distributed.wals import DaskWALS
     from walsrec.evaluation import evaluate_export
+    from walsrec.model.ease import EASE
     from walsrec.model.wals import WALS
     from walsrec.pipeline import run_pipeline
     from walsrec.serving.model import Recommendations, Recommender, load_model

@@ -62,17 +62,20 @@ def test_users_form_columns_equal_the_items_form():
 def test_sparse_weights_are_the_twins_selection(shape):
     x = _matrix(*shape, 0.1, 5)
     got = ease.ease_sparse(ease.binary_rows(x, np.float64), 5.0, density=10, dtype=np.float64)
-    want = ref.ease_threshold(ref.ease_weights(x, 5.0), 10, ease.COLUMN_CAP)
+    want = ref.ease_threshold(ref.ease_weights(x, 5.0), 10)
     assert got.nnz == np.count_nonzero(want) == 10 * shape[1]
     np.testing.assert_allclose(got.toarray(), want, atol=1e-12 * np.abs(want).max())
 
 
-def test_sparse_form_caps_each_column():
+def test_sparse_form_keeps_the_largest_weights_across_blocks(monkeypatch):
+    """Columns come in blocks of 7 here: the running pool keeps exactly the global
+    largest, as the threshold over the whole of B does."""
+    monkeypatch.setattr(ease, "_BLOCK", 7)
     x = _matrix(300, 120, 0.3, 6)
-    got = ease.EASE(5.0, form="sparse", density=1, dtype="float64").fit(x).weights_
-    per_column = np.diff(got.tocsc().indptr)
-    assert per_column.max() <= ease.COLUMN_CAP
-    assert got.nnz == 120
+    got = ease.EASE(5.0, form="sparse", density=3, dtype="float64").fit(x).weights_
+    want = ref.ease_threshold(ref.ease_weights(x, 5.0), 3)
+    assert got.nnz == 360
+    np.testing.assert_allclose(got.toarray(), want, atol=1e-12)
 
 
 def test_scores_are_rows_times_weights():

@@ -100,16 +100,10 @@ def ease_weights(x, lam):
     return b
 
 
-def ease_threshold(b, density, column_cap):
-    """The sparse form's selection on a dense B (twin of ``ease.ease_sparse``): each
-    column's ``column_cap × density`` largest |B_ij|, then the ``density × n`` largest."""
+def ease_threshold(b, density):
+    """The sparse form's selection on a dense B (twin of ``ease.ease_sparse``): the
+    ``density × n`` entries largest in magnitude, ties at the threshold kept."""
     n = b.shape[0]
-    cap = min(n, column_cap * density)
-    pool = np.zeros_like(b, dtype=bool)
-    for j in range(n):
-        order = np.argsort(-np.abs(b[:, j]), kind="stable")[:cap]
-        pool[order, j] = True
-    mags = np.where(pool, np.abs(b), -1.0)
-    keep_n = min(int(pool.sum()), density * n)
-    tau = np.sort(mags.ravel())[::-1][keep_n - 1]
-    return np.where(pool & (mags >= tau) & (mags > 0), b, 0.0)
+    mags = np.abs(b).ravel()
+    tau = np.sort(mags)[::-1][density * n - 1]
+    return np.where((np.abs(b) >= tau) & (np.abs(b) > 0), b, 0.0)

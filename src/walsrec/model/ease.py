@@ -23,12 +23,13 @@ Two forms of B, both float32 by default:
   identity.
 - **sparse** (up to :data:`SPARSE_MAX_SIDE` on the smaller side of X): the exact columns
   of B computed block by block, and only the ``density`` × n_items entries of largest
-  magnitude kept, as one global threshold (the rule of SANSA, Spišák et al. 2023), each
-  column keeping at most ``COLUMN_CAP × density`` of them. When there are more items than
+  magnitude kept, as one global threshold (the rule of SANSA, Spišák et al. 2023). When
+  there are more items than
   users the columns come through the users (Woodbury's identity: no n_items² array):
-  with K = XXᵀ + λI, P_J = (E_J − Xᵀ K⁻¹ X_J)/λ. A global threshold kept 98.5–100% of dense
-  B's nDCG@10 at 50 entries per item on three public datasets, where the top 50 of each
-  column kept 91–94% (benchmarks/README.md, "item-item").
+  with K = XXᵀ + λI, P_J = (E_J − Xᵀ K⁻¹ X_J)/λ. At 100 entries per item the global
+  threshold kept 98.9–99.8% of exact B's nDCG@10 on three public datasets, where keeping
+  the largest entries of each column (top-m per column) kept 91–96%
+  (benchmarks/README.md, "item_item.py").
 
 The Cholesky factorisations run with BLAS on one thread: OpenBLAS's threaded Cholesky
 crashed the process (a segmentation fault) from about 15,800 items in float64 and 30,000
@@ -51,7 +52,6 @@ from walsrec._checks import check_int, check_option, check_real
 from walsrec.errors import InvalidParameterError, SingularSystemError
 
 __all__ = [
-    "COLUMN_CAP",
     "DEFAULT_DENSITY",
     "DENSE_MAX_ITEMS",
     "EASE",
@@ -61,6 +61,7 @@ __all__ = [
     "blend",
     "ease_dense",
     "ease_sparse",
+    "gram_matrix",
     "item_item_scores",
     "standardize_rows",
 ]
@@ -72,8 +73,6 @@ DENSE_MAX_ITEMS = 20_000
 SPARSE_MAX_SIDE = 30_000
 #: Entries of B kept per item on average in the sparse form.
 DEFAULT_DENSITY = 100
-#: In the sparse form, a column keeps at most this many times ``density`` entries.
-COLUMN_CAP = 4
 EASE_FORMS = ("auto", "dense", "sparse")
 _BLOCK = 1024  # columns per block when building XᵀX and thresholding B
 
@@ -92,6 +91,11 @@ def binary_rows(x: sp.spmatrix, dtype=np.float32) -> sp.csr_matrix:
         out.sum_duplicates()
         out.data[:] = 1
     return out
+
+
+def gram_matrix(x: sp.spmatrix, dtype=np.float32) -> np.ndarray:
+    """XᵀX of the binary CSR matrix ``x``, dense (Fortran order), for :func:`ease_dense`."""
+    return _dense_gram(sp.csr_matrix(x), np.dtype(dtype).type, 0.0)
 
 
 def _dense_gram(x: sp.csr_matrix, dtype, lam: float) -> np.ndarray:
@@ -143,15 +147,23 @@ def _spd_inverse(a: np.ndarray, what: str) -> np.ndarray:
     return p
 
 
-def ease_dense(x: sp.spmatrix, regularization: float, dtype=np.float32) -> np.ndarray:
+def ease_dense(
+    x: sp.spmatrix, regularization: float, dtype=np.float32, gram: np.ndarray | None = None
+) -> np.ndarray:
     """Dense EASE weights B (n_items × n_items, C-contiguous, zero diagonal) of the binary
     CSR matrix ``x``: B_ij = −P_ij / P_jj, P = (XᵀX + λI)⁻¹. O(n_items³) time, one n_items²
-    array of ``dtype``.
+    array of ``dtype``. ``gram``: XᵀX already computed (:func:`gram_matrix`; copied), for
+    fits of the same ``x`` at several λ.
 
     Raises :class:`~walsrec.errors.SingularSystemError` when XᵀX + λI is not numerically
     positive definite (λ far too small for ``dtype``)."""
     dtype = np.dtype(dtype).type
-    p = _spd_inverse(_dense_gram(x, dtype, regularization), "XᵀX + λI")
+    if gram is None:
+        a = _dense_gram(x, dtype, regularization)
+    else:
+        a = np.array(gram, dtype=dtype, order="F", copy=True)
+        a[np.diag_indices(a.shape[0])] += dtype(regularization)
+    p = _spd_inverse(a, "XᵀX + λI")
     # p is symmetric: its Fortran buffer read in C order is P itself
     b = p.T
     scale = (-1.0 / np.diagonal(b).astype(np.float64)).astype(dtype)
@@ -203,9 +215,13 @@ def ease_sparse(
     x: sp.spmatrix, regularization: float, density: int = DEFAULT_DENSITY, dtype=np.float32
 ) -> sp.csr_matrix:
     """Sparse EASE weights: the ``density`` × n_items entries of exact B largest in magnitude
-    (one global threshold; each column keeps at most ``COLUMN_CAP × density``), as CSR
-    (row = the item a user has, column = the item scored). Through the items when there are
-    at least as many users as items, else through the users."""
+    (one global threshold; ties at the threshold kept), as CSR (row = the item a user has,
+    column = the item scored). Through the items when there are at least as many users as
+    items, else through the users.
+
+    The columns come block by block; a block's entries above the running threshold join a
+    pool, which is cut back to the largest ``density`` × n_items whenever it doubles: the
+    kept entries are exactly the global largest, in O(density × n_items) memory."""
     dtype = np.dtype(dtype).type
     n_users, n_items = x.shape
     blocks = (
@@ -213,29 +229,29 @@ def ease_sparse(
         if n_items <= n_users
         else _column_blocks_users(x, regularization, dtype)
     )
-    cap = min(n_items, COLUMN_CAP * density)
-    rows, cols, vals = [], [], []
+    keep_n = density * n_items
+    index = np.int32 if n_items < 2**31 else np.int64
+    rows = np.zeros(0, dtype=index)
+    cols = np.zeros(0, dtype=index)
+    vals = np.zeros(0, dtype=dtype)
+    tau = 0.0  # every kept entry is > 0 in magnitude and >= the pool's threshold
+
+    def cut(rows, cols, vals):
+        mags = np.abs(vals)
+        threshold = np.partition(mags, mags.size - keep_n)[mags.size - keep_n]
+        keep = mags >= threshold
+        return rows[keep], cols[keep], vals[keep], float(threshold)
+
     for lo, block in blocks:
-        width = block.shape[1]
-        if cap < n_items:
-            top = np.argpartition(-np.abs(block), cap - 1, axis=0)[:cap]
-        else:
-            top = np.broadcast_to(np.arange(n_items)[:, None], (n_items, width))
-        v = np.take_along_axis(block, top, axis=0)
-        rows.append(top.ravel(order="F").astype(np.int64))
-        cols.append(np.repeat(np.arange(lo, lo + width, dtype=np.int64), top.shape[0]))
-        vals.append(v.ravel(order="F"))
-    rows_a, cols_a, vals_a = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
-    keep_n = min(vals_a.size, density * n_items)
-    mags = np.abs(vals_a)
-    if keep_n < vals_a.size:
-        tau = np.partition(mags, vals_a.size - keep_n)[vals_a.size - keep_n]
-        keep = (mags >= tau) & (mags > 0)
-    else:
-        keep = mags > 0
-    out = sp.csr_matrix(
-        (vals_a[keep].astype(dtype), (rows_a[keep], cols_a[keep])), shape=(n_items, n_items)
-    )
+        r, c = np.nonzero(np.abs(block) > tau)
+        rows = np.concatenate([rows, r.astype(index)])
+        cols = np.concatenate([cols, (c + lo).astype(index)])
+        vals = np.concatenate([vals, block[r, c].astype(dtype)])
+        if vals.size > 2 * keep_n:
+            rows, cols, vals, tau = cut(rows, cols, vals)
+    if vals.size > keep_n:
+        rows, cols, vals, tau = cut(rows, cols, vals)
+    out = sp.csr_matrix((vals, (rows, cols)), shape=(n_items, n_items))
     out.sum_duplicates()
     out.sort_indices()
     return out

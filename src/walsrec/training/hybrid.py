@@ -186,6 +186,7 @@ def choose_hybrid(
     """
     from walsrec.data.split import validation_split
     from walsrec.metrics import evaluate_scorer
+    from walsrec.model import ease
     from walsrec.model.ease import EASE, item_item_scores
 
     started = time.perf_counter()
@@ -225,10 +226,18 @@ def choose_hybrid(
             False, reason="off: no user has two or more training entries to validate on"
         )
 
+    # the dense form's fits at every λ_B share XᵀX (one more n_items² array meanwhile)
+    dense = x.shape[1] <= ease.DENSE_MAX_ITEMS
+    fit_rows = ease.binary_rows(fit)
+    gram = ease.gram_matrix(fit_rows) if dense else None
+
     def ease_score(lam: float) -> tuple[float, Any]:
-        model = EASE(lam).fit(fit)
+        if dense:
+            weights = ease.ease_dense(fit_rows, lam, np.float32, gram=gram)
+        else:
+            weights = EASE(lam).fit(fit).weights_
         score = evaluate_scorer(
-            lambda users: item_item_scores(fit[users], model.weights_),
+            lambda users: item_item_scores(fit_rows[users], weights),
             fit,
             val,
             k=k,
@@ -237,7 +246,7 @@ def choose_hybrid(
         )[metric]
         if progress is not None:
             progress("item_regularization", lam, score)
-        return float(score), model.weights_
+        return float(score), weights
 
     lam_scores: dict[float, float] = {}
     if item_regularization == "auto":
@@ -246,6 +255,7 @@ def choose_hybrid(
         lam_b = float(item_regularization)
         score, weights = ease_score(lam_b)
         lam_scores[lam_b] = score
+    gram = None  # free XᵀX before WALS and the β pass
     candidates = [float(b) for b in grid] if blend_weight == "auto" else [float(blend_weight)]
     if item_item == "on":
         candidates = [b for b in candidates if b > 0] or candidates
@@ -333,9 +343,10 @@ def _blend_scores(wals, weights, fit, val, betas, k, n_jobs, progress) -> dict[f
     users, each chunk's two score blocks computed once and standardised, every β ranked."""
     from walsrec._threads import single_blas_thread
     from walsrec.metrics import evaluate_scorer
-    from walsrec.model.ease import item_item_scores, standardize_rows
+    from walsrec.model.ease import binary_rows, item_item_scores, standardize_rows
 
     metric = f"ndcg@{k}"
+    rows = binary_rows(fit)
     users = np.flatnonzero(np.diff(val.indptr))
     n_items = fit.shape[1]
     chunk = max(1, _CHUNK_BYTES // (8 * max(1, n_items)))
@@ -347,7 +358,7 @@ def _blend_scores(wals, weights, fit, val, betas, k, n_jobs, progress) -> dict[f
         part = users[lo : lo + chunk]
         with single_blas_thread():
             zw = standardize_rows(user_f[part] @ item_t)
-        ze = standardize_rows(item_item_scores(fit[part], weights))
+        ze = standardize_rows(item_item_scores(rows[part], weights))
         sub_fit, sub_val = fit[part], val[part]
         for beta in betas:
             block = zw + np.float32(beta) * ze if beta else zw
