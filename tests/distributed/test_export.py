@@ -334,7 +334,7 @@ def test_predict_dask_refuses_to_write_into_the_model(client, trained):
         predict_dask(client, on_dask.model_dir, on_dask.model_dir / "top")
 
 
-def test_predict_dask_serves_the_hybrid_as_one_file(client, trained, tmp_path):
+def test_predict_dask_serves_the_hybrid_as_one_file(client, trained, data_dir, tmp_path):
     """An export with EASE's weights (trained on one machine): each task's users are
     ranked by the blend, as batch prediction in one process ranks them."""
     from walsrec.distributed.predict import predict_dask
@@ -364,6 +364,10 @@ def test_predict_dask_serves_the_hybrid_as_one_file(client, trained, tmp_path):
     for shard in info["shards"]:
         lines += open(shard).read().splitlines()[1:]
     assert lines == (tmp_path / "all.csv").read_text().splitlines()[1:]
+    from walsrec.evaluation import evaluate_export
+
+    with pytest.raises(InvalidParameterError, match=r"blends WALS with EASE's item-item weights"):
+        evaluate_export(path, data_dir, client=client)
     model = load_model(path)
     first = model.recommend(model.users.id(0), k=4)
     plain = load_model(one.export_path).recommend(model.users.id(0), k=4)

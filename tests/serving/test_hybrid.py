@@ -142,6 +142,8 @@ def test_the_service_answers_with_the_hybrid(hybrid_model_dir, hybrid):
         r = c.get(f"/recommendations/{uid}", params={"k": 4})
         assert r.status_code == 200
         assert [x["item"] for x in r.json()["items"]] == hybrid.recommend(uid, k=4).items
+        info = c.get("/model").json()
+        assert info["item_item"]["blend_weight"] == hybrid.blend_weight
         item = hybrid.items.id(2)
         r = c.get(f"/similar/{item}", params={"k": 3, "method": "item-item"})
         assert r.status_code == 200

@@ -255,6 +255,12 @@ def evaluate_export_dask(
 
     root = resolve_export(model)
     meta = read_model_json(root / "model.json")
+    if meta.get("item_item") is not None:
+        raise InvalidParameterError(
+            f"The export {root} blends WALS with EASE's item-item weights (the hybrid), which "
+            "evaluate scores in one process: run it without --dask (the workers would score "
+            "the WALS part alone)."
+        )
     data = check_prepared(data)
     if not (data / "eval" / "native" / "user_items.json").is_file():
         raise DataFormatError(

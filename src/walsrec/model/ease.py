@@ -27,8 +27,7 @@ Two forms of B, both float32 by default:
   there are more items than
   users the columns come through the users (Woodbury's identity: no n_items² array):
   with K = XXᵀ + λI, P_J = (E_J − Xᵀ K⁻¹ X_J)/λ. At 100 entries per item the global
-  threshold kept 98.9–99.8% of exact B's nDCG@10 on three public datasets, where keeping
-  the largest entries of each column (top-m per column) kept 91–96%
+  threshold kept 98.7–100.6% of exact B's nDCG@10 on three public datasets
   (benchmarks/README.md, "item_item.py").
 
 The Cholesky factorisations run with BLAS on one thread: OpenBLAS's threaded Cholesky
@@ -118,19 +117,28 @@ def _lapack(dtype, name: str):
     return getattr(lapack, ("s" if dtype == np.float32 else "d") + name)
 
 
-def _spd_inverse(a: np.ndarray, what: str) -> np.ndarray:
-    """The inverse of the symmetric positive definite Fortran-ordered ``a``, in place
-    (``potrf`` then ``potri`` on one BLAS thread), both triangles filled."""
+def _cholesky(a: np.ndarray, what: str) -> np.ndarray:
+    """The lower Cholesky factor of the symmetric positive definite Fortran-ordered ``a``,
+    in place, on one BLAS thread (the threaded one crashed: see the module docstring)."""
     from walsrec._threads import single_blas_thread
 
-    potrf, potri = _lapack(a.dtype, "potrf"), _lapack(a.dtype, "potri")
     with single_blas_thread():
-        c, info = potrf(a, lower=1, clean=0, overwrite_a=1)
+        c, info = _lapack(a.dtype, "potrf")(a, lower=1, clean=0, overwrite_a=1)
     if info != 0:
         raise SingularSystemError(
             f"{what} is not positive definite in {a.dtype} (Cholesky pivot {info} failed); "
             "increase the item-item regularization."
         )
+    return c
+
+
+def _spd_inverse(a: np.ndarray, what: str) -> np.ndarray:
+    """The inverse of the symmetric positive definite Fortran-ordered ``a``, in place
+    (``potrf`` on one BLAS thread, then ``potri``), both triangles filled."""
+    from walsrec._threads import single_blas_thread
+
+    potri = _lapack(a.dtype, "potri")
+    c = _cholesky(a, what)
     # potri on BLAS's threads up to the dense form's size, where it was measured safe (it
     # halves the inverse's time on 2 cores); one thread beyond, as potrf always
     threads = nullcontext() if a.shape[0] <= DENSE_MAX_ITEMS else single_blas_thread()
@@ -188,15 +196,8 @@ def _column_blocks_users(x, lam, dtype):
     n_items = x.shape[1]
     xt = x.T.tocsr()
     kmat = _dense_gram(xt, dtype, lam)  # XXᵀ + λI
-    potrf = _lapack(kmat.dtype, "potrf")
     potrs = _lapack(kmat.dtype, "potrs")
-    with single_blas_thread():
-        c, info = potrf(kmat, lower=1, clean=0, overwrite_a=1)
-    if info != 0:
-        raise SingularSystemError(
-            f"XXᵀ + λI is not positive definite in {kmat.dtype} (Cholesky pivot {info} "
-            "failed); increase the item-item regularization."
-        )
+    c = _cholesky(kmat, "XXᵀ + λI")
     xc = x.tocsc()
     for lo in range(0, n_items, _BLOCK):
         hi = min(n_items, lo + _BLOCK)
