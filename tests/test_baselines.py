@@ -76,3 +76,23 @@ def test_ease_beats_most_popular_on_movielens(shared_data):
     pop = evaluate_scorer(popularity_baseline(train), train, held, metrics=["ndcg@10"])
     # the issue's figure under a per-user split is 0.480; most-popular 0.250
     assert ease["ndcg@10"] > 0.45 and ease["ndcg@10"] > pop["ndcg@10"] + 0.15
+
+
+def test_eases_cholesky_runs_on_one_blas_thread(monkeypatch):
+    """OpenBLAS's threaded Cholesky crashed the process from about 15,800 items: the
+    baseline factorises with BLAS limited to one thread, through the items and the users."""
+    import scipy.linalg
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    real = scipy.linalg.cho_factor
+
+    def spy(*args, **kwargs):
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        seen.append(max(blas, default=1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.linalg, "cho_factor", spy)
+    ease_baseline(sp.random(60, 20, density=0.3, format="csr", random_state=0), 5.0)
+    ease_baseline(sp.random(20, 60, density=0.3, format="csr", random_state=0), 5.0)
+    assert seen == [1, 1]

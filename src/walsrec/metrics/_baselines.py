@@ -11,8 +11,7 @@ well-tuned WALS (benchmarks/README.md), so a model that trails it by much is wor
 It needs a dense inverse of XᵀX + λI (n_items²), or, when there are more items than users,
 of XXᵀ + λI (n_users², by Woodbury's identity, plus an n_users × n_items score matrix):
 O(min(n_users, n_items)³) time and a few min(n_users, n_items)² float64 matrices of memory
-(3.2 GB each at 20,000; the item form keeps one float32 n_items² array), hence
-``max_items``.
+(3.2 GB each at 20,000), hence ``max_items``.
 """
 
 from __future__ import annotations
@@ -95,8 +94,8 @@ def ease_baseline(
 
 def _spd_inverse_solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """gram⁻¹ · rhs for a symmetric positive definite ``gram`` (overwritten), with BLAS on
-    one thread: OpenBLAS's threaded Cholesky crashes from about 15,800 rows on 2 cores
-    (:mod:`walsrec.model.ease`)."""
+    one thread: OpenBLAS's threaded Cholesky crashed the process from about 15,800 rows in
+    float64 on a 2-core machine (see :mod:`walsrec.model.ease`)."""
     from walsrec._threads import single_blas_thread
 
     with single_blas_thread():
@@ -105,12 +104,17 @@ def _spd_inverse_solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 def _ease_items(binary, lam: float):
-    """The item form: B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹, in float32
-    (:func:`walsrec.model.ease.ease_dense`: n_items² float32, potrf + potri)."""
-    from walsrec.model.ease import ease_dense
-
+    """The item form: B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹ (n_items²). The served
+    hybrid's EASE (:mod:`walsrec.model.ease`) computes the same B by potrf + potri in
+    float32; this float64 solve stays independent of it."""
+    n_items = binary.shape[1]
+    gram = (binary.T @ binary).toarray()
+    gram[np.diag_indices_from(gram)] += lam
+    p = _spd_inverse_solve(gram, np.eye(n_items))
+    weights = (p / -np.diag(p)[None, :]).astype(np.float32)
+    del p
+    np.fill_diagonal(weights, 0.0)
     rows = binary.astype(np.float32)
-    weights = ease_dense(rows, lam, np.float32)
 
     def scorer(user_indices: np.ndarray) -> np.ndarray:
         return np.asarray(rows[np.asarray(user_indices)] @ weights, dtype=np.float32)
