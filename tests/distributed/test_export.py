@@ -337,26 +337,16 @@ def test_predict_dask_refuses_to_write_into_the_model(client, trained):
 def test_predict_dask_serves_the_hybrid_as_one_file(client, trained, data_dir, tmp_path):
     """An export with EASE's weights (trained on one machine): each task's users are
     ranked by the blend, as batch prediction in one process ranks them."""
+    from tests._exports import with_item_item
     from walsrec.distributed.predict import predict_dask
     from walsrec.model.ease import EASE
-    from walsrec.serving.export import write_export
     from walsrec.serving.model import load_model
     from walsrec.serving.predict import predict
 
     one, _ = trained
-    ex = read_export(one.export_path)
-    path = write_export(
-        tmp_path / "model",
-        user_factors=ex.user_factors,
-        item_factors=ex.item_factors,
-        users=ex.users,
-        items=ex.items,
-        user_items=ex.user_items,
-        hyperparameters=ex.meta["hyperparameters"],
-        item_item=(
-            {"blend_weight": 0.7, "regularization": 5.0, "form": "dense"},
-            EASE(5.0).fit(ex.user_items).weights_,
-        ),
+    weights = EASE(5.0).fit(read_export(one.export_path).user_items).weights_
+    path = with_item_item(
+        one.export_path, tmp_path / "model", weights, beta=0.7, regularization=5.0
     )
     predict(path, tmp_path / "all.csv", k=4)
     info = predict_dask(client, path, tmp_path / "shards", k=4, partitions=3)

@@ -10,11 +10,12 @@ import pytest
 import scipy.sparse as sp
 from fastapi.testclient import TestClient
 
+from tests._exports import with_item_item
 from tests._ranking import lexsort_top
 from walsrec.errors import DataFormatError, InvalidParameterError
 from walsrec.model import _reference as ref
 from walsrec.serving.app import ServiceSettings, create_app
-from walsrec.serving.export import read_export, write_export
+from walsrec.serving.export import read_export
 from walsrec.serving.model import load_model
 from walsrec.training.hybrid import BLEND_GRID
 
@@ -168,25 +169,7 @@ def test_similar_items_by_b_needs_b(tmp_path):
 
 
 def _hybrid_export(tmp_path, weights, beta=0.5):
-    path = make_export(tmp_path)
-    ex = read_export(path)
-    return write_export(
-        tmp_path,
-        user_factors=ex.user_factors,
-        item_factors=ex.item_factors,
-        users=ex.users,
-        items=ex.items,
-        user_items=ex.user_items,
-        hyperparameters=ex.meta["hyperparameters"],
-        item_item=(
-            {
-                "blend_weight": beta,
-                "regularization": 3.0,
-                "form": "sparse" if sp.issparse(weights) else "dense",
-            },
-            weights,
-        ),
-    )
+    return with_item_item(make_export(tmp_path), tmp_path, weights, beta=beta, regularization=3.0)
 
 
 def test_a_sparse_b_is_served_exactly(tmp_path):
