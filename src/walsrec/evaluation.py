@@ -145,7 +145,7 @@ def evaluate_export(
     }
     if export.item_weights is not None:
         result.update(_hybrid_metrics(export, train, heldout, k, n_jobs, ease is not False))
-        result["wals"] = scores
+        result["wals"] = json_safe(scores)
         return result
     scores = ease_metrics(
         train, heldout, k, n_jobs, ease=ease, ease_regularization=ease_regularization

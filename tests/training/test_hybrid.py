@@ -170,3 +170,67 @@ def test_item_item_off_and_bad_flags(data_dir, tmp_path, capsys):
     assert main([*base, "--model-dir", str(tmp_path / "x"), "--item-item", "on",
                  "--dask", "local:1"]) == 2  # fmt: skip
     assert "'item_item' setting of train cannot be 'on' with 'dask'" in capsys.readouterr().err
+
+
+def test_a_lambda_b_that_cannot_be_factorised_is_never_chosen(monkeypatch):
+    import walsrec.model.ease as ease
+    from walsrec.errors import SingularSystemError
+
+    real = ease.ease_dense
+
+    def fragile(x, lam, dtype=np.float32, gram=None):
+        if lam < 400:
+            raise SingularSystemError("not positive definite")
+        return real(x, lam, dtype, gram=gram)
+
+    monkeypatch.setattr(ease, "ease_dense", fragile)
+    x = _visits()
+    choice = choose_hybrid(x, SETTINGS, sweeps=2, item_item="on")
+    assert np.isnan(choice.regularization_scores[250.0])
+    assert choice.item_regularization >= 500.0 and choice.item_item
+    monkeypatch.setattr(ease, "ease_dense", lambda *a, **k: fragile(a[0], 1.0))
+    off = choose_hybrid(x, SETTINGS, sweeps=2)
+    assert not off.item_item
+    assert off.reason == "off: EASE could not be fitted in float32 at any λ_B tried"
+    with pytest.raises(InvalidParameterError, match=r"not positive definite in float32 at any"):
+        choose_hybrid(x, SETTINGS, sweeps=2, item_item="on")
+
+
+def test_a_corrupt_record_is_an_error_naming_it(tmp_path):
+    from walsrec.errors import DataFormatError
+    from walsrec.training.hybrid import read_choice
+
+    path = tmp_path / "item_item.json"
+    record = HybridChoice(True, 0.5, 100.0, reason="auto").to_dict()
+    path.write_text(json.dumps({**record, "blend_weight": -1}))
+    with pytest.raises(DataFormatError, match=r"item_item\.json: not a record of the item-item"):
+        read_choice(path)
+    path.write_text(json.dumps({**record, "item_regularization": None}))
+    with pytest.raises(DataFormatError, match=r"'item_regularization' must be finite numbers"):
+        read_choice(path)
+    path.write_text(json.dumps(record))
+    assert read_choice(path).blend_weight == 0.5
+
+
+def test_a_recorded_hybrid_resumed_on_dask_exports_wals_alone(tmp_path):
+    from walsrec.training.loop import _ItemItem
+
+    (tmp_path / "item_item.json").write_text(
+        json.dumps(HybridChoice(True, 0.5, 100.0, reason="auto").to_dict())
+    )
+
+    class Dask:
+        user_items = None
+        validation_model = None
+
+    said = []
+    part = _ItemItem(None, Dask(), None, tmp_path, said.append, False)
+    assert part() is None
+    assert said[-1].startswith("item-item: the recorded choice keeps EASE, but EASE is fitted")
+
+
+def test_on_with_a_blend_weight_of_zero_is_refused():
+    from walsrec.training.config import TrainConfig
+
+    with pytest.raises(InvalidParameterError, match=r"'blend_weight' setting of train is 0"):
+        TrainConfig(model_dir="m", data="d", item_item="on", blend_weight=0.0).validate()

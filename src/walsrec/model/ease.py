@@ -181,11 +181,17 @@ def ease_dense(
     return b
 
 
+def _block_width(n_items: int) -> int:
+    """Columns per block of B: at most ``_BLOCK``, and about 128 MiB of float64 at most."""
+    return max(1, min(_BLOCK, 2**27 // (8 * max(1, n_items))))
+
+
 def _column_blocks_items(x, lam, dtype):
     """Blocks (lo, B[:, lo:hi]) of exact B through the items (P = (XᵀX + λI)⁻¹)."""
     b = ease_dense(x, lam, dtype)
-    for lo in range(0, b.shape[1], _BLOCK):
-        yield lo, b[:, lo : lo + _BLOCK]
+    width = _block_width(b.shape[1])
+    for lo in range(0, b.shape[1], width):
+        yield lo, b[:, lo : lo + width]
 
 
 def _column_blocks_users(x, lam, dtype):
@@ -199,8 +205,9 @@ def _column_blocks_users(x, lam, dtype):
     potrs = _lapack(kmat.dtype, "potrs")
     c = _cholesky(kmat, "XXᵀ + λI")
     xc = x.tocsc()
-    for lo in range(0, n_items, _BLOCK):
-        hi = min(n_items, lo + _BLOCK)
+    width = _block_width(n_items)
+    for lo in range(0, n_items, width):
+        hi = min(n_items, lo + width)
         xj = np.asfortranarray(xc[:, lo:hi].toarray(), dtype=dtype)
         with single_blas_thread():
             z, _ = potrs(c, xj.copy(order="F"), lower=1, overwrite_b=1)
@@ -235,7 +242,7 @@ def ease_sparse(
     rows = np.zeros(0, dtype=index)
     cols = np.zeros(0, dtype=index)
     vals = np.zeros(0, dtype=dtype)
-    tau = 0.0  # every kept entry is > 0 in magnitude and >= the pool's threshold
+    tau = 0.0  # the pool's threshold: every entry kept is >= it (and non-zero)
 
     def cut(rows, cols, vals):
         mags = np.abs(vals)
@@ -244,10 +251,14 @@ def ease_sparse(
         return rows[keep], cols[keep], vals[keep], float(threshold)
 
     for lo, block in blocks:
-        r, c = np.nonzero(np.abs(block) > tau)
-        rows = np.concatenate([rows, r.astype(index)])
-        cols = np.concatenate([cols, (c + lo).astype(index)])
-        vals = np.concatenate([vals, block[r, c].astype(dtype)])
+        r, c = np.nonzero(np.abs(block) >= tau if tau > 0 else block != 0)
+        v = block[r, c].astype(dtype)
+        r, c = r.astype(index), (c + lo).astype(index)
+        if v.size > keep_n:  # no more than the pool can keep comes in from one block
+            r, c, v, _ = cut(r, c, v)
+        rows = np.concatenate([rows, r])
+        cols = np.concatenate([cols, c])
+        vals = np.concatenate([vals, v])
         if vals.size > 2 * keep_n:
             rows, cols, vals, tau = cut(rows, cols, vals)
     if vals.size > keep_n:

@@ -83,8 +83,12 @@ class LocalBackend:
         from walsrec.training.regularization import choose_regularization
 
         choice = choose_regularization(self.user_items, **_search_arguments(cfg, progress))
-        # the hybrid's choice scores β on the same first split with the same fit
-        self.validation_model = choice.validation_model
+        # the hybrid's choice scores β on the same first split with the same fit (kept only
+        # when the hybrid may be chosen; released once it is)
+        wanted = cfg.item_item != "off" and not (
+            cfg.item_item == "auto" and cfg.targets == "values"
+        )
+        self.validation_model = choice.validation_model if wanted else None
         return choice
 
     def build(self, settings: dict[str, Any], **params: Any):
@@ -205,6 +209,7 @@ class DaskBackend:
 
     #: no training matrix in this process (the hybrid's EASE is not fitted on a cluster)
     user_items = None
+    validation_model = None
 
     def __init__(self, client) -> None:
         self.client = client

@@ -383,6 +383,11 @@ class TrainConfig:
         )
         self._check_dask()
         self._check_early_stopping()
+        if self.item_item == "on" and self.blend_weight == 0:
+            raise InvalidParameterError(
+                "The 'blend_weight' setting of train is 0 with item_item 'on': a blend weight "
+                "of 0 is WALS alone. Give a number > 0, 'auto', or item_item 'off'."
+            )
         return self
 
     def _check_inputs(self) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from walsrec.errors import InvalidParameterError
+from walsrec.errors import InvalidParameterError, SingularSystemError
 
 __all__ = [
     "BLEND_GRID",
@@ -104,9 +104,26 @@ class HybridChoice:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HybridChoice:
+        """Read back :meth:`to_dict`'s record; a record that keeps EASE without a finite
+        β > 0 and λ_B > 0 is a ValueError."""
+
         def scores(pairs):
             return {float(x): math.nan if s is None else float(s) for x, s in pairs}
 
+        if d["item_item"] is True:
+            beta, lam = d["blend_weight"], d["item_regularization"]
+            ok = all(
+                isinstance(v, int | float)
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and v > 0
+                for v in (beta, lam)
+            )
+            if not ok:
+                raise ValueError(
+                    "'item_item' is true, so 'blend_weight' and 'item_regularization' must be "
+                    f"finite numbers > 0; got {beta!r} and {lam!r}"
+                )
         return cls(
             item_item=bool(d["item_item"]),
             blend_weight=float(d["blend_weight"]),
@@ -223,7 +240,9 @@ def choose_hybrid(
                 "'item_regularization' as numbers."
             )
         return HybridChoice(
-            False, reason="off: no user has two or more training entries to validate on"
+            False,
+            reason="off: no user has two or more training entries to validate on",
+            metric=metric,
         )
 
     # the dense form's fits at every λ_B share XᵀX (one more n_items² array meanwhile)
@@ -232,10 +251,15 @@ def choose_hybrid(
     gram = ease.gram_matrix(fit_rows) if dense else None
 
     def ease_score(lam: float) -> tuple[float, Any]:
-        if dense:
-            weights = ease.ease_dense(fit_rows, lam, np.float32, gram=gram)
-        else:
-            weights = EASE(lam).fit(fit).weights_
+        try:
+            if dense:
+                weights = ease.ease_dense(fit_rows, lam, np.float32, gram=gram)
+            else:
+                weights = EASE(lam).fit(fit).weights_
+        except SingularSystemError:  # λ_B too small for float32: never the best
+            if progress is not None:
+                progress("item_regularization", lam, math.nan)
+            return math.nan, None
         score = evaluate_scorer(
             lambda users: item_item_scores(fit_rows[users], weights),
             fit,
@@ -256,6 +280,20 @@ def choose_hybrid(
         score, weights = ease_score(lam_b)
         lam_scores[lam_b] = score
     gram = None  # free XᵀX before WALS and the β pass
+    if weights is None:
+        if item_item == "on":
+            raise InvalidParameterError(
+                "The 'item_item' setting of train is 'on', but EASE's Gram matrix is not "
+                f"positive definite in float32 at any λ_B tried ({sorted(lam_scores)}); give "
+                "a larger 'item_regularization'."
+            )
+        return HybridChoice(
+            False,
+            reason="off: EASE could not be fitted in float32 at any λ_B tried",
+            regularization_scores=lam_scores,
+            metric=metric,
+            seconds=time.perf_counter() - started,
+        )
     candidates = [float(b) for b in grid] if blend_weight == "auto" else [float(blend_weight)]
     if item_item == "on":
         candidates = [b for b in candidates if b > 0] or candidates
@@ -309,7 +347,8 @@ def _walk_lambda(score, scores: dict[float, float]):
             lam *= step
             value, weights = score(lam)
             scores[lam] = value
-            if not value > best:
+            if not (value > best or (math.isnan(best) and not math.isnan(value))):
+                weights = None  # only the best weights stay alive during the next fit
                 break
             best_lam, best, best_weights = lam, value, weights
         if best_lam != ITEM_REGULARIZATION_START:

@@ -607,6 +607,7 @@ class _ItemItem:
                 validation_model=getattr(self.backend, "validation_model", None),
             )
         finally:
+            self.backend.validation_model = None  # its factors are not needed any more
             if bar is not None:
                 bar.close()
 
@@ -615,6 +616,12 @@ class _ItemItem:
 
         choice = self.choice()
         if not choice.item_item:
+            return None
+        if self.backend.user_items is None:  # a local run's choice, resumed on Dask
+            self.say(
+                "item-item: the recorded choice keeps EASE, but EASE is fitted on one machine, "
+                "not on Dask: this export is WALS alone"
+            )
             return None
         settings, weights, seconds = export_item_item(choice, self.backend.user_items)
         self.say(
