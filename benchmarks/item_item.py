@@ -1,6 +1,6 @@
 """The hybrid's item-item part: sparse against dense B, and what it adds to training.
 
-Two parts:
+Three parts:
 
 * ``quality``: EASE alone and the hybrid, with dense (exact) B and with the sparse form
   (the ``density`` × n_items largest weights, one global threshold), under
@@ -12,8 +12,10 @@ Two parts:
 * ``time``: ``walsrec.train`` with train's defaults on a DATA_DIR, ``--item-item off``
   against ``auto``: wall seconds and export bytes. Data: ML-100K, the demo's generated
   visits and generated visits with a 20,000-item catalogue (the dense form's limit).
+* ``fit``: one dense EASE fit (``walsrec.model.ease.gram_matrix`` then ``ease_dense``) on a
+  random binary 50,000-user matrix with 1,000,000 entries, at 10,000 and 20,000 items.
 
-    python benchmarks/item_item.py [--parts quality,time] [--datasets ml100k,generated,epinions]
+    python benchmarks/item_item.py [--parts quality,time,fit] [--datasets ml100k,generated,epinions]
                                    [--density 100] [--big-visits 1000000]
 """
 
@@ -179,9 +181,30 @@ def timing(names: list[str], big_visits: int) -> None:
             )
 
 
+def fit_time() -> None:
+    from walsrec.model.ease import ease_dense, gram_matrix
+
+    print("\n## fit: one dense EASE fit, 50,000 users, 1,000,000 entries, λ_B 500, float32")
+    for n_items in (10_000, 20_000):
+        density = 1_000_000 / (50_000 * n_items)
+        x = binary_rows(sp.random(50_000, n_items, density=density, format="csr", random_state=0))
+        t = time.perf_counter()
+        gram = gram_matrix(x)
+        gram_s = time.perf_counter() - t
+        t = time.perf_counter()
+        weights = ease_dense(x, 500.0, np.float32, gram=gram)
+        fit_s = time.perf_counter() - t
+        print(
+            f"{n_items:,} items: XᵀX {gram_s:.1f} s, potrf + potri + B {fit_s:.1f} s, "
+            f"total {gram_s + fit_s:.1f} s, B {weights.nbytes:,} B",
+            flush=True,
+        )
+        del gram, weights
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="quality,time")
+    parser.add_argument("--parts", default="quality,time,fit")
     parser.add_argument("--datasets", default="ml100k,generated,epinions")
     parser.add_argument("--density", type=int, default=100)
     parser.add_argument("--big-visits", type=int, default=1_000_000)
@@ -206,6 +229,8 @@ def main() -> None:
         if not (SHARED / "ml100k.csv").exists():
             wanted = [n for n in wanted if n != "ml100k"]
         timing(wanted, args.big_visits)
+    if "fit" in parts:
+        fit_time()
 
 
 if __name__ == "__main__":

@@ -160,17 +160,17 @@ def _hybrid_metrics(export, train, heldout, k, n_jobs, with_ease: bool) -> dict:
     """A hybrid export's held-out metrics as served, and those of its two parts."""
     from walsrec._files import json_safe
     from walsrec.metrics import evaluate_scorer
-    from walsrec.model.ease import binary_rows, blend, item_item_scores
+    from walsrec.model.ease import binary_rows, hybrid_scores, item_item_scores
 
     settings = export.meta["item_item"]
     beta = float(settings["blend_weight"])
     rows = binary_rows(train)
     weights = export.item_weights
-    user_f = np.asarray(export.user_factors, dtype=np.float32)
-    item_t = np.ascontiguousarray(np.asarray(export.item_factors, dtype=np.float32).T)
+    user_f = export.user_factors
+    item_f = np.asarray(export.item_factors, dtype=np.float32)  # converted once
 
     def hybrid(users: np.ndarray) -> np.ndarray:
-        return blend(user_f[users] @ item_t, item_item_scores(rows[users], weights), beta)
+        return hybrid_scores(user_f[users], item_f, rows[users], weights, beta)
 
     def ease(users: np.ndarray) -> np.ndarray:
         return item_item_scores(rows[users], weights)

@@ -130,10 +130,13 @@ def test_predict_writes_the_hybrids_lists(hybrid, tmp_path):
     from walsrec.serving.predict import predict
 
     predict(hybrid, tmp_path / "top.csv", k=3, n_jobs=1)
-    lines = (tmp_path / "top.csv").read_text().splitlines()[1:]
-    first = [line.split(",") for line in lines[:3]]
-    want = hybrid.recommend(hybrid.users.id(0), k=3)
-    assert [row[2].strip('"') for row in first] == want.items
+    rows = [line.split(",") for line in (tmp_path / "top.csv").read_text().splitlines()[1:]]
+    assert len(rows) == 3 * hybrid.n_users
+    for user in (0, 17, hybrid.n_users - 1):
+        want = hybrid.recommend(hybrid.users.id(user), k=3)
+        got = rows[3 * user : 3 * user + 3]
+        assert [r[0].strip('"') for r in got] == [hybrid.users.id(user)] * 3
+        assert [r[2].strip('"') for r in got] == want.items
 
 
 def test_the_service_answers_with_the_hybrid(hybrid_model_dir, hybrid):

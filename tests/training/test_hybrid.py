@@ -143,9 +143,10 @@ def test_train_records_the_choice_and_a_rerun_reads_it(data_dir, tmp_path, capsy
     err = capsys.readouterr().err
     record = json.loads((tmp_path / "m" / "item_item.json").read_text())
     assert f"item-item: {record['reason']} (β: 0 " in err
-    assert record["regularization_scores"] == [
-        [30.0, pytest.approx(record["regularization_scores"][0][1])]
-    ]
+    # λ_B as given: scored once, no search
+    [(lam, score)] = record["regularization_scores"]
+    assert lam == 30.0 and 0 < score <= 1
+    assert [b for b, _ in record["blend_scores"]] == list(BLEND_GRID)
     exported = sorted((tmp_path / "m" / "export").iterdir())[-1]
     meta = json.loads((exported / "model.json").read_text())
     assert ("item_item" in meta) == record["item_item"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import replace
 
@@ -610,8 +611,12 @@ def test_the_hybrids_weights_are_searched_and_scored_as_the_blend(data_dir, tmp_
     trained = train(
         config_file=out / "best.toml", data=str(data_dir), model_dir=str(tmp_path / "model")
     )
-    record = (tmp_path / "model" / "item_item.json").read_text()
-    assert f'"blend_weight": {best["blend_weight"]}' in record or best["blend_weight"] == 0
+    record = json.loads((tmp_path / "model" / "item_item.json").read_text())
+    # β and λ_B as given by best.toml: no search on either
+    assert record["item_item"] is (best["blend_weight"] > 0)
+    assert record["blend_weight"] == (best["blend_weight"] if record["item_item"] else 0.0)
+    assert record["blend_scores"] == []
+    assert [lam for lam, _ in record["regularization_scores"]] == [best["item_regularization"]]
     assert trained.export_path is not None
 
 

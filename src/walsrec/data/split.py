@@ -30,6 +30,7 @@ __all__ = [
     "entries_where",
     "holdout_mask",
     "sample_positions",
+    "sampled_validation_split",
     "uniform_draws",
     "users_at",
     "validation_draws",
@@ -190,3 +191,14 @@ def users_at(val: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
     keep = np.zeros(val.shape[0], dtype=bool)
     keep[np.flatnonzero(counts)[positions]] = True
     return entries_where(val, np.repeat(keep, counts))
+
+
+def sampled_validation_split(
+    user_items: sp.csr_matrix, fraction: float, max_users: int, seed: int
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """:func:`validation_split` seeded ``seed``, its held-out part kept for at most
+    ``max_users`` of its users (:func:`sample_positions` seeded ``seed``): one fold of λ
+    auto's search, and the split the hybrid's weights are chosen on."""
+    fit, val = validation_split(user_items, fraction, seed)
+    positions = sample_positions(int(np.count_nonzero(np.diff(val.indptr))), max_users, seed)
+    return fit, (val if positions is None else users_at(val, positions))

@@ -18,9 +18,9 @@ Two forms of B, both float32 by default:
 
 - **dense** (up to :data:`DENSE_MAX_ITEMS` items): P by a Cholesky factorisation and its
   inverse from the factor (LAPACK ``potrf`` + ``potri``, n³ flops, 4n² bytes in float32:
-  1.6 GB and about 46 s single-threaded at 20,000 items on the 2-core machine of
-  benchmarks/README.md). Half the time and a third of the memory of solving against the
-  identity.
+  1.6 GB and 55–81 s at 20,000 items on the 2-core machine of benchmarks/README.md,
+  "item_item.py"). About half the time and less than half the memory of solving against
+  the identity (in float64 at 20,000 items: 114 s and 4.9 GB against 222 s and 10.6 GB).
 - **sparse** (up to :data:`SPARSE_MAX_SIDE` on the smaller side of X): the exact columns
   of B computed block by block, and only the ``density`` × n_items entries of largest
   magnitude kept, as one global threshold (the rule of SANSA, Spišák et al. 2023). When
@@ -61,12 +61,13 @@ __all__ = [
     "ease_dense",
     "ease_sparse",
     "gram_matrix",
+    "hybrid_scores",
     "item_item_scores",
     "standardize_rows",
 ]
 
 #: Largest catalogue whose dense B is computed by default (1.6 GB of float32 weights and
-#: about 46 s to fit on 2 cores; 30,000 items took 4.6 minutes and 3.6 GB).
+#: 55–81 s to fit on 2 cores; 30,000 items took 4.6 minutes and 3.6 GB on one thread).
 DENSE_MAX_ITEMS = 20_000
 #: Largest smaller side of X (users or items) the sparse form factorises densely.
 SPARSE_MAX_SIDE = 30_000
@@ -93,13 +94,9 @@ def binary_rows(x: sp.spmatrix, dtype=np.float32) -> sp.csr_matrix:
 
 
 def gram_matrix(x: sp.spmatrix, dtype=np.float32) -> np.ndarray:
-    """XᵀX of the binary CSR matrix ``x``, dense (Fortran order), for :func:`ease_dense`."""
-    return _dense_gram(sp.csr_matrix(x), np.dtype(dtype).type, 0.0)
-
-
-def _dense_gram(x: sp.csr_matrix, dtype, lam: float) -> np.ndarray:
-    """XᵀX + λI as a Fortran-ordered dense array, built by column blocks (counts are exact in
-    float32 below 2²⁴ users)."""
+    """XᵀX of the binary matrix ``x``, dense in Fortran order (what LAPACK factorises in
+    place), built by column blocks; counts are exact in float32 below 2²⁴ users."""
+    x = sp.csr_matrix(x)
     n = x.shape[1]
     xt = x.T.tocsr()
     xc = x.tocsc()
@@ -107,7 +104,12 @@ def _dense_gram(x: sp.csr_matrix, dtype, lam: float) -> np.ndarray:
     for lo in range(0, n, _BLOCK):
         hi = min(n, lo + _BLOCK)
         gram[:, lo:hi] = (xt @ xc[:, lo:hi]).toarray()
-    gram[np.diag_indices(n)] += dtype(lam)
+    return gram
+
+
+def _shifted(gram: np.ndarray, lam: float) -> np.ndarray:
+    """``gram`` + λI, in place."""
+    gram[np.diag_indices(gram.shape[0])] += gram.dtype.type(lam)
     return gram
 
 
@@ -166,12 +168,8 @@ def ease_dense(
     Raises :class:`~walsrec.errors.SingularSystemError` when XᵀX + λI is not numerically
     positive definite (λ far too small for ``dtype``)."""
     dtype = np.dtype(dtype).type
-    if gram is None:
-        a = _dense_gram(x, dtype, regularization)
-    else:
-        a = np.array(gram, dtype=dtype, order="F", copy=True)
-        a[np.diag_indices(a.shape[0])] += dtype(regularization)
-    p = _spd_inverse(a, "XᵀX + λI")
+    a = gram_matrix(x, dtype) if gram is None else np.array(gram, dtype=dtype, order="F")
+    p = _spd_inverse(_shifted(a, regularization), "XᵀX + λI")
     # p is symmetric: its Fortran buffer read in C order is P itself
     b = p.T
     scale = (-1.0 / np.diagonal(b).astype(np.float64)).astype(dtype)
@@ -201,7 +199,7 @@ def _column_blocks_users(x, lam, dtype):
 
     n_items = x.shape[1]
     xt = x.T.tocsr()
-    kmat = _dense_gram(xt, dtype, lam)  # XXᵀ + λI
+    kmat = _shifted(gram_matrix(xt, dtype), lam)  # XXᵀ + λI
     potrs = _lapack(kmat.dtype, "potrs")
     c = _cholesky(kmat, "XXᵀ + λI")
     xc = x.tocsc()
@@ -275,6 +273,14 @@ def item_item_scores(rows: sp.csr_matrix, weights) -> np.ndarray:
     if sp.issparse(out):
         out = out.toarray()
     return np.asarray(out, dtype=np.float32)
+
+
+def hybrid_scores(factors, item_factors, rows: sp.csr_matrix, weights, beta: float) -> np.ndarray:
+    """The hybrid's scores of a block of users: z(factors · item_factorsᵀ) + β·z(rows · B),
+    float32 (m, n_items); ``factors`` (m × k) are the users' factors (or fold-ins), ``rows``
+    their binary histories."""
+    wals = np.asarray(factors, dtype=np.float32) @ np.asarray(item_factors, dtype=np.float32).T
+    return blend(wals, item_item_scores(rows, weights), beta)
 
 
 def standardize_rows(scores: np.ndarray) -> np.ndarray:

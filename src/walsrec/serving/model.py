@@ -271,10 +271,9 @@ class Recommender:
     def _hybrid_scores(self, factors: np.ndarray, rows: sp.csr_matrix) -> np.ndarray:
         """z(factors·Vᵀ) + β·z(rows·B) for a block of users (factors m × k, binary rows
         m × n_items): float32 (m, n_items)."""
-        from walsrec.model.ease import blend, item_item_scores
+        from walsrec.model.ease import hybrid_scores
 
-        wals = np.asarray(factors, dtype=np.float32) @ self.item_factors.T
-        return blend(wals, item_item_scores(rows, self.item_weights), self.blend_weight)
+        return hybrid_scores(factors, self.item_factors, rows, self.item_weights, self.blend_weight)
 
     def _seen(self, user: int) -> np.ndarray:
         return self._indices[self._indptr[user] : self._indptr[user + 1]]

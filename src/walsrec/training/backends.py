@@ -31,6 +31,10 @@ class Backend(Protocol):
     """
 
     data: TrainingData | StoredData | None
+    #: the training matrix in this process (None on a cluster), and λ auto's fit on its
+    #: first split while the hybrid's choice may use it (:mod:`walsrec.training.hybrid`)
+    user_items: Any
+    validation_model: Any
 
     def load_data(self, cfg, model_dir: Path) -> TrainingData | StoredData: ...
     @property
@@ -80,14 +84,13 @@ class LocalBackend:
     def choose_regularization(self, cfg, progress):
         """λ for ``regularization = "auto"``: :func:`walsrec.training.regularization.
         choose_regularization` on the training matrix, after train's default length."""
+        from walsrec.training.hybrid import may_blend
         from walsrec.training.regularization import choose_regularization
 
         choice = choose_regularization(self.user_items, **_search_arguments(cfg, progress))
         # the hybrid's choice scores β on the same first split with the same fit (kept only
         # when the hybrid may be chosen; released once it is)
-        wanted = cfg.item_item != "off" and not (
-            cfg.item_item == "auto" and cfg.targets == "values"
-        )
+        wanted = may_blend(cfg.item_item, cfg.targets)
         self.validation_model = choice.validation_model if wanted else None
         return choice
 

@@ -41,6 +41,7 @@ __all__ = [
     "choose_hybrid",
     "export_item_item",
     "item_item_feasible",
+    "may_blend",
     "read_choice",
 ]
 
@@ -139,6 +140,12 @@ class HybridChoice:
         )
 
 
+def may_blend(item_item: str, targets: str | None) -> bool:
+    """Whether a run's settings let the hybrid be chosen: not ``item_item = "off"``, and
+    not ``"auto"`` for a model that fits the values (the blend predicts no rating)."""
+    return item_item == "on" or (item_item == "auto" and targets != "values")
+
+
 def item_item_feasible(n_users: int, n_items: int) -> str | None:
     """None when EASE can be fitted on a matrix of this shape, else why not (one line)."""
     from walsrec.model.ease import DENSE_MAX_ITEMS, SPARSE_MAX_SIDE
@@ -201,7 +208,7 @@ def choose_hybrid(
     -------
     HybridChoice
     """
-    from walsrec.data.split import validation_split
+    from walsrec.data.split import sampled_validation_split
     from walsrec.metrics import evaluate_scorer
     from walsrec.model import ease
     from walsrec.model.ease import EASE, item_item_scores
@@ -209,7 +216,7 @@ def choose_hybrid(
     started = time.perf_counter()
     metric = f"ndcg@{k}"
     x = sp.csr_matrix(user_items)
-    if item_item == "auto" and settings.get("targets") == "values":
+    if not may_blend(item_item, settings.get("targets")):
         return HybridChoice(
             False,
             reason="off: the model fits the values (targets 'values'), which the hybrid's "
@@ -221,8 +228,8 @@ def choose_hybrid(
         if item_item == "on":
             raise InvalidParameterError(f"The 'item_item' setting of train is 'on', but {reason}.")
         return HybridChoice(False, reason=f"off: {reason}", metric=metric)
-    fit, val = validation_split(x, validation_fraction, seed)
-    val = _sample_users(val, max_users, seed)
+    # λ auto's first fold: its fit there scores β (``validation_model``)
+    fit, val = sampled_validation_split(x, validation_fraction, max_users, seed)
     validated = int(np.count_nonzero(np.diff(val.indptr)))
     if validated == 0:
         if item_item == "on" and blend_weight != "auto" and item_regularization != "auto":
@@ -416,13 +423,6 @@ def _blend_scores(wals, weights, fit, val, betas, k, n_jobs, progress) -> dict[f
         for beta in betas:
             progress("blend_weight", beta, scores[beta])
     return scores
-
-
-def _sample_users(val: sp.csr_matrix, max_users: int, seed: int) -> sp.csr_matrix:
-    from walsrec.data.split import sample_positions, users_at
-
-    positions = sample_positions(int(np.count_nonzero(np.diff(val.indptr))), max_users, seed)
-    return val if positions is None else users_at(val, positions)
 
 
 def read_choice(path) -> HybridChoice:

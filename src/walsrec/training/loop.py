@@ -604,7 +604,7 @@ class _ItemItem:
                 seed=cfg.seed,
                 n_jobs=cfg.threads,
                 progress=progress,
-                validation_model=getattr(self.backend, "validation_model", None),
+                validation_model=self.backend.validation_model,
             )
         finally:
             self.backend.validation_model = None  # its factors are not needed any more

@@ -368,13 +368,12 @@ def _validation_splits(
 ) -> tuple[list[tuple[sp.csr_matrix, sp.csr_matrix]], int]:
     """(fit, val) of each validation split drawn (seeded ``seed``, ``seed + 1``, ..., up to
     MAX_FOLDS, until ``min_validated`` users are scored), and the users scored in all."""
-    from walsrec.data.split import validation_split
+    from walsrec.data.split import sampled_validation_split
 
     splits = []
     validated = 0
     for fold in range(MAX_FOLDS):
-        fit, val = validation_split(x, validation_fraction, seed + fold)
-        val = _sample_users(val, max_users, seed + fold)
+        fit, val = sampled_validation_split(x, validation_fraction, max_users, seed + fold)
         n = int(np.count_nonzero(np.diff(val.indptr)))
         if n == 0:
             continue  # another draw may hold entries out
@@ -556,11 +555,3 @@ def _nu_scale_dask(client, source, settings: dict[str, Any], partitions) -> floa
     w0 = float(wals_params(base, facts, defaults=defaults)["unobserved_weight"])
     mean = mean_log_mass(client, source, w0, partitions)
     return 1.0 if mean is None else float(np.exp((1.0 - nu) * mean))
-
-
-def _sample_users(val: sp.csr_matrix, max_users: int, seed: int) -> sp.csr_matrix:
-    """``val`` with the entries of at most ``max_users`` of its users (drawn at random)."""
-    from walsrec.data.split import sample_positions, users_at
-
-    positions = sample_positions(int(np.count_nonzero(np.diff(val.indptr))), max_users, seed)
-    return val if positions is None else users_at(val, positions)

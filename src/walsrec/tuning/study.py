@@ -507,19 +507,19 @@ class _Objective:
     def _hybrid_score(self, model, fold, fit, val, settings) -> float:
         """The trial's blend of its WALS fit with EASE on the same split (β > 0)."""
         from walsrec.metrics import evaluate_scorer
-        from walsrec.model.ease import binary_rows, blend, item_item_scores
+        from walsrec.model.ease import binary_rows, hybrid_scores
         from walsrec.training.hybrid import ITEM_REGULARIZATION_START
 
         lam = settings.get("item_regularization", "auto")
         lam = ITEM_REGULARIZATION_START if lam == "auto" else float(lam)
         weights = self._ease_weights(fold, fit, lam)
         rows = binary_rows(fit)
-        user_f = np.asarray(model.user_factors_, dtype=np.float32)
-        item_t = np.ascontiguousarray(np.asarray(model.item_factors_, dtype=np.float32).T)
+        user_f = model.user_factors_
+        item_f = np.asarray(model.item_factors_, dtype=np.float32)  # converted once
         beta = float(settings["blend_weight"])
 
         def scorer(users):
-            return blend(user_f[users] @ item_t, item_item_scores(rows[users], weights), beta)
+            return hybrid_scores(user_f[users], item_f, rows[users], weights, beta)
 
         return float(
             evaluate_scorer(scorer, fit, val, k=self.k, metrics=[self.metric], n_jobs=self.threads)[
